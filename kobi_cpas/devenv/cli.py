@@ -1,0 +1,169 @@
+"""`kobi-cpas` command line: run the whole pipeline, start the dev UI, run the sandbox alone, print tables.
+
+Errors meant for people (bad registry, bad feed, Meta errors) are printed as one clear message, never as a
+bare traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from kobi_cpas.devenv.stack import REPO_ROOT, local_stack
+
+
+def _fail(msg: str) -> None:
+    click.echo(click.style("error: ", fg="red", bold=True) + msg, err=True)
+    sys.exit(1)
+
+
+def _friendly(fn):
+    """Turn the project's own error types into a message and exit code 1."""
+
+    def wrapper(*args, **kwargs):
+        from kobi_cpas.registry import RegistryError
+
+        try:
+            return fn(*args, **kwargs)
+        except RegistryError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted")
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """Kobi CPAS data backbone: local stack and pipeline commands."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def print_tables(analyst_path: Path) -> None:
+    from kobi_cpas.warehouse import Warehouse
+
+    counts = Warehouse(analyst_path).analyst_row_counts()
+    click.echo(f"\nAnalyst DuckDB file: {analyst_path.resolve()}")
+    click.echo(f"  open it with:  duckdb -readonly {analyst_path.resolve()}")
+    width = max((len(n) for n in counts), default=10)
+    for name, n in counts.items():
+        click.echo(f"  {name.ljust(width)}  {n:>10,} rows")
+
+
+@main.command()
+@click.option("--tenant", "tenants", multiple=True, help="Only these tenants (default: all in the registry).")
+@_friendly
+def run(tenants: tuple[str, ...]) -> None:
+    """Materialize the whole asset graph for the registry's tenants (against the sandbox unless
+    META_GRAPH_API_URL is set), then print the analyst tables."""
+    import dagster as dg
+
+    from kobi_cpas.devenv.instance import ensure_pools
+    from kobi_cpas.devenv.pipeline import materialize_all
+    from kobi_cpas.registry import load_registry
+    from kobi_cpas.warehouse import analyst_path_from_env
+
+    reg = load_registry()  # fail early, with the clear message, on a bad registry
+    started = time.monotonic()
+    with local_stack() as info:
+        click.echo(f"registry:  {reg.path} ({len(reg.tenants)} tenants)")
+        click.echo(f"postgres:  {info.postgres}")
+        click.echo(f"meta:      {info.meta}")
+        click.echo(f"dagster:   DAGSTER_HOME={info.dagster_home}")
+        from kobi_cpas.definitions import defs as build_defs
+
+        defs = build_defs()
+        instance = dg.DagsterInstance.get()
+        try:
+            ensure_pools(instance)
+            report = materialize_all(defs, instance, tenants=list(tenants) or None)
+        finally:
+            instance.dispose()
+    print_tables(analyst_path_from_env())
+    failed = [r for r in report.runs if not r[2]]
+    click.echo(f"\n{len(report.runs)} runs, {len(failed)} failed, {time.monotonic() - started:.1f}s")
+    if failed:
+        for label, pkey, _, _ in failed:
+            click.echo(f"  failed: [{label}] {pkey or ''}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--port", default=3000, show_default=True)
+@_friendly
+def dev(port: int) -> None:
+    """Dagster UI + daemon on localhost against the sandbox; schedules and sensors live. Ctrl-C stops all."""
+    with local_stack(sandbox_port=int(os.environ.get("KOBI_CPAS_SANDBOX_PORT", "8765"))) as info:
+        click.echo(f"postgres: {info.postgres}\nmeta:     {info.meta}\nUI:       http://localhost:{port}")
+        cmd = [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            str(REPO_ROOT / "workspace.yaml"),
+            "-p",
+            str(port),
+        ]
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=dict(os.environ))
+        try:
+            proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True)
+@click.option("--seed", default=42, show_default=True)
+@_friendly
+def sandbox(host: str, port: int, seed: int) -> None:
+    """Run the Meta sandbox alone (Ctrl-C stops it)."""
+    from kobi_cpas.registry import load_registry
+    from kobi_cpas.sandbox import SandboxServer, World
+
+    server = SandboxServer(World.from_registry(load_registry().registry, seed=seed), host=host, port=port)
+    server.start()
+    click.echo(f"Meta sandbox on {server.url}  (export META_GRAPH_API_URL={server.url})")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+@main.command()
+def tables() -> None:
+    """Print the analyst DuckDB file and its tables with row counts."""
+    from kobi_cpas.warehouse import analyst_path_from_env
+
+    print_tables(analyst_path_from_env())
+
+
+@main.command()
+@click.option("--scale", default=1_000_000, show_default=True, help="Feed items for the catalog benchmarks.")
+@click.option("--out", default=".bench", show_default=True, type=click.Path(path_type=Path))
+def bench(scale: int, out: Path) -> None:
+    """Run the benchmarks (speed and memory, as side-by-side ratios)."""
+    from kobi_cpas.devenv.bench import run_benchmarks
+
+    run_benchmarks(scale=scale, out=out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""Benchmark: full ``ingest_feed`` against a bare ``read_csv`` of the same generated feed.
+
+Each phase runs in its own subprocess (fresh interpreter, fresh DuckDB database file in ``workdir``) so
+the two peak-RSS figures are separate and neither phase profits from the other's caches, except the OS
+page cache, which is warmed for both by generating the file first.
+
+    python -m kobi_cpas.feeds.bench 1000000 .bench/feeds 3     # items, workdir, repeats
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kobi_cpas.feeds.generator import generate_feed
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Peak RSS of this process only: VmHWM belongs to the address space created by exec, whereas
+# ru_maxrss survives fork+exec and would report the parent's peak.
+_PEAK = """
+def PEAK():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+"""
+
+_PHASE_BARE = (
+    _PEAK
+    + """
+import duckdb, json, sys, time
+csv_path, db_path, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+con = duckdb.connect(db_path)
+con.execute("SET enable_progress_bar = false")
+for k, v in settings.items():
+    con.execute(f"SET {k} = '{v}'")
+t = time.perf_counter()
+con.execute(f"CREATE TABLE t AS SELECT * FROM read_csv('{csv_path}')")
+con.execute("CHECKPOINT")
+seconds = time.perf_counter() - t
+rows = con.execute("SELECT count(*) FROM t").fetchone()[0]
+con.close()
+print(json.dumps({"seconds": seconds, "rows": rows, "peak_rss_mb": PEAK()}))
+"""
+)
+
+_PHASE_INGEST = (
+    _PEAK
+    + """
+import duckdb, json, resource, sys, time
+from kobi_cpas.feeds.snapshot import ingest_feed
+csv_path, db_path, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+con = duckdb.connect(db_path)
+con.execute("SET enable_progress_bar = false")
+for k, v in settings.items():
+    con.execute(f"SET {k} = '{v}'")
+t = time.perf_counter()
+r = ingest_feed(con, tenant_id="bench", snapshot_id="s1", path=csv_path, fmt="csv", source_label="bench")
+con.execute("CHECKPOINT")
+seconds = time.perf_counter() - t
+con.close()
+print(json.dumps({"seconds": seconds, "rows": r.item_count, "valid": r.valid_count,
+                  "issues": r.issue_counts, "peak_rss_mb": PEAK()}))
+"""
+)
+
+
+def _run_phase(code: str, csv_path: Path, db_path: Path, settings: dict[str, str]) -> dict:
+    for p in (db_path, db_path.with_name(db_path.name + ".wal")):
+        p.unlink(missing_ok=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(csv_path), str(db_path), json.dumps(settings)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark phase failed:\n{out.stderr[-4000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["db_size_mb"] = db_path.stat().st_size / 2**20
+    for p in (db_path, db_path.with_name(db_path.name + ".wal")):
+        p.unlink(missing_ok=True)
+    return result
+
+
+def run_ingest_benchmark(
+    n_items: int,
+    workdir: str | Path,
+    *,
+    seed: int = 42,
+    error_share: float = 0.01,
+    settings: dict[str, str] | None = None,
+    keep_feed: bool = True,
+    repeat: int = 1,
+) -> dict:
+    """Generate an ``n_items`` CSV in ``workdir``, then time (a) bare ``CREATE TABLE t AS SELECT * FROM
+    read_csv(file)`` and (b) ``ingest_feed`` (parse + validate + hash + store), each into a fresh
+    DuckDB file and each in its own subprocess, both followed by a CHECKPOINT.
+
+    Returns seconds (fastest of ``repeat`` alternating runs) and peak RSS (MB, highest run) per phase,
+    ``ratio`` = ingest / bare, and the feed size.
+    ``settings`` are DuckDB settings applied in both phases (e.g. ``{"threads": "2"}``).
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    csv_path = workdir / f"bench_feed_{n_items}_{seed}.csv"
+    t = time.perf_counter()
+    if not csv_path.exists():
+        generate_feed(csv_path, n_items, seed=seed, error_share=error_share)
+    generate_seconds = time.perf_counter() - t
+    # Warm the page cache for both phases alike.
+    with csv_path.open("rb") as f:
+        while f.read(1 << 24):
+            pass
+    s = settings or {}
+    # Alternate the phases and keep each one's fastest run: on a shared machine this filters out
+    # the noise of other processes better than a single pair of runs.
+    bares: list[dict] = []
+    ingests: list[dict] = []
+    for _ in range(max(1, repeat)):
+        bares.append(_run_phase(_PHASE_BARE, csv_path, workdir / "bench_bare.duckdb", s))
+        ingests.append(_run_phase(_PHASE_INGEST, csv_path, workdir / "bench_ingest.duckdb", s))
+    bare = min(bares, key=lambda r: r["seconds"])
+    ingest = min(ingests, key=lambda r: r["seconds"])
+    result = {
+        "n_items": n_items,
+        "feed_mb": csv_path.stat().st_size / 2**20,
+        "generate_seconds": generate_seconds,
+        "bare_read_csv_seconds": bare["seconds"],
+        "ingest_seconds": ingest["seconds"],
+        "ratio": ingest["seconds"] / bare["seconds"] if bare["seconds"] else float("inf"),
+        "bare_runs_seconds": [r["seconds"] for r in bares],
+        "ingest_runs_seconds": [r["seconds"] for r in ingests],
+        "bare_peak_rss_mb": max(r["peak_rss_mb"] for r in bares),
+        "ingest_peak_rss_mb": max(r["peak_rss_mb"] for r in ingests),
+        "bare_db_mb": bare["db_size_mb"],
+        "ingest_db_mb": ingest["db_size_mb"],
+        "ingest_valid": ingest["valid"],
+        "ingest_issues": ingest["issues"],
+        "settings": s,
+        "cpu_count": os.cpu_count(),
+    }
+    if not keep_feed:
+        csv_path.unlink(missing_ok=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    n = int(args[0]) if args else 1_000_000
+    workdir = args[1] if len(args) > 1 else ".bench/feeds"
+    repeat = int(args[2]) if len(args) > 2 else 3
+    print(json.dumps(run_ingest_benchmark(n, workdir, repeat=repeat), indent=2))
+
+
+if __name__ == "__main__":
+    main()

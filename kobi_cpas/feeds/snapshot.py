@@ -1,0 +1,188 @@
+"""Ingest one feed file into stage tables: parse -> validate -> hash, all in DuckDB.
+
+:func:`ingest_feed` leaves two tables per tenant in schema ``feed_stage`` (created if missing), replacing
+that tenant's previous ones only once the new ones are complete (a failed ingest leaves the old tables):
+
+``feed_stage.items_<tenant>`` — one row per item of the file, in file order:
+    tenant_id VARCHAR, snapshot_id VARCHAR,
+    row_number BIGINT          1-based item number in the file (first data row = 1; XML: first item = 1),
+    <every canonical field of fields.COLUMNS> VARCHAR
+                               normalised: trimmed, blank -> NULL, availability/condition/gender/
+                               age_group lower-cased, price/sale_price currency upper-cased;
+                               fields absent from the file are NULL,
+    is_valid BOOLEAN           false when the item has at least one 'error' issue,
+    error_count INTEGER, warning_count INTEGER,
+    content_hash VARCHAR       md5 hex over the non-volatile fields (see hashing.py),
+    volatile_hash VARCHAR      md5 hex over price, sale_price, sale_price_effective_date, availability,
+                               quantity_to_sell_on_facebook.
+    ``id`` is the retailer id. Duplicate ids are all kept; only the first occurrence can be valid.
+
+``feed_stage.issues_<tenant>`` — one row per problem (columns :data:`validate.ISSUE_COLUMNS`):
+    tenant_id VARCHAR, snapshot_id VARCHAR, retailer_id VARCHAR (NULL when the id is missing or for
+    file-level issues), row_number BIGINT (NULL for file-level issues), field VARCHAR,
+    severity VARCHAR ('error' | 'warning' | 'info'), code VARCHAR, message VARCHAR, call_to_action VARCHAR.
+
+``<tenant>`` is :func:`tenant_slug` of the tenant id, so tenants ingested one after another into the
+same database never overwrite each other; re-ingesting a tenant replaces its tables. The caller copies
+what it needs, e.g. ``INSERT INTO feed_item_issues SELECT * FROM feed_stage.issues_<tenant>``
+(``SnapshotResult.issues_table`` / ``.items_table`` hold the qualified names).
+
+Whole-file problems raise :class:`~kobi_cpas.feeds.errors.FeedFileError` and leave no stage table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from kobi_cpas.feeds.errors import FeedFileError
+from kobi_cpas.feeds.fields import REQUIRED_COLUMNS
+from kobi_cpas.feeds.parser import (
+    execute_reading,
+    insertion_order_preserved,
+    open_feed_source,
+    sql_ident,
+)
+from kobi_cpas.feeds.validate import ISSUE_COLUMNS, finish_validation, items_select_sql
+
+STAGE_SCHEMA = "feed_stage"
+_SLUG_RE = re.compile(r"[^a-z0-9_]+")
+
+
+def tenant_slug(tenant_id: str) -> str:
+    """A safe, unique table-name suffix for a tenant id (``acme-tr`` -> ``acme_tr_<8 hex>``).
+
+    Ids that are already lower-case ``[a-z0-9_]`` (<= 40 chars) are used as they are; anything else
+    gets a short md5 suffix so that two different ids never share tables.
+    """
+    if not tenant_id:
+        raise ValueError("tenant_id must not be empty")
+    slug = _SLUG_RE.sub("_", tenant_id.lower()).strip("_")[:40] or "tenant"
+    if slug != tenant_id:
+        slug = f"{slug}_{hashlib.md5(tenant_id.encode('utf-8')).hexdigest()[:8]}"
+    return slug
+
+
+def stage_table_names(tenant_id: str) -> tuple[str, str]:
+    """(items table, issues table), qualified and unquoted, e.g. ``feed_stage.items_acme``."""
+    slug = tenant_slug(tenant_id)
+    return f"{STAGE_SCHEMA}.items_{slug}", f"{STAGE_SCHEMA}.issues_{slug}"
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    tenant_id: str
+    snapshot_id: str
+    source_label: str
+    path: str
+    fmt: str
+    items_table: str  # qualified name, e.g. feed_stage.items_acme
+    issues_table: str
+    item_count: int
+    valid_count: int
+    invalid_count: int
+    issue_counts: dict[str, int]  # severity -> count ('error', 'warning', 'info')
+    columns_present: tuple[str, ...]
+    unknown_columns: tuple[str, ...]
+    duration_seconds: float
+    issue_columns: tuple[str, ...] = field(default=ISSUE_COLUMNS)
+
+
+def _q(qualified: str) -> str:
+    schema, _, table = qualified.partition(".")
+    return f"{sql_ident(schema)}.{sql_ident(table)}"
+
+
+def ingest_feed(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    tenant_id: str,
+    snapshot_id: str,
+    path: str | Path,
+    fmt: str,
+    source_label: str,
+    required_columns: tuple[str, ...] = REQUIRED_COLUMNS,
+    allow_empty: bool = False,
+    tmp_dir: str | Path | None = None,
+) -> SnapshotResult:
+    """Parse, validate and hash the feed ``path`` (format ``csv`` | ``tsv`` | ``xml``) into the stage tables.
+
+    One ``CREATE TABLE AS`` reads the file and does the normalisation, every row-local rule and the
+    hashes in the same pass; two small aggregates then find duplicate ids and item-group mismatches.
+    Raises :class:`FeedFileError` for problems with the file as a whole (and for a file with no items
+    unless ``allow_empty``: an empty replace upload would delete the whole catalog).
+    """
+    started = time.perf_counter()
+    items_name, issues_name = stage_table_names(tenant_id)
+    items_final, issues_final = _q(items_name), _q(issues_name)
+    items_tmp, issues_tmp = _q(items_name + "__building"), _q(issues_name + "__building")
+    source = open_feed_source(path, fmt, required_columns=required_columns, tmp_dir=tmp_dir)
+    try:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {sql_ident(STAGE_SCHEMA)}")
+        select = items_select_sql(source.select_sql, tenant_id=tenant_id, snapshot_id=snapshot_id)
+        with insertion_order_preserved(con):
+            execute_reading(con, f"CREATE OR REPLACE TABLE {items_tmp} AS {select}", source)
+        # The CTAS kept file order, so rowid + 1 is the item number (row_number() OVER () would cost a
+        # second, single-threaded pass).
+        con.execute(f"UPDATE {items_tmp} SET row_number = rowid + 1")
+        (count,) = con.execute(f"SELECT count(*) FROM {items_tmp}").fetchone()  # type: ignore[misc]
+        if count == 0 and not allow_empty:
+            raise FeedFileError(path, "the file has a header but no items")
+        counts = finish_validation(
+            con,
+            items_table=items_tmp,
+            issues_table=issues_tmp,
+            tenant_id=tenant_id,
+            snapshot_id=snapshot_id,
+            unknown_columns=source.unknown_columns,
+        )
+        _swap(con, [(items_tmp, items_final, items_name), (issues_tmp, issues_final, issues_name)])
+    except BaseException:
+        for t in (items_tmp, issues_tmp):
+            with contextlib.suppress(duckdb.Error):
+                con.execute(f"DROP TABLE IF EXISTS {t}")
+        raise
+    finally:
+        source.cleanup()
+    return SnapshotResult(
+        tenant_id=tenant_id,
+        snapshot_id=snapshot_id,
+        source_label=source_label,
+        path=str(path),
+        fmt=source.fmt,
+        items_table=items_name,
+        issues_table=issues_name,
+        item_count=counts.item_count,
+        valid_count=counts.valid_count,
+        invalid_count=counts.invalid_count,
+        issue_counts=counts.issue_counts,
+        columns_present=source.columns_present,
+        unknown_columns=source.unknown_columns,
+        duration_seconds=time.perf_counter() - started,
+    )
+
+
+def _swap(con: duckdb.DuckDBPyConnection, moves: list[tuple[str, str, str]]) -> None:
+    """Replace each final table by its freshly built twin, in one transaction when possible."""
+    own_txn = True
+    try:
+        con.execute("BEGIN TRANSACTION")
+    except duckdb.TransactionException:
+        own_txn = False  # the caller runs a transaction: ours would nest
+    try:
+        for tmp, final, name in moves:
+            con.execute(f"DROP TABLE IF EXISTS {final}")
+            con.execute(f"ALTER TABLE {tmp} RENAME TO {sql_ident(name.partition('.')[2])}")
+        if own_txn:
+            con.execute("COMMIT")
+    except BaseException:
+        if own_txn:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+        raise

@@ -1,0 +1,14 @@
+from kobi_cpas.registry.loader import LoadedRegistry, RegistryError, load_registry, registry_path
+from kobi_cpas.registry.models import CpasRetailer, OnboardingMode, PartnershipStatus, Registry, Tenant
+
+__all__ = [
+    "CpasRetailer",
+    "LoadedRegistry",
+    "OnboardingMode",
+    "PartnershipStatus",
+    "Registry",
+    "RegistryError",
+    "Tenant",
+    "load_registry",
+    "registry_path",
+]

@@ -1,0 +1,747 @@
+"""The sandbox WSGI app (werkzeug) and the server that runs it on loopback in a background thread.
+
+Graph URLs are ``/<version>/<id>``, ``/<version>/<id>/<edge>`` and a few fixed paths. Like the real Graph API,
+the sandbox dispatches ``/<id>`` by the *type of the object* the id names, so route modules register handlers
+per (node kind, edge, method) on a ``Router``::
+
+    def register(router: Router) -> None:
+        @router.edge("catalog", "product_feeds", name="catalog.product_feeds", methods=("GET",))
+        def list_feeds(ctx: RequestContext) -> dict:
+            catalog = ctx.node
+            return ctx.paginate([...])
+
+Fixed paths (``/<version>/catalog_all_errors``) use ``router.path``; admin routes (``/__sandbox/...``) use
+``router.admin``. ``default_router()`` registers every module in ``ROUTE_MODULES``; a later issue adds its
+``routes_<domain>`` module there.
+
+Order of a Graph call: access token -> appsecret_proof -> route -> injected fault -> handler (under
+``world.lock``) -> usage headers -> request log. Slow/timeout faults wait outside the lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import itertools
+import json
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlencode
+
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import BaseConverter, Map, Rule
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+from kobi_cpas.sandbox import errors as gerr
+from kobi_cpas.sandbox.errors import GraphError
+from kobi_cpas.sandbox.faults import DELAY_KINDS, PAGE_KINDS, FaultInjector, fault_error
+from kobi_cpas.sandbox.fields import FieldSpec, parse_fields, select_fields
+from kobi_cpas.sandbox.state import World
+
+log = logging.getLogger("kobi_cpas.sandbox")
+
+FAMILY_CATALOG = "catalog_management"
+FAMILY_ADS = "ads_management"
+FAMILY_INSIGHTS = "ads_insights"
+
+DEFAULT_PAGE_LIMIT = 25
+MAX_PAGE_LIMIT = 5000
+_SECRET_PARAMS = frozenset({"access_token", "appsecret_proof"})
+
+Handler = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    handler: Handler
+    methods: frozenset[str]
+    family: str = FAMILY_CATALOG
+    kind: str | None = None
+    edge: str | None = None
+    rule: str | None = None
+
+
+class _VersionConverter(BaseConverter):
+    regex = r"v\d+\.\d+"
+
+
+class Router:
+    """Collects routes; the app builds its werkzeug ``Map``s from it."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[tuple[str, str], Route] = {}
+        self.edges: dict[tuple[str, str, str], Route] = {}
+        self.paths: list[Route] = []
+        self.admin_routes: list[Route] = []
+        self.by_name: dict[str, Route] = {}
+
+    def _add(self, route: Route) -> None:
+        if route.name in self.by_name:
+            raise ValueError(f"sandbox route name {route.name!r} registered twice")
+        self.by_name[route.name] = route
+
+    def node(
+        self, kind: str, *, name: str, methods: Iterable[str] = ("GET",), family: str = FAMILY_CATALOG
+    ) -> Callable[[Handler], Handler]:
+        """``/<version>/{id}`` for objects of ``kind`` (a key of state.NODE_KINDS)."""
+
+        def deco(fn: Handler) -> Handler:
+            route = Route(name, fn, frozenset(m.upper() for m in methods), family, kind=kind)
+            self._add(route)
+            for m in route.methods:
+                self.nodes[(kind, m)] = route
+            return fn
+
+        return deco
+
+    def edge(
+        self,
+        kind: str,
+        edge: str,
+        *,
+        name: str,
+        methods: Iterable[str] = ("GET",),
+        family: str = FAMILY_CATALOG,
+    ) -> Callable[[Handler], Handler]:
+        """``/<version>/{id}/{edge}`` for objects of ``kind``."""
+
+        def deco(fn: Handler) -> Handler:
+            route = Route(name, fn, frozenset(m.upper() for m in methods), family, kind=kind, edge=edge)
+            self._add(route)
+            for m in route.methods:
+                self.edges[(kind, edge, m)] = route
+            return fn
+
+        return deco
+
+    def path(
+        self, rule: str, *, name: str, methods: Iterable[str] = ("GET",), family: str = FAMILY_CATALOG
+    ) -> Callable[[Handler], Handler]:
+        """A fixed werkzeug rule under ``/<version>``, e.g. ``"/catalog_all_errors"``."""
+
+        def deco(fn: Handler) -> Handler:
+            route = Route(name, fn, frozenset(m.upper() for m in methods), family, rule=rule)
+            self._add(route)
+            self.paths.append(route)
+            return fn
+
+        return deco
+
+    def admin(
+        self, rule: str, *, name: str, methods: Iterable[str] = ("GET",)
+    ) -> Callable[[Handler], Handler]:
+        """A rule under ``/__sandbox``; the handler is ``fn(app, request, **url_args)`` and returns JSON data
+        or ``(data, status)``. No token needed."""
+
+        def deco(fn: Handler) -> Handler:
+            route = Route(name, fn, frozenset(m.upper() for m in methods), "admin", rule=rule)
+            self._add(route)
+            self.admin_routes.append(route)
+            return fn
+
+        return deco
+
+    def graph_map(self) -> Map:
+        rules = [
+            Rule("/<ver:version>/<node_id>", endpoint="__node__"),
+            Rule("/<ver:version>/<node_id>/<edge>", endpoint="__edge__"),
+        ]
+        rules += [
+            Rule(f"/<ver:version>{r.rule}", endpoint=r.name, methods=sorted(r.methods)) for r in self.paths
+        ]
+        return Map(rules, converters={"ver": _VersionConverter})
+
+    def admin_map(self) -> Map:
+        return Map(
+            [
+                Rule(f"/__sandbox{r.rule}", endpoint=r.name, methods=sorted(r.methods))
+                for r in self.admin_routes
+            ]
+        )
+
+
+def _route_modules() -> list[ModuleType]:
+    from kobi_cpas.sandbox import routes_admin, routes_ads, routes_catalog
+
+    return [routes_admin, routes_catalog, routes_ads]
+
+
+def default_router(extra_modules: Iterable[ModuleType] = ()) -> Router:
+    router = Router()
+    for module in [*_route_modules(), *extra_modules]:
+        module.register(router)
+    return router
+
+
+# -- cursors -----------------------------------------------------------------------------------------
+
+
+def encode_cursor(position: int, nonce: int = 0) -> str:
+    raw = f"sbx:{position}:{nonce}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        tag, position, _nonce = base64.urlsafe_b64decode(padded.encode()).decode().split(":")
+        if tag != "sbx":
+            raise ValueError(tag)
+        return max(0, int(position))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise gerr.invalid_parameter(f"The cursor '{cursor}' is invalid") from None
+
+
+# -- request context -----------------------------------------------------------------------------------
+
+
+class RequestContext:
+    """What a Graph handler gets: the request, the world, the resolved node, parsed params and helpers."""
+
+    def __init__(self, app: SandboxApp, request: Request) -> None:
+        self.app = app
+        self.request = request
+        self.world: World = app.world
+        self.method = request.method.upper()
+        self.version: str | None = None
+        self.node_id: str | None = None
+        self.kind: str | None = None
+        self.node: Any = None
+        self.edge: str | None = None
+        self.route: Route | None = None
+        self.business_id: str | None = None  # whose X-Business-Use-Case-Usage the call counts against
+        self.page_fault: str | None = None
+        self.json: Any = None
+        params: dict[str, Any] = {k: v for k, v in request.args.items() if k not in _SECRET_PARAMS}
+        if request.method in ("POST", "DELETE"):
+            if request.mimetype == "application/json":
+                try:
+                    self.json = json.loads(request.get_data(as_text=True) or "null")
+                except ValueError:
+                    raise gerr.invalid_parameter("The request body is not valid JSON") from None
+                if isinstance(self.json, dict):
+                    params.update({k: v for k, v in self.json.items() if k not in _SECRET_PARAMS})
+            else:
+                params.update({k: v for k, v in request.form.items() if k not in _SECRET_PARAMS})
+        self.params = params
+        self._fields: list[FieldSpec] | None = None
+        self._fields_parsed = False
+
+    @property
+    def files(self) -> Any:
+        return self.request.files
+
+    @property
+    def fields(self) -> list[FieldSpec] | None:
+        if not self._fields_parsed:
+            raw = self.params.get("fields")
+            self._fields = parse_fields(raw if isinstance(raw, str) else None)
+            self._fields_parsed = True
+        return self._fields
+
+    def now(self) -> Any:
+        return self.world.now()
+
+    def param(self, name: str, default: Any = None) -> Any:
+        return self.params.get(name, default)
+
+    def int_param(self, name: str, default: int) -> int:
+        raw = self.params.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise gerr.invalid_parameter(f"Param {name} must be an integer") from None
+
+    def bool_param(self, name: str, default: bool) -> bool:
+        raw = self.params.get(name)
+        if raw is None or raw == "":
+            return default
+        if isinstance(raw, bool):
+            return raw
+        return str(raw).lower() in ("1", "true", "yes")
+
+    def json_param(self, name: str, default: Any = None) -> Any:
+        """A parameter Meta expects JSON-encoded (e.g. ``requests`` of items_batch)."""
+        raw = self.params.get(name)
+        if raw is None:
+            return default
+        if not isinstance(raw, str):
+            return raw
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise gerr.invalid_parameter(f"Param {name} must be JSON-encoded") from None
+
+    def select(
+        self,
+        available: Mapping[str, Any],
+        node_type: str | None = None,
+        defaults: Iterable[str] = ("id", "name"),
+    ) -> dict[str, Any]:
+        """Apply ``fields=`` to a node's available fields (see fields.select_fields)."""
+        return select_fields(
+            available,
+            self.fields,
+            node_type=node_type or self.world.type_name(self.kind or ""),
+            defaults=defaults,
+        )
+
+    def _url(self, query: Mapping[str, Any]) -> str:
+        base = self.request.host_url.rstrip("/") + self.request.path
+        return f"{base}?{urlencode(list(query.items()))}" if query else base
+
+    def current_url(self) -> str:
+        """The URL just requested, minus token parameters, byte for byte otherwise."""
+        raw = self.request.query_string.decode("latin-1")
+        kept = [s for s in raw.split("&") if s and s.split("=", 1)[0] not in _SECRET_PARAMS]
+        base = self.request.host_url.rstrip("/") + self.request.path
+        return f"{base}?{'&'.join(kept)}" if kept else base
+
+    def paginate(
+        self, items: list[Any], *, default_limit: int = DEFAULT_PAGE_LIMIT, max_limit: int = MAX_PAGE_LIMIT
+    ) -> dict[str, Any]:
+        """A Meta cursor page of ``items`` honouring ``limit``/``after``/``before``; ``next`` never has a token."""
+        limit = self.int_param("limit", default_limit)
+        if limit <= 0:
+            raise gerr.invalid_parameter("Param limit must be a positive integer")
+        limit = min(limit, max_limit)
+        n = len(items)
+        after, before = self.params.get("after"), self.params.get("before")
+        if after:
+            start = min(decode_cursor(str(after)), n)
+        elif before:
+            start = max(0, min(decode_cursor(str(before)), n) - limit)
+        else:
+            start = 0
+        base_query = {
+            k: v
+            for k, v in self.request.args.items()
+            if k not in _SECRET_PARAMS and k not in ("after", "before")
+        }
+        base_query["limit"] = str(limit)
+        if self.page_fault == "empty_page":
+            # Meta sometimes answers an empty page that still links on: the link resumes where we are.
+            nonce = next(self.app.nonces)
+            cursor = encode_cursor(start, nonce)
+            return {
+                "data": [],
+                "paging": {
+                    "cursors": {"before": cursor, "after": cursor},
+                    "next": self._url({**base_query, "after": cursor}),
+                },
+            }
+        page = items[start : start + limit]
+        end = start + len(page)
+        if n == 0:
+            return {"data": []}
+        paging: dict[str, Any] = {"cursors": {"before": encode_cursor(start), "after": encode_cursor(end)}}
+        if start > 0:
+            paging["previous"] = self._url({**base_query, "before": encode_cursor(start)})
+        if end < n:
+            paging["next"] = self._url({**base_query, "after": encode_cursor(end)})
+        if self.page_fault == "paging_loop":
+            paging["next"] = self.current_url()
+        return {"data": page, "paging": paging}
+
+
+# -- the WSGI app ---------------------------------------------------------------------------------------
+
+
+def _json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    resp = Response(body, status=status, content_type="application/json; charset=UTF-8")
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def _trace_id(seed: int, seq: int) -> str:
+    digest = hashlib.sha256(f"{seed}:trace:{seq}".encode()).digest()
+    return "A" + re.sub(r"[^A-Za-z0-9]", "", base64.b64encode(digest).decode())[:22]
+
+
+class SandboxApp:
+    """The WSGI application: Graph routes, admin routes, faults, usage headers and the request log."""
+
+    def __init__(
+        self,
+        world: World,
+        router: Router | None = None,
+        *,
+        app_secret: str | None = None,
+        require_appsecret_proof: bool = False,
+        log_requests: bool = False,
+        max_logged_requests: int = 20_000,
+    ) -> None:
+        self.world = world
+        self.router = router or default_router()
+        self.graph_map = self.router.graph_map()
+        self.admin_map = self.router.admin_map()
+        self.faults = FaultInjector(world.seed)
+        self.app_secret = app_secret
+        self.require_appsecret_proof = require_appsecret_proof
+        self._initial_config = (app_secret, require_appsecret_proof)
+        self._initial_seed = world.seed
+        self.log_requests = log_requests
+        self.stop_event = threading.Event()
+        self.nonces = itertools.count(1)
+        self._seq = itertools.count(1)
+        self._log_lock = threading.Lock()
+        self.request_log: deque[dict[str, Any]] = deque(maxlen=max_logged_requests)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = Request(environ)
+        if request.path == "/__sandbox" or request.path.startswith("/__sandbox/"):
+            response = self._admin(request)
+        else:
+            response = self._graph(request)
+        return response(environ, start_response)
+
+    # -- admin ------------------------------------------------------------------------------------------
+
+    def _admin(self, request: Request) -> Response:
+        adapter = self.admin_map.bind_to_environ(request.environ)
+        try:
+            endpoint, args = adapter.match()
+        except NotFound:
+            return _json_response({"error": f"no sandbox admin route {request.path}"}, 404)
+        except MethodNotAllowed:
+            return _json_response({"error": f"{request.method} not allowed on {request.path}"}, 405)
+        route = self.router.by_name[endpoint]
+        try:
+            result = route.handler(self, request, **args)
+        except (ValueError, KeyError, TypeError) as exc:
+            status = 404 if isinstance(exc, KeyError) else 400
+            return _json_response({"error": str(exc).strip("'\"")}, status)
+        if isinstance(result, Response):
+            return result
+        if isinstance(result, tuple):
+            return _json_response(result[0], result[1])
+        return _json_response(result)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Rebuild the world from the registry and seed, drop every fault rule and the request log, and
+        restore the app secret settings the server started with."""
+        self.world.reset(self._initial_seed if seed is None else seed)
+        self.app_secret, self.require_appsecret_proof = self._initial_config
+        self.faults.clear(seed=self.world.seed)
+        self.clear_request_log()
+
+    def clear_request_log(self) -> None:
+        with self._log_lock:
+            self.request_log.clear()
+
+    def logged_requests(self) -> list[dict[str, Any]]:
+        with self._log_lock:
+            return [dict(e) for e in self.request_log]
+
+    # -- graph ------------------------------------------------------------------------------------------
+
+    def _safe_query(self, request: Request) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for k, v in request.args.items():
+            if k == "access_token":
+                continue
+            out[k] = "[present]" if k == "appsecret_proof" else v[:500]
+        return out
+
+    def _check_token(self, ctx: RequestContext) -> str:
+        request = ctx.request
+        token = None
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() in ("bearer", "oauth") and value.strip():
+            token = value.strip()
+        if token is None:
+            token = request.args.get("access_token") or (
+                request.form.get("access_token") if request.method in ("POST", "DELETE") else None
+            )
+        if not token:
+            raise gerr.missing_token()
+        if token.startswith("EXPIRED"):
+            raise gerr.expired_token()
+        if token.startswith("INVALID"):
+            raise gerr.invalid_token()
+        if token.startswith("MALFORMED"):
+            raise gerr.malformed_token(token)
+        if token.startswith("NOPERM"):
+            raise gerr.permission_error()
+        return token
+
+    def _check_proof(self, ctx: RequestContext, token: str) -> str:
+        proof = ctx.request.args.get("appsecret_proof") or (
+            ctx.request.form.get("appsecret_proof") if ctx.method in ("POST", "DELETE") else None
+        )
+        if not proof:
+            if self.app_secret and self.require_appsecret_proof:
+                raise gerr.missing_appsecret_proof()
+            return "absent"
+        if not self.app_secret:
+            return "unchecked"
+        expected = hmac.new(self.app_secret.encode(), token.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, proof):
+            raise gerr.invalid_appsecret_proof()
+        return "valid"
+
+    def _resolve(self, ctx: RequestContext) -> GraphError | None:
+        """Find the route; an unknown object/edge becomes a pending error (faults may still fire first)."""
+        adapter = self.graph_map.bind_to_environ(ctx.request.environ)
+        try:
+            endpoint, args = adapter.match()
+        except NotFound:
+            return gerr.unknown_path(ctx.request.path)
+        except MethodNotAllowed:
+            return gerr.unknown_object(ctx.request.path.rsplit("/", 1)[-1], ctx.method)
+        ctx.version = args.get("version")
+        if endpoint not in ("__node__", "__edge__"):
+            ctx.route = self.router.by_name[endpoint]
+            return None
+        node_id = args["node_id"]
+        with self.world.lock:
+            found = self.world.get(node_id)
+            business_id = self.world.business_id_of(node_id) if found else None
+        if found is None:
+            return gerr.unknown_object(node_id, ctx.method)
+        ctx.node_id, (ctx.kind, ctx.node) = node_id, found
+        ctx.business_id = business_id
+        if endpoint == "__node__":
+            ctx.route = self.router.nodes.get((ctx.kind, ctx.method))
+            return None if ctx.route else gerr.unknown_object(node_id, ctx.method)
+        ctx.edge = args["edge"]
+        ctx.route = self.router.edges.get((ctx.kind, ctx.edge, ctx.method))
+        if ctx.route:
+            return None
+        if any(k[0] == ctx.kind and k[1] == ctx.edge for k in self.router.edges):
+            return gerr.unknown_object(node_id, ctx.method)
+        return gerr.nonexisting_field(ctx.edge, self.world.type_name(ctx.kind))
+
+    def _graph(self, request: Request) -> Response:
+        started = time.monotonic()
+        seq = next(self._seq)
+        entry: dict[str, Any] = {
+            "seq": seq,
+            "at": self.world.now().isoformat(),
+            "method": request.method,
+            "path": request.path,
+            "query": self._safe_query(request),
+            "route": None,
+            "status": None,
+            "fault": None,
+            "error_code": None,
+            "appsecret_proof": None,
+            "duration_ms": None,
+        }
+        with self._log_lock:
+            self.request_log.append(entry)  # logged at arrival, so calls the client gave up on still count
+
+        ctx: RequestContext | None = None
+        usage_pct: float | None = None
+        regain_minutes: float | None = None
+        truncate = False
+        try:
+            ctx = RequestContext(self, request)
+            token = self._check_token(ctx)
+            entry["appsecret_proof"] = self._check_proof(ctx, token)
+            pending = self._resolve(ctx)
+            entry["route"] = ctx.route.name if ctx.route else None
+            fault = self.faults.pick(ctx.method, request.path, entry["route"])
+            if fault is not None:
+                kind = fault["kind"]
+                entry["fault"] = kind
+                if kind in DELAY_KINDS:
+                    self.stop_event.wait(float(fault.get("seconds", 5.0 if kind == "timeout" else 1.0)))
+                elif kind in PAGE_KINDS:
+                    ctx.page_fault = kind
+                elif kind == "high_usage":
+                    usage_pct = float(fault.get("pct", 90))
+                elif kind == "malformed_json":
+                    truncate = True
+                else:
+                    err = fault_error(fault)
+                    if err is not None:
+                        raise err
+            if pending is not None:
+                raise pending
+            assert ctx.route is not None
+            with self.world.lock:
+                result = ctx.route.handler(ctx)
+            response = result if isinstance(result, Response) else _json_response(result)
+        except GraphError as err:
+            entry["error_code"] = err.code
+            usage_pct = err.usage_pct if err.usage_pct is not None else usage_pct
+            regain_minutes = err.regain_minutes
+            response = _json_response(err.body(_trace_id(self.world.seed, seq)), err.status, err.headers)
+        except Exception:
+            log.exception("sandbox handler failed on %s %s", request.method, request.path)
+            err = gerr.unknown_error(1, 500)
+            entry["error_code"] = err.code
+            response = _json_response(err.body(_trace_id(self.world.seed, seq)), err.status)
+
+        self._add_usage_headers(response, ctx, seq, usage_pct, regain_minutes)
+        response.headers["x-fb-trace-id"] = _trace_id(self.world.seed, seq)
+        if ctx is not None and ctx.version:
+            response.headers["facebook-api-version"] = ctx.version
+        if truncate:
+            data = response.get_data()
+            response.set_data(data[: max(1, len(data) // 2)])
+            response.status_code = 200
+        entry["status"] = response.status_code
+        entry["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
+        if self.log_requests or log.isEnabledFor(logging.DEBUG):
+            log.log(
+                logging.INFO if self.log_requests else logging.DEBUG,
+                "%s %s -> %s (%s%s) %.0f ms",
+                request.method,
+                request.path,
+                response.status_code,
+                entry["route"] or "-",
+                f", fault {entry['fault']}" if entry["fault"] else "",
+                entry["duration_ms"],
+            )
+        return response
+
+    def _add_usage_headers(
+        self,
+        response: Response,
+        ctx: RequestContext | None,
+        seq: int,
+        pct: float | None,
+        regain_minutes: float | None,
+    ) -> None:
+        # Realistic low numbers normally; every header at `pct` for throttling and high-usage faults.
+        def low(mod: int) -> int:
+            return 1 + (seq * 7 + mod) % (3 + mod)
+
+        app_usage = {"call_count": low(5), "total_cputime": low(1), "total_time": low(2)}
+        if pct is not None:
+            app_usage = dict.fromkeys(app_usage, round(pct))
+        response.headers["X-App-Usage"] = json.dumps(app_usage)
+        family = ctx.route.family if ctx is not None and ctx.route is not None else FAMILY_CATALOG
+        business_id = ctx.business_id if ctx is not None else None
+        if business_id is None and (pct is not None or regain_minutes):
+            # Throttling on an object the sandbox does not know: still say when to come back.
+            business_id = "0"
+        if business_id is not None:
+            entry = {
+                "type": family,
+                "call_count": app_usage["call_count"] if pct is not None else low(3),
+                "total_cputime": app_usage["total_cputime"] if pct is not None else low(1),
+                "total_time": app_usage["total_time"] if pct is not None else low(2),
+                "estimated_time_to_regain_access": int(regain_minutes or 0),
+            }
+            response.headers["X-Business-Use-Case-Usage"] = json.dumps({business_id: [entry]})
+        if family in (FAMILY_ADS, FAMILY_INSIGHTS):
+            acc = round(pct) if pct is not None else low(4)
+            response.headers["X-Ad-Account-Usage"] = json.dumps(
+                {"acc_id_util_pct": acc, "reset_time_duration": 0, "ads_api_access_tier": "standard_access"}
+            )
+        if family == FAMILY_INSIGHTS:
+            util = round(pct) if pct is not None else low(2)
+            response.headers["x-fb-ads-insights-throttle"] = json.dumps(
+                {"app_id_util_pct": util, "acc_id_util_pct": util, "ads_api_access_tier": "standard_access"}
+            )
+
+
+# -- the server --------------------------------------------------------------------------------------------
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No werkzeug access log: its lines carry the query string; the app logs its own token-free line."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return None
+
+
+class SandboxServer:
+    """Serve a ``World`` over HTTP on loopback in a background thread (``port=0`` picks a free port)."""
+
+    def __init__(
+        self,
+        world: World,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        app_secret: str | None = None,
+        require_appsecret_proof: bool = False,
+        router: Router | None = None,
+        log_requests: bool = False,
+    ) -> None:
+        self.world = world
+        self.host = host
+        self.port = port
+        self.app = SandboxApp(
+            world,
+            router,
+            app_secret=app_secret,
+            require_appsecret_proof=require_appsecret_proof,
+            log_requests=log_requests,
+        )
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def admin(self) -> Any:
+        from kobi_cpas.sandbox.admin import SandboxAdmin
+
+        return SandboxAdmin(self.url)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> SandboxServer:
+        if self.running:
+            return self
+        self.app.stop_event.clear()
+        self._server = make_server(
+            self.host, self.port, self.app, threaded=True, request_handler=_QuietHandler
+        )
+        self.port = self._server.server_port
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"meta-sandbox-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def wait(self) -> None:
+        """Block until the server thread ends (the CLI waits here until Ctrl-C)."""
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout=0.5)
+
+    def stop(self) -> None:
+        self.app.stop_event.set()  # wakes handlers sleeping in slow/timeout faults
+        if self._server is not None:
+            if self._thread is not None:
+                self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,61 @@
+"""Classify every item of a tenant against what Kobi believes Meta holds, set-based.
+
+new            in the replace view, not held by Meta           -> update feed (new items enter only via feeds)
+changed        non-volatile content differs                     -> update feed
+volatile_only  only price / sale price / availability / qty     -> Batch API (UPDATE, allow_upsert=false)
+unchanged      identical                                        -> nothing
+removed        held by Meta, not in the replace view            -> dropped by the next replace feed
+
+Items already sent with the same hashes in a request Meta has not confirmed yet are *in flight* and are
+never sent again until that request resolves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+CHANGES = ("new", "changed", "volatile_only", "unchanged", "removed")
+
+
+@dataclass(frozen=True)
+class DeltaCounts:
+    new: int = 0
+    changed: int = 0
+    volatile_only: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    in_flight: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.new + self.changed + self.volatile_only + self.unchanged
+
+
+def delta_sql(tenant_param: str = "$t") -> str:
+    """One row per item: id, shard, change, in_flight."""
+    return f"""
+    WITH d AS (SELECT id, shard, content_hash, volatile_hash FROM sync_state.desired_items WHERE tenant_id = {tenant_param}),
+         m AS (SELECT id, shard, content_hash, volatile_hash FROM sync_state.meta_items WHERE tenant_id = {tenant_param}),
+         f AS (SELECT DISTINCT id, content_hash, volatile_hash FROM sync_state.inflight_items WHERE tenant_id = {tenant_param})
+    SELECT d.id, d.shard,
+           CASE WHEN m.id IS NULL THEN 'new'
+                WHEN d.content_hash <> m.content_hash THEN 'changed'
+                WHEN d.volatile_hash <> m.volatile_hash THEN 'volatile_only'
+                ELSE 'unchanged' END AS change,
+           f.id IS NOT NULL AS in_flight
+    FROM d LEFT JOIN m USING (id)
+    LEFT JOIN f ON f.id = d.id AND f.content_hash = d.content_hash AND f.volatile_hash = d.volatile_hash
+    UNION ALL
+    SELECT m.id, m.shard, 'removed', false FROM m ANTI JOIN d USING (id)
+    """
+
+
+def delta_counts(con: duckdb.DuckDBPyConnection, tenant_id: str) -> DeltaCounts:
+    rows = con.execute(
+        f"SELECT change, count(*), count(*) FILTER (WHERE in_flight) FROM ({delta_sql()}) GROUP BY change",
+        {"t": tenant_id},
+    ).fetchall()
+    counts = {r[0]: int(r[1]) for r in rows}
+    return DeltaCounts(**counts, in_flight=sum(int(r[2]) for r in rows))

@@ -1,0 +1,14 @@
+from kobi_cpas.warehouse.specs import Column, TableSpec, ViewSpec, col
+from kobi_cpas.warehouse.warehouse import PublishResult, Warehouse, analyst_path_from_env, qident, sql_str
+
+__all__ = [
+    "Column",
+    "PublishResult",
+    "TableSpec",
+    "ViewSpec",
+    "Warehouse",
+    "analyst_path_from_env",
+    "col",
+    "qident",
+    "sql_str",
+]

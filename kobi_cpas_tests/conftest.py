@@ -1,0 +1,3 @@
+"""Shared fixtures: one real PostgreSQL and one Meta sandbox server per test session."""
+
+pytest_plugins = ["kobi_cpas_tests.pg_fixtures", "kobi_cpas_tests.sandbox_fixtures"]

@@ -1,0 +1,69 @@
+"""Fixtures for tests against a real PostgreSQL: one throwaway cluster for the whole session.
+
+Register them once, in kobi_cpas_tests/conftest.py:
+
+    pytest_plugins = ["kobi_cpas_tests.pg_fixtures"]
+
+(a plugin is registered once by module name, so test modules may name it too without a second cluster).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kobi_cpas.devenv.instance import prepare_dagster_home
+from kobi_cpas.devenv.postgres import LocalPostgres, PgConnInfo, env_for
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_db_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def local_postgres_server() -> Iterator[LocalPostgres]:
+    """The session's LocalPostgres (started), for tests that stop/restart it or create databases."""
+    # Not under pytest's basetemp: that is mode 0700 and owned by root, and as root the server runs as the
+    # `postgres` user, who must be able to reach the data dir. mkdtemp under /tmp is reachable.
+    data_dir = Path(tempfile.mkdtemp(prefix="kobi-pg-test-"))
+    server = LocalPostgres(data_dir, durable=False)  # fsync off: a test cluster never outlives a crash
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def local_postgres(local_postgres_server: LocalPostgres) -> PgConnInfo:
+    """Connection info of the session's Postgres (database `dagster`)."""
+    return local_postgres_server.start()  # idempotent: returns the running server's info
+
+
+@pytest.fixture
+def pg_dagster_home(
+    local_postgres: PgConnInfo,
+    local_postgres_server: LocalPostgres,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[Path]:
+    """A DAGSTER_HOME holding the repository's real dagster.yaml, backed by a fresh database of the
+    session's Postgres (one per test, so runs, cursors and pool limits do not leak between tests).
+
+    DAGSTER_PG_* and DAGSTER_HOME are set for the test and restored afterwards.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())
+    dbname = f"t{next(_db_counter)}_{slug}"[:63]
+    info = local_postgres_server.create_database(dbname)
+    home = prepare_dagster_home(tmp_path_factory.mktemp("dagster_home"), REPO_ROOT)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env_for(info).items():
+            mp.setenv(key, value)
+        mp.setenv("DAGSTER_HOME", str(home))
+        yield home
