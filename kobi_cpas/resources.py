@@ -31,6 +31,8 @@ class MetaGraphResource(dg.ConfigurableResource):
     app_secret: str | None = Field(default=None, description="App secret; enables appsecret_proof")
     timeout_seconds: float = 60.0
     max_total_wait_seconds: float = 900.0
+    backoff_base_seconds: float = 1.0
+    throttle_backoff_base_seconds: float = 30.0
 
     def get_client(self, logger: logging.Logger | None = None) -> MetaGraphClient:
         return MetaGraphClient(
@@ -41,6 +43,8 @@ class MetaGraphResource(dg.ConfigurableResource):
             timeout=self.timeout_seconds,
             max_total_wait=self.max_total_wait_seconds,
             logger=logger,
+            backoff_base=self.backoff_base_seconds,
+            throttle_backoff_base=self.throttle_backoff_base_seconds,
         )
 
 
@@ -87,3 +91,11 @@ class TenantRegistryResource(dg.ConfigurableResource):
                 description=f"tenant '{tenant_id}' is not in the registry {reg.path}: it was removed or renamed; "
                 "the tenant sensor will drop its partition"
             ) from None
+
+
+class CatalogSyncResource(dg.ConfigurableResource):
+    """Knobs of the catalog sync: how the upload sessions are polled and where feed files are staged."""
+
+    workdir: str = Field(description="Folder for feed downloads and upload files (git-ignored)")
+    poll_interval_seconds: float = 5.0
+    poll_timeout_seconds: float = 600.0

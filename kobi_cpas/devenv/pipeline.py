@@ -55,21 +55,17 @@ def _partition_keys(pdef: dg.PartitionsDefinition | None, instance: dg.DagsterIn
     return list(keys)
 
 
-def materialize_all(
-    defs: dg.Definitions,
-    instance: dg.DagsterInstance,
-    *,
-    tenants: Sequence[str] | None = None,
-    on_progress: Callable[[str], None] = print,
-    raise_on_error: bool = False,
-) -> PipelineReport:
-    sync_tenant_partitions(instance)
-    graph = defs.resolve_asset_graph()
-    assets_defs = list(graph.assets_defs)
-    resources = dict(defs.resources or {})
-    keys = [k for k in graph.toposorted_asset_keys if graph.get(k).is_materializable]
+# Explicit stages first (the initial full sync must precede the incremental methods, so nothing is sent twice),
+# then every remaining asset in dependency order.
+RUN_STAGES: list[list[str]] = [
+    ["tenant_registry"],
+    ["meta_catalogs", "feed_snapshot", "replace_feed_plan", "replace_feed_upload", "catalog_syncs"],
+    ["update_feed_upload", "price_stock_batch", "catalog_syncs"],
+]
 
-    # Group by partitions definition, keeping dependency order between groups.
+
+def _group(graph, keys: list[dg.AssetKey]) -> list[tuple[dg.PartitionsDefinition | None, list[dg.AssetKey]]]:
+    """Split keys (in dependency order) into runs that share one partitions definition."""
     groups: list[tuple[dg.PartitionsDefinition | None, list[dg.AssetKey]]] = []
     for key in keys:
         pdef = graph.get(key).partitions_def
@@ -83,25 +79,54 @@ def materialize_all(
             groups.append((pdef, [key]))
         else:
             groups[target][1].append(key)
+    return groups
+
+
+def materialize_all(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    *,
+    tenants: Sequence[str] | None = None,
+    on_progress: Callable[[str], None] = print,
+    raise_on_error: bool = False,
+    stages: list[list[str]] | None = None,
+) -> PipelineReport:
+    sync_tenant_partitions(instance)
+    graph = defs.resolve_asset_graph()
+    assets_defs = list(graph.assets_defs)
+    order = [k for k in graph.toposorted_asset_keys if graph.get(k).is_materializable]
+    done: set[dg.AssetKey] = set()
+    plan: list[list[dg.AssetKey]] = []
+    for stage in RUN_STAGES if stages is None else stages:
+        keys = [k for k in order if k.to_user_string() in stage]
+        if keys:
+            plan.append(keys)
+            done.update(keys)
+    if stages is None:
+        rest = [k for k in order if k not in done]
+        if rest:
+            plan.append(rest)
 
     report = PipelineReport()
-    for pdef, gkeys in groups:
-        label = ", ".join(k.to_user_string() for k in gkeys)
-        for pkey in _partition_keys(pdef, instance):
-            if tenants and pkey is not None and not any(t in pkey.split("|") for t in tenants):
-                continue
-            started = time.monotonic()
-            on_progress(f"materializing [{label}]" + (f" partition {pkey}" if pkey else ""))
-            result = dg.materialize(
-                assets_defs,
-                instance=instance,
-                resources=resources,
-                partition_key=pkey,
-                selection=dg.AssetSelection.assets(*gkeys),
-                raise_on_error=raise_on_error,
-                tags={"kobi/launched_by": "make-run"},
-            )
-            report.runs.append((label, pkey, result.success, time.monotonic() - started))
-            if not result.success:
-                on_progress(f"  FAILED (run {result.run_id}): see the run in the Dagster UI (make dev)")
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    for keys in plan:
+        for pdef, gkeys in _group(graph, keys):
+            label = ", ".join(k.to_user_string() for k in gkeys)
+            for pkey in _partition_keys(pdef, instance):
+                if tenants and pkey is not None and not any(t in pkey.split("|") for t in tenants):
+                    continue
+                started = time.monotonic()
+                on_progress(f"materializing [{label}]" + (f" partition {pkey}" if pkey else ""))
+                result = dg.materialize(
+                    assets_defs,
+                    instance=instance,
+                    partition_key=pkey,
+                    selection=dg.AssetSelection.assets(*gkeys),
+                    raise_on_error=raise_on_error,
+                    tags={"kobi/launched_by": "make-run"},
+                    run_config=quiet,
+                )
+                report.runs.append((label, pkey, result.success, time.monotonic() - started))
+                if not result.success:
+                    on_progress(f"  FAILED (run {result.run_id}): open it in the Dagster UI (make dev)")
     return report

@@ -63,6 +63,16 @@ G_NS = "http://base.google.com/ns/1.0"
 ATOM_NS = "http://www.w3.org/2005/Atom"
 
 _HEADER_MAX_BYTES = 1 << 20
+# Atom element names with a Meta meaning of their own.
+_ATOM_NAMES = {"summary": "description", "content": "description"}
+# Standard RSS/Atom item elements that are not product data (an Atom <id> is the entry's URI, not the
+# retailer id: that one comes from <g:id>). Skipped silently rather than reported as unknown.
+_FEED_STRUCTURE_ELEMENTS: dict[str | None, frozenset[str]] = {
+    ATOM_NS: frozenset(
+        {"id", "updated", "published", "author", "contributor", "category", "rights", "source"}
+    ),
+    None: frozenset({"guid", "pubDate", "author", "category", "comments", "enclosure", "source"}),
+}
 _XML_FLUSH_ROWS = 10_000
 
 
@@ -360,39 +370,35 @@ def iter_xml_items(path: Path) -> Iterator[tuple[dict[str, str], set[str]]]:
                 continue
             if _local(elem.tag)[1] not in ("item", "entry"):
                 continue
-            row: dict[str, str] = {}
+            g_values: dict[str, list[str]] = {}
+            plain_values: dict[str, list[str]] = {}
             unknown: set[str] = set()
-            from_g: set[str] = set()
             for child in elem:
                 ns, name = _local(child.tag)
-                if ns == ATOM_NS or ns is None:
+                canon: str | None
+                if ns == G_NS:
+                    canon, value = canonical_column(name), _element_value(child)
+                elif ns in (None, ATOM_NS):
+                    if name in _FEED_STRUCTURE_ELEMENTS[ns]:
+                        continue
                     if name == "link" and child.get("href") is not None:
                         if child.get("rel", "alternate") != "alternate":
                             continue
-                        value = child.get("href", "").strip()
-                        canon: str | None = "link"
+                        canon, value = "link", child.get("href", "").strip()
                     else:
+                        canon = _ATOM_NAMES.get(name) or canonical_column(name)
                         value = _element_value(child)
-                        canon = {"summary": "description", "content": "description"}.get(name) or (
-                            canonical_column(name)
-                        )
                 else:
-                    value = _element_value(child)
-                    canon = canonical_column(name) if ns == G_NS else None
+                    canon, value = None, ""
                 if canon is None:
-                    unknown.add(("g:" if ns == G_NS else "") + name)
+                    unknown.add(f"g:{name}" if ns == G_NS else name)
                     continue
-                if ns == G_NS:
-                    # g: values win over the plain RSS/Atom element of the same meaning.
-                    if canon in from_g:
-                        row[canon] = row[canon] + "," + value if value else row[canon]
-                    else:
-                        row[canon] = value
-                        from_g.add(canon)
-                elif canon not in from_g:
-                    row[canon] = (
-                        row[canon] + "," + value if canon in row and value else row.get(canon) or value
-                    )
+                if value:
+                    (g_values if ns == G_NS else plain_values).setdefault(canon, []).append(value)
+            # g: elements win over the plain RSS/Atom element of the same meaning (<g:title> vs
+            # <title>); repeated elements (additional_image_link, shipping) are joined with commas.
+            row = {c: ",".join(v) for c, v in plain_values.items()}
+            row.update({c: ",".join(v) for c, v in g_values.items()})
             yield row, unknown
             # Free the finished item: clear it and drop it from its parent.
             elem.clear()
@@ -403,7 +409,7 @@ def iter_xml_items(path: Path) -> Iterator[tuple[dict[str, str], set[str]]]:
         line, col = exc.position
         raise FeedFileError(
             path,
-            f"malformed XML at line {line}, column {col}: {exc.msg if hasattr(exc, 'msg') else exc}"
+            f"malformed XML at line {line}, column {col}: {exc}"
             " (an invalid byte here usually means the file is not UTF-8 or not the declared encoding)",
             line_number=line,
         ) from None
@@ -475,15 +481,20 @@ def parse_feed(
     target = f"{sql_ident(schema)}.{sql_ident(table)}"
     try:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {sql_ident(schema)}")
+        select = f"SELECT *, NULL::BIGINT AS _row_number FROM ({source.select_sql})"
         with insertion_order_preserved(con):
-            execute_reading(
-                con,
-                f"CREATE OR REPLACE TABLE {target} AS SELECT *, NULL::BIGINT AS _row_number "
-                f"FROM ({source.select_sql})",
-                source,
-            )
-        # Rows were inserted in file order, so rowid + 1 is the item number (cheaper than row_number()).
-        con.execute(f"UPDATE {target} SET _row_number = rowid + 1")
+            if is_streaming_plan(con, select):
+                execute_reading(con, f"CREATE OR REPLACE TABLE {target} AS {select}", source)
+                # Rows were inserted in file order: rowid + 1 is the item number (and much cheaper
+                # than row_number() OVER (), which runs single-threaded).
+                con.execute(f"UPDATE {target} SET _row_number = rowid + 1")
+            else:  # pragma: no cover - only if a DuckDB version plans the plain SELECT differently
+                execute_reading(
+                    con,
+                    f"CREATE OR REPLACE TABLE {target} AS SELECT *, row_number() OVER () AS _row_number "
+                    f"FROM ({source.select_sql})",
+                    source,
+                )
         (count,) = con.execute(f"SELECT count(*) FROM {target}").fetchone()  # type: ignore[misc]
     finally:
         source.cleanup()
@@ -491,6 +502,23 @@ def parse_feed(
         con.execute(f"DROP TABLE IF EXISTS {target}")
         raise FeedFileError(path, "the file has a header but no items")
     return ParseResult(f"{schema}.{table}", int(count), source.columns_present, source.unknown_columns)
+
+
+_PLAN_OPERATOR_RE = re.compile(r"─ ([A-Z][A-Za-z_ ]+?) ─")
+_STREAMING_OPERATORS = frozenset({"Projection", "Filter", "Read Csv", "Table Scan"})
+
+
+def is_streaming_plan(con: duckdb.DuckDBPyConnection, select_sql: str) -> bool:
+    """True when DuckDB plans ``select_sql`` as scan + projections/filters only.
+
+    Row numbers are taken from ``rowid`` after ``CREATE TABLE AS`` with insertion order preserved; that
+    is only sound when no operator in between may reorder rows. DuckDB's optimizer can turn innocent
+    scalar SQL into joins (e.g. an ``IN`` list or ``list_contains`` over constants becomes a hash join),
+    so the plan is checked, not assumed. An unrecognised plan format counts as not streaming.
+    """
+    plan = "\n".join(str(r[1]) for r in con.execute(f"EXPLAIN {select_sql}").fetchall())
+    ops = set(_PLAN_OPERATOR_RE.findall(plan))
+    return bool(ops) and ops <= _STREAMING_OPERATORS
 
 
 @contextlib.contextmanager

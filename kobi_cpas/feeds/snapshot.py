@@ -7,9 +7,10 @@ that tenant's previous ones only once the new ones are complete (a failed ingest
     tenant_id VARCHAR, snapshot_id VARCHAR,
     row_number BIGINT          1-based item number in the file (first data row = 1; XML: first item = 1),
     <every canonical field of fields.COLUMNS> VARCHAR
-                               normalised: trimmed, blank -> NULL, availability/condition/gender/
-                               age_group lower-cased, price/sale_price currency upper-cased;
-                               fields absent from the file are NULL,
+                               normalised: trimmed, blank -> NULL; valid availability/condition/
+                               gender/age_group lower-cased, valid price/sale_price with an upper-case
+                               currency (invalid values are kept as written); fields absent from the
+                               file are NULL,
     is_valid BOOLEAN           false when the item has at least one 'error' issue,
     error_count INTEGER, warning_count INTEGER,
     content_hash VARCHAR       md5 hex over the non-volatile fields (see hashing.py),
@@ -44,8 +45,10 @@ import duckdb
 from kobi_cpas.feeds.errors import FeedFileError
 from kobi_cpas.feeds.fields import REQUIRED_COLUMNS
 from kobi_cpas.feeds.parser import (
+    FeedSource,
     execute_reading,
     insertion_order_preserved,
+    is_streaming_plan,
     open_feed_source,
     sql_ident,
 )
@@ -122,15 +125,11 @@ def ingest_feed(
     items_name, issues_name = stage_table_names(tenant_id)
     items_final, issues_final = _q(items_name), _q(issues_name)
     items_tmp, issues_tmp = _q(items_name + "__building"), _q(issues_name + "__building")
+    raw_tmp = _q(f"{STAGE_SCHEMA}.raw_{tenant_slug(tenant_id)}__building")
     source = open_feed_source(path, fmt, required_columns=required_columns, tmp_dir=tmp_dir)
     try:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {sql_ident(STAGE_SCHEMA)}")
-        select = items_select_sql(source.select_sql, tenant_id=tenant_id, snapshot_id=snapshot_id)
-        with insertion_order_preserved(con):
-            execute_reading(con, f"CREATE OR REPLACE TABLE {items_tmp} AS {select}", source)
-        # The CTAS kept file order, so rowid + 1 is the item number (row_number() OVER () would cost a
-        # second, single-threaded pass).
-        con.execute(f"UPDATE {items_tmp} SET row_number = rowid + 1")
+        _build_items(con, source, items_tmp, raw_tmp, tenant_id=tenant_id, snapshot_id=snapshot_id)
         (count,) = con.execute(f"SELECT count(*) FROM {items_tmp}").fetchone()  # type: ignore[misc]
         if count == 0 and not allow_empty:
             raise FeedFileError(path, "the file has a header but no items")
@@ -144,7 +143,7 @@ def ingest_feed(
         )
         _swap(con, [(items_tmp, items_final, items_name), (issues_tmp, issues_final, issues_name)])
     except BaseException:
-        for t in (items_tmp, issues_tmp):
+        for t in (items_tmp, issues_tmp, raw_tmp):
             with contextlib.suppress(duckdb.Error):
                 con.execute(f"DROP TABLE IF EXISTS {t}")
         raise
@@ -166,6 +165,42 @@ def ingest_feed(
         unknown_columns=source.unknown_columns,
         duration_seconds=time.perf_counter() - started,
     )
+
+
+def _build_items(
+    con: duckdb.DuckDBPyConnection,
+    source: FeedSource,
+    items_tmp: str,
+    raw_tmp: str,
+    *,
+    tenant_id: str,
+    snapshot_id: str,
+) -> None:
+    """Create the items table from the file, with ``row_number`` = position of the item in the file.
+
+    Fast path (one pass over the file): ``CREATE TABLE AS`` with insertion order preserved, then
+    ``row_number = rowid + 1`` (``row_number() OVER ()`` would cost a second, single-threaded pass).
+    That needs a plan made of scan + projections only, which :func:`is_streaming_plan` checks; if a
+    future DuckDB plans something else, the safe path copies the file to a plain table first and
+    reads ``rowid`` at its scan, before any operator could reorder rows.
+    """
+    select = items_select_sql(source.select_sql, tenant_id=tenant_id, snapshot_id=snapshot_id)
+    with insertion_order_preserved(con):
+        if is_streaming_plan(con, select):
+            execute_reading(con, f"CREATE OR REPLACE TABLE {items_tmp} AS {select}", source)
+            con.execute(f"UPDATE {items_tmp} SET row_number = rowid + 1")
+            return
+        execute_reading(con, f"CREATE OR REPLACE TABLE {raw_tmp} AS {source.select_sql}", source)
+    try:
+        select = items_select_sql(
+            f"SELECT *, rowid + 1 AS _row_number FROM {raw_tmp}",
+            tenant_id=tenant_id,
+            snapshot_id=snapshot_id,
+            row_number_sql="_row_number",
+        )
+        con.execute(f"CREATE OR REPLACE TABLE {items_tmp} AS {select}")
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {raw_tmp}")
 
 
 def _swap(con: duckdb.DuckDBPyConnection, moves: list[tuple[str, str, str]]) -> None:

@@ -2,13 +2,14 @@
 
 Everything is done in a few statements, whatever the number of rules:
 
-1. :func:`items_select_sql` normalises the canonical columns (trim, blank -> NULL, enums lower-cased,
-   price currency upper-cased), evaluates every *row-local* rule as one bit of ``_issue_mask`` (CASE
-   expressions in a single projection), and computes ``is_valid``, issue counts and the two hashes. It
-   is meant to be the body of one ``CREATE TABLE ... AS`` straight from the file reader.
-2. :func:`finish_validation` runs the *cross-row* rules with two small aggregates (duplicate ids,
-   item-group mismatches), marks the affected items invalid, and writes the issues table from the
-   items whose mask is non-zero (one UNION ALL branch per rule over those rows only).
+1. :func:`items_select_sql` normalises the canonical columns (trim, blank -> NULL; *valid* enums
+   lower-cased and valid prices with an upper-case currency, invalid values kept as written),
+   evaluates every *row-local* rule as one bit of ``_issue_mask`` (CASE expressions in a single
+   projection), and computes ``is_valid``, issue counts and the two hashes. It is meant to be the body
+   of one ``CREATE TABLE ... AS`` straight from the file reader.
+2. :func:`finish_validation` runs the *cross-row* rules with small aggregates (duplicate ids,
+   item-group mismatches), marks the affected items invalid, and writes the issues table in one pass
+   over the flagged items only (their set bits unnested and joined to the rule table).
 
 Severity: ``error`` = Meta rejects the item (or we must not send it): the item is invalid and excluded
 from sync, the other items are unaffected. ``warning`` = the item is valid but could be better.
@@ -18,7 +19,8 @@ later copy is an error naming the first row.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,7 +34,7 @@ from kobi_cpas.feeds.fields import (
     ISO_4217_CURRENCIES,
 )
 from kobi_cpas.feeds.hashing import content_hash_sql, volatile_hash_sql
-from kobi_cpas.feeds.parser import sql_ident, sql_literal
+from kobi_cpas.feeds.parser import sql_literal
 
 Severity = Literal["error", "warning", "info"]
 
@@ -48,7 +50,8 @@ ISSUE_COLUMNS: tuple[str, ...] = (
     "call_to_action",
 )
 
-# "<amount> <ISO 4217>": digits, optional '.' and 1-2 decimals, one space, three letters.
+# "<amount> <ISO 4217>": digits, optional '.' and 1-2 decimals, one space, three letters (matched
+# case-insensitively; valid prices are stored with the currency upper-cased).
 PRICE_FORMAT_RE = r"[0-9]+(\.[0-9]{1,2})? [A-Z]{3}"
 PRICE_RE = r"[0-9]+(\.[0-9]{1,2})? (" + "|".join(sorted(ISO_4217_CURRENCIES)) + ")"
 # http(s), a host without userinfo ('@'), no whitespace anywhere.
@@ -83,8 +86,9 @@ def _lit(s: str) -> str:
     return sql_literal(s)
 
 
-def _in_list(values: Sequence[str]) -> str:
-    return "(" + ", ".join(_lit(v) for v in values) + ")"
+def _alternation(values: Sequence[str]) -> str:
+    """RE2 pattern matching exactly one of ``values``."""
+    return "|".join(re.escape(v) for v in values)
 
 
 _WS_CHARS = (" ", "\t", "\n", "\r")
@@ -112,7 +116,7 @@ def _url_check(col: str, pattern: str) -> str:
         f"(prefix({col}, 'https://') OR prefix({col}, 'http://')) AND {no_bad} "
         f"AND NOT (prefix({col}, 'https:///') OR prefix({col}, 'http:///') OR prefix({col}, 'https://?') "
         f"OR prefix({col}, 'http://?') OR prefix({col}, 'https://#') OR prefix({col}, 'http://#') "
-        f"OR {col} IN ('https://', 'http://'))"
+        f"OR {col} = 'https://' OR {col} = 'http://')"
     )
     return f"CASE WHEN {fast} THEN true ELSE regexp_full_match({col}, {_lit(pattern)}) END"
 
@@ -144,7 +148,10 @@ def _build_rules() -> tuple[Rule, ...]:
                     "invalid_value",
                     f.name,
                     "error",
-                    f"{f.name} IS NOT NULL AND {f.name} NOT IN {_in_list(f.allowed_values)}",
+                    # A regex, not IN / list_contains: DuckDB rewrites those into a hash join, which
+                    # would lose the file order that row numbers rely on (see snapshot.py).
+                    f"{f.name} IS NOT NULL AND NOT regexp_full_match({f.name}, "
+                    f"{_lit(_alternation(f.allowed_values))}, 'i')",
                     f"'Unsupported {f.name} value ' || {show(f.name)} || '.'",
                     f"Use one of the supported {f.name} values: {allowed} (in US English).",
                 )
@@ -176,7 +183,7 @@ def _build_rules() -> tuple[Rule, ...]:
             "sale_price",
             "error",
             "_sale_price_state = 'ok' AND _price_state = 'ok' "
-            "AND split_part(sale_price, ' ', 2) <> split_part(price, ' ', 2)",
+            "AND upper(split_part(sale_price, ' ', 2)) <> upper(split_part(price, ' ', 2))",
             f"'sale_price ' || {show('sale_price')} || ' is not in the currency of price ' || {show('price')} || '.'",
             "Give sale_price in the same currency as price.",
         ),
@@ -185,7 +192,7 @@ def _build_rules() -> tuple[Rule, ...]:
             "sale_price",
             "error",
             "_sale_price_state = 'ok' AND _price_state = 'ok' "
-            "AND split_part(sale_price, ' ', 2) = split_part(price, ' ', 2) "
+            "AND upper(split_part(sale_price, ' ', 2)) = upper(split_part(price, ' ', 2)) "
             "AND split_part(sale_price, ' ', 1)::DECIMAL(38, 2) >= split_part(price, ' ', 1)::DECIMAL(38, 2)",
             f"'sale_price ' || {show('sale_price')} || ' is not lower than price ' || {show('price')} || '.'",
             "Set sale_price below price, or leave sale_price empty when the item is not on sale.",
@@ -285,14 +292,16 @@ GROUP_CTA = (
 )
 
 
-def _normalise(col: str) -> str:
-    base = _trimmed(col)
+def _final(col: str) -> str:
+    """SQL: the stored value of ``col``. Valid enums are lower-cased and valid prices get an upper-case
+    currency; invalid values stay as written (trimmed) so that messages and analysts see the original."""
     spec = FIELDS_BY_NAME[col]
     if spec.kind == "enum":
-        return f"lower({base})"
+        bit = next(i for i, r in enumerate(ROW_RULES) if r.code == "invalid_value" and r.field == col)
+        return f"CASE WHEN (_issue_mask & {1 << bit}) = 0 THEN lower({col}) ELSE {col} END"
     if spec.kind == "price":
-        return f"upper({base})"
-    return base
+        return f"CASE WHEN _{col}_state = 'ok' THEN upper({col}) ELSE {col} END"
+    return col
 
 
 def items_select_sql(
@@ -309,11 +318,12 @@ def items_select_sql(
     insertion order (much cheaper than ``row_number() OVER ()``).
     """
     rn = row_number_sql or "NULL::BIGINT"
-    norm = ", ".join(f"{_normalise(c)} AS {c}" for c in COLUMNS)
+    norm = ", ".join(f"{_trimmed(c)} AS {c}" for c in COLUMNS)
+    final = ", ".join(f"{_final(c)} AS {c}" for c in COLUMNS)
     price_state = {
         p: (
-            f"CASE WHEN {p} IS NULL THEN NULL WHEN regexp_full_match({p}, {_lit(PRICE_RE)}) THEN 'ok' "
-            f"WHEN regexp_full_match({p}, {_lit(PRICE_FORMAT_RE)}) THEN 'currency' ELSE 'format' END"
+            f"CASE WHEN {p} IS NULL THEN NULL WHEN regexp_full_match({p}, {_lit(PRICE_RE)}, 'i') THEN 'ok' "
+            f"WHEN regexp_full_match({p}, {_lit(PRICE_FORMAT_RE)}, 'i') THEN 'currency' ELSE 'format' END"
         )
         for p in ("price", "sale_price")
     }
@@ -336,6 +346,8 @@ WITH _n AS (
     FROM _n
 ), _m AS (
     SELECT *, ({mask})::BIGINT AS _issue_mask FROM _d
+), _f AS (
+    SELECT row_number, {final}, _issue_mask FROM _m
 )
 SELECT {_lit(tenant_id)} AS tenant_id, {_lit(snapshot_id)} AS snapshot_id, row_number, {cols},
        (_issue_mask & {ERROR_MASK}) = 0 AS is_valid,
@@ -344,7 +356,7 @@ SELECT {_lit(tenant_id)} AS tenant_id, {_lit(snapshot_id)} AS snapshot_id, row_n
        {content_hash_sql()} AS content_hash,
        {volatile_hash_sql()} AS volatile_hash,
        _issue_mask
-FROM _m
+FROM _f
 """
 
 
@@ -387,11 +399,14 @@ def finish_validation(
                     SELECT item_group_id FROM {items_table} WHERE item_group_id IS NOT NULL
                     GROUP BY item_group_id HAVING min(coalesce({c}, '')) <> max(coalesce({c}, ''))
                 )
-                SELECT i.item_group_id, count(DISTINCT coalesce(i.{c}, '')) AS n_values,
-                       string_agg(DISTINCT '''' || left(coalesce(i.{c}, ''), 40) || '''', ', '
-                                  ORDER BY '''' || left(coalesce(i.{c}, ''), 40) || '''') AS sample
-                FROM {items_table} i JOIN bad USING (item_group_id)
-                GROUP BY i.item_group_id"""
+                SELECT item_group_id, len(v) AS n_values,
+                       array_to_string(v[1:5], ', ') || CASE WHEN len(v) > 5 THEN ', ...' ELSE '' END AS sample
+                FROM (
+                    SELECT i.item_group_id,
+                           list_sort(list(DISTINCT '''' || left(coalesce(i.{c}, ''), 40) || '''')) AS v
+                    FROM {items_table} i JOIN bad USING (item_group_id)
+                    GROUP BY i.item_group_id
+                )"""
             )
         extra_parts = [
             f"SELECT i.row_number FROM {items_table} i JOIN {t_dup} d ON i.id = d.id "
@@ -449,7 +464,8 @@ def finish_validation(
             )
         union = "\nUNION ALL\n".join(parts)
         con.execute(
-            f"CREATE OR REPLACE TABLE {issues_table} AS SELECT * FROM ({union}) AS u({', '.join(ISSUE_COLUMNS)})"
+            f"CREATE OR REPLACE TABLE {issues_table} AS SELECT * FROM ({union}) AS u({', '.join(ISSUE_COLUMNS)}) "
+            "ORDER BY row_number NULLS FIRST, field, code"
         )
         if not keep_mask:
             con.execute(f"ALTER TABLE {items_table} DROP COLUMN _issue_mask")
@@ -476,7 +492,6 @@ def validate_parsed_table(
     tenant_id: str,
     snapshot_id: str,
     unknown_columns: Sequence[str] = (),
-    execute: Callable[[str], object] | None = None,
 ) -> ValidationCounts:
     """Validate a table made by :func:`kobi_cpas.feeds.parser.parse_feed` (has ``_row_number``).
 
@@ -488,7 +503,7 @@ def validate_parsed_table(
         snapshot_id=snapshot_id,
         row_number_sql="_row_number",
     )
-    (execute or con.execute)(f"CREATE OR REPLACE TABLE {items_table} AS {sql}")
+    con.execute(f"CREATE OR REPLACE TABLE {items_table} AS {sql}")
     return finish_validation(
         con,
         items_table=items_table,
@@ -508,6 +523,5 @@ __all__ = [
     "ValidationCounts",
     "finish_validation",
     "items_select_sql",
-    "sql_ident",
     "validate_parsed_table",
 ]

@@ -70,6 +70,21 @@ class SyncSettings(_Strict):
     batch_chunk_size: int = Field(default=5000, ge=1, le=5000)
     shards: int = Field(default=1, ge=1, le=64)
 
+    @field_validator("replace_cron", "update_cron", "batch_cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if len(v.split()) != 5:
+            raise ValueError("must be a 5-field cron expression, e.g. '0 3 * * *'")
+        return v
+
+    @property
+    def effective_replace_cron(self) -> str:
+        """The replace cron; an hourly cadence left with the daily default runs at minute 0 of every hour."""
+        minute, hour = self.replace_cron.split()[:2]
+        if self.replace_cadence == "hourly" and hour != "*":
+            return f"{minute} * * * *"
+        return self.replace_cron
+
 
 class CpasRetailer(_Strict):
     retailer: str

@@ -29,7 +29,16 @@ NODE_KINDS: dict[str, tuple[str, str]] = {
     "catalog": ("catalogs", "ProductCatalog"),
     "ad_account": ("ad_accounts", "AdAccount"),
     "external_event_source": ("event_sources", "AdsPixel"),
+    "campaign": ("campaigns", "Campaign"),
+    "adset": ("adsets", "AdSet"),
+    "ad": ("ads", "Ad"),
+    "product_feed": ("product_feeds", "ProductFeed"),
+    "feed_upload": ("feed_uploads", "ProductFeedUpload"),
+    "product_item": ("product_items", "ProductItem"),
+    "report_run": ("report_runs", "AdReportRun"),
 }
+
+RETAILER_SITES = {"trendyol": "https://www.trendyol.com", "hepsiburada": "https://www.hepsiburada.com"}
 
 DEFAULT_SEED = 42
 CPAS_CURRENCY = "TRY"
@@ -96,6 +105,154 @@ class AdAccount:
     retailer: str | None = None
 
 
+@dataclass
+class Campaign:
+    id: str
+    account_id: str  # "act_<digits>"
+    name: str
+    objective: str = "PRODUCT_CATALOG_SALES"
+    status: str = "ACTIVE"  # configured status: ACTIVE | PAUSED | ARCHIVED | DELETED
+    effective_status: str = "ACTIVE"
+    promoted_object: dict[str, Any] = field(default_factory=dict)  # {"product_catalog_id": <segment id>}
+    created_time: datetime | None = None
+    tenant_id: str | None = None
+    retailer: str | None = None
+
+
+@dataclass
+class AdSet:
+    id: str
+    account_id: str
+    campaign_id: str
+    name: str
+    status: str = "ACTIVE"
+    effective_status: str = "ACTIVE"
+    promoted_object: dict[str, Any] = field(default_factory=dict)  # {"product_set_id": ...} or catalog
+    daily_budget: str | None = None
+    created_time: datetime | None = None
+
+
+@dataclass
+class Ad:
+    id: str
+    account_id: str
+    campaign_id: str
+    adset_id: str
+    name: str
+    status: str = "ACTIVE"
+    effective_status: str = "ACTIVE"
+    # The creative as Meta returns it under creative{...}: object_story_spec.template_data, template_url_spec,
+    # multi_share_end_card, tracking_specs live here.
+    creative: dict[str, Any] = field(default_factory=dict)
+    tracking_specs: list[dict[str, Any]] | None = None
+    created_time: datetime | None = None
+
+
+@dataclass
+class ProductFeed:
+    id: str
+    catalog_id: str
+    name: str
+    business_id: str | None = None
+    schedule: dict[str, Any] | None = None
+    # A replace upload deletes the items of this feed it does not contain (Meta's primary feed behaviour).
+    deletion_enabled: bool = True
+    created_time: datetime | None = None
+    upload_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FeedUpload:
+    """An upload session (``POST /{feed_id}/uploads``). The file is parsed at POST and applied when the session
+    completes (see kobi_cpas.sandbox.catalog_model)."""
+
+    id: str
+    feed_id: str
+    catalog_id: str
+    start_time: datetime
+    update_only: bool = False
+    business_id: str | None = None
+    input_method: str = "Manual Upload"
+    filename: str | None = None
+    url: str | None = None
+    parsed: Any = None  # catalog_model.ParsedFeed until applied
+    polls: int = 0
+    # Captured at POST so later config changes do not move an upload already in flight.
+    processing_seconds: float = 0.0
+    pending_polls: int = 1
+    end_time: datetime | None = None
+    num_detected_items: int | None = None
+    num_persisted_items: int | None = None
+    num_invalid_items: int | None = None
+    num_deleted_items: int | None = None
+    error_count: int | None = None
+    warning_count: int | None = None
+    errors: list[dict[str, Any]] = field(default_factory=list)  # aggregated, Meta's upload error shape
+
+
+@dataclass
+class ProductItem:
+    """Graph node of a catalog item; its fields live in ``Catalog.items[retailer_id]``."""
+
+    id: str  # product_item_id
+    catalog_id: str
+    retailer_id: str
+    business_id: str | None = None
+    feed_id: str | None = None  # the feed whose upload last wrote it (replace uploads delete per feed)
+    created_time: datetime | None = None
+    updated_time: datetime | None = None
+
+
+@dataclass
+class ItemsBatch:
+    """An ``items_batch`` call, applied when its processing time has passed on the world clock."""
+
+    handle: str
+    catalog_id: str
+    created_time: datetime
+    allow_upsert: bool = True
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    processing_seconds: float = 120.0
+    sync_errors: list[dict[str, Any]] = field(default_factory=list)  # {line, id, message}
+    applied: bool = False
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    invalid_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CatalogConfig:
+    """Admin knobs of the catalog model (``/__sandbox/catalog_config``)."""
+
+    upload_pending_polls: int = 1  # status polls answered with end_time null before an upload completes
+    upload_processing_seconds: float = 0.0  # > 0: complete by world clock instead of by polls
+    batch_processing_seconds: float = 120.0  # started -> dispatched (half) -> finished
+    problem_rate_scale: float = 1.0  # multiplies the generated item problem rates (0 = none)
+
+
+@dataclass
+class ReportRun:
+    """An async insights job (``POST /{object}/insights`` -> ``report_run_id``). Its answer rows are computed at
+    submission; ``script`` is the (async_status, async_percent_completion) each poll moves to (the last sticks).
+    Driven by kobi_cpas.sandbox.insights_model."""
+
+    id: str
+    account_id: str  # "act_<digits>"
+    object_id: str
+    params: dict[str, Any]
+    date_start: str
+    date_stop: str
+    created_time: datetime
+    business_id: str | None = None
+    async_status: str = "Job Not Started"
+    async_percent_completion: int = 0
+    script: list[tuple[str, int]] = field(default_factory=list)
+    polls: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    early_reads: int = 0  # reads of /{id}/insights before the job completed (a client bug)
+    time_completed: datetime | None = None
+
+
 class WorldClock:
     """World time: a start instant plus an offset tests move forward, running with real time unless frozen."""
 
@@ -141,6 +298,21 @@ class World:
     catalogs: dict[str, Catalog] = field(default_factory=dict)
     event_sources: dict[str, ExternalEventSource] = field(default_factory=dict)
     ad_accounts: dict[str, AdAccount] = field(default_factory=dict)
+    campaigns: dict[str, Campaign] = field(default_factory=dict)
+    adsets: dict[str, AdSet] = field(default_factory=dict)
+    ads: dict[str, Ad] = field(default_factory=dict)
+    product_feeds: dict[str, ProductFeed] = field(default_factory=dict)
+    feed_uploads: dict[str, FeedUpload] = field(default_factory=dict)
+    product_items: dict[str, ProductItem] = field(default_factory=dict)
+    # catalog_id -> retailer_id -> product_item_id
+    product_item_index: dict[str, dict[str, str]] = field(default_factory=dict)
+    items_batches: dict[str, ItemsBatch] = field(default_factory=dict)  # by handle
+    # "catalog_id/retailer_id" -> {error_type: True (forced) | False (suppressed)}
+    item_error_overrides: dict[str, dict[str, bool]] = field(default_factory=dict)
+    catalog_config: CatalogConfig = field(default_factory=CatalogConfig)
+    report_runs: dict[str, ReportRun] = field(default_factory=dict)
+    # Insights knobs, request log and cache (owned by sandbox/insights_model.py; '_' keeps it out of /state).
+    _insights: dict[str, Any] = field(default_factory=dict)
     clock: WorldClock = field(default_factory=WorldClock)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     _id_counter: int = 0
@@ -279,6 +451,77 @@ class World:
                 tenant_id=tenant_id,
                 retailer=rel.retailer,
             )
+            if rel.catalog_segment_id and rel.partnership_status.value == "accepted":
+                self._populate_ads(tenant_id, tenant_label, rel)
+
+    def _populate_ads(self, tenant_id: str, tenant_label: str, rel: Any) -> None:
+        """Seed running CPAS campaigns in the dedicated ad account: 2 campaigns x 2 ad sets x 2-3 ads, with
+        one archived and one deleted ad (insights must still count them) and, for QC, one ad whose creative
+        breaks a collaborative-ads constraint (custom tracking specs) in the first tenant's first account."""
+        act = rel.dedicated_ad_account_id
+        site = RETAILER_SITES.get(rel.retailer, f"https://www.{rel.retailer}.com")
+        created = self.clock.start - timedelta(days=120)
+        key = f"{tenant_id}:{rel.retailer}"
+        for c in range(2):
+            cid = self.seeded_graph_id(f"campaign:{key}:{c}", "23")
+            self.campaigns[cid] = Campaign(
+                id=cid,
+                account_id=act,
+                name=f"{tenant_label} x {_title(rel.retailer)} - Advantage+ catalog sales {c + 1}",
+                promoted_object={"product_catalog_id": rel.catalog_segment_id},
+                created_time=created,
+                tenant_id=tenant_id,
+                retailer=rel.retailer,
+            )
+            for a in range(2):
+                asid = self.seeded_graph_id(f"adset:{key}:{c}:{a}", "23")
+                self.adsets[asid] = AdSet(
+                    id=asid,
+                    account_id=act,
+                    campaign_id=cid,
+                    name=f"Ad set {c + 1}.{a + 1}",
+                    promoted_object={"product_catalog_id": rel.catalog_segment_id},
+                    daily_budget=str(self.seeded_int(f"budget:{asid}", 200, 1500) * 100),
+                    created_time=created,
+                )
+                for n in range(2 + (a % 2)):
+                    adid = self.seeded_graph_id(f"ad:{key}:{c}:{a}:{n}", "23")
+                    status = "ACTIVE"
+                    if c == 1 and a == 1 and n == 2:
+                        status = "DELETED"
+                    elif c == 1 and a == 0 and n == 1:
+                        status = "ARCHIVED"
+                    self.ads[adid] = Ad(
+                        id=adid,
+                        account_id=act,
+                        campaign_id=cid,
+                        adset_id=asid,
+                        name=f"Ad {c + 1}.{a + 1}.{n + 1}",
+                        status=status,
+                        effective_status=status,
+                        creative={
+                            "id": self.seeded_graph_id(f"creative:{adid}", "23"),
+                            "product_set_id": None,
+                            "template_url_spec": {"web": {"url": f"{site}/p/{{{{product.retailer_id}}}}"}},
+                            "multi_share_end_card": False,
+                            "object_story_spec": {
+                                "template_data": {
+                                    "message": "Shop {{product.name}} now",
+                                    "link": site,
+                                    "name": "{{product.name}}",
+                                    "description": "{{product.description}}",
+                                }
+                            },
+                        },
+                        tracking_specs=None,
+                        created_time=created,
+                    )
+        if (
+            tenant_id == self.registry.tenants[0].tenant_id
+            and rel is self.registry.tenants[0].cpas_retailers[0]
+        ):
+            first_ad = next(ad for ad in self.ads.values() if ad.account_id == act)
+            first_ad.tracking_specs = [{"action.type": ["offsite_conversion"], "fb_pixel": ["123"]}]
 
     # -- lookups ------------------------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ def build_desired(
     issues_table: str | None = None,
 ) -> DesiredResult:
     """Replace the tenant's rows of ``sync_state.desired_items`` from ``items_table`` (the snapshot's items:
-    canonical columns, ``is_valid``, ``_row_number``). Appends previous_id info issues to ``issues_table``."""
+    canonical columns, ``is_valid``, ``row_number``). Appends previous_id info issues to ``issues_table``."""
     p = {"t": tenant_id, "s": snapshot_id, "now": now, "ret": retention_days}
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _old AS SELECT * FROM sync_state.desired_items WHERE tenant_id = $t",
@@ -61,7 +61,7 @@ def build_desired(
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _cur AS
         SELECT * EXCLUDE (_rn) FROM (
-          SELECT *, row_number() OVER (PARTITION BY id ORDER BY _row_number) AS _rn FROM {items_table} WHERE id IS NOT NULL
+          SELECT *, row_number() OVER (PARTITION BY id ORDER BY row_number) AS _rn FROM {items_table} WHERE id IS NOT NULL
         ) WHERE _rn = 1"""
     )
     con.execute("CREATE OR REPLACE TEMP TABLE _cur_ids AS SELECT DISTINCT id FROM _cur")
@@ -159,13 +159,13 @@ def build_desired(
     if issues_table:
         con.execute(
             f"""INSERT INTO {issues_table} (tenant_id, snapshot_id, retailer_id, row_number, field, severity, code, message, call_to_action)
-            SELECT $t, $s, i.new_id, c._row_number, 'previous_id', 'info', 'previous_id_inferred',
+            SELECT $t, $s, i.new_id, c.row_number, 'previous_id', 'info', 'previous_id_inferred',
                    'previous_id inferred as ' || i.old_id || ': ' || i.old_id || ' left the feed and ' || i.new_id
                    || ' starts with it, so Meta is told the variant replaces it (ad learnings carry over)',
                    'Check the link; to set it yourself, add a previous_id column with ' || i.old_id || ' on this variant'
             FROM _inferred i JOIN _cur c ON c.id = i.new_id
             UNION ALL
-            SELECT $t, $s, l.new_id, c._row_number, 'previous_id', 'info', 'previous_id_from_feed',
+            SELECT $t, $s, l.new_id, c.row_number, 'previous_id', 'info', 'previous_id_from_feed',
                    l.new_id || ' replaces ' || l.old_id || ' (previous_id from the feed); ' || l.old_id
                    || ' leaves the catalog with its learnings carried over', NULL
             FROM _links l JOIN _cur c ON c.id = l.new_id

@@ -72,6 +72,12 @@ FEED_SNAPSHOTS = register_table(
                 "retained_count", "BIGINT", "Items gone from the source but kept as out of stock (retention)"
             ),
             col("duration_seconds", "DOUBLE", "Time to fetch, parse, validate, hash and store"),
+            col(
+                "status",
+                "VARCHAR",
+                "ok, not_modified (source unchanged, not re-parsed) or failed (file unusable)",
+            ),
+            col("message", "VARCHAR", "Why the snapshot failed, naming the file and the problem"),
         ),
     )
 )

@@ -1,5 +1,12 @@
 from kobi_cpas.warehouse.specs import Column, TableSpec, ViewSpec, col
-from kobi_cpas.warehouse.warehouse import PublishResult, Warehouse, analyst_path_from_env, qident, sql_str
+from kobi_cpas.warehouse.warehouse import (
+    PublishResult,
+    Warehouse,
+    analyst_path_from_env,
+    qident,
+    read_analyst,
+    sql_str,
+)
 
 __all__ = [
     "Column",
@@ -10,5 +17,6 @@ __all__ = [
     "analyst_path_from_env",
     "col",
     "qident",
+    "read_analyst",
     "sql_str",
 ]

@@ -227,3 +227,20 @@ class Warehouse:
             return out
         finally:
             con.close()
+
+
+def read_analyst(analyst_path: Path | str, sql: str, params: list | None = None) -> list[tuple]:
+    """Query the published analyst file from a long-lived process (sensors, schedules).
+
+    Opens it afresh through ATTACH (``duckdb.connect(path)`` would reuse a cached instance still pointing at an
+    older published file) and read-only, so it never blocks a writer. Missing file -> no rows."""
+    path = Path(analyst_path)
+    if not path.exists():
+        return []
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH {sql_str(str(path))} AS analyst (READ_ONLY)")
+        con.execute("USE analyst")
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()

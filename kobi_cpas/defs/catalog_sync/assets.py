@@ -1,0 +1,395 @@
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+
+from kobi_cpas.defs.catalog_sync.checks import (
+    DELETION_GUARD,
+    FEED_READABLE,
+    INVALID_SHARE,
+    OVERRIDE_TAG,
+    feed_snapshot_check_specs,
+    replace_plan_check_specs,
+)
+from kobi_cpas.defs.shared import (
+    DUCKDB_POOL,
+    count,
+    md_table,
+    preview,
+    table_definition_metadata,
+)
+from kobi_cpas.defs.tenants.partitions import tenant_partitions
+from kobi_cpas.resources import (
+    CatalogSyncResource,
+    MetaGraphResource,
+    TenantRegistryResource,
+    WarehouseResource,
+)
+from kobi_cpas.sync import methods
+from kobi_cpas.sync.delta import delta_counts
+from kobi_cpas.sync.methods import SyncBlocked, SyncContext, SyncRecord, plan_replace
+from kobi_cpas.sync.snapshot_step import refresh_item_state, take_snapshot
+from kobi_cpas.sync.tables import (
+    CATALOG_ITEM_STATE,
+    CATALOG_SYNCS,
+    FEED_ITEM_ISSUES,
+    FEED_ITEMS,
+    FEED_SNAPSHOTS,
+)
+
+GROUP = "catalog_sync"
+SHARD_TAG = "kobi/catalog_shard"
+SYNC_KINDS = {"meta", "duckdb"}
+
+
+class FeedSnapshotConfig(dg.Config):
+    force: bool = False  # re-parse even when the source is unchanged (ETag / sha256)
+
+
+def _sync_context(
+    context: dg.AssetExecutionContext,
+    registry: TenantRegistryResource,
+    meta: MetaGraphResource,
+    warehouse: WarehouseResource,
+    catalog_sync: CatalogSyncResource,
+    client,
+) -> SyncContext:
+    _, tenant = registry.tenant(context.partition_key)
+    return SyncContext(
+        tenant=tenant,
+        client=client,
+        warehouse=warehouse.get_warehouse(),
+        workdir=Path(catalog_sync.workdir) / tenant.tenant_id,
+        run_id=context.run_id,
+        progress=context.log.info,
+        poll_interval=catalog_sync.poll_interval_seconds,
+        poll_timeout=catalog_sync.poll_timeout_seconds,
+    )
+
+
+def _guard_overlap(context: dg.AssetExecutionContext) -> None:
+    """Fail fast when another sync run of the same tenant catalog is in progress (UI launches carry no
+    concurrency tag; the schedules skip such ticks before launching)."""
+    tenant_id = context.partition_key
+    active = context.instance.get_run_records(
+        dg.RunsFilter(
+            tags={SHARD_TAG: tenant_id},
+            statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING],
+        ),
+        limit=5,
+    )
+    others = [r.dagster_run.run_id for r in active if r.dagster_run.run_id != context.run_id]
+    if others:
+        raise dg.Failure(
+            description=f"tenant '{tenant_id}': another catalog sync run is in progress ({', '.join(others)}); "
+            "syncs of one catalog never overlap — wait for it and re-run"
+        )
+
+
+def _records_md(records: list[SyncRecord]) -> dg.MetadataValue:
+    rows = [
+        (r.method, r.shard, r.items_sent, r.status, r.upload_session_id or r.handle, r.errors_count)
+        for r in records
+    ]
+    if not rows:
+        return dg.MetadataValue.md("_nothing to send_")
+    return dg.MetadataValue.md(
+        md_table(rows, ["method", "shard", "items", "status", "session/handle", "errors"])
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=["team:kobi-data"],
+    kinds={"duckdb", "csv"},
+    partitions_def=tenant_partitions,
+    pool=DUCKDB_POOL,
+    deps=["tenant_registry"],
+    check_specs=feed_snapshot_check_specs,
+    metadata=table_definition_metadata(FEED_ITEMS, FEED_SNAPSHOTS, FEED_ITEM_ISSUES, CATALOG_ITEM_STATE),
+)
+def feed_snapshot(
+    context: dg.AssetExecutionContext,
+    config: FeedSnapshotConfig,
+    registry: TenantRegistryResource,
+    warehouse: WarehouseResource,
+    catalog_sync: CatalogSyncResource,
+) -> dg.MaterializeResult:
+    """The tenant's product feed as of now: fetched (conditional GET / sha256), parsed, validated and hashed in
+    DuckDB, with the replace view (what the next replace feed sends) rebuilt from it.
+
+    Tables: feed_items (latest valid items), feed_snapshots (history), feed_item_issues (problems with a call
+    to action), catalog_item_state (per item: desired vs Meta)."""
+    reg, tenant = registry.tenant(context.partition_key)
+    with warehouse.connection() as con:
+        outcome = take_snapshot(
+            con,
+            registry=reg,
+            tenant=tenant,
+            workdir=Path(catalog_sync.workdir) / tenant.tenant_id,
+            now=datetime.now(UTC),
+            force=config.force,
+        )
+        warehouse.publish(con)
+        if outcome.status == "failed":
+            # Recorded and published; the blocking check stops the syncs of this run, the previous snapshot
+            # stays what Meta gets.
+            return dg.MaterializeResult(
+                metadata={"status": "failed", "snapshot_id": outcome.snapshot_id, "source": outcome.source},
+                check_results=[
+                    dg.AssetCheckResult(
+                        check_name=FEED_READABLE,
+                        passed=False,
+                        severity=dg.AssetCheckSeverity.ERROR,
+                        description=outcome.message,
+                        metadata={"source": outcome.source},
+                    ),
+                    dg.AssetCheckResult(check_name=INVALID_SHARE, passed=True, description="feed not read"),
+                ],
+            )
+        issues = preview(
+            con,
+            "SELECT retailer_id, row_number, field, severity, message, call_to_action FROM main.feed_item_issues "
+            "WHERE tenant_id = ? ORDER BY CASE severity WHEN 'error' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, "
+            "row_number LIMIT 11",
+            [tenant.tenant_id],
+        )
+        n_items = count(con, "SELECT count(*) FROM main.feed_items WHERE tenant_id = ?", [tenant.tenant_id])
+        snap = con.execute(
+            "SELECT item_count, valid_count, invalid_count FROM main.feed_snapshots WHERE tenant_id = ? "
+            "AND status = 'ok' ORDER BY taken_at DESC LIMIT 1",
+            [tenant.tenant_id],
+        ).fetchone()
+    delta = outcome.delta
+    desired = outcome.desired
+    item_count, valid_count, invalid_count = (int(x or 0) for x in (snap or (0, 0, 0)))
+    share = invalid_count / item_count if item_count else 0.0
+    context.log.info(f"snapshot {outcome.snapshot_id}: {outcome.status}; delta {delta}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": n_items,
+            "snapshot_id": outcome.snapshot_id,
+            "status": outcome.status,
+            "items_in_feed": item_count,
+            "valid_items": valid_count,
+            "invalid_items": invalid_count,
+            "new": delta.new if delta else 0,
+            "changed": delta.changed if delta else 0,
+            "volatile_only": delta.volatile_only if delta else 0,
+            "unchanged": delta.unchanged if delta else 0,
+            "removed": delta.removed if delta else 0,
+            "retained_out_of_stock": desired.removed_retained if desired else 0,
+            "invalid_kept_last_valid": desired.invalid_kept if desired else 0,
+            "previous_id_inferred": desired.previous_id_inferred if desired else 0,
+            "issues": issues,
+        },
+        check_results=[
+            dg.AssetCheckResult(check_name=FEED_READABLE, passed=True, metadata={"source": outcome.source}),
+            dg.AssetCheckResult(
+                check_name=INVALID_SHARE,
+                passed=share <= 0.05,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"invalid_share": share, "invalid_items": invalid_count},
+                description=None
+                if share <= 0.05
+                else f"{share:.1%} of the feed's items are invalid: see "
+                "feed_item_issues for the call to action per item",
+            ),
+        ],
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=["team:kobi-data"],
+    kinds={"duckdb"},
+    partitions_def=tenant_partitions,
+    pool=DUCKDB_POOL,
+    deps=[feed_snapshot],
+    check_specs=replace_plan_check_specs,
+)
+def replace_feed_plan(
+    context: dg.AssetExecutionContext, registry: TenantRegistryResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """What the next replace upload would do per shard: items sent, live items at Meta, items Meta would delete.
+    Its blocking check (the deletion guard) stops an empty upload or one deleting too much of the catalog."""
+    _, tenant = registry.tenant(context.partition_key)
+    with warehouse.connection() as con:
+        plans = plan_replace(con, tenant)
+    override = context.run.tags.get(OVERRIDE_TAG, "").lower() == "true"
+    blocked = [p.blocked_reason for p in plans if p.blocked_reason]
+    rows = [(p.shard, p.items, p.live, p.deletions, f"{p.delete_share:.1%}") for p in plans]
+    passed = not blocked or override
+    desc = None
+    if blocked:
+        desc = ("OVERRIDDEN by run tag: " if override else "BLOCKED: ") + "; ".join(blocked)
+        if not override:
+            desc += f". If this is intended, re-run with the run tag {OVERRIDE_TAG}=true."
+    return dg.MaterializeResult(
+        metadata={
+            "items_to_send": sum(p.items for p in plans),
+            "live_items": sum(p.live for p in plans),
+            "deletions": sum(p.deletions for p in plans),
+            "plan": dg.MetadataValue.md(md_table(rows, ["shard", "items", "live", "deletions", "share"])),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=DELETION_GUARD,
+                passed=passed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=desc,
+                metadata={
+                    "deletions": sum(p.deletions for p in plans),
+                    "live": sum(p.live for p in plans),
+                    "max_delete_share": tenant.sync.max_delete_share,
+                    "overridden": override and bool(blocked),
+                },
+            )
+        ],
+    )
+
+
+def _run_sync(context, registry, meta, warehouse, catalog_sync, fn) -> dg.MaterializeResult:
+    _guard_overlap(context)
+    with meta.get_client(logger=context.log) as client:
+        ctx = _sync_context(context, registry, meta, warehouse, catalog_sync, client)
+        try:
+            records = fn(ctx)
+        except SyncBlocked as exc:
+            raise dg.Failure(description=str(exc)) from None
+        with ctx.db() as con:
+            refresh_item_state(con, ctx.tenant)
+            delta = delta_counts(con, ctx.tenant_id)
+            warehouse.publish(con)
+    return dg.MaterializeResult(
+        metadata={
+            "requests": len(records),
+            "items_sent": sum(r.items_sent for r in records),
+            "errors": sum(r.errors_count for r in records),
+            "still_processing": sum(1 for r in records if r.status != "finished"),
+            "remaining_new_or_changed": delta.new + delta.changed,
+            "remaining_volatile_only": delta.volatile_only,
+            "requests_sent": _records_md(records),
+        }
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=["team:kobi-data"],
+    kinds=SYNC_KINDS,
+    partitions_def=tenant_partitions,
+    pool=DUCKDB_POOL,
+    deps=[replace_feed_plan],
+    metadata=table_definition_metadata(CATALOG_SYNCS),
+)
+def replace_feed_upload(
+    context: dg.AssetExecutionContext,
+    registry: TenantRegistryResource,
+    meta: MetaGraphResource,
+    warehouse: WarehouseResource,
+    catalog_sync: CatalogSyncResource,
+) -> dg.MaterializeResult:
+    """The full replace view uploaded to the tenant's primary feed (one feed per shard), polled until Meta
+    finishes: the daily (or hourly) full sync. Items gone from the source stay as out of stock until their
+    retention ends; the deletion guard upstream stops accidental wipes."""
+    override = context.run.tags.get(OVERRIDE_TAG, "").lower() == "true"
+    return _run_sync(
+        context,
+        registry,
+        meta,
+        warehouse,
+        catalog_sync,
+        lambda ctx: methods.run_replace(ctx, override_guard=override),
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=["team:kobi-data"],
+    kinds=SYNC_KINDS,
+    partitions_def=tenant_partitions,
+    pool=DUCKDB_POOL,
+    deps=[feed_snapshot],
+    metadata=table_definition_metadata(CATALOG_SYNCS),
+)
+def update_feed_upload(
+    context: dg.AssetExecutionContext,
+    registry: TenantRegistryResource,
+    meta: MetaGraphResource,
+    warehouse: WarehouseResource,
+    catalog_sync: CatalogSyncResource,
+) -> dg.MaterializeResult:
+    """New and changed items as an update_only upload (the hourly delta sync). Never deletes; new items enter
+    the catalog only through feeds."""
+    return _run_sync(context, registry, meta, warehouse, catalog_sync, methods.run_update)
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=["team:kobi-data"],
+    kinds=SYNC_KINDS,
+    partitions_def=tenant_partitions,
+    pool=DUCKDB_POOL,
+    deps=[feed_snapshot],
+    metadata=table_definition_metadata(CATALOG_SYNCS),
+)
+def price_stock_batch(
+    context: dg.AssetExecutionContext,
+    registry: TenantRegistryResource,
+    meta: MetaGraphResource,
+    warehouse: WarehouseResource,
+    catalog_sync: CatalogSyncResource,
+) -> dg.MaterializeResult:
+    """Volatile-only changes (price, sale price, availability, quantity) as Batch API UPDATE requests,
+    allow_upsert=false, at most 5,000 per call, one request per item: the 15-minute near-real-time sync.
+    Handles are confirmed later by catalog_syncs (the batch status sensor)."""
+    return _run_sync(context, registry, meta, warehouse, catalog_sync, methods.run_batch)
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=["team:kobi-data"],
+    kinds=SYNC_KINDS,
+    partitions_def=tenant_partitions,
+    pool=DUCKDB_POOL,
+    deps=[replace_feed_upload, update_feed_upload, price_stock_batch],
+    metadata=table_definition_metadata(CATALOG_SYNCS),
+)
+def catalog_syncs(
+    context: dg.AssetExecutionContext,
+    registry: TenantRegistryResource,
+    meta: MetaGraphResource,
+    warehouse: WarehouseResource,
+    catalog_sync: CatalogSyncResource,
+) -> dg.MaterializeResult:
+    """Every upload and batch request sent to Meta for the tenant, with Meta's verdict. Materializing it asks
+    Meta about requests still processing (upload sessions, batch handles) and confirms their items."""
+    _, tenant = registry.tenant(context.partition_key)
+    with meta.get_client(logger=context.log) as client:
+        ctx = _sync_context(context, registry, meta, warehouse, catalog_sync, client)
+        resolved = methods.resolve_pending(ctx, wait=False)
+    with warehouse.connection() as con:
+        refresh_item_state(con, tenant)
+        pending = count(
+            con,
+            "SELECT count(*) FROM main.catalog_syncs WHERE tenant_id = ? AND status IN ('submitted', 'processing')",
+            [tenant.tenant_id],
+        )
+        n = count(con, "SELECT count(*) FROM main.catalog_syncs WHERE tenant_id = ?", [tenant.tenant_id])
+        md = preview(
+            con,
+            "SELECT method, shard, started_at, finished_at, items_sent, status, errors_count, "
+            "coalesce(upload_session_id, handle) AS session_or_handle FROM main.catalog_syncs WHERE tenant_id = ? "
+            "ORDER BY started_at DESC LIMIT 10",
+            [tenant.tenant_id],
+        )
+        warehouse.publish(con)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": n,
+            "resolved_now": len(resolved),
+            "still_processing": pending,
+            "latest": md,
+        }
+    )

@@ -1,0 +1,135 @@
+"""The three sync cadences (Meta's Catalog Integration requirement 1): replace daily (or hourly per tenant),
+update hourly, Batch API every 15 minutes. One schedule per cadence ticks every 15 minutes and launches the
+tenants whose own cron fired since the previous tick, skipping — with the reason — any tenant whose catalog is
+still being synced."""
+
+from datetime import datetime, timedelta
+
+import dagster as dg
+from dagster._utils.schedules import cron_string_iterator
+
+from kobi_cpas.defs.catalog_sync.assets import SHARD_TAG
+from kobi_cpas.defs.catalog_sync.jobs import catalog_batch_job, catalog_replace_job, catalog_update_job
+from kobi_cpas.defs.tenants.partitions import TENANT_PARTITIONS_NAME
+from kobi_cpas.registry import RegistryError, Tenant, load_registry
+from kobi_cpas.warehouse import analyst_path_from_env, read_analyst
+
+TICK = timedelta(minutes=15)
+ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def cron_fired(cron: str, tz: str, start: datetime, end: datetime) -> bool:
+    """Did ``cron`` (in time zone ``tz``) fire in (start, end]?"""
+    it = cron_string_iterator(start.timestamp(), cron, tz)
+    for t in it:
+        if t.timestamp() <= start.timestamp():
+            continue
+        return t.timestamp() <= end.timestamp()
+    return False
+
+
+def overlap_reason(instance: dg.DagsterInstance, tenant_id: str) -> str | None:
+    runs = instance.get_run_records(dg.RunsFilter(tags={SHARD_TAG: tenant_id}, statuses=ACTIVE), limit=3)
+    if runs:
+        r = runs[0].dagster_run
+        return (
+            f"{tenant_id}: catalog sync run {r.run_id[:8]} ({r.job_name}, {r.status.value}) still in progress"
+        )
+    return None
+
+
+def pending_requests_reason(tenant_id: str, methods: tuple[str, ...]) -> str | None:
+    rows = read_analyst(
+        analyst_path_from_env(),
+        "SELECT method, count(*) FROM catalog_syncs WHERE tenant_id = ? AND status IN ('submitted', 'processing') "
+        f"AND method IN ({', '.join('?' for _ in methods)}) GROUP BY method",
+        [tenant_id, *methods],
+    )
+    if rows:
+        what = ", ".join(f"{n} {m}" for m, n in rows)
+        return f"{tenant_id}: {what} request(s) still processing at Meta; feeds must not overlap them"
+    return None
+
+
+def tenant_run_requests(
+    context: dg.ScheduleEvaluationContext, method: str, cron_of, blocking_methods: tuple[str, ...]
+) -> list[dg.RunRequest] | dg.SkipReason:
+    try:
+        reg = load_registry()
+    except RegistryError as exc:
+        return dg.SkipReason(f"registry invalid, no {method} sync launched: {exc}")
+    tick = context.scheduled_execution_time
+    known = set(context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
+    requests, skipped = [], []
+    for tenant in reg.tenants:
+        t: Tenant = tenant
+        if not cron_fired(cron_of(t), t.sync.timezone, tick - TICK, tick):
+            continue
+        if t.tenant_id not in known:
+            skipped.append(f"{t.tenant_id}: no partition yet (the tenant sensor adds it)")
+            continue
+        reason = overlap_reason(context.instance, t.tenant_id) or (
+            pending_requests_reason(t.tenant_id, blocking_methods) if blocking_methods else None
+        )
+        if reason:
+            skipped.append(reason)
+            continue
+        requests.append(
+            dg.RunRequest(
+                run_key=f"{method}:{t.tenant_id}:{tick:%Y%m%dT%H%M}",
+                partition_key=t.tenant_id,
+                tags={SHARD_TAG: t.tenant_id, "kobi/sync_method": method},
+            )
+        )
+    if skipped:
+        context.log.info(f"{method} tick {tick:%Y-%m-%d %H:%M}: skipped " + "; ".join(skipped))
+    if not requests:
+        return dg.SkipReason(
+            ("; ".join(skipped) + " — tick skipped to avoid overlapping syncs of the same catalog")
+            if skipped
+            else f"no tenant's {method} cron fired in the 15 minutes before {tick:%Y-%m-%d %H:%M %Z}"
+        )
+    return requests
+
+
+@dg.schedule(
+    job=catalog_replace_job,
+    cron_schedule="*/15 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Full replace upload per tenant at its replace_cron (daily by default, hourly per setting).",
+)
+def catalog_replace_schedule(context: dg.ScheduleEvaluationContext):
+    return tenant_run_requests(
+        context, "replace", lambda t: t.sync.effective_replace_cron, ("batch", "update", "replace")
+    )
+
+
+@dg.schedule(
+    job=catalog_update_job,
+    cron_schedule="*/15 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Hourly update_only upload of new and changed items per tenant (update_cron).",
+)
+def catalog_update_schedule(context: dg.ScheduleEvaluationContext):
+    return tenant_run_requests(
+        context, "update", lambda t: t.sync.update_cron, ("batch", "update", "replace")
+    )
+
+
+@dg.schedule(
+    job=catalog_batch_job,
+    cron_schedule="*/15 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Batch API price/stock updates every 15 minutes per tenant (batch_cron).",
+)
+def catalog_batch_schedule(context: dg.ScheduleEvaluationContext):
+    # Batches in flight do not block the next batch: their items are excluded (in flight), never re-sent.
+    return tenant_run_requests(context, "batch", lambda t: t.sync.batch_cron, ("update", "replace"))

@@ -1,0 +1,125 @@
+"""Sensors of the catalog sync: a changed feed source starts a snapshot plus the incremental syncs; requests
+still processing at Meta (batch handles, upload sessions) are checked after about two minutes until done.
+
+Sensors never open the DuckDB work database (a writer may hold it); they read the published analyst file."""
+
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import requests
+
+from kobi_cpas.defs.catalog_sync.assets import SHARD_TAG
+from kobi_cpas.defs.catalog_sync.jobs import catalog_feed_change_job, catalog_sync_status_job
+from kobi_cpas.defs.catalog_sync.schedules import overlap_reason
+from kobi_cpas.defs.tenants.partitions import TENANT_PARTITIONS_NAME
+from kobi_cpas.registry import LoadedRegistry, RegistryError, Tenant, load_registry
+from kobi_cpas.warehouse import analyst_path_from_env, read_analyst
+
+BATCH_CHECK_AFTER = timedelta(minutes=2)
+
+
+def source_fingerprint(reg: LoadedRegistry, tenant: Tenant, timeout: float = 10.0) -> str | None:
+    """A cheap fingerprint of the feed source: size+mtime of a file, ETag/Last-Modified/length of a URL."""
+    loc = reg.feed_location(tenant)
+    if tenant.feed.is_url:
+        try:
+            r = requests.head(loc, timeout=timeout, allow_redirects=True)
+        except requests.RequestException:
+            return None
+        if r.status_code >= 400:
+            return None
+        parts = [r.headers.get(h, "") for h in ("ETag", "Last-Modified", "Content-Length")]
+        return "|".join(parts) if any(parts) else None
+    try:
+        st = Path(loc).stat()
+    except OSError:
+        return None
+    return f"{st.st_size}|{st.st_mtime_ns}"
+
+
+@dg.sensor(
+    job=catalog_feed_change_job,
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Starts a feed snapshot plus the update feed and Batch API syncs when a tenant's feed changes.",
+)
+def feed_source_sensor(context: dg.SensorEvaluationContext):
+    try:
+        reg = load_registry()
+    except RegistryError as exc:
+        return dg.SkipReason(f"registry invalid: {exc}")
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    known = set(context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
+    runs, notes = [], []
+    for t in reg.tenants:
+        fp = source_fingerprint(reg, t)
+        if fp is None:
+            notes.append(f"{t.tenant_id}: source unreachable")
+            continue
+        if seen.get(t.tenant_id) == fp:
+            continue
+        if t.tenant_id not in known:
+            notes.append(f"{t.tenant_id}: no partition yet")
+            continue
+        reason = overlap_reason(context.instance, t.tenant_id)
+        if reason:
+            notes.append(reason + " (will retry)")
+            continue  # cursor not advanced: the change is picked up on a later tick
+        runs.append(
+            dg.RunRequest(
+                run_key=f"feed-change:{t.tenant_id}:{fp}",
+                partition_key=t.tenant_id,
+                tags={SHARD_TAG: t.tenant_id, "kobi/sync_method": "feed_change"},
+            )
+        )
+        seen[t.tenant_id] = fp
+    if not runs:
+        return dg.SensorResult(
+            skip_reason="; ".join(notes) if notes else "no feed source changed", cursor=json.dumps(seen)
+        )
+    return dg.SensorResult(run_requests=runs, cursor=json.dumps(seen))
+
+
+@dg.sensor(
+    job=catalog_sync_status_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Checks Batch API handles (after ~2 minutes) and upload sessions still processing until Meta "
+    "finishes, then confirms their items.",
+)
+def sync_status_sensor(context: dg.SensorEvaluationContext):
+    now = datetime.now(UTC)
+    rows = read_analyst(
+        analyst_path_from_env(),
+        "SELECT tenant_id, method, min(started_at), count(*) FROM catalog_syncs "
+        "WHERE status IN ('submitted', 'processing') GROUP BY tenant_id, method",
+    )
+    if not rows:
+        return dg.SkipReason("no upload or batch request is processing at Meta")
+    due: dict[str, int] = {}
+    waiting = []
+    for tenant_id, method, oldest, n in rows:
+        ready_at = oldest + (BATCH_CHECK_AFTER if method == "batch" else timedelta(0))
+        if ready_at <= now:
+            due[tenant_id] = due.get(tenant_id, 0) + int(n)
+        else:
+            waiting.append(f"{tenant_id}: {n} {method} request(s), first check at {ready_at:%H:%M:%S}")
+    runs = []
+    bucket = int(now.timestamp() // int(os.environ.get("KOBI_CPAS_STATUS_CHECK_SECONDS", "120")))
+    for tenant_id in sorted(due):
+        if overlap_reason(context.instance, tenant_id):
+            waiting.append(f"{tenant_id}: a sync run is active; it confirms its own requests")
+            continue
+        runs.append(
+            dg.RunRequest(
+                run_key=f"sync-status:{tenant_id}:{bucket}",
+                partition_key=tenant_id,
+                tags={SHARD_TAG: tenant_id, "kobi/sync_method": "status"},
+            )
+        )
+    if not runs:
+        return dg.SkipReason("; ".join(waiting))
+    return runs

@@ -1,0 +1,113 @@
+"""Content / volatile hashes: which change moves which hash; SQL and Python agree."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from kobi_cpas.feeds import ingest_feed
+from kobi_cpas.feeds.fields import COLUMNS, CONTENT_COLUMNS, VOLATILE_COLUMNS
+from kobi_cpas.feeds.generator import generate_feed, mutate_volatile, mutation_predicate_sql
+from kobi_cpas.feeds.hashing import content_hash, volatile_hash
+
+
+@pytest.fixture(scope="module")
+def feeds(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hash")
+    base = generate_feed(tmp / "base.csv", 4_000, seed=11)
+    volatile = mutate_volatile(base, tmp / "volatile.csv", share=0.05, seed=5)
+    content = tmp / "content.csv"
+    con = duckdb.connect()
+    # A content-only change: new titles for the items of every 10th product.
+    con.execute(
+        f"""COPY (SELECT * REPLACE (CASE WHEN hash(item_group_id) % 10 = 0 THEN title || ' (new)' ELSE title END
+                                    AS title)
+                  FROM read_csv('{base}', all_varchar=true))
+            TO '{content}' (FORMAT csv, HEADER)"""
+    )
+    for tenant, path in (("base", base), ("volatile", volatile), ("content", content)):
+        ingest_feed(con, tenant_id=tenant, snapshot_id="1", path=path, fmt="csv", source_label=tenant)
+    yield con
+    con.close()
+
+
+def _diff(con, other: str) -> tuple[int, int, int]:
+    return con.execute(
+        f"""SELECT count(*) FILTER (WHERE a.content_hash <> b.content_hash),
+                   count(*) FILTER (WHERE a.volatile_hash <> b.volatile_hash),
+                   count(*)
+            FROM feed_stage.items_base a JOIN feed_stage.items_{other} b USING (id)"""
+    ).fetchone()
+
+
+def test_volatile_only_change_moves_only_the_volatile_hash(feeds):
+    con = feeds
+    content_changed, volatile_changed, total = _diff(con, "volatile")
+    assert total == 4_000
+    assert content_changed == 0
+    expected = con.execute(
+        f"SELECT count(*) FROM feed_stage.items_base WHERE {mutation_predicate_sql(5, 0.05)}"
+    ).fetchone()[0]
+    assert 100 <= expected <= 300  # about 5 %
+    assert volatile_changed == expected
+    mismatched = con.execute(
+        f"""SELECT count(*) FROM feed_stage.items_base a JOIN feed_stage.items_volatile b USING (id)
+            WHERE (a.volatile_hash <> b.volatile_hash) <> ({mutation_predicate_sql(5, 0.05, "a.id")})"""
+    ).fetchone()[0]
+    assert mismatched == 0
+
+
+def test_content_change_moves_only_the_content_hash(feeds):
+    con = feeds
+    content_changed, volatile_changed, _ = _diff(con, "content")
+    changed_titles = con.execute(
+        """SELECT count(*) FROM feed_stage.items_base a JOIN feed_stage.items_content b USING (id)
+           WHERE a.title <> b.title"""
+    ).fetchone()[0]
+    assert changed_titles > 0
+    assert content_changed == changed_titles
+    assert volatile_changed == 0
+
+
+def test_sql_hash_equals_python_twin(feeds):
+    con = feeds
+    rows = con.execute(
+        f"SELECT {', '.join(COLUMNS)}, content_hash, volatile_hash FROM feed_stage.items_base "
+        "ORDER BY row_number LIMIT 50"
+    ).fetchall()
+    for r in rows:
+        values = dict(zip(COLUMNS, r[: len(COLUMNS)], strict=True))
+        assert content_hash(values) == r[-2]
+        assert volatile_hash(values) == r[-1]
+
+
+def test_hash_covers_the_right_columns():
+    v = {c: "x" for c in COLUMNS}
+    for col in COLUMNS:
+        changed = {**v, col: "y"}
+        assert (content_hash(changed) != content_hash(v)) is (col in CONTENT_COLUMNS), col
+        assert (volatile_hash(changed) != volatile_hash(v)) is (col in VOLATILE_COLUMNS), col
+    # a value moving to the next column is a change (no ambiguity from blanks)
+    a = {**v, "size": "M", "color": None}
+    b = {**v, "size": None, "color": "M"}
+    assert content_hash(a) != content_hash(b)
+
+
+def test_normalisation_makes_cosmetic_differences_hash_equal(tmp_path):
+    header = "id,title,description,availability,condition,price,link,image_link,brand\n"
+    a = tmp_path / "a.csv"
+    b = tmp_path / "b.tsv"
+    a.write_text(
+        header + "1,T,D,in stock,new,10.00 TRY,https://a.b/c,https://a.b/i.jpg,B\n", encoding="utf-8"
+    )
+    b.write_text(
+        header.replace(",", "\t")
+        + "1\t T \tD\tIn Stock \tNEW\t10.00 try\thttps://a.b/c\thttps://a.b/i.jpg\tB\n",
+        encoding="utf-8",
+    )
+    con = duckdb.connect()
+    ra = ingest_feed(con, tenant_id="a", snapshot_id="1", path=a, fmt="csv", source_label="a")
+    rb = ingest_feed(con, tenant_id="b", snapshot_id="1", path=b, fmt="tsv", source_label="b")
+    ha = con.execute(f"SELECT content_hash, volatile_hash FROM {ra.items_table}").fetchall()
+    hb = con.execute(f"SELECT content_hash, volatile_hash FROM {rb.items_table}").fetchall()
+    assert ha == hb

@@ -1,0 +1,371 @@
+"""Validation rules, issues table, normalisation, stage tables per tenant."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from kobi_cpas.feeds import FeedFileError, ingest_feed, parse_feed, stage_table_names, tenant_slug
+from kobi_cpas.feeds.fields import COLUMNS
+from kobi_cpas.feeds.validate import ISSUE_COLUMNS, ROW_RULES, validate_parsed_table
+
+BASE = {
+    "title": "Linen shirt",
+    "description": "A light linen shirt.",
+    "availability": "in stock",
+    "condition": "new",
+    "price": "100.00 TRY",
+    "link": "https://shop.example.com/p/1",
+    "image_link": "https://cdn.example.com/1.jpg",
+    "brand": "Acme",
+    "google_product_category": "Apparel & Accessories > Clothing",
+    "quantity_to_sell_on_facebook": "3",
+}
+
+# retailer id -> overrides; the expected issues are listed in EXPECTED below.
+ITEMS: list[tuple[str, dict[str, str]]] = [
+    ("good-1", {}),
+    (
+        "good-full",
+        {
+            "sale_price": "80 TRY",
+            "sale_price_effective_date": "2025-06-01T00:00+03:00/2025-06-30T23:59+03:00",
+            "additional_image_link": "https://cdn.example.com/2.jpg, https://cdn.example.com/3.jpg",
+            "gender": "Unisex",
+            "age_group": "All Ages",
+            "item_group_id": "GOK",
+            "shipping": "TR::Std:0 TRY",
+        },
+    ),
+    (
+        "good-group-2",
+        {"item_group_id": "GOK", "shipping": "TR::Std:0 TRY", "link": "http://shop.example.com/x?a=b@c"},
+    ),
+    (
+        "case-and-spaces",
+        {
+            "availability": "  IN STOCK ",
+            "condition": "New",
+            "price": " 19.99 eur ",
+            "title": "\tPadded title  ",
+        },
+    ),
+    ("miss-title", {"title": "   "}),
+    ("miss-brand", {"brand": ""}),
+    ("bad-avail", {"availability": "Maybe"}),
+    ("bad-cond", {"condition": "mint"}),
+    ("bad-gender", {"gender": "women"}),
+    ("bad-age", {"age_group": "grown-up"}),
+    ("price-dollar", {"price": "$299"}),
+    ("price-no-currency", {"price": "299"}),
+    ("price-comma", {"price": "19,99 EUR"}),
+    ("price-3-decimals", {"price": "19.999 EUR"}),
+    ("price-unknown-currency", {"price": "19.99 XYZ"}),
+    ("price-integer-ok", {"price": "1299 TRY"}),
+    ("sale-higher", {"sale_price": "120.00 TRY"}),
+    ("sale-equal", {"sale_price": "100 TRY"}),
+    ("sale-currency", {"sale_price": "80.00 EUR"}),
+    ("sale-bad", {"sale_price": "cheap"}),
+    ("date-no-slash", {"sale_price": "80 TRY", "sale_price_effective_date": "2025-06-01"}),
+    ("date-garbage", {"sale_price": "80 TRY", "sale_price_effective_date": "2025-13-45/2025-14-01"}),
+    ("date-reversed", {"sale_price": "80 TRY", "sale_price_effective_date": "2025-06-30/2025-06-01"}),
+    ("date-no-sale", {"sale_price_effective_date": "2025-06-01/2025-06-30"}),
+    ("url-ftp", {"link": "ftp://shop.example.com/p"}),
+    ("url-space", {"image_link": "https://cdn.example.com/my image.jpg"}),
+    ("url-userinfo", {"link": "https://user:secret@shop.example.com/p"}),
+    ("url-no-scheme", {"image_link": "cdn.example.com/1.jpg"}),
+    ("url-list-bad", {"additional_image_link": "https://cdn.example.com/2.jpg,not a url"}),
+    ("long-title", {"title": "t" * 151}),
+    ("title-150-multibyte", {"title": "ğ" * 150}),
+    ("long-brand", {"brand": "b" * 101}),
+    ("long-desc", {"description": "d" * 5001}),
+    ("i" * 101, {}),
+    ("qty-negative", {"quantity_to_sell_on_facebook": "-1"}),
+    ("qty-decimal", {"quantity_to_sell_on_facebook": "3.5"}),
+    ("qty-zero", {"quantity_to_sell_on_facebook": "0"}),
+    ("no-category", {"google_product_category": ""}),
+    ("dup", {"title": "first copy"}),
+    ("dup", {"title": "second copy"}),
+    ("gm-1", {"item_group_id": "GM", "brand": "Acme", "shipping": "TR::Std:0 TRY"}),
+    ("gm-2", {"item_group_id": "GM", "brand": "Other", "shipping": "TR::Std:0 TRY"}),
+    ("gs-1", {"item_group_id": "GS", "shipping": "TR::Std:0 TRY"}),
+    ("gs-2", {"item_group_id": "GS", "shipping": "TR::Express:50 TRY"}),
+    ("", {"title": "no id"}),
+    ("dup", {"title": "third copy"}),
+]
+LONG_ID = "i" * 101
+
+EXPECTED_ERRORS = {
+    ("miss-title", "title", "missing_required_field"),
+    ("miss-brand", "brand", "missing_required_field"),
+    ("bad-avail", "availability", "invalid_value"),
+    ("bad-cond", "condition", "invalid_value"),
+    ("bad-gender", "gender", "invalid_value"),
+    ("bad-age", "age_group", "invalid_value"),
+    ("price-dollar", "price", "invalid_price_format"),
+    ("price-no-currency", "price", "invalid_price_format"),
+    ("price-comma", "price", "invalid_price_format"),
+    ("price-3-decimals", "price", "invalid_price_format"),
+    ("price-unknown-currency", "price", "unknown_currency"),
+    ("sale-higher", "sale_price", "sale_price_not_lower"),
+    ("sale-equal", "sale_price", "sale_price_not_lower"),
+    ("sale-currency", "sale_price", "sale_price_currency_mismatch"),
+    ("sale-bad", "sale_price", "invalid_price_format"),
+    ("date-no-slash", "sale_price_effective_date", "invalid_date_range"),
+    ("date-garbage", "sale_price_effective_date", "invalid_date_range"),
+    ("date-reversed", "sale_price_effective_date", "date_range_start_not_before_end"),
+    ("url-ftp", "link", "invalid_url"),
+    ("url-space", "image_link", "invalid_url"),
+    ("url-userinfo", "link", "invalid_url"),
+    ("url-no-scheme", "image_link", "invalid_url"),
+    ("url-list-bad", "additional_image_link", "invalid_url"),
+    ("long-title", "title", "too_long"),
+    ("long-brand", "brand", "too_long"),
+    ("long-desc", "description", "too_long"),
+    (LONG_ID, "id", "too_long"),
+    ("qty-negative", "quantity_to_sell_on_facebook", "invalid_quantity"),
+    ("qty-decimal", "quantity_to_sell_on_facebook", "invalid_quantity"),
+    ("dup", "id", "duplicate_id"),
+    ("gm-1", "brand", "item_group_mismatch"),
+    ("gm-2", "brand", "item_group_mismatch"),
+    ("gs-1", "shipping", "item_group_mismatch"),
+    ("gs-2", "shipping", "item_group_mismatch"),
+    (None, "id", "missing_required_field"),
+}
+EXPECTED_WARNINGS = {
+    ("date-no-sale", "sale_price_effective_date", "sale_dates_without_sale_price"),
+    ("no-category", "google_product_category", "missing_category"),
+}
+
+
+def write_feed(
+    path: Path, items: list[tuple[str, dict[str, str]]], extra_columns: tuple[str, ...] = ()
+) -> Path:
+    cols = [*COLUMNS, *extra_columns]
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for rid, over in items:
+            row = {**BASE, "id": rid, **over}
+            w.writerow([row.get(c, "") for c in cols])
+    return path
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("validate")
+    path = write_feed(tmp / "feed.csv", ITEMS, extra_columns=("mpn",))
+    con = duckdb.connect(str(tmp / "v.duckdb"))
+    result = ingest_feed(
+        con, tenant_id="acme", snapshot_id="snap-1", path=path, fmt="csv", source_label="test"
+    )
+    yield con, result
+    con.close()
+
+
+def _issues(con, result, severity: str) -> set[tuple]:
+    return set(
+        con.execute(
+            f"SELECT retailer_id, field, code FROM {result.issues_table} WHERE severity = ?", [severity]
+        ).fetchall()
+    )
+
+
+def test_each_rule_reports_the_named_issue_and_nothing_else(ingested):
+    con, result = ingested
+    errors = _issues(con, result, "error")
+    assert errors - EXPECTED_ERRORS == set(), "unexpected errors"
+    assert EXPECTED_ERRORS - errors == set(), "missing errors"
+    assert _issues(con, result, "warning") == EXPECTED_WARNINGS
+    assert _issues(con, result, "info") == {(None, "mpn", "unknown_column")}
+
+
+def test_every_row_rule_is_exercised():
+    codes = {(f, c) for _, f, c in EXPECTED_ERRORS | EXPECTED_WARNINGS}
+    assert {(r.field, r.code) for r in ROW_RULES} - codes <= {
+        (f, "missing_required_field")
+        for f in ("description", "availability", "condition", "price", "link", "image_link")
+    } | {("sale_price", "unknown_currency")}
+
+
+def test_validity_per_item(ingested):
+    con, result = ingested
+    rows = con.execute(
+        f"SELECT id, row_number, is_valid, error_count, warning_count FROM {result.items_table}"
+    ).fetchall()
+    invalid_ids = {rid for rid, _, _ in EXPECTED_ERRORS}
+    for rid, rn, valid, n_err, n_warn in rows:
+        if rid == "dup":
+            assert valid is (rn == ITEMS.index(("dup", {"title": "first copy"})) + 1), rn
+            continue
+        assert valid is (rid not in invalid_ids), rid
+        assert (n_err > 0) is (not valid), rid
+        if rid in ("date-no-sale", "no-category"):
+            assert n_warn == 1
+    assert result.item_count == len(ITEMS)
+    assert result.invalid_count == len(invalid_ids) - 1 + 2  # 'dup' counted once above, two copies invalid
+    assert result.valid_count + result.invalid_count == result.item_count
+    assert result.issue_counts == {
+        "error": len(EXPECTED_ERRORS) + 1,  # two duplicate_id issues share one key
+        "warning": len(EXPECTED_WARNINGS),
+        "info": 1,
+    }
+
+
+def test_normalised_values(ingested):
+    con, result = ingested
+    row = con.execute(
+        f"SELECT availability, condition, price, title FROM {result.items_table} WHERE id = 'case-and-spaces'"
+    ).fetchone()
+    assert row == ("in stock", "new", "19.99 EUR", "Padded title")
+    row = con.execute(
+        f"SELECT gender, age_group, sale_price, title FROM {result.items_table} WHERE id IN ('good-full', 'miss-title') "
+        "ORDER BY id"
+    ).fetchall()
+    assert row == [("unisex", "all ages", "80 TRY", "Linen shirt"), (None, None, None, None)]
+    # invalid values are kept as written (trimmed): the issue shows what the retailer sent
+    rows = con.execute(
+        f"SELECT i.availability, i.sale_price, s.message FROM {result.items_table} i "
+        f"JOIN {result.issues_table} s ON s.row_number = i.row_number "
+        "WHERE i.id IN ('bad-avail', 'sale-bad') ORDER BY i.id"
+    ).fetchall()
+    assert rows[0][0] == "Maybe" and "'Maybe'" in rows[0][2]
+    assert rows[1][1] == "cheap" and "'cheap'" in rows[1][2]
+
+
+def test_messages_name_field_value_and_give_a_call_to_action(ingested):
+    con, result = ingested
+    msg, cta, rn = con.execute(
+        f"SELECT message, call_to_action, row_number FROM {result.issues_table} WHERE retailer_id = 'price-dollar'"
+    ).fetchone()
+    assert "price" in msg and "'$299'" in msg
+    assert "ISO 4217" in cta
+    assert rn == next(i for i, (rid, _) in enumerate(ITEMS, 1) if rid == "price-dollar")
+    msg = con.execute(
+        f"SELECT message FROM {result.issues_table} WHERE retailer_id = 'long-desc'"
+    ).fetchone()[0]
+    assert "5001 characters (max 5000)" in msg and msg.count("d") < 200  # value truncated
+    dup_rows = [i for i, (rid, _) in enumerate(ITEMS, 1) if rid == "dup"]
+    dups = con.execute(
+        f"SELECT row_number, message FROM {result.issues_table} WHERE code = 'duplicate_id' ORDER BY 1"
+    ).fetchall()
+    assert [r for r, _ in dups] == dup_rows[1:]
+    assert all(f"duplicates row {dup_rows[0]}" in m and "appears 3 times" in m for _, m in dups)
+    gm = con.execute(
+        f"SELECT message FROM {result.issues_table} WHERE retailer_id = 'gm-2' AND code = 'item_group_mismatch'"
+    ).fetchone()[0]
+    assert "'GM'" in gm and "'Acme', 'Other'" in gm and "this item has 'Other'" in gm
+    assert (
+        con.execute(
+            f"SELECT count(*) FROM {result.issues_table} WHERE call_to_action IS NULL OR call_to_action = ''"
+        ).fetchone()[0]
+        == 0
+    )
+
+
+def test_issue_table_columns(ingested):
+    con, result = ingested
+    cols = [r[0] for r in con.execute(f"DESCRIBE {result.issues_table}").fetchall()]
+    assert tuple(cols) == ISSUE_COLUMNS
+    tenants = con.execute(f"SELECT DISTINCT tenant_id, snapshot_id FROM {result.issues_table}").fetchall()
+    assert tenants == [("acme", "snap-1")]
+    con.execute(f"CREATE TABLE feed_item_issues AS SELECT * FROM {result.issues_table} LIMIT 0")
+    con.execute(f"INSERT INTO feed_item_issues SELECT * FROM {result.issues_table}")
+    assert con.execute("SELECT count(*) FROM feed_item_issues").fetchone()[0] == sum(
+        result.issue_counts.values()
+    )
+
+
+def test_two_tenants_in_one_database_and_failed_ingest_keeps_old_tables(tmp_path):
+    con = duckdb.connect()
+    a = write_feed(tmp_path / "a.csv", [("a-1", {}), ("a-2", {})])
+    b = write_feed(tmp_path / "b.csv", [("b-1", {"price": "oops"})])
+    ra = ingest_feed(con, tenant_id="Tenant A", snapshot_id="1", path=a, fmt="csv", source_label="a")
+    rb = ingest_feed(con, tenant_id="tenant_b", snapshot_id="1", path=b, fmt="csv", source_label="b")
+    assert ra.items_table != rb.items_table and rb.items_table == "feed_stage.items_tenant_b"
+    assert ra.items_table == stage_table_names("Tenant A")[0]
+    assert tenant_slug("Tenant A") != tenant_slug("tenant-a")
+    assert con.execute(f"SELECT count(*) FROM {ra.items_table}").fetchone()[0] == 2
+    assert con.execute(f"SELECT id, is_valid FROM {rb.items_table}").fetchall() == [("b-1", False)]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,title\n1,x\n", encoding="utf-8")
+    with pytest.raises(FeedFileError):
+        ingest_feed(con, tenant_id="Tenant A", snapshot_id="2", path=bad, fmt="csv", source_label="a")
+    assert con.execute(f"SELECT DISTINCT snapshot_id FROM {ra.items_table}").fetchall() == [("1",)]
+    again = ingest_feed(con, tenant_id="Tenant A", snapshot_id="3", path=b, fmt="csv", source_label="a")
+    assert again.items_table == ra.items_table
+    assert con.execute(f"SELECT id, snapshot_id FROM {ra.items_table}").fetchall() == [("b-1", "3")]
+    assert con.execute(f"SELECT DISTINCT snapshot_id FROM {ra.issues_table}").fetchall() == [("3",)]
+    leftovers = con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_name LIKE '%building%'"
+    ).fetchall()
+    assert leftovers == []
+
+
+def test_xml_feed_ingests_like_csv(tmp_path):
+    fixtures = Path(__file__).parent / "feeds_fixtures"
+    con = duckdb.connect()
+    hashes = {}
+    for name, fmt in (("sample.csv", "csv"), ("sample_rss.xml", "xml"), ("sample_atom.xml", "xml")):
+        r = ingest_feed(
+            con,
+            tenant_id=name.replace(".", "_"),
+            snapshot_id="1",
+            path=fixtures / name,
+            fmt=fmt,
+            source_label=name,
+        )
+        assert (r.item_count, r.valid_count, r.issue_counts["error"]) == (3, 3, 0), name
+        hashes[name] = con.execute(
+            f"SELECT id, content_hash, volatile_hash FROM {r.items_table} ORDER BY row_number"
+        ).fetchall()
+    assert hashes["sample.csv"] == hashes["sample_rss.xml"] == hashes["sample_atom.xml"]
+
+
+def test_validate_parsed_table_matches_ingest(ingested, tmp_path):
+    con, result = ingested
+    path = write_feed(tmp_path / "feed.csv", ITEMS, extra_columns=("mpn",))
+    parsed = parse_feed(con, path, "csv", schema="scratch", table="parsed")
+    counts = validate_parsed_table(
+        con,
+        "scratch.parsed",
+        items_table="scratch.items",
+        issues_table="scratch.issues",
+        tenant_id="acme",
+        snapshot_id="snap-1",
+        unknown_columns=parsed.unknown_columns,
+    )
+    assert (counts.item_count, counts.valid_count) == (result.item_count, result.valid_count)
+    assert counts.issue_counts == result.issue_counts
+    cols = "row_number, id, is_valid, error_count, content_hash, volatile_hash"
+    assert (
+        con.execute(f"SELECT {cols} FROM scratch.items ORDER BY row_number").fetchall()
+        == con.execute(f"SELECT {cols} FROM {result.items_table} ORDER BY row_number").fetchall()
+    )
+    assert (
+        con.execute("SELECT * FROM scratch.issues").fetchall()
+        == con.execute(f"SELECT * FROM {result.issues_table}").fetchall()
+    )
+
+
+def test_group_mismatch_sample_is_bounded(tmp_path):
+    items = [(f"v-{i}", {"item_group_id": "BIG", "brand": f"Brand {i:02d}"}) for i in range(8)]
+    con = duckdb.connect()
+    r = ingest_feed(
+        con,
+        tenant_id="g",
+        snapshot_id="1",
+        path=write_feed(tmp_path / "g.csv", items),
+        fmt="csv",
+        source_label="g",
+    )
+    assert r.invalid_count == 8
+    msg = con.execute(f"SELECT message FROM {r.issues_table} WHERE retailer_id = 'v-7'").fetchone()[0]
+    assert (
+        "has 8 different brand values ('Brand 00', 'Brand 01', 'Brand 02', 'Brand 03', 'Brand 04', ...)"
+        in msg
+    )
+    assert "this item has 'Brand 07'" in msg

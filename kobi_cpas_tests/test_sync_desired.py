@@ -1,0 +1,259 @@
+"""The replace view and the delta: retention of removed items, last valid version of invalid items, variants
+(Catalog Integration scenario 3, the Winter Coat / Snow Pants examples), and delta classification."""
+
+from __future__ import annotations
+
+import csv
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kobi_cpas.registry import load_registry
+from kobi_cpas.sync.delta import delta_counts
+from kobi_cpas.sync.snapshot_step import take_snapshot
+from kobi_cpas.warehouse import Warehouse
+
+HEADER = [
+    "id",
+    "title",
+    "description",
+    "availability",
+    "condition",
+    "price",
+    "link",
+    "image_link",
+    "brand",
+    "item_group_id",
+    "size",
+    "color",
+    "quantity_to_sell_on_facebook",
+    "previous_id",
+]
+T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+
+def item(
+    id_: str,
+    title: str,
+    price: str = "299.00 TRY",
+    group: str = "",
+    size: str = "",
+    color: str = "",
+    qty: str = "4",
+    previous_id: str = "",
+    availability: str = "in stock",
+) -> dict[str, str]:
+    return {
+        "id": id_,
+        "title": title,
+        "description": f"{title} — warm and waterproof",
+        "availability": availability,
+        "condition": "new",
+        "price": price,
+        "link": f"https://shop.example.com/p/{id_}",
+        "image_link": f"https://cdn.example.com/{id_}.jpg",
+        "brand": "Bosphorus Outdoor",
+        "item_group_id": group,
+        "size": size,
+        "color": color,
+        "quantity_to_sell_on_facebook": qty,
+        "previous_id": previous_id,
+    }
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, retention_days: int = 90):
+        self.feed = tmp_path / "feed.csv"
+        data = {
+            "tenants": [
+                {
+                    "tenant_id": "t1",
+                    "business_id": "1",
+                    "catalog_id": "2",
+                    "feed": {"source": str(self.feed), "format": "csv"},
+                    "sync": {"retention_days": retention_days},
+                }
+            ]
+        }
+        reg_path = tmp_path / "tenants.yaml"
+        reg_path.write_text(yaml.safe_dump(data))
+        self.reg = load_registry(reg_path)
+        self.tenant = self.reg.tenant("t1")
+        self.wh = Warehouse(tmp_path / "kobi.duckdb")
+        self.work = tmp_path / "work"
+
+    def snapshot(self, rows: list[dict[str, str]], now: datetime):
+        with self.feed.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, HEADER)
+            w.writeheader()
+            w.writerows(rows)
+        with self.wh.connect() as con:
+            return take_snapshot(
+                con, registry=self.reg, tenant=self.tenant, workdir=self.work, now=now, force=True
+            )
+
+    def confirm_all(self) -> None:
+        """Pretend Meta confirmed the whole replace view (what a finished replace upload does)."""
+        with self.wh.connect() as con:
+            con.execute("DELETE FROM sync_state.meta_items WHERE tenant_id = 't1'")
+            con.execute(
+                "INSERT INTO sync_state.meta_items SELECT tenant_id, id, shard, content_hash, volatile_hash, 'replace', "
+                "'s', now() FROM sync_state.desired_items WHERE tenant_id = 't1'"
+            )
+
+    def desired(self) -> dict[str, dict]:
+        with self.wh.connect() as con:
+            cur = con.execute("SELECT * FROM sync_state.desired_items WHERE tenant_id = 't1' ORDER BY id")
+            cols = [d[0] for d in cur.description]
+            return {r[cols.index("id")]: dict(zip(cols, r, strict=True)) for r in cur.fetchall()}
+
+    def delta(self):
+        with self.wh.connect() as con:
+            return delta_counts(con, "t1")
+
+    def issues(self) -> list[tuple]:
+        with self.wh.connect() as con:
+            return con.execute(
+                "SELECT retailer_id, field, severity, code, message FROM feed_item_issues WHERE tenant_id='t1' ORDER BY 1, 4"
+            ).fetchall()
+
+
+@pytest.fixture
+def h(tmp_path):
+    return Harness(tmp_path)
+
+
+def test_delta_classifies_new_changed_volatile_unchanged_removed(h):
+    h.snapshot([item("a", "Coat"), item("b", "Pants"), item("c", "Hat"), item("d", "Scarf")], T0)
+    assert h.delta().new == 4
+    h.confirm_all()
+    rows = [
+        item("a", "Coat"),
+        item("b", "Pants (new cut)"),
+        item("c", "Hat", price="199.00 TRY"),
+        item("e", "Gloves"),
+    ]
+    out = h.snapshot(rows, T0 + timedelta(hours=1))
+    d = out.delta
+    # d left the source: retained as out of stock, so Meta gets a volatile-only change, not a delete.
+    assert (d.new, d.changed, d.volatile_only, d.unchanged, d.removed) == (1, 1, 2, 1, 0)
+
+
+def test_removed_item_retained_out_of_stock_then_dropped(tmp_path):
+    h = Harness(tmp_path, retention_days=90)
+    h.snapshot([item("a", "Coat"), item("b", "Pants", qty="7")], T0)
+    h.confirm_all()
+    h.snapshot([item("a", "Coat")], T0 + timedelta(days=1))
+    b = h.desired()["b"]
+    assert b["status"] == "removed_retained"
+    assert b["availability"] == "out of stock" and b["quantity_to_sell_on_facebook"] == "0"
+    assert b["title"] == "Pants"  # last known content is kept
+    assert b["removed_at"] == T0 + timedelta(days=1)
+    # still retained after 89 days, gone after 90
+    h.snapshot([item("a", "Coat")], T0 + timedelta(days=90))
+    assert "b" in h.desired()
+    h.snapshot([item("a", "Coat")], T0 + timedelta(days=91, hours=1))
+    assert "b" not in h.desired()
+    assert h.delta().removed == 1  # the next replace feed deletes it from Meta
+
+
+def test_item_turning_invalid_keeps_last_valid_version_and_is_flagged(h):
+    h.snapshot([item("a", "Coat", price="299.00 TRY"), item("b", "Pants")], T0)
+    out = h.snapshot([item("a", "Coat", price="$299"), item("b", "Pants")], T0 + timedelta(hours=1))
+    a = h.desired()["a"]
+    assert a["status"] == "invalid_kept" and a["price"] == "299.00 TRY"
+    assert out.desired.invalid_kept == 1
+    assert any(i[0] == "a" and i[1] == "price" and i[2] == "error" for i in h.issues())
+    # the valid item is unaffected
+    assert h.desired()["b"]["status"] == "active"
+
+
+WITHOUT_VARIANTS = [
+    item("10024", "Winter Coat", group="WinterCoats", qty="40"),
+    item("10025", "Winter Pants", price="159.00 TRY", group="SnowCoats", qty="10"),
+]
+WITH_VARIANTS = [
+    item("10024_1_000", "Winter Coat", group="WinterCoats", size="S", color="Black", qty="4"),
+    item("10024_2_000", "Winter Coat", group="WinterCoats", size="M", color="Black", qty="12"),
+    item("10024_3_000", "Winter Coat", group="WinterCoats", size="L", color="Black", qty="0"),
+    item("10024_1_00F", "Winter Coat", group="WinterCoats", size="S", color="Blue", qty="6"),
+    item("10024_2_00F", "Winter Coat", group="WinterCoats", size="M", color="Blue", qty="17"),
+    item("10024_3_00F", "Winter Coat", group="WinterCoats", size="L", color="Blue", qty="0"),
+    item("10025_1_F00", "Snow Pants", price="159.00 TRY", group="SnowPants", size="S", color="Red", qty="2"),
+    item("10025_2_F00", "Snow Pants", price="159.00 TRY", group="SnowPants", size="M", color="Red", qty="5"),
+    item("10025_3_F00", "Snow Pants", price="159.00 TRY", group="SnowPants", size="L", color="Red", qty="3"),
+]
+
+
+def test_feed_gaining_variants_with_previous_id_from_feed(h):
+    h.snapshot(WITHOUT_VARIANTS, T0)
+    h.confirm_all()
+    rows = [dict(r, previous_id=r["id"].split("_")[0]) for r in WITH_VARIANTS]
+    out = h.snapshot(rows, T0 + timedelta(days=1))
+    desired = h.desired()
+    assert "10024" not in desired and "10025" not in desired  # replaced, linked by previous_id
+    assert {desired[r["id"]]["previous_id"] for r in rows} == {"10024", "10025"}
+    assert {desired[r["id"]]["previous_id_source"] for r in rows} == {"feed"}
+    assert out.desired.replaced_by_variants == 2 and out.desired.previous_id_inferred == 0
+    assert sum(1 for i in h.issues() if i[3] == "previous_id_from_feed") == 9
+
+
+def test_feed_gaining_variants_without_previous_id_infers_it_and_reports(h):
+    h.snapshot(WITHOUT_VARIANTS, T0)
+    h.confirm_all()
+    out = h.snapshot(WITH_VARIANTS, T0 + timedelta(days=1))
+    desired = h.desired()
+    assert desired["10024_2_00F"]["previous_id"] == "10024"
+    assert desired["10025_3_F00"]["previous_id"] == "10025"
+    assert {d["previous_id_source"] for k, d in desired.items()} == {"inferred"}
+    assert "10024" not in desired
+    assert out.desired.previous_id_inferred == 9
+    inferred = [i for i in h.issues() if i[3] == "previous_id_inferred"]
+    assert len(inferred) == 9 and all(i[2] == "info" for i in inferred)
+    assert "previous_id inferred as 10024" in next(i[4] for i in inferred if i[0] == "10024_1_000")
+
+
+def test_original_never_deleted_without_a_previous_id_link(h):
+    h.snapshot(WITHOUT_VARIANTS, T0)
+    h.confirm_all()
+    unrelated = [
+        dict(r, id="WC-" + r["id"][-5:]) for r in WITH_VARIANTS
+    ]  # new ids that do not start with 10024
+    h.snapshot(unrelated, T0 + timedelta(days=1))
+    desired = h.desired()
+    assert desired["10024"]["status"] == "removed_retained"  # kept as out of stock, not deleted
+    assert desired["10025"]["availability"] == "out of stock"
+    assert h.delta().removed == 0
+
+
+def test_without_variants_feed_needs_no_variant_handling(h):
+    out = h.snapshot(WITHOUT_VARIANTS, T0)
+    assert out.desired.active == 2 and out.desired.previous_id_inferred == 0
+    assert {d["previous_id"] for d in h.desired().values()} == {None}
+
+
+def test_snapshot_of_unchanged_source_is_not_reparsed(h):
+    rows = [item("a", "Coat")]
+    h.snapshot(rows, T0)
+    with h.wh.connect() as con:
+        again = take_snapshot(
+            con, registry=h.reg, tenant=h.tenant, workdir=h.work, now=T0 + timedelta(hours=1)
+        )
+    assert again.status == "not_modified" and again.ingest is None
+
+
+def test_broken_feed_keeps_previous_state(h):
+    h.snapshot([item("a", "Coat"), item("b", "Pants")], T0)
+    before = h.desired()
+    h.feed.write_text("id;title;price\na;Coat;1\n", encoding="utf-8")  # wrong delimiter, columns missing
+    with h.wh.connect() as con:
+        out = take_snapshot(
+            con, registry=h.reg, tenant=h.tenant, workdir=h.work, now=T0 + timedelta(hours=1), force=True
+        )
+        failed = con.execute("SELECT status, message FROM feed_snapshots WHERE status = 'failed'").fetchall()
+    assert out.status == "failed"
+    assert str(h.feed) in out.message and "t1" in out.message
+    assert failed and str(h.feed) in failed[0][1]
+    assert h.desired() == before  # nothing lost, nothing wiped
