@@ -289,3 +289,50 @@ def test_streaming_plan_guard(con):
     assert is_streaming_plan(con, "SELECT upper(v) FROM s WHERE v <> 'b'") is True
     # DuckDB turns a long IN list into a join: not streaming, so ingest takes its safe path
     assert is_streaming_plan(con, "SELECT v IN ('a','b','c','d','e','f','g','h') FROM s") is False
+
+
+def _rss_from_csv(src: Path, dest: Path) -> Path:
+    from xml.sax.saxutils import escape
+
+    with src.open(encoding="utf-8", newline="") as f, dest.open("w", encoding="utf-8") as out:
+        rows = csv.reader(f)
+        header = next(rows)
+        out.write('<rss version="2.0" xmlns:g="http://base.google.com/ns/1.0"><channel><title>t</title>\n')
+        for row in rows:
+            out.write(
+                "<item>"
+                + "".join(f"<g:{h}>{escape(v)}</g:{h}>" for h, v in zip(header, row, strict=True) if v)
+            )
+            out.write("</item>\n")
+        out.write("</channel></rss>\n")
+    return dest
+
+
+def test_xml_memory_does_not_grow_with_the_number_of_items(tmp_path):
+    import tracemalloc
+
+    from kobi_cpas.feeds.generator import generate_feed
+    from kobi_cpas.feeds.parser import iter_xml_items
+
+    peaks = {}
+    for n in (500, 5_000):
+        xml = _rss_from_csv(generate_feed(tmp_path / f"{n}.csv", n, seed=1), tmp_path / f"{n}.xml")
+        tracemalloc.start()
+        count = sum(1 for _ in iter_xml_items(xml))
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert count == n
+    # ten times the items, (nearly) the same peak: finished items are freed as we go
+    assert peaks[5_000] < 1.5 * peaks[500], peaks
+
+
+def test_generated_feed_round_trips_through_rss(tmp_path):
+    from kobi_cpas.feeds.generator import generate_feed
+
+    src = generate_feed(tmp_path / "g.csv", 500, seed=4)
+    xml = _rss_from_csv(src, tmp_path / "g.xml")
+    con = duckdb.connect()
+    a = ingest_feed(con, tenant_id="csv", snapshot_id="1", path=src, fmt="csv", source_label="c")
+    b = ingest_feed(con, tenant_id="xml", snapshot_id="1", path=xml, fmt="rss", source_label="x")
+    q = "SELECT row_number, id, content_hash, volatile_hash, is_valid FROM {} ORDER BY row_number"
+    assert con.execute(q.format(a.items_table)).fetchall() == con.execute(q.format(b.items_table)).fetchall()

@@ -369,3 +369,54 @@ def test_group_mismatch_sample_is_bounded(tmp_path):
         in msg
     )
     assert "this item has 'Brand 07'" in msg
+
+
+@pytest.mark.parametrize(
+    ("pattern_name", "values"),
+    [
+        (
+            "URL_RE",
+            [
+                "https://a.com/x",
+                "http://a.com",
+                "HTTPS://A.COM/x",
+                "https://",
+                "https:///x",
+                "https://?x",
+                "https://#x",
+                "https://u:p@a.com/",
+                "https://a.com/@me",
+                "https://a.com/a b",
+                "https://a.com/a\tb",
+                "ftp://a.com",
+                "a.com/x",
+                "https://a.com?q=1",
+            ],
+        ),
+        (
+            "URL_LIST_RE",
+            [
+                "https://a.com/1.jpg,https://a.com/2.jpg",
+                "https://a.com/1.jpg, https://a.com/2.jpg",
+                "https://a.com/1.jpg,ftp://x",
+                "https://a.com/1.jpg,https://",
+                "https://a.com/1.jpg,https:///x",
+                "https://a.com/x,y",
+                "https://a.com/1.jpg,,https://b.com",
+                "https://a.com/1.jpg,https://?x",
+                "https://u:p@a.com/1.jpg",
+            ],
+        ),
+    ],
+)
+def test_url_fast_path_agrees_with_the_regex(pattern_name, values):
+    from kobi_cpas.feeds import validate
+
+    pattern = getattr(validate, pattern_name)
+    con = duckdb.connect()
+    for v in values:
+        fast, regex = con.execute(
+            f"SELECT {validate._url_check('v', pattern)}, regexp_full_match(v, ?) FROM (SELECT ? AS v)",
+            [pattern, v],
+        ).fetchone()
+        assert fast is regex, v

@@ -354,45 +354,65 @@ def _element_value(elem: ET.Element) -> str:
     return ":".join(v for v in parts.values())
 
 
+_SKIP = "\x00skip"  # marker: a known RSS/Atom structure element, ignored silently
+_ITEM_NAMES = ("item", "entry")
+
+
+def _child_info(tag: str) -> tuple[str | None, str, str | None]:
+    """(namespace, local name, canonical field | None | _SKIP) of an item's child element tag."""
+    ns, name = _local(tag)
+    if ns == G_NS:
+        return ns, name, canonical_column(name)
+    if ns is None or ns == ATOM_NS:
+        if name in _FEED_STRUCTURE_ELEMENTS[ns]:
+            return ns, name, _SKIP
+        return ns, name, _ATOM_NAMES.get(name) or canonical_column(name)
+    return ns, name, None
+
+
 def iter_xml_items(path: Path) -> Iterator[tuple[dict[str, str], set[str]]]:
-    """Yield (canonical field -> value, unknown element names) per <item>/<entry>, streaming."""
+    """Yield (canonical field -> value, unknown element names) per <item>/<entry>, streaming.
+
+    Each finished item is cleared and detached from its parent, so memory does not grow with the
+    number of items.
+    """
     stack: list[ET.Element] = []
-    depth_of_item: int | None = None
+    parent: ET.Element | None = None
+    item_tag: str | None = None
+    infos: dict[str, tuple[str | None, str, str | None]] = {}  # per-tag cache: ~25 tags, millions of elements
     try:
         for event, elem in ET.iterparse(str(path), events=("start", "end")):
-            if event == "start":
-                stack.append(elem)
-                if depth_of_item is None and _local(elem.tag)[1] in ("item", "entry") and len(stack) > 1:
-                    depth_of_item = len(stack)
+            if parent is None:
+                # Until the first item is seen, track depth to find the element holding the items.
+                if event == "start":
+                    stack.append(elem)
+                    if len(stack) > 1 and _local(elem.tag)[1] in _ITEM_NAMES:
+                        parent, item_tag = stack[-2], elem.tag
+                        stack.clear()
+                else:
+                    stack.pop()
                 continue
-            stack.pop()
-            if depth_of_item is None or len(stack) + 1 != depth_of_item:
-                continue
-            if _local(elem.tag)[1] not in ("item", "entry"):
+            if event == "start" or elem.tag != item_tag:
                 continue
             g_values: dict[str, list[str]] = {}
             plain_values: dict[str, list[str]] = {}
             unknown: set[str] = set()
             for child in elem:
-                ns, name = _local(child.tag)
-                canon: str | None
-                if ns == G_NS:
-                    canon, value = canonical_column(name), _element_value(child)
-                elif ns in (None, ATOM_NS):
-                    if name in _FEED_STRUCTURE_ELEMENTS[ns]:
-                        continue
-                    if name == "link" and child.get("href") is not None:
-                        if child.get("rel", "alternate") != "alternate":
-                            continue
-                        canon, value = "link", child.get("href", "").strip()
-                    else:
-                        canon = _ATOM_NAMES.get(name) or canonical_column(name)
-                        value = _element_value(child)
-                else:
-                    canon, value = None, ""
+                info = infos.get(child.tag)
+                if info is None:
+                    info = infos[child.tag] = _child_info(child.tag)
+                ns, name, canon = info
+                if canon == _SKIP:
+                    continue
                 if canon is None:
                     unknown.add(f"g:{name}" if ns == G_NS else name)
                     continue
+                if canon == "link" and ns != G_NS and child.get("href") is not None:
+                    if child.get("rel", "alternate") != "alternate":
+                        continue
+                    value = child.get("href", "").strip()
+                else:
+                    value = _element_value(child)
                 if value:
                     (g_values if ns == G_NS else plain_values).setdefault(canon, []).append(value)
             # g: elements win over the plain RSS/Atom element of the same meaning (<g:title> vs
@@ -400,11 +420,9 @@ def iter_xml_items(path: Path) -> Iterator[tuple[dict[str, str], set[str]]]:
             row = {c: ",".join(v) for c, v in plain_values.items()}
             row.update({c: ",".join(v) for c, v in g_values.items()})
             yield row, unknown
-            # Free the finished item: clear it and drop it from its parent.
             elem.clear()
-            if stack:
-                with contextlib.suppress(ValueError):
-                    stack[-1].remove(elem)
+            with contextlib.suppress(ValueError):
+                parent.remove(elem)
     except ET.ParseError as exc:
         line, col = exc.position
         raise FeedFileError(

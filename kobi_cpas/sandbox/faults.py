@@ -35,6 +35,7 @@ from kobi_cpas.sandbox.errors import GraphError, permission_error, unknown_error
 
 FAULT_KINDS = frozenset(
     {
+        "pass",  # in a script: let this call through untouched
         "http_500",
         "http_503",
         "throttle",
@@ -134,8 +135,11 @@ class FaultRule:
                 return {"kind": self.kind, **self.params}
             return None
         if self.script:
+            spec = self.script.pop(0)
+            if spec.get("kind") == "pass":
+                return None
             self.fired += 1
-            return self.script.pop(0)
+            return spec
         return None
 
     def describe(self) -> dict[str, Any]:

@@ -172,9 +172,27 @@ class Router:
 
 
 def _route_modules() -> list[ModuleType]:
-    from kobi_cpas.sandbox import routes_admin, routes_ads, routes_catalog
+    from kobi_cpas.sandbox import (
+        routes_admin,
+        routes_ads,
+        routes_batch,
+        routes_catalog,
+        routes_cpas,  # collaborative ads (issue 5); registered after routes_catalog (wraps GET /{business})
+        routes_diagnostics,
+        routes_feeds,
+        routes_insights,  # shared-item metrics (issue 6)
+    )
 
-    return [routes_admin, routes_catalog, routes_ads]
+    return [
+        routes_admin,
+        routes_catalog,
+        routes_ads,
+        routes_feeds,
+        routes_batch,
+        routes_diagnostics,
+        routes_insights,
+        routes_cpas,
+    ]
 
 
 def default_router(extra_modules: Iterable[ModuleType] = ()) -> Router:

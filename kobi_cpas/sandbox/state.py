@@ -36,6 +36,11 @@ NODE_KINDS: dict[str, tuple[str, str]] = {
     "feed_upload": ("feed_uploads", "ProductFeedUpload"),
     "product_item": ("product_items", "ProductItem"),
     "report_run": ("report_runs", "AdReportRun"),
+    # Collaborative Ads (routes_cpas.py / routes_ads.py)
+    "product_set": ("product_sets", "ProductSet"),
+    "adcreative": ("adcreatives", "AdCreative"),
+    "collab_request": ("collab_requests", "CPASCollaborationRequest"),
+    "partner_recommendation": ("partner_recommendations", "CPASAdvertiserPartnershipRecommendation"),
 }
 
 RETAILER_SITES = {"trendyol": "https://www.trendyol.com", "hepsiburada": "https://www.hepsiburada.com"}
@@ -82,9 +87,20 @@ class Catalog:
     feed_ids: list[str] = field(default_factory=list)
     # Fixed product count for catalogs whose items the sandbox does not model (retailer parents, segments).
     seeded_product_count: int | None = None
+    # CPAS admin knob: a forced product_count (0 = "the segment went empty"); None = computed.
+    product_count_override: int | None = None
+    # Retailer parent catalogs: the brand catalogs whose products this marketplace catalog carries (a segment's
+    # items are the parent's items matching its filter; see World.catalog_items).
+    carried_catalog_ids: list[str] = field(default_factory=list)
 
     @property
     def product_count(self) -> int:
+        if self.product_count_override is not None:
+            return self.product_count_override
+        if self.is_catalog_segment:
+            computed = _segment_item_count(self)
+            if computed is not None:
+                return computed
         return self.seeded_product_count if self.seeded_product_count is not None else len(self.items)
 
     @property
@@ -117,6 +133,7 @@ class Campaign:
     created_time: datetime | None = None
     tenant_id: str | None = None
     retailer: str | None = None
+    special_ad_categories: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -129,6 +146,9 @@ class AdSet:
     effective_status: str = "ACTIVE"
     promoted_object: dict[str, Any] = field(default_factory=dict)  # {"product_set_id": ...} or catalog
     daily_budget: str | None = None
+    billing_event: str | None = None
+    optimization_goal: str | None = None
+    targeting: dict[str, Any] | None = None
     created_time: datetime | None = None
 
 
@@ -253,6 +273,141 @@ class ReportRun:
     time_completed: datetime | None = None
 
 
+@dataclass
+class SegmentShare:
+    """A catalog segment shared with a business (``POST /{segment_id}/agencies``). Listed under
+    ``collaborative_ads_share_settings`` at once; under ``agencies`` only once the brand accepted it in
+    Collaboration Center (admin knob ``/__sandbox/cpas/segments/<id>/accept``)."""
+
+    id: str
+    catalog_id: str
+    business_id: str  # the brand (or agency) business the segment is shared with
+    permitted_tasks: list[str] = field(default_factory=list)
+    utm_settings: dict[str, str] = field(default_factory=dict)
+    enabled_collab_terms: list[str] = field(default_factory=list)
+    accepted: bool = False
+    created_time: datetime | None = None
+    accepted_time: datetime | None = None
+
+
+@dataclass
+class ProductSet:
+    id: str
+    catalog_id: str  # a catalog or a catalog segment
+    name: str
+    filter: dict[str, Any] | None = None  # Meta's rule language; None = every product
+    metadata: dict[str, Any] = field(default_factory=dict)  # cover_image_url, external_url, description
+    publish_to_shops: list[dict[str, Any]] = field(default_factory=list)
+    live_override: bool | None = None  # admin knob; None = live when an ad set/ad/shop uses it
+    created_time: datetime | None = None
+
+
+@dataclass
+class AdCreative:
+    id: str
+    account_id: str
+    name: str
+    # object_story_spec (template_data), template_url_spec, product_set_id, url_tags, ...
+    spec: dict[str, Any] = field(default_factory=dict)
+    created_time: datetime | None = None
+
+
+@dataclass
+class CollabMerchant:
+    """A retailer of the Collaborative Ads directory."""
+
+    business_id: str
+    name: str
+    retailer: str  # Kobi's retailer key (trendyol, hepsiburada, n11, ...)
+    countries: list[str] = field(default_factory=lambda: ["TR"])
+    vertical: str = "commerce"
+
+
+@dataclass
+class PartnerRecommendation:
+    """``GET /{business_id}/collaborative_ads_suggested_partners`` (CPASAdvertiserPartnershipRecommendation)."""
+
+    id: str
+    brand_business_id: str
+    merchant_business_id: str
+    advertiser_business_id: str | None = None
+    brands: list[str] = field(default_factory=list)
+    countries: list[str] = field(default_factory=lambda: ["TR"])
+    merchant_categories: list[str] = field(default_factory=list)
+    status: str = "ACTIVE"
+    status_reason: str | None = None
+
+
+@dataclass
+class CollabRequest:
+    """``POST /{business_id}/collaborative_ads_collaboration_requests``: PENDING until the retailer answers
+    (APPROVED after ``CpasConfig.request_approval_seconds`` of world time, or the status an admin knob set)."""
+
+    id: str
+    sender_business_id: str
+    receiver_business_id: str
+    created_time: datetime
+    brands: list[str] = field(default_factory=list)
+    contact_email: str | None = None
+    contact_first_name: str | None = None
+    contact_last_name: str | None = None
+    phone_number: str | None = None
+    requester_agency_or_brand: str = "AGENCY"
+    source: str = "EXTERNAL"
+    request_type: str = "SENDER"
+    status_override: str | None = None
+
+
+@dataclass
+class CpasConfig:
+    """Admin knobs of the Collaborative Ads model (``/__sandbox/cpas/config``)."""
+
+    auto_accept_shares: bool = False  # a segment shared with a brand is accepted at once
+    request_approval_seconds: float = 2 * 86400.0  # collaboration request PENDING -> APPROVED
+
+
+# Collaborative Ads directory (beyond the registry's retailers): key -> (name, compliant parent catalog?).
+# n11's parent catalog is not Collaborative Ads compliant: cutting a segment from it fails with 2310068.
+CPAS_DIRECTORY: dict[str, tuple[str, bool]] = {
+    "trendyol": ("Trendyol", True),
+    "hepsiburada": ("Hepsiburada", True),
+    "n11": ("n11", False),
+    "amazon_tr": ("Amazon TR", True),
+    "pazarama": ("Pazarama", True),
+}
+
+
+def _segment_item_count(catalog: Catalog) -> int | None:
+    """A segment's product count from its parent's items (None when the sandbox models none of them)."""
+    catalogs = catalog.__dict__.get("_world_catalogs")
+    if catalogs is None:
+        return None
+    items = _segment_items(catalogs, catalog)
+    return None if items is None else len(items)
+
+
+def _carried_items(catalogs: dict[str, Catalog], parent: Catalog) -> list[dict[str, Any]] | None:
+    sources = [catalogs[c] for c in parent.carried_catalog_ids if c in catalogs]
+    if not any(src.items for src in sources):
+        return None
+    return [item for src in sources for item in src.items.values()]
+
+
+def _segment_items(catalogs: dict[str, Catalog], segment: Catalog) -> list[dict[str, Any]] | None:
+    parent = catalogs.get(segment.parent_catalog_id or "")
+    if parent is None:
+        return None
+    carried = _carried_items(catalogs, parent)
+    if carried is None:
+        return None
+    if not segment.segment_filter:
+        return carried
+    from kobi_cpas.cpas.filters import compile_matcher
+
+    match = compile_matcher(segment.segment_filter)
+    return [item for item in carried if match(item)]
+
+
 class WorldClock:
     """World time: a start instant plus an offset tests move forward, running with real time unless frozen."""
 
@@ -313,6 +468,15 @@ class World:
     report_runs: dict[str, ReportRun] = field(default_factory=dict)
     # Insights knobs, request log and cache (owned by sandbox/insights_model.py; '_' keeps it out of /state).
     _insights: dict[str, Any] = field(default_factory=dict)
+    # Collaborative Ads (routes_cpas.py, routes_ads.py)
+    segment_shares: dict[str, SegmentShare] = field(default_factory=dict)
+    product_sets: dict[str, ProductSet] = field(default_factory=dict)
+    adcreatives: dict[str, AdCreative] = field(default_factory=dict)
+    collab_merchants: dict[str, CollabMerchant] = field(default_factory=dict)  # by business id
+    partner_recommendations: dict[str, PartnerRecommendation] = field(default_factory=dict)
+    collab_requests: dict[str, CollabRequest] = field(default_factory=dict)
+    catalog_assigned_users: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # catalog -> user
+    cpas_config: CpasConfig = field(default_factory=CpasConfig)
     clock: WorldClock = field(default_factory=WorldClock)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     _id_counter: int = 0
@@ -408,6 +572,7 @@ class World:
             first = False
             for rel in tenant.cpas_retailers:
                 self._populate_retailer(tenant.tenant_id, short, rel)
+        self._populate_cpas()
 
     def _populate_retailer(self, tenant_id: str, tenant_label: str, rel: Any) -> None:
         retailer_name = _title(rel.retailer)
@@ -522,6 +687,131 @@ class World:
         ):
             first_ad = next(ad for ad in self.ads.values() if ad.account_id == act)
             first_ad.tracking_specs = [{"action.type": ["offsite_conversion"], "fb_pixel": ["123"]}]
+
+    def _populate_cpas(self) -> None:
+        """Collaborative Ads state implied by the registry: which brand catalogs each retailer parent carries,
+        segment shares (accepted -> in agencies; pending -> share settings only), the retailer directory (with
+        n11's non-compliant parent catalog), suggested partners and one open collaboration request per pending
+        partnership that has no segment yet."""
+        merchants_by_key: dict[str, str] = {}
+        for biz in self.businesses.values():
+            if biz.role == "retailer" and biz.retailer:
+                merchants_by_key.setdefault(biz.retailer, biz.id)
+        for key, (name, compliant) in CPAS_DIRECTORY.items():
+            biz_id = merchants_by_key.get(key) or self.seeded_graph_id(f"retailer-business:{key}", "9")
+            merchants_by_key[key] = biz_id
+            self.businesses.setdefault(biz_id, Business(id=biz_id, name=name, role="retailer", retailer=key))
+            self.collab_merchants[biz_id] = CollabMerchant(business_id=biz_id, name=name, retailer=key)
+            if not any(c.business_id == biz_id and not c.is_catalog_segment for c in self.catalogs.values()):
+                parent_id = self.seeded_graph_id(f"parent-catalog:{key}", "91")
+                self.catalogs[parent_id] = Catalog(
+                    id=parent_id,
+                    name=f"{name} Marketplace Catalog",
+                    business_id=biz_id,
+                    collaborative_ads_compliant=compliant,
+                    retailer=key,
+                    seeded_product_count=self.seeded_int(f"parent-count:{parent_id}", 5_000, 90_000),
+                )
+        created = self.clock.start - timedelta(days=60)
+        for tenant in self.registry.tenants:
+            partnered: set[str] = set()
+            for rel in tenant.cpas_retailers:
+                partnered.add(rel.retailer)
+                parent = self.catalogs.get(rel.parent_catalog_id or "")
+                if parent is not None and tenant.catalog_id not in parent.carried_catalog_ids:
+                    parent.carried_catalog_ids.append(tenant.catalog_id)
+                status = rel.partnership_status.value
+                if rel.catalog_segment_id and status in ("accepted", "pending"):
+                    share_id = self.seeded_graph_id(
+                        f"share:{rel.catalog_segment_id}:{tenant.business_id}", "25"
+                    )
+                    self.segment_shares[share_id] = SegmentShare(
+                        id=share_id,
+                        catalog_id=rel.catalog_segment_id,
+                        business_id=tenant.business_id,
+                        permitted_tasks=["ADVERTISE"],
+                        utm_settings={"campaign_source": "facebook", "campaign_medium": "cpas"},
+                        enabled_collab_terms=["ENFORCE_CREATE_NEW_AD_ACCOUNT"],
+                        accepted=status == "accepted",
+                        created_time=created,
+                        accepted_time=created + timedelta(days=2) if status == "accepted" else None,
+                    )
+                if status == "pending" and not rel.catalog_segment_id:
+                    receiver = rel.retailer_business_id or merchants_by_key.get(rel.retailer)
+                    if receiver:
+                        req_id = self.seeded_graph_id(
+                            f"collab-request:{tenant.tenant_id}:{rel.retailer}", "26"
+                        )
+                        label = (tenant.name or tenant.tenant_id).split(" (", 1)[0]
+                        self.collab_requests[req_id] = CollabRequest(
+                            id=req_id,
+                            sender_business_id=tenant.business_id,
+                            receiver_business_id=receiver,
+                            created_time=self.clock.start - timedelta(days=1),
+                            brands=[label],
+                            contact_email="partnerships@kobi.example",
+                            contact_first_name="Kobi",
+                            contact_last_name="Partnerships",
+                            phone_number="+900000000000",
+                        )
+            label = (tenant.name or tenant.tenant_id).split(" (", 1)[0]
+            for key in CPAS_DIRECTORY:
+                if key in partnered:
+                    continue
+                rec_id = self.seeded_graph_id(f"recommendation:{tenant.tenant_id}:{key}", "27")
+                self.partner_recommendations[rec_id] = PartnerRecommendation(
+                    id=rec_id,
+                    brand_business_id=tenant.business_id,
+                    merchant_business_id=merchants_by_key[key],
+                    brands=[label],
+                )
+        for catalog in self.catalogs.values():
+            catalog.__dict__["_world_catalogs"] = self.catalogs
+
+    def attach_catalog(self, catalog: Catalog) -> Catalog:
+        """Add a catalog to the world (segments need the world's catalogs to compute their product count)."""
+        self.catalogs[catalog.id] = catalog
+        catalog.__dict__["_world_catalogs"] = self.catalogs
+        return catalog
+
+    def catalog_items(self, catalog: Catalog) -> list[dict[str, Any]]:
+        """The items of a catalog as the sandbox models them: its own items, for a retailer parent the items of
+        the brand catalogs it carries, for a segment the parent's items matching the segment filter."""
+        if catalog.is_catalog_segment:
+            return _segment_items(self.catalogs, catalog) or []
+        if catalog.carried_catalog_ids:
+            return _carried_items(self.catalogs, catalog) or []
+        return list(catalog.items.values())
+
+    def retailer_of_catalog(self, catalog: Catalog) -> str | None:
+        """The retailer key owning a catalog or segment (from its owner business)."""
+        biz = self.businesses.get(catalog.business_id)
+        if biz is not None and biz.role == "retailer":
+            return biz.retailer
+        return catalog.retailer
+
+    def product_set_is_live(self, product_set: ProductSet) -> bool:
+        """Used by an ad set or an ad that is not deleted, published to a shop, or forced by the admin knob."""
+        if product_set.live_override is not None:
+            return product_set.live_override
+        if product_set.publish_to_shops:
+            return True
+        for adset in self.adsets.values():
+            if (
+                adset.status != "DELETED"
+                and str(adset.promoted_object.get("product_set_id")) == product_set.id
+            ):
+                return True
+        return any(
+            ad.status != "DELETED" and str((ad.creative or {}).get("product_set_id")) == product_set.id
+            for ad in self.ads.values()
+        )
+
+    def collab_request_status(self, request: CollabRequest) -> str:
+        if request.status_override:
+            return request.status_override
+        age = (self.now() - request.created_time).total_seconds()
+        return "APPROVED" if age >= self.cpas_config.request_approval_seconds else "PENDING"
 
     # -- lookups ------------------------------------------------------------------------------------
 

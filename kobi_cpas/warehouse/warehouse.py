@@ -171,6 +171,8 @@ class Warehouse:
         try:
             con.execute(f"ATTACH {sql_str(str(tmp))} AS {alias}")
             try:
+                # One transaction: hundreds of COMMENT statements in autocommit cost a commit each.
+                con.execute("BEGIN")
                 for spec in TABLES.values():
                     target = f"{alias}.main.{qident(spec.name)}"
                     con.execute(spec.ddl(target))
@@ -179,6 +181,10 @@ class Warehouse:
                     self._comment_table(con, f"{alias}.main", spec)
                     n = con.execute(f"SELECT count(*) FROM {target}").fetchone()
                     result.row_counts[spec.name] = int(n[0]) if n else 0
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
             finally:
                 con.execute(f"DETACH {alias}")
             # Views must be created inside the file itself so their SQL names no attach alias.

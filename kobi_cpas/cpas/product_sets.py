@@ -1,0 +1,271 @@
+"""Declared product sets per tenant: plan the create/update/delete against Meta, then apply.
+
+A tenant declares product sets (:class:`DeclaredProductSet`) on its own catalog (``target: catalog``) or on a
+retailer's catalog segment (``target: trendyol`` — brands may create product sets from an accepted segment).
+Kobi manages only sets whose name starts with :data:`MANAGED_PREFIX` (``Kobi | ``): a declared set named
+``Best sellers`` is ``Kobi | Best sellers`` on Meta, and any other set (made by people in Commerce Manager) is
+never touched.
+
+:func:`plan_product_sets` compares declared and existing sets and returns :class:`Action`\\ s (create, update,
+delete, keep, skip); :func:`apply_product_set_actions` runs them and reports each outcome. A managed set that
+is no longer declared is deleted; declare it ``absent: true`` to delete it with options. Meta refuses to delete a
+set used by an active ad, a shop collection or another usage; such a delete is reported as ``refused`` (not
+raised) unless the declaration allows live deletion (``allow_live_deletion``), in which case
+``allow_live_product_set_deletion=true`` is sent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from kobi_cpas.cpas.filters import canonical_json, validate_rule
+from kobi_cpas.cpas.graph import GraphClient
+from kobi_cpas.meta.errors import ErrorKind, MetaAPIError, MetaAuthError
+from kobi_cpas.registry.models import Tenant
+
+MANAGED_PREFIX = "Kobi | "
+CATALOG_TARGET = "catalog"
+ActionKind = Literal["create", "update", "delete", "keep", "skip"]
+
+
+class ProductSetMetadata(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cover_image_url: str | None = None
+    external_url: str | None = None
+    description: str | None = None
+
+    def as_meta(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class DeclaredProductSet(BaseModel):
+    """One product set a tenant wants on Meta."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    filter: dict[str, Any] | None = Field(default=None, description="Meta rule; None = every product")
+    metadata: ProductSetMetadata | None = None
+    target: str = Field(default=CATALOG_TARGET, description="'catalog' or a retailer name (its segment)")
+    allow_live_deletion: bool = Field(
+        default=False, description="delete even while an ad or shop uses it (allow_live_product_set_deletion)"
+    )
+    absent: bool = Field(default=False, description="the set must not exist: delete it (with the flag above)")
+
+    @field_validator("filter")
+    @classmethod
+    def _rule(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if v is None else validate_rule(v)
+
+    @property
+    def meta_name(self) -> str:
+        return f"{MANAGED_PREFIX}{self.name}"
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    target: str
+    name: str  # the name on Meta (with the managed prefix)
+    catalog_id: str | None = None
+    product_set_id: str | None = None
+    filter: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
+    allow_live_deletion: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action: Action
+    status: Literal["done", "refused", "failed", "skipped"]
+    product_set_id: str | None = None
+    message: str = ""
+
+
+def product_set_targets(tenant: Tenant) -> dict[str, str | None]:
+    """target -> catalog id: the tenant's catalog, and each retailer's segment (None while there is none)."""
+    out: dict[str, str | None] = {CATALOG_TARGET: tenant.catalog_id}
+    for r in tenant.cpas_retailers:
+        out[r.retailer] = r.catalog_segment_id
+    return out
+
+
+def _existing_filter(raw: Any) -> str | None:
+    if raw in (None, ""):
+        return None
+    try:
+        return canonical_json(raw if not isinstance(raw, str) else json.loads(raw))
+    except (ValueError, TypeError):
+        return str(raw)
+
+
+def plan_product_sets(
+    declared: Iterable[DeclaredProductSet],
+    existing: Mapping[str, Sequence[Mapping[str, Any]]],
+    *,
+    targets: Mapping[str, str | None],
+) -> list[Action]:
+    """Compare declared sets with ``existing`` (target -> the sets Meta lists for that catalog, with id, name,
+    filter and latest_metadata) and return the actions, in a stable order.
+
+    Declared sets of a target without a catalog (a retailer with no segment yet, an unknown retailer) get a
+    ``skip`` action. Managed sets (name prefix) on Meta that are not declared get ``delete``.
+    """
+    actions: list[Action] = []
+    wanted: dict[tuple[str, str], DeclaredProductSet] = {}
+    for d in declared:
+        key = (d.target, d.meta_name)
+        if key in wanted:
+            raise ValueError(f"product set '{d.name}' is declared twice for target '{d.target}'")
+        wanted[key] = d
+    for (target, meta_name), d in sorted(wanted.items()):
+        catalog_id = targets.get(target)
+        meta = d.metadata.as_meta() if d.metadata else None
+        if catalog_id is None:
+            why = (
+                "unknown target"
+                if target not in targets
+                else f"retailer '{target}' has no catalog segment yet"
+            )
+            actions.append(Action("skip", target, meta_name, filter=d.filter, metadata=meta, reason=why))
+            continue
+        current = [s for s in existing.get(target, ()) if s.get("name") == meta_name]
+        if d.absent:
+            for s in current:
+                actions.append(
+                    Action(
+                        "delete",
+                        target,
+                        meta_name,
+                        catalog_id,
+                        str(s["id"]),
+                        allow_live_deletion=d.allow_live_deletion,
+                        reason="declared absent",
+                    )
+                )
+            continue
+        if not current:
+            actions.append(
+                Action(
+                    "create",
+                    target,
+                    meta_name,
+                    catalog_id,
+                    None,
+                    d.filter,
+                    meta,
+                    d.allow_live_deletion,
+                    "new",
+                )
+            )
+            continue
+        first = current[0]
+        want_filter = canonical_json(d.filter) if d.filter is not None else None
+        changes = []
+        if _existing_filter(first.get("filter")) != want_filter:
+            changes.append("filter")
+        if meta is not None and dict(first.get("latest_metadata") or {}) != meta:
+            changes.append("metadata")
+        kind: ActionKind = "update" if changes else "keep"
+        actions.append(
+            Action(
+                kind,
+                target,
+                meta_name,
+                catalog_id,
+                str(first["id"]),
+                d.filter,
+                meta,
+                d.allow_live_deletion,
+                f"{', '.join(changes)} changed" if changes else "up to date",
+            )
+        )
+        for dup in current[1:]:
+            actions.append(
+                Action(
+                    "delete",
+                    target,
+                    meta_name,
+                    catalog_id,
+                    str(dup["id"]),
+                    allow_live_deletion=d.allow_live_deletion,
+                    reason="duplicate of a declared set",
+                )
+            )
+    for target, sets in sorted(existing.items()):
+        catalog_id = targets.get(target)
+        for s in sets:
+            name = str(s.get("name") or "")
+            if name.startswith(MANAGED_PREFIX) and (target, name) not in wanted:
+                actions.append(
+                    Action("delete", target, name, catalog_id, str(s["id"]), reason="no longer declared")
+                )
+    return actions
+
+
+def read_existing_product_sets(
+    client: GraphClient, targets: Mapping[str, str | None]
+) -> dict[str, list[dict[str, Any]]]:
+    """target -> the product sets Meta lists on its catalog (id, name, filter, latest_metadata, product_count)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for target, catalog_id in targets.items():
+        if catalog_id:
+            out[target] = list(
+                client.paginate(
+                    f"{catalog_id}/product_sets",
+                    {"fields": "id,name,filter,latest_metadata,product_count", "limit": 200},
+                )
+            )
+    return out
+
+
+def apply_product_set_actions(client: GraphClient, actions: Iterable[Action]) -> list[ActionResult]:
+    """Run the actions. Meta errors on one action are reported (``failed``; a live set's refused delete is
+    ``refused``) and the others still run; only an invalid token (MetaAuthError) stops everything."""
+    results: list[ActionResult] = []
+    for a in actions:
+        if a.kind in ("keep", "skip"):
+            results.append(ActionResult(a, "skipped", a.product_set_id, a.reason))
+            continue
+        try:
+            if a.kind == "create":
+                data: dict[str, Any] = {"name": a.name}
+                if a.filter is not None:
+                    data["filter"] = canonical_json(a.filter)
+                if a.metadata:
+                    data["metadata"] = a.metadata
+                new_id = str(client.post(f"{a.catalog_id}/product_sets", data=data)["id"])
+                results.append(ActionResult(replace(a, product_set_id=new_id), "done", new_id, "created"))
+            elif a.kind == "update":
+                data = {"name": a.name, "filter": canonical_json(a.filter) if a.filter is not None else None}
+                if a.metadata:
+                    data["metadata"] = a.metadata
+                client.post(str(a.product_set_id), data={k: v for k, v in data.items() if v is not None})
+                results.append(ActionResult(a, "done", a.product_set_id, a.reason))
+            else:  # delete
+                params = {"allow_live_product_set_deletion": True} if a.allow_live_deletion else None
+                client.delete(str(a.product_set_id), params)
+                results.append(ActionResult(a, "done", a.product_set_id, "deleted"))
+        except MetaAuthError:
+            raise
+        except MetaAPIError as exc:
+            # Meta refuses deleting a live set with an invalid-request error naming the override parameter.
+            live = a.kind == "delete" and (
+                "allow_live_product_set_deletion" in exc.message
+                or (not a.allow_live_deletion and exc.kind is ErrorKind.INVALID_REQUEST)
+            )
+            status: Literal["refused", "failed"] = "refused" if live else "failed"
+            hint = (
+                " — the set is used by an active ad or shop; set allow_live_deletion: true to delete it anyway"
+                if live
+                else ""
+            )
+            results.append(ActionResult(a, status, a.product_set_id, f"{exc.message}{hint}"))
+    return results

@@ -1,0 +1,282 @@
+"""DuckDB tables of the shared-item metrics: analyst tables (schema ``main``) and internal raw state (``raw``).
+
+Key semantics (documented once here, repeated in the column comments):
+- No key column is ever NULL. Ids that do not apply to a row's level are ``'n/a'`` (e.g. ``adset_id`` of a
+  campaign row; ``campaign_id``/``adset_id``/``ad_id`` of an account row). ``action_type`` is ``'n/a'`` for scalar
+  metrics (spend, impressions, clicks) and for product rows pulled without the action_type breakdown.
+  ``attribution_window`` is ``'default'`` for Meta's ``value`` key (the ad set's attribution setting) and the window
+  name (1d_click, 7d_click, 28d_click, 1d_view, ...) for window keys; scalar metrics are ``'default'``.
+- ``ad_account_id`` is ``act_<digits>`` (as in the tenant registry); at level=account ``object_id`` is that id.
+- Keys: shared_item_metrics (date, tenant_id, ad_account_id, level, object_id, metric, action_type,
+  attribution_window); shared_item_product_metrics the same plus action_converted_product_id. retailer,
+  campaign_id, adset_id and ad_id are functionally dependent on the key (kept for joins and filters).
+- A slice is (ad_account_id, level, request family, date). Writers replace whole slices in one transaction, and
+  only slices whose every piece succeeded (kobi_cpas.insights.parse.replace_slices).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kobi_cpas.warehouse.specs import Column, TableSpec, col
+
+NA = "n/a"
+DEFAULT_WINDOW = "default"
+VALUE_TYPE = "DECIMAL(20,6)"  # ROAS arrives with 6 decimals, money with 2, counts as integers
+
+_KEY_IDS = (
+    col(
+        "date",
+        "DATE",
+        "Day in the ad account's time zone (Meta date_start == date_stop, time_increment=1)",
+        False,
+    ),
+    col("tenant_id", "VARCHAR", "Kobi tenant id", False),
+    col(
+        "retailer",
+        "VARCHAR",
+        "Marketplace retailer of the dedicated ad account (trendyol, hepsiburada, ...)",
+        False,
+    ),
+    col("ad_account_id", "VARCHAR", "Dedicated CPAS ad account, act_<digits>", False),
+    col("level", "VARCHAR", "Insights level of the row: account, campaign, adset or ad", False),
+    col("object_id", "VARCHAR", "Id of the row's object at its level (the act_ id at level=account)", False),
+    col("campaign_id", "VARCHAR", "Campaign id; 'n/a' at level=account", False),
+    col("adset_id", "VARCHAR", "Ad set id; 'n/a' at levels account and campaign", False),
+    col("ad_id", "VARCHAR", "Ad id; 'n/a' above level=ad", False),
+)
+_TAIL = (
+    col("account_currency", "VARCHAR", "Currency of money values (the ad account's currency)"),
+    col("pull_id", "VARCHAR", "Pull that wrote the row (raw.insights_pulls)", False),
+    col("pulled_at", "TIMESTAMPTZ", "When the row was pulled from Meta", False),
+)
+
+SHARED_ITEM_METRICS = TableSpec(
+    name="shared_item_metrics",
+    domain="insights",
+    comment="CPAS shared-item metrics from Meta's Insights API, long format: one row per day, object, metric, "
+    "action_type and attribution window. Ratios (ROAS) are never summed: recompute value / spend.",
+    key=(
+        "date",
+        "tenant_id",
+        "ad_account_id",
+        "level",
+        "object_id",
+        "metric",
+        "action_type",
+        "attribution_window",
+    ),
+    columns=(
+        *_KEY_IDS,
+        col("metric", "VARCHAR", "Meta metric name (see insights_metric_catalog)", False),
+        col(
+            "action_type",
+            "VARCHAR",
+            "Meta action_type of list metrics (omni_purchase, omni_add_to_cart, ...); 'n/a' for spend, "
+            "impressions, clicks",
+            False,
+        ),
+        col(
+            "attribution_window",
+            "VARCHAR",
+            "'default' for Meta's value key (the ad set's attribution setting), else 1d_click, 7d_click, 28d_click, "
+            "1d_view",
+            False,
+        ),
+        col(
+            "value", VALUE_TYPE, "The number Meta reported (money in account_currency, counts, ratios)", False
+        ),
+        col(
+            "is_estimated",
+            "BOOLEAN",
+            "Meta labels the metric estimated (from insights_metric_catalog)",
+            False,
+        ),
+        *_TAIL,
+    ),
+)
+
+SHARED_ITEM_PRODUCT_METRICS = TableSpec(
+    name="shared_item_product_metrics",
+    domain="insights",
+    comment="converted_product_value and converted_product_quantity by action_converted_product_id at campaign, "
+    "ad set and ad level (Meta does not support the breakdown at account level; never requested there).",
+    key=(
+        "date",
+        "tenant_id",
+        "ad_account_id",
+        "level",
+        "object_id",
+        "action_converted_product_id",
+        "metric",
+        "action_type",
+        "attribution_window",
+    ),
+    columns=(
+        *_KEY_IDS,
+        col(
+            "action_converted_product_id",
+            "VARCHAR",
+            "Product item id Meta reports for the conversion (join to the catalog's product items)",
+            False,
+        ),
+        col(
+            "action_type",
+            "VARCHAR",
+            "Meta action_type (omni_purchase, ...); 'n/a' without that breakdown",
+            False,
+        ),
+        col("metric", "VARCHAR", "converted_product_value or converted_product_quantity", False),
+        col(
+            "attribution_window",
+            "VARCHAR",
+            "Window key (1d_click, 7d_click, 28d_click, 1d_view); 'default' for Meta's value key",
+            False,
+        ),
+        col("value", VALUE_TYPE, "Money in account_currency (value) or units (quantity)", False),
+        col(
+            "is_estimated",
+            "BOOLEAN",
+            "Meta labels the metric estimated (from insights_metric_catalog)",
+            False,
+        ),
+        *_TAIL,
+    ),
+)
+
+INSIGHTS_METRIC_CATALOG = TableSpec(
+    name="insights_metric_catalog",
+    domain="insights",
+    comment="Each insights metric Kobi stores: unit, additivity, Meta's estimated / in-development labels with "
+    "their source, and the request family that carries it.",
+    key=("metric",),
+    columns=(
+        col("metric", "VARCHAR", "Meta metric name", False),
+        col("unit", "VARCHAR", "count, currency or ratio", False),
+        col("additive", "BOOLEAN", "May be summed across objects and days (ratios never)", False),
+        col("is_estimated", "BOOLEAN", "Meta labels it an estimated metric", False),
+        col("in_development", "BOOLEAN", "Meta labels it in development", False),
+        col("family", "VARCHAR", "delivery, segment or product", False),
+        col("request_family", "VARCHAR", "Request that carries it: segment or product (never mixed)", False),
+        col("shape", "VARCHAR", "scalar, action_list or product_list (Meta's JSON shape)", False),
+        col("description", "VARCHAR", "What the metric counts"),
+        col("source", "VARCHAR", "Where the labels come from (URL and quoted text)"),
+    ),
+)
+
+ANALYST_TABLES: tuple[TableSpec, ...] = (
+    SHARED_ITEM_METRICS,
+    SHARED_ITEM_PRODUCT_METRICS,
+    INSIGHTS_METRIC_CATALOG,
+)
+
+METRIC_CATALOG_DDL = INSIGHTS_METRIC_CATALOG.ddl()
+
+# Internal state: raw pages (append-only), the pieces each pull ran, the slices it replaced, pulls, re-pulls.
+RAW_DDL: tuple[str, ...] = (
+    "CREATE SCHEMA IF NOT EXISTS raw",
+    """CREATE TABLE IF NOT EXISTS raw.insights_pages (
+  pull_id VARCHAR NOT NULL,
+  piece_id VARCHAR NOT NULL,
+  tenant_id VARCHAR NOT NULL,
+  retailer VARCHAR NOT NULL,
+  ad_account_id VARCHAR NOT NULL,
+  level VARCHAR NOT NULL,
+  family VARCHAR NOT NULL,
+  since DATE NOT NULL,
+  until DATE NOT NULL,
+  page_no INTEGER NOT NULL,
+  row_count INTEGER NOT NULL,
+  payload JSON NOT NULL,
+  pulled_at TIMESTAMPTZ NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS raw.insights_pieces (
+  pull_id VARCHAR NOT NULL,
+  piece_id VARCHAR NOT NULL,
+  parent_id VARCHAR,
+  ad_account_id VARCHAR NOT NULL,
+  object_id VARCHAR NOT NULL,
+  level VARCHAR NOT NULL,
+  family VARCHAR NOT NULL,
+  since DATE NOT NULL,
+  until DATE NOT NULL,
+  status VARCHAR NOT NULL,
+  split_by VARCHAR,
+  reason VARCHAR,
+  report_run_ids VARCHAR[],
+  attempts INTEGER NOT NULL,
+  pages INTEGER NOT NULL,
+  row_count INTEGER NOT NULL,
+  params JSON NOT NULL,
+  recorded_at TIMESTAMPTZ NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS raw.insights_slices (
+  pull_id VARCHAR NOT NULL,
+  tenant_id VARCHAR NOT NULL,
+  retailer VARCHAR NOT NULL,
+  ad_account_id VARCHAR NOT NULL,
+  level VARCHAR NOT NULL,
+  family VARCHAR NOT NULL,
+  date DATE NOT NULL,
+  status VARCHAR NOT NULL,
+  row_count BIGINT NOT NULL,
+  recorded_at TIMESTAMPTZ NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS raw.insights_pulls (
+  pull_id VARCHAR NOT NULL,
+  tenant_id VARCHAR NOT NULL,
+  retailer VARCHAR NOT NULL,
+  ad_account_id VARCHAR NOT NULL,
+  started_at TIMESTAMPTZ NOT NULL,
+  finished_at TIMESTAMPTZ,
+  status VARCHAR NOT NULL,
+  report JSON
+)""",
+    """CREATE TABLE IF NOT EXISTS raw.insights_repull_totals (
+  repull_id VARCHAR NOT NULL,
+  tenant_id VARCHAR NOT NULL,
+  retailer VARCHAR NOT NULL,
+  ad_account_id VARCHAR NOT NULL,
+  date DATE NOT NULL,
+  metric VARCHAR NOT NULL,
+  action_type VARCHAR NOT NULL,
+  attribution_window VARCHAR NOT NULL,
+  value DECIMAL(20,6) NOT NULL,
+  pulled_at TIMESTAMPTZ NOT NULL
+)""",
+)
+
+
+def analyst_ddl() -> list[str]:
+    return [spec.ddl() for spec in ANALYST_TABLES]
+
+
+def all_ddl() -> list[str]:
+    return [*analyst_ddl(), *RAW_DDL]
+
+
+def ensure_schema(con: Any) -> None:
+    """Create every insights table that does not exist yet (idempotent)."""
+    for ddl in all_ddl():
+        con.execute(ddl)
+
+
+def column_names(spec: TableSpec) -> list[str]:
+    return spec.column_names
+
+
+__all__ = [
+    "ANALYST_TABLES",
+    "DEFAULT_WINDOW",
+    "INSIGHTS_METRIC_CATALOG",
+    "METRIC_CATALOG_DDL",
+    "NA",
+    "RAW_DDL",
+    "SHARED_ITEM_METRICS",
+    "SHARED_ITEM_PRODUCT_METRICS",
+    "Column",
+    "all_ddl",
+    "analyst_ddl",
+    "column_names",
+    "ensure_schema",
+]

@@ -1,0 +1,146 @@
+"""Declared product sets: plan, apply (create / update / delete, live refusal) against the sandbox."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+from pydantic import ValidationError
+
+from kobi_cpas.cpas import (
+    DeclaredProductSet,
+    TemplateOptions,
+    apply_product_set_actions,
+    build_campaign_plan,
+    create_campaign,
+    plan_product_sets,
+    product_set_targets,
+    read_existing_product_sets,
+)
+from kobi_cpas.meta import MetaGraphClient, MetaInvalidRequestError
+from kobi_cpas.registry import Tenant, load_registry
+from kobi_cpas.registry.loader import DEFAULT_REGISTRY
+from kobi_cpas.sandbox.routes_cpas import CpasAdmin
+
+if TYPE_CHECKING:
+    from kobi_cpas_tests.sandbox_fixtures import SandboxHandle
+
+
+@pytest.fixture
+def cpas_admin(sandbox: SandboxHandle) -> Iterator[CpasAdmin]:
+    admin = CpasAdmin(sandbox.url)
+    yield admin
+    admin.close()
+
+
+@pytest.fixture(scope="module")
+def tenant() -> Tenant:
+    return load_registry(DEFAULT_REGISTRY).registry.tenant("bosphorus_outdoor")
+
+
+def declared(filter_value: str = "jacket") -> list[DeclaredProductSet]:
+    return [
+        DeclaredProductSet(
+            name="Jackets",
+            filter={"title": {"i_contains": filter_value}},
+            metadata={"cover_image_url": "https://cdn.example/j.jpg", "description": "Our jackets"},
+        ),
+        DeclaredProductSet(
+            name="Trendyol in stock", filter={"availability": {"eq": "in stock"}}, target="trendyol"
+        ),
+        DeclaredProductSet(name="Hepsiburada all", target="hepsiburada"),  # no segment yet: skipped
+    ]
+
+
+def sync(client: MetaGraphClient, tenant: Tenant, sets: list[DeclaredProductSet]):
+    targets = product_set_targets(tenant)
+    actions = plan_product_sets(sets, read_existing_product_sets(client, targets), targets=targets)
+    return actions, apply_product_set_actions(client, actions)
+
+
+def test_create_keep_update_delete(
+    sandbox: SandboxHandle, meta_client: MetaGraphClient, cpas_admin: CpasAdmin, tenant: Tenant
+) -> None:
+    cpas_admin.load_items(
+        tenant.catalog_id,
+        [
+            {"id": f"J{i}", "title": "Trail Jacket" if i < 4 else "Cap", "availability": "in stock"}
+            for i in range(10)
+        ],
+    )
+    # A set made by a person in Commerce Manager is never touched.
+    manual = meta_client.post(f"{tenant.catalog_id}/product_sets", data={"name": "Summer picks"})["id"]
+
+    actions, results = sync(meta_client, tenant, declared())
+    assert sorted((a.kind, a.target) for a in actions) == [
+        ("create", "catalog"),
+        ("create", "trendyol"),
+        ("skip", "hepsiburada"),
+    ]
+    assert [r.status for r in results if r.action.kind == "create"] == ["done", "done"]
+    jackets = next(r for r in results if r.action.target == "catalog").product_set_id
+    node = meta_client.get(jackets, {"fields": "name,filter,product_count,latest_metadata"})
+    assert node["name"] == "Kobi | Jackets" and node["product_count"] == 4
+    assert node["filter"] == '{"title":{"i_contains":"jacket"}}'
+    assert node["latest_metadata"]["description"] == "Our jackets"
+
+    actions, _ = sync(meta_client, tenant, declared())
+    assert sorted(a.kind for a in actions) == ["keep", "keep", "skip"]
+
+    actions, results = sync(meta_client, tenant, declared("cap"))
+    assert [a.kind for a in actions if a.target == "catalog"] == ["update"]
+    assert meta_client.get(jackets, {"fields": "product_count"})["product_count"] == 6
+
+    actions, results = sync(meta_client, tenant, declared()[1:])
+    deletes = [r for r in results if r.action.kind == "delete"]
+    assert [(r.action.name, r.status) for r in deletes] == [("Kobi | Jackets", "done")]
+    remaining = {p["name"] for p in meta_client.paginate(f"{tenant.catalog_id}/product_sets")}
+    assert remaining == {"Summer picks"} and manual
+
+
+def test_live_set_is_refused_unless_allowed(
+    meta_client: MetaGraphClient, cpas_admin: CpasAdmin, tenant: Tenant
+) -> None:
+    sets = [DeclaredProductSet(name="Live one", filter={"brand": {"eq": "Bosphorus Outdoor"}})]
+    _, results = sync(meta_client, tenant, sets)
+    set_id = results[0].product_set_id
+    cpas_admin.set_product_set_live(set_id, True)
+
+    _, results = sync(meta_client, tenant, [])
+    refused = [r for r in results if r.action.kind == "delete"]
+    assert [r.status for r in refused] == ["refused"]
+    assert "allow_live_deletion: true" in refused[0].message
+    assert meta_client.get(set_id, {"fields": "id"})["id"] == set_id  # still there
+
+    with pytest.raises(MetaInvalidRequestError, match="allow_live_product_set_deletion"):
+        meta_client.delete(set_id)
+    gone = [DeclaredProductSet(name="Live one", absent=True, allow_live_deletion=True)]
+    actions, results = sync(meta_client, tenant, gone)
+    assert [(a.kind, a.allow_live_deletion, a.reason) for a in actions] == [
+        ("delete", True, "declared absent")
+    ]
+    assert [r.status for r in results] == ["done"]
+    assert all(p["id"] != set_id for p in meta_client.paginate(f"{tenant.catalog_id}/product_sets"))
+
+
+def test_set_used_by_an_ad_set_is_live(sandbox: SandboxHandle, meta_client: MetaGraphClient) -> None:
+    anatolia = load_registry(DEFAULT_REGISTRY).registry.tenant("anatolia_home")
+    ids = create_campaign(
+        meta_client,
+        build_campaign_plan(anatolia, anatolia.retailer("trendyol"), TemplateOptions(page_id="555")),
+    )
+    with pytest.raises(MetaInvalidRequestError, match="in use"):
+        meta_client.delete(ids.product_set_id)
+    meta_client.delete(ids.product_set_id, {"allow_live_product_set_deletion": True})
+
+
+def test_declared_sets_are_validated() -> None:
+    with pytest.raises(ValidationError, match=r"availability: unknown operator 'is_anyy'"):
+        DeclaredProductSet(name="x", filter={"availability": {"is_anyy": ["in stock"]}})
+    with pytest.raises(ValidationError):
+        DeclaredProductSet(name="x", metadata={"cover": "nope"})
+    with pytest.raises(ValueError, match="declared twice"):
+        plan_product_sets(
+            [DeclaredProductSet(name="a"), DeclaredProductSet(name="a")], {}, targets={"catalog": "1"}
+        )

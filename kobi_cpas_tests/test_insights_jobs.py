@@ -1,0 +1,240 @@
+"""The async report job manager against the sandbox: polling, Job Failed / Skipped, too much data, splits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from kobi_cpas.insights.jobs import (
+    COMPLETE,
+    FAILED,
+    SPLIT,
+    InsightsWaitBudgetExceeded,
+    Piece,
+    ReportJobManager,
+)
+from kobi_cpas.insights.requests import InsightsRequest, build_request
+from kobi_cpas.meta import MetaAuthError, MetaGraphClient
+from kobi_cpas.sandbox.routes_insights import InsightsAdmin
+
+if TYPE_CHECKING:
+    from kobi_cpas_tests.sandbox_fixtures import SandboxHandle
+
+pytest_plugins = ["kobi_cpas_tests.sandbox_fixtures"]
+
+ACT = "act_4000000000000001"
+
+
+def _today(sandbox: SandboxHandle) -> date:
+    return sandbox.admin.now().astimezone(ZoneInfo("Europe/Istanbul")).date()
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.pages: list[tuple[str, int, list[dict[str, Any]]]] = []
+
+    def __call__(self, piece: Piece, page_no: int, page: dict[str, Any]) -> None:
+        assert set(page) == {"data"}  # paging links (which carry tokens on Meta) are never handed on
+        self.pages.append((piece.piece_id, page_no, page["data"]))
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [r for _pid, _no, data in self.pages for r in data]
+
+
+def _key(row: dict[str, Any]) -> tuple[str, str]:
+    return row["date_start"], row.get("ad_id") or row.get("adset_id") or row.get("campaign_id") or "account"
+
+
+def _merged(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Rows of split pieces merged per (day, object): field splits give partial rows of the same object."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        out.setdefault(_key(row), {}).update(row)
+    return out
+
+
+def _sync(client: MetaGraphClient, req: InsightsRequest) -> list[dict[str, Any]]:
+    return list(client.paginate(req.path, {**req.params(), "limit": 500}))
+
+
+def _manager(client: MetaGraphClient, **kw: Any) -> ReportJobManager:
+    sleeps: list[float] = []
+    kw.setdefault("poll_interval", 1.0)
+    kw.setdefault("page_limit", 7)
+    mgr = ReportJobManager(client, sleep=sleeps.append, **kw)
+    mgr.sleeps = sleeps  # type: ignore[attr-defined]
+    return mgr
+
+
+def _events(mgr: ReportJobManager) -> list[str]:
+    return [e["event"] for e in mgr.attempt_log]
+
+
+@pytest.fixture
+def ins(sandbox: SandboxHandle) -> InsightsAdmin:
+    sandbox.admin.freeze_clock(True)
+    return InsightsAdmin(sandbox.admin)
+
+
+def test_happy_path_polls_until_completed_and_reads_every_page(
+    meta_client: MetaGraphClient, sandbox: SandboxHandle, ins: InsightsAdmin
+) -> None:
+    today = _today(sandbox)
+    req = build_request(ACT, "ad", "segment", today - timedelta(days=3), today - timedelta(days=2))
+    mgr, sink = _manager(meta_client), Sink()
+    root = mgr.run(req, sink)
+    assert root.status == COMPLETE and root.attempts == 1
+    assert _events(mgr)[:3] == ["submit", "poll", "poll"]  # default: running, then completed
+    assert len(sink.pages) > 2  # page_limit=7 over ~20 rows
+    assert sink.rows() == _sync(meta_client, req)
+    assert mgr.stats.api_requests == mgr.stats.submits + mgr.stats.polls + mgr.stats.pages
+    assert mgr.sleeps == [1.0]  # type: ignore[attr-defined]
+
+
+def test_job_running_at_100_percent_is_not_read(
+    meta_client: MetaGraphClient, sandbox: SandboxHandle, ins: InsightsAdmin
+) -> None:
+    ins.script_jobs(ACT, {"outcome": "running_at_100", "polls": 3})
+    today = _today(sandbox)
+    req = build_request(ACT, "campaign", "segment", today - timedelta(days=2), today - timedelta(days=2))
+    mgr, sink = _manager(meta_client), Sink()
+    assert mgr.run(req, sink).status == COMPLETE
+    polls = [(e["async_status"], e["percent"]) for e in mgr.attempt_log if e["event"] == "poll"]
+    assert polls == [("Job Running", 100)] * 3 + [("Job Completed", 100)]
+    (run,) = ins.report_runs()
+    assert run["early_reads"] == 0
+    assert sink.rows() == _sync(meta_client, req)
+    reads = [e for e in sandbox.admin.requests() if e["route"] == "report_run.insights"]
+    polls_logged = [e for e in sandbox.admin.requests() if e["route"] == "report_run.get"]
+    assert min(e["seq"] for e in reads) > max(e["seq"] for e in polls_logged)
+
+
+def test_job_failed_is_retried_once_then_split_by_days(
+    meta_client: MetaGraphClient, sandbox: SandboxHandle, ins: InsightsAdmin
+) -> None:
+    ins.script_jobs(ACT, "failed", "failed")
+    today = _today(sandbox)
+    req = build_request(ACT, "adset", "segment", today - timedelta(days=4), today - timedelta(days=2))
+    mgr, sink = _manager(meta_client), Sink()
+    root = mgr.run(req, sink)
+    assert root.status == SPLIT and root.split_by == "days" and root.attempts == 2
+    assert _events(mgr)[:6] == ["submit", "poll", "retry", "submit", "poll", "split_days"]
+    assert [(c.request.since, c.request.until) for c in root.children] == [
+        (req.since, req.since),
+        (req.since + timedelta(days=1), req.until),
+    ]
+    for child in root.children:
+        p, c = req.params(), child.request.params()
+        assert {k: v for k, v in c.items() if k != "time_range"} == {
+            k: v for k, v in p.items() if k != "time_range"
+        }
+        assert child.status == COMPLETE
+    assert _merged(sink.rows()) == _merged(_sync(meta_client, req))
+    assert mgr.stats.failed_jobs == 2 and mgr.stats.splits == 1
+
+
+def test_one_day_failure_splits_by_ids_then_fields(
+    meta_client: MetaGraphClient, sandbox: SandboxHandle, ins: InsightsAdmin
+) -> None:
+    today = _today(sandbox)
+    day = today - timedelta(days=2)
+    req = build_request(ACT, "ad", "segment", day, day)
+    ins.script_jobs(ACT, "failed", "failed")
+    mgr, sink = _manager(meta_client), Sink()
+    root = mgr.run(req, sink)
+    assert root.split_by == "ids"
+    assert [c.request.id_filters().keys() for c in root.children] == [{"campaign.id": ()}.keys()] * 2
+    assert "discover_ids" in _events(mgr)
+    assert _merged(sink.rows()) == _merged(_sync(meta_client, req))
+    # account level cannot be split by ids: fields instead
+    acc = build_request(ACT, "account", "segment", day, day)
+    ins.script_jobs(ACT, "failed", "failed")
+    mgr, sink = _manager(meta_client), Sink()
+    root = mgr.run(acc, sink)
+    assert root.split_by == "fields" and all(c.status == COMPLETE for c in root.children)
+    assert _merged(sink.rows()) == _merged(_sync(meta_client, acc))
+
+
+def test_job_skipped_is_resubmitted(
+    meta_client: MetaGraphClient, sandbox: SandboxHandle, ins: InsightsAdmin
+) -> None:
+    ins.script_jobs(ACT, "skipped", "skipped")
+    today = _today(sandbox)
+    req = build_request(ACT, "campaign", "product", today - timedelta(days=3), today - timedelta(days=2))
+    mgr, sink = _manager(meta_client), Sink()
+    root = mgr.run(req, sink)
+    assert root.status == COMPLETE and root.attempts == 3 and not root.children
+    assert mgr.stats.skipped_jobs == 2 and _events(mgr).count("resubmit") == 2
+    assert sink.rows() == _sync(meta_client, req)
+
+
+@pytest.mark.parametrize("variant", ["subcode", "http_500"])
+def test_too_much_data_splits_days_then_ids(
+    make_meta_client: Callable[..., MetaGraphClient], sandbox: SandboxHandle, ins: InsightsAdmin, variant: str
+) -> None:
+    client = make_meta_client()
+    today = _today(sandbox)
+    ins.drift(ACT, too_much_data={"max_days": 1, "max_ids": 3, "variant": variant})
+    req = build_request(ACT, "ad", "segment", today - timedelta(days=4), today - timedelta(days=2))
+    mgr, sink = _manager(client), Sink()
+    root = mgr.run(req, sink)
+    leaves = root.leaves()
+    assert all(leaf.status == COMPLETE for leaf in leaves)
+    assert all(leaf.request.n_days == 1 for leaf in leaves)
+    assert all(len(next(iter(leaf.request.id_filters().values()))) <= 3 for leaf in leaves)
+    assert {p.split_by for p in mgr.pieces if p.status == SPLIT} == {"days", "ids"}
+    assert mgr.stats.too_much_data > 0 and client.stats.retries == 0
+    ins.clear_drift()
+    assert _merged(sink.rows()) == _merged(_sync(client, req))
+
+
+def test_too_much_data_splits_fields_and_gives_up_when_it_cannot(
+    meta_client: MetaGraphClient, sandbox: SandboxHandle, ins: InsightsAdmin
+) -> None:
+    today = _today(sandbox)
+    day = today - timedelta(days=2)
+    ins.drift(ACT, too_much_data={"max_fields": 3})
+    req = build_request(ACT, "account", "segment", day, day)
+    mgr, sink = _manager(meta_client), Sink()
+    root = mgr.run(req, sink)
+    assert all(leaf.status == COMPLETE and len(leaf.request.metric_fields) <= 3 for leaf in root.leaves())
+    ins.drift(ACT, too_much_data={"max_fields": 0})
+    mgr, sink = _manager(meta_client), Sink()
+    root = mgr.run(req, sink)
+    assert {leaf.status for leaf in root.leaves()} == {FAILED}
+    assert "cannot split" in (root.leaves()[0].error or "")
+    assert sink.pages == []
+
+
+def test_slow_jobs_time_out_and_the_total_wait_is_bounded(
+    meta_client: MetaGraphClient, sandbox: SandboxHandle, ins: InsightsAdmin
+) -> None:
+    today = _today(sandbox)
+    req = build_request(ACT, "campaign", "segment", today - timedelta(days=3), today - timedelta(days=2))
+    ins.script_jobs(ACT, {"outcome": "slow", "polls": 30}, {"outcome": "slow", "polls": 30})
+    mgr, sink = _manager(meta_client, poll_interval=1.0, poll_backoff=1.0, max_job_wait=5), Sink()
+    root = mgr.run(req, sink)
+    assert mgr.stats.timed_out_jobs == 2 and root.split_by == "days"
+    assert all(c.status == COMPLETE for c in root.children)
+    ins.script_jobs(ACT, {"outcome": "slow", "polls": 30})
+    mgr = _manager(meta_client, poll_interval=1.0, poll_backoff=1.0, max_total_wait=3)
+    with pytest.raises(InsightsWaitBudgetExceeded, match="max_total_wait"):
+        mgr.run(req, Sink())
+    assert sum(mgr.sleeps) <= 3  # type: ignore[attr-defined]
+
+
+def test_auth_errors_fail_fast(
+    make_meta_client: Callable[..., MetaGraphClient], sandbox: SandboxHandle, ins: InsightsAdmin
+) -> None:
+    client = make_meta_client()
+    sandbox.admin.add_fault("auth_error", route="report_run.get", times=1)
+    today = _today(sandbox)
+    req = build_request(ACT, "campaign", "segment", today - timedelta(days=2), today - timedelta(days=2))
+    mgr = _manager(client)
+    with pytest.raises(MetaAuthError):
+        mgr.run(req, Sink())
+    assert client.stats.retries == 0 and mgr.stats.submits == 1
