@@ -70,7 +70,7 @@ def test_plan_campaign_nodes_and_validation() -> None:
     assert seg.windows == ("1d_click",)  # dead windows never asked for
     with pytest.raises(ValueError, match="default action breakdowns"):
         dataclasses.replace(seg, action_breakdowns=("action_type", "action_target_id"))
-    with pytest.raises(ValueError, match="ad.effective_status"):
+    with pytest.raises(ValueError, match=r"ad\.effective_status"):
         dataclasses.replace(seg, filtering=())
 
 

@@ -1,2 +1,94 @@
-"""Pure (no Dagster) CPAS shared-item metrics: metric catalog, request plans, async report jobs, raw storage and
-SQL parsing into DuckDB, slice replacement, reconciliation checks and a benchmark."""
+"""Pure (no Dagster) CPAS shared-item metrics from Meta's Insights API into DuckDB.
+
+- ``metrics``: the metric catalog (unit, additive, estimated / in development with the source, family).
+- ``requests``: request plans (two families never mixed, status filtering, windows, time_increment=1).
+- ``jobs``: async report jobs (submit, poll, read; retry, resubmit, split by days, ids, fields).
+- ``schema``: table specs and DDL (analyst tables in ``main``, raw state in ``raw``).
+- ``parse``: raw pages -> long rows in SQL; ``replace_slices`` (one transaction, complete slices only).
+- ``pull``: ``pull_account_days`` orchestrating it all; account time zone and restatement window helpers.
+- ``reconcile``: rollup, ROAS, product presence, re-pull and freshness checks as SQL.
+- ``bench``: ``run_insights_benchmark`` against an in-process sandbox.
+"""
+
+from kobi_cpas.insights.jobs import (
+    InsightsError,
+    InsightsWaitBudgetExceeded,
+    JobStats,
+    Piece,
+    ReportJobManager,
+)
+from kobi_cpas.insights.metrics import METRIC_CATALOG, METRICS, MetricDef, write_metric_catalog
+from kobi_cpas.insights.parse import (
+    SliceKey,
+    complete_days,
+    parsed_rows_sql,
+    reparse_days,
+    replace_slice,
+    replace_slices,
+)
+from kobi_cpas.insights.pull import (
+    AccountInfo,
+    InsightsPullError,
+    PullReport,
+    SliceOutcome,
+    account_info,
+    account_timezone,
+    discover_campaign_ids,
+    pull_account_days,
+    restatement_window,
+    today_in_timezone,
+)
+from kobi_cpas.insights.requests import (
+    DEFAULT_WINDOWS,
+    FAMILIES,
+    LEVELS,
+    InsightsRequest,
+    build_request,
+    plan_requests,
+)
+from kobi_cpas.insights.schema import (
+    INSIGHTS_METRIC_CATALOG,
+    SHARED_ITEM_METRICS,
+    SHARED_ITEM_PRODUCT_METRICS,
+    all_ddl,
+    ensure_schema,
+)
+
+__all__ = [
+    "DEFAULT_WINDOWS",
+    "FAMILIES",
+    "INSIGHTS_METRIC_CATALOG",
+    "LEVELS",
+    "METRICS",
+    "METRIC_CATALOG",
+    "SHARED_ITEM_METRICS",
+    "SHARED_ITEM_PRODUCT_METRICS",
+    "AccountInfo",
+    "InsightsError",
+    "InsightsPullError",
+    "InsightsRequest",
+    "InsightsWaitBudgetExceeded",
+    "JobStats",
+    "MetricDef",
+    "Piece",
+    "PullReport",
+    "ReportJobManager",
+    "SliceKey",
+    "SliceOutcome",
+    "account_info",
+    "account_timezone",
+    "all_ddl",
+    "build_request",
+    "complete_days",
+    "discover_campaign_ids",
+    "ensure_schema",
+    "parsed_rows_sql",
+    "plan_requests",
+    "pull_account_days",
+    "reparse_days",
+    "replace_slice",
+    "replace_slices",
+    "restatement_window",
+    "today_in_timezone",
+    "write_metric_catalog",
+]

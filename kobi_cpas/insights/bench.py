@@ -67,6 +67,7 @@ def run_insights_benchmark(
                 server.url, "v24.0", BENCH_TOKEN, max_retries=2, sleep=lambda s: None, rng=random.Random(0)
             )
             con = duckdb.connect(str(db_path))
+            con.execute("SET enable_progress_bar = false")
             try:
                 tz = world.ad_accounts[BENCH_ACCOUNT].timezone_name
                 window = restatement_window(today_in_timezone(tz, world.now()), days)

@@ -247,6 +247,45 @@ RAW_DDL: tuple[str, ...] = (
 )
 
 
+# Account-level product totals are never requested (Meta rejects the breakdown there): derive them from the
+# campaign rows (additive across campaigns) and flag them.
+DERIVED_PRODUCT_ACCOUNT_TOTALS_SQL = """
+SELECT date, tenant_id, retailer, ad_account_id, 'account' AS level, ad_account_id AS object_id,
+       action_converted_product_id, action_type, metric, attribution_window, sum(value) AS value,
+       bool_or(is_estimated) AS is_estimated, any_value(account_currency) AS account_currency,
+       true AS is_derived
+FROM shared_item_product_metrics
+WHERE level = 'campaign'
+GROUP BY date, tenant_id, retailer, ad_account_id, action_converted_product_id, action_type, metric,
+         attribution_window
+"""
+
+# Segment KPIs per campaign and day, wide (one attribution window), with ROAS recomputed as value / spend. Roll it up
+# further with sum(value) / sum(spend), never by summing ROAS.
+CAMPAIGN_DAY_KPIS_SQL = """
+SELECT date, tenant_id, retailer, ad_account_id, campaign_id,
+       sum(value) FILTER (WHERE metric = 'spend') AS spend,
+       sum(value) FILTER (WHERE metric = 'catalog_segment_value' AND action_type = 'omni_purchase'
+                          AND attribution_window = $window) AS purchase_value,
+       sum(value) FILTER (WHERE metric = 'catalog_segment_actions' AND action_type = 'omni_purchase'
+                          AND attribution_window = $window) AS purchases,
+       sum(value) FILTER (WHERE metric = 'catalog_segment_actions' AND action_type = 'omni_add_to_cart'
+                          AND attribution_window = $window) AS add_to_cart,
+       sum(value) FILTER (WHERE metric = 'catalog_segment_value' AND action_type = 'omni_add_to_cart'
+                          AND attribution_window = $window) AS add_to_cart_value,
+       sum(value) FILTER (WHERE metric = 'catalog_segment_actions' AND action_type = 'omni_view_content'
+                          AND attribution_window = $window) AS view_content,
+       sum(value) FILTER (WHERE metric = 'catalog_segment_value' AND action_type = 'omni_view_content'
+                          AND attribution_window = $window) AS view_content_value,
+       max(value) FILTER (WHERE metric = 'catalog_segment_value_omni_purchase_roas'
+                          AND attribution_window = $window) AS meta_omni_purchase_roas,
+       CAST(purchase_value AS DOUBLE) / nullif(CAST(spend AS DOUBLE), 0) AS roas_recomputed
+FROM shared_item_metrics
+WHERE level = 'campaign'
+GROUP BY date, tenant_id, retailer, ad_account_id, campaign_id
+"""
+
+
 def analyst_ddl() -> list[str]:
     return [spec.ddl() for spec in ANALYST_TABLES]
 
@@ -267,7 +306,9 @@ def column_names(spec: TableSpec) -> list[str]:
 
 __all__ = [
     "ANALYST_TABLES",
+    "CAMPAIGN_DAY_KPIS_SQL",
     "DEFAULT_WINDOW",
+    "DERIVED_PRODUCT_ACCOUNT_TOTALS_SQL",
     "INSIGHTS_METRIC_CATALOG",
     "METRIC_CATALOG_DDL",
     "NA",

@@ -1,0 +1,222 @@
+"""`make bench`: speed and memory, measured side by side in one run and reported as ratios.
+
+Catalog sync (issue 3):
+1. snapshot ingest (parse, validate, hash, store) vs a bare `CREATE TABLE AS SELECT * FROM read_csv(...)` of the
+   same N-item file, each phase in its own subprocess (separate peak RSS);
+2. the delta between two N-item snapshots with 1 % volatile changes (replace view rebuild + classification) and
+   the batch planning query, in one subprocess with its peak RSS;
+3. exact request counts against the sandbox: K volatile-only changes must cost ceil(K / 5000) items_batch calls,
+   new/changed items exactly one update upload, unchanged items nothing.
+
+Later domains add their own phases through `EXTRA_BENCHMARKS`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXTRA_BENCHMARKS: list[tuple[str, Callable[[int, Path], dict]]] = []
+
+_DELTA_PHASE = """
+import json, sys, time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+import yaml
+from kobi_cpas.feeds.generator import generate_feed, mutate_volatile
+from kobi_cpas.registry import load_registry
+from kobi_cpas.sync.delta import delta_counts
+from kobi_cpas.sync.methods import batch_requests_sql
+from kobi_cpas.sync.snapshot_step import take_snapshot
+from kobi_cpas.warehouse import Warehouse
+
+def peak():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+n, work = int(sys.argv[1]), Path(sys.argv[2])
+a, b = work / "snap_a.csv", work / "snap_b.csv"
+if not a.exists():
+    generate_feed(a, n, seed=42)
+mutate_volatile(a, b, seed=7, share=0.01)
+feed = work / "feed.csv"
+reg = work / "tenants.yaml"
+reg.write_text(yaml.safe_dump({"tenants": [{"tenant_id": "bench", "business_id": "1", "catalog_id": "2",
+    "feed": {"source": str(feed), "format": "csv"}}]}))
+registry = load_registry(reg)
+tenant = registry.tenant("bench")
+wh = Warehouse(work / "wh" / "kobi.duckdb")
+t0 = datetime(2026, 11, 1, tzinfo=UTC)
+out = {}
+with wh.connect() as con:
+    feed.write_bytes(a.read_bytes())
+    t = time.perf_counter()
+    s1 = take_snapshot(con, registry=registry, tenant=tenant, workdir=work / "w", now=t0, force=True)
+    out["first_snapshot_seconds"] = time.perf_counter() - t
+    # Meta holds the first snapshot (as after a finished replace upload)
+    con.execute("INSERT INTO sync_state.meta_items SELECT tenant_id, id, shard, content_hash, volatile_hash, "
+                "'replace', 's', now() FROM sync_state.desired_items")
+    feed.write_bytes(b.read_bytes())
+    t = time.perf_counter()
+    s2 = take_snapshot(con, registry=registry, tenant=tenant, workdir=work / "w", now=t0 + timedelta(hours=1), force=True)
+    total = time.perf_counter() - t
+    out["second_snapshot_seconds"] = total
+    out["second_ingest_seconds"] = s2.ingest.duration_seconds
+    out["delta_seconds"] = total - s2.ingest.duration_seconds
+    d = s2.delta
+    out["delta"] = {"new": d.new, "changed": d.changed, "volatile_only": d.volatile_only, "unchanged": d.unchanged,
+                    "removed": d.removed}
+    t = time.perf_counter()
+    chunks = con.execute(batch_requests_sql(5000), {"t": "bench"}).fetchall()
+    out["batch_planning_seconds"] = time.perf_counter() - t
+    out["batch_calls_planned"] = len(chunks)
+    out["batch_items_planned"] = sum(c[1] for c in chunks)
+    out["max_items_per_call"] = max((c[1] for c in chunks), default=0)
+out["peak_rss_mb"] = peak()
+print(json.dumps(out))
+"""
+
+
+def _subprocess_json(code: str, *args: str) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark phase failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_delta(n: int, out: Path) -> dict:
+    work = out / "delta"
+    work.mkdir(parents=True, exist_ok=True)
+    res = _subprocess_json(_DELTA_PHASE, str(n), str(work))
+    k = res["delta"]["volatile_only"]
+    res["expected_batch_calls"] = math.ceil(k / 5000)
+    res["batch_calls_exact"] = res["batch_calls_planned"] == math.ceil(k / 5000)
+    return res
+
+
+def bench_request_counts(n: int, out: Path) -> dict:
+    """Run the real sync methods against an in-process sandbox and count the requests it received."""
+    import duckdb
+    import yaml
+
+    from kobi_cpas.feeds.generator import generate_feed
+    from kobi_cpas.meta.client import MetaGraphClient
+    from kobi_cpas.registry import load_registry
+    from kobi_cpas.sandbox import SandboxServer, World
+    from kobi_cpas.sandbox.admin import SandboxAdmin
+    from kobi_cpas.sync.methods import SyncContext, run_batch, run_replace, run_update
+    from kobi_cpas.sync.snapshot_step import take_snapshot
+    from kobi_cpas.warehouse import Warehouse
+
+    work = Path(tempfile.mkdtemp(dir=out))
+    feed = work / "feed.csv"
+    generate_feed(feed, n, seed=3)
+    demo = yaml.safe_load((REPO_ROOT / "kobi_cpas" / "data" / "demo" / "tenants.yaml").read_text())
+    t = demo["tenants"][0]
+    t["feed"] = {"source": str(feed), "format": "csv"}
+    reg_path = work / "tenants.yaml"
+    reg_path.write_text(yaml.safe_dump({"tenants": [t]}))
+    reg = load_registry(reg_path)
+    tenant = reg.tenants[0]
+    wh = Warehouse(work / "kobi.duckdb")
+    result: dict = {"n_items": n}
+    with SandboxServer(World.from_registry(reg.registry)) as server:
+        admin = SandboxAdmin(server.url)
+        admin._call("POST", "/catalog_config", json={"problem_rate_scale": 0, "batch_processing_seconds": 0})
+        client = MetaGraphClient(server.url, "v24.0", "bench-token")
+        ctx = SyncContext(tenant=tenant, client=client, warehouse=wh, workdir=work / "w", poll_interval=0.05)
+        with wh.connect() as con:
+            take_snapshot(con, registry=reg, tenant=tenant, workdir=work / "w", force=True)
+        started = time.perf_counter()
+        run_replace(ctx)
+        result["replace_seconds"] = time.perf_counter() - started
+        # K volatile-only changes + 3 new items + 2 content changes
+        con = duckdb.connect()
+        con.execute(f"CREATE TABLE f AS SELECT * FROM read_csv('{feed}', all_varchar=true)")
+        k = con.execute(
+            "SELECT count(*) FROM f WHERE sale_price IS NULL AND availability = 'in stock'"
+        ).fetchone()[0]
+        con.execute(
+            "UPDATE f SET quantity_to_sell_on_facebook = '999' WHERE sale_price IS NULL AND availability = 'in stock'"
+        )
+        con.execute("UPDATE f SET title = title || ' v2' WHERE id IN (SELECT id FROM f ORDER BY id LIMIT 2)")
+        con.execute("INSERT INTO f SELECT * REPLACE ('NEW-' || id AS id, NULL AS item_group_id) FROM f LIMIT 3")
+        con.execute(f"COPY f TO '{feed}' (HEADER, DELIMITER ',')")
+        con.close()
+        with wh.connect() as c2:
+            take_snapshot(c2, registry=reg, tenant=tenant, workdir=work / "w", force=True)
+        admin.clear_requests()
+        run_update(ctx)
+        started = time.perf_counter()
+        run_batch(ctx)
+        result["batch_seconds"] = time.perf_counter() - started
+        result["volatile_only_items"] = int(k)
+        result["items_batch_calls"] = admin.count_requests(route="catalog.items_batch")
+        result["expected_items_batch_calls"] = math.ceil(k / 5000)
+        result["update_uploads"] = admin.count_requests(route="product_feed.uploads.create")
+        admin.clear_requests()
+        run_update(ctx)
+        run_batch(ctx)
+        result["requests_on_rerun"] = admin.count_requests(route="catalog.items_batch") + admin.count_requests(
+            route="product_feed.uploads.create"
+        )
+        result["exact"] = (
+            result["items_batch_calls"] == result["expected_items_batch_calls"]
+            and result["update_uploads"] == 1
+            and result["requests_on_rerun"] == 0
+        )
+        client.close()
+    return result
+
+
+def run_benchmarks(scale: int = 1_000_000, out: Path = Path(".bench"), request_scale: int = 50_000) -> dict:
+    from kobi_cpas.feeds.bench import run_ingest_benchmark
+
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"scale": scale, "cpu_count": os.cpu_count()}
+    print(f"[1/3] feed ingest vs bare read_csv at {scale:,} items ...", flush=True)
+    report["ingest"] = run_ingest_benchmark(scale, out / "feeds", repeat=2)
+    print(f"[2/3] delta of two {scale:,}-item snapshots with 1 % volatile changes ...", flush=True)
+    report["delta"] = bench_delta(scale, out)
+    print(f"[3/3] request counts against the sandbox at {request_scale:,} items ...", flush=True)
+    report["requests"] = bench_request_counts(request_scale, out)
+    for name, fn in EXTRA_BENCHMARKS:
+        print(f"[+] {name} ...", flush=True)
+        report[name] = fn(scale, out)
+    (out / "bench.json").write_text(json.dumps(report, indent=2, default=str))
+    _print(report)
+    return report
+
+
+def _print(r: dict) -> None:
+    i, d, q = r["ingest"], r["delta"], r["requests"]
+    print("\n== kobi_cpas benchmarks (ratios measured side by side in this run) ==")
+    print(f"feed ingest, {i['n_items']:,} items ({i['feed_mb']:.0f} MB CSV):")
+    print(f"  bare read_csv      {i['bare_read_csv_seconds']:7.2f} s   peak {i['bare_peak_rss_mb']:7.0f} MB")
+    print(f"  ingest_feed        {i['ingest_seconds']:7.2f} s   peak {i['ingest_peak_rss_mb']:7.0f} MB")
+    print(f"  ratio ingest/bare  {i['ratio']:7.2f} x  (target <= 1.5 x, <= 1536 MB)")
+    print(f"delta of two snapshots ({d['delta']['volatile_only']:,} volatile-only of {r['scale']:,}):")
+    print(f"  replace view + classification {d['delta_seconds']:6.2f} s  (ingest of the same snapshot "
+          f"{d['second_ingest_seconds']:.2f} s, ratio {d['delta_seconds'] / d['second_ingest_seconds']:.2f} x)")
+    print(f"  batch planning      {d['batch_planning_seconds']:6.2f} s  -> {d['batch_calls_planned']} items_batch "
+          f"calls (expected {d['expected_batch_calls']}), max {d['max_items_per_call']} per call")
+    print(f"  peak memory         {d['peak_rss_mb']:6.0f} MB")
+    print(f"requests at {q['n_items']:,} items: {q['volatile_only_items']:,} volatile-only -> {q['items_batch_calls']} "
+          f"items_batch calls (expected {q['expected_items_batch_calls']}), {q['update_uploads']} update upload, "
+          f"{q['requests_on_rerun']} requests on re-run; exact: {q['exact']}")
+    for key in r:
+        if key not in ("ingest", "delta", "requests", "scale", "cpu_count"):
+            print(f"{key}: {json.dumps(r[key], default=str)[:400]}")
