@@ -209,7 +209,7 @@ def test_restatement_keeps_old_days_frozen_and_moves_recent_ones(
 ) -> None:
     sandbox.admin.freeze_clock(True)
     today = _today(sandbox)
-    old, recent = today - timedelta(days=40), today - timedelta(days=3)
+    old, recent = today - timedelta(days=40), today - timedelta(days=4)
     fields = "ad_id,spend,converted_product_quantity,catalog_segment_actions"
     extra = {
         "level": "ad",
@@ -218,7 +218,9 @@ def test_restatement_keeps_old_days_frozen_and_moves_recent_ones(
     }
 
     def snapshot(day: date) -> list[dict[str, Any]]:
-        return _rows(meta_client, f"{ACT}/insights", _params(day, day, **extra))
+        # recent: three days, so that some converted product surely drops out
+        until = day + timedelta(days=2) if day == recent else day
+        return _rows(meta_client, f"{ACT}/insights", _params(day, until, **extra))
 
     before_old, before_recent = snapshot(old), snapshot(recent)
     assert snapshot(recent) == before_recent  # same data version: same answer

@@ -45,7 +45,7 @@ def peak():
     return 0.0
 
 n, work = int(sys.argv[1]), Path(sys.argv[2])
-a, b = work / "snap_a.csv", work / "snap_b.csv"
+a, b = work / f"snap_a_{n}.csv", work / f"snap_b_{n}.csv"
 if not a.exists():
     generate_feed(a, n, seed=42)
 mutate_volatile(a, b, seed=7, share=0.01)

@@ -607,6 +607,8 @@ class LocalPostgres:
         with conf.open("a") as handle:
             handle.write("\n# Port, socket dir and durability are rewritten at every start.\n")
             handle.write("include_if_exists = 'kobi_local.conf'\n")
+            # Pairs with --auth-host=md5 above (set at init so clusters made earlier keep their scheme).
+            handle.write("password_encryption = 'md5'\n")
         logger.info("Initialised PostgreSQL cluster in %s (%.1fs)", self.pgdata, time.monotonic() - started)
 
     def _write_runtime_conf(self, port: int, socket_dir: Path) -> None:
@@ -616,8 +618,6 @@ class LocalPostgres:
             "unix_socket_directories": _conf_quote(str(socket_dir)),
             # dagster dev (webserver, daemon, code server, runs) opens many connections.
             "max_connections": "200",
-            # Pairs with --auth-host=md5 (see _ensure_initialised): cheap connects for dagster-postgres.
-            "password_encryption": _conf_quote("md5"),
         }
         if not self.durable:
             settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")

@@ -23,6 +23,12 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 # Peak RSS of this process only: VmHWM belongs to the address space created by exec, whereas
 # ru_maxrss survives fork+exec and would report the parent's peak.
 _PEAK = """
+def CPU():
+    import resource
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def PEAK():
     try:
         with open("/proc/self/status") as f:
@@ -44,13 +50,13 @@ con = duckdb.connect(db_path)
 con.execute("SET enable_progress_bar = false")
 for k, v in settings.items():
     con.execute(f"SET {k} = '{v}'")
-t = time.perf_counter()
+t, c = time.perf_counter(), CPU()
 con.execute(f"CREATE TABLE t AS SELECT * FROM read_csv('{csv_path}')")
 con.execute("CHECKPOINT")
-seconds = time.perf_counter() - t
+seconds, cpu = time.perf_counter() - t, CPU() - c
 rows = con.execute("SELECT count(*) FROM t").fetchone()[0]
 con.close()
-print(json.dumps({"seconds": seconds, "rows": rows, "peak_rss_mb": PEAK()}))
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rows": rows, "peak_rss_mb": PEAK()}))
 """
 )
 
@@ -64,12 +70,12 @@ con = duckdb.connect(db_path)
 con.execute("SET enable_progress_bar = false")
 for k, v in settings.items():
     con.execute(f"SET {k} = '{v}'")
-t = time.perf_counter()
+t, c = time.perf_counter(), CPU()
 r = ingest_feed(con, tenant_id="bench", snapshot_id="s1", path=csv_path, fmt="csv", source_label="bench")
 con.execute("CHECKPOINT")
-seconds = time.perf_counter() - t
+seconds, cpu = time.perf_counter() - t, CPU() - c
 con.close()
-print(json.dumps({"seconds": seconds, "rows": r.item_count, "valid": r.valid_count,
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rows": r.item_count, "valid": r.valid_count,
                   "issues": r.issue_counts, "peak_rss_mb": PEAK()}))
 """
 )
@@ -142,6 +148,10 @@ def run_ingest_benchmark(
         "bare_read_csv_seconds": bare["seconds"],
         "ingest_seconds": ingest["seconds"],
         "ratio": ingest["seconds"] / bare["seconds"] if bare["seconds"] else float("inf"),
+        # CPU time (user + sys, all threads) is less disturbed by other processes than wall time
+        "bare_cpu_seconds": min(r["cpu_seconds"] for r in bares),
+        "ingest_cpu_seconds": min(r["cpu_seconds"] for r in ingests),
+        "cpu_ratio": min(r["cpu_seconds"] for r in ingests) / max(1e-9, min(r["cpu_seconds"] for r in bares)),
         "bare_runs_seconds": [r["seconds"] for r in bares],
         "ingest_runs_seconds": [r["seconds"] for r in ingests],
         "bare_peak_rss_mb": max(r["peak_rss_mb"] for r in bares),

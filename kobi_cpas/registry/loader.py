@@ -88,6 +88,33 @@ def parse_registry(text: str, source: Path) -> Registry:
         raise RegistryError(head + "\n  - " + "\n  - ".join(lines)) from None
 
 
+def _validate_product_sets(reg: Registry, source: Path) -> None:
+    from kobi_cpas.cpas.product_sets import DeclaredProductSet  # lazy: cpas imports the registry models
+
+    problems = []
+    for t in reg.tenants:
+        targets = {"catalog", *(r.retailer for r in t.cpas_retailers)}
+        for i, raw in enumerate(t.product_sets):
+            try:
+                decl = DeclaredProductSet.model_validate(raw)
+            except (ValidationError, ValueError) as exc:
+                errs = exc.errors() if isinstance(exc, ValidationError) else [{"loc": (), "msg": str(exc)}]
+                for e in errs:
+                    loc = "".join(f".{x}" for x in e.get("loc", ()))
+                    problems.append(
+                        f"tenant '{t.tenant_id}', field 'product_sets[{i}]{loc}': "
+                        + str(e.get("msg", "invalid")).removeprefix("Value error, ")
+                    )
+                continue
+            if decl.target not in targets:
+                problems.append(
+                    f"tenant '{t.tenant_id}', field 'product_sets[{i}].target': '{decl.target}' is neither "
+                    f"'catalog' nor one of the tenant's retailers ({', '.join(sorted(targets - {'catalog'}))})"
+                )
+    if problems:
+        raise RegistryError(f"registry {source}: {len(problems)} problem(s)\n  - " + "\n  - ".join(problems))
+
+
 def load_registry(path: Path | str | None = None) -> LoadedRegistry:
     p = Path(path).expanduser().resolve() if path else registry_path()
     try:
@@ -101,4 +128,5 @@ def load_registry(path: Path | str | None = None) -> LoadedRegistry:
     except UnicodeDecodeError as exc:
         raise RegistryError(f"registry {p}: not UTF-8 (byte {exc.start})") from None
     reg = parse_registry(text, p)
+    _validate_product_sets(reg, p)
     return LoadedRegistry(path=p, registry=reg, content_hash=hashlib.sha256(data).hexdigest())

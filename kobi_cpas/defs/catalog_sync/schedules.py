@@ -9,7 +9,6 @@ import dagster as dg
 from dagster._utils.schedules import cron_string_iterator
 
 from kobi_cpas.defs.catalog_sync.assets import SHARD_TAG
-from kobi_cpas.defs.catalog_sync.jobs import catalog_batch_job, catalog_replace_job, catalog_update_job
 from kobi_cpas.defs.tenants.partitions import TENANT_PARTITIONS_NAME
 from kobi_cpas.registry import RegistryError, Tenant, load_registry
 from kobi_cpas.warehouse import analyst_path_from_env, read_analyst
@@ -98,7 +97,7 @@ def tenant_run_requests(
 
 
 @dg.schedule(
-    job=catalog_replace_job,
+    job_name="catalog_replace_job",
     cron_schedule="*/15 * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
@@ -111,7 +110,7 @@ def catalog_replace_schedule(context: dg.ScheduleEvaluationContext):
 
 
 @dg.schedule(
-    job=catalog_update_job,
+    job_name="catalog_update_job",
     cron_schedule="*/15 * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
@@ -124,7 +123,7 @@ def catalog_update_schedule(context: dg.ScheduleEvaluationContext):
 
 
 @dg.schedule(
-    job=catalog_batch_job,
+    job_name="catalog_batch_job",
     cron_schedule="*/15 * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,

@@ -12,7 +12,6 @@ import dagster as dg
 import requests
 
 from kobi_cpas.defs.catalog_sync.assets import SHARD_TAG
-from kobi_cpas.defs.catalog_sync.jobs import catalog_feed_change_job, catalog_sync_status_job
 from kobi_cpas.defs.catalog_sync.schedules import overlap_reason
 from kobi_cpas.defs.tenants.partitions import TENANT_PARTITIONS_NAME
 from kobi_cpas.registry import LoadedRegistry, RegistryError, Tenant, load_registry
@@ -41,7 +40,7 @@ def source_fingerprint(reg: LoadedRegistry, tenant: Tenant, timeout: float = 10.
 
 
 @dg.sensor(
-    job=catalog_feed_change_job,
+    job_name="catalog_feed_change_job",
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Starts a feed snapshot plus the update feed and Batch API syncs when a tenant's feed changes.",
@@ -84,7 +83,7 @@ def feed_source_sensor(context: dg.SensorEvaluationContext):
 
 
 @dg.sensor(
-    job=catalog_sync_status_job,
+    job_name="catalog_sync_status_job",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Checks Batch API handles (after ~2 minutes) and upload sessions still processing until Meta "

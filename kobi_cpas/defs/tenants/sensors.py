@@ -18,7 +18,7 @@ def plan_partition_changes(wanted: list[str], existing: list[str]) -> tuple[list
 
 
 @dg.sensor(
-    job=tenant_registry_job,
+    job_name="tenant_registry_job",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Keeps the tenant partitions equal to the registry and reloads tenant_registry when it changes.",

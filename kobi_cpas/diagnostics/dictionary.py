@@ -1,0 +1,272 @@
+"""Meta's error dictionary (``GET catalog_all_errors?locale=..``) and the call-to-action (CTA) rules.
+
+A CTA is never empty. Which text an analyst sees, in order (``resolved_texts_sql`` implements this as SQL joins
+with fallbacks, ``cta_for`` answers it for one type):
+
+- Kobi's own feed validation (``kobi_feed_validation``): Kobi's CTA from ``feed_item_issues``.
+- Meta's async item errors and catalog diagnostics: the dictionary in the chosen locale, then the CTA Meta put
+  on the item's error itself, then the dictionary in en_US.
+- Ingestion errors (feed uploads, Batch API): the dictionary (locale, then en_US), then Kobi's text for known
+  ingestion types (``KOBI_INGESTION_CTA``).
+- Otherwise the generic CTA of the priority: ``INGESTION_CTA`` for ingestion errors, else ``GENERIC_CTA``.
+  An error type missing from the dictionary (Meta reports types before documenting them) therefore still gets
+  the item's own CTA or the generic one.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+
+from kobi_cpas.meta.client import MetaGraphClient
+
+PRIORITIES: tuple[str, ...] = ("HIGH", "MEDIUM", "LOW")
+DEFAULT_LOCALE = "en_US"
+DICTIONARY_MAX_AGE = timedelta(hours=24)
+INGESTION_SOURCES = ("feed_upload", "batch_request")
+META_SOURCES = ("meta_item_check", "meta_catalog_diagnostics")
+
+# Documented generic CTAs, used when neither the source nor the dictionary has one.
+GENERIC_CTA: dict[str, str] = {
+    "HIGH": (
+        "Fix this now: the item cannot be shown in ads or shops until this problem is corrected. Correct it in "
+        "the product feed (or wherever the value comes from); Kobi sends the fix with the next sync and the "
+        "problem closes when Meta stops reporting it."
+    ),
+    "MEDIUM": (
+        "Fix soon: the item can still be shown, but this problem limits where it appears or how well it "
+        "performs. Correct it in the product feed at the next opportunity."
+    ),
+    "LOW": (
+        "Improve when convenient: the item is shown, but adding or correcting this information helps people "
+        "find and buy it."
+    ),
+}
+# Generic CTAs of ingestion errors (feed uploads, Batch API): Meta recommends fixing fatals at the platform
+# level, so they point at both the feed and Kobi's export.
+INGESTION_CTA: dict[str, str] = {
+    "HIGH": (
+        "Fix this now: Meta rejected this item when Kobi sent it, so the catalog does not hold this version of "
+        "it. Correct the value named in the description in the product feed; if the feed is right, Kobi's "
+        "export is at fault (raise it with the Kobi data team). The item is sent again with the next sync."
+    ),
+    "MEDIUM": (
+        "Fix soon: Meta accepted the item with a warning. Correct the value named in the description in the "
+        "product feed."
+    ),
+    "LOW": (
+        "Improve when convenient: Meta accepted the item but recommends the information named in the "
+        "description. Add it to the product feed."
+    ),
+}
+# Kobi's CTAs for ingestion error types that have no entry in Meta's dictionary.
+KOBI_INGESTION_CTA: dict[str, str] = {
+    "ITEM_NOT_FOUND": (
+        "No action for the seller: Meta did not know the item when the Batch API update arrived; Kobi sends it "
+        "as a new item with the next update feed."
+    ),
+    "GROUP_MISMATCH": (
+        "Give every variant of the item group the same value for the property named in the summary (or move "
+        "the variant to its own item_group_id) in the product feed."
+    ),
+    "DUPLICATE_RETAILER_ID": (
+        "Give every item of the feed its own id: two rows share this id and only the first was uploaded."
+    ),
+}
+
+
+def normalise_priority(priority: str | None) -> str:
+    p = (priority or "").strip().upper()
+    return p if p in PRIORITIES else "MEDIUM"
+
+
+def generic_cta(priority: str | None, source: str | None = None) -> str:
+    """The documented generic CTA of a priority (unknown priorities count as MEDIUM)."""
+    table = INGESTION_CTA if source in INGESTION_SOURCES else GENERIC_CTA
+    return table[normalise_priority(priority)]
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def priority_sql(expr: str) -> str:
+    """SQL: a priority expression normalised to HIGH/MEDIUM/LOW (unknown -> MEDIUM)."""
+    return f"(CASE WHEN upper(trim({expr})) IN ('HIGH', 'MEDIUM', 'LOW') THEN upper(trim({expr})) ELSE 'MEDIUM' END)"
+
+
+def generic_cta_sql(priority_expr: str, source_expr: str | None = None) -> str:
+    """SQL: ``generic_cta(priority, source)`` as a CASE expression."""
+    p = priority_sql(priority_expr)
+    generic = "CASE " + " ".join(f"WHEN {p} = '{k}' THEN {_lit(v)}" for k, v in GENERIC_CTA.items()) + " END"
+    if source_expr is None:
+        return f"({generic})"
+    ingestion = "CASE " + " ".join(f"WHEN {p} = '{k}' THEN {_lit(v)}" for k, v in INGESTION_CTA.items()) + " END"
+    sources = ", ".join(_lit(s) for s in INGESTION_SOURCES)
+    return f"(CASE WHEN {source_expr} IN ({sources}) THEN {ingestion} ELSE {generic} END)"
+
+
+def kobi_ingestion_cta_sql(error_type_expr: str) -> str:
+    """SQL: Kobi's CTA for a known ingestion error type, else NULL."""
+    whens = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in KOBI_INGESTION_CTA.items())
+    return f"(CASE {error_type_expr} {whens} ELSE NULL END)"
+
+
+def _blank(expr: str) -> str:
+    return f"nullif(trim({expr}), '')"
+
+
+def resolved_texts_sql(alias: str, loc: str = "dl", en: str = "de") -> dict[str, str]:
+    """SQL expressions for priority, title, description, call_to_action and cta_source of a problem row
+    ``alias`` (columns source, error_type, priority, title, description, reported_cta), given LEFT JOINs of
+    ``main.catalog_error_types`` in the chosen locale (``loc``) and in en_US (``en``) on error_type.
+
+    See the module docstring for the order of fallbacks."""
+    s = alias
+    meta = ", ".join(f"'{x}'" for x in META_SOURCES)
+    ingest = ", ".join(f"'{x}'" for x in INGESTION_SOURCES)
+    priority = priority_sql(f"coalesce({_blank(f'{s}.priority')}, {loc}.error_priority, {en}.error_priority)")
+    dict_cta = f"coalesce({_blank(f'{loc}.meta_call_to_action')}, {_blank(f'{en}.meta_call_to_action')})"
+    cta = f"""coalesce(CASE
+        WHEN {s}.source = 'kobi_feed_validation' THEN {_blank(f"{s}.reported_cta")}
+        WHEN {s}.source IN ({meta}) THEN coalesce({_blank(f"{loc}.meta_call_to_action")},
+             {_blank(f"{s}.reported_cta")}, {_blank(f"{en}.meta_call_to_action")})
+        WHEN {s}.source IN ({ingest}) THEN coalesce({dict_cta}, {kobi_ingestion_cta_sql(f"{s}.error_type")})
+        ELSE coalesce({_blank(f"{s}.reported_cta")}, {dict_cta}) END,
+      {generic_cta_sql(priority, f"{s}.source")})"""
+    cta_source = f"""CASE
+        WHEN {s}.source = 'kobi_feed_validation' AND {_blank(f"{s}.reported_cta")} IS NOT NULL THEN 'kobi'
+        WHEN {s}.source IN ({meta}) AND {_blank(f"{loc}.meta_call_to_action")} IS NOT NULL THEN 'dictionary'
+        WHEN {s}.source IN ({meta}) AND {_blank(f"{s}.reported_cta")} IS NOT NULL THEN 'meta'
+        WHEN {s}.source <> 'kobi_feed_validation' AND {dict_cta} IS NOT NULL THEN 'dictionary'
+        WHEN {s}.source IN ({ingest}) AND {kobi_ingestion_cta_sql(f"{s}.error_type")} IS NOT NULL THEN 'kobi_ingestion'
+        WHEN {s}.source NOT IN ('kobi_feed_validation', {meta}, {ingest}) AND {_blank(f"{s}.reported_cta")} IS NOT NULL
+             THEN 'meta'
+        ELSE 'generic' END"""
+    # Meta's sources prefer the dictionary's (possibly localised) texts; ingestion and Kobi keep their own.
+    title = f"""coalesce(CASE WHEN {s}.source IN ({meta})
+        THEN coalesce({_blank(f"{loc}.title")}, {_blank(f"{s}.title")}, {_blank(f"{en}.title")})
+        ELSE coalesce({_blank(f"{s}.title")}, {_blank(f"{loc}.title")}, {_blank(f"{en}.title")}) END,
+      replace({s}.error_type, '_', ' '))"""
+    description = f"""CASE WHEN {s}.source IN ({meta})
+        THEN coalesce({_blank(f"{loc}.description")}, {_blank(f"{s}.description")}, {_blank(f"{en}.description")})
+        ELSE coalesce({_blank(f"{s}.description")}, {_blank(f"{loc}.description")}, {_blank(f"{en}.description")}) END"""
+    return {
+        "priority": priority,
+        "title": title,
+        "description": description,
+        "call_to_action": cta,
+        "cta_source": cta_source,
+    }
+
+
+def dictionary_joins(alias: str, locale_param: str = "$locale", loc: str = "dl", en: str = "de") -> str:
+    """The two LEFT JOINs ``resolved_texts_sql`` expects."""
+    return (
+        f"LEFT JOIN main.catalog_error_types {loc} ON {loc}.locale = {locale_param} AND {loc}.error_type = {alias}.error_type "
+        f"LEFT JOIN main.catalog_error_types {en} ON {en}.locale = '{DEFAULT_LOCALE}' AND {en}.error_type = {alias}.error_type"
+    )
+
+
+# -- fetching and storing the dictionary --------------------------------------------------------------------
+
+
+def fetch_error_types(client: MetaGraphClient, locale: str = DEFAULT_LOCALE) -> list[dict[str, Any]]:
+    """``GET catalog_all_errors?locale=..`` -> the ``all`` list as Meta returns it."""
+    resp = client.get("catalog_all_errors", params={"locale": locale})
+    entries = resp.get("all")
+    if not isinstance(entries, list):
+        raise ValueError(f"catalog_all_errors?locale={locale}: the answer has no 'all' list")
+    return [e for e in entries if isinstance(e, dict) and e.get("error_type")]
+
+
+_DICT_JSON_TYPE = json.dumps(
+    [
+        {
+            "error_type": "VARCHAR",
+            "error_priority": "VARCHAR",
+            "title": "VARCHAR",
+            "description": "VARCHAR",
+            "call_to_action": "VARCHAR",
+        }
+    ]
+)
+
+
+def store_error_types(
+    con: duckdb.DuckDBPyConnection, entries: list[dict[str, Any]], locale: str, now: datetime
+) -> int:
+    """Replace the locale's rows of ``catalog_error_types`` with ``entries`` (set-based, from JSON)."""
+    con.execute("BEGIN")
+    try:
+        con.execute("DELETE FROM main.catalog_error_types WHERE locale = ?", [locale])
+        con.execute(
+            f"""INSERT INTO main.catalog_error_types (locale, error_type, error_priority, title, description,
+                  call_to_action, meta_call_to_action, cta_is_generic, fetched_at)
+                WITH raw AS (SELECT unnest(from_json(?::JSON, '{_DICT_JSON_TYPE}')) AS e)
+                SELECT ?, e.error_type, {priority_sql("e.error_priority")}, e.title, e.description,
+                       coalesce({_blank("e.call_to_action")}, {generic_cta_sql("e.error_priority")}),
+                       e.call_to_action, {_blank("e.call_to_action")} IS NULL, ?
+                FROM raw
+                QUALIFY row_number() OVER (PARTITION BY e.error_type) = 1""",
+            [json.dumps(entries), locale, now],
+        )
+        n = con.execute("SELECT count(*) FROM main.catalog_error_types WHERE locale = ?", [locale]).fetchone()
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return int(n[0]) if n else 0
+
+
+def refresh_error_types(
+    client: MetaGraphClient,
+    con: duckdb.DuckDBPyConnection,
+    locale: str = DEFAULT_LOCALE,
+    now: datetime | None = None,
+) -> int:
+    """Fetch the dictionary for ``locale`` and replace its rows in ``catalog_error_types``; returns the row count."""
+    entries = fetch_error_types(client, locale)
+    return store_error_types(con, entries, locale, now or datetime.now(UTC))
+
+
+def dictionary_fetched_at(con: duckdb.DuckDBPyConnection, locale: str = DEFAULT_LOCALE) -> datetime | None:
+    row = con.execute("SELECT max(fetched_at) FROM main.catalog_error_types WHERE locale = ?", [locale]).fetchone()
+    return row[0] if row else None
+
+
+def needs_refresh(
+    con: duckdb.DuckDBPyConnection,
+    locale: str = DEFAULT_LOCALE,
+    now: datetime | None = None,
+    max_age: timedelta = DICTIONARY_MAX_AGE,
+) -> bool:
+    """True when the locale's dictionary is missing or older than ``max_age`` (daily by default)."""
+    fetched = dictionary_fetched_at(con, locale)
+    return fetched is None or (now or datetime.now(UTC)) - fetched >= max_age
+
+
+def cta_for(
+    con: duckdb.DuckDBPyConnection,
+    error_type: str,
+    priority: str | None = None,
+    locale: str = DEFAULT_LOCALE,
+    source: str = "meta_item_check",
+    reported_cta: str | None = None,
+) -> str:
+    """The CTA a problem of ``error_type`` gets (the same SQL the lifecycle merge uses); never empty.
+
+    ``priority`` None uses the dictionary's priority of the type (MEDIUM when the type is unknown)."""
+    texts = resolved_texts_sql("s")
+    row = con.execute(
+        f"""SELECT {texts["call_to_action"]}
+            FROM (SELECT ?::VARCHAR AS source, ?::VARCHAR AS error_type, ?::VARCHAR AS priority,
+                         NULL::VARCHAR AS title, NULL::VARCHAR AS description, ?::VARCHAR AS reported_cta) s
+            {dictionary_joins("s", "?")}""",
+        [source, error_type, priority, reported_cta, locale],
+    ).fetchone()
+    assert row is not None and row[0]
+    return str(row[0])
