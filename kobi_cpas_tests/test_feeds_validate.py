@@ -420,3 +420,14 @@ def test_url_fast_path_agrees_with_the_regex(pattern_name, values):
             [pattern, v],
         ).fetchone()
         assert fast is regex, v
+
+
+def test_items_select_is_a_single_streaming_pass(tmp_path):
+    """ingest_feed's fast path (one pass, row numbers from rowid) needs a scan + projections plan;
+    otherwise it silently falls back to a slower two-pass path."""
+    from kobi_cpas.feeds.parser import is_streaming_plan, open_feed_source
+    from kobi_cpas.feeds.validate import items_select_sql
+
+    source = open_feed_source(write_feed(tmp_path / "f.csv", ITEMS[:3]), "csv")
+    con = duckdb.connect()
+    assert is_streaming_plan(con, items_select_sql(source.select_sql, tenant_id="t", snapshot_id="s"))

@@ -43,16 +43,25 @@ def sync_tenant_partitions(instance: dg.DagsterInstance) -> list[str]:
     return wanted
 
 
-def _partition_keys(pdef: dg.PartitionsDefinition | None, instance: dg.DagsterInstance) -> list[str | None]:
-    """Every tenant for tenant partitions; for time partitions, the most recent key only (the scheduled
-    window jobs cover history)."""
+def _partition_runs(
+    pdef: dg.PartitionsDefinition | None, instance: dg.DagsterInstance
+) -> list[tuple[str | None, dict[str, str]]]:
+    """(partition key, extra run tags) per run: every tenant for tenant partitions; for date x tenant, one
+    single-run pull per tenant of the default restatement window (the last 28 days)."""
     if pdef is None:
-        return [None]
+        return [(None, {})]
     with dg.partition_loading_context(dynamic_partitions_store=instance):
+        if isinstance(pdef, dg.MultiPartitionsDefinition):
+            from kobi_cpas.defs.insights.partitions import RESTATEMENT_DAYS, range_tags
+
+            dims = {d.name: d.partitions_def for d in pdef.partitions_defs}
+            dates = list(dims["date"].get_partition_keys())[-RESTATEMENT_DAYS:]
+            tenants = list(dims["tenant"].get_partition_keys())
+            return [(None, range_tags(t, dates[0], dates[-1])) for t in tenants]
         keys = list(pdef.get_partition_keys())
     if isinstance(pdef, dg.TimeWindowPartitionsDefinition):
-        return keys[-1:]
-    return list(keys)
+        return [(k, {}) for k in keys[-1:]]
+    return [(k, {}) for k in keys]
 
 
 # Explicit stages first (the initial full sync must precede the incremental methods, so nothing is sent twice),
@@ -112,21 +121,24 @@ def materialize_all(
     for keys in plan:
         for pdef, gkeys in _group(graph, keys):
             label = ", ".join(k.to_user_string() for k in gkeys)
-            for pkey in _partition_keys(pdef, instance):
-                if tenants and pkey is not None and not any(t in pkey.split("|") for t in tenants):
+            for pkey, extra_tags in _partition_runs(pdef, instance):
+                where = pkey or extra_tags.get("dagster/asset_partition_range_start", "")
+                if tenants and where and not any(t in where.split("|") for t in tenants):
                     continue
                 started = time.monotonic()
-                on_progress(f"materializing [{label}]" + (f" partition {pkey}" if pkey else ""))
+                span = (f" {extra_tags['dagster/asset_partition_range_start']} .. "
+                        f"{extra_tags['dagster/asset_partition_range_end']}") if extra_tags else ""
+                on_progress(f"materializing [{label}]" + (f" partition {pkey}" if pkey else "") + span)
                 result = dg.materialize(
                     assets_defs,
                     instance=instance,
                     partition_key=pkey,
                     selection=dg.AssetSelection.assets(*gkeys),
                     raise_on_error=raise_on_error,
-                    tags={"kobi/launched_by": "make-run"},
+                    tags={"kobi/launched_by": "make-run", **extra_tags},
                     run_config=quiet,
                 )
-                report.runs.append((label, pkey, result.success, time.monotonic() - started))
+                report.runs.append((label, pkey or span.strip() or None, result.success, time.monotonic() - started))
                 if not result.success:
                     on_progress(f"  FAILED (run {result.run_id}): open it in the Dagster UI (make dev)")
     return report

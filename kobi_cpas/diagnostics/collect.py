@@ -33,11 +33,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
 
+from kobi_cpas.diagnostics._sql import run
 from kobi_cpas.diagnostics.dictionary import PRIORITIES, priority_sql
 from kobi_cpas.meta.client import MetaGraphClient
 from kobi_cpas.meta.errors import UNKNOWN_OBJECT_SUBCODE, MetaInvalidRequestError
@@ -131,7 +132,8 @@ def stage_feed_validation(
 ) -> int:
     """Stage ``main.feed_item_issues`` of the tenant (its latest snapshot) as ``kobi_feed_validation``."""
     clear_stage(con, tenant_id, catalog_id, "kobi_feed_validation")
-    con.execute(
+    run(
+        con,
         f"""INSERT INTO diag_state.staged_problems ({_STAGE_COLUMNS})
         SELECT $t, $c, coalesce(i.retailer_id, ''), NULL,
                CASE WHEN i.retailer_id IS NULL THEN 'file' ELSE 'item' END,
@@ -246,7 +248,9 @@ def sync_ref(con: duckdb.DuckDBPyConnection, sync_row: str | Mapping[str, Any] |
     sync_id = str(given.get("sync_id") or "")
     if not sync_id:
         raise ValueError("sync_row must name a sync_id of main.catalog_syncs")
-    row = con.execute(f"SELECT {_SYNC_COLUMNS} FROM main.catalog_syncs WHERE sync_id = ?", [sync_id]).fetchone()
+    row = con.execute(
+        f"SELECT {_SYNC_COLUMNS} FROM main.catalog_syncs WHERE sync_id = ?", [sync_id]
+    ).fetchone()
     if row is None:
         raise ValueError(f"sync {sync_id!r} is not in main.catalog_syncs")
     ref = _ref(row)
@@ -393,7 +397,8 @@ def store_sync_errors(con: duckdb.DuckDBPyConnection, fetched: FetchedSyncErrors
         }
         if fetched.upload_errors:
             field_re = r":\s*([A-Za-z0-9_.\[\]]+?)\.?\s*$"
-            con.execute(
+            run(
+                con,
                 f"""INSERT INTO diag_state.sync_errors
                 WITH raw AS (SELECT unnest(from_json($j::JSON, '{_UPLOAD_JSON_TYPE}')) AS e),
                 occ AS (
@@ -433,19 +438,24 @@ def store_sync_errors(con: duckdb.DuckDBPyConnection, fetched: FetchedSyncErrors
                 {**params, "j": json.dumps(fetched.upload_errors)},
             )
         if fetched.batch_entries:
-            con.execute(
+            run(
+                con,
                 f"""INSERT INTO diag_state.sync_errors
                 WITH raw AS (SELECT unnest(from_json($j::JSON, '{_BATCH_JSON_TYPE}')) AS b),
-                msgs AS (
+                errs AS (
                   SELECT b.handle, 'batch_error' AS kind, m.line, nullif(m.id, '') AS id, m.message
                   FROM raw, unnest(b.errors) AS u(m)
+                ),
+                invalid AS (SELECT b.handle, i FROM raw, unnest(b.ids_of_invalid_requests) AS u(i)),
+                msgs AS (
+                  SELECT * FROM errs
                   UNION ALL
                   SELECT b.handle, 'batch_warning', m.line, nullif(m.id, ''), m.message
                   FROM raw, unnest(b.warnings) AS u(m)
                   UNION ALL
-                  SELECT b.handle, 'batch_invalid', NULL, i, NULL
-                  FROM raw, unnest(b.ids_of_invalid_requests) AS u(i)
-                  WHERE NOT list_contains(list_transform(coalesce(b.errors, []), x -> x.id), i)
+                  -- an invalid request without an error of its own
+                  SELECT v.handle, 'batch_invalid', NULL, v.i, NULL FROM invalid v
+                  WHERE NOT EXISTS (SELECT 1 FROM errs e WHERE e.handle = v.handle AND e.id = v.i)
                 ),
                 parts AS (
                   SELECT *, strpos(coalesce(message, ''), ': ') AS p FROM msgs
@@ -505,7 +515,8 @@ def stage_sync_problems(
     neither adds nor supersedes anything) until a poll fetches them."""
     for source in ("feed_upload", "batch_request"):
         clear_stage(con, tenant_id, catalog_id, source)
-    con.execute(
+    run(
+        con,
         f"""INSERT INTO diag_state.staged_problems ({_STAGE_COLUMNS})
         WITH syncs AS (
           -- finished syncs whose outcome is known: errors fetched, or none reported
@@ -591,7 +602,11 @@ def fetch_item_errors(
     every page (the client follows ``paging.next`` and retries throttling)."""
     out = ItemErrorsFetch([], tuple(priorities))
     for priority in priorities:
-        params: dict[str, Any] = {"fields": ITEM_ERROR_FIELDS, "error_priority": priority, "limit": page_limit}
+        params: dict[str, Any] = {
+            "fields": ITEM_ERROR_FIELDS,
+            "error_priority": priority,
+            "limit": page_limit,
+        }
         if error_type:
             params["error_type"] = error_type
         for page in client.pages(f"{catalog_id}/products", params=params):
@@ -600,7 +615,9 @@ def fetch_item_errors(
     return out
 
 
-def fetch_item_nodes(client: MetaGraphClient, product_item_ids: Iterable[str]) -> tuple[ItemErrorsFetch, list[str]]:
+def fetch_item_nodes(
+    client: MetaGraphClient, product_item_ids: Iterable[str]
+) -> tuple[ItemErrorsFetch, list[str]]:
     """The item view: ``GET /{product_item_id}?fields=id,retailer_id,errors`` per item. Returns the fetch (a
     partial poll scoped to the items read) and the ids Meta no longer knows (deleted items)."""
     out = ItemErrorsFetch([], PRIORITIES, retailer_scope=[])
@@ -651,7 +668,8 @@ def stage_item_errors(
     """Stage Meta's item errors (``meta_item_check``), one row per item and error type, set-based from the raw
     pages. A partial fetch (some priorities, or some items) only lets the merge resolve within its scope."""
     clear_stage(con, tenant_id, catalog_id, "meta_item_check")
-    con.execute(
+    run(
+        con,
         f"""INSERT INTO diag_state.staged_problems ({_STAGE_COLUMNS})
         WITH raw AS (SELECT unnest(from_json($j::JSON, '{_ITEMS_JSON_TYPE}')) AS p),
         errs AS (SELECT p.id AS pid, p.retailer_id AS rid, e FROM raw, unnest(p.errors) AS u(e)
@@ -718,7 +736,8 @@ def store_catalog_observation(
 ) -> None:
     """Keep the latest observation per tenant catalog (``catalog_health`` reads it)."""
     con.execute(
-        "DELETE FROM diag_state.catalog_observations WHERE tenant_id = ? AND catalog_id = ?", [tenant_id, catalog_id]
+        "DELETE FROM diag_state.catalog_observations WHERE tenant_id = ? AND catalog_id = ?",
+        [tenant_id, catalog_id],
     )
     con.execute(
         "INSERT INTO diag_state.catalog_observations VALUES (?, ?, ?, ?, ?)",
@@ -760,3 +779,86 @@ def stage_catalog_diagnostics(
         )
     _mark_polled(con, tenant_id, catalog_id, "meta_catalog_diagnostics", now)
     return len(rows)
+
+
+# -- right after an upload or batch -----------------------------------------------------------------------------
+
+
+@dataclass
+class SyncErrorsReport:
+    """What ``fatal_errors_for_sync`` found for one upload or batch."""
+
+    sync_id: str
+    method: str
+    status: str  # finished | pending (Meta still processing: call again later) | unavailable
+    fatal_errors: int = 0  # error rows of severity fatal (one per affected row / item / file)
+    warnings: int = 0
+    items_rejected: int = 0  # distinct items with a fatal error
+    problems: list[dict[str, Any]] = field(default_factory=list)  # the stored rows, fatal first
+    merge: Any = None  # lifecycle.MergeCounts when the problems were merged into catalog_diagnostics
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "sync_id": self.sync_id,
+            "status": self.status,
+            "fatal_errors": self.fatal_errors,
+            "warnings": self.warnings,
+            "items_rejected": self.items_rejected,
+        }
+
+
+def fatal_errors_for_sync(
+    client: MetaGraphClient,
+    con: duckdb.DuckDBPyConnection,
+    tenant_id: str,
+    catalog_id: str,
+    sync_row: str | Mapping[str, Any] | Any,
+    *,
+    now: datetime | None = None,
+    lookback: timedelta = DEFAULT_LOOKBACK,
+    locale: str | None = None,
+    merge: bool = True,
+) -> SyncErrorsReport:
+    """Read the fatal ingestion errors (and warnings) of one upload or batch right after it, as the sync
+    sensors hand it over: ``sync_row`` is a ``catalog_syncs.sync_id``, a row mapping or a ``SyncRecord``.
+
+    Fetches ``/{upload_id}/errors`` (every priority, with samples) or ``check_batch_request_status`` (every
+    handle), stores them in ``diag_state.sync_errors`` with rows mapped to retailer ids, and (``merge``) brings
+    the feed_upload / batch_request problems of ``catalog_diagnostics`` up to date, with the summary and health
+    rows. Calling it again for the same sync is harmless. Meta calls happen with ``con`` open (a few calls)."""
+    from kobi_cpas.diagnostics.dictionary import DEFAULT_LOCALE
+    from kobi_cpas.diagnostics.lifecycle import merge_problems
+    from kobi_cpas.diagnostics.summary import build_health, build_summary
+
+    now = now or datetime.now(UTC)
+    ref = sync_ref(con, sync_row)
+    if ref.tenant_id != tenant_id or ref.catalog_id != catalog_id:
+        raise ValueError(
+            f"sync {ref.sync_id} belongs to tenant '{ref.tenant_id}' catalog {ref.catalog_id}, not to tenant "
+            f"'{tenant_id}' catalog {catalog_id}"
+        )
+    fetched = fetch_sync_errors(client, ref)
+    report = SyncErrorsReport(ref.sync_id, ref.method, fetched.status)
+    if fetched.status == "pending":
+        return report
+    store_sync_errors(con, fetched, now)
+    cur = con.execute(
+        """SELECT kind, error_type, priority, severity, title, description, retailer_id, row_number, total_count,
+                  upload_session_id, handle
+           FROM diag_state.sync_errors WHERE sync_id = ?
+           ORDER BY severity = 'fatal' DESC, error_type, row_number NULLS FIRST, retailer_id""",
+        [ref.sync_id],
+    )
+    cols = [d[0] for d in cur.description]
+    report.problems = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    report.fatal_errors = sum(p["severity"] == "fatal" for p in report.problems)
+    report.warnings = len(report.problems) - report.fatal_errors
+    report.items_rejected = len(
+        {p["retailer_id"] for p in report.problems if p["severity"] == "fatal" and p["retailer_id"]}
+    )
+    if merge:
+        stage_sync_problems(con, tenant_id, catalog_id, now, lookback)
+        report.merge = merge_problems(con, tenant_id, catalog_id, now, locale or DEFAULT_LOCALE)
+        build_summary(con, tenant_id, catalog_id, now)
+        build_health(con, tenant_id, catalog_id, now)
+    return report

@@ -104,7 +104,9 @@ def generic_cta_sql(priority_expr: str, source_expr: str | None = None) -> str:
     generic = "CASE " + " ".join(f"WHEN {p} = '{k}' THEN {_lit(v)}" for k, v in GENERIC_CTA.items()) + " END"
     if source_expr is None:
         return f"({generic})"
-    ingestion = "CASE " + " ".join(f"WHEN {p} = '{k}' THEN {_lit(v)}" for k, v in INGESTION_CTA.items()) + " END"
+    ingestion = (
+        "CASE " + " ".join(f"WHEN {p} = '{k}' THEN {_lit(v)}" for k, v in INGESTION_CTA.items()) + " END"
+    )
     sources = ", ".join(_lit(s) for s in INGESTION_SOURCES)
     return f"(CASE WHEN {source_expr} IN ({sources}) THEN {ingestion} ELSE {generic} END)"
 
@@ -234,7 +236,9 @@ def refresh_error_types(
 
 
 def dictionary_fetched_at(con: duckdb.DuckDBPyConnection, locale: str = DEFAULT_LOCALE) -> datetime | None:
-    row = con.execute("SELECT max(fetched_at) FROM main.catalog_error_types WHERE locale = ?", [locale]).fetchone()
+    row = con.execute(
+        "SELECT max(fetched_at) FROM main.catalog_error_types WHERE locale = ?", [locale]
+    ).fetchone()
     return row[0] if row else None
 
 

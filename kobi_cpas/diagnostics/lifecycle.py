@@ -23,6 +23,7 @@ from typing import Any
 
 import duckdb
 
+from kobi_cpas.diagnostics._sql import run
 from kobi_cpas.diagnostics.collect import clear_stage
 from kobi_cpas.diagnostics.dictionary import DEFAULT_LOCALE, dictionary_joins, resolved_texts_sql
 
@@ -40,7 +41,7 @@ class MergeCounts:
 
 
 def _count(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> int:
-    row = con.execute(sql, params).fetchone()
+    row = run(con, sql, params).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
 
 
@@ -59,7 +60,8 @@ def merge_problems(
     counts = MergeCounts()
     con.execute("BEGIN")
     try:
-        con.execute(
+        run(
+            con,
             f"""CREATE OR REPLACE TEMP TABLE _diag_cur AS
             WITH known_ids AS (
               SELECT retailer_id, max(product_item_id) AS product_item_id FROM (
@@ -87,7 +89,7 @@ def merge_problems(
             SELECT * FROM cur
             QUALIFY row_number() OVER (PARTITION BY problem_key
                                        ORDER BY reported_at DESC NULLS LAST, sync_id DESC NULLS LAST) = 1""",
-            {**p, "locale": locale},
+            {"t": tenant_id, "c": catalog_id, "locale": locale},
         )
         existing = "main.catalog_diagnostics d WHERE d.tenant_id = $t AND d.catalog_id = $c"
         counts.new = _count(
@@ -107,7 +109,8 @@ def merge_problems(
             p,
         )
         # Still present (or back): refresh. Every SET expression reads the row's values before the update.
-        con.execute(
+        run(
+            con,
             """UPDATE main.catalog_diagnostics d SET
                  product_item_id = coalesce(c.product_item_id, d.product_item_id),
                  level = c.level, priority = c.priority, severity = c.severity, title = c.title,
@@ -127,7 +130,8 @@ def merge_problems(
                WHERE d.tenant_id = $t AND d.catalog_id = $c AND d.problem_key = c.problem_key""",
             p,
         )
-        con.execute(
+        run(
+            con,
             f"""INSERT INTO main.catalog_diagnostics (tenant_id, catalog_id, problem_key, retailer_id, product_item_id,
                   level, source, error_type, field, priority, severity, title, description, call_to_action,
                   cta_source, message, row_number, column_number, sync_id, sync_method, upload_session_id, handle,
@@ -156,7 +160,8 @@ def merge_problems(
                            WHERE sc.tenant_id = $t AND sc.catalog_id = $c AND sc.source = d.source)))""",
             p,
         )
-        con.execute(
+        run(
+            con,
             """INSERT INTO diag_state.poll_log
                SELECT ss.tenant_id, ss.catalog_id, ss.source, $now, 'ok', ss.priorities IS NULL AND NOT ss.item_scope,
                       (SELECT count(*) FROM _diag_cur c WHERE c.source = ss.source), NULL

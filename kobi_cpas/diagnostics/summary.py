@@ -4,18 +4,22 @@ for Dagster metadata. All set-based SQL over ``catalog_diagnostics`` and the syn
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
 
+from kobi_cpas.diagnostics._sql import run
 from kobi_cpas.diagnostics.lifecycle import last_successful_poll
 
 EXAMPLES_PER_PROBLEM = 5
 _PRIORITY_ORDER = "CASE priority WHEN 'HIGH' THEN 1 WHEN 'MEDIUM' THEN 2 ELSE 3 END"
 
 
-def catalog_items(con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: str) -> tuple[int | None, str | None]:
+def catalog_items(
+    con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: str
+) -> tuple[int | None, str | None]:
     """Items in the catalog and where the number comes from: the product_count read during the last poll,
     else ``meta_catalogs.product_count``, else the tenant's ``feed_items``."""
     row = con.execute(
@@ -47,21 +51,30 @@ def build_summary(con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: st
             "DELETE FROM main.catalog_diagnostics_summary WHERE tenant_id = ? AND catalog_id = ?",
             [tenant_id, catalog_id],
         )
-        con.execute(
+        run(
+            con,
             f"""INSERT INTO main.catalog_diagnostics_summary (tenant_id, catalog_id, rank, source, error_type,
                   priority, severity, title, description, call_to_action, affected_items, open_problems,
                   share_of_items, example_retailer_ids, is_catalog_level, first_seen_at, last_seen_at, observed_at)
-            WITH g AS (
+            WITH d AS (
+              SELECT * FROM main.catalog_diagnostics WHERE tenant_id = $t AND catalog_id = $c AND is_open
+            ),
+            per_item AS (
+              SELECT source, error_type, priority, retailer_id, min(first_seen_at) AS f
+              FROM d WHERE retailer_id <> '' GROUP BY ALL
+            ),
+            examples AS (
+              SELECT source, error_type, priority,
+                     list(retailer_id ORDER BY f, retailer_id)[1:{EXAMPLES_PER_PROBLEM}] AS ex
+              FROM per_item GROUP BY ALL
+            ),
+            g AS (
               SELECT source, error_type, priority, mode(severity) AS severity, mode(title) AS title,
                      mode(description) AS description, mode(call_to_action) AS call_to_action,
                      count(DISTINCT retailer_id) FILTER (WHERE retailer_id <> '') AS affected_items,
-                     count(*) AS open_problems,
-                     list(retailer_id ORDER BY first_seen_at, retailer_id) FILTER (WHERE retailer_id <> '') AS ex,
-                     bool_and(retailer_id = '') AS is_catalog_level,
+                     count(*) AS open_problems, bool_and(retailer_id = '') AS is_catalog_level,
                      min(first_seen_at) AS first_seen_at, max(last_seen_at) AS last_seen_at
-              FROM main.catalog_diagnostics
-              WHERE tenant_id = $t AND catalog_id = $c AND is_open
-              GROUP BY source, error_type, priority
+              FROM d GROUP BY source, error_type, priority
             )
             SELECT $t, $c,
                    row_number() OVER (ORDER BY {_PRIORITY_ORDER}, affected_items DESC, open_problems DESC,
@@ -69,9 +82,8 @@ def build_summary(con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: st
                    source, error_type, priority, severity, title, description, call_to_action, affected_items,
                    open_problems,
                    CASE WHEN $items > 0 THEN least(affected_items / $items::DOUBLE, 1.0) END,
-                   list_distinct(coalesce(ex, []))[1:{EXAMPLES_PER_PROBLEM}], is_catalog_level, first_seen_at,
-                   last_seen_at, $now
-            FROM g""",
+                   coalesce(e.ex, []), is_catalog_level, first_seen_at, last_seen_at, $now
+            FROM g LEFT JOIN examples e USING (source, error_type, priority)""",
             {"t": tenant_id, "c": catalog_id, "now": now, "items": items},
         )
         n = con.execute(
@@ -94,7 +106,9 @@ _HEALTH_COLUMNS = (
 )
 
 
-def current_health(con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: str, now: datetime) -> dict[str, Any]:
+def current_health(
+    con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: str, now: datetime
+) -> dict[str, Any]:
     """The ``catalog_health`` values of a tenant catalog as of now (not stored; see ``build_health``).
 
     items_with_high counts items with an open HIGH problem from any source (Kobi's feed errors included)."""
@@ -106,10 +120,11 @@ def current_health(con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: s
         [tenant_id, catalog_id],
     ).fetchone()
     groups = json.loads(obs[0]) if obs and obs[0] else None
-    row = con.execute(
+    row = run(
+        con,
         f"""WITH d AS (SELECT * FROM main.catalog_diagnostics WHERE tenant_id = $t AND catalog_id = $c AND is_open),
         worst AS (SELECT retailer_id, min({_PRIORITY_ORDER}) AS w FROM d WHERE retailer_id <> '' GROUP BY 1),
-        syncs AS (SELECT method, max(coalesce(finished_at, started_at)) AS at FROM main.catalog_syncs
+        syncs AS (SELECT method, max(coalesce(finished_at, started_at)) AS ts FROM main.catalog_syncs
                   WHERE tenant_id = $t AND catalog_id = $c AND status = 'finished' GROUP BY 1),
         cat AS (SELECT has_event_source, pixel_count, app_count FROM main.meta_catalogs
                 WHERE tenant_id = $t AND catalog_id = $c ORDER BY observed_at DESC LIMIT 1)
@@ -121,8 +136,8 @@ def current_health(con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: s
                (SELECT count(*) FROM d WHERE priority = 'HIGH'),
                (SELECT count(*) FROM d WHERE source IN ('feed_upload', 'batch_request') AND severity = 'fatal'),
                (SELECT has_event_source FROM cat), (SELECT pixel_count FROM cat), (SELECT app_count FROM cat),
-               (SELECT at FROM syncs WHERE method = 'replace'), (SELECT at FROM syncs WHERE method = 'update'),
-               (SELECT at FROM syncs WHERE method = 'batch')""",
+               (SELECT ts FROM syncs WHERE method = 'replace'), (SELECT ts FROM syncs WHERE method = 'update'),
+               (SELECT ts FROM syncs WHERE method = 'batch')""",
         {"t": tenant_id, "c": catalog_id},
     ).fetchone()
     assert row is not None
@@ -151,7 +166,9 @@ def current_health(con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: s
         "last_successful_update_at": row[11],
         "last_successful_batch_at": row[12],
         "diagnostic_groups": json.dumps(groups) if groups is not None else None,
-        "must_fix_groups": sum(g.get("severity") == "MUST_FIX" for g in groups) if groups is not None else None,
+        "must_fix_groups": sum(g.get("severity") == "MUST_FIX" for g in groups)
+        if groups is not None
+        else None,
         "opportunity_groups": (
             sum(g.get("severity") == "OPPORTUNITY" for g in groups) if groups is not None else None
         ),
@@ -160,7 +177,9 @@ def current_health(con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: s
     }
 
 
-def build_health(con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: str, now: datetime) -> dict[str, Any]:
+def build_health(
+    con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: str, now: datetime
+) -> dict[str, Any]:
     """Write (replace) the tenant catalog's ``catalog_health`` row for the UTC day of ``now``; returns it."""
     h = current_health(con, tenant_id, catalog_id, now)
     cols = [c.strip() for c in _HEALTH_COLUMNS.split(",")]
@@ -205,8 +224,6 @@ def health_metadata(con: duckdb.DuckDBPyConnection, tenant_id: str) -> dict[str,
 
 def _md(text: Any) -> str:
     """One table cell: no pipes or line breaks, HTML links reduced to their text."""
-    import re
-
     s = re.sub(r"<[^>]+>", "", str(text if text is not None else ""))
     return " ".join(s.replace("|", "/").split())
 

@@ -43,7 +43,12 @@ CATALOG_ERROR_TYPES = register_table(
             col("error_priority", "VARCHAR", "Meta's default priority of the type: HIGH, MEDIUM or LOW"),
             col("title", "VARCHAR", "Short title Meta shows for the problem"),
             col("description", "VARCHAR", "What is wrong (may contain an HTML link to Meta's help)"),
-            col("call_to_action", "VARCHAR", "What to do: Meta's CTA, or the generic CTA of the priority", False),
+            col(
+                "call_to_action",
+                "VARCHAR",
+                "What to do: Meta's CTA, or the generic CTA of the priority",
+                False,
+            ),
             col("meta_call_to_action", "VARCHAR", "The CTA exactly as Meta returned it (NULL or '' if none)"),
             col("cta_is_generic", "BOOLEAN", "True when Meta gave no CTA and the generic one is used", False),
             col("fetched_at", "TIMESTAMPTZ", "When Kobi fetched the dictionary", False),
@@ -70,7 +75,12 @@ CATALOG_DIAGNOSTICS = register_table(
                 "(for ingestion errors) the summary/message",
                 False,
             ),
-            col("retailer_id", "VARCHAR", "Item id in the feed; '' for file-level or catalog-level problems", False),
+            col(
+                "retailer_id",
+                "VARCHAR",
+                "Item id in the feed; '' for file-level or catalog-level problems",
+                False,
+            ),
             col("product_item_id", "VARCHAR", "Meta product item id, when known"),
             col("level", "VARCHAR", "item, file (a whole upload or request) or catalog", False),
             col(
@@ -106,8 +116,16 @@ CATALOG_DIAGNOSTICS = register_table(
                 "item's own error), kobi_ingestion (Kobi's text for an ingestion error) or generic (per priority)",
                 False,
             ),
-            col("message", "VARCHAR", "The raw message (Kobi's message, Meta's batch message or upload summary)"),
-            col("row_number", "BIGINT", "Row of the uploaded file (1 = first item) or Batch API line (0-based)"),
+            col(
+                "message",
+                "VARCHAR",
+                "The raw message (Kobi's message, Meta's batch message or upload summary)",
+            ),
+            col(
+                "row_number",
+                "BIGINT",
+                "Row of the uploaded file (1 = first item) or Batch API line (0-based)",
+            ),
             col("column_number", "BIGINT", "Column of the uploaded file (feed upload errors)"),
             col("sync_id", "VARCHAR", "catalog_syncs.sync_id of the upload or batch that reported it"),
             col("sync_method", "VARCHAR", "replace, update or batch (ingestion errors)"),
@@ -118,7 +136,9 @@ CATALOG_DIAGNOSTICS = register_table(
                 "BIGINT",
                 "Rows Meta counted for this error in the upload (total_count), which can exceed the samples",
             ),
-            col("first_seen_at", "TIMESTAMPTZ", "First poll that saw the problem (kept across re-runs)", False),
+            col(
+                "first_seen_at", "TIMESTAMPTZ", "First poll that saw the problem (kept across re-runs)", False
+            ),
             col("last_seen_at", "TIMESTAMPTZ", "Latest poll that saw the problem", False),
             col("resolved_at", "TIMESTAMPTZ", "Poll that no longer saw it; NULL while open"),
             col("is_open", "BOOLEAN", "True while the problem is current (resolved_at IS NULL)", False),
@@ -140,7 +160,12 @@ CATALOG_DIAGNOSTICS_SUMMARY = register_table(
         columns=(
             _TENANT,
             _CATALOG,
-            col("rank", "INTEGER", "1 = the problem to fix first (HIGH before MEDIUM before LOW, then most items)", False),
+            col(
+                "rank",
+                "INTEGER",
+                "1 = the problem to fix first (HIGH before MEDIUM before LOW, then most items)",
+                False,
+            ),
             col("source", "VARCHAR", "Source of the problem (see catalog_diagnostics.source)", False),
             col("error_type", "VARCHAR", "Meta error type or Kobi issue code", False),
             col("priority", "VARCHAR", "HIGH, MEDIUM or LOW", False),
@@ -148,11 +173,23 @@ CATALOG_DIAGNOSTICS_SUMMARY = register_table(
             col("title", "VARCHAR", "Title of the problem", False),
             col("description", "VARCHAR", "Most common description"),
             col("call_to_action", "VARCHAR", "What to do; never empty", False),
-            col("affected_items", "BIGINT", "Distinct items with the problem open (0 for file/catalog level)", False),
-            col("open_problems", "BIGINT", "Open rows in catalog_diagnostics (items, files or catalog)", False),
+            col(
+                "affected_items",
+                "BIGINT",
+                "Distinct items with the problem open (0 for file/catalog level)",
+                False,
+            ),
+            col(
+                "open_problems", "BIGINT", "Open rows in catalog_diagnostics (items, files or catalog)", False
+            ),
             col("share_of_items", "DOUBLE", "affected_items / items in the catalog (NULL when unknown)"),
             col("example_retailer_ids", "VARCHAR[]", "Up to 5 affected items, longest-open first"),
-            col("is_catalog_level", "BOOLEAN", "True when the problem concerns the file or catalog, not items", False),
+            col(
+                "is_catalog_level",
+                "BOOLEAN",
+                "True when the problem concerns the file or catalog, not items",
+                False,
+            ),
             col("first_seen_at", "TIMESTAMPTZ", "When the longest-open of these problems was first seen"),
             col("last_seen_at", "TIMESTAMPTZ", "Latest poll that saw one of them"),
             col("observed_at", "TIMESTAMPTZ", "When the summary was built", False),
@@ -192,12 +229,24 @@ CATALOG_HEALTH = register_table(
             col("open_problems", "BIGINT", "Open rows in catalog_diagnostics", False),
             col("open_high_problems", "BIGINT", "Open HIGH rows in catalog_diagnostics", False),
             col("fatal_ingestion_errors", "BIGINT", "Open fatal feed upload / Batch API errors", False),
-            col("has_pixel_or_app", "BOOLEAN", "A pixel or app is connected (meta_catalogs); NULL if unknown"),
+            col(
+                "has_pixel_or_app", "BOOLEAN", "A pixel or app is connected (meta_catalogs); NULL if unknown"
+            ),
             col("pixel_count", "INTEGER", "Pixels connected (meta_catalogs)"),
             col("app_count", "INTEGER", "Apps connected (meta_catalogs)"),
-            col("last_successful_replace_at", "TIMESTAMPTZ", "Last replace upload Meta finished (catalog_syncs)"),
-            col("last_successful_update_at", "TIMESTAMPTZ", "Last update upload Meta finished (catalog_syncs)"),
-            col("last_successful_batch_at", "TIMESTAMPTZ", "Last Batch API request Meta finished (catalog_syncs)"),
+            col(
+                "last_successful_replace_at",
+                "TIMESTAMPTZ",
+                "Last replace upload Meta finished (catalog_syncs)",
+            ),
+            col(
+                "last_successful_update_at", "TIMESTAMPTZ", "Last update upload Meta finished (catalog_syncs)"
+            ),
+            col(
+                "last_successful_batch_at",
+                "TIMESTAMPTZ",
+                "Last Batch API request Meta finished (catalog_syncs)",
+            ),
             col(
                 "diagnostic_groups",
                 "VARCHAR",

@@ -27,6 +27,7 @@ from kobi_cpas.insights.metrics import (
 )
 from kobi_cpas.insights.schema import (
     NA,
+    PRODUCT_PARSED_COLUMNS,
     SHARED_ITEM_METRICS,
     SHARED_ITEM_PRODUCT_METRICS,
     VALUE_TYPE,
@@ -117,7 +118,8 @@ def parsed_rows_sql(
         "pull_id": _lit(pull_id),
         "pulled_at": f"TIMESTAMPTZ '{pulled_at.astimezone(UTC).isoformat()}'",
     }
-    select_cols = ",\n       ".join(f"{select_map[c]} AS {c}" for c in table.column_names)
+    parsed = PRODUCT_PARSED_COLUMNS if product else table.column_names
+    select_cols = ",\n       ".join(f"{select_map[c]} AS {c}" for c in parsed)
     product_filter = f" AND product_id <> {na}" if product else ""
     return f"""
 WITH pages AS (
@@ -245,9 +247,7 @@ def replace_slices(
                 days=ok_days,
                 pulled_at=pulled_at,
             )
-            cols = ", ".join(
-                (SHARED_ITEM_PRODUCT_METRICS if family == "product" else SHARED_ITEM_METRICS).column_names
-            )
+            cols = ", ".join(PRODUCT_PARSED_COLUMNS if family == "product" else SHARED_ITEM_METRICS.column_names)
             con.execute(f"INSERT INTO {table} ({cols}) {sql}")
             counted = con.execute(
                 f"SELECT date, count(*) FROM {table} WHERE tenant_id = ? AND ad_account_id = ? AND level = ? "

@@ -141,7 +141,16 @@ SHARED_ITEM_PRODUCT_METRICS = TableSpec(
             False,
         ),
         *_TAIL,
+        # Filled after each pull by joining the product item id to the tenant's catalog and feed (NULL when the
+        # product is not (or no longer) in the brand's feed).
+        col("retailer_id", "VARCHAR", "The feed item (retailer id) behind the product item id, where known"),
+        col("product_title", "VARCHAR", "Title of the feed item, where known"),
+        col("product_brand", "VARCHAR", "Brand of the feed item, where known"),
     ),
+)
+# The columns the parser writes (the feed join columns are filled afterwards).
+PRODUCT_PARSED_COLUMNS: tuple[str, ...] = tuple(
+    c for c in SHARED_ITEM_PRODUCT_METRICS.column_names if c not in ("retailer_id", "product_title", "product_brand")
 )
 
 INSIGHTS_METRIC_CATALOG = TableSpec(
@@ -321,3 +330,20 @@ __all__ = [
     "column_names",
     "ensure_schema",
 ]
+
+
+# The CPAS dashboard: segment KPIs per campaign and day (Meta's default attribution), joined to the execution
+# manifest for the catalog segment. ROAS is recomputed from value / spend so roll-ups stay correct.
+CPAS_DASHBOARD_SQL = (
+    "WITH k AS ("
+    + CAMPAIGN_DAY_KPIS_SQL.replace("$window", "'default'")
+    + """), seg AS (
+    SELECT tenant_id, retailer, campaign_id, any_value(campaign_name) AS campaign_name,
+           any_value(catalog_segment_id) AS catalog_segment_id
+    FROM execution_manifest GROUP BY ALL
+)
+SELECT k.date, k.tenant_id, k.retailer, k.ad_account_id, k.campaign_id, seg.campaign_name, seg.catalog_segment_id,
+       k.spend, k.purchase_value, k.purchases, k.add_to_cart, k.add_to_cart_value, k.view_content,
+       k.view_content_value, k.meta_omni_purchase_roas, k.roas_recomputed
+FROM k LEFT JOIN seg USING (tenant_id, retailer, campaign_id)"""
+)
