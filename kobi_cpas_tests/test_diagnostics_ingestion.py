@@ -46,7 +46,8 @@ def wh(tmp_path: Path) -> Warehouse:
 
 def coats(express_row_10: bool) -> bytes:
     rows_ = [
-        item(f"coat-{n}", item_group_id="WinterCoats", shipping="TR::Standard:49.90 TRY") for n in range(1, 10)
+        item(f"coat-{n}", item_group_id="WinterCoats", shipping="TR::Standard:49.90 TRY")
+        for n in range(1, 10)
     ]
     shipping = "TR::Express:89.90 TRY" if express_row_10 else "TR::Standard:49.90 TRY"
     rows_.append(item("coat-10", item_group_id="WinterCoats", shipping=shipping))
@@ -65,9 +66,16 @@ def test_feed_fatal_reference_sample_lands_on_the_item_of_row_10(
     session = upload(meta_client, feed, coats(express_row_10=True))
     now = sandbox.admin.now()
     with wh.connect() as con:
-        add_sync(con, "replace-1", "replace", now - timedelta(minutes=5), upload_session_id=session["id"], errors=1)
+        add_sync(
+            con, "replace-1", "replace", now - timedelta(minutes=5), upload_session_id=session["id"], errors=1
+        )
         report = fatal_errors_for_sync(meta_client, con, TENANT, CATALOG, "replace-1", now=now)
-        assert (report.status, report.fatal_errors, report.warnings, report.items_rejected) == ("finished", 1, 0, 1)
+        assert (report.status, report.fatal_errors, report.warnings, report.items_rejected) == (
+            "finished",
+            1,
+            0,
+            1,
+        )
         (d,) = diagnostics(con)
         again = fatal_errors_for_sync(meta_client, con, TENANT, CATALOG, {"sync_id": "replace-1"}, now=now)
         assert again.problems == report.problems and diagnostics(con) == [d]  # idempotent
@@ -76,7 +84,11 @@ def test_feed_fatal_reference_sample_lands_on_the_item_of_row_10(
     assert (d["row_number"], d["column_number"]) == (expected["row_number"], expected["column_number"])
     assert (d["source"], d["level"], d["severity"], d["priority"]) == ("feed_upload", "item", "fatal", "HIGH")
     assert d["message"] == expected["summary"] and d["description"] == expected["description"]
-    assert (d["error_type"], d["field"], d["title"]) == ("GROUP_MISMATCH", "shipping", "Group Mismatch for Property")
+    assert (d["error_type"], d["field"], d["title"]) == (
+        "GROUP_MISMATCH",
+        "shipping",
+        "Group Mismatch for Property",
+    )
     assert d["call_to_action"] == KOBI_INGESTION_CTA["GROUP_MISMATCH"] and d["cta_source"] == "kobi_ingestion"
     assert (d["upload_session_id"], d["sync_id"], d["sync_method"]) == (session["id"], "replace-1", "replace")
     assert d["is_open"] and d["first_seen_at"] == d["last_seen_at"] == now and d["resolved_at"] is None
@@ -105,7 +117,9 @@ def test_rows_without_retailer_id_in_samples_map_through_sync_rows_then_inflight
     now = sandbox.admin.now()
     with wh.connect() as con:
         add_sync(con, "update-1", "update", now, upload_session_id=session["id"], errors=2)
-        con.execute("CREATE TEMP TABLE _export AS SELECT * FROM (VALUES (1, 'a'), (2, 'ghost-2'), (3, 'c')) v(_rn, id)")
+        con.execute(
+            "CREATE TEMP TABLE _export AS SELECT * FROM (VALUES (1, 'a'), (2, 'ghost-2'), (3, 'c')) v(_rn, id)"
+        )
         assert record_upload_rows(con, "update-1") == 3
         con.execute(
             "INSERT INTO sync_state.inflight_items VALUES ('update-1', ?, 'ghost-4', 0, 'update', 4, 'h', 'v')",
@@ -161,7 +175,12 @@ def test_batch_reference_fatals_and_warnings(
     assert set(got) == {"retailed_id_1", "retailed_id_2", "retailed_id_3"}  # no extra "invalid request" rows
     for err in expected["errors"]:
         d = got[err["id"]]
-        assert (d["source"], d["severity"], d["priority"], d["handle"]) == ("batch_request", "fatal", "HIGH", handle)
+        assert (d["source"], d["severity"], d["priority"], d["handle"]) == (
+            "batch_request",
+            "fatal",
+            "HIGH",
+            handle,
+        )
         assert d["message"] == err["message"] and d["row_number"] == err["line"]
         title, description = err["message"].split(": ", 1)
         assert (d["title"], d["description"]) == (title, description) and d["call_to_action"]
@@ -175,7 +194,10 @@ def test_batch_reference_fatals_and_warnings(
     # A later batch sends retailed_id_1 again, valid: only that item's batch error resolves.
     (handle2,) = meta_client.post(
         f"{CATALOG}/items_batch",
-        data={"item_type": "PRODUCT_ITEM", "requests": json.dumps([{"method": "CREATE", "data": item("retailed_id_1")}])},
+        data={
+            "item_type": "PRODUCT_ITEM",
+            "requests": json.dumps([{"method": "CREATE", "data": item("retailed_id_1")}]),
+        },
     )["handles"]
     later = now + timedelta(minutes=30)
     with wh.connect() as con:
@@ -200,12 +222,16 @@ def test_a_batch_still_processing_is_read_later(
     now = sandbox.admin.now()
     with wh.connect() as con:
         add_sync(con, "batch-1", "batch", now, handle=handle, errors=None, warnings=None)
-        assert fatal_errors_for_sync(meta_client, con, TENANT, CATALOG, "batch-1", now=now).status == "pending"
+        assert (
+            fatal_errors_for_sync(meta_client, con, TENANT, CATALOG, "batch-1", now=now).status == "pending"
+        )
         assert rows(con, "SELECT * FROM diag_state.sync_errors") == []
     sandbox.admin.advance_clock(180)
     later = now + timedelta(minutes=3)
     # The hourly poll picks up the sync whose errors were never read.
-    report = poll_catalog(meta_client, wh, TENANT, CATALOG, now=later, item_errors=False, catalog_diagnostics=False)
+    report = poll_catalog(
+        meta_client, wh, TENANT, CATALOG, now=later, item_errors=False, catalog_diagnostics=False
+    )
     assert report.syncs_fetched == 1
     with wh.connect() as con:
         (d,) = diagnostics(con, "source = 'batch_request'")

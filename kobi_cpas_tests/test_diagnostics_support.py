@@ -91,7 +91,9 @@ def rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = No
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
-def diagnostics(con: duckdb.DuckDBPyConnection, where: str = "true", params: list[Any] | None = None) -> list[dict]:
+def diagnostics(
+    con: duckdb.DuckDBPyConnection, where: str = "true", params: list[Any] | None = None
+) -> list[dict]:
     return rows(
         con,
         f"SELECT * FROM main.catalog_diagnostics WHERE {where} ORDER BY source, retailer_id, error_type, field",

@@ -28,7 +28,8 @@ same database never overwrite each other; re-ingesting a tenant replaces its tab
 what it needs, e.g. ``INSERT INTO feed_item_issues SELECT * FROM feed_stage.issues_<tenant>``
 (``SnapshotResult.issues_table`` / ``.items_table`` hold the qualified names).
 
-Whole-file problems raise :class:`~kobi_cpas.feeds.errors.FeedFileError` and leave no stage table.
+Whole-file problems raise :class:`~kobi_cpas.feeds.errors.FeedFileError`; the tenant's previous stage
+tables are then left as they were and no half-built table remains.
 """
 
 from __future__ import annotations

@@ -52,7 +52,8 @@ def _preview(analyst_path: str, rule, tenant_id: str) -> tuple[int, list[str]]:
     con = duckdb.connect()
     try:
         con.execute(f"ATTACH {sql_str(analyst_path)} AS analyst (READ_ONLY)")
-        return expected_membership(con, rule, "analyst.main.feed_items", tenant_id)
+        con.execute("USE analyst")
+        return expected_membership(con, rule, "main.feed_items", tenant_id)
     finally:
         con.close()
 

@@ -1,0 +1,160 @@
+"""CPAS jobs and the shared-item metrics asset through Dagster against the sandbox: segment creation (idempotent,
+2310068), campaign creation blocked by QC and allowed when clean, single-run pulls of a date range, idempotent
+re-runs and the dashboard view."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import duckdb
+import pytest
+
+from kobi_cpas.devenv.pipeline import materialize_all
+from kobi_cpas.defs.insights.partitions import range_tags
+
+TENANT = "anatolia_home"
+
+
+@pytest.fixture
+def loaded(kobi_env, pg_instance):
+    """The demo tenants with their feeds synced (feed_items exist for previews and product joins)."""
+    defs = kobi_env.defs()
+    report = materialize_all(
+        defs, pg_instance, on_progress=lambda m: None,
+        stages=[["tenant_registry"], ["feed_snapshot", "replace_feed_plan", "replace_feed_upload", "catalog_syncs"]],
+    )
+    assert report.ok, report.runs
+    return defs
+
+
+def _world_catalog(world, retailer: str, compliant: bool) -> tuple[str, str]:
+    for c in world.catalogs.values():
+        if c.retailer == retailer and not c.is_catalog_segment and c.collaborative_ads_compliant == compliant:
+            return c.id, c.business_id
+    raise AssertionError(f"no {'compliant' if compliant else 'non-compliant'} parent for {retailer}")
+
+
+def _segment_config(parent: str, owner: str, retailer: str = "trendyol", rule: dict | None = None) -> dict:
+    return {
+        "ops": {
+            "create_and_share_segment": {
+                "config": {
+                    "tenant_id": TENANT, "retailer": retailer, "parent_catalog_id": parent, "owner_business_id": owner,
+                    "segment_filter": json.dumps(rule or {"brand": {"i_contains": "anatolia"}}),
+                    "name": f"Kobi CPAS test | {TENANT} | {retailer}",
+                    "utm_source": "facebook", "collab_terms": ["ENFORCE_SHARE_AD_PERFORMANCE_ACCESS"],
+                }
+            }
+        }
+    }
+
+
+def test_create_segment_job_is_idempotent_and_shares(loaded, kobi_env, pg_instance):
+    world = kobi_env.sandbox.world
+    parent, owner = _world_catalog(world, "trendyol", compliant=True)
+    job = loaded.resolve_job_def("create_catalog_segment_job")
+    first = job.execute_in_process(run_config=_segment_config(parent, owner), instance=pg_instance)
+    out = first.output_for_node("create_and_share_segment")
+    assert first.success and out["created"] is True
+    seg = world.catalogs[out["segment_id"]]
+    assert seg.is_catalog_segment and seg.parent_catalog_id == parent
+    # the brand sees it: shared with its business (pending until accepted in Collaboration Center)
+    from kobi_cpas.cpas import read_segment_shares
+    from kobi_cpas.meta.client import MetaGraphClient
+
+    with MetaGraphClient(kobi_env.sandbox.url, "v24.0", kobi_env.token) as client:
+        shares = read_segment_shares(client, out["segment_id"])
+    assert shares.status_for("1000000000000001") in ("pending", "accepted")
+    again = job.execute_in_process(run_config=_segment_config(parent, owner), instance=pg_instance)
+    assert again.success
+    assert again.output_for_node("create_and_share_segment") == {"segment_id": out["segment_id"], "created": False}
+    assert kobi_env.sandbox.admin.count_requests(route="business.owned_product_catalogs.create") <= 1
+
+
+def test_segment_from_non_compliant_parent_fails_with_clear_message(loaded, kobi_env, pg_instance):
+    parent, owner = _world_catalog(kobi_env.sandbox.world, "n11", compliant=False)
+    kobi_env.sandbox.admin.clear_requests()
+    res = loaded.resolve_job_def("create_catalog_segment_job").execute_in_process(
+        run_config=_segment_config(parent, owner, retailer="trendyol"), instance=pg_instance, raise_on_error=False
+    )
+    assert not res.success
+    failure = next(e for e in res.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "not Collaborative Ads compliant" in failure.event_specific_data.error.message
+    posts = [r for r in kobi_env.sandbox.admin.requests() if r.get("method") == "POST"]
+    assert len(posts) == 1  # never retried
+
+
+def test_invalid_filter_names_the_clause(loaded, kobi_env, pg_instance):
+    parent, owner = _world_catalog(kobi_env.sandbox.world, "trendyol", compliant=True)
+    bad = {"and": [{"brand": {"eq": "x"}}, {"availability": {"is_anyy": ["in stock"]}}]}
+    res = loaded.resolve_job_def("create_catalog_segment_job").execute_in_process(
+        run_config=_segment_config(parent, owner, rule=bad), instance=pg_instance, raise_on_error=False
+    )
+    failure = next(e for e in res.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "and[1].availability" in failure.event_specific_data.error.message
+
+
+def _campaign_config(retailer: str) -> dict:
+    return {"ops": {"create_cpas_campaign": {"config": {
+        "tenant_id": "bosphorus_outdoor" if retailer == "hepsiburada" else TENANT, "retailer": retailer,
+        "page_id": "5550001112223334"}}}}
+
+
+def test_campaign_creation_blocked_by_qc_then_allowed_when_clean(loaded, kobi_env, pg_instance):
+    job = loaded.resolve_job_def("create_cpas_campaign_job")
+    # bosphorus_outdoor x hepsiburada is pending: no segment yet, so QC blocks before any POST
+    kobi_env.sandbox.admin.clear_requests()
+    blocked = job.execute_in_process(run_config=_campaign_config("hepsiburada"), instance=pg_instance,
+                                     raise_on_error=False)
+    assert not blocked.success
+    failure = next(e for e in blocked.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "QC failed" in failure.event_specific_data.error.message
+    assert not [r for r in kobi_env.sandbox.admin.requests() if r.get("method") == "POST"]
+    ok = job.execute_in_process(run_config=_campaign_config("trendyol"), instance=pg_instance)
+    assert ok.success
+    campaign_id = ok.output_for_node("create_cpas_campaign")["campaign_id"]
+    camp = kobi_env.sandbox.world.campaigns[campaign_id]
+    assert camp.status == "PAUSED" and camp.objective == "PRODUCT_CATALOG_SALES"
+    assert camp.promoted_object == {"product_catalog_id": "3000000000000001"}
+    con = duckdb.connect(str(kobi_env.analyst_path), read_only=True)
+    try:
+        rows = con.execute("SELECT catalog_segment_id, qc_status FROM execution_manifest WHERE campaign_id = ?",
+                           [campaign_id]).fetchall()
+    finally:
+        con.close()
+    assert rows and all(r == ("3000000000000001", "pass") for r in rows)
+
+
+def test_shared_item_metrics_single_run_range_is_idempotent(loaded, kobi_env, pg_instance):
+    job = dg.define_asset_job("t", selection=["shared_item_metrics"])
+    d = dg.Definitions.merge(loaded, dg.Definitions(jobs=[job])).resolve_job_def("t")
+    tags = range_tags(TENANT, "2026-11-10", "2026-11-14")
+    kobi_env.sandbox.admin.freeze_clock(True)
+
+    def run():
+        res = d.execute_in_process(instance=pg_instance, tags=tags)
+        assert res.success
+        con = duckdb.connect(str(kobi_env.analyst_path), read_only=True)
+        try:
+            return (
+                con.execute("SELECT count(*), count(DISTINCT date), sum(value) FROM shared_item_metrics").fetchone(),
+                con.execute("SELECT count(*) FROM shared_item_product_metrics WHERE level = 'account'").fetchone()[0],
+                con.execute("SELECT count(*), count(retailer_id) FROM shared_item_product_metrics").fetchone(),
+                res,
+            )
+        finally:
+            con.close()
+
+    first, account_products, products, res = run()
+    assert first[0] > 0 and first[1] == 5
+    assert account_products == 0  # never requested at account level
+    assert products[0] > 0 and products[1] == products[0]  # joined to the feed items
+    evals = {e.check_name: e.passed for e in res.get_asset_check_evaluations()}
+    assert evals["rollups_reconcile"] and evals["meta_roas_matches_value_over_spend"]
+    second, _, _, _ = run()
+    assert second == first  # same rows, nothing doubled
+    reqs = kobi_env.sandbox.admin._call("GET", "/insights/requests")
+    product_reqs = [r for r in (reqs.get("data") or reqs) if "action_converted_product_id" in json.dumps(r)]
+    assert product_reqs and not any('"level": "account"' in json.dumps(r) or "level=account" in json.dumps(r)
+                                     for r in product_reqs)
