@@ -10,8 +10,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from kobi_cpas.devenv.pipeline import materialize_all
 from kobi_cpas.defs.insights.partitions import range_tags
+from kobi_cpas.devenv.pipeline import materialize_all
 
 TENANT = "anatolia_home"
 
@@ -21,8 +21,13 @@ def loaded(kobi_env, pg_instance):
     """The demo tenants with their feeds synced (feed_items exist for previews and product joins)."""
     defs = kobi_env.defs()
     report = materialize_all(
-        defs, pg_instance, on_progress=lambda m: None,
-        stages=[["tenant_registry"], ["feed_snapshot", "replace_feed_plan", "replace_feed_upload", "catalog_syncs"]],
+        defs,
+        pg_instance,
+        on_progress=lambda m: None,
+        stages=[
+            ["tenant_registry"],
+            ["feed_snapshot", "replace_feed_plan", "replace_feed_upload", "catalog_syncs"],
+        ],
     )
     assert report.ok, report.runs
     return defs
@@ -40,10 +45,14 @@ def _segment_config(parent: str, owner: str, retailer: str = "trendyol", rule: d
         "ops": {
             "create_and_share_segment": {
                 "config": {
-                    "tenant_id": TENANT, "retailer": retailer, "parent_catalog_id": parent, "owner_business_id": owner,
+                    "tenant_id": TENANT,
+                    "retailer": retailer,
+                    "parent_catalog_id": parent,
+                    "owner_business_id": owner,
                     "segment_filter": json.dumps(rule or {"brand": {"i_contains": "anatolia"}}),
                     "name": f"Kobi CPAS test | {TENANT} | {retailer}",
-                    "utm_source": "facebook", "collab_terms": ["ENFORCE_SHARE_AD_PERFORMANCE_ACCESS"],
+                    "utm_source": "facebook",
+                    "collab_terms": ["ENFORCE_SHARE_AD_PERFORMANCE_ACCESS"],
                 }
             }
         }
@@ -68,7 +77,10 @@ def test_create_segment_job_is_idempotent_and_shares(loaded, kobi_env, pg_instan
     assert shares.status_for("1000000000000001") in ("pending", "accepted")
     again = job.execute_in_process(run_config=_segment_config(parent, owner), instance=pg_instance)
     assert again.success
-    assert again.output_for_node("create_and_share_segment") == {"segment_id": out["segment_id"], "created": False}
+    assert again.output_for_node("create_and_share_segment") == {
+        "segment_id": out["segment_id"],
+        "created": False,
+    }
     assert kobi_env.sandbox.admin.count_requests(route="business.owned_product_catalogs.create") <= 1
 
 
@@ -76,7 +88,9 @@ def test_segment_from_non_compliant_parent_fails_with_clear_message(loaded, kobi
     parent, owner = _world_catalog(kobi_env.sandbox.world, "n11", compliant=False)
     kobi_env.sandbox.admin.clear_requests()
     res = loaded.resolve_job_def("create_catalog_segment_job").execute_in_process(
-        run_config=_segment_config(parent, owner, retailer="trendyol"), instance=pg_instance, raise_on_error=False
+        run_config=_segment_config(parent, owner, retailer="trendyol"),
+        instance=pg_instance,
+        raise_on_error=False,
     )
     assert not res.success
     failure = next(e for e in res.all_events if e.event_type_value == "STEP_FAILURE")
@@ -96,17 +110,26 @@ def test_invalid_filter_names_the_clause(loaded, kobi_env, pg_instance):
 
 
 def _campaign_config(retailer: str) -> dict:
-    return {"ops": {"create_cpas_campaign": {"config": {
-        "tenant_id": "bosphorus_outdoor" if retailer == "hepsiburada" else TENANT, "retailer": retailer,
-        "page_id": "5550001112223334"}}}}
+    return {
+        "ops": {
+            "create_cpas_campaign": {
+                "config": {
+                    "tenant_id": "bosphorus_outdoor" if retailer == "hepsiburada" else TENANT,
+                    "retailer": retailer,
+                    "page_id": "5550001112223334",
+                }
+            }
+        }
+    }
 
 
 def test_campaign_creation_blocked_by_qc_then_allowed_when_clean(loaded, kobi_env, pg_instance):
     job = loaded.resolve_job_def("create_cpas_campaign_job")
     # bosphorus_outdoor x hepsiburada is pending: no segment yet, so QC blocks before any POST
     kobi_env.sandbox.admin.clear_requests()
-    blocked = job.execute_in_process(run_config=_campaign_config("hepsiburada"), instance=pg_instance,
-                                     raise_on_error=False)
+    blocked = job.execute_in_process(
+        run_config=_campaign_config("hepsiburada"), instance=pg_instance, raise_on_error=False
+    )
     assert not blocked.success
     failure = next(e for e in blocked.all_events if e.event_type_value == "STEP_FAILURE")
     assert "QC failed" in failure.event_specific_data.error.message
@@ -119,8 +142,10 @@ def test_campaign_creation_blocked_by_qc_then_allowed_when_clean(loaded, kobi_en
     assert camp.promoted_object == {"product_catalog_id": "3000000000000001"}
     con = duckdb.connect(str(kobi_env.analyst_path), read_only=True)
     try:
-        rows = con.execute("SELECT catalog_segment_id, qc_status FROM execution_manifest WHERE campaign_id = ?",
-                           [campaign_id]).fetchall()
+        rows = con.execute(
+            "SELECT catalog_segment_id, qc_status FROM execution_manifest WHERE campaign_id = ?",
+            [campaign_id],
+        ).fetchall()
     finally:
         con.close()
     assert rows and all(r == ("3000000000000001", "pass") for r in rows)
@@ -138,9 +163,15 @@ def test_shared_item_metrics_single_run_range_is_idempotent(loaded, kobi_env, pg
         con = duckdb.connect(str(kobi_env.analyst_path), read_only=True)
         try:
             return (
-                con.execute("SELECT count(*), count(DISTINCT date), sum(value) FROM shared_item_metrics").fetchone(),
-                con.execute("SELECT count(*) FROM shared_item_product_metrics WHERE level = 'account'").fetchone()[0],
-                con.execute("SELECT count(*), count(retailer_id) FROM shared_item_product_metrics").fetchone(),
+                con.execute(
+                    "SELECT count(*), count(DISTINCT date), sum(value) FROM shared_item_metrics"
+                ).fetchone(),
+                con.execute(
+                    "SELECT count(*) FROM shared_item_product_metrics WHERE level = 'account'"
+                ).fetchone()[0],
+                con.execute(
+                    "SELECT count(*), count(retailer_id) FROM shared_item_product_metrics"
+                ).fetchone(),
                 res,
             )
         finally:
@@ -156,5 +187,6 @@ def test_shared_item_metrics_single_run_range_is_idempotent(loaded, kobi_env, pg
     assert second == first  # same rows, nothing doubled
     reqs = kobi_env.sandbox.admin._call("GET", "/insights/requests")
     product_reqs = [r for r in (reqs.get("data") or reqs) if "action_converted_product_id" in json.dumps(r)]
-    assert product_reqs and not any('"level": "account"' in json.dumps(r) or "level=account" in json.dumps(r)
-                                     for r in product_reqs)
+    assert product_reqs and not any(
+        '"level": "account"' in json.dumps(r) or "level=account" in json.dumps(r) for r in product_reqs
+    )

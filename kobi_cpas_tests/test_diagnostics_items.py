@@ -97,8 +97,15 @@ def test_item_errors_reference_samples_through_several_pages(
     item_errors_admin(quiet, "DELETE", flagged[0], "IMAGE_RESOLUTION_LOW")
     counts = check_items(meta_client, wh, TENANT, CATALOG, [ids[flagged[0]], ids[flagged[1]]], now=now + HOUR)
     assert (counts.resolved, counts.seen, counts.new) == (1, 1, 0)  # only the items read can resolve
-    state = {d["retailer_id"]: d["is_open"] for d in item_rows(wh)}
-    assert state[flagged[0]] is False and all(state[r] for r in flagged[1:])
+    after = {d["retailer_id"]: d for d in item_rows(wh)}
+    assert after[flagged[0]]["is_open"] is False and all(after[r]["is_open"] for r in flagged[1:])
+    (node_error,) = load_fixture("item_errors")["errors"]
+    checked = after[flagged[1]]  # read again through the item node
+    assert (checked["last_seen_at"], checked["product_item_id"]) == (now + HOUR, ids[flagged[1]])
+    assert {k: checked[k] for k in ("title", "description", "call_to_action")} == {
+        k: node_error[k] for k in ("title", "description", "call_to_action")
+    }
+    assert after[flagged[2]]["last_seen_at"] == now  # not read by the item check
 
 
 def test_undocumented_error_type_still_gets_a_cta(

@@ -103,13 +103,19 @@ def test_summary_health_markdown_and_checks(
     assert summary[1]["call_to_action"] == KOBI_CTA and summary[1]["source"] == "kobi_feed_validation"
     assert {d["retailer_id"]: d["priority"] for d in kobi} == {"sku-0005": "HIGH", "sku-0006": "LOW"}
 
+    # Eligibility is what Meta blocks; Kobi's own feed error on sku-0005 is counted apart.
     assert (health["items"], health["items_source"], health["items_with_high"]) == (
         20,
         "meta_product_count",
-        4,
+        3,
     )
-    assert (health["items_with_problems"], health["items_with_low"], health["eligible_items"]) == (6, 2, 16)
-    assert health["eligible_share"] == pytest.approx(0.8) and health["high_share"] == pytest.approx(0.2)
+    assert (health["items_with_problems"], health["items_with_low"], health["items_with_feed_errors"]) == (
+        6,
+        1,
+        1,
+    )
+    assert health["eligible_items"] == 17 and health["eligible_share"] == pytest.approx(0.85)
+    assert health["high_share"] == pytest.approx(0.15)
     assert health["has_pixel_or_app"] is False and health["fatal_ingestion_errors"] == 0
     assert health["last_successful_replace_at"] == now - timedelta(hours=3)
     assert health["last_successful_update_at"] == now - timedelta(hours=2)
@@ -120,8 +126,8 @@ def test_summary_health_markdown_and_checks(
     assert health["last_item_poll_at"] == now and health["day"] == now.date()
 
     assert "IMAGE_RESOLUTION_LOW" in md and REFERENCE_ERROR["call_to_action"] in md and KOBI_CTA in md
-    assert "| 1 | HIGH |" in md and "with HIGH problems: 4" in md and "80.0%" in md
-    assert numbers["items_with_high"] == 4 and numbers["eligible_share"] == pytest.approx(0.8)
+    assert "| 1 | HIGH |" in md and "blocked by Meta (HIGH): 3" in md and "eligible for ads: 85.0%" in md
+    assert numbers["items_with_high"] == 3 and numbers["eligible_share"] == pytest.approx(0.85)
 
     fatal, share, pixel, fresh = (
         outcomes[n]
@@ -134,7 +140,7 @@ def test_summary_health_markdown_and_checks(
     )
     assert fatal.passed and fatal.severity == "ERROR"
     assert not share.passed and share.severity == "WARN" and share.metadata["threshold"] == 0.05
-    assert "20.0%" in share.message and REFERENCE_ERROR["title"] in share.message
+    assert "15.0%" in share.message and REFERENCE_ERROR["title"] in share.message
     assert lenient.passed
     assert not pixel.passed and pixel.severity == "WARN" and pixel.message == "Connect the Meta Pixel."
     assert fresh.passed and not stale.passed and "stale" in stale.message

@@ -17,19 +17,39 @@ CPAS_PARTNERSHIPS = register_table(
             col("retailer", "VARCHAR", "Marketplace retailer", False),
             col("catalog_segment_id", "VARCHAR", "Catalog segment the retailer shares with the brand"),
             col("parent_catalog_id", "VARCHAR", "The retailer's catalog the segment is cut from"),
-            col("segment_filter", "VARCHAR", "Segment rule (Meta's product-set rule language, canonical JSON)"),
+            col(
+                "segment_filter", "VARCHAR", "Segment rule (Meta's product-set rule language, canonical JSON)"
+            ),
             col("partnership_status", "VARCHAR", "Observed on Meta: pending, accepted or revoked"),
             col("declared_status", "VARCHAR", "partnership_status in the registry"),
             col("onboarding_mode", "VARCHAR", "api, manual or hybrid: what Kobi automates for this retailer"),
             col("dedicated_ad_account_id", "VARCHAR", "The brand's ad account dedicated to this retailer"),
-            col("shared_with_business_id", "VARCHAR", "Business the segment is shared with (NULL: not shared)"),
-            col("permitted_tasks", "VARCHAR", "Tasks granted on the segment, comma-separated (ADVERTISE, MANAGE)"),
+            col(
+                "shared_with_business_id", "VARCHAR", "Business the segment is shared with (NULL: not shared)"
+            ),
+            col(
+                "permitted_tasks",
+                "VARCHAR",
+                "Tasks granted on the segment, comma-separated (ADVERTISE, MANAGE)",
+            ),
             col("collab_terms", "VARCHAR", "Collaboration terms the retailer requires, comma-separated"),
             col("segment_product_count", "BIGINT", "Products in the segment according to Meta"),
-            col("expected_product_count", "BIGINT", "Products Kobi expects: the segment rule on the latest feed snapshot"),
-            col("drift", "VARCHAR", "Drift codes, comma-separated (segment_missing, unshared, segment_empty, "
-                "count_mismatch, ad_account_missing, ad_account_mixed_retailers, ...); empty when healthy"),
-            col("next_action", "VARCHAR", "What to do next, with exact instructions; NULL when nothing is needed"),
+            col(
+                "expected_product_count",
+                "BIGINT",
+                "Products Kobi expects: the segment rule on the latest feed snapshot",
+            ),
+            col(
+                "drift",
+                "VARCHAR",
+                "Drift codes, comma-separated (segment_missing, unshared, segment_empty, "
+                "count_mismatch, ad_account_missing, ad_account_mixed_retailers, ...); empty when healthy",
+            ),
+            col(
+                "next_action",
+                "VARCHAR",
+                "What to do next, with exact instructions; NULL when nothing is needed",
+            ),
             col("observed_at", "TIMESTAMPTZ", "When Kobi read Meta", False),
         ),
     )

@@ -90,7 +90,9 @@ print(json.dumps(out))
 def _subprocess_json(code: str, *args: str) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=False
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark phase failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -152,7 +154,9 @@ def bench_request_counts(n: int, out: Path) -> dict:
             "UPDATE f SET quantity_to_sell_on_facebook = '999' WHERE sale_price IS NULL AND availability = 'in stock'"
         )
         con.execute("UPDATE f SET title = title || ' v2' WHERE id IN (SELECT id FROM f ORDER BY id LIMIT 2)")
-        con.execute("INSERT INTO f SELECT * REPLACE ('NEW-' || id AS id, NULL AS item_group_id) FROM f LIMIT 3")
+        con.execute(
+            "INSERT INTO f SELECT * REPLACE ('NEW-' || id AS id, NULL AS item_group_id) FROM f LIMIT 3"
+        )
         con.execute(f"COPY f TO '{feed}' (HEADER, DELIMITER ',')")
         con.close()
         with wh.connect() as c2:
@@ -169,9 +173,9 @@ def bench_request_counts(n: int, out: Path) -> dict:
         admin.clear_requests()
         run_update(ctx)
         run_batch(ctx)
-        result["requests_on_rerun"] = admin.count_requests(route="catalog.items_batch") + admin.count_requests(
-            route="product_feed.uploads.create"
-        )
+        result["requests_on_rerun"] = admin.count_requests(
+            route="catalog.items_batch"
+        ) + admin.count_requests(route="product_feed.uploads.create")
         result["exact"] = (
             result["items_batch_calls"] == result["expected_items_batch_calls"]
             and result["update_uploads"] == 1
@@ -209,14 +213,20 @@ def _print(r: dict) -> None:
     print(f"  ingest_feed        {i['ingest_seconds']:7.2f} s   peak {i['ingest_peak_rss_mb']:7.0f} MB")
     print(f"  ratio ingest/bare  {i['ratio']:7.2f} x  (target <= 1.5 x, <= 1536 MB)")
     print(f"delta of two snapshots ({d['delta']['volatile_only']:,} volatile-only of {r['scale']:,}):")
-    print(f"  replace view + classification {d['delta_seconds']:6.2f} s  (ingest of the same snapshot "
-          f"{d['second_ingest_seconds']:.2f} s, ratio {d['delta_seconds'] / d['second_ingest_seconds']:.2f} x)")
-    print(f"  batch planning      {d['batch_planning_seconds']:6.2f} s  -> {d['batch_calls_planned']} items_batch "
-          f"calls (expected {d['expected_batch_calls']}), max {d['max_items_per_call']} per call")
+    print(
+        f"  replace view + classification {d['delta_seconds']:6.2f} s  (ingest of the same snapshot "
+        f"{d['second_ingest_seconds']:.2f} s, ratio {d['delta_seconds'] / d['second_ingest_seconds']:.2f} x)"
+    )
+    print(
+        f"  batch planning      {d['batch_planning_seconds']:6.2f} s  -> {d['batch_calls_planned']} items_batch "
+        f"calls (expected {d['expected_batch_calls']}), max {d['max_items_per_call']} per call"
+    )
     print(f"  peak memory         {d['peak_rss_mb']:6.0f} MB")
-    print(f"requests at {q['n_items']:,} items: {q['volatile_only_items']:,} volatile-only -> {q['items_batch_calls']} "
-          f"items_batch calls (expected {q['expected_items_batch_calls']}), {q['update_uploads']} update upload, "
-          f"{q['requests_on_rerun']} requests on re-run; exact: {q['exact']}")
+    print(
+        f"requests at {q['n_items']:,} items: {q['volatile_only_items']:,} volatile-only -> {q['items_batch_calls']} "
+        f"items_batch calls (expected {q['expected_items_batch_calls']}), {q['update_uploads']} update upload, "
+        f"{q['requests_on_rerun']} requests on re-run; exact: {q['exact']}"
+    )
     for key in r:
         if key not in ("ingest", "delta", "requests", "scale", "cpu_count"):
             print(f"{key}: {json.dumps(r[key], default=str)[:400]}")

@@ -126,8 +126,14 @@ def materialize_all(
                 if tenants and where and not any(t in where.split("|") for t in tenants):
                     continue
                 started = time.monotonic()
-                span = (f" {extra_tags['dagster/asset_partition_range_start']} .. "
-                        f"{extra_tags['dagster/asset_partition_range_end']}") if extra_tags else ""
+                span = (
+                    (
+                        f" {extra_tags['dagster/asset_partition_range_start']} .. "
+                        f"{extra_tags['dagster/asset_partition_range_end']}"
+                    )
+                    if extra_tags
+                    else ""
+                )
                 on_progress(f"materializing [{label}]" + (f" partition {pkey}" if pkey else "") + span)
                 result = dg.materialize(
                     assets_defs,
@@ -138,7 +144,9 @@ def materialize_all(
                     tags={"kobi/launched_by": "make-run", **extra_tags},
                     run_config=quiet,
                 )
-                report.runs.append((label, pkey or span.strip() or None, result.success, time.monotonic() - started))
+                report.runs.append(
+                    (label, pkey or span.strip() or None, result.success, time.monotonic() - started)
+                )
                 if not result.success:
                     on_progress(f"  FAILED (run {result.run_id}): open it in the Dagster UI (make dev)")
     return report

@@ -94,7 +94,7 @@ def check_high_problem_share(
         return CheckOutcome(
             False,
             "WARN",
-            f"catalog {catalog_id} ({tenant_id}): {share:.1%} of {h['items']} items have HIGH problems "
+            f"catalog {catalog_id} ({tenant_id}): {share:.1%} of {h['items']} items have HIGH problems reported by Meta "
             f"(threshold {threshold:.1%}).{hint}",
             meta,
         )

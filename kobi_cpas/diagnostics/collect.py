@@ -825,7 +825,11 @@ def fatal_errors_for_sync(
     Fetches ``/{upload_id}/errors`` (every priority, with samples) or ``check_batch_request_status`` (every
     handle), stores them in ``diag_state.sync_errors`` with rows mapped to retailer ids, and (``merge``) brings
     the feed_upload / batch_request problems of ``catalog_diagnostics`` up to date, with the summary and health
-    rows. Calling it again for the same sync is harmless. Meta calls happen with ``con`` open (a few calls)."""
+    rows. Calling it again for the same sync is harmless. Meta calls happen with ``con`` open (a few calls).
+
+    The errors reach ``catalog_diagnostics`` once the sync is ``finished`` in ``catalog_syncs`` (call it after
+    the sync code confirmed the upload / batch; if called earlier they are stored and show at the next call or
+    poll). ``status == "pending"`` means Meta is still processing: nothing was stored, ask again later."""
     from kobi_cpas.diagnostics.dictionary import DEFAULT_LOCALE
     from kobi_cpas.diagnostics.lifecycle import merge_problems
     from kobi_cpas.diagnostics.summary import build_health, build_summary

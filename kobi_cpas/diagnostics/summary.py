@@ -15,6 +15,8 @@ from kobi_cpas.diagnostics.lifecycle import last_successful_poll
 
 EXAMPLES_PER_PROBLEM = 5
 _PRIORITY_ORDER = "CASE priority WHEN 'HIGH' THEN 1 WHEN 'MEDIUM' THEN 2 ELSE 3 END"
+# Sources that say what Meta does with an item (eligibility); Kobi's feed validation is counted apart.
+_META_SIDE = "'meta_item_check', 'feed_upload', 'batch_request'"
 
 
 def catalog_items(
@@ -99,7 +101,7 @@ def build_summary(con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: st
 
 _HEALTH_COLUMNS = (
     "tenant_id, catalog_id, day, items, items_source, items_with_problems, items_with_high, items_with_medium, "
-    "items_with_low, high_share, eligible_items, eligible_share, open_problems, open_high_problems, "
+    "items_with_low, items_with_feed_errors, high_share, eligible_items, eligible_share, open_problems, open_high_problems, "
     "fatal_ingestion_errors, has_pixel_or_app, pixel_count, app_count, last_successful_replace_at, "
     "last_successful_update_at, last_successful_batch_at, diagnostic_groups, must_fix_groups, opportunity_groups, "
     "last_item_poll_at, observed_at"
@@ -111,7 +113,9 @@ def current_health(
 ) -> dict[str, Any]:
     """The ``catalog_health`` values of a tenant catalog as of now (not stored; see ``build_health``).
 
-    items_with_high counts items with an open HIGH problem from any source (Kobi's feed errors included)."""
+    Eligibility is Meta's view: items_with_high / _medium / _low count items by their worst open problem
+    reported by Meta (async item errors and ingestion errors). Kobi's own feed errors are counted apart
+    (items_with_feed_errors): such an item keeps its last valid version at Meta, or was never sent."""
     items, items_source = catalog_items(con, tenant_id, catalog_id)
     last_poll = last_successful_poll(con, tenant_id, catalog_id)
     obs = con.execute(
@@ -123,12 +127,13 @@ def current_health(
     row = run(
         con,
         f"""WITH d AS (SELECT * FROM main.catalog_diagnostics WHERE tenant_id = $t AND catalog_id = $c AND is_open),
-        worst AS (SELECT retailer_id, min({_PRIORITY_ORDER}) AS w FROM d WHERE retailer_id <> '' GROUP BY 1),
+        worst AS (SELECT retailer_id, min({_PRIORITY_ORDER}) AS w FROM d
+                  WHERE retailer_id <> '' AND source IN ({_META_SIDE}) GROUP BY 1),
         syncs AS (SELECT method, max(coalesce(finished_at, started_at)) AS ts FROM main.catalog_syncs
                   WHERE tenant_id = $t AND catalog_id = $c AND status = 'finished' GROUP BY 1),
         cat AS (SELECT has_event_source, pixel_count, app_count FROM main.meta_catalogs
                 WHERE tenant_id = $t AND catalog_id = $c ORDER BY observed_at DESC LIMIT 1)
-        SELECT (SELECT count(*) FROM worst),
+        SELECT (SELECT count(DISTINCT retailer_id) FROM d WHERE retailer_id <> ''),
                (SELECT count(*) FROM worst WHERE w = 1),
                (SELECT count(*) FROM worst WHERE w = 2),
                (SELECT count(*) FROM worst WHERE w = 3),
@@ -137,7 +142,9 @@ def current_health(
                (SELECT count(*) FROM d WHERE source IN ('feed_upload', 'batch_request') AND severity = 'fatal'),
                (SELECT has_event_source FROM cat), (SELECT pixel_count FROM cat), (SELECT app_count FROM cat),
                (SELECT ts FROM syncs WHERE method = 'replace'), (SELECT ts FROM syncs WHERE method = 'update'),
-               (SELECT ts FROM syncs WHERE method = 'batch')""",
+               (SELECT ts FROM syncs WHERE method = 'batch'),
+               (SELECT count(DISTINCT retailer_id) FROM d
+                WHERE retailer_id <> '' AND source = 'kobi_feed_validation' AND priority = 'HIGH')""",
         {"t": tenant_id, "c": catalog_id},
     ).fetchone()
     assert row is not None
@@ -153,6 +160,7 @@ def current_health(
         "items_with_high": with_high,
         "items_with_medium": int(row[2]),
         "items_with_low": int(row[3]),
+        "items_with_feed_errors": int(row[13]),
         "high_share": min(with_high / items, 1.0) if items else None,
         "eligible_items": eligible,
         "eligible_share": eligible / items if items and eligible is not None else None,
@@ -242,22 +250,25 @@ def markdown_summary(con: duckdb.DuckDBPyConnection, tenant_id: str, top: int = 
         return f"**{tenant_id}**: no catalog diagnostics yet."
     for (catalog_id,) in catalogs:
         h = con.execute(
-            """SELECT items, items_with_high, eligible_share, has_pixel_or_app, last_item_poll_at, open_problems
+            """SELECT items, items_with_high, eligible_share, has_pixel_or_app, last_item_poll_at, open_problems,
+                      items_with_feed_errors, fatal_ingestion_errors
                FROM main.catalog_health WHERE tenant_id = ? AND catalog_id = ? ORDER BY observed_at DESC LIMIT 1""",
             [tenant_id, catalog_id],
         ).fetchone()
         out.append(f"### Catalog {catalog_id} ({tenant_id})")
         if h:
-            share = f"{h[2]:.1%}" if h[2] is not None else "n/a"
-            pixel = {True: "yes", False: "**no**"}.get(h[3], "unknown")
-            out.append(
-                f"Items: {h[0] if h[0] is not None else 'n/a'} · with HIGH problems: {h[1]} · eligible for ads: "
-                f"{share} · pixel/app connected: {pixel} · open problems: {h[5]} · item errors polled: "
-                f"{h[4].astimezone(UTC):%Y-%m-%d %H:%M} UTC"
-                if h[4]
-                else f"Items: {h[0] if h[0] is not None else 'n/a'} · with HIGH problems: {h[1]} · eligible for "
-                f"ads: {share} · pixel/app connected: {pixel} · open problems: {h[5]} · item errors never polled"
-            )
+            polled = f"{h[4].astimezone(UTC):%Y-%m-%d %H:%M} UTC" if h[4] else "never"
+            facts = [
+                f"items: {h[0] if h[0] is not None else 'n/a'}",
+                f"blocked by Meta (HIGH): {h[1]}",
+                f"eligible for ads: {f'{h[2]:.1%}' if h[2] is not None else 'n/a'}",
+                f"fatal ingestion errors: {h[7]}",
+                f"items with Kobi feed errors: {h[6]}",
+                f"pixel/app connected: {dict([(True, 'yes'), (False, '**no**')]).get(h[3], 'unknown')}",
+                f"open problems: {h[5]}",
+                f"item errors polled: {polled}",
+            ]
+            out.append(" · ".join(facts))
         rows = con.execute(
             """SELECT rank, priority, source, error_type, title, affected_items, open_problems, is_catalog_level,
                       example_retailer_ids, call_to_action

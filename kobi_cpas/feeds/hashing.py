@@ -5,15 +5,15 @@
 sale_price_effective_date, availability, quantity_to_sell_on_facebook). A price/stock change therefore
 changes only ``volatile_hash``; anything else changes ``content_hash``.
 
-Definition (version ``HASH_VERSION``): the md5 digest of the *normalised* values (trimmed, blank =
-NULL, valid enums lower-cased) in ``COLUMNS`` order, NULL written as the empty string, joined with the
-unit separator ``chr(31)``, stored as a ``UHUGEINT`` (DuckDB's ``md5_number``: the 16 digest bytes read as
-a little-endian integer). md5 is used rather than DuckDB's ``hash()`` because it is identical across
-DuckDB versions and languages; the 128-bit integer rather than the hex string because formatting and
-storing a million random 32-character strings costs more CPU than the md5 itself (about 1.3 CPU-seconds
-per million items). Python: ``int.from_bytes(hashlib.md5(data).digest(), "little")``.
-Adding a field to ``fields.FIELDS`` changes every hash: bump ``HASH_VERSION`` and expect one full
-re-sync.
+Definition (version ``HASH_VERSION``): lower-case hex ``md5`` of the *normalised* values (trimmed,
+blank = NULL, valid enums lower-cased) in ``COLUMNS`` order, NULL written as the empty string, joined
+with the unit separator ``chr(31)``. md5 is used rather than DuckDB's ``hash()`` because it is identical
+across DuckDB versions and languages. Adding a field to ``fields.FIELDS`` changes every hash: bump
+``HASH_VERSION`` and expect one full re-sync.
+
+Cost note: ``md5_number(...)`` (a UHUGEINT) instead of the hex string saves about 1.3 CPU-seconds per
+million items (formatting and storing random 32-character strings costs more than the md5 itself), but
+the sync tables store VARCHAR hashes, so switching is a coordinated change.
 """
 
 from __future__ import annotations
@@ -31,9 +31,7 @@ def _hash_sql(columns: Sequence[str], qualifier: str | None) -> str:
     prefix = f"{qualifier}." if qualifier else ""
     # concat() treats NULL as '' (cheaper than concat_ws over coalesce()).
     parts = ", chr(31), ".join(f"{prefix}{c}" for c in columns)
-    # The explicit cast makes a DuckDB that returned a signed HUGEINT fail loudly instead of silently
-    # producing different values.
-    return f"md5_number(concat({parts}))::UHUGEINT"
+    return f"md5(concat({parts}))"
 
 
 def content_hash_sql(qualifier: str | None = None) -> str:
@@ -46,17 +44,17 @@ def volatile_hash_sql(qualifier: str | None = None) -> str:
     return _hash_sql(VOLATILE_COLUMNS, qualifier)
 
 
-def _hash_py(values: Mapping[str, str | None], columns: Sequence[str]) -> int:
+def _hash_py(values: Mapping[str, str | None], columns: Sequence[str]) -> str:
     joined = SEPARATOR.join(values.get(c) or "" for c in columns)
-    return int.from_bytes(hashlib.md5(joined.encode("utf-8")).digest(), "little")
+    return hashlib.md5(joined.encode("utf-8")).hexdigest()
 
 
-def content_hash(values: Mapping[str, str | None]) -> int:
+def content_hash(values: Mapping[str, str | None]) -> str:
     """Python twin of :func:`content_hash_sql` for one item of *normalised* values."""
     return _hash_py(values, CONTENT_COLUMNS)
 
 
-def volatile_hash(values: Mapping[str, str | None]) -> int:
+def volatile_hash(values: Mapping[str, str | None]) -> str:
     """Python twin of :func:`volatile_hash_sql`."""
     return _hash_py(values, VOLATILE_COLUMNS)
 

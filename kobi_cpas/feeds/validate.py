@@ -171,7 +171,7 @@ def _build_rules() -> tuple[Rule, ...]:
                 "invalid_price_format",
                 p,
                 "error",
-                f"_{p}_state = 'format'",
+                f"_{p}_state = 2",
                 f"'{p} ' || {show(p)} || ' is not in the format \"<amount> <currency>\", e.g. \"19.99 EUR\".'",
                 f"Write {p} as a number with a dot as decimal separator and at most 2 decimals, a space "
                 "and the ISO 4217 currency code, e.g. 1299.90 TRY (no currency signs or thousands "
@@ -181,7 +181,7 @@ def _build_rules() -> tuple[Rule, ...]:
                 "unknown_currency",
                 p,
                 "error",
-                f"_{p}_state = 'currency'",
+                f"_{p}_state = 1",
                 f"'{p} ' || {show(p)} || ' uses an unknown currency code ' || {show(f'split_part({p}, chr(32), 2)')} || '.'",
                 f"Use a valid ISO 4217 currency code in {p}, e.g. TRY, EUR or USD.",
             ),
@@ -191,7 +191,7 @@ def _build_rules() -> tuple[Rule, ...]:
             "sale_price_currency_mismatch",
             "sale_price",
             "error",
-            "CASE WHEN _sale_price_state = 'ok' AND _price_state = 'ok' "
+            "CASE WHEN _sale_price_state = 0 AND _price_state = 0 "
             "THEN upper(split_part(sale_price, ' ', 2)) <> upper(split_part(price, ' ', 2)) END",
             f"'sale_price ' || {show('sale_price')} || ' is not in the currency of price ' || {show('price')} || '.'",
             "Give sale_price in the same currency as price.",
@@ -200,7 +200,7 @@ def _build_rules() -> tuple[Rule, ...]:
             "sale_price_not_lower",
             "sale_price",
             "error",
-            "CASE WHEN _sale_price_state = 'ok' AND _price_state = 'ok' "
+            "CASE WHEN _sale_price_state = 0 AND _price_state = 0 "
             "AND upper(split_part(sale_price, ' ', 2)) = upper(split_part(price, ' ', 2)) "
             "THEN split_part(sale_price, ' ', 1)::DECIMAL(38, 2) >= split_part(price, ' ', 1)::DECIMAL(38, 2) END",
             f"'sale_price ' || {show('sale_price')} || ' is not lower than price ' || {show('price')} || '.'",
@@ -210,7 +210,7 @@ def _build_rules() -> tuple[Rule, ...]:
             "invalid_date_range",
             "sale_price_effective_date",
             "error",
-            "_date_state = 'format'",
+            "_date_state = 2",
             f"'sale_price_effective_date ' || {show('sale_price_effective_date')}"
             " || ' is not an ISO 8601 interval \"start/end\".'",
             "Write sale_price_effective_date as two ISO 8601 date-times separated by '/', e.g. "
@@ -220,7 +220,7 @@ def _build_rules() -> tuple[Rule, ...]:
             "date_range_start_not_before_end",
             "sale_price_effective_date",
             "error",
-            "_date_state = 'order'",
+            "_date_state = 1",
             f"'sale_price_effective_date ' || {show('sale_price_effective_date')}"
             " || ' starts at or after its end.'",
             "Make the start of sale_price_effective_date earlier than its end.",
@@ -309,7 +309,7 @@ def _final(col: str) -> str:
         bit = next(i for i, r in enumerate(ROW_RULES) if r.code == "invalid_value" and r.field == col)
         return f"CASE WHEN (_issue_mask & {1 << bit}) = 0 THEN lower({col}) ELSE {col} END"
     if spec.kind == "price":
-        return f"CASE WHEN _{col}_state = 'ok' THEN upper({col}) ELSE {col} END"
+        return f"CASE WHEN _{col}_state = 0 THEN upper({col}) ELSE {col} END"
     return col
 
 
@@ -329,10 +329,12 @@ def items_select_sql(
     rn = row_number_sql or "NULL::BIGINT"
     norm = ", ".join(f"{_trimmed(c)} AS {c}" for c in COLUMNS)
     final = ", ".join(f"{_final(c)} AS {c}" for c in COLUMNS)
+    # Helper states (small integers, cheaper than strings): NULL = no value, 0 = valid, 1 = unknown
+    # currency / start not before end, 2 = malformed.
     price_state = {
         p: (
-            f"CASE WHEN {p} IS NULL THEN NULL WHEN regexp_full_match({p}, {_lit(PRICE_RE)}, 'i') THEN 'ok' "
-            f"WHEN regexp_full_match({p}, {_lit(PRICE_FORMAT_RE)}, 'i') THEN 'currency' ELSE 'format' END"
+            f"CASE WHEN {p} IS NULL THEN NULL WHEN regexp_full_match({p}, {_lit(PRICE_RE)}, 'i') THEN 0 "
+            f"WHEN regexp_full_match({p}, {_lit(PRICE_FORMAT_RE)}, 'i') THEN 1 ELSE 2 END"
         )
         for p in ("price", "sale_price")
     }
@@ -340,9 +342,9 @@ def items_select_sql(
     end = "TRY_CAST(split_part(sale_price_effective_date, '/', 2) AS TIMESTAMPTZ)"
     date_state = (
         "CASE WHEN sale_price_effective_date IS NULL THEN NULL "
-        f"WHEN NOT regexp_full_match(sale_price_effective_date, {_lit(DATE_RANGE_RE)}) THEN 'format' "
-        f"WHEN {start} IS NULL OR {end} IS NULL THEN 'format' "
-        f"WHEN {start} >= {end} THEN 'order' ELSE 'ok' END"
+        f"WHEN NOT regexp_full_match(sale_price_effective_date, {_lit(DATE_RANGE_RE)}) THEN 2 "
+        f"WHEN {start} IS NULL OR {end} IS NULL THEN 2 "
+        f"WHEN {start} >= {end} THEN 1 ELSE 0 END"
     )
     mask = " + ".join(f"(CASE WHEN {r.condition} THEN {1 << i} ELSE 0 END)" for i, r in enumerate(ROW_RULES))
     cols = ", ".join(COLUMNS)

@@ -247,7 +247,9 @@ def replace_slices(
                 days=ok_days,
                 pulled_at=pulled_at,
             )
-            cols = ", ".join(PRODUCT_PARSED_COLUMNS if family == "product" else SHARED_ITEM_METRICS.column_names)
+            cols = ", ".join(
+                PRODUCT_PARSED_COLUMNS if family == "product" else SHARED_ITEM_METRICS.column_names
+            )
             con.execute(f"INSERT INTO {table} ({cols}) {sql}")
             counted = con.execute(
                 f"SELECT date, count(*) FROM {table} WHERE tenant_id = ? AND ad_account_id = ? AND level = ? "

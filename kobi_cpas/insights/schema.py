@@ -150,7 +150,9 @@ SHARED_ITEM_PRODUCT_METRICS = TableSpec(
 )
 # The columns the parser writes (the feed join columns are filled afterwards).
 PRODUCT_PARSED_COLUMNS: tuple[str, ...] = tuple(
-    c for c in SHARED_ITEM_PRODUCT_METRICS.column_names if c not in ("retailer_id", "product_title", "product_brand")
+    c
+    for c in SHARED_ITEM_PRODUCT_METRICS.column_names
+    if c not in ("retailer_id", "product_title", "product_brand")
 )
 
 INSIGHTS_METRIC_CATALOG = TableSpec(

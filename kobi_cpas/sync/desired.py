@@ -56,7 +56,9 @@ def build_desired(
     # Views, not copies: at a million items every copy costs a full pass. The tenant id is a validated
     # registry id ([a-z0-9_-]), safe to inline in a view definition.
     t_lit = "'" + tenant_id.replace("'", "''") + "'"
-    con.execute(f"CREATE OR REPLACE TEMP VIEW _old AS SELECT * FROM sync_state.desired_items WHERE tenant_id = {t_lit}")
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW _old AS SELECT * FROM sync_state.desired_items WHERE tenant_id = {t_lit}"
+    )
     # Only the first copy of a duplicated id can be valid (the validator flags the others as errors), so the
     # valid rows are unique by id.
     con.execute(f"CREATE OR REPLACE TEMP VIEW _cur AS SELECT * FROM {items_table} WHERE id IS NOT NULL")

@@ -26,6 +26,7 @@ from typing import Any
 
 import duckdb
 
+from kobi_cpas.diagnostics.collect import record_batch_lines, record_upload_rows
 from kobi_cpas.feeds.fields import COLUMNS, VOLATILE_COLUMNS
 from kobi_cpas.meta.client import MetaGraphClient
 from kobi_cpas.meta.errors import MetaAPIError
@@ -215,6 +216,8 @@ def _record_inflight(con: duckdb.DuckDBPyConnection, ctx: SyncContext, sync_id: 
            JOIN sync_state.desired_items d ON d.tenant_id = ? AND d.id = e.id""",
         [sync_id, ctx.tenant_id, method, ctx.tenant_id],
     )
+    # Row number -> retailer id, so Meta's upload errors map back to items after confirmation.
+    record_upload_rows(con, sync_id)
 
 
 def _upload(ctx: SyncContext, feed_id: str, path: Path, update_only: bool) -> str:
@@ -498,6 +501,7 @@ def run_batch(ctx: SyncContext, chunk_size: int | None = None) -> list[SyncRecor
                 [rec.sync_id, ctx.tenant_id],
             )
             _insert_sync(con, ctx, rec, snapshot_id)
+            record_batch_lines(con, rec.sync_id, list(ids))
             con.execute("COMMIT")
         try:
             resp = ctx.client.post(

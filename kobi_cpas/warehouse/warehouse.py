@@ -194,6 +194,10 @@ class Warehouse:
                     for view in VIEWS.values():
                         vcon.execute(f"CREATE OR REPLACE VIEW {qident(view.name)} AS {view.sql}")
                         vcon.execute(f"COMMENT ON VIEW {qident(view.name)} IS {sql_str(view.comment)}")
+                        for c in view.columns:
+                            vcon.execute(
+                                f"COMMENT ON COLUMN {qident(view.name)}.{qident(c.name)} IS {sql_str(c.comment)}"
+                            )
                 finally:
                     vcon.close()
             os.replace(tmp, self.analyst_path)

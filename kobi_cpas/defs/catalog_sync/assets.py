@@ -19,6 +19,7 @@ from kobi_cpas.defs.shared import (
     table_definition_metadata,
 )
 from kobi_cpas.defs.tenants.partitions import tenant_partitions
+from kobi_cpas.diagnostics.collect import fatal_errors_for_sync
 from kobi_cpas.resources import (
     CatalogSyncResource,
     MetaGraphResource,
@@ -249,6 +250,23 @@ def replace_feed_plan(
     )
 
 
+def _read_fatal_errors(client, con, ctx: SyncContext, records: list[SyncRecord], context) -> int:
+    """Right after Meta finished an upload or batch, read its fatal errors and warnings into
+    catalog_diagnostics (Meta's Catalog Integration step 6, "Address fatal ingestion errors")."""
+    total = 0
+    for rec in records:
+        if rec.status != "finished":
+            continue  # still processing: sync_status_sensor hands it over when Meta is done
+        rep = fatal_errors_for_sync(client, con, ctx.tenant_id, ctx.catalog_id, rec.sync_id)
+        total += rep.fatal_errors
+        if rep.fatal_errors:
+            context.log.warning(
+                f"{rec.method} {rec.sync_id}: {rep.fatal_errors} fatal ingestion error(s); "
+                "see catalog_diagnostics"
+            )
+    return total
+
+
 def _run_sync(context, registry, meta, warehouse, catalog_sync, fn) -> dg.MaterializeResult:
     _guard_overlap(context)
     with meta.get_client(logger=context.log) as client:
@@ -258,6 +276,7 @@ def _run_sync(context, registry, meta, warehouse, catalog_sync, fn) -> dg.Materi
         except SyncBlocked as exc:
             raise dg.Failure(description=str(exc)) from None
         with ctx.db() as con:
+            fatal = _read_fatal_errors(client, con, ctx, records, context)
             refresh_item_state(con, ctx.tenant)
             delta = delta_counts(con, ctx.tenant_id)
             warehouse.publish(con)
@@ -267,6 +286,7 @@ def _run_sync(context, registry, meta, warehouse, catalog_sync, fn) -> dg.Materi
             "items_sent": sum(r.items_sent for r in records),
             "errors": sum(r.errors_count for r in records),
             "still_processing": sum(1 for r in records if r.status != "finished"),
+            "fatal_ingestion_errors": fatal,
             "remaining_new_or_changed": delta.new + delta.changed,
             "remaining_volatile_only": delta.volatile_only,
             "requests_sent": _records_md(records),
@@ -369,6 +389,8 @@ def catalog_syncs(
     with meta.get_client(logger=context.log) as client:
         ctx = _sync_context(context, registry, meta, warehouse, catalog_sync, client)
         resolved = methods.resolve_pending(ctx, wait=False)
+        with warehouse.connection() as con:
+            _read_fatal_errors(client, con, ctx, resolved, context)
     with warehouse.connection() as con:
         refresh_item_state(con, tenant)
         pending = count(

@@ -14,7 +14,12 @@ from kobi_cpas.cpas import (
     read_existing_product_sets,
     reconcile_partnership,
 )
-from kobi_cpas.cpas.tables import CPAS_PARTNERSHIPS, CPAS_PRODUCT_SETS, CPAS_RETAILER_DIRECTORY, EXECUTION_MANIFEST
+from kobi_cpas.cpas.tables import (
+    CPAS_PARTNERSHIPS,
+    CPAS_PRODUCT_SETS,
+    CPAS_RETAILER_DIRECTORY,
+    EXECUTION_MANIFEST,
+)
 from kobi_cpas.defs.cpas.checks import (
     COUNT_TOLERANCE,
     PARTNERSHIP_DRIFT,
@@ -90,8 +95,17 @@ def cpas_partnerships(
     mismatched = [r for r in rows if "count_mismatch" in r.drift or "segment_empty" in r.drift]
     drifting = [r for r in rows if r.drift]
     table = md_table(
-        [(r.retailer, r.partnership_status, r.segment_product_count, r.expected_product_count, ",".join(r.drift),
-          r.next_action or "") for r in rows],
+        [
+            (
+                r.retailer,
+                r.partnership_status,
+                r.segment_product_count,
+                r.expected_product_count,
+                ",".join(r.drift),
+                r.next_action or "",
+            )
+            for r in rows
+        ],
         ["retailer", "status", "meta count", "expected", "drift", "next action"],
     )
     return dg.MaterializeResult(
@@ -118,7 +132,9 @@ def cpas_partnerships(
                 check_name=PARTNERSHIP_DRIFT,
                 passed=not drifting,
                 severity=dg.AssetCheckSeverity.WARN,
-                description="; ".join(f"{r.retailer}: {','.join(r.drift)} — {r.next_action}" for r in drifting)
+                description="; ".join(
+                    f"{r.retailer}: {','.join(r.drift)} — {r.next_action}" for r in drifting
+                )
                 or None,
             ),
         ],
@@ -162,8 +178,10 @@ def execution_manifest(
             "ads": sum(1 for r in rows if r.ad_id),
             "qc_failures": len(failed),
             "qc_failures_preview": dg.MetadataValue.md(
-                md_table([(r.retailer, r.ad_id, r.ad_name, r.qc_issues) for r in failed],
-                         ["retailer", "ad", "name", "issues"])
+                md_table(
+                    [(r.retailer, r.ad_id, r.ad_name, r.qc_issues) for r in failed],
+                    ["retailer", "ad", "name", "issues"],
+                )
                 if failed
                 else "_every ad passes QC_"
             ),
@@ -211,8 +229,11 @@ def cpas_retailer_directory(
             "dagster/row_count": len(rows),
             **{f"{k}_rows": v for k, v in by_source.items()},
             "preview": dg.MetadataValue.md(
-                md_table([(r.source, r.tenant_id, r.merchant_name, r.status) for r in rows],
-                         ["source", "tenant", "merchant", "status"], max_rows=15)
+                md_table(
+                    [(r.source, r.tenant_id, r.merchant_name, r.status) for r in rows],
+                    ["source", "tenant", "merchant", "status"],
+                    max_rows=15,
+                )
             ),
         }
     )
@@ -246,9 +267,15 @@ def cpas_product_sets(
         results = apply_product_set_actions(client, actions)
     records = [
         {
-            "tenant_id": tenant.tenant_id, "target": r.action.target, "catalog_id": r.action.catalog_id,
-            "name": r.action.name, "product_set_id": r.product_set_id or r.action.product_set_id,
-            "action": r.action.kind, "status": r.status, "message": r.message or None, "observed_at": now,
+            "tenant_id": tenant.tenant_id,
+            "target": r.action.target,
+            "catalog_id": r.action.catalog_id,
+            "name": r.action.name,
+            "product_set_id": r.product_set_id or r.action.product_set_id,
+            "action": r.action.kind,
+            "status": r.status,
+            "message": r.message or None,
+            "observed_at": now,
         }
         for r in results
     ]
@@ -260,9 +287,12 @@ def cpas_product_sets(
         metadata={
             "dagster/row_count": len(records),
             "actions": dg.MetadataValue.md(
-                md_table([(r.action.kind, r.action.target, r.action.name, r.status, r.message) for r in results],
-                         ["action", "target", "name", "status", "message"])
-                if results else "_no product sets declared_"
+                md_table(
+                    [(r.action.kind, r.action.target, r.action.name, r.status, r.message) for r in results],
+                    ["action", "target", "name", "status", "message"],
+                )
+                if results
+                else "_no product sets declared_"
             ),
         },
         check_results=[
@@ -270,7 +300,10 @@ def cpas_product_sets(
                 check_name=PRODUCT_SETS,
                 passed=not bad,
                 severity=dg.AssetCheckSeverity.WARN,
-                description="; ".join(f"{r.action.kind} {r.action.name}: {r.status} ({r.message})" for r in bad) or None,
+                description="; ".join(
+                    f"{r.action.kind} {r.action.name}: {r.status} ({r.message})" for r in bad
+                )
+                or None,
             )
         ],
     )

@@ -34,9 +34,15 @@ class CreateSegmentConfig(dg.Config):
     tenant_id: str = Field(description="Kobi tenant (the brand)")
     retailer: str = Field(description="Retailer as in the registry, e.g. trendyol")
     parent_catalog_id: str = Field(description="The retailer's Collaborative Ads compliant catalog")
-    owner_business_id: str = Field(description="Business owning the parent catalog (retailer or marketing partner)")
-    segment_filter: str = Field(description='Product-set rule as JSON, e.g. {"brand": {"i_contains": "acme"}}')
-    brand_business_id: str | None = Field(default=None, description="Brand business to share with (default: the tenant's)")
+    owner_business_id: str = Field(
+        description="Business owning the parent catalog (retailer or marketing partner)"
+    )
+    segment_filter: str = Field(
+        description='Product-set rule as JSON, e.g. {"brand": {"i_contains": "acme"}}'
+    )
+    brand_business_id: str | None = Field(
+        default=None, description="Brand business to share with (default: the tenant's)"
+    )
     permitted_tasks: list[str] = Field(default=["ADVERTISE"], description="ADVERTISE and/or MANAGE")
     utm_source: str | None = None
     utm_medium: str | None = None
@@ -44,7 +50,9 @@ class CreateSegmentConfig(dg.Config):
     collab_terms: list[str] = Field(
         default=[], description="ENFORCE_CREATE_NEW_AD_ACCOUNT, ENFORCE_SHARE_AD_PERFORMANCE_ACCESS"
     )
-    name: str | None = Field(default=None, description="Segment name (default: 'Kobi CPAS | <tenant> | <retailer>')")
+    name: str | None = Field(
+        default=None, description="Segment name (default: 'Kobi CPAS | <tenant> | <retailer>')"
+    )
 
 
 def _preview(analyst_path: str, rule, tenant_id: str) -> tuple[int, list[str]]:
@@ -58,8 +66,10 @@ def _preview(analyst_path: str, rule, tenant_id: str) -> tuple[int, list[str]]:
         con.close()
 
 
-@dg.op(description="Validate the rule, preview its membership on the feed snapshot, find or create the segment "
-       "(never a duplicate), share it with the brand's business.")
+@dg.op(
+    description="Validate the rule, preview its membership on the feed snapshot, find or create the segment "
+    "(never a duplicate), share it with the brand's business."
+)
 def create_and_share_segment(
     context: dg.OpExecutionContext,
     config: CreateSegmentConfig,
@@ -77,37 +87,61 @@ def create_and_share_segment(
     count, sample = _preview(warehouse.duckdb_path, rule, tenant.tenant_id)
     context.log.info(f"preview: {count} items of {tenant.tenant_id}'s feed match the rule, e.g. {sample[:5]}")
     if count == 0:
-        raise dg.Failure(description=f"the rule matches no item of {tenant.tenant_id}'s feed snapshot: "
-                         "an empty segment cannot be advertised; check the rule")
+        raise dg.Failure(
+            description=f"the rule matches no item of {tenant.tenant_id}'s feed snapshot: "
+            "an empty segment cannot be advertised; check the rule"
+        )
     name = config.name or segment_name(tenant.tenant_id, config.retailer)
-    utm = {k: v for k, v in (("campaign_source", config.utm_source), ("campaign_medium", config.utm_medium),
-                               ("campaign_name", config.utm_campaign)) if v}
+    utm = {
+        k: v
+        for k, v in (
+            ("campaign_source", config.utm_source),
+            ("campaign_medium", config.utm_medium),
+            ("campaign_name", config.utm_campaign),
+        )
+        if v
+    }
     with meta.get_client(logger=context.log) as client:
         try:
             segment_id, created = find_or_create_segment(
-                client, business_id=config.owner_business_id, parent_catalog_id=config.parent_catalog_id,
-                name=name, filter=rule,
+                client,
+                business_id=config.owner_business_id,
+                parent_catalog_id=config.parent_catalog_id,
+                name=name,
+                filter=rule,
             )
         except MetaSegmentNotCompliantError as exc:
             raise dg.Failure(description=str(exc)) from None
         shared = share_segment(
-            client, segment_id, config.brand_business_id or tenant.business_id, config.permitted_tasks,
-            utm or None, config.collab_terms,
+            client,
+            segment_id,
+            config.brand_business_id or tenant.business_id,
+            config.permitted_tasks,
+            utm or None,
+            config.collab_terms,
         )
     context.log.info(
         f"segment {segment_id} {'created' if created else 'already existed'}; "
         f"{'shared now' if shared else 'already shared'} with {config.brand_business_id or tenant.business_id}. "
-        f"Put catalog_segment_id: \"{segment_id}\" under {config.retailer} in the registry."
+        f'Put catalog_segment_id: "{segment_id}" under {config.retailer} in the registry.'
     )
     context.add_output_metadata(
-        {"segment_id": segment_id, "created": created, "shared_now": shared, "expected_product_count": count,
-         "sample_retailer_ids": ", ".join(sample[:10])}
+        {
+            "segment_id": segment_id,
+            "created": created,
+            "shared_now": shared,
+            "expected_product_count": count,
+            "sample_retailer_ids": ", ".join(sample[:10]),
+        }
     )
     return {"segment_id": segment_id, "created": created}
 
 
-@dg.job(description="Create (or find) a catalog segment of a retailer's catalog for a brand and share it. "
-        "Idempotent: a second launch finds the existing segment.", tags={"kobi/domain": "cpas"})
+@dg.job(
+    description="Create (or find) a catalog segment of a retailer's catalog for a brand and share it. "
+    "Idempotent: a second launch finds the existing segment.",
+    tags={"kobi/domain": "cpas"},
+)
 def create_catalog_segment_job():
     create_and_share_segment()
 
@@ -121,8 +155,11 @@ class CreateCampaignConfig(dg.Config):
     name: str = Field(default="Advantage+ catalog sales", description="Suffix of the object names")
 
 
-@dg.op(pool=DUCKDB_POOL, description="Build the PAUSED campaign from the template, QC it, create it only when "
-       "clean, then record it in execution_manifest.")
+@dg.op(
+    pool=DUCKDB_POOL,
+    description="Build the PAUSED campaign from the template, QC it, create it only when "
+    "clean, then record it in execution_manifest.",
+)
 def create_cpas_campaign(
     context: dg.OpExecutionContext,
     config: CreateCampaignConfig,
@@ -135,12 +172,18 @@ def create_cpas_campaign(
         retailer_cfg = tenant.retailer(config.retailer)
     except KeyError as exc:
         raise dg.Failure(description=str(exc)) from None
-    options = TemplateOptions(page_id=config.page_id, daily_budget=config.daily_budget,
-                              countries=tuple(config.countries), name=config.name)
+    options = TemplateOptions(
+        page_id=config.page_id,
+        daily_budget=config.daily_budget,
+        countries=tuple(config.countries),
+        name=config.name,
+    )
     plan = build_campaign_plan(tenant, retailer_cfg, options)
     issues = qc_plan(plan)
     if issues:
-        raise dg.Failure(description="QC failed, nothing created: " + "; ".join(f"{i.code}: {i.message}" for i in issues))
+        raise dg.Failure(
+            description="QC failed, nothing created: " + "; ".join(f"{i.code}: {i.message}" for i in issues)
+        )
     with meta.get_client(logger=context.log) as client:
         try:
             ids = create_campaign(client, plan)
@@ -148,15 +191,29 @@ def create_cpas_campaign(
             raise dg.Failure(description=str(exc)) from None
         rows = manifest_rows(client, tenant, retailer_cfg, now=datetime.now(UTC))
     with warehouse.connection() as con:
-        replace_rows(con, EXECUTION_MANIFEST, [r.as_record() for r in rows], "tenant_id = ? AND retailer = ?",
-                     [tenant.tenant_id, retailer_cfg.retailer])
+        replace_rows(
+            con,
+            EXECUTION_MANIFEST,
+            [r.as_record() for r in rows],
+            "tenant_id = ? AND retailer = ?",
+            [tenant.tenant_id, retailer_cfg.retailer],
+        )
         warehouse.publish(con)
-    context.add_output_metadata({"campaign_id": ids.campaign_id, "adset_id": ids.adset_id, "ad_id": ids.ad_id,
-                                 "created": ", ".join(ids.created) or "nothing (already existed)"})
+    context.add_output_metadata(
+        {
+            "campaign_id": ids.campaign_id,
+            "adset_id": ids.adset_id,
+            "ad_id": ids.ad_id,
+            "created": ", ".join(ids.created) or "nothing (already existed)",
+        }
+    )
     return {"campaign_id": ids.campaign_id, "created": list(ids.created)}
 
 
-@dg.job(description="Create a PAUSED Advantage+ catalog sales campaign for a tenant and retailer with the "
-        "retailer's catalog segment as promoted object — only if QC passes.", tags={"kobi/domain": "cpas"})
+@dg.job(
+    description="Create a PAUSED Advantage+ catalog sales campaign for a tenant and retailer with the "
+    "retailer's catalog segment as promoted object — only if QC passes.",
+    tags={"kobi/domain": "cpas"},
+)
 def create_cpas_campaign_job():
     create_cpas_campaign()

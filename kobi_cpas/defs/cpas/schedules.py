@@ -28,7 +28,9 @@ cpas_directory_job = dg.define_asset_job(
 def cpas_daily_schedule(context: dg.ScheduleEvaluationContext):
     tenants = sorted(context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
     if not tenants:
-        return dg.SkipReason("no tenant partitions yet (tenant_partitions_sensor adds them from the registry)")
+        return dg.SkipReason(
+            "no tenant partitions yet (tenant_partitions_sensor adds them from the registry)"
+        )
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")
     return [dg.RunRequest(run_key=f"cpas:{t}:{day}", partition_key=t) for t in tenants]
 

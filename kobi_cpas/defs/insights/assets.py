@@ -1,5 +1,5 @@
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 import dagster as dg
 
@@ -12,7 +12,14 @@ from kobi_cpas.defs.insights.checks import (
     shared_item_metrics_check_specs,
 )
 from kobi_cpas.defs.insights.partitions import insights_partitions
-from kobi_cpas.defs.shared import DUCKDB_POOL, OWNERS_DATA, count, md_table, preview, table_definition_metadata
+from kobi_cpas.defs.shared import (
+    DUCKDB_POOL,
+    OWNERS_DATA,
+    count,
+    md_table,
+    preview,
+    table_definition_metadata,
+)
 from kobi_cpas.insights.metrics import write_metric_catalog
 from kobi_cpas.insights.pull import InsightsPullError, account_timezone, pull_account_days
 from kobi_cpas.insights.reconcile import (
@@ -23,9 +30,18 @@ from kobi_cpas.insights.reconcile import (
     check_rollups,
     record_repull_totals,
 )
-from kobi_cpas.insights.schema import INSIGHTS_METRIC_CATALOG, SHARED_ITEM_METRICS, SHARED_ITEM_PRODUCT_METRICS
+from kobi_cpas.insights.schema import (
+    INSIGHTS_METRIC_CATALOG,
+    SHARED_ITEM_METRICS,
+    SHARED_ITEM_PRODUCT_METRICS,
+)
 from kobi_cpas.insights.tables import CPAS_DASHBOARD
-from kobi_cpas.resources import CatalogSyncResource, MetaGraphResource, TenantRegistryResource, WarehouseResource
+from kobi_cpas.resources import (
+    CatalogSyncResource,
+    MetaGraphResource,
+    TenantRegistryResource,
+    WarehouseResource,
+)
 
 GROUP = "insights"
 OWNERS = ["team:kobi-cpas", *OWNERS_DATA]
@@ -34,8 +50,10 @@ OWNERS = ["team:kobi-cpas", *OWNERS_DATA]
 def _days_by_tenant(context: dg.AssetExecutionContext) -> dict[str, list[date]]:
     out: dict[str, list[date]] = defaultdict(list)
     for key in context.partition_keys:
-        dims = key.keys_by_dimension if hasattr(key, "keys_by_dimension") else dict(
-            zip(("date", "tenant"), str(key).split("|"), strict=True)
+        dims = (
+            key.keys_by_dimension
+            if hasattr(key, "keys_by_dimension")
+            else dict(zip(("date", "tenant"), str(key).split("|"), strict=True))
         )
         out[dims["tenant"]].append(date.fromisoformat(dims["date"]))
     return {t: sorted(set(d)) for t, d in out.items()}
@@ -44,10 +62,15 @@ def _days_by_tenant(context: dg.AssetExecutionContext) -> dict[str, list[date]]:
 def enrich_products(con, tenant, client, log) -> int:
     """Fill retailer_id / title / brand of converted products: product item id -> retailer id (cached, asked
     from Meta only for ids not seen before) -> the tenant's feed item."""
-    missing = [r[0] for r in con.execute(
-        "SELECT DISTINCT p.action_converted_product_id FROM main.shared_item_product_metrics p "
-        "ANTI JOIN raw.product_items m ON m.tenant_id = p.tenant_id AND m.product_item_id = p.action_converted_product_id "
-        "WHERE p.tenant_id = ?", [tenant.tenant_id]).fetchall()]
+    missing = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT p.action_converted_product_id FROM main.shared_item_product_metrics p "
+            "ANTI JOIN raw.product_items m ON m.tenant_id = p.tenant_id AND m.product_item_id = p.action_converted_product_id "
+            "WHERE p.tenant_id = ?",
+            [tenant.tenant_id],
+        ).fetchall()
+    ]
     now = datetime.now(UTC)
     rows = []
     for pid in missing:
@@ -79,7 +102,9 @@ def enrich_products(con, tenant, client, log) -> int:
     pool=DUCKDB_POOL,
     deps=["tenant_registry", "feed_snapshot"],
     check_specs=shared_item_metrics_check_specs,
-    metadata=table_definition_metadata(SHARED_ITEM_METRICS, SHARED_ITEM_PRODUCT_METRICS, INSIGHTS_METRIC_CATALOG),
+    metadata=table_definition_metadata(
+        SHARED_ITEM_METRICS, SHARED_ITEM_PRODUCT_METRICS, INSIGHTS_METRIC_CATALOG
+    ),
 )
 def shared_item_metrics(
     context: dg.AssetExecutionContext,
@@ -106,10 +131,17 @@ def shared_item_metrics(
                 if not r.dedicated_ad_account_id or r.partnership_status.value == "pending":
                     continue
                 act = r.dedicated_ad_account_id
-                context.log.info(f"{tenant_id} x {r.retailer}: pulling {len(days)} day(s) {days[0]}..{days[-1]}")
+                context.log.info(
+                    f"{tenant_id} x {r.retailer}: pulling {len(days)} day(s) {days[0]}..{days[-1]}"
+                )
                 try:
                     rep = pull_account_days(
-                        client, con, tenant_id=tenant_id, retailer=r.retailer, ad_account_id=act, days=days,
+                        client,
+                        con,
+                        tenant_id=tenant_id,
+                        retailer=r.retailer,
+                        ad_account_id=act,
+                        days=days,
                         poll_interval=catalog_sync.poll_interval_seconds,
                     )
                 except InsightsPullError as exc:
@@ -118,8 +150,9 @@ def shared_item_metrics(
                 reports.append(rep)
                 tz = account_timezone(client, act)
                 yesterday = max(days)
-                record_repull_totals(client, con, tenant_id=tenant_id, retailer=r.retailer, ad_account_id=act,
-                                     days=[yesterday])
+                record_repull_totals(
+                    client, con, tenant_id=tenant_id, retailer=r.retailer, ad_account_id=act, days=[yesterday]
+                )
                 checks[ROLLUPS] += check_rollups(con, ad_account_id=act, days=days)
                 checks[ROAS] += check_roas(con, ad_account_id=act, days=days)
                 checks[PRODUCTS] += check_product_presence(con, ad_account_id=act, days=days)
@@ -128,8 +161,11 @@ def shared_item_metrics(
             enrich_products(con, tenant, client, context.log)
         n = count(con, "SELECT count(*) FROM main.shared_item_metrics")
         n_products = count(con, "SELECT count(*) FROM main.shared_item_product_metrics")
-        md = preview(con, "SELECT date, tenant_id, retailer, campaign_id, spend, purchase_value, roas_recomputed "
-                          "FROM (" + CPAS_DASHBOARD.sql + ") ORDER BY date DESC, tenant_id LIMIT 10")
+        md = preview(
+            con,
+            "SELECT date, tenant_id, retailer, campaign_id, spend, purchase_value, roas_recomputed "
+            "FROM (" + CPAS_DASHBOARD.sql + ") ORDER BY date DESC, tenant_id LIMIT 10",
+        )
         warehouse.publish(con)
     if errors and not any(r.rows_written for r in reports):
         raise dg.Failure(description="no slice could be pulled: " + " | ".join(errors))
@@ -137,7 +173,9 @@ def shared_item_metrics(
 
     def result(name: str, rows: list, what: str) -> dg.AssetCheckResult:
         return dg.AssetCheckResult(
-            check_name=name, passed=not rows, severity=dg.AssetCheckSeverity.WARN,
+            check_name=name,
+            passed=not rows,
+            severity=dg.AssetCheckSeverity.WARN,
             description=None if not rows else f"{len(rows)} {what}; first: {rows[0]}",
             metadata={"offending_rows": len(rows)},
         )
@@ -170,7 +208,7 @@ def shared_item_metrics(
     pool=DUCKDB_POOL,
     deps=[shared_item_metrics, "execution_manifest"],
     automation_condition=dg.AutomationCondition.eager(),
-    metadata={"dagster/table_name": "kobi_cpas.main.cpas_dashboard", "kind": "view"},
+    metadata={**table_definition_metadata(CPAS_DASHBOARD), "kobi/kind": "view"},
 )
 def cpas_dashboard(warehouse: WarehouseResource) -> dg.MaterializeResult:
     """The CPAS dashboard view: per day, tenant, retailer and campaign (with its catalog segment from the
@@ -188,7 +226,8 @@ def cpas_dashboard(warehouse: WarehouseResource) -> dg.MaterializeResult:
             "dagster/row_count": n,
             "roas_by_retailer": dg.MetadataValue.md(
                 md_table(by_retailer, ["tenant", "retailer", "spend", "purchase value", "ROAS"])
-                if by_retailer else "_no data yet_"
+                if by_retailer
+                else "_no data yet_"
             ),
         }
     )

@@ -56,8 +56,11 @@ def shared_item_metrics_schedule(context: dg.ScheduleEvaluationContext):
     tick = context.scheduled_execution_time
     runs, waiting = [], []
     for t in reg.tenants:
-        accounts = [r.dedicated_ad_account_id for r in t.cpas_retailers
-                    if r.dedicated_ad_account_id and r.partnership_status.value != "pending"]
+        accounts = [
+            r.dedicated_ad_account_id
+            for r in t.cpas_retailers
+            if r.dedicated_ad_account_id and r.partnership_status.value != "pending"
+        ]
         if not accounts or t.tenant_id not in known:
             continue
         tz = account_tz(accounts[0])
@@ -67,11 +70,19 @@ def shared_item_metrics_schedule(context: dg.ScheduleEvaluationContext):
             continue
         until = local.date() - timedelta(days=1)
         since = until - timedelta(days=RESTATEMENT_DAYS - 1)
-        runs.append(dg.RunRequest(
-            run_key=f"insights:{t.tenant_id}:{local.date()}",
-            tags={**range_tags(t.tenant_id, since.isoformat(), until.isoformat()), "kobi/tenant": t.tenant_id},
-        ))
+        runs.append(
+            dg.RunRequest(
+                run_key=f"insights:{t.tenant_id}:{local.date()}",
+                tags={
+                    **range_tags(t.tenant_id, since.isoformat(), until.isoformat()),
+                    "kobi/tenant": t.tenant_id,
+                },
+            )
+        )
     if not runs:
-        return dg.SkipReason(f"no account is at {PULL_HOUR}:00 local time (" + "; ".join(waiting) + ")"
-                             if waiting else "no tenant with an accepted CPAS ad account")
+        return dg.SkipReason(
+            f"no account is at {PULL_HOUR}:00 local time (" + "; ".join(waiting) + ")"
+            if waiting
+            else "no tenant with an accepted CPAS ad account"
+        )
     return runs
