@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+import kobi_cpas.warehouse.all_tables  # noqa: F401  (every domain's tables)
 from kobi_cpas.warehouse.tables import TABLES
 
 EXPECTED_ASSETS = {

@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+import kobi_cpas.warehouse.all_tables  # noqa: F401  (every domain's tables)
 from kobi_cpas.warehouse import Warehouse
 from kobi_cpas.warehouse.tables import TABLES
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import duckdb
 
-from kobi_cpas.warehouse import all_tables  # noqa: F401  (registers every domain's specs)
 from kobi_cpas.warehouse.specs import TableSpec, ViewSpec
 from kobi_cpas.warehouse.tables import INTERNAL_DDL, TABLES, VIEWS
 
@@ -50,6 +49,11 @@ class PublishResult:
     seconds: float = 0.0
 
 
+def load_all_specs() -> None:
+    """Import every domain's table declarations (lazily: domain packages import the warehouse themselves)."""
+    import kobi_cpas.warehouse.all_tables  # noqa: F401
+
+
 def _schema_fingerprint(tables: dict[str, TableSpec], views: dict[str, ViewSpec], internal: list[str]) -> str:
     h = hashlib.sha256()
     for name in sorted(tables):
@@ -76,7 +80,8 @@ class Warehouse:
         self.work_dir = Path(work_dir) if work_dir else self.analyst_path.parent / ".kobi_work"
         self.work_path = self.work_dir / "warehouse.duckdb"
         self.lock_timeout = lock_timeout
-        self.memory_limit = memory_limit
+        # Bounded by default (DuckDB's own default is 80 % of RAM): large joins spill to disk instead.
+        self.memory_limit = memory_limit or os.environ.get("KOBI_CPAS_DUCKDB_MEMORY_LIMIT", "1GB")
         self.threads = threads
 
     # -- connections -------------------------------------------------------------------------------------------
@@ -113,6 +118,7 @@ class Warehouse:
     # -- schema ------------------------------------------------------------------------------------------------
     def migrate(self, con: duckdb.DuckDBPyConnection) -> None:
         """Create or extend every table idempotently and (re)apply comments. Skipped when unchanged."""
+        load_all_specs()
         con.execute("CREATE SCHEMA IF NOT EXISTS kobi_internal")
         con.execute(
             "CREATE TABLE IF NOT EXISTS kobi_internal.schema_meta (key VARCHAR PRIMARY KEY, value VARCHAR)"
@@ -160,6 +166,7 @@ class Warehouse:
     # -- publishing --------------------------------------------------------------------------------------------
     def publish(self, con: duckdb.DuckDBPyConnection | None = None) -> PublishResult:
         """Copy every analyst table and view into a fresh file and atomically swap it in."""
+        load_all_specs()
         if con is None:
             with self.connect() as own:
                 return self.publish(own)
@@ -223,6 +230,7 @@ class Warehouse:
     # -- analyst side ------------------------------------------------------------------------------------------
     def analyst_row_counts(self) -> dict[str, int]:
         """Row counts of every analyst table and view, read from the published file."""
+        load_all_specs()
         if not self.analyst_path.exists():
             return {}
         con = duckdb.connect(str(self.analyst_path), read_only=True)
