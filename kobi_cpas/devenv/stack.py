@@ -72,6 +72,8 @@ def local_stack(
             # Never hand a real token to the sandbox; tests pass a recognisable one to hunt for leaks.
             info.env["META_ACCESS_TOKEN"] = os.environ.get("KOBI_CPAS_SANDBOX_TOKEN") or _sandbox_token()
             info.meta = f"sandbox ({sandbox.url})"
+            # The sandbox answers in milliseconds: poll it fast unless told otherwise.
+            info.env.setdefault("KOBI_CPAS_POLL_SECONDS", os.environ.get("KOBI_CPAS_POLL_SECONDS") or "0.5")
             info.sandbox_url = sandbox.url
         else:
             info.meta = os.environ.get("META_GRAPH_API_URL", "https://graph.facebook.com")
