@@ -55,3 +55,14 @@ def preview(
 def count(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> int:
     row = con.execute(sql, list(params)).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
+
+
+def every_tenant(context: dg.ScheduleEvaluationContext, run_key_prefix: str, period_format: str):
+    """One run per tenant partition per period (e.g. day or hour), idempotent through the run key."""
+    tenants = sorted(context.instance.get_dynamic_partitions("tenant"))
+    if not tenants:
+        return dg.SkipReason(
+            "no tenant partitions yet (tenant_partitions_sensor adds them from the registry)"
+        )
+    period = context.scheduled_execution_time.strftime(period_format)
+    return [dg.RunRequest(run_key=f"{run_key_prefix}:{t}:{period}", partition_key=t) for t in tenants]

@@ -353,42 +353,48 @@ def run_replace(ctx: SyncContext, *, override_guard: bool = False) -> list[SyncR
         snapshot_id = current_snapshot_id(con, ctx.tenant_id)
     if snapshot_id is None:
         raise SyncBlocked(f"tenant '{ctx.tenant_id}': no feed snapshot yet; materialize feed_snapshot first")
+    blocked = [p.blocked_reason for p in plans if p.blocked_reason]
+    if blocked and not override_guard:  # checked for every shard before any upload
+        raise SyncBlocked(f"tenant '{ctx.tenant_id}' deletion guard: " + "; ".join(b for b in blocked if b))
     records: list[SyncRecord] = []
     for plan in plans:
-        reason = plan.blocked_reason
-        if reason and not override_guard:
-            raise SyncBlocked(f"tenant '{ctx.tenant_id}' deletion guard: {reason}")
-        feed_id = ensure_feed(ctx, plan.shard)
-        rec = SyncRecord(_new_sync_id("replace"), "replace", plan.shard, 0, "submitted")
-        with ctx.db() as con:
-            con.execute("BEGIN")
-            path, n = _write_feed_file(
-                con,
-                ctx,
-                rec.sync_id,
-                _export_sql("tenant_id = $t AND shard = $s"),
-                {"t": ctx.tenant_id, "s": plan.shard},
-            )
-            rec.items_sent = n
-            _record_inflight(con, ctx, rec.sync_id, "replace")
-            _insert_sync(con, ctx, rec, snapshot_id, feed_id)
-            con.execute("COMMIT")
-        ctx.progress(f"replace shard {plan.shard}: prepared {n} items, uploading to feed {feed_id}")
-        try:
-            rec.upload_session_id = _upload(ctx, feed_id, path, update_only=False)
-        except MetaAPIError as exc:
-            _fail(ctx, rec, exc)
-            raise
-        finally:
-            path.unlink(missing_ok=True)
-        rec.status = "processing"
-        with ctx.db() as con:
-            _finish_sync(con, rec, None)
-        session = _poll_upload(ctx, rec.upload_session_id)
-        if session is not None:
-            _confirm_upload(ctx, rec, session, "replace")
-        records.append(rec)
+        records.append(
+            _upload_shard(ctx, "replace", plan.shard, "tenant_id = $t AND shard = $s", snapshot_id, "items")
+        )
     return records
+
+
+def _upload_shard(
+    ctx: SyncContext, method: str, shard: int, where: str, snapshot_id: str | None, what: str
+) -> SyncRecord:
+    """One feed upload of a shard: export the rows (recorded as in flight before anything is sent), upload
+    (update_only for the update method), poll until Meta finishes, confirm the items Meta accepted."""
+    feed_id = ensure_feed(ctx, shard)
+    rec = SyncRecord(_new_sync_id(method), method, shard, 0, "submitted")
+    with ctx.db() as con:
+        con.execute("BEGIN")
+        path, n = _write_feed_file(
+            con, ctx, rec.sync_id, _export_sql(where), {"t": ctx.tenant_id, "s": shard}
+        )
+        rec.items_sent = n
+        _record_inflight(con, ctx, rec.sync_id, method)
+        _insert_sync(con, ctx, rec, snapshot_id, feed_id)
+        con.execute("COMMIT")
+    ctx.progress(f"{method} shard {shard}: prepared {n} {what}, uploading to feed {feed_id}")
+    try:
+        rec.upload_session_id = _upload(ctx, feed_id, path, update_only=method == "update")
+    except MetaAPIError as exc:
+        _fail(ctx, rec, exc)
+        raise
+    finally:
+        path.unlink(missing_ok=True)
+    rec.status = "processing"
+    with ctx.db() as con:
+        _finish_sync(con, rec, None)
+    session = _poll_upload(ctx, rec.upload_session_id)
+    if session is not None:
+        _confirm_upload(ctx, rec, session, method)
+    return rec
 
 
 def _fail(ctx: SyncContext, rec: SyncRecord, exc: Exception) -> None:
@@ -419,37 +425,12 @@ def run_update(ctx: SyncContext) -> list[SyncRecord]:
                 {"t": ctx.tenant_id},
             ).fetchall()
         ]
+    where = (
+        f"tenant_id = $t AND shard = $s AND id IN (SELECT id FROM ({delta_sql()}) "
+        "WHERE change IN ('new', 'changed') AND NOT in_flight)"
+    )
     for shard in shards:
-        feed_id = ensure_feed(ctx, shard)
-        rec = SyncRecord(_new_sync_id("update"), "update", shard, 0, "submitted")
-        with ctx.db() as con:
-            con.execute("BEGIN")
-            where = (
-                f"tenant_id = $t AND shard = $s AND id IN (SELECT id FROM ({delta_sql()}) "
-                "WHERE change IN ('new', 'changed') AND NOT in_flight)"
-            )
-            path, n = _write_feed_file(
-                con, ctx, rec.sync_id, _export_sql(where), {"t": ctx.tenant_id, "s": shard}
-            )
-            rec.items_sent = n
-            _record_inflight(con, ctx, rec.sync_id, "update")
-            _insert_sync(con, ctx, rec, snapshot_id, feed_id)
-            con.execute("COMMIT")
-        ctx.progress(f"update shard {shard}: prepared {n} new/changed items, uploading (update_only)")
-        try:
-            rec.upload_session_id = _upload(ctx, feed_id, path, update_only=True)
-        except MetaAPIError as exc:
-            _fail(ctx, rec, exc)
-            raise
-        finally:
-            path.unlink(missing_ok=True)
-        rec.status = "processing"
-        with ctx.db() as con:
-            _finish_sync(con, rec, None)
-        session = _poll_upload(ctx, rec.upload_session_id)
-        if session is not None:
-            _confirm_upload(ctx, rec, session, "update")
-        records.append(rec)
+        records.append(_upload_shard(ctx, "update", shard, where, snapshot_id, "new/changed items"))
     return records
 
 

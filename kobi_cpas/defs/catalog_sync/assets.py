@@ -13,6 +13,7 @@ from kobi_cpas.defs.catalog_sync.checks import (
 )
 from kobi_cpas.defs.shared import (
     DUCKDB_POOL,
+    OWNERS_DATA,
     count,
     md_table,
     preview,
@@ -41,6 +42,10 @@ from kobi_cpas.sync.tables import (
 GROUP = "catalog_sync"
 SHARD_TAG = "kobi/catalog_shard"
 SYNC_KINDS = {"meta", "duckdb"}
+# Shared by the assets that talk to Meta and write DuckDB for one tenant catalog.
+SYNC_ASSET = dict(
+    group_name=GROUP, owners=OWNERS_DATA, kinds=SYNC_KINDS, partitions_def=tenant_partitions, pool=DUCKDB_POOL
+)
 
 
 class FeedSnapshotConfig(dg.Config):
@@ -101,7 +106,7 @@ def _records_md(records: list[SyncRecord]) -> dg.MetadataValue:
 
 @dg.asset(
     group_name=GROUP,
-    owners=["team:kobi-data"],
+    owners=OWNERS_DATA,
     kinds={"duckdb", "csv"},
     partitions_def=tenant_partitions,
     pool=DUCKDB_POOL,
@@ -202,7 +207,7 @@ def feed_snapshot(
 
 @dg.asset(
     group_name=GROUP,
-    owners=["team:kobi-data"],
+    owners=OWNERS_DATA,
     kinds={"duckdb"},
     partitions_def=tenant_partitions,
     pool=DUCKDB_POOL,
@@ -295,11 +300,7 @@ def _run_sync(context, registry, meta, warehouse, catalog_sync, fn) -> dg.Materi
 
 
 @dg.asset(
-    group_name=GROUP,
-    owners=["team:kobi-data"],
-    kinds=SYNC_KINDS,
-    partitions_def=tenant_partitions,
-    pool=DUCKDB_POOL,
+    **SYNC_ASSET,
     deps=[replace_feed_plan],
     metadata=table_definition_metadata(CATALOG_SYNCS),
 )
@@ -325,11 +326,7 @@ def replace_feed_upload(
 
 
 @dg.asset(
-    group_name=GROUP,
-    owners=["team:kobi-data"],
-    kinds=SYNC_KINDS,
-    partitions_def=tenant_partitions,
-    pool=DUCKDB_POOL,
+    **SYNC_ASSET,
     deps=[feed_snapshot],
     metadata=table_definition_metadata(CATALOG_SYNCS),
 )
@@ -346,11 +343,7 @@ def update_feed_upload(
 
 
 @dg.asset(
-    group_name=GROUP,
-    owners=["team:kobi-data"],
-    kinds=SYNC_KINDS,
-    partitions_def=tenant_partitions,
-    pool=DUCKDB_POOL,
+    **SYNC_ASSET,
     deps=[feed_snapshot],
     metadata=table_definition_metadata(CATALOG_SYNCS),
 )
@@ -368,11 +361,7 @@ def price_stock_batch(
 
 
 @dg.asset(
-    group_name=GROUP,
-    owners=["team:kobi-data"],
-    kinds=SYNC_KINDS,
-    partitions_def=tenant_partitions,
-    pool=DUCKDB_POOL,
+    **SYNC_ASSET,
     deps=[replace_feed_upload, update_feed_upload, price_stock_batch],
     metadata=table_definition_metadata(CATALOG_SYNCS),
 )

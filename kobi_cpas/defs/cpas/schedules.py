@@ -3,7 +3,7 @@ directory."""
 
 import dagster as dg
 
-from kobi_cpas.defs.tenants.partitions import TENANT_PARTITIONS_NAME
+from kobi_cpas.defs.shared import every_tenant
 
 cpas_daily_job = dg.define_asset_job(
     "cpas_daily_job",
@@ -26,13 +26,7 @@ cpas_directory_job = dg.define_asset_job(
     description="Every tenant's CPAS reconciliation, daily at 06:30 Istanbul time.",
 )
 def cpas_daily_schedule(context: dg.ScheduleEvaluationContext):
-    tenants = sorted(context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
-    if not tenants:
-        return dg.SkipReason(
-            "no tenant partitions yet (tenant_partitions_sensor adds them from the registry)"
-        )
-    day = context.scheduled_execution_time.strftime("%Y-%m-%d")
-    return [dg.RunRequest(run_key=f"cpas:{t}:{day}", partition_key=t) for t in tenants]
+    return every_tenant(context, "cpas", "%Y-%m-%d")
 
 
 cpas_directory_schedule = dg.ScheduleDefinition(

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from kobi_cpas.defs.tenants.partitions import TENANT_PARTITIONS_NAME
+from kobi_cpas.defs.shared import every_tenant
 
 catalog_diagnostics_job = dg.define_asset_job(
     "catalog_diagnostics_job",
@@ -19,10 +19,4 @@ catalog_diagnostics_job = dg.define_asset_job(
     description="Every tenant's catalog diagnostics, hourly.",
 )
 def catalog_diagnostics_schedule(context: dg.ScheduleEvaluationContext):
-    tenants = sorted(context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
-    if not tenants:
-        return dg.SkipReason(
-            "no tenant partitions yet (tenant_partitions_sensor adds them from the registry)"
-        )
-    hour = context.scheduled_execution_time.strftime("%Y%m%dT%H")
-    return [dg.RunRequest(run_key=f"diagnostics:{t}:{hour}", partition_key=t) for t in tenants]
+    return every_tenant(context, "diagnostics", "%Y%m%dT%H")
