@@ -6,8 +6,10 @@ bare traceback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +18,17 @@ from pathlib import Path
 import click
 
 from kobi_cpas.devenv.stack import REPO_ROOT, local_stack
+
+
+def _interruptible() -> None:
+    """Ctrl-C and SIGTERM both end a long-running command cleanly (a shell may start background jobs with
+    SIGINT ignored, so restore the handler explicitly)."""
+
+    def _raise(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise)
 
 
 def _fail(msg: str) -> None:
@@ -105,6 +118,7 @@ def run(tenants: tuple[str, ...]) -> None:
 @_friendly
 def dev(port: int) -> None:
     """Dagster UI + daemon on localhost against the sandbox; schedules and sensors live. Ctrl-C stops all."""
+    _interruptible()
     with local_stack(sandbox_port=int(os.environ.get("KOBI_CPAS_SANDBOX_PORT", "8765"))) as info:
         click.echo(f"postgres: {info.postgres}\nmeta:     {info.meta}\nUI:       http://localhost:{port}")
         cmd = [
@@ -117,12 +131,21 @@ def dev(port: int) -> None:
             "-p",
             str(port),
         ]
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=dict(os.environ))
+        # Own process group, so an interrupt reaches the webserver, daemon and code servers like a Ctrl-C would.
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=dict(os.environ), start_new_session=True)
         try:
             proc.wait()
         except KeyboardInterrupt:
-            proc.terminate()
-            proc.wait(timeout=60)
+            click.echo("stopping Dagster...")
+            # dagster dev shuts its webserver, daemon and code servers down on SIGINT; escalate if it hangs.
+            for sig, wait in ((signal.SIGINT, 30), (signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+                try:
+                    proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
 
 
 @main.command()
@@ -132,6 +155,7 @@ def dev(port: int) -> None:
 @_friendly
 def sandbox(host: str, port: int, seed: int) -> None:
     """Run the Meta sandbox alone (Ctrl-C stops it)."""
+    _interruptible()
     from kobi_cpas.registry import load_registry
     from kobi_cpas.sandbox import SandboxServer, World
 
