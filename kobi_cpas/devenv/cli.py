@@ -31,6 +31,23 @@ def _interruptible() -> None:
     signal.signal(signal.SIGTERM, _raise)
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every descendant of pid (Linux /proc; dagster puts code servers in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
 def _fail(msg: str) -> None:
     click.echo(click.style("error: ", fg="red", bold=True) + msg, err=True)
     sys.exit(1)
@@ -137,6 +154,7 @@ def dev(port: int) -> None:
             proc.wait()
         except KeyboardInterrupt:
             click.echo("stopping Dagster...")
+            family = _descendants(proc.pid)
             # dagster dev shuts its webserver, daemon and code servers down on SIGINT; escalate if it hangs.
             for sig, wait in ((signal.SIGINT, 30), (signal.SIGTERM, 15), (signal.SIGKILL, 5)):
                 with contextlib.suppress(ProcessLookupError):
@@ -146,6 +164,9 @@ def dev(port: int) -> None:
                     break
                 except subprocess.TimeoutExpired:
                     continue
+            for pid in family:  # code servers in their own sessions
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
 
 
 @main.command()
