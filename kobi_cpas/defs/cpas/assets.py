@@ -37,6 +37,14 @@ from kobi_cpas.warehouse.specs import TableSpec
 
 GROUP = "cpas"
 OWNERS = ["team:kobi-cpas", *OWNERS_DATA]
+# Shared by the per-tenant CPAS assets (they read Meta and write DuckDB).
+TENANT_CPAS_ASSET = dict(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"meta", "duckdb"},
+    partitions_def=tenant_partitions,
+    pool=DUCKDB_POOL,
+)
 
 
 def replace_rows(con, spec: TableSpec, records: list[dict], where: str, params: list) -> None:
@@ -53,11 +61,7 @@ def replace_rows(con, spec: TableSpec, records: list[dict], where: str, params: 
 
 
 @dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"meta", "duckdb"},
-    partitions_def=tenant_partitions,
-    pool=DUCKDB_POOL,
+    **TENANT_CPAS_ASSET,
     deps=["tenant_registry", "feed_snapshot"],
     check_specs=cpas_partnerships_check_specs,
     metadata=table_definition_metadata(CPAS_PARTNERSHIPS),
@@ -142,11 +146,7 @@ def cpas_partnerships(
 
 
 @dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"meta", "duckdb"},
-    partitions_def=tenant_partitions,
-    pool=DUCKDB_POOL,
+    **TENANT_CPAS_ASSET,
     deps=["cpas_partnerships"],
     check_specs=execution_manifest_check_specs,
     metadata=table_definition_metadata(EXECUTION_MANIFEST),
@@ -240,11 +240,7 @@ def cpas_retailer_directory(
 
 
 @dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"meta", "duckdb"},
-    partitions_def=tenant_partitions,
-    pool=DUCKDB_POOL,
+    **TENANT_CPAS_ASSET,
     deps=["cpas_partnerships"],
     check_specs=product_sets_check_specs,
     metadata=table_definition_metadata(CPAS_PRODUCT_SETS),
