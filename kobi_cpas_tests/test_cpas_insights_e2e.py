@@ -81,7 +81,8 @@ def test_create_segment_job_is_idempotent_and_shares(loaded, kobi_env, pg_instan
         "segment_id": out["segment_id"],
         "created": False,
     }
-    assert kobi_env.sandbox.admin.count_requests(route="business.owned_product_catalogs.create") <= 1
+    # exactly one create POST over the two launches (the route name is the sandbox's, so this can fail)
+    assert kobi_env.sandbox.admin.count_requests(route="cpas.business.owned_product_catalogs.create") == 1
 
 
 def test_segment_from_non_compliant_parent_fails_with_clear_message(loaded, kobi_env, pg_instance):

@@ -38,9 +38,6 @@ class CatalogRecord:
     call_to_action: str | None
     observed_at: datetime
 
-    def as_row(self) -> tuple:
-        return tuple(self.__dict__.values())
-
 
 def read_catalog(client: MetaGraphClient, tenant_id: str, catalog_id: str, now: datetime) -> CatalogRecord:
     node = client.get(catalog_id, params={"fields": CATALOG_FIELDS})

@@ -10,7 +10,6 @@ from kobi_cpas.warehouse.specs import TableSpec, ViewSpec
 
 OWNERS_DATA = ["team:kobi-data"]
 DUCKDB_POOL = "duckdb_write"
-TENANT_TAG = "kobi/tenant"
 
 
 def table_definition_metadata(*specs: TableSpec | ViewSpec) -> dict[str, Any]:

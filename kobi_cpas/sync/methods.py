@@ -14,7 +14,6 @@ DuckDB connections are short: Meta calls (uploads, polling) happen with the work
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -38,7 +37,6 @@ log = logging.getLogger(__name__)
 
 META_BATCH_LIMIT = 5000
 FEED_NAME = "Kobi primary feed"
-PENDING = ("submitted", "processing")
 NOT_FOUND_MARKERS = ("does not exist", "not found", "no product", "unknown item", "allow_upsert")
 
 
@@ -642,8 +640,3 @@ def resolve_pending(ctx: SyncContext, only_method: str | None = None, wait: bool
             else:
                 resolved.append(rec)
     return resolved
-
-
-def batch_payload_preview(requests_json: str, limit: int = 3) -> str:
-    data = json.loads(requests_json)
-    return json.dumps(data[:limit], ensure_ascii=False)

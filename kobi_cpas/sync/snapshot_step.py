@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +16,7 @@ from kobi_cpas.feeds.fields import COLUMNS
 from kobi_cpas.feeds.reader import fetch_feed
 from kobi_cpas.feeds.snapshot import SnapshotResult, ingest_feed, stage_table_names
 from kobi_cpas.registry import LoadedRegistry, Tenant
-from kobi_cpas.sync.delta import DeltaCounts, delta_counts
+from kobi_cpas.sync.delta import DeltaCounts, delta_counts, delta_sql
 from kobi_cpas.sync.desired import DesiredResult, build_desired
 
 log = logging.getLogger(__name__)
@@ -44,8 +43,6 @@ def _snapshot_id(tenant_id: str, now: datetime, sha: str | None) -> str:
 def refresh_item_state(con: duckdb.DuckDBPyConnection, tenant: Tenant) -> int:
     """Rebuild the analyst table ``catalog_item_state`` for one tenant from the sync state."""
     con.execute("DELETE FROM main.catalog_item_state WHERE tenant_id = ?", [tenant.tenant_id])
-    from kobi_cpas.sync.delta import delta_sql
-
     con.execute(
         f"""INSERT INTO main.catalog_item_state
         SELECT $t, coalesce(d.id, m.id), coalesce(d.shard, m.shard), d.item_group_id, d.status, x.change, x.in_flight,
@@ -242,8 +239,3 @@ def _record_failure(
     )
     con.execute("COMMIT")
     return SnapshotOutcome(tenant.tenant_id, snapshot_id, "failed", source, message=message)
-
-
-def copy_feed(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dst)

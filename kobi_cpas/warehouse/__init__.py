@@ -5,6 +5,7 @@ from kobi_cpas.warehouse.warehouse import (
     analyst_path_from_env,
     qident,
     read_analyst,
+    replace_rows,
     sql_str,
 )
 
@@ -18,5 +19,6 @@ __all__ = [
     "col",
     "qident",
     "read_analyst",
+    "replace_rows",
     "sql_str",
 ]

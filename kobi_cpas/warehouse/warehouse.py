@@ -247,6 +247,27 @@ class Warehouse:
             con.close()
 
 
+def replace_rows(
+    con: duckdb.DuckDBPyConnection, spec: TableSpec, records: list[dict], where: str, params: list
+) -> None:
+    """Delete-then-insert one slice of an analyst table in one transaction, so re-runs give the same rows.
+    ``records`` map column names to values (missing columns are NULL)."""
+    cols = spec.column_names
+    con.execute("BEGIN")
+    try:
+        con.execute(f"DELETE FROM main.{qident(spec.name)} WHERE {where}", params)
+        if records:
+            con.executemany(
+                f"INSERT INTO main.{qident(spec.name)} ({', '.join(qident(c) for c in cols)}) "
+                f"VALUES ({', '.join('?' for _ in cols)})",
+                [[r.get(c) for c in cols] for r in records],
+            )
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+
+
 def read_analyst(analyst_path: Path | str, sql: str, params: list | None = None) -> list[tuple]:
     """Query the published analyst file from a long-lived process (sensors, schedules).
 

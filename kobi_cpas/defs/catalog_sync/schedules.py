@@ -96,39 +96,39 @@ def tenant_run_requests(
     return requests
 
 
-@dg.schedule(
-    job_name="catalog_replace_job",
-    cron_schedule="*/15 * * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Full replace upload per tenant at its replace_cron (daily by default, hourly per setting).",
+def cadence_schedule(method: str, cron_of, blocking_methods: tuple[str, ...], description: str):
+    """A 15-minute tick launching `catalog_<method>_job` for each tenant whose own cron fired since the last
+    tick, skipping (with the reason) tenants whose catalog is busy with any of ``blocking_methods``."""
+
+    def evaluate(context: dg.ScheduleEvaluationContext):
+        return tenant_run_requests(context, method, cron_of, blocking_methods)
+
+    return dg.schedule(
+        name=f"catalog_{method}_schedule",
+        job_name=f"catalog_{method}_job",
+        cron_schedule="*/15 * * * *",
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=description,
+    )(evaluate)
+
+
+catalog_replace_schedule = cadence_schedule(
+    "replace",
+    lambda t: t.sync.effective_replace_cron,
+    ("batch", "update", "replace"),
+    "Full replace upload per tenant at its replace_cron (daily by default, hourly per setting).",
 )
-def catalog_replace_schedule(context: dg.ScheduleEvaluationContext):
-    return tenant_run_requests(
-        context, "replace", lambda t: t.sync.effective_replace_cron, ("batch", "update", "replace")
-    )
-
-
-@dg.schedule(
-    job_name="catalog_update_job",
-    cron_schedule="*/15 * * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Hourly update_only upload of new and changed items per tenant (update_cron).",
+catalog_update_schedule = cadence_schedule(
+    "update",
+    lambda t: t.sync.update_cron,
+    ("batch", "update", "replace"),
+    "Hourly update_only upload of new and changed items per tenant (update_cron).",
 )
-def catalog_update_schedule(context: dg.ScheduleEvaluationContext):
-    return tenant_run_requests(
-        context, "update", lambda t: t.sync.update_cron, ("batch", "update", "replace")
-    )
-
-
-@dg.schedule(
-    job_name="catalog_batch_job",
-    cron_schedule="*/15 * * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Batch API price/stock updates every 15 minutes per tenant (batch_cron).",
+# Batches in flight do not block the next batch: their items are excluded (in flight), never re-sent.
+catalog_batch_schedule = cadence_schedule(
+    "batch",
+    lambda t: t.sync.batch_cron,
+    ("update", "replace"),
+    "Batch API price/stock updates every 15 minutes per tenant (batch_cron).",
 )
-def catalog_batch_schedule(context: dg.ScheduleEvaluationContext):
-    # Batches in flight do not block the next batch: their items are excluded (in flight), never re-sent.
-    return tenant_run_requests(context, "batch", lambda t: t.sync.batch_cron, ("update", "replace"))

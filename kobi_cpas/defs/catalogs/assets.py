@@ -1,3 +1,4 @@
+import dataclasses
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -7,6 +8,7 @@ from kobi_cpas.defs.catalogs.checks import EVENT_SOURCE_CHECK, meta_catalogs_che
 from kobi_cpas.defs.shared import DUCKDB_POOL, OWNERS_DATA, preview, table_definition_metadata
 from kobi_cpas.defs.tenants.partitions import tenant_partitions
 from kobi_cpas.resources import MetaGraphResource, TenantRegistryResource, WarehouseResource
+from kobi_cpas.warehouse import replace_rows
 from kobi_cpas.warehouse.tables import META_CATALOGS
 
 
@@ -32,15 +34,8 @@ def meta_catalogs(
     _, tenant = registry.tenant(context.partition_key)
     with meta.get_client(logger=context.log) as client:
         rec = read_catalog(client, tenant.tenant_id, tenant.catalog_id, datetime.now(UTC))
-    cols = META_CATALOGS.column_names
     with warehouse.connection() as con:
-        con.execute("BEGIN")
-        con.execute("DELETE FROM main.meta_catalogs WHERE tenant_id = ?", [tenant.tenant_id])
-        con.execute(
-            f"INSERT INTO main.meta_catalogs ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
-            list(rec.as_row()),
-        )
-        con.execute("COMMIT")
+        replace_rows(con, META_CATALOGS, [dataclasses.asdict(rec)], "tenant_id = ?", [tenant.tenant_id])
         md = preview(
             con,
             "SELECT catalog_id, catalog_name, product_count, commerce_cta, external_event_sources, call_to_action "

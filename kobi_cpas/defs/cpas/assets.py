@@ -1,4 +1,3 @@
-import json
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -33,7 +32,7 @@ from kobi_cpas.defs.cpas.checks import (
 from kobi_cpas.defs.shared import DUCKDB_POOL, OWNERS_DATA, md_table, table_definition_metadata
 from kobi_cpas.defs.tenants.partitions import tenant_partitions
 from kobi_cpas.resources import MetaGraphResource, TenantRegistryResource, WarehouseResource
-from kobi_cpas.warehouse.specs import TableSpec
+from kobi_cpas.warehouse import replace_rows
 
 GROUP = "cpas"
 OWNERS = ["team:kobi-cpas", *OWNERS_DATA]
@@ -45,19 +44,6 @@ TENANT_CPAS_ASSET = dict(
     partitions_def=tenant_partitions,
     pool=DUCKDB_POOL,
 )
-
-
-def replace_rows(con, spec: TableSpec, records: list[dict], where: str, params: list) -> None:
-    """Delete-then-insert one slice of an analyst table in one transaction (idempotent re-runs)."""
-    cols = spec.column_names
-    con.execute("BEGIN")
-    con.execute(f"DELETE FROM main.{spec.name} WHERE {where}", params)
-    if records:
-        con.executemany(
-            f"INSERT INTO main.{spec.name} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
-            [[r.get(c) for c in cols] for r in records],
-        )
-    con.execute("COMMIT")
 
 
 @dg.asset(
@@ -303,7 +289,3 @@ def cpas_product_sets(
             )
         ],
     )
-
-
-def rule_json(rule) -> str:
-    return json.dumps(rule, sort_keys=True)

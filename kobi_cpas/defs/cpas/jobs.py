@@ -23,11 +23,10 @@ from kobi_cpas.cpas import (
     validate_rule,
 )
 from kobi_cpas.cpas.tables import EXECUTION_MANIFEST
-from kobi_cpas.defs.cpas.assets import replace_rows
 from kobi_cpas.defs.shared import DUCKDB_POOL
 from kobi_cpas.meta.errors import MetaSegmentNotCompliantError
 from kobi_cpas.resources import MetaGraphResource, TenantRegistryResource, WarehouseResource
-from kobi_cpas.warehouse import sql_str
+from kobi_cpas.warehouse import replace_rows, sql_str
 
 
 class CreateSegmentConfig(dg.Config):

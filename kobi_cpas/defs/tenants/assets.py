@@ -4,6 +4,7 @@ import dagster as dg
 
 from kobi_cpas.defs.shared import DUCKDB_POOL, OWNERS_DATA, count, preview, table_definition_metadata
 from kobi_cpas.resources import TenantRegistryResource, WarehouseResource
+from kobi_cpas.warehouse import replace_rows
 from kobi_cpas.warehouse.tables import TENANT_REGISTRY
 
 
@@ -22,45 +23,38 @@ def tenant_registry(
     A bad registry fails with one message naming the file, the tenant and the field."""
     reg = registry.load()
     now = datetime.now(UTC)
-    rows = []
+    records = []
     for t in reg.tenants:
-        base = (
-            t.tenant_id,
-            t.name,
-            t.business_id,
-            t.catalog_id,
-            reg.feed_location(t),
-            t.feed.format.value,
-            t.sync.replace_cadence,
-            t.sync.retention_days,
-            t.sync.max_delete_share,
-        )
-        tail = (str(reg.path), reg.content_hash, now)
+        base = {
+            "tenant_id": t.tenant_id,
+            "tenant_name": t.name,
+            "business_id": t.business_id,
+            "catalog_id": t.catalog_id,
+            "feed_source": reg.feed_location(t),
+            "feed_format": t.feed.format.value,
+            "replace_cadence": t.sync.replace_cadence,
+            "retention_days": t.sync.retention_days,
+            "max_delete_share": t.sync.max_delete_share,
+            "registry_path": str(reg.path),
+            "registry_hash": reg.content_hash,
+            "loaded_at": now,
+        }
         if not t.cpas_retailers:
-            rows.append((*base, None, None, None, None, None, None, *tail))
+            records.append(base)  # retailer columns NULL
         for r in t.cpas_retailers:
-            rows.append(
-                (
-                    *base,
-                    r.retailer,
-                    r.catalog_segment_id,
-                    r.dedicated_ad_account_id,
-                    r.partnership_status.value,
-                    r.onboarding_mode.value,
-                    r.marketplace_seller_id,
-                    *tail,
-                )
+            records.append(
+                {
+                    **base,
+                    "retailer": r.retailer,
+                    "catalog_segment_id": r.catalog_segment_id,
+                    "dedicated_ad_account_id": r.dedicated_ad_account_id,
+                    "partnership_status": r.partnership_status.value,
+                    "onboarding_mode": r.onboarding_mode.value,
+                    "marketplace_seller_id": r.marketplace_seller_id,
+                }
             )
-    cols = TENANT_REGISTRY.column_names
     with warehouse.connection() as con:
-        con.execute("BEGIN")
-        con.execute("DELETE FROM main.tenant_registry")
-        if rows:
-            con.executemany(
-                f"INSERT INTO main.tenant_registry ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
-                rows,
-            )
-        con.execute("COMMIT")
+        replace_rows(con, TENANT_REGISTRY, records, "true", [])
         n = count(con, "SELECT count(*) FROM main.tenant_registry")
         md = preview(
             con,
