@@ -160,3 +160,27 @@ def test_tenant_sensor_adds_and_removes_partitions(kobi_env, pg_instance, tmp_pa
     broken = tenant_partitions_sensor(dg.build_sensor_context(instance=pg_instance, cursor=result.cursor))
     assert isinstance(broken, dg.SkipReason)
     assert "left unchanged" in broken.skip_message and str(p) in broken.skip_message
+
+
+def test_make_run_releases_pool_slots_of_orphaned_runs(pg_instance):
+    """A killed `make dev` leaves a STARTED run holding the duckdb_write slot; the next make run must not wait
+    for it forever."""
+    import uuid
+
+    from kobi_cpas.devenv.instance import release_orphaned_slots
+
+    run_id = str(uuid.uuid4())
+    pg_instance.add_run(
+        dg.DagsterRun(job_name="catalog_batch_job", run_id=run_id, status=dg.DagsterRunStatus.STARTED)
+    )
+    claim = pg_instance.event_log_storage.claim_concurrency_slot("duckdb_write", run_id, "price_stock_batch")
+    assert claim.is_claimed
+    blocked = pg_instance.event_log_storage.claim_concurrency_slot("duckdb_write", str(uuid.uuid4()), "x")
+    assert not blocked.is_claimed  # limit 1: everything else waits
+    assert run_id in release_orphaned_slots(pg_instance)
+    assert pg_instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+    assert not [
+        s
+        for s in pg_instance.event_log_storage.get_concurrency_info("duckdb_write").claimed_slots
+        if s.run_id == run_id
+    ]

@@ -100,11 +100,12 @@ def run(tenants: tuple[str, ...]) -> None:
     META_GRAPH_API_URL is set), then print the analyst tables."""
     import dagster as dg
 
-    from kobi_cpas.devenv.instance import ensure_pools
+    from kobi_cpas.devenv.instance import ensure_pools, release_orphaned_slots
     from kobi_cpas.devenv.pipeline import materialize_all
     from kobi_cpas.registry import load_registry
     from kobi_cpas.warehouse import analyst_path_from_env
 
+    _interruptible()
     reg = load_registry()  # fail early, with the clear message, on a bad registry
     started = time.monotonic()
     with local_stack() as info:
@@ -118,6 +119,8 @@ def run(tenants: tuple[str, ...]) -> None:
         instance = dg.DagsterInstance.get()
         try:
             ensure_pools(instance)
+            for run_id in release_orphaned_slots(instance):
+                click.echo(f"released pool slots of orphaned run {run_id}")
             report = materialize_all(defs, instance, tenants=list(tenants) or None)
         finally:
             instance.dispose()

@@ -65,3 +65,33 @@ def ensure_pools(instance: Any, pools: Mapping[str, int] | None = None) -> dict[
             storage.set_concurrency_slots(name, limit)
             changed[name] = limit
     return changed
+
+
+def daemon_alive(instance: Any, within_seconds: float = 120.0) -> bool:
+    """Is a dagster-daemon heartbeating on this instance (then run monitoring owns stuck runs)?"""
+    import time
+
+    beats = instance.get_daemon_heartbeats()
+    return any(time.time() - hb.timestamp < within_seconds for hb in beats.values())
+
+
+def release_orphaned_slots(instance: Any) -> list[str]:
+    """Free pool slots held by runs that can no longer finish — e.g. a `make dev` killed mid-run leaves its
+    run STARTED and its `duckdb_write` slot claimed, and the next `make run` would wait for it forever.
+
+    Only when no daemon is alive: with a daemon, run monitoring fails such runs and frees their slots itself.
+    Returns the run ids released (each is marked failed if it was not finished)."""
+    if daemon_alive(instance):
+        return []
+    storage = instance.event_log_storage
+    released: list[str] = []
+    for pool in storage.get_concurrency_keys():
+        info = storage.get_concurrency_info(pool)
+        run_ids = {s.run_id for s in info.claimed_slots} | {p.run_id for p in info.pending_steps}
+        for run_id in sorted(run_ids - set(released)):
+            run = instance.get_run_by_id(run_id)
+            if run is not None and not run.is_finished:
+                instance.report_run_failed(run, "run orphaned (its process is gone); pool slots released")
+            storage.free_concurrency_slots_for_run(run_id)
+            released.append(run_id)
+    return released
