@@ -122,7 +122,7 @@ def test_rows_without_retailer_id_in_samples_map_through_sync_rows_then_inflight
         )
         assert record_upload_rows(con, "update-1") == 3
         con.execute(
-            "INSERT INTO sync_state.inflight_items VALUES ('update-1', ?, 'ghost-4', 0, 'update', 4, 'h', 'v')",
+            "INSERT INTO sync_state.inflight_items VALUES ('update-1', ?, 'ghost-4', 0, 'update', 4, 1, 2)",
             [TENANT],
         )
         report = fatal_errors_for_sync(meta_client, con, TENANT, CATALOG, "update-1", now=now)

@@ -1,4 +1,4 @@
-"""Content / volatile hashes: which change moves which hash; SQL and Python agree."""
+"""Content / volatile hashes: which change moves which hash; the one-item helper agrees with the bulk SQL."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from kobi_cpas.feeds import ingest_feed
 from kobi_cpas.feeds.fields import COLUMNS, CONTENT_COLUMNS, VOLATILE_COLUMNS
 from kobi_cpas.feeds.generator import generate_feed, mutate_volatile, mutation_predicate_sql
-from kobi_cpas.feeds.hashing import content_hash, volatile_hash
+from kobi_cpas.feeds.hashing import hash_scheme, item_hashes
 
 
 @pytest.fixture(scope="module")
@@ -69,28 +69,41 @@ def test_content_change_moves_only_the_content_hash(feeds):
     assert volatile_changed == 0
 
 
-def test_sql_hash_equals_python_twin(feeds):
+def test_item_hashes_equals_the_bulk_sql(feeds):
     con = feeds
     rows = con.execute(
         f"SELECT {', '.join(COLUMNS)}, content_hash, volatile_hash FROM feed_stage.items_base "
         "ORDER BY row_number LIMIT 50"
     ).fetchall()
+    assert len(rows) == 50
     for r in rows:
         values = dict(zip(COLUMNS, r[: len(COLUMNS)], strict=True))
-        assert content_hash(values) == r[-2]
-        assert volatile_hash(values) == r[-1]
+        assert item_hashes(con, values) == (r[-2], r[-1])
 
 
 def test_hash_covers_the_right_columns():
+    con = duckdb.connect()
     v = {c: "x" for c in COLUMNS}
+    base_c, base_v = item_hashes(con, v)
     for col in COLUMNS:
-        changed = {**v, col: "y"}
-        assert (content_hash(changed) != content_hash(v)) is (col in CONTENT_COLUMNS), col
-        assert (volatile_hash(changed) != volatile_hash(v)) is (col in VOLATILE_COLUMNS), col
-    # a value moving to the next column is a change (no ambiguity from blanks)
-    a = {**v, "size": "M", "color": None}
-    b = {**v, "size": None, "color": "M"}
-    assert content_hash(a) != content_hash(b)
+        c, vol = item_hashes(con, {**v, col: "y"})
+        assert (c != base_c) is (col in CONTENT_COLUMNS), col
+        assert (vol != base_v) is (col in VOLATILE_COLUMNS), col
+    # a value moving to the next column is a change, and a blank is not a missing value
+    assert item_hashes(con, {**v, "size": "M", "color": None}) != item_hashes(
+        con, {**v, "size": None, "color": "M"}
+    )
+    assert item_hashes(con, {**v, "size": "ab", "color": "c"}) != item_hashes(
+        con, {**v, "size": "a", "color": "bc"}
+    )
+    assert item_hashes(con, {**v, "size": ""}) != item_hashes(con, {**v, "size": None})
+
+
+def test_hash_scheme_names_the_columns_and_is_stable():
+    con = duckdb.connect()
+    scheme = hash_scheme(con)
+    assert scheme == hash_scheme(duckdb.connect())  # same DuckDB, same definition
+    assert scheme.startswith("v2:duckdb-hash:")
 
 
 def test_normalisation_makes_cosmetic_differences_hash_equal(tmp_path):

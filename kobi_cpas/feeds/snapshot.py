@@ -13,8 +13,8 @@ that tenant's previous ones only once the new ones are complete (a failed ingest
                                file are NULL,
     is_valid BOOLEAN           false when the item has at least one 'error' issue,
     error_count INTEGER, warning_count INTEGER,
-    content_hash VARCHAR       md5 hex over the non-volatile fields (see hashing.py),
-    volatile_hash VARCHAR      md5 hex over price, sale_price, sale_price_effective_date, availability,
+    content_hash UBIGINT       hash of the non-volatile fields (see hashing.py),
+    volatile_hash UBIGINT      hash of price, sale_price, sale_price_effective_date, availability,
                                quantity_to_sell_on_facebook.
     ``id`` is the retailer id. Duplicate ids are all kept; only the first occurrence can be valid.
 

@@ -7,12 +7,17 @@
   re-run never sends them twice and a failed sync loses nothing.
 - ``feeds``: the Meta product feed id Kobi owns per tenant and shard.
 - ``source_state``: the last fetched feed source (ETag, Last-Modified, sha256) per tenant.
+- ``hash_scheme``: the item-hash definition the hashes above were computed with (see feeds/hashing.py);
+  :func:`rehash_state` migrates them when it changes.
 """
 
 from __future__ import annotations
 
+import duckdb
+
 from kobi_cpas.feeds.fields import COLUMNS
-from kobi_cpas.warehouse.tables import register_internal_ddl
+from kobi_cpas.feeds.hashing import HASH_TYPE, content_hash_sql, hash_scheme, volatile_hash_sql
+from kobi_cpas.warehouse.tables import DataMigration, register_data_migration, register_internal_ddl
 
 ITEM_COLUMNS: tuple[str, ...] = COLUMNS  # canonical Meta fields, "id" is the retailer id
 _item_cols_ddl = ",\n  ".join(f'"{c}" VARCHAR' for c in ITEM_COLUMNS)
@@ -23,8 +28,8 @@ DDL = (
   tenant_id VARCHAR NOT NULL,
   shard INTEGER NOT NULL,
   {_item_cols_ddl},
-  content_hash VARCHAR NOT NULL,
-  volatile_hash VARCHAR NOT NULL,
+  content_hash UBIGINT NOT NULL,
+  volatile_hash UBIGINT NOT NULL,
   status VARCHAR NOT NULL,             -- active | invalid_kept | removed_retained
   snapshot_id VARCHAR,                 -- snapshot the values come from
   first_seen_at TIMESTAMPTZ,
@@ -36,8 +41,8 @@ DDL = (
   tenant_id VARCHAR NOT NULL,
   id VARCHAR NOT NULL,
   shard INTEGER NOT NULL,
-  content_hash VARCHAR NOT NULL,
-  volatile_hash VARCHAR NOT NULL,
+  content_hash UBIGINT NOT NULL,
+  volatile_hash UBIGINT NOT NULL,
   method VARCHAR NOT NULL,
   sync_id VARCHAR NOT NULL,
   synced_at TIMESTAMPTZ NOT NULL
@@ -49,8 +54,8 @@ DDL = (
   shard INTEGER NOT NULL,
   method VARCHAR NOT NULL,
   row_number BIGINT,
-  content_hash VARCHAR NOT NULL,
-  volatile_hash VARCHAR NOT NULL
+  content_hash UBIGINT NOT NULL,
+  volatile_hash UBIGINT NOT NULL
 )""",
     """CREATE TABLE IF NOT EXISTS sync_state.feeds (
   tenant_id VARCHAR NOT NULL,
@@ -67,9 +72,63 @@ DDL = (
   fetched_at TIMESTAMPTZ,
   snapshot_id VARCHAR
 )""",
+    "CREATE TABLE IF NOT EXISTS sync_state.hash_scheme (scheme VARCHAR NOT NULL)",
 )
 
 register_internal_ddl(*DDL)
+
+_HASHED_TABLES = ("desired_items", "meta_items", "inflight_items")
+
+
+def rehash_state(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring the stored item hashes to the current :func:`hash_scheme` (after a DuckDB upgrade changed
+    ``hash()``, a field was added, or from the older md5 hex hashes).
+
+    ``desired_items`` keeps every value, so its hashes are recomputed. Meta's side is known only by hash:
+    an item whose stored hash equalled its desired hash (in sync) gets the new desired hash, so nothing is
+    re-sent because of the migration; any other item gets a value that differs from it (still pending).
+    In-flight items are mapped the same way, so their confirmation still lands.
+    """
+    scheme = hash_scheme(con)
+    row = con.execute("SELECT max(scheme) FROM sync_state.hash_scheme").fetchone()
+    if row and row[0] == scheme:
+        return
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _kobi_rehash AS
+        SELECT tenant_id, id, content_hash AS old_c, volatile_hash AS old_v,
+               {content_hash_sql()} AS new_c, {volatile_hash_sql()} AS new_v
+        FROM sync_state.desired_items
+        QUALIFY row_number() OVER (PARTITION BY tenant_id, id) = 1"""
+    )
+
+    def mapped(col: str, old: str, new: str) -> str:
+        # xor 1: differs from the new desired hash, so the delta keeps the item pending.
+        return (
+            f"CASE WHEN r.id IS NULL THEN 0::{HASH_TYPE} WHEN x.{col} = r.{old} THEN r.{new} "
+            f"ELSE xor(r.{new}, 1::{HASH_TYPE}) END"
+        )
+
+    for table in _HASHED_TABLES:
+        if table == "desired_items":
+            c, v = "r.new_c", "r.new_v"
+        else:
+            c, v = mapped("content_hash", "old_c", "new_c"), mapped("volatile_hash", "old_v", "new_v")
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _kobi_rehashed AS
+            SELECT x.* REPLACE ({c} AS content_hash, {v} AS volatile_hash)
+            FROM sync_state.{table} x LEFT JOIN _kobi_rehash r ON r.tenant_id = x.tenant_id AND r.id = x.id"""
+        )
+        # Recreate from the DDL: the stored hashes may also have an older column type.
+        con.execute(f"DROP TABLE sync_state.{table}")
+        con.execute(next(d for d in DDL if f"sync_state.{table} (" in d))
+        con.execute(f"INSERT INTO sync_state.{table} SELECT * FROM _kobi_rehashed")
+    con.execute("DROP TABLE _kobi_rehashed")
+    con.execute("DROP TABLE _kobi_rehash")
+    con.execute("DELETE FROM sync_state.hash_scheme")
+    con.execute("INSERT INTO sync_state.hash_scheme VALUES (?)", [scheme])
+
+
+register_data_migration(DataMigration("sync_state_item_hashes", hash_scheme, rehash_state))
 
 
 def shard_sql(n_shards: int, qualifier: str = "") -> str:

@@ -93,8 +93,10 @@ FEED_ITEMS = register_table(
             col("snapshot_id", "VARCHAR", "Snapshot the row comes from", False),
             col("retailer_id", "VARCHAR", "The item's id in the feed (Meta's retailer_id)", False),
             *_field_cols(),
-            col("content_hash", "VARCHAR", "md5 of the non-volatile fields"),
-            col("volatile_hash", "VARCHAR", "md5 of price, sale price, availability and quantity"),
+            col("content_hash", "UBIGINT", "Hash of the non-volatile fields (changes when any of them does)"),
+            col(
+                "volatile_hash", "UBIGINT", "Hash of price, sale price, its dates, availability and quantity"
+            ),
         ),
     )
 )

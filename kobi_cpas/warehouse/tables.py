@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import duckdb
+
 from kobi_cpas.warehouse.specs import TableSpec, ViewSpec, col
 
 TABLES: dict[str, TableSpec] = {}
@@ -88,3 +93,24 @@ def register_internal_ddl(*ddl: str) -> None:
     for stmt in ddl:
         if stmt not in INTERNAL_DDL:
             INTERNAL_DDL.append(stmt)
+
+
+@dataclass(frozen=True)
+class DataMigration:
+    """A data migration of the work database that DDL alone cannot express (e.g. re-hashing sync state).
+
+    ``version(con)`` names the state the data must be in; it joins the schema fingerprint, so a change
+    (including one caused by a DuckDB upgrade) makes the next connection run ``apply(con)``, inside the
+    migration transaction after the DDL. ``apply`` must be idempotent.
+    """
+
+    name: str
+    version: Callable[[duckdb.DuckDBPyConnection], str]
+    apply: Callable[[duckdb.DuckDBPyConnection], None]
+
+
+DATA_MIGRATIONS: dict[str, DataMigration] = {}
+
+
+def register_data_migration(migration: DataMigration) -> None:
+    DATA_MIGRATIONS[migration.name] = migration

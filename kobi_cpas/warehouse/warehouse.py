@@ -22,7 +22,7 @@ from pathlib import Path
 import duckdb
 
 from kobi_cpas.warehouse.specs import TableSpec, ViewSpec
-from kobi_cpas.warehouse.tables import INTERNAL_DDL, TABLES, VIEWS
+from kobi_cpas.warehouse.tables import DATA_MIGRATIONS, INTERNAL_DDL, TABLES, VIEWS
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,8 @@ class Warehouse:
             "CREATE TABLE IF NOT EXISTS kobi_internal.schema_meta (key VARCHAR PRIMARY KEY, value VARCHAR)"
         )
         fp = _schema_fingerprint(TABLES, VIEWS, INTERNAL_DDL)
+        for m in DATA_MIGRATIONS.values():
+            fp += f"|{m.name}={m.version(con)}"
         row = con.execute("SELECT value FROM kobi_internal.schema_meta WHERE key = 'fingerprint'").fetchone()
         if row and row[0] == fp:
             return
@@ -133,20 +135,10 @@ class Warehouse:
                 con.execute(ddl)
             for spec in TABLES.values():
                 con.execute(spec.ddl(f"main.{qident(spec.name)}"))
-                existing = {
-                    r[0]
-                    for r in con.execute(
-                        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
-                        "AND schema_name = 'main' AND table_name = ?",
-                        [spec.name],
-                    ).fetchall()
-                }
-                for c in spec.columns:
-                    if c.name not in existing:
-                        con.execute(
-                            f"ALTER TABLE main.{qident(spec.name)} ADD COLUMN {qident(c.name)} {c.type}"
-                        )
+                self._migrate_columns(con, spec)
                 self._comment_table(con, "main", spec)
+            for m in DATA_MIGRATIONS.values():
+                m.apply(con)
             con.execute(
                 "INSERT OR REPLACE INTO kobi_internal.schema_meta VALUES ('fingerprint', ?)",
                 [fp],
@@ -155,6 +147,30 @@ class Warehouse:
         except Exception:
             con.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _migrate_columns(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> None:
+        """Add new columns; convert a column whose declared type changed (values that do not convert become
+        NULL until the owning asset rewrites the table: analyst tables are derived data)."""
+        table = f"main.{qident(spec.name)}"
+        existing = dict(
+            con.execute(
+                "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
+                "AND schema_name = 'main' AND table_name = ?",
+                [spec.name],
+            ).fetchall()
+        )
+        for c in spec.columns:
+            if c.name not in existing:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {qident(c.name)} {c.type}")
+                continue
+            (wanted,) = con.execute(f"SELECT typeof(NULL::{c.type})").fetchone()  # type: ignore[misc]
+            if wanted != existing[c.name]:
+                log.info("converting %s.%s from %s to %s", spec.name, c.name, existing[c.name], wanted)
+                con.execute(
+                    f"ALTER TABLE {table} ALTER COLUMN {qident(c.name)} SET DATA TYPE {c.type} "
+                    f"USING TRY_CAST({qident(c.name)} AS {c.type})"
+                )
 
     @staticmethod
     def _comment_table(con: duckdb.DuckDBPyConnection, prefix: str, spec: TableSpec) -> None:
