@@ -106,15 +106,19 @@ def _trimmed(col: str) -> str:
     return f"CASE WHEN {needs} THEN nullif(trim({col}, ' \t\r\n'), '') ELSE {col} END"
 
 
-def _enum_check(col: str, values: Sequence[str]) -> str:
-    """SQL: is ``col`` one of ``values``, case-insensitively.
+def _enum_state(col: str, values: Sequence[str]) -> str:
+    """SQL: NULL = no value, 0 = one of ``values`` as written, -1 = one of them in other letter case
+    (stored lower-cased), 2 = not an allowed value.
 
     Exact values are matched by a CASE (cheapest), other spellings by a case-insensitive regex. Not IN
     or list_contains: DuckDB rewrites those into a hash join, which would lose the file order that row
     numbers rely on (see snapshot.py).
     """
-    whens = " ".join(f"WHEN {_lit(v)} THEN true" for v in values)
-    return f"(CASE {col} {whens} ELSE regexp_full_match({col}, {_lit(_alternation(values))}, 'i') END)"
+    exact = " ".join(f"WHEN {col} = {_lit(v)} THEN 0" for v in values)
+    return (
+        f"CASE WHEN {col} IS NULL THEN NULL {exact} "
+        f"WHEN regexp_full_match({col}, {_lit(_alternation(values))}, 'i') THEN -1 ELSE 2 END"
+    )
 
 
 def _url_check(col: str, pattern: str) -> str:
@@ -160,7 +164,7 @@ def _build_rules() -> tuple[Rule, ...]:
                     "invalid_value",
                     f.name,
                     "error",
-                    f"{f.name} IS NOT NULL AND NOT {_enum_check(f.name, f.allowed_values)}",
+                    f"_{f.name}_state = 2",
                     f"'Unsupported {f.name} value ' || {show(f.name)} || '.'",
                     f"Use one of the supported {f.name} values: {allowed} (in US English).",
                 )
@@ -191,7 +195,7 @@ def _build_rules() -> tuple[Rule, ...]:
             "sale_price_currency_mismatch",
             "sale_price",
             "error",
-            "CASE WHEN _sale_price_state = 0 AND _price_state = 0 "
+            "CASE WHEN _sale_price_state <= 0 AND _price_state <= 0 "
             "THEN upper(split_part(sale_price, ' ', 2)) <> upper(split_part(price, ' ', 2)) END",
             f"'sale_price ' || {show('sale_price')} || ' is not in the currency of price ' || {show('price')} || '.'",
             "Give sale_price in the same currency as price.",
@@ -200,7 +204,7 @@ def _build_rules() -> tuple[Rule, ...]:
             "sale_price_not_lower",
             "sale_price",
             "error",
-            "CASE WHEN _sale_price_state = 0 AND _price_state = 0 "
+            "CASE WHEN _sale_price_state <= 0 AND _price_state <= 0 "
             "AND upper(split_part(sale_price, ' ', 2)) = upper(split_part(price, ' ', 2)) "
             "THEN split_part(sale_price, ' ', 1)::DECIMAL(38, 2) >= split_part(price, ' ', 1)::DECIMAL(38, 2) END",
             f"'sale_price ' || {show('sale_price')} || ' is not lower than price ' || {show('price')} || '.'",
@@ -303,13 +307,13 @@ GROUP_CTA = (
 
 def _final(col: str) -> str:
     """SQL: the stored value of ``col``. Valid enums are lower-cased and valid prices get an upper-case
-    currency; invalid values stay as written (trimmed) so that messages and analysts see the original."""
+    currency; invalid values stay as written (trimmed) so that messages and analysts see the original.
+    Only values whose state says so (-1) are re-cased: lower()/upper() copy every string they touch."""
     spec = FIELDS_BY_NAME[col]
-    if spec.kind == "enum":
-        bit = next(i for i, r in enumerate(ROW_RULES) if r.code == "invalid_value" and r.field == col)
-        return f"CASE WHEN (_issue_mask & {1 << bit}) = 0 THEN lower({col}) ELSE {col} END"
+    if spec.kind == "enum" and spec.allowed_values:
+        return f"CASE WHEN _{col}_state = -1 THEN lower({col}) ELSE {col} END"
     if spec.kind == "price":
-        return f"CASE WHEN _{col}_state = 0 THEN upper({col}) ELSE {col} END"
+        return f"CASE WHEN _{col}_state = -1 THEN upper({col}) ELSE {col} END"
     return col
 
 
@@ -329,15 +333,18 @@ def items_select_sql(
     rn = row_number_sql or "NULL::BIGINT"
     norm = ", ".join(f"{_trimmed(c)} AS {c}" for c in COLUMNS)
     final = ", ".join(f"{_final(c)} AS {c}" for c in COLUMNS)
-    # Helper states (small integers, cheaper than strings): NULL = no value, 0 = valid, 1 = unknown
-    # currency / start not before end, 2 = malformed.
-    price_state = {
-        p: (
-            f"CASE WHEN {p} IS NULL THEN NULL WHEN regexp_full_match({p}, {_lit(PRICE_RE)}, 'i') THEN 0 "
-            f"WHEN regexp_full_match({p}, {_lit(PRICE_FORMAT_RE)}, 'i') THEN 1 ELSE 2 END"
-        )
+    # Helper states (small integers, cheaper than strings): NULL = no value, 0 = valid as written,
+    # -1 = valid once re-cased, 1 = unknown currency / start not before end, 2 = malformed.
+    states = [
+        f"CASE WHEN {p} IS NULL THEN NULL WHEN regexp_full_match({p}, {_lit(PRICE_RE)}) THEN 0 "
+        f"WHEN regexp_full_match({p}, {_lit(PRICE_RE)}, 'i') THEN -1 "
+        f"WHEN regexp_full_match({p}, {_lit(PRICE_FORMAT_RE)}, 'i') THEN 1 ELSE 2 END AS _{p}_state"
         for p in ("price", "sale_price")
-    }
+    ] + [
+        f"{_enum_state(f.name, f.allowed_values)} AS _{f.name}_state"
+        for f in FIELDS
+        if f.kind == "enum" and f.allowed_values
+    ]
     start = "TRY_CAST(split_part(sale_price_effective_date, '/', 1) AS TIMESTAMPTZ)"
     end = "TRY_CAST(split_part(sale_price_effective_date, '/', 2) AS TIMESTAMPTZ)"
     date_state = (
@@ -352,8 +359,7 @@ def items_select_sql(
 WITH _n AS (
     SELECT {rn} AS row_number, {norm} FROM ({source_sql})
 ), _d AS (
-    SELECT *, {price_state["price"]} AS _price_state, {price_state["sale_price"]} AS _sale_price_state,
-           {date_state} AS _date_state
+    SELECT *, {", ".join(states)}, {date_state} AS _date_state
     FROM _n
 ), _m AS (
     SELECT *, ({mask})::BIGINT AS _issue_mask FROM _d
