@@ -212,3 +212,25 @@ def test_schedule_skips_tenant_with_a_running_sync(harness):
     assert isinstance(skipped, dg.SkipReason)
     assert TENANT in skipped.skip_message and "still in progress" in skipped.skip_message
     assert "avoid overlapping" in skipped.skip_message
+
+
+def test_a_stale_cached_feed_id_is_rediscovered_not_fatal(harness):
+    """A feed id Kobi cached may disappear at Meta (feed deleted in Commerce Manager, sandbox restarted)."""
+    h = harness()
+    h.write_feed(120)
+    assert h.run("catalog_replace_job").success
+    with h.wh.connect() as con:
+        (real,) = con.execute("SELECT feed_id FROM sync_state.feeds WHERE tenant_id = ?", [TENANT]).fetchone()
+        con.execute("UPDATE sync_state.feeds SET feed_id = '9999999999999999' WHERE tenant_id = ?", [TENANT])
+    h.write_feed(121)
+    h.admin.clear_requests()
+    result = h.run("catalog_replace_job")
+    assert result.success
+    # found again by its name in the catalog, not created twice; the cache points at it again
+    assert h.requests("catalog.product_feeds.create") == 0
+    assert h.requests("product_feed.uploads.create") == 1
+    with h.wh.connect() as con:
+        assert con.execute(
+            "SELECT feed_id FROM sync_state.feeds WHERE tenant_id = ?", [TENANT]
+        ).fetchall() == [(real,)]
+    h.assert_catalog_equals_desired()

@@ -248,7 +248,11 @@ def _print(r: dict) -> None:
     print(f"  ingest_feed        {i['ingest_seconds']:7.2f} s   peak {i['ingest_peak_rss_mb']:7.0f} MB")
     print(
         f"  ratio ingest/bare  {i['ratio']:7.2f} x  (target <= 1.5 x, <= 1536 MB; fastest of "
-        f"{len(i['ingest_runs_seconds'])} alternating runs each; CPU-time ratio {i['cpu_ratio']:.2f} x)"
+        f"{len(i['ingest_runs_seconds'])} alternating runs each)"
+    )
+    print(
+        f"  median of paired runs {i['median_paired_ratio']:5.2f} x  "
+        f"({', '.join(f'{x:.2f}' for x in i['paired_ratios'])}); CPU-time ratio {i['cpu_ratio']:.2f} x"
     )
     print(
         f"delta of two snapshots ({d['delta']['volatile_only']:,} volatile-only of {r['scale']:,}; "

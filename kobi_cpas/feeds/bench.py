@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -148,6 +149,11 @@ def run_ingest_benchmark(
         "bare_read_csv_seconds": bare["seconds"],
         "ingest_seconds": ingest["seconds"],
         "ratio": ingest["seconds"] / bare["seconds"] if bare["seconds"] else float("inf"),
+        # Each ingest run against the bare run just before it: robust to one lucky or unlucky run.
+        "paired_ratios": [i["seconds"] / b["seconds"] for b, i in zip(bares, ingests, strict=True)],
+        "median_paired_ratio": statistics.median(
+            i["seconds"] / b["seconds"] for b, i in zip(bares, ingests, strict=True)
+        ),
         # CPU time (user + sys, all threads) is less disturbed by other processes than wall time
         "bare_cpu_seconds": min(r["cpu_seconds"] for r in bares),
         "ingest_cpu_seconds": min(r["cpu_seconds"] for r in ingests),

@@ -28,7 +28,7 @@ import duckdb
 from kobi_cpas.diagnostics.collect import record_batch_lines, record_upload_rows
 from kobi_cpas.feeds.fields import COLUMNS, VOLATILE_COLUMNS
 from kobi_cpas.meta.client import MetaGraphClient
-from kobi_cpas.meta.errors import MetaAPIError
+from kobi_cpas.meta.errors import UNKNOWN_OBJECT_SUBCODE, MetaAPIError, MetaInvalidRequestError
 from kobi_cpas.registry.models import Tenant
 from kobi_cpas.sync.delta import delta_sql
 from kobi_cpas.warehouse import Warehouse, sql_str
@@ -160,14 +160,30 @@ def current_snapshot_id(con: duckdb.DuckDBPyConnection, tenant_id: str) -> str |
 
 
 def ensure_feed(ctx: SyncContext, shard: int) -> str:
-    """The Meta product feed Kobi owns for this tenant and shard: cached, else found by name, else created."""
+    """The Meta product feed Kobi owns for this tenant and shard: cached, else found by name, else created.
+
+    A cached id is checked first (one GET): a feed deleted in Commerce Manager, or a catalog rebuilt,
+    would otherwise fail every upload until someone cleared the cache by hand.
+    """
     name = FEED_NAME if ctx.shards <= 1 else f"{FEED_NAME} (shard {shard + 1} of {ctx.shards})"
     with ctx.db() as con:
         row = con.execute(
             "SELECT feed_id FROM sync_state.feeds WHERE tenant_id = ? AND shard = ?", [ctx.tenant_id, shard]
         ).fetchone()
     if row:
-        return row[0]
+        try:
+            ctx.client.get(str(row[0]), params={"fields": "id"})
+            return row[0]
+        except MetaInvalidRequestError as exc:
+            if exc.error_subcode != UNKNOWN_OBJECT_SUBCODE:
+                raise
+            ctx.progress(
+                f"Meta product feed {row[0]} no longer exists; looking for '{name}' in catalog {ctx.catalog_id}"
+            )
+            with ctx.db() as con:
+                con.execute(
+                    "DELETE FROM sync_state.feeds WHERE tenant_id = ? AND shard = ?", [ctx.tenant_id, shard]
+                )
     feed_id = None
     for feed in ctx.client.paginate(f"{ctx.catalog_id}/product_feeds", params={"fields": "id,name"}):
         if feed.get("name") == name:
