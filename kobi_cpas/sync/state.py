@@ -124,6 +124,20 @@ def rehash_state(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"INSERT INTO sync_state.{table} SELECT * FROM _kobi_rehashed")
     con.execute("DROP TABLE _kobi_rehashed")
     con.execute("DROP TABLE _kobi_rehash")
+    # The analyst copy of the latest snapshot holds the same normalised values: recompute its hashes too
+    # (the warehouse migration has already converted their column type; otherwise they would stay NULL
+    # until the feed changes).
+    has_feed_items = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = 'feed_items'"
+    ).fetchone()
+    if has_feed_items and has_feed_items[0]:
+        con.execute(
+            f"""UPDATE main.feed_items f SET content_hash = x.c, volatile_hash = x.v
+            FROM (SELECT r, {content_hash_sql()} AS c, {volatile_hash_sql()} AS v
+                  FROM (SELECT rowid AS r, *, retailer_id AS id FROM main.feed_items)) x
+            WHERE f.rowid = x.r"""
+        )
     con.execute("DELETE FROM sync_state.hash_scheme")
     con.execute("INSERT INTO sync_state.hash_scheme VALUES (?)", [scheme])
 
