@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from kobi_cpas.feeds import ingest_feed
+from kobi_cpas.feeds import hashing, ingest_feed
 from kobi_cpas.feeds.fields import COLUMNS, CONTENT_COLUMNS, VOLATILE_COLUMNS
 from kobi_cpas.feeds.generator import generate_feed, mutate_volatile, mutation_predicate_sql
 from kobi_cpas.feeds.hashing import hash_scheme, item_hashes
@@ -99,11 +99,14 @@ def test_hash_covers_the_right_columns():
     assert item_hashes(con, {**v, "size": ""}) != item_hashes(con, {**v, "size": None})
 
 
-def test_hash_scheme_names_the_columns_and_is_stable():
+def test_hash_scheme_names_the_columns_and_is_stable(monkeypatch):
     con = duckdb.connect()
     scheme = hash_scheme(con)
     assert scheme == hash_scheme(duckdb.connect())  # same DuckDB, same definition
     assert scheme.startswith("v2:duckdb-hash:")
+    # a new field changes every content hash, so it must change the scheme (and trigger the re-hash)
+    monkeypatch.setattr(hashing, "CONTENT_COLUMNS", (*CONTENT_COLUMNS, "new_meta_field"))
+    assert hash_scheme(con) != scheme
 
 
 def test_normalisation_makes_cosmetic_differences_hash_equal(tmp_path):

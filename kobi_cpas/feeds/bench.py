@@ -141,6 +141,7 @@ def run_ingest_benchmark(
         bares.append(_run_phase(_PHASE_BARE, csv_path, workdir / "bench_bare.duckdb", s))
         ingests.append(_run_phase(_PHASE_INGEST, csv_path, workdir / "bench_ingest.duckdb", s))
     bare = min(bares, key=lambda r: r["seconds"])
+    paired = [i["seconds"] / b["seconds"] for b, i in zip(bares, ingests, strict=True)]
     ingest = min(ingests, key=lambda r: r["seconds"])
     result = {
         "n_items": n_items,
@@ -150,10 +151,8 @@ def run_ingest_benchmark(
         "ingest_seconds": ingest["seconds"],
         "ratio": ingest["seconds"] / bare["seconds"] if bare["seconds"] else float("inf"),
         # Each ingest run against the bare run just before it: robust to one lucky or unlucky run.
-        "paired_ratios": [i["seconds"] / b["seconds"] for b, i in zip(bares, ingests, strict=True)],
-        "median_paired_ratio": statistics.median(
-            i["seconds"] / b["seconds"] for b, i in zip(bares, ingests, strict=True)
-        ),
+        "paired_ratios": paired,
+        "median_paired_ratio": statistics.median(paired),
         # CPU time (user + sys, all threads) is less disturbed by other processes than wall time
         "bare_cpu_seconds": min(r["cpu_seconds"] for r in bares),
         "ingest_cpu_seconds": min(r["cpu_seconds"] for r in ingests),
