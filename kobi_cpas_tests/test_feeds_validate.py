@@ -8,9 +8,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from kobi_cpas.feeds import FeedFileError, ingest_feed, parse_feed, stage_table_names, tenant_slug
+from kobi_cpas.feeds import FeedFileError, ingest_feed, stage_table_names, tenant_slug
 from kobi_cpas.feeds.fields import COLUMNS
-from kobi_cpas.feeds.validate import ISSUE_COLUMNS, ROW_RULES, validate_parsed_table
+from kobi_cpas.feeds.validate import ISSUE_COLUMNS, ROW_RULES, STORED_RESULT_COLUMNS
 
 BASE = {
     "title": "Linen shirt",
@@ -93,6 +93,8 @@ ITEMS: list[tuple[str, dict[str, str]]] = [
     ("gm-2", {"item_group_id": "GM", "brand": "Other", "shipping": "TR::Std:0 TRY"}),
     ("gs-1", {"item_group_id": "GS", "shipping": "TR::Std:0 TRY"}),
     ("gs-2", {"item_group_id": "GS", "shipping": "TR::Express:50 TRY"}),
+    ("gn-1", {"item_group_id": "GN", "shipping": "TR::Std:0 TRY"}),
+    ("gn-2", {"item_group_id": "GN", "shipping": ""}),  # no value differs from a value
     ("", {"title": "no id"}),
     ("dup", {"title": "third copy"}),
 ]
@@ -133,6 +135,8 @@ EXPECTED_ERRORS = {
     ("gm-2", "brand", "item_group_mismatch"),
     ("gs-1", "shipping", "item_group_mismatch"),
     ("gs-2", "shipping", "item_group_mismatch"),
+    ("gn-1", "shipping", "item_group_mismatch"),
+    ("gn-2", "shipping", "item_group_mismatch"),
     (None, "id", "missing_required_field"),
 }
 EXPECTED_WARNINGS = {
@@ -325,30 +329,72 @@ def test_xml_feed_ingests_like_csv(tmp_path):
     assert hashes["sample.csv"] == hashes["sample_rss.xml"] == hashes["sample_atom.xml"]
 
 
-def test_validate_parsed_table_matches_ingest(ingested, tmp_path):
+def test_safe_path_gives_the_same_tables_as_the_fast_path(ingested, tmp_path, monkeypatch):
+    """When DuckDB plans the items SELECT with an operator that could reorder rows, ingest copies the file
+    to a table first; the result must not depend on the path taken."""
+    from kobi_cpas.feeds import snapshot
+
     con, result = ingested
     path = write_feed(tmp_path / "feed.csv", ITEMS, extra_columns=("mpn",))
-    parsed = parse_feed(con, path, "csv", schema="scratch", table="parsed")
-    counts = validate_parsed_table(
-        con,
-        "scratch.parsed",
-        items_table="scratch.items",
-        issues_table="scratch.issues",
-        tenant_id="acme",
-        snapshot_id="snap-1",
-        unknown_columns=parsed.unknown_columns,
+    calls = []
+    monkeypatch.setattr(snapshot, "is_streaming_plan", lambda *a: calls.append(a) or False)
+    safe = ingest_feed(
+        con, tenant_id="acme-safe", snapshot_id="snap-1", path=path, fmt="csv", source_label="test"
     )
-    assert (counts.item_count, counts.valid_count) == (result.item_count, result.valid_count)
-    assert counts.issue_counts == result.issue_counts
-    cols = "row_number, id, is_valid, error_count, content_hash, volatile_hash"
+    assert calls, "the safe path was not taken"
+    assert (safe.item_count, safe.valid_count, safe.issue_counts) == (
+        result.item_count,
+        result.valid_count,
+        result.issue_counts,
+    )
+    cols = f"row_number, {', '.join(COLUMNS)}, {', '.join(STORED_RESULT_COLUMNS)}"
     assert (
-        con.execute(f"SELECT {cols} FROM scratch.items ORDER BY row_number").fetchall()
+        con.execute(f"SELECT {cols} FROM {safe.items_table} ORDER BY row_number").fetchall()
         == con.execute(f"SELECT {cols} FROM {result.items_table} ORDER BY row_number").fetchall()
     )
+    issue_cols = ", ".join(ISSUE_COLUMNS[2:])
     assert (
-        con.execute("SELECT * FROM scratch.issues").fetchall()
-        == con.execute(f"SELECT * FROM {result.issues_table}").fetchall()
+        con.execute(f"SELECT {issue_cols} FROM {safe.issues_table}").fetchall()
+        == con.execute(f"SELECT {issue_cols} FROM {result.issues_table}").fetchall()
     )
+
+
+def test_stage_items_have_the_full_shape_and_absent_fields_are_null(tmp_path):
+    """The stored rows leave out what is constant in a snapshot; the items view puts it back."""
+    path = tmp_path / "narrow.csv"
+    path.write_text(
+        "id,title,description,availability,condition,price,link,image_link,brand\n"
+        "n-1,T,D,in stock,new,10.00 TRY,https://s.example/1,https://s.example/1.jpg,B\n",
+        encoding="utf-8",
+    )
+    con = duckdb.connect()
+    r = ingest_feed(con, tenant_id="narrow", snapshot_id="s-9", path=path, fmt="csv", source_label="t")
+    cur = con.execute(f"SELECT * FROM {r.items_table}")
+    names = [d[0] for d in cur.description]
+    assert names == ["tenant_id", "snapshot_id", "row_number", *COLUMNS, *STORED_RESULT_COLUMNS]
+    row = dict(zip(names, cur.fetchone(), strict=True))
+    assert (row["tenant_id"], row["snapshot_id"], row["row_number"], row["id"]) == ("narrow", "s-9", 1, "n-1")
+    assert row["shipping"] is None and row["previous_id"] is None and row["is_valid"] is True
+    stored = [d[0] for d in con.execute("SELECT * FROM feed_stage.item_rows_narrow LIMIT 0").description]
+    assert "tenant_id" not in stored and "shipping" not in stored and "_issue_mask" not in stored
+
+
+def test_a_stage_table_from_before_the_view_is_replaced(tmp_path):
+    """Work databases written before the items view have a plain table under the view's name."""
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA feed_stage")
+    con.execute("CREATE TABLE feed_stage.items_old AS SELECT 'old' AS tenant_id, 1 AS row_number")
+    from kobi_cpas.feeds.snapshot import stage_exists
+
+    assert stage_exists(con, "old")
+    path = write_feed(tmp_path / "f.csv", ITEMS[:2])
+    r = ingest_feed(con, tenant_id="old", snapshot_id="s", path=path, fmt="csv", source_label="t")
+    assert r.item_count == 2 and stage_exists(con, "old")
+    assert con.execute(f"SELECT count(*), min(tenant_id) FROM {r.items_table}").fetchone() == (2, "old")
+    assert con.execute(
+        "SELECT count(*) FROM duckdb_views() WHERE schema_name = 'feed_stage' AND view_name = 'items_old'"
+    ).fetchone() == (1,)
+    assert not stage_exists(con, "never-ingested")
 
 
 def test_group_mismatch_sample_is_bounded(tmp_path):
@@ -430,4 +476,15 @@ def test_items_select_is_a_single_streaming_pass(tmp_path):
 
     source = open_feed_source(write_feed(tmp_path / "f.csv", ITEMS[:3]), "csv")
     con = duckdb.connect()
-    assert is_streaming_plan(con, items_select_sql(source.select_sql, tenant_id="t", snapshot_id="s"))
+    assert is_streaming_plan(con, items_select_sql(source.select_sql, columns=source.columns_present))
+
+
+@pytest.mark.parametrize("rule", ROW_RULES, ids=lambda r: f"{r.code}:{r.field}")
+def test_a_rule_message_reads_only_its_message_columns(rule):
+    """The issues query reads only these columns of the flagged items: a message that needs another one
+    would fail to bind there."""
+    con = duckdb.connect()
+    cols = ", ".join(f"'19.99 TRY' AS {c}" for c in rule.message_columns) or "1 AS _nothing"
+    (message,) = con.execute(f"SELECT {rule.message} FROM (SELECT {cols})").fetchone()
+    assert isinstance(message, str) and message
+    assert set(rule.message_columns) <= {rule.field, "price", "sale_price"}

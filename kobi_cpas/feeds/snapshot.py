@@ -1,9 +1,10 @@
 """Ingest one feed file into stage tables: parse -> validate -> hash, all in DuckDB.
 
-:func:`ingest_feed` leaves two tables per tenant in schema ``feed_stage`` (created if missing), replacing
-that tenant's previous ones only once the new ones are complete (a failed ingest leaves the old tables):
+:func:`ingest_feed` leaves three relations per tenant in schema ``feed_stage`` (created if missing),
+replacing that tenant's previous ones only once the new ones are complete (a failed ingest leaves the
+old ones):
 
-``feed_stage.items_<tenant>`` — one row per item of the file, in file order:
+``feed_stage.items_<tenant>`` — a VIEW, one row per item of the file, in file order:
     tenant_id VARCHAR, snapshot_id VARCHAR,
     row_number BIGINT          1-based item number in the file (first data row = 1; XML: first item = 1),
     <every canonical field of fields.COLUMNS> VARCHAR
@@ -18,18 +19,22 @@ that tenant's previous ones only once the new ones are complete (a failed ingest
                                quantity_to_sell_on_facebook.
     ``id`` is the retailer id. Duplicate ids are all kept; only the first occurrence can be valid.
 
+``feed_stage.item_rows_<tenant>`` — the table under that view: the same rows without the columns that
+    are constant in a snapshot (tenant_id, snapshot_id, fields absent from the file), which the view
+    adds. Read the view, not this table.
+
 ``feed_stage.issues_<tenant>`` — one row per problem (columns :data:`validate.ISSUE_COLUMNS`):
     tenant_id VARCHAR, snapshot_id VARCHAR, retailer_id VARCHAR (NULL when the id is missing or for
     file-level issues), row_number BIGINT (NULL for file-level issues), field VARCHAR,
     severity VARCHAR ('error' | 'warning' | 'info'), code VARCHAR, message VARCHAR, call_to_action VARCHAR.
 
 ``<tenant>`` is :func:`tenant_slug` of the tenant id, so tenants ingested one after another into the
-same database never overwrite each other; re-ingesting a tenant replaces its tables. The caller copies
+same database never overwrite each other; re-ingesting a tenant replaces its relations. The caller copies
 what it needs, e.g. ``INSERT INTO feed_item_issues SELECT * FROM feed_stage.issues_<tenant>``
 (``SnapshotResult.issues_table`` / ``.items_table`` hold the qualified names).
 
 Whole-file problems raise :class:`~kobi_cpas.feeds.errors.FeedFileError`; the tenant's previous stage
-tables are then left as they were and no half-built table remains.
+relations are then left as they were and no half-built table remains.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from kobi_cpas.feeds.parser import (
     open_feed_source,
     sql_ident,
 )
-from kobi_cpas.feeds.validate import ISSUE_COLUMNS, finish_validation, items_select_sql
+from kobi_cpas.feeds.validate import ISSUE_COLUMNS, finish_validation, items_select_sql, items_view_sql
 
 STAGE_SCHEMA = "feed_stage"
 _SLUG_RE = re.compile(r"[^a-z0-9_]+")
@@ -74,9 +79,25 @@ def tenant_slug(tenant_id: str) -> str:
 
 
 def stage_table_names(tenant_id: str) -> tuple[str, str]:
-    """(items table, issues table), qualified and unquoted, e.g. ``feed_stage.items_acme``."""
+    """(items view, issues table), qualified and unquoted, e.g. ``feed_stage.items_acme``."""
     slug = tenant_slug(tenant_id)
     return f"{STAGE_SCHEMA}.items_{slug}", f"{STAGE_SCHEMA}.issues_{slug}"
+
+
+def stage_rows_table_name(tenant_id: str) -> str:
+    """The table under the items view, e.g. ``feed_stage.item_rows_acme``."""
+    return f"{STAGE_SCHEMA}.item_rows_{tenant_slug(tenant_id)}"
+
+
+def stage_exists(con: duckdb.DuckDBPyConnection, tenant_id: str) -> bool:
+    """Whether the tenant has stage relations from an earlier ingest (a view, or a table before v2)."""
+    schema, _, name = stage_table_names(tenant_id)[0].partition(".")
+    (n,) = con.execute(  # type: ignore[misc]
+        "SELECT (SELECT count(*) FROM duckdb_views() WHERE schema_name = $1 AND view_name = $2) "
+        "+ (SELECT count(*) FROM duckdb_tables() WHERE schema_name = $1 AND table_name = $2)",
+        [schema, name],
+    ).fetchone()
+    return bool(n)
 
 
 @dataclass(frozen=True)
@@ -124,31 +145,46 @@ def ingest_feed(
     """
     started = time.perf_counter()
     items_name, issues_name = stage_table_names(tenant_id)
-    items_final, issues_final = _q(items_name), _q(issues_name)
-    items_tmp, issues_tmp = _q(items_name + "__building"), _q(issues_name + "__building")
+    rows_name = stage_rows_table_name(tenant_id)
+    rows_tmp, issues_tmp = _q(rows_name + "__building"), _q(issues_name + "__building")
     raw_tmp = _q(f"{STAGE_SCHEMA}.raw_{tenant_slug(tenant_id)}__building")
+    # The full-shape view the checks read while the table is being built (temporary: never seen by others).
+    checking_view = f"_checking_items_{tenant_slug(tenant_id)}"
     source = open_feed_source(path, fmt, required_columns=required_columns, tmp_dir=tmp_dir)
+    present = source.columns_present
     try:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {sql_ident(STAGE_SCHEMA)}")
-        _build_items(con, source, items_tmp, raw_tmp, tenant_id=tenant_id, snapshot_id=snapshot_id)
-        (count,) = con.execute(f"SELECT count(*) FROM {items_tmp}").fetchone()  # type: ignore[misc]
+        _build_items(con, source, rows_tmp, raw_tmp)
+        (count,) = con.execute(f"SELECT count(*) FROM {rows_tmp}").fetchone()  # type: ignore[misc]
         if count == 0 and not allow_empty:
             raise FeedFileError(path, "the file has a header but no items")
+        view_args = {"tenant_id": tenant_id, "snapshot_id": snapshot_id, "columns": present}
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {checking_view} AS "
+            + items_view_sql(rows_tmp, with_mask=True, **view_args)
+        )
         counts = finish_validation(
             con,
-            items_table=items_tmp,
+            items_table=checking_view,
+            rows_table=rows_tmp,
             issues_table=issues_tmp,
             tenant_id=tenant_id,
             snapshot_id=snapshot_id,
             unknown_columns=source.unknown_columns,
         )
-        _swap(con, [(items_tmp, items_final, items_name), (issues_tmp, issues_final, issues_name)])
+        _swap(
+            con,
+            tables=[(rows_tmp, rows_name), (issues_tmp, issues_name)],
+            view=(items_name, items_view_sql(_q(rows_name), **view_args)),
+        )
     except BaseException:
-        for t in (items_tmp, issues_tmp, raw_tmp):
+        for t in (rows_tmp, issues_tmp, raw_tmp):
             with contextlib.suppress(duckdb.Error):
                 con.execute(f"DROP TABLE IF EXISTS {t}")
         raise
     finally:
+        with contextlib.suppress(duckdb.Error):
+            con.execute(f"DROP VIEW IF EXISTS {checking_view}")
         source.cleanup()
     return SnapshotResult(
         tenant_id=tenant_id,
@@ -168,16 +204,8 @@ def ingest_feed(
     )
 
 
-def _build_items(
-    con: duckdb.DuckDBPyConnection,
-    source: FeedSource,
-    items_tmp: str,
-    raw_tmp: str,
-    *,
-    tenant_id: str,
-    snapshot_id: str,
-) -> None:
-    """Create the items table from the file, with ``row_number`` = position of the item in the file.
+def _build_items(con: duckdb.DuckDBPyConnection, source: FeedSource, rows_tmp: str, raw_tmp: str) -> None:
+    """Create the item rows table from the file, with ``row_number`` = position of the item in the file.
 
     Fast path (one pass over the file): ``CREATE TABLE AS`` with insertion order preserved, then
     ``row_number = rowid + 1`` (``row_number() OVER ()`` would cost a second, single-threaded pass).
@@ -185,36 +213,49 @@ def _build_items(
     future DuckDB plans something else, the safe path copies the file to a plain table first and
     reads ``rowid`` at its scan, before any operator could reorder rows.
     """
-    select = items_select_sql(source.select_sql, tenant_id=tenant_id, snapshot_id=snapshot_id)
+    columns = source.columns_present
+    select = items_select_sql(source.select_sql, columns=columns)
     with insertion_order_preserved(con):
         if is_streaming_plan(con, select):
-            execute_reading(con, f"CREATE OR REPLACE TABLE {items_tmp} AS {select}", source)
-            con.execute(f"UPDATE {items_tmp} SET row_number = rowid + 1")
+            execute_reading(con, f"CREATE OR REPLACE TABLE {rows_tmp} AS {select}", source)
+            con.execute(f"UPDATE {rows_tmp} SET row_number = rowid + 1")
             return
         execute_reading(con, f"CREATE OR REPLACE TABLE {raw_tmp} AS {source.select_sql}", source)
     try:
         select = items_select_sql(
             f"SELECT *, rowid + 1 AS _row_number FROM {raw_tmp}",
-            tenant_id=tenant_id,
-            snapshot_id=snapshot_id,
+            columns=columns,
             row_number_sql="_row_number",
         )
-        con.execute(f"CREATE OR REPLACE TABLE {items_tmp} AS {select}")
+        con.execute(f"CREATE OR REPLACE TABLE {rows_tmp} AS {select}")
     finally:
         con.execute(f"DROP TABLE IF EXISTS {raw_tmp}")
 
 
-def _swap(con: duckdb.DuckDBPyConnection, moves: list[tuple[str, str, str]]) -> None:
-    """Replace each final table by its freshly built twin, in one transaction when possible."""
+def _drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop ``schema.name`` whether it is a view or a table (stage items were a table before v2)."""
+    schema, _, rel = name.partition(".")
+    is_view = con.execute(
+        "SELECT count(*) FROM duckdb_views() WHERE schema_name = ? AND view_name = ?", [schema, rel]
+    ).fetchone()[0]  # type: ignore[index]
+    con.execute(f"DROP {'VIEW' if is_view else 'TABLE'} IF EXISTS {_q(name)}")
+
+
+def _swap(con: duckdb.DuckDBPyConnection, *, tables: list[tuple[str, str]], view: tuple[str, str]) -> None:
+    """Replace each final table by its freshly built twin (``(quoted tmp, unquoted final)``) and recreate
+    the items view (``(unquoted name, SELECT)``), in one transaction when possible."""
     own_txn = True
     try:
         con.execute("BEGIN TRANSACTION")
     except duckdb.TransactionException:
         own_txn = False  # the caller runs a transaction: ours would nest
     try:
-        for tmp, final, name in moves:
-            con.execute(f"DROP TABLE IF EXISTS {final}")
-            con.execute(f"ALTER TABLE {tmp} RENAME TO {sql_ident(name.partition('.')[2])}")
+        view_name, view_sql = view
+        _drop_relation(con, view_name)
+        for tmp, final in tables:
+            con.execute(f"DROP TABLE IF EXISTS {_q(final)}")
+            con.execute(f"ALTER TABLE {tmp} RENAME TO {sql_ident(final.partition('.')[2])}")
+        con.execute(f"CREATE VIEW {_q(view_name)} AS {view_sql}")
         if own_txn:
             con.execute("COMMIT")
     except BaseException:

@@ -14,7 +14,7 @@ import duckdb
 from kobi_cpas.feeds.errors import FeedFileError
 from kobi_cpas.feeds.fields import COLUMNS
 from kobi_cpas.feeds.reader import fetch_feed
-from kobi_cpas.feeds.snapshot import SnapshotResult, ingest_feed, stage_table_names
+from kobi_cpas.feeds.snapshot import SnapshotResult, ingest_feed, stage_exists, stage_table_names
 from kobi_cpas.registry import LoadedRegistry, Tenant
 from kobi_cpas.sync.delta import DeltaCounts, delta_counts, delta_sql
 from kobi_cpas.sync.desired import DesiredResult, build_desired
@@ -79,12 +79,7 @@ def take_snapshot(
         [tenant.tenant_id],
     ).fetchone()
     items_table, issues_table = stage_table_names(tenant.tenant_id)
-    have_stage = bool(
-        con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'feed_stage' AND table_name = ?",
-            [items_table.split(".", 1)[1]],
-        ).fetchone()[0]  # type: ignore[index]
-    )
+    have_stage = stage_exists(con, tenant.tenant_id)
     workdir.mkdir(parents=True, exist_ok=True)
     dest = workdir / f"{tenant.tenant_id}.feed"
     try:
