@@ -219,6 +219,25 @@ def test_validity_per_item(ingested):
     }
 
 
+def test_valid_rows_are_unique_by_id_even_when_the_first_copy_is_invalid(tmp_path):
+    """feed_items and the replace view take the valid rows as they are: no id may be valid twice, and a
+    later copy never stands in for an invalid first one."""
+    items = [("d-1", {"price": "10 dollars"}), ("d-1", {}), ("d-2", {}), ("d-2", {}), ("ok", {})]
+    con = duckdb.connect()
+    r = ingest_feed(
+        con,
+        tenant_id="u",
+        snapshot_id="1",
+        path=write_feed(tmp_path / "u.csv", items),
+        fmt="csv",
+        source_label="u",
+    )
+    valid = con.execute(
+        f"SELECT id, row_number FROM {r.items_table} WHERE is_valid ORDER BY row_number"
+    ).fetchall()
+    assert valid == [("d-2", 3), ("ok", 5)]
+
+
 def test_normalised_values(ingested):
     con, result = ingested
     row = con.execute(
