@@ -159,3 +159,81 @@ def test_analyst_session_open_while_writers_publish(tmp_path: Path):
     assert con.execute("SELECT DISTINCT registry_hash FROM tenant_registry").fetchall() == [("gen015",)]
     con.close()
     assert not list(tmp_path.glob("*.publishing*"))
+
+
+def _analyst_rows(wh: Warehouse, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(wh.analyst_path), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_publish_rewrites_only_the_tables_that_changed(tmp_path: Path):
+    wh = Warehouse(tmp_path / "kobi.duckdb")
+    _write_generation(wh, 1)  # first publish: everything
+    with wh.connect() as con:
+        assert wh.publish(con).rewritten == []  # nothing changed
+        con.execute(
+            "INSERT INTO feed_snapshots (tenant_id, snapshot_id, taken_at, source) VALUES ('t0', 's', now(), 'x')"
+        )
+        r = wh.publish(con)
+        assert (r.incremental, r.rewritten) == (True, ["feed_snapshots"])
+        assert r.row_counts["tenant_registry"] == 5000 and r.row_counts["feed_snapshots"] == 1
+        # an update that keeps the row count is a change too
+        con.execute("UPDATE tenant_registry SET catalog_id = '3' WHERE tenant_id = 't7'")
+        assert wh.publish(con).rewritten == ["tenant_registry"]
+        # rewriting the table under an analyst view keeps the view working
+        con.execute(
+            "INSERT INTO shared_item_metrics VALUES ('2026-11-01', 't1', 'trendyol', 'act_1', 'campaign', 'c1', "
+            "'c1', '', '', 'spend', '', 'default', 12.5, false, 'TRY', 'p1', now())"
+        )
+        assert wh.publish(con).rewritten == ["shared_item_metrics"]
+    assert _analyst_rows(wh, "SELECT sum(spend) FROM cpas_dashboard") == [(12.5,)]
+    assert _analyst_rows(wh, "SELECT catalog_id FROM tenant_registry WHERE tenant_id = 't7'") == [("3",)]
+    assert _analyst_rows(wh, "SELECT count(*) FROM tenant_registry") == [(5000,)]
+    assert _analyst_rows(wh, "SELECT count(*) FROM feed_snapshots") == [(1,)]
+    # comments of tables that were carried over are still there
+    comments = _analyst_rows(wh, "SELECT count(*) FROM duckdb_tables() WHERE comment IS NULL OR comment = ''")
+    assert comments == [(0,)]
+    assert not list(tmp_path.glob("*.publishing*"))
+
+
+def test_publish_rebuilds_when_the_analyst_file_is_not_the_one_it_published(tmp_path: Path):
+    wh = Warehouse(tmp_path / "kobi.duckdb")
+    _write_generation(wh, 1)
+    # someone replaces the analyst file (a restore, a copy from elsewhere)
+    other = duckdb.connect(str(tmp_path / "other.duckdb"))
+    other.execute("CREATE TABLE tenant_registry AS SELECT 'x' AS tenant_id")
+    other.close()
+    (tmp_path / "other.duckdb").replace(wh.analyst_path)
+    with wh.connect() as con:
+        r = wh.publish(con)
+    assert not r.incremental and set(r.rewritten) == set(TABLES)
+    assert _analyst_rows(wh, "SELECT count(*) FROM tenant_registry") == [(5000,)]
+    # and a deleted analyst file is simply published again
+    wh.analyst_path.unlink()
+    with wh.connect() as con:
+        assert not wh.publish(con).incremental
+    assert _analyst_rows(wh, "SELECT count(*) FROM tenant_registry") == [(5000,)]
+
+
+def test_incremental_publishes_do_not_grow_the_file_and_a_fragmented_file_is_rebuilt(tmp_path, monkeypatch):
+    from kobi_cpas.warehouse import warehouse as wmod
+
+    wh = Warehouse(tmp_path / "kobi.duckdb")
+    _write_generation(wh, 0)
+    first_size = wh.analyst_path.stat().st_size
+    sizes = []
+    for gen in range(1, 11):  # the big table changes every time: its old blocks become free space
+        with wh.connect() as con:
+            con.execute("UPDATE tenant_registry SET registry_hash = ?", [f"gen{gen:03d}-{'x' * 200}"])
+            assert wh.publish(con).incremental
+        sizes.append(wh.analyst_path.stat().st_size)
+    assert max(sizes) <= 3 * max(first_size, sizes[0]), sizes  # DuckDB reuses the freed blocks
+    assert _analyst_rows(wh, "SELECT DISTINCT left(registry_hash, 6) FROM tenant_registry") == [("gen010",)]
+    # past the free-space threshold the next publish starts from an empty file again
+    monkeypatch.setattr(wmod, "_MAX_FREE_BLOCK_SHARE", -1.0)
+    with wh.connect() as con:
+        assert wh.publish(con).incremental  # this one finds the file fragmented
+        assert not wh.publish(con).incremental

@@ -4,7 +4,8 @@ Catalog sync (issue 3):
 1. snapshot ingest (parse, validate, hash, store) vs a bare `CREATE TABLE AS SELECT * FROM read_csv(...)` of the
    same N-item file, each phase in its own subprocess (separate peak RSS);
 2. the delta between two N-item snapshots with 1 % volatile changes (replace view rebuild + classification) and
-   the batch planning query, in one subprocess with its peak RSS;
+   the batch planning query, then publishing the analyst file from scratch and after a small write, in one
+   subprocess with its peak RSS;
 3. exact request counts against the sandbox: K volatile-only changes must cost ceil(K / 5000) items_batch calls,
    new/changed items exactly one update upload, unchanged items nothing.
 
@@ -110,6 +111,16 @@ with wh.connect() as con:
     out["batch_calls_planned"] = len(chunks)
     out["batch_items_planned"] = sum(c[1] for c in chunks)
     out["max_items_per_call"] = max((c[1] for c in chunks), default=0)
+    # Publishing the analyst file: from scratch, then after a small write (what a batch sync adds).
+    t = time.perf_counter()
+    wh.publish(con)
+    out["publish_full_seconds"] = time.perf_counter() - t
+    con.execute("INSERT INTO main.feed_snapshots (tenant_id, snapshot_id, taken_at, source) "
+                "VALUES ('bench', 'after-batch', now(), 'bench')")
+    t = time.perf_counter()
+    inc = wh.publish(con)
+    out["publish_incremental_seconds"] = time.perf_counter() - t
+    out["publish_incremental_rewritten"] = inc.rewritten if inc.incremental else None
 out["peak_rss_mb"] = peak()
 print(json.dumps(out))
 """
@@ -260,6 +271,12 @@ def _print(r: dict) -> None:
     print(
         f"  batch planning      {d['batch_planning_seconds']:6.2f} s  -> {d['batch_calls_planned']} items_batch "
         f"calls (expected {d['expected_batch_calls']}), max {d['max_items_per_call']} per call"
+    )
+    print(
+        f"  publish analyst file {d['publish_full_seconds']:5.2f} s from scratch, "
+        f"{d['publish_incremental_seconds']:.2f} s after a small write "
+        f"(ratio {d['publish_incremental_seconds'] / d['publish_full_seconds']:.2f} x; rewritten: "
+        f"{d['publish_incremental_rewritten']})"
     )
     print(f"  peak memory         {d['peak_rss_mb']:6.0f} MB")
     print(

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -47,6 +49,13 @@ class PublishResult:
     path: Path
     row_counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    # Tables copied from the work database; the others came unchanged with the previous analyst file.
+    rewritten: list[str] = field(default_factory=list)
+    incremental: bool = False
+
+
+# Rebuild the analyst file from scratch once this share of its blocks is free (left by rewritten tables).
+_MAX_FREE_BLOCK_SHARE = 0.5
 
 
 def load_all_specs() -> None:
@@ -181,7 +190,17 @@ class Warehouse:
 
     # -- publishing --------------------------------------------------------------------------------------------
     def publish(self, con: duckdb.DuckDBPyConnection | None = None) -> PublishResult:
-        """Copy every analyst table and view into a fresh file and atomically swap it in."""
+        """Build a new analyst file with every analyst table and view and atomically swap it in.
+
+        Incremental when possible: every asset that writes publishes, and copying a million-row table that did
+        not change costs seconds each time (3.3 s for one 1M-item tenant, `make bench`). So the new file
+        starts as a byte copy of the current analyst file when that file is exactly the one this work database
+        last published (same schema, DuckDB version and file identity), and only the tables whose content
+        fingerprint (row count + sum of row hashes) changed are rewritten. Anything else (first publish, a
+        schema change, a file replaced or touched outside, too many free blocks) rebuilds from scratch.
+        Writers are serialised (the work database lock and the ``duckdb_write`` pool), so the file copied
+        is never older than the state recorded for it.
+        """
         load_all_specs()
         if con is None:
             with self.connect() as own:
@@ -191,19 +210,29 @@ class Warehouse:
         tmp = self.analyst_path.with_name(f".{self.analyst_path.name}.{uuid.uuid4().hex}.publishing")
         alias = "kobi_publish"
         result = PublishResult(path=self.analyst_path)
+        fingerprints = {name: self._table_fingerprint(con, spec) for name, spec in TABLES.items()}
+        state_key = self._publish_state_key(con)
+        previous = self._previous_publish(con, state_key)
         try:
+            if previous is not None:
+                shutil.copyfile(self.analyst_path, tmp)
+                result.incremental = True
+            result.rewritten = [n for n in TABLES if previous is None or previous.get(n) != fingerprints[n]]
             con.execute(f"ATTACH {sql_str(str(tmp))} AS {alias}")
             try:
                 # One transaction: hundreds of COMMENT statements in autocommit cost a commit each.
                 con.execute("BEGIN")
-                for spec in TABLES.values():
+                for name in result.rewritten:
+                    spec = TABLES[name]
                     target = f"{alias}.main.{qident(spec.name)}"
+                    con.execute(f"DROP TABLE IF EXISTS {target}")
                     con.execute(spec.ddl(target))
                     cols = ", ".join(qident(c) for c in spec.column_names)
                     con.execute(f"INSERT INTO {target} SELECT {cols} FROM main.{qident(spec.name)}")
                     self._comment_table(con, f"{alias}.main", spec)
-                    n = con.execute(f"SELECT count(*) FROM {target}").fetchone()
-                    result.row_counts[spec.name] = int(n[0]) if n else 0
+                for name in TABLES:
+                    n = con.execute(f"SELECT count(*) FROM {alias}.main.{qident(name)}").fetchone()
+                    result.row_counts[name] = int(n[0]) if n else 0
                 con.execute("COMMIT")
             except Exception:
                 con.execute("ROLLBACK")
@@ -211,18 +240,21 @@ class Warehouse:
             finally:
                 con.execute(f"DETACH {alias}")
             # Views must be created inside the file itself so their SQL names no attach alias.
-            if VIEWS:
-                vcon = duckdb.connect(str(tmp))
-                try:
-                    for view in VIEWS.values():
-                        vcon.execute(f"CREATE OR REPLACE VIEW {qident(view.name)} AS {view.sql}")
-                        vcon.execute(f"COMMENT ON VIEW {qident(view.name)} IS {sql_str(view.comment)}")
-                        for c in view.columns:
-                            vcon.execute(
-                                f"COMMENT ON COLUMN {qident(view.name)}.{qident(c.name)} IS {sql_str(c.comment)}"
-                            )
-                finally:
-                    vcon.close()
+            vcon = duckdb.connect(str(tmp))
+            try:
+                for view in VIEWS.values():
+                    vcon.execute(f"CREATE OR REPLACE VIEW {qident(view.name)} AS {view.sql}")
+                    vcon.execute(f"COMMENT ON VIEW {qident(view.name)} IS {sql_str(view.comment)}")
+                    for c in view.columns:
+                        vcon.execute(
+                            f"COMMENT ON COLUMN {qident(view.name)}.{qident(c.name)} IS {sql_str(c.comment)}"
+                        )
+                vcon.execute("CHECKPOINT")
+                free, total = vcon.execute(
+                    "SELECT free_blocks, total_blocks FROM pragma_database_size() WHERE database_name = current_database()"
+                ).fetchone()  # type: ignore[misc]
+            finally:
+                vcon.close()
             os.replace(tmp, self.analyst_path)
             with contextlib.suppress(OSError):
                 dir_fd = os.open(self.analyst_path.parent, os.O_RDONLY)
@@ -234,14 +266,64 @@ class Warehouse:
             for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
                 with contextlib.suppress(FileNotFoundError):
                     leftover.unlink()
+        # A file that is half free space is rebuilt by the next publish (no state recorded for it).
+        compact = not total or free / total <= _MAX_FREE_BLOCK_SHARE
+        self._record_publish(con, state_key, fingerprints if compact else None)
         result.seconds = time.monotonic() - started
         log.info(
-            "published %d analyst tables to %s in %.2fs",
+            "published %d analyst tables to %s in %.2fs (%s: %d rewritten)",
             len(result.row_counts),
             self.analyst_path,
             result.seconds,
+            "incremental" if result.incremental else "full",
+            len(result.rewritten),
         )
         return result
+
+    @staticmethod
+    def _table_fingerprint(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> str:
+        """Row count + sum of row hashes: order-independent, and a changed, added or removed row changes it
+        (unless 64-bit hashes collide). About 0.15 s per million wide rows."""
+        cols = ", ".join(qident(c) for c in spec.column_names)
+        n, total = con.execute(
+            f"SELECT count(*), coalesce(sum(hash({cols})), 0) FROM main.{qident(spec.name)}"
+        ).fetchone()  # type: ignore[misc]
+        return f"{n}:{total}"
+
+    def _file_identity(self) -> list[int] | None:
+        try:
+            st = self.analyst_path.stat()
+        except FileNotFoundError:
+            return None
+        return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+    def _publish_state_key(self, con: duckdb.DuckDBPyConnection) -> str:
+        row = con.execute("SELECT value FROM kobi_internal.schema_meta WHERE key = 'fingerprint'").fetchone()
+        return f"{row[0] if row else ''}|duckdb-{duckdb.__version__}|{self.analyst_path.resolve()}"
+
+    def _previous_publish(self, con: duckdb.DuckDBPyConnection, key: str) -> dict[str, str] | None:
+        """Table fingerprints of the current analyst file, when it is exactly what this database published."""
+        row = con.execute("SELECT value FROM kobi_internal.schema_meta WHERE key = 'published'").fetchone()
+        if not row:
+            return None
+        state = json.loads(row[0])
+        identity = self._file_identity()
+        wal = self.analyst_path.with_name(self.analyst_path.name + ".wal")
+        if state.get("key") != key or identity is None or state.get("file") != identity or wal.exists():
+            return None
+        return state.get("tables")
+
+    def _record_publish(
+        self, con: duckdb.DuckDBPyConnection, key: str, tables: dict[str, str] | None
+    ) -> None:
+        state = {"key": key, "file": self._file_identity(), "tables": tables}
+        try:
+            con.execute(
+                "INSERT OR REPLACE INTO kobi_internal.schema_meta VALUES ('published', ?)",
+                [json.dumps(state)],
+            )
+        except duckdb.Error as exc:  # the file is published; without this record the next publish is full
+            log.warning("could not record the published state (%s); the next publish rebuilds the file", exc)
 
     # -- analyst side ------------------------------------------------------------------------------------------
     def analyst_row_counts(self) -> dict[str, int]:
