@@ -96,8 +96,11 @@ def test_mutate_volatile_changes_only_volatile_columns(feed_20k, tmp_path):
 
 
 def test_benchmark_harness_runs(tmp_path):
-    r = run_ingest_benchmark(2_000, tmp_path, repeat=1)
+    r = run_ingest_benchmark(2_000, tmp_path, repeat=2, warmup=1)
     assert r["n_items"] == 2_000 and r["bare_read_csv_seconds"] > 0 and r["ingest_seconds"] > 0
+    # the warm-up pair is reported apart and not counted
+    assert len(r["warmup_runs_seconds"]) == 1 and len(r["bare_runs_seconds"]) == len(r["paired_ratios"]) == 2
+    assert r["bare_read_csv_seconds"] == min(r["bare_runs_seconds"])
     assert r["ratio"] == pytest.approx(r["ingest_seconds"] / r["bare_read_csv_seconds"])
     assert 0 < r["ingest_peak_rss_mb"] < 4_000
     assert r["ingest_valid"] < 2_000  # the benchmark feed carries 1 % broken items
