@@ -8,7 +8,7 @@ from __future__ import annotations
 from kobi_cpas.feeds.errors import FeedError, FeedFetchError, FeedFileError
 from kobi_cpas.feeds.parser import ParseResult, parse_feed
 from kobi_cpas.feeds.reader import FetchResult, fetch_feed
-from kobi_cpas.feeds.snapshot import SnapshotResult, ingest_feed, stage_table_names, tenant_slug
+from kobi_cpas.feeds.snapshot import SnapshotResult, ingest_feed, stage_exists, stage_table_names, tenant_slug
 
 __all__ = [
     "FeedError",
@@ -20,6 +20,7 @@ __all__ = [
     "fetch_feed",
     "ingest_feed",
     "parse_feed",
+    "stage_exists",
     "stage_table_names",
     "tenant_slug",
 ]

@@ -6,10 +6,12 @@ Everything is done in a few statements, whatever the number of rules:
    lower-cased and valid prices with an upper-case currency, invalid values kept as written),
    evaluates every *row-local* rule as one bit of ``_issue_mask`` (CASE expressions in a single
    projection), and computes ``is_valid``, issue counts and the two hashes. It is meant to be the body
-   of one ``CREATE TABLE ... AS`` straight from the file reader.
-2. :func:`finish_validation` runs the *cross-row* rules with small aggregates (duplicate ids,
-   item-group mismatches), marks the affected items invalid, and writes the issues table in one pass
-   over the flagged items only (their set bits unnested and joined to the rule table).
+   of one ``CREATE TABLE ... AS`` straight from the file reader, and stores only the columns present in
+   the file; :func:`items_view_sql` reads that table with the full shape.
+2. :func:`finish_validation` runs the *cross-row* rules with two aggregates (duplicate ids, item groups
+   that disagree), marks the affected items invalid, and writes the issues table in one pass over the
+   flagged items only (their set bits unnested and joined to the rule table), reading only the columns
+   that the messages of the rules that fired need.
 
 Severity: ``error`` = Meta rejects the item (or we must not send it): the item is invalid and excluded
 from sync, the other items are unaffected. ``warning`` = the item is valid but could be better.
