@@ -4,7 +4,7 @@
 replacing that tenant's previous ones only once the new ones are complete (a failed ingest leaves the
 old ones):
 
-``feed_stage.items_<tenant>`` — a VIEW, one row per item of the file, in file order:
+``feed_stage.items_<tenant>`` — a VIEW, one row per item of the file (``row_number`` gives the file order):
     tenant_id VARCHAR, snapshot_id VARCHAR,
     row_number BIGINT          1-based item number in the file (first data row = 1; XML: first item = 1),
     <every canonical field of fields.COLUMNS> VARCHAR
