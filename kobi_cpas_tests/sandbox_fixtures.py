@@ -18,6 +18,7 @@ from kobi_cpas.meta import MetaGraphClient
 from kobi_cpas.registry import load_registry
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
 from kobi_cpas.sandbox import SandboxAdmin, SandboxServer, World
+from kobi_cpas.sandbox.routes_cpas import CpasAdmin
 
 __all__ = [
     "SANDBOX_API_VERSION",
@@ -77,6 +78,14 @@ def sandbox(sandbox_server: SandboxServer) -> Iterator[SandboxHandle]:
         )
     finally:
         admin.close()
+
+
+@pytest.fixture
+def cpas_admin(sandbox: SandboxHandle) -> Iterator[CpasAdmin]:
+    """The sandbox's Collaborative Ads admin knobs (retailer side: shares, compliance, partners)."""
+    admin = CpasAdmin(sandbox.url)
+    yield admin
+    admin.close()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -34,13 +33,6 @@ CONTACT = {
 @pytest.fixture(scope="module")
 def registry():
     return load_registry(DEFAULT_REGISTRY).registry
-
-
-@pytest.fixture
-def cpas_admin(sandbox: SandboxHandle) -> Iterator[CpasAdmin]:
-    admin = CpasAdmin(sandbox.url)
-    yield admin
-    admin.close()
 
 
 def test_merchants_follow_nested_paging(sandbox: SandboxHandle, meta_client: MetaGraphClient) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -16,17 +15,10 @@ from kobi_cpas.registry.loader import DEFAULT_REGISTRY
 from kobi_cpas.sandbox.routes_cpas import CpasAdmin
 
 if TYPE_CHECKING:
-    from kobi_cpas_tests.sandbox_fixtures import SandboxHandle
+    pass
 
 ANATOLIA_BIZ = "1000000000000001"
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def cpas_admin(sandbox: SandboxHandle) -> Iterator[CpasAdmin]:
-    admin = CpasAdmin(sandbox.url)
-    yield admin
-    admin.close()
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -25,13 +24,6 @@ from kobi_cpas.sandbox.routes_cpas import CpasAdmin
 
 if TYPE_CHECKING:
     from kobi_cpas_tests.sandbox_fixtures import SandboxHandle
-
-
-@pytest.fixture
-def cpas_admin(sandbox: SandboxHandle) -> Iterator[CpasAdmin]:
-    admin = CpasAdmin(sandbox.url)
-    yield admin
-    admin.close()
 
 
 @pytest.fixture(scope="module")

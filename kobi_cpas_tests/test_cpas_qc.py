@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -48,13 +47,6 @@ CLEAN_CAMPAIGN = {
     "objective": "PRODUCT_CATALOG_SALES",
     "promoted_object": {"product_catalog_id": SEGMENT},
 }
-
-
-@pytest.fixture
-def cpas_admin(sandbox: SandboxHandle) -> Iterator[CpasAdmin]:
-    admin = CpasAdmin(sandbox.url)
-    yield admin
-    admin.close()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
@@ -37,13 +37,6 @@ TRENDYOL_PARENT = "9100000000000001"
 ANATOLIA_BIZ = "1000000000000001"
 ANATOLIA_TRENDYOL_ACT = "act_4000000000000001"
 RULE = {"and": [{"brand": {"i_contains": "anatolia"}}, {"availability": {"is_any": ["in stock"]}}]}
-
-
-@pytest.fixture
-def cpas_admin(sandbox: SandboxHandle) -> Iterator[CpasAdmin]:
-    admin = CpasAdmin(sandbox.url)
-    yield admin
-    admin.close()
 
 
 @pytest.fixture(scope="module")

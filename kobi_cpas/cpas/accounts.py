@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kobi_cpas.cpas.graph import NOT_DELETED_STATUSES, GraphClient, get_or_none, status_filter
+from kobi_cpas.cpas.graph import GraphClient, get_or_none, status_filter
+from kobi_cpas.meta.statuses import NOT_DELETED_STATUSES
 
 
 @dataclass(frozen=True)

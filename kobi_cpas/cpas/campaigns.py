@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from kobi_cpas.cpas.accounts import read_account_usage
-from kobi_cpas.cpas.graph import NOT_DELETED_STATUSES, GraphClient, get_or_none, post_once, status_filter
+from kobi_cpas.cpas.graph import GraphClient, get_or_none, post_once, status_filter
 from kobi_cpas.cpas.qc import (
     CATALOG_OBJECTIVE,
     DEFAULT_DESCRIPTION,
@@ -35,6 +35,7 @@ from kobi_cpas.cpas.qc import (
     qc_creative,
 )
 from kobi_cpas.meta.errors import MetaAPIError
+from kobi_cpas.meta.statuses import NOT_DELETED_STATUSES
 from kobi_cpas.registry.models import CpasRetailer, Tenant
 
 ALL_PRODUCTS_SET = "Kobi | all products"

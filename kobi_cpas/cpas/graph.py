@@ -12,24 +12,7 @@ from kobi_cpas.meta.errors import (
     MetaInvalidRequestError,
     MetaRetryBudgetExceeded,
 )
-
-# Every effective status an ad object can have: asking for all of them is how Meta returns archived and
-# deleted objects too (without an effective_status filter they are left out).
-ALL_EFFECTIVE_STATUSES: tuple[str, ...] = (
-    "ACTIVE",
-    "PAUSED",
-    "DELETED",
-    "ARCHIVED",
-    "IN_PROCESS",
-    "WITH_ISSUES",
-    "PENDING_REVIEW",
-    "DISAPPROVED",
-    "PREAPPROVED",
-    "PENDING_BILLING_INFO",
-    "CAMPAIGN_PAUSED",
-    "ADSET_PAUSED",
-)
-NOT_DELETED_STATUSES: tuple[str, ...] = tuple(s for s in ALL_EFFECTIVE_STATUSES if s != "DELETED")
+from kobi_cpas.meta.statuses import ALL_EFFECTIVE_STATUSES
 
 
 class GraphClient(Protocol):

@@ -31,8 +31,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kobi_cpas.cpas.accounts import read_account_usage
-from kobi_cpas.cpas.graph import ALL_EFFECTIVE_STATUSES, GraphClient, status_filter
+from kobi_cpas.cpas.graph import GraphClient, status_filter
 from kobi_cpas.cpas.retailers import DEFAULT_DIRECTORY, RetailerDirectory
+from kobi_cpas.meta.statuses import ALL_EFFECTIVE_STATUSES
 from kobi_cpas.registry.models import CpasRetailer, Tenant
 
 DEFAULT_DESCRIPTION = "{{product.description}}"

@@ -24,6 +24,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from kobi_cpas.insights.metrics import metrics_for_request_family
+from kobi_cpas.meta.statuses import ALL_EFFECTIVE_STATUSES
 
 LEVELS: tuple[str, ...] = ("account", "campaign", "adset", "ad")
 LEVEL_RANK = {name: i for i, name in enumerate(LEVELS)}
@@ -34,21 +35,6 @@ DEAD_WINDOWS = frozenset({"7d_view", "28d_view"})
 SEGMENT_ACTION_BREAKDOWNS: tuple[str, ...] = ("action_type",)
 PRODUCT_ACTION_BREAKDOWNS: tuple[str, ...] = ("action_type", "action_converted_product_id")
 FORBIDDEN_ACTION_BREAKDOWNS = frozenset({"action_target_id", "action_destination"})
-# Every ad effective_status Meta knows, so that filtering includes deleted and archived ads.
-ALL_EFFECTIVE_STATUSES: tuple[str, ...] = (
-    "ACTIVE",
-    "PAUSED",
-    "DELETED",
-    "ARCHIVED",
-    "PENDING_REVIEW",
-    "DISAPPROVED",
-    "PREAPPROVED",
-    "PENDING_BILLING_INFO",
-    "CAMPAIGN_PAUSED",
-    "ADSET_PAUSED",
-    "IN_PROCESS",
-    "WITH_ISSUES",
-)
 STATUS_FILTER_FIELD = "ad.effective_status"
 ID_FILTER_FIELDS = {"campaign": "campaign.id", "adset": "adset.id", "ad": "ad.id"}
 # Attribute fields asked for at each level (ids of the object and its parents, and the currency).

@@ -12,18 +12,10 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.wrappers import Request
 
 from kobi_cpas.sandbox.faults import FaultSpecError
+from kobi_cpas.sandbox.server import request_json_object
 
 if TYPE_CHECKING:
     from kobi_cpas.sandbox.server import Router, SandboxApp
-
-
-def _body(request: Request) -> dict[str, Any]:
-    if not request.get_data():
-        return {}
-    data = request.get_json(force=True, silent=True)
-    if not isinstance(data, dict):
-        raise ValueError("the body must be a JSON object")
-    return data
 
 
 def register(router: Router) -> None:
@@ -33,14 +25,14 @@ def register(router: Router) -> None:
 
     @router.admin("/reset", name="admin.reset", methods=("POST",))
     def reset(app: SandboxApp, request: Request) -> Any:
-        body = _body(request)
+        body = request_json_object(request)
         seed = body.get("seed")
         app.reset(int(seed) if seed is not None else None)
         return {"ok": True, "seed": app.world.seed}
 
     @router.admin("/faults", name="admin.faults.add", methods=("POST",))
     def add_faults(app: SandboxApp, request: Request) -> Any:
-        body = _body(request)
+        body = request_json_object(request)
         specs = body.get("faults", [body])
         try:
             rules = [app.faults.add(spec) for spec in specs]
@@ -69,7 +61,7 @@ def register(router: Router) -> None:
 
     @router.admin("/clock", name="admin.clock.set", methods=("POST",))
     def set_clock(app: SandboxApp, request: Request) -> Any:
-        body = _body(request)
+        body = request_json_object(request)
         with app.world.lock:
             if "frozen" in body:
                 app.world.clock.freeze(bool(body["frozen"]))
@@ -133,7 +125,7 @@ def register(router: Router) -> None:
 
     @router.admin("/config", name="admin.config.set", methods=("POST",))
     def set_config(app: SandboxApp, request: Request) -> Any:
-        body = _body(request)
+        body = request_json_object(request)
         if "app_secret" in body:
             app.app_secret = body["app_secret"] or None
         if "require_appsecret_proof" in body:

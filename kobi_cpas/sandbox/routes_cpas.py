@@ -79,6 +79,7 @@ from kobi_cpas.sandbox.server import (
     RequestContext,
     Router,
     encode_cursor,
+    request_json_object,
 )
 from kobi_cpas.sandbox.state import (
     Ad,
@@ -756,15 +757,6 @@ def _register_product_sets(router: Router) -> None:
 # -- admin knobs -------------------------------------------------------------------------------------------
 
 
-def _body(request: Request) -> dict[str, Any]:
-    if not request.get_data():
-        return {}
-    data = request.get_json(force=True, silent=True)
-    if not isinstance(data, dict):
-        raise ValueError("the body must be a JSON object")
-    return data
-
-
 def _catalog(world: World, catalog_id: str) -> Catalog:
     catalog = world.catalogs.get(catalog_id)
     if catalog is None:
@@ -803,7 +795,7 @@ def _register_admin(router: Router) -> None:
 
     @router.admin("/cpas/config", name="admin.cpas.config.set", methods=("POST",))
     def set_config(app: SandboxApp, request: Request) -> Any:
-        body = _body(request)
+        body = request_json_object(request)
         with app.world.lock:
             cfg = app.world.cpas_config
             if "auto_accept_shares" in body:
@@ -826,7 +818,7 @@ def _register_admin(router: Router) -> None:
 
     @router.admin("/cpas/segments/<catalog_id>/accept", name="admin.cpas.segment.accept", methods=("POST",))
     def accept(app: SandboxApp, request: Request, catalog_id: str) -> Any:
-        body = _body(request)
+        body = request_json_object(request)
         with app.world.lock:
             share = share_for(app.world, catalog_id, body.get("business"))
             share.accepted = True
@@ -835,7 +827,7 @@ def _register_admin(router: Router) -> None:
 
     @router.admin("/cpas/segments/<catalog_id>/unshare", name="admin.cpas.segment.unshare", methods=("POST",))
     def unshare(app: SandboxApp, request: Request, catalog_id: str) -> Any:
-        body = _body(request)
+        body = request_json_object(request)
         with app.world.lock:
             share = share_for(app.world, catalog_id, body.get("business"))
             del app.world.segment_shares[share.id]
@@ -845,7 +837,7 @@ def _register_admin(router: Router) -> None:
         "/cpas/catalogs/<catalog_id>/product_count", name="admin.cpas.catalog.count", methods=("POST",)
     )
     def force_count(app: SandboxApp, request: Request, catalog_id: str) -> Any:
-        body = _body(request)
+        body = request_json_object(request)
         with app.world.lock:
             catalog = _catalog(app.world, catalog_id)
             count = body.get("count")
@@ -856,7 +848,7 @@ def _register_admin(router: Router) -> None:
         "/cpas/catalogs/<catalog_id>/compliance", name="admin.cpas.catalog.compliance", methods=("POST",)
     )
     def compliance(app: SandboxApp, request: Request, catalog_id: str) -> Any:
-        body = _body(request)
+        body = request_json_object(request)
         with app.world.lock:
             catalog = _catalog(app.world, catalog_id)
             catalog.collaborative_ads_compliant = bool(body.get("compliant", True))
@@ -864,7 +856,7 @@ def _register_admin(router: Router) -> None:
 
     @router.admin("/cpas/catalogs/<catalog_id>/items", name="admin.cpas.catalog.items", methods=("POST",))
     def load_items(app: SandboxApp, request: Request, catalog_id: str) -> Any:
-        body = _body(request)
+        body = request_json_object(request)
         items = body.get("items")
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise ValueError("body needs 'items': a list of objects")
@@ -897,7 +889,7 @@ def _register_admin(router: Router) -> None:
         "/cpas/ad_accounts/<account_id>/campaigns", name="admin.cpas.ad_account.inject", methods=("POST",)
     )
     def inject_campaign(app: SandboxApp, request: Request, account_id: str) -> Any:
-        body = _body(request)
+        body = request_json_object(request)
         world = app.world
         with world.lock:
             account = world.ad_accounts.get(account_id)
@@ -923,7 +915,7 @@ def _register_admin(router: Router) -> None:
 
     @router.admin("/cpas/ads/<ad_id>/patch", name="admin.cpas.ad.patch", methods=("POST",))
     def patch_ad(app: SandboxApp, request: Request, ad_id: str) -> Any:
-        body = _body(request)
+        body = request_json_object(request)
         with app.world.lock:
             ad: Ad | None = app.world.ads.get(ad_id)
             if ad is None:
@@ -940,7 +932,7 @@ def _register_admin(router: Router) -> None:
 
     @router.admin("/cpas/product_sets/<set_id>/live", name="admin.cpas.product_set.live", methods=("POST",))
     def product_set_live(app: SandboxApp, request: Request, set_id: str) -> Any:
-        body = _body(request)
+        body = request_json_object(request)
         with app.world.lock:
             ps = app.world.product_sets.get(set_id)
             if ps is None:
@@ -955,7 +947,7 @@ def _register_admin(router: Router) -> None:
         methods=("POST",),
     )
     def request_status(app: SandboxApp, request: Request, request_id: str) -> Any:
-        body = _body(request)
+        body = request_json_object(request)
         with app.world.lock:
             req = app.world.collab_requests.get(request_id)
             if req is None:

@@ -16,7 +16,7 @@ from werkzeug.wrappers import Request
 
 from kobi_cpas.sandbox import catalog_model as cm
 from kobi_cpas.sandbox import errors as gerr
-from kobi_cpas.sandbox.server import FAMILY_CATALOG, RequestContext, Router
+from kobi_cpas.sandbox.server import FAMILY_CATALOG, RequestContext, Router, request_json_object
 from kobi_cpas.sandbox.state import Catalog, CatalogConfig, FeedUpload, ProductFeed, World
 
 if TYPE_CHECKING:
@@ -88,15 +88,6 @@ def _schedule(raw: Any) -> dict[str, Any] | None:
     if not isinstance(raw, dict):
         raise gerr.invalid_parameter("Param schedule must be a JSON-encoded object")
     return raw
-
-
-def _body(request: Request) -> dict[str, Any]:
-    if not request.get_data():
-        return {}
-    data = request.get_json(force=True, silent=True)
-    if not isinstance(data, dict):
-        raise ValueError("the body must be a JSON object")
-    return data
 
 
 def register(router: Router) -> None:
@@ -220,7 +211,7 @@ def register(router: Router) -> None:
 
     @router.admin("/catalog_config", name="admin.catalog_config.set", methods=("POST",))
     def set_catalog_config(app: SandboxApp, request: Request) -> Any:
-        body = _body(request)
+        body = request_json_object(request)
         known = {f.name: f for f in fields(CatalogConfig)}
         unknown = sorted(set(body) - set(known))
         if unknown:

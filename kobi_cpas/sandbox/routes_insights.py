@@ -28,8 +28,7 @@ from werkzeug.wrappers import Request
 
 from kobi_cpas.sandbox import errors as gerr
 from kobi_cpas.sandbox import insights_model as im
-from kobi_cpas.sandbox.routes_admin import _body
-from kobi_cpas.sandbox.server import FAMILY_INSIGHTS, RequestContext, Router
+from kobi_cpas.sandbox.server import FAMILY_INSIGHTS, RequestContext, Router, request_json_object
 
 if TYPE_CHECKING:
     from kobi_cpas.sandbox.server import SandboxApp
@@ -77,7 +76,7 @@ def register(router: Router) -> None:
 
     @router.admin("/insights/drift", name="admin.insights.drift.set", methods=("POST",))
     def set_drift(app: SandboxApp, request: Request) -> Any:
-        body = _body(request)
+        body = request_json_object(request)
         with app.world.lock:
             return im.set_drift(app.world, body)
 
@@ -94,13 +93,13 @@ def register(router: Router) -> None:
 
     @router.admin("/insights/config", name="admin.insights.config", methods=("POST",))
     def set_config(app: SandboxApp, request: Request) -> Any:
-        body = _body(request)
+        body = request_json_object(request)
         with app.world.lock:
             return im.configure(app.world, body)
 
     @router.admin("/insights/ads", name="admin.insights.ads", methods=("POST",))
     def seed_ads(app: SandboxApp, request: Request) -> Any:
-        body = _body(request)
+        body = request_json_object(request)
         with app.world.lock:
             return im.seed_extra_ads(
                 app.world,

@@ -378,6 +378,16 @@ class RequestContext:
 # -- the WSGI app ---------------------------------------------------------------------------------------
 
 
+def request_json_object(request: Request) -> dict[str, Any]:
+    """The JSON object body of an admin request ({} when empty); ValueError for anything but an object."""
+    if not request.get_data():
+        return {}
+    data = request.get_json(force=True, silent=True)
+    if not isinstance(data, dict):
+        raise ValueError("the body must be a JSON object")
+    return data
+
+
 def _json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     body = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
     resp = Response(body, status=status, content_type="application/json; charset=UTF-8")
