@@ -14,11 +14,13 @@ import duckdb
 from pydantic import Field
 
 from kobi_cpas.meta.client import MetaGraphClient
+from kobi_cpas.meta.config import DEFAULT_BASE_URL
+from kobi_cpas.meta.versions import DEFAULT_API_VERSION
 from kobi_cpas.registry import LoadedRegistry, RegistryError, load_registry
 from kobi_cpas.warehouse import PublishResult, Warehouse
 
-DEFAULT_GRAPH_URL = "https://graph.facebook.com"
-DEFAULT_API_VERSION = "v24.0"
+# One definition of each default (kobi_cpas.meta); re-exported for the resource instances.
+DEFAULT_GRAPH_URL = DEFAULT_BASE_URL
 
 
 class MetaGraphResource(dg.ConfigurableResource):

@@ -36,7 +36,7 @@ __all__ = [
 
 # Recognisable, so tests can assert it never leaks into logs, errors or the sandbox's request log.
 SANDBOX_TOKEN = "EAAkobiTESTtoken9f3Kq7Zx2LmW8pR4vB6nY1cD"
-SANDBOX_API_VERSION = "v24.0"
+SANDBOX_API_VERSION = "v26.0"
 SANDBOX_SEED = 42
 
 

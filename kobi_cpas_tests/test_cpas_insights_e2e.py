@@ -72,7 +72,7 @@ def test_create_segment_job_is_idempotent_and_shares(loaded, kobi_env, pg_instan
     from kobi_cpas.cpas import read_segment_shares
     from kobi_cpas.meta.client import MetaGraphClient
 
-    with MetaGraphClient(kobi_env.sandbox.url, "v24.0", kobi_env.token) as client:
+    with MetaGraphClient(kobi_env.sandbox.url, "v26.0", kobi_env.token) as client:
         shares = read_segment_shares(client, out["segment_id"])
     assert shares.status_for("1000000000000001") in ("pending", "accepted")
     again = job.execute_in_process(run_config=_segment_config(parent, owner), instance=pg_instance)
@@ -139,7 +139,7 @@ def test_campaign_creation_blocked_by_qc_then_allowed_when_clean(loaded, kobi_en
     assert ok.success
     campaign_id = ok.output_for_node("create_cpas_campaign")["campaign_id"]
     camp = kobi_env.sandbox.world.campaigns[campaign_id]
-    assert camp.status == "PAUSED" and camp.objective == "PRODUCT_CATALOG_SALES"
+    assert camp.status == "PAUSED" and camp.objective == "OUTCOME_SALES"
     assert camp.promoted_object == {"product_catalog_id": "3000000000000001"}
     con = duckdb.connect(str(kobi_env.analyst_path), read_only=True)
     try:

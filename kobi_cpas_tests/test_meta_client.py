@@ -188,15 +188,15 @@ def test_next_links_have_no_token_and_tokens_are_stripped(sandbox: SandboxHandle
     assert sandbox_token not in resp.text
     assert sandbox_token not in json.dumps(sandbox.admin.requests())
     assert "access_token" not in resp.json()["paging"]["next"]
-    url = "https://graph.facebook.com/v24.0/1/x?limit=2&access_token=SECRET&after=QVF%3D&appsecret_proof=ab"
-    assert strip_query_params(url) == "https://graph.facebook.com/v24.0/1/x?limit=2&after=QVF%3D"
+    url = "https://graph.facebook.com/v26.0/1/x?limit=2&access_token=SECRET&after=QVF%3D&appsecret_proof=ab"
+    assert strip_query_params(url) == "https://graph.facebook.com/v26.0/1/x?limit=2&after=QVF%3D"
 
 
 def test_refuses_to_send_the_token_to_another_host(
     meta_client: MetaGraphClient, sandbox: SandboxHandle
 ) -> None:
     with pytest.raises(MetaPagingError, match="another host"):
-        meta_client.get("http://example.invalid/v24.0/1")
+        meta_client.get("http://example.invalid/v26.0/1")
     assert graph_calls(sandbox) == []
 
 

@@ -12,7 +12,7 @@ TOKEN = "EAAconfigTOKENvalue999"
 def test_from_env_defaults_and_masking() -> None:
     cfg = MetaClientConfig.from_env({"META_ACCESS_TOKEN": TOKEN})
     assert cfg.base_url == "https://graph.facebook.com"
-    assert cfg.api_version == "v24.0"
+    assert cfg.api_version == "v26.0"
     assert cfg.app_secret is None
     assert cfg.access_token.get_secret_value() == TOKEN
     for text in (repr(cfg), str(cfg), cfg.model_dump_json()):

@@ -108,10 +108,10 @@ def test_only_throttled_and_transient_are_retryable() -> None:
     ],
 )
 def test_error_from_response_builds_typed_exception(status: int, error: dict, cls: type) -> None:
-    exc = error_from_response(status, error, method="GET", path="/v24.0/1?x=1")
+    exc = error_from_response(status, error, method="GET", path="/v26.0/1?x=1")
     assert type(exc) is cls
     assert isinstance(exc, MetaAPIError)
-    assert exc.path == "/v24.0/1"  # never the query string
+    assert exc.path == "/v26.0/1"  # never the query string
     assert exc.http_status == status
 
 
@@ -125,12 +125,12 @@ def test_str_is_one_readable_line_with_hint_and_trace() -> None:
             "fbtrace_id": "AbCdEf123",
         },
         method="GET",
-        path="/v24.0/123",
+        path="/v26.0/123",
     )
     text = str(exc)
     assert "\n" not in text
     assert text.startswith(
-        "Meta API error 190 (OAuthException) on GET /v24.0/123: Error validating access token"
+        "Meta API error 190 (OAuthException) on GET /v26.0/123: Error validating access token"
     )
     assert f"Fix: {AUTH_HINT}" in text
     assert text.endswith("[fbtrace_id=AbCdEf123]")
@@ -149,7 +149,7 @@ def test_subcode_and_user_message_appear() -> None:
             "error_user_msg": "Ask for fewer days",
         },
         method="GET",
-        path="/v24.0/act_1/insights",
+        path="/v26.0/act_1/insights",
     )
     assert isinstance(exc, MetaTooMuchDataError)
     assert "subcode 1487534" in str(exc)
@@ -162,7 +162,7 @@ def test_permission_hint_names_the_permission_and_asset() -> None:
         403,
         {"message": "(#200) Requires catalog_management permission to manage the object", "code": 200},
         method="GET",
-        path="/v24.0/2000000000000001/products",
+        path="/v26.0/2000000000000001/products",
     )
     assert "catalog_management" in exc.hint
     assert "2000000000000001" in exc.hint
@@ -190,7 +190,7 @@ def test_messages_are_scrubbed_of_secrets() -> None:
 
 
 def test_exceptions_pickle() -> None:
-    exc = error_from_response(400, {"code": 80009, "message": "slow down"}, method="GET", path="/v24.0/1")
+    exc = error_from_response(400, {"code": 80009, "message": "slow down"}, method="GET", path="/v26.0/1")
     budget = MetaRetryBudgetExceeded(
         last_error=exc,
         attempts=3,
@@ -207,7 +207,7 @@ def test_exceptions_pickle() -> None:
 
 
 def test_budget_exceeded_says_how_long_and_last_error() -> None:
-    last = error_from_response(400, {"code": 80009, "message": "slow down"}, method="GET", path="/v24.0/1")
+    last = error_from_response(400, {"code": 80009, "message": "slow down"}, method="GET", path="/v26.0/1")
     exc = MetaRetryBudgetExceeded(
         last_error=last,
         attempts=2,

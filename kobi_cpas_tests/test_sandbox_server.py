@@ -94,11 +94,15 @@ def test_routing_errors(sandbox: SandboxHandle, sandbox_token: str) -> None:
     resp = _get(sandbox, sandbox_token, "999")
     err = resp.json()["error"]
     assert (err["code"], err["error_subcode"], err["type"]) == (100, 33, "GraphMethodException")
-    # Any vN.M version is accepted.
+    # Any vN.M version Meta still serves is accepted; a retired one answers Meta's error 2635.
+    resp = requests.get(
+        f"{sandbox.url}/v25.0/{CATALOG}", headers={"Authorization": f"Bearer {sandbox_token}"}, timeout=5
+    )
+    assert resp.status_code == 200 and resp.headers["facebook-api-version"] == "v25.0"
     resp = requests.get(
         f"{sandbox.url}/v19.0/{CATALOG}", headers={"Authorization": f"Bearer {sandbox_token}"}, timeout=5
     )
-    assert resp.status_code == 200 and resp.headers["facebook-api-version"] == "v19.0"
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == 2635
 
 
 def test_token_checks(sandbox: SandboxHandle, sandbox_token: str) -> None:
@@ -154,7 +158,7 @@ def test_admin_state_clock_and_log(sandbox: SandboxHandle, sandbox_token: str) -
     assert (after - before).total_seconds() >= 125
     _get(sandbox, sandbox_token, CATALOG, fields="id")
     (entry,) = admin.requests(route="catalog.get")
-    assert entry["method"] == "GET" and entry["path"] == f"/v24.0/{CATALOG}" and entry["status"] == 200
+    assert entry["method"] == "GET" and entry["path"] == f"/v26.0/{CATALOG}" and entry["status"] == 200
     assert entry["query"] == {"fields": "id"}
     assert sandbox_token not in json.dumps(admin.requests())
     assert admin.count_requests(path_regex="external") == 0
@@ -195,7 +199,7 @@ def test_later_issue_adds_a_route_module() -> None:
     world = World.from_registry(load_registry(DEFAULT_REGISTRY))
     with SandboxServer(world, router=default_router([module])) as server:
         headers = {"Authorization": "Bearer test-token-abcdef"}
-        base = f"{server.url}/v24.0"
+        base = f"{server.url}/v26.0"
         created = requests.post(
             f"{base}/{CATALOG}/product_feeds", data={"name": "f"}, headers=headers, timeout=5
         )
@@ -240,7 +244,7 @@ def test_cli_runs_logs_requests_and_stops_on_sigterm(sandbox_token: str) -> None
         url = line.split(" on ", 1)[1].split()[0]
         assert SandboxAdmin(url).health()["seed"] == 42
         resp = requests.get(
-            f"{url}/v24.0/{CATALOG}", headers={"Authorization": f"Bearer {sandbox_token}"}, timeout=5
+            f"{url}/v26.0/{CATALOG}", headers={"Authorization": f"Bearer {sandbox_token}"}, timeout=5
         )
         assert resp.status_code == 200
         proc.send_signal(signal.SIGTERM)
@@ -250,5 +254,5 @@ def test_cli_runs_logs_requests_and_stops_on_sigterm(sandbox_token: str) -> None
             proc.kill()
             proc.wait(timeout=5)
     assert proc.returncode == 0
-    assert f"GET /v24.0/{CATALOG} -> 200 (catalog.get)" in err
+    assert f"GET /v26.0/{CATALOG} -> 200 (catalog.get)" in err
     assert sandbox_token not in err and "Authorization" not in err

@@ -178,7 +178,7 @@ def bench_request_counts(n: int, out: Path) -> dict:
     with SandboxServer(World.from_registry(reg.registry)) as server:
         admin = SandboxAdmin(server.url)
         admin._call("POST", "/catalog_config", json={"problem_rate_scale": 0, "batch_processing_seconds": 0})
-        client = MetaGraphClient(server.url, "v24.0", "bench-token")
+        client = MetaGraphClient(server.url, "v26.0", "bench-token")
         ctx = SyncContext(tenant=tenant, client=client, warehouse=wh, workdir=work / "w", poll_interval=0.05)
         with wh.connect() as con:
             take_snapshot(con, registry=reg, tenant=tenant, workdir=work / "w", force=True)

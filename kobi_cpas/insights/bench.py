@@ -64,7 +64,7 @@ def run_insights_benchmark(
     try:
         with SandboxServer(world) as server:
             client = MetaGraphClient(
-                server.url, "v24.0", BENCH_TOKEN, max_retries=2, sleep=lambda s: None, rng=random.Random(0)
+                server.url, "v26.0", BENCH_TOKEN, max_retries=2, sleep=lambda s: None, rng=random.Random(0)
             )
             con = duckdb.connect(str(db_path))
             con.execute("SET enable_progress_bar = false")

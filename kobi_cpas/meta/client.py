@@ -127,7 +127,7 @@ class MetaGraphClient:
         if not access_token or not str(access_token).strip():
             raise ValueError("access_token is empty: set META_ACCESS_TOKEN")
         if not _API_VERSION_RE.match(api_version or ""):
-            raise ValueError(f"api_version must look like 'v24.0', got {api_version!r}")
+            raise ValueError(f"api_version must look like 'v26.0', got {api_version!r}")
         base_url = (base_url or "").strip().rstrip("/")
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")

@@ -12,8 +12,9 @@ from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
 if TYPE_CHECKING:
     from kobi_cpas.meta.client import MetaGraphClient
 
+from kobi_cpas.meta.versions import DEFAULT_API_VERSION
+
 DEFAULT_BASE_URL = "https://graph.facebook.com"
-DEFAULT_API_VERSION = "v24.0"
 API_VERSION_RE = re.compile(r"^v\d+\.\d+$")
 
 
@@ -42,7 +43,7 @@ class MetaClientConfig(BaseModel):
     def _api_version(cls, v: str) -> str:
         v = v.strip()
         if not API_VERSION_RE.match(v):
-            raise ValueError("META_API_VERSION must look like 'v24.0'")
+            raise ValueError("META_API_VERSION must look like 'v26.0'")
         return v
 
     @field_validator("access_token")

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from kobi_cpas.meta.redact import redact
+from kobi_cpas.meta.versions import VERSION_RETIRED_CODE, retired_message
 
 
 class ErrorKind(StrEnum):
@@ -24,6 +25,7 @@ class ErrorKind(StrEnum):
     INVALID_REQUEST = "invalid_request"
     TOO_MUCH_DATA = "too_much_data"
     SEGMENT_NOT_COMPLIANT = "segment_not_compliant"
+    VERSION_RETIRED = "version_retired"
     FATAL = "fatal"  # any other error: not retried
 
 
@@ -86,6 +88,8 @@ def classify(http_status: int | None, error: Mapping[str, Any] | None) -> ErrorK
         return ErrorKind.TOO_MUCH_DATA
     if SEGMENT_NOT_COMPLIANT_CODE in (code, subcode):
         return ErrorKind.SEGMENT_NOT_COMPLIANT
+    if code == VERSION_RETIRED_CODE:
+        return ErrorKind.VERSION_RETIRED
     if code in AUTH_CODES:
         return ErrorKind.AUTH
     if code in PERMISSION_CODES:
@@ -244,6 +248,13 @@ class MetaSegmentNotCompliantError(MetaAPIError):
     default_hint = SEGMENT_NOT_COMPLIANT_HINT
 
 
+class MetaVersionRetiredError(MetaAPIError):
+    """Error 2635: the pinned API version is no longer served. Never retried: every call would fail the same."""
+
+    kind = ErrorKind.VERSION_RETIRED
+    default_hint = retired_message(None)
+
+
 class MetaConnectionError(MetaTransientError):
     """Timeouts and connection failures (no HTTP response)."""
 
@@ -324,6 +335,7 @@ _KIND_TO_CLASS: dict[ErrorKind, type[MetaAPIError]] = {
     ErrorKind.INVALID_REQUEST: MetaInvalidRequestError,
     ErrorKind.TOO_MUCH_DATA: MetaTooMuchDataError,
     ErrorKind.SEGMENT_NOT_COMPLIANT: MetaSegmentNotCompliantError,
+    ErrorKind.VERSION_RETIRED: MetaVersionRetiredError,
     ErrorKind.FATAL: MetaAPIError,
 }
 
@@ -354,6 +366,9 @@ def error_from_response(
             f"{INVALID_REQUEST_HINT}: check the object id, and that the system user behind META_ACCESS_TOKEN "
             "is assigned to that asset"
         )
+    elif kind is ErrorKind.VERSION_RETIRED:
+        parts = [p for p in (path or "").split("/") if p]
+        hint = retired_message(parts[0] if parts and re.match(r"^v\d+\.\d+$", parts[0]) else None)
     is_transient = error.get("is_transient")
     return cls(
         message,

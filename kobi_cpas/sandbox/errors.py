@@ -100,6 +100,14 @@ def unknown_object(obj_id: str, method: str = "GET") -> GraphError:
     )
 
 
+def version_retired(newest: str) -> GraphError:
+    # Meta's text for a retired Marketing API version (the "Ads API" in its wording).
+    return GraphError(
+        2635,
+        f"(#2635) You are calling a deprecated version of the Ads API. Please update to the latest version: {newest}.",
+    )
+
+
 def unknown_path(path: str) -> GraphError:
     return GraphError(2500, f"Unknown path components: {path}")
 

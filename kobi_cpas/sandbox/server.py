@@ -42,6 +42,7 @@ from werkzeug.routing import BaseConverter, Map, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from kobi_cpas.meta.versions import MARKETING_API_VERSIONS, VersionState, version_status
 from kobi_cpas.sandbox import errors as gerr
 from kobi_cpas.sandbox.errors import GraphError
 from kobi_cpas.sandbox.faults import DELAY_KINDS, PAGE_KINDS, FaultInjector, fault_error
@@ -534,6 +535,10 @@ class SandboxApp:
         except MethodNotAllowed:
             return gerr.unknown_object(ctx.request.path.rsplit("/", 1)[-1], ctx.method)
         ctx.version = args.get("version")
+        if ctx.version and version_status(ctx.version, self.world.now().date()).state is VersionState.RETIRED:
+            return gerr.version_retired(
+                max(MARKETING_API_VERSIONS, key=lambda v: MARKETING_API_VERSIONS[v][0])
+            )
         if endpoint not in ("__node__", "__edge__"):
             ctx.route = self.router.by_name[endpoint]
             return None
