@@ -150,8 +150,9 @@ def test_mixed_retailers_in_one_ad_account(
             f"{trendyol.dedicated_ad_account_id}/campaigns",
             data={
                 "name": "x",
-                "objective": "PRODUCT_CATALOG_SALES",
+                "objective": "OUTCOME_SALES",
                 "special_ad_categories": [],
+                "is_adset_budget_sharing_enabled": False,
                 "promoted_object": {"product_catalog_id": hepsiburada.catalog_segment_id},
             },
         )

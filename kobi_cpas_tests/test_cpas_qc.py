@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -44,7 +45,7 @@ CLEAN_AD: dict[str, Any] = {
 }
 CLEAN_CAMPAIGN = {
     "id": "c",
-    "objective": "PRODUCT_CATALOG_SALES",
+    "objective": "OUTCOME_SALES",
     "promoted_object": {"product_catalog_id": SEGMENT},
 }
 
@@ -172,9 +173,21 @@ def test_manifest_of_a_missing_account_is_empty(
 # -- the campaign template ------------------------------------------------------------------------------
 
 
+def test_legacy_catalog_campaigns_still_pass() -> None:
+    # Campaigns made before v21.0 keep PRODUCT_CATALOG_SALES and still run: read and reported, not flagged.
+    assert codes(CLEAN_AD, {**CLEAN_CAMPAIGN, "objective": "PRODUCT_CATALOG_SALES"}) == []
+
+
 def test_plan_is_clean_and_paused(anatolia: Tenant) -> None:
     plan = build_campaign_plan(anatolia, anatolia.retailer("trendyol"), TemplateOptions(page_id="555"))
     assert qc_plan(plan) == []
+    # Outcome-based objective and the fields Meta requires today for ad-set budgets.
+    assert plan.campaign["objective"] == "OUTCOME_SALES"
+    assert plan.campaign["special_ad_categories"] == []
+    assert plan.campaign["is_adset_budget_sharing_enabled"] is False
+    assert plan.adset["promoted_object"] == {"custom_event_type": "PURCHASE"}
+    legacy = dataclasses.replace(plan, campaign={**plan.campaign, "objective": "PRODUCT_CATALOG_SALES"})
+    assert [i.code for i in qc_plan(legacy)] == ["wrong_objective"]
     assert plan.campaign["status"] == plan.adset["status"] == plan.ad["status"] == "PAUSED"
     assert plan.campaign["promoted_object"] == {"product_catalog_id": SEGMENT}
     assert plan.creative["template_url_spec"]["web"]["url"].startswith("https://www.trendyol.com/")
@@ -213,6 +226,8 @@ def test_create_campaign_and_rerun(
     )
     assert campaign["status"] == "PAUSED" and campaign["effective_status"] == "PAUSED"
     assert campaign["promoted_object"] == {"product_catalog_id": SEGMENT}
+    adset = meta_client.get(ids.adset_id, {"fields": "promoted_object"})
+    assert adset["promoted_object"] == {"custom_event_type": "PURCHASE", "product_set_id": ids.product_set_id}
     ad = meta_client.get(ids.ad_id, {"fields": "effective_status,creative{template_url_spec,product_set_id}"})
     assert ad["effective_status"] == "PAUSED"
     assert ad["creative"]["product_set_id"] == ids.product_set_id
@@ -281,3 +296,22 @@ def test_list_filtering_by_effective_status(meta_client: MetaGraphClient, anatol
     assert sorted(a["effective_status"] for a in only_gone) == ["ARCHIVED", "DELETED"]
     with pytest.raises(MetaInvalidRequestError, match="Filtering field"):
         meta_client.get(f"{act}/ads", {"filtering": [{"field": "spend", "operator": "IN", "value": [1]}]})
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"objective": "PRODUCT_CATALOG_SALES"}, "Param objective must be one of"),
+        ({"is_adset_budget_sharing_enabled": None}, "is_adset_budget_sharing_enabled"),
+    ],
+)
+def test_sandbox_refuses_what_meta_refuses(
+    meta_client: MetaGraphClient, anatolia: Tenant, change: dict[str, Any], expected: str
+) -> None:
+    plan = build_campaign_plan(anatolia, anatolia.retailer("trendyol"), TemplateOptions(page_id="555"))
+    data = {k: v for k, v in {**plan.campaign, **change}.items() if v is not None}
+    with pytest.raises(MetaInvalidRequestError, match=expected):
+        meta_client.post(f"{plan.ad_account_id}/campaigns", data=data)
+    # With a campaign budget the flag is not needed.
+    budgeted = {k: v for k, v in plan.campaign.items() if k != "is_adset_budget_sharing_enabled"}
+    assert meta_client.post(f"{plan.ad_account_id}/campaigns", data={**budgeted, "daily_budget": 10000})["id"]

@@ -100,7 +100,7 @@ def test_full_retailer_path(
     ids = create_campaign(meta_client, plan)
     campaign = meta_client.get(ids.campaign_id, {"fields": "status,objective,promoted_object"})
     assert campaign["promoted_object"] == {"product_catalog_id": seg_id}
-    assert campaign["status"] == "PAUSED" and campaign["objective"] == "PRODUCT_CATALOG_SALES"
+    assert campaign["status"] == "PAUSED" and campaign["objective"] == "OUTCOME_SALES"
 
 
 def test_not_compliant_parent_raises_once(

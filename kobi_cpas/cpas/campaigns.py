@@ -7,10 +7,12 @@ segment is a segment of this retailer, the ad account promotes no other retailer
 :class:`QcFailed` listing every issue, and otherwise creates what is missing — looking each object up by name
 first, so re-running creates nothing twice.
 
-Template: campaign objective PRODUCT_CATALOG_SALES, status PAUSED, ``special_ad_categories=[]``,
-``promoted_object={"product_catalog_id": <segment id>}``; ad set optimising OFFSITE_CONVERSIONS on IMPRESSIONS
-with a daily budget and minimal targeting (countries, ages) on a product set of the segment (an all-products set
-``Kobi | all products`` is created when none is given); creative ``template_data`` with the product name and the
+Template: campaign objective OUTCOME_SALES (outcome-based; PRODUCT_CATALOG_SALES is refused for new campaigns
+since v21.0), status PAUSED, ``special_ad_categories=[]``, ``promoted_object={"product_catalog_id": <segment id>}``,
+``is_adset_budget_sharing_enabled=false`` (required since v24.0 when the budget is on the ad set); ad set
+optimising OFFSITE_CONVERSIONS on IMPRESSIONS with a daily budget and minimal targeting (countries, ages), its
+``promoted_object`` naming a product set of the segment and the PURCHASE event (plus ``pixel_id`` when given;
+an all-products set ``Kobi | all products`` is created when no product set is given); creative ``template_data`` with the product name and the
 default description, ``multi_share_end_card: false``, ``template_url_spec.web.url`` on the retailer's website;
 no tracking specs.
 """
@@ -65,6 +67,12 @@ class TemplateOptions(BaseModel):
     )
     optimization_goal: str = "OFFSITE_CONVERSIONS"
     billing_event: str = "IMPRESSIONS"
+    custom_event_type: str = Field(
+        default="PURCHASE", description="conversion event the ad set optimises for"
+    )
+    pixel_id: str | None = Field(
+        default=None, description="pixel of the conversion event; Meta then needs custom_event_type too"
+    )
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,8 @@ def build_campaign_plan(
             "status": "PAUSED",
             "special_ad_categories": [],
             "promoted_object": {"product_catalog_id": segment} if segment else {},
+            # The budget lives on the ad set: Meta then requires an explicit answer here.
+            "is_adset_budget_sharing_enabled": False,
         },
         adset={
             "name": adset_name,
@@ -170,6 +180,11 @@ def build_campaign_plan(
                 "geo_locations": {"countries": list(opts.countries)},
                 "age_min": opts.age_min,
                 "age_max": opts.age_max,
+            },
+            # product_set_id is added once the product set exists (create_campaign).
+            "promoted_object": {
+                "custom_event_type": opts.custom_event_type,
+                **({"pixel_id": opts.pixel_id} if opts.pixel_id else {}),
             },
         },
         creative={
@@ -198,6 +213,13 @@ def qc_plan(plan: CampaignPlan, *, config: QcConfig = DEFAULT_QC) -> list[QcIssu
             QcIssue(
                 "unknown_retailer_domain",
                 f"no website domain is configured for retailer '{plan.retailer}': the deep link cannot point to it",
+            )
+        )
+    if plan.campaign.get("objective") != CATALOG_OBJECTIVE:
+        issues.append(
+            QcIssue(
+                "wrong_objective",
+                f"new campaigns take only outcome-based objectives since v21.0: catalog sales is {CATALOG_OBJECTIVE}",
             )
         )
     segments = {plan.segment_id} if plan.segment_id else set()
@@ -311,7 +333,7 @@ def create_campaign(client: GraphClient, plan: CampaignPlan, *, config: QcConfig
         data = {
             **plan.adset,
             "campaign_id": campaign_id,
-            "promoted_object": {"product_set_id": product_set_id},
+            "promoted_object": {**plan.adset["promoted_object"], "product_set_id": product_set_id},
         }
         adset_id = _create(
             client,

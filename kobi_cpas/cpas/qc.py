@@ -12,7 +12,8 @@ Rules (each issue has a stable ``code``):
                                 ``{{product.description}}``
 ``unknown_retailer_domain``     no website domain configured for the retailer: the deep-link rule cannot be
                                 checked (configure RetailerInfo.domains)
-``wrong_objective``             campaign objective is not PRODUCT_CATALOG_SALES (configurable)
+``wrong_objective``             campaign objective is not a catalog sales objective: OUTCOME_SALES, or the legacy
+                                PRODUCT_CATALOG_SALES of campaigns made before v21.0 (still read and reported)
 ``no_catalog_segment``          the campaign's promoted_object has no product_catalog_id
 ``segment_of_other_retailer``   promoted_object.product_catalog_id is not a segment of this retailer
 ``ad_account_mixed_retailers``  the ad account promotes segments of more than one retailer
@@ -37,7 +38,10 @@ from kobi_cpas.meta.statuses import ALL_EFFECTIVE_STATUSES
 from kobi_cpas.registry.models import CpasRetailer, Tenant
 
 DEFAULT_DESCRIPTION = "{{product.description}}"
-CATALOG_OBJECTIVE = "PRODUCT_CATALOG_SALES"
+# New campaigns take only outcome-based objectives (Marketing API v21.0 changelog): catalog sales is OUTCOME_SALES
+# with the catalog segment in promoted_object. Campaigns made earlier keep PRODUCT_CATALOG_SALES and still run.
+CATALOG_OBJECTIVE = "OUTCOME_SALES"
+LEGACY_CATALOG_OBJECTIVE = "PRODUCT_CATALOG_SALES"
 QC_CODES = (
     "custom_tracking_specs",
     "deeplink_off_merchant_site",
@@ -63,7 +67,7 @@ class QcIssue:
 @dataclass(frozen=True)
 class QcConfig:
     retailers: RetailerDirectory = DEFAULT_DIRECTORY
-    allowed_objectives: frozenset[str] = frozenset({CATALOG_OBJECTIVE})
+    allowed_objectives: frozenset[str] = frozenset({CATALOG_OBJECTIVE, LEGACY_CATALOG_OBJECTIVE})
     default_description: str = DEFAULT_DESCRIPTION
 
 

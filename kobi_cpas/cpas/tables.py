@@ -92,7 +92,11 @@ EXECUTION_MANIFEST = register_table(
             col("campaign_id", "VARCHAR", "Campaign id", False),
             col("campaign_name", "VARCHAR", "Campaign name"),
             col("campaign_status", "VARCHAR", "Campaign effective status"),
-            col("objective", "VARCHAR", "Campaign objective (must be PRODUCT_CATALOG_SALES)"),
+            col(
+                "objective",
+                "VARCHAR",
+                "Campaign objective: OUTCOME_SALES (PRODUCT_CATALOG_SALES on campaigns made before v21.0)",
+            ),
             col("catalog_segment_id", "VARCHAR", "promoted_object.product_catalog_id: the catalog segment"),
             col("adset_id", "VARCHAR", "Ad set id (NULL for a campaign without ad sets)"),
             col("adset_name", "VARCHAR", "Ad set name"),

@@ -40,7 +40,8 @@ def register(router: Router) -> None:
 #      "operator": "IN", "value": [...]}], also "<level>.effective_status", "id", "name") and ``effective_status``
 #      are honoured; without an effective_status filter DELETED and ARCHIVED objects are left out, as Meta does.
 # GET  /{campaign_id}/adsets|ads, /{adset_id}/ads; GET|POST|DELETE /{campaign_id|adset_id|ad_id}; GET /{creative_id}
-# POST /act_{id}/campaigns   name, objective, status, special_ad_categories, promoted_object -> {"id"}
+# POST /act_{id}/campaigns   name, objective, status, special_ad_categories, promoted_object,
+#                            is_adset_budget_sharing_enabled (required without a campaign budget) -> {"id"}
 # POST /act_{id}/adsets      name, campaign_id, status, daily_budget|lifetime_budget, billing_event,
 #                            optimization_goal, targeting (with geo_locations), promoted_object -> {"id"}
 # POST /act_{id}/adcreatives name, object_story_spec, template_url_spec, product_set_id, url_tags -> {"id"}
@@ -53,19 +54,21 @@ def register(router: Router) -> None:
 # off the retailer's site.
 
 
+# Objectives new campaigns take: since v21.0 only the Outcome-Driven Ad Experience (ODAX) objectives (Marketing
+# API changelog, v21.0, "Outcome-Driven Ad Experiences"). Campaigns made earlier keep their legacy objective
+# (PRODUCT_CATALOG_SALES, CONVERSIONS, LINK_CLICKS) and are still served on reads.
 OBJECTIVES = frozenset(
     {
-        "PRODUCT_CATALOG_SALES",
         "OUTCOME_SALES",
         "OUTCOME_TRAFFIC",
         "OUTCOME_AWARENESS",
         "OUTCOME_ENGAGEMENT",
         "OUTCOME_LEADS",
         "OUTCOME_APP_PROMOTION",
-        "CONVERSIONS",
-        "LINK_CLICKS",
     }
 )
+# Catalog sales: PRODUCT_CATALOG_SALES (legacy) or OUTCOME_SALES promoting a catalog.
+CATALOG_SALES_OBJECTIVES = frozenset({"PRODUCT_CATALOG_SALES", "OUTCOME_SALES"})
 CONFIGURED_STATUSES = frozenset({"ACTIVE", "PAUSED", "ARCHIVED", "DELETED"})
 BILLING_EVENTS = frozenset({"IMPRESSIONS", "LINK_CLICKS", "THRUPLAY"})
 OPTIMIZATION_GOALS = frozenset(
@@ -432,6 +435,18 @@ def register_campaign_routes(router: Router) -> None:
             raise gerr.invalid_parameter(
                 f"Param objective must be one of {{{', '.join(sorted(OBJECTIVES))}}}"
             )
+        campaign_budget = _budget(ctx, "daily_budget") or _budget(ctx, "lifetime_budget")
+        sharing = ctx.param("is_adset_budget_sharing_enabled")
+        if not campaign_budget and sharing is None:
+            # Meta's answer since v24.0 when the budget lives on the ad sets.
+            raise gerr.GraphError(
+                100,
+                "Invalid parameter",
+                subcode=4834011,
+                user_title="Must specify True or False in is_adset_budget_sharing_enabled field",
+                user_msg="You must specify True or False in is_adset_budget_sharing_enabled field if you are not "
+                "setting budget at the campaign level.",
+            )
         categories = ctx.json_param("special_ad_categories")
         if categories is None:
             raise gerr.invalid_parameter("The parameter special_ad_categories is required (use [] for none)")
@@ -440,10 +455,7 @@ def register_campaign_routes(router: Router) -> None:
         status = _status_param(ctx)
         promoted = _obj_param(ctx, "promoted_object") or {}
         catalog_id = str(promoted.get("product_catalog_id") or "")
-        if objective == "PRODUCT_CATALOG_SALES" and not catalog_id:
-            raise gerr.invalid_parameter(
-                "Param promoted_object must have product_catalog_id for the PRODUCT_CATALOG_SALES objective"
-            )
+
         if account.account_status != 1:
             raise gerr.invalid_parameter(f"Ad account {account.id} is not active")
         if catalog_id:
@@ -494,13 +506,15 @@ def register_campaign_routes(router: Router) -> None:
         if not targeting.get("geo_locations"):
             raise gerr.invalid_parameter("Param targeting must include geo_locations")
         promoted = _obj_param(ctx, "promoted_object") or {}
-        if campaign.objective == "PRODUCT_CATALOG_SALES":
+        if campaign.objective in CATALOG_SALES_OBJECTIVES and campaign.promoted_object.get(
+            "product_catalog_id"
+        ):
             set_id = str(promoted.get("product_set_id") or "")
             product_set = world.product_sets.get(set_id)
             if product_set is None:
                 raise gerr.invalid_parameter(
                     "Param promoted_object must have the product_set_id of an existing product set for a "
-                    "PRODUCT_CATALOG_SALES campaign"
+                    "catalog sales campaign"
                 )
             catalog_id = campaign.promoted_object.get("product_catalog_id")
             if product_set.catalog_id != catalog_id:
