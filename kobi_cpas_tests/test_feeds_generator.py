@@ -104,3 +104,29 @@ def test_benchmark_harness_runs(tmp_path):
     assert r["ratio"] == pytest.approx(r["ingest_seconds"] / r["bare_read_csv_seconds"])
     assert 0 < r["ingest_peak_rss_mb"] < 4_000
     assert r["ingest_valid"] < 2_000  # the benchmark feed carries 1 % broken items
+
+
+def test_variant_mismatch_shape_stays_valid(tmp_path):
+    """The benchmark's second shape: brands and titles differ inside groups, which Meta ingests; the validator
+    warns once per group and property and keeps every item as valid as in the clean shape."""
+    import duckdb
+
+    from kobi_cpas.feeds.snapshot import ingest_feed
+
+    results = {}
+    for shape in (False, True):
+        path = generate_feed(tmp_path / f"f{shape}.csv", 2_000, seed=5, variant_mismatch=shape)
+        con = duckdb.connect()
+        r = ingest_feed(con, tenant_id="t", snapshot_id="s", path=path, fmt="csv", source_label="x")
+        groups = con.execute(
+            f"SELECT count(DISTINCT item_group_id) FROM {r.items_table} WHERE item_group_id IS NOT NULL"
+        ).fetchone()[0]
+        warnings = dict(
+            con.execute(
+                f"SELECT field, count(*) FROM {r.issues_table} WHERE code = 'item_group_inconsistent' GROUP BY 1"
+            ).fetchall()
+        )
+        results[shape] = (r.valid_count, groups, warnings)
+    assert results[False][0] == results[True][0] == 2_000
+    assert results[False][2] == {}
+    assert results[True][2] == {"brand": results[True][1], "title": results[True][1]}

@@ -131,17 +131,17 @@ EXPECTED_ERRORS = {
     ("qty-negative", "quantity_to_sell_on_facebook", "invalid_quantity"),
     ("qty-decimal", "quantity_to_sell_on_facebook", "invalid_quantity"),
     ("dup", "id", "duplicate_id"),
-    ("gm-1", "brand", "item_group_mismatch"),
-    ("gm-2", "brand", "item_group_mismatch"),
-    ("gs-1", "shipping", "item_group_mismatch"),
+    # Meta rejects the items whose shipping differs from the group's first item ("Group Mismatch for Property:
+    # shipping", a fatal upload error in Meta's Product Feed Upload Errors reference); the first stays valid.
     ("gs-2", "shipping", "item_group_mismatch"),
-    ("gn-1", "shipping", "item_group_mismatch"),
     ("gn-2", "shipping", "item_group_mismatch"),
     (None, "id", "missing_required_field"),
 }
 EXPECTED_WARNINGS = {
     ("date-no-sale", "sale_price_effective_date", "sale_dates_without_sale_price"),
     ("no-category", "google_product_category", "missing_category"),
+    # No Meta source requires one brand per group: a warning for the group, both items stay valid.
+    (None, "brand", "item_group_inconsistent"),
 }
 
 
@@ -278,9 +278,13 @@ def test_messages_name_field_value_and_give_a_call_to_action(ingested):
     assert [r for r, _ in dups] == dup_rows[1:]
     assert all(f"duplicates row {dup_rows[0]}" in m and "appears 3 times" in m for _, m in dups)
     gm = con.execute(
-        f"SELECT message FROM {result.issues_table} WHERE retailer_id = 'gm-2' AND code = 'item_group_mismatch'"
+        f"SELECT message FROM {result.issues_table} WHERE code = 'item_group_inconsistent' AND field = 'brand'"
     ).fetchone()[0]
-    assert "'GM'" in gm and "'Acme', 'Other'" in gm and "this item has 'Other'" in gm
+    assert "'GM' (2 items" in gm and "2 different brand values ('Acme', 'Other')" in gm
+    gs = con.execute(
+        f"SELECT message FROM {result.issues_table} WHERE retailer_id = 'gs-2' AND code = 'item_group_mismatch'"
+    ).fetchone()[0]
+    assert "'GS' (2 items)" in gs and "rejects the 1 item(s)" in gs and "'gs-2'" in gs
     assert (
         con.execute(
             f"SELECT count(*) FROM {result.issues_table} WHERE call_to_action IS NULL OR call_to_action = ''"
@@ -427,13 +431,46 @@ def test_group_mismatch_sample_is_bounded(tmp_path):
         fmt="csv",
         source_label="g",
     )
-    assert r.invalid_count == 8
-    msg = con.execute(f"SELECT message FROM {r.issues_table} WHERE retailer_id = 'v-7'").fetchone()[0]
+    assert r.invalid_count == 0  # a brand per variant is a warning, not a reason to drop the items
+    (msg,) = con.execute(
+        f"SELECT message FROM {r.issues_table} WHERE code = 'item_group_inconsistent'"
+    ).fetchone()
     assert (
         "has 8 different brand values ('Brand 00', 'Brand 01', 'Brand 02', 'Brand 03', 'Brand 04', ...)"
         in msg
     )
-    assert "this item has 'Brand 07'" in msg
+
+
+def test_one_issue_row_per_group_and_property(tmp_path):
+    """Three variants per group with three brands and titles, and one group whose shipping differs: one warning
+    row per group and property, the shipping error only for the item Meta rejects."""
+    items = [
+        (f"p{g}-{v}", {"item_group_id": f"G{g}", "brand": f"Brand {v}", "title": f"Shirt {v}"})
+        for g in range(50)
+        for v in range(3)
+    ]
+    items += [("s-1", {"item_group_id": "S", "shipping": "TR::Std:0 TRY"})]
+    items += [("s-2", {"item_group_id": "S", "shipping": "TR::Express:50 TRY"})]
+    items += [("s-3", {"item_group_id": "S", "shipping": "TR::Std:0 TRY"})]
+    con = duckdb.connect()
+    r = ingest_feed(
+        con,
+        tenant_id="g",
+        snapshot_id="1",
+        path=write_feed(tmp_path / "g.csv", items),
+        fmt="csv",
+        source_label="g",
+    )
+    rows = con.execute(
+        f"SELECT field, severity, code, count(*) FROM {r.issues_table} GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    assert rows == [
+        ("brand", "warning", "item_group_inconsistent", 50),
+        ("shipping", "error", "item_group_mismatch", 1),
+        ("title", "warning", "item_group_inconsistent", 50),
+    ]
+    invalid = con.execute(f"SELECT id FROM {r.items_table} WHERE NOT is_valid").fetchall()
+    assert invalid == [("s-2",)] and r.valid_count == len(items) - 1
 
 
 @pytest.mark.parametrize(

@@ -419,21 +419,25 @@ def test_reference_group_mismatch_sample_reproduced(
     assert "coat-10" not in sandbox_items(sandbox) and len(sandbox_items(sandbox)) == 9
 
 
-def test_group_mismatch_on_brand_rejects_every_differing_row(
+def test_group_mismatch_on_shipping_rejects_every_differing_row(
     sandbox: SandboxHandle, meta_client: MetaGraphClient
 ) -> None:
+    # Meta's Product Feed Upload Errors reference: "Group Mismatch for Property: shipping" is fatal for the
+    # rows that differ; the rest of the feed is created. Brands and titles that differ within a group are not
+    # an ingestion error in any Meta source, so those rows are created.
     rows = [
-        item("v1", item_group_id="G", brand="Acme"),
-        item("v2", item_group_id="G", brand="ACME"),
-        item("v3", item_group_id="G", brand="Acme"),
-        item("w1", item_group_id="H", brand="Other"),
-        item("v4", item_group_id="G", brand="Acme Co"),
+        item("v1", item_group_id="G", shipping="TR::Std:0 TRY", brand="Acme"),
+        item("v2", item_group_id="G", shipping="TR::Express:50 TRY", brand="ACME"),
+        item("v3", item_group_id="G", shipping="TR::Std:0 TRY", brand="Acme Co"),
+        item("w1", item_group_id="H", shipping="TR::Express:50 TRY"),
+        item("v4", item_group_id="G", shipping="", title="Other title"),
     ]
     feed = create_feed(meta_client)
-    session = upload(meta_client, feed, to_csv(rows, [*BASE_COLUMNS, "item_group_id"]))
+    session = upload(meta_client, feed, to_csv(rows, [*BASE_COLUMNS, "item_group_id", "shipping"]))
     assert rejected_rows(meta_client, session["id"]) == {2: "v2", 5: "v4"}
     (err,) = meta_client.paginate(f"{session['id']}/errors", params={"fields": "summary,total_count"})
-    assert (err["summary"], err["total_count"]) == ("Group Mismatch for Property: brand.", 2)
+    assert (err["summary"], err["total_count"]) == ("Group Mismatch for Property: shipping.", 2)
+    assert {"v1", "v3", "w1"} <= set(sandbox_items(sandbox))
 
 
 def test_duckdb_copy_csv_with_multiline_descriptions(

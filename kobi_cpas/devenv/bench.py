@@ -234,6 +234,11 @@ def run_benchmarks(scale: int = 1_000_000, out: Path = Path(".bench"), request_s
     report: dict = {"scale": scale, "cpu_count": os.cpu_count()}
     print(f"[1/3] feed ingest vs bare read_csv at {scale:,} items ...", flush=True)
     report["ingest"] = run_ingest_benchmark(scale, out / "feeds", repeat=3)
+    print(
+        f"[1b/3] the same with variant groups that disagree on brand and title at {scale:,} items ...",
+        flush=True,
+    )
+    report["ingest_variants"] = run_ingest_benchmark(scale, out / "feeds", repeat=3, variant_mismatch=True)
     print(f"[2/3] delta of two {scale:,}-item snapshots with 1 % volatile changes ...", flush=True)
     report["delta"] = bench_delta(scale, out)
     print(f"[3/3] request counts against the sandbox at {request_scale:,} items ...", flush=True)
@@ -261,6 +266,16 @@ def _print(r: dict) -> None:
         f"  median of paired runs {i['median_paired_ratio']:5.2f} x  "
         f"({', '.join(f'{x:.2f}' for x in i['paired_ratios'])}); CPU-time ratio {i['cpu_ratio']:.2f} x"
     )
+    v = r["ingest_variants"]
+    print(
+        f"feed ingest, variant groups with mismatched brand/title ({v['feed_mb']:.0f} MB CSV, "
+        f"{v['ingest_valid']:,} valid, issues {v['ingest_issues']}):"
+    )
+    print(
+        f"  ratio ingest/bare  {v['ratio']:7.2f} x  median of paired runs {v['median_paired_ratio']:.2f} x; "
+        f"CPU-time ratio {v['cpu_ratio']:.2f} x; peak {v['ingest_peak_rss_mb']:.0f} MB "
+        f"(clean shape: {i['median_paired_ratio']:.2f} x, {i['ingest_peak_rss_mb']:.0f} MB)"
+    )
     print(
         f"delta of two snapshots ({d['delta']['volatile_only']:,} volatile-only of {r['scale']:,}; "
         f"expected {d['expected_volatile_only']:,} mutated, nothing else: exact {d['delta_exact']}):"
@@ -286,5 +301,5 @@ def _print(r: dict) -> None:
         f"{q['requests_on_rerun']} requests on re-run; exact: {q['exact']}"
     )
     for key in r:
-        if key not in ("ingest", "delta", "requests", "scale", "cpu_count"):
+        if key not in ("ingest", "ingest_variants", "delta", "requests", "scale", "cpu_count"):
             print(f"{key}: {json.dumps(r[key], default=str)[:400]}")

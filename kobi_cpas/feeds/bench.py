@@ -113,6 +113,7 @@ def run_ingest_benchmark(
     keep_feed: bool = True,
     repeat: int = 1,
     warmup: int = 1,
+    variant_mismatch: bool = False,
 ) -> dict:
     """Generate an ``n_items`` CSV in ``workdir``, then time (a) bare ``CREATE TABLE t AS SELECT * FROM
     read_csv(file)`` and (b) ``ingest_feed`` (parse + validate + hash + store), each into a fresh
@@ -126,10 +127,13 @@ def run_ingest_benchmark(
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    csv_path = workdir / f"bench_feed_{n_items}_{seed}.csv"
+    shape = "variants" if variant_mismatch else "clean"
+    csv_path = workdir / f"bench_feed_{n_items}_{seed}_{shape}.csv"
     t = time.perf_counter()
     if not csv_path.exists():
-        generate_feed(csv_path, n_items, seed=seed, error_share=error_share)
+        generate_feed(
+            csv_path, n_items, seed=seed, error_share=error_share, variant_mismatch=variant_mismatch
+        )
     generate_seconds = time.perf_counter() - t
     # Warm the page cache for both phases alike.
     with csv_path.open("rb") as f:
@@ -150,6 +154,7 @@ def run_ingest_benchmark(
     ingest = min(ingests, key=lambda r: r["seconds"])
     result = {
         "n_items": n_items,
+        "shape": shape,
         "feed_mb": csv_path.stat().st_size / 2**20,
         "generate_seconds": generate_seconds,
         "bare_read_csv_seconds": bare["seconds"],

@@ -18,14 +18,33 @@ from typing import Literal
 FieldKind = Literal["text", "enum", "price", "url", "url_list", "date_range", "int"]
 
 
+GroupRule = Literal["reject", "warn"]
+
+# Meta's product feed upload errors reference (and seed 002, "Address fatal ingestion errors"): the sample fatal
+# error "Group Mismatch for Property: shipping" / "Property shipping must have the same value for all items in the
+# same group", severity fatal; "errors that are fatal mean those items are not created ... the rest of the
+# products with no errors are created". No Meta source names another property that must match.
+SHIPPING_GROUP_SOURCE = (
+    "Meta Marketing API reference, Product Feed Upload Errors: fatal 'Group Mismatch for Property: shipping'"
+)
+# Meta's Product Variants guide: variants share one product name ("so that the name does not change when
+# variants are selected"); a recommendation, not an ingestion error.
+VARIANT_GUIDE_SOURCE = (
+    "Meta catalog guide, Product Variants: variants of one item_group_id share the product name"
+)
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     """One Meta product field.
 
     ``volatile`` fields (price, availability, stock) change often and are synced on the fast path
     (update feed / Batch API); they are hashed separately from the content fields.
-    ``group_consistent`` fields must carry the same value on every item sharing an ``item_group_id``
-    (Meta rejects mismatches, e.g. "Group Mismatch for Property: shipping").
+    ``group_rule`` says what happens when the items sharing an ``item_group_id`` disagree on the field:
+    ``"reject"``: Meta rejects the items whose value differs from the group's first item (a fatal upload error,
+    "Group Mismatch for Property: <field>"; the rest of the feed is ingested); ``"warn"``: Meta ingests every item,
+    but its variant guidance asks for one value per group, so Kobi warns once per group and sends the items.
+    ``group_source`` names the Meta source the rule is taken from.
     """
 
     name: str
@@ -33,7 +52,8 @@ class FieldSpec:
     max_length: int | None = None
     allowed_values: tuple[str, ...] | None = None
     volatile: bool = False
-    group_consistent: bool = False
+    group_rule: GroupRule | None = None
+    group_source: str = ""
     kind: FieldKind = "text"
     description: str = ""
 
@@ -63,7 +83,7 @@ AGE_GROUP_VALUES = ("adult", "all ages", "infant", "kids", "newborn", "teen", "t
 
 FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("id", required=True, max_length=100, description="Retailer id; unique in the catalog."),
-    FieldSpec("title", required=True, max_length=150),
+    FieldSpec("title", required=True, max_length=150, group_rule="warn", group_source=VARIANT_GUIDE_SOURCE),
     FieldSpec("description", required=True, max_length=5000),
     FieldSpec("availability", required=True, allowed_values=AVAILABILITY_VALUES, volatile=True, kind="enum"),
     FieldSpec("condition", required=True, allowed_values=CONDITION_VALUES, kind="enum"),
@@ -78,7 +98,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("link", required=True, kind="url"),
     FieldSpec("image_link", required=True, kind="url"),
     FieldSpec("additional_image_link", kind="url_list", description="Comma-separated URLs."),
-    FieldSpec("brand", required=True, max_length=100, group_consistent=True),
+    FieldSpec("brand", required=True, max_length=100, group_rule="warn", group_source=VARIANT_GUIDE_SOURCE),
     FieldSpec("google_product_category"),
     FieldSpec("fb_product_category"),
     FieldSpec("item_group_id", description="Groups the variants of one product."),
@@ -89,7 +109,12 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("material"),
     FieldSpec("pattern"),
     FieldSpec("quantity_to_sell_on_facebook", volatile=True, kind="int"),
-    FieldSpec("shipping", group_consistent=True, description="country:region:service:price"),
+    FieldSpec(
+        "shipping",
+        group_rule="reject",
+        group_source=SHIPPING_GROUP_SOURCE,
+        description="country:region:service:price",
+    ),
     FieldSpec("custom_label_0"),
     FieldSpec("custom_label_1"),
     FieldSpec("custom_label_2"),
@@ -104,7 +129,9 @@ REQUIRED_COLUMNS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.required)
 VOLATILE_COLUMNS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.volatile)
 # Every non-volatile field, including id: the content hash changes when anything but price/stock changes.
 CONTENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in FIELDS if not f.volatile)
-GROUP_CONSISTENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.group_consistent)
+# Fields Meta requires equal within an item group (mismatching items rejected) / recommends equal (a warning).
+GROUP_REJECT_COLUMNS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.group_rule == "reject")
+GROUP_WARN_COLUMNS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.group_rule == "warn")
 ENUM_COLUMNS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.kind == "enum")
 
 # Header aliases, applied after normalise_header(). The Google namespace prefix ("g:") is stripped

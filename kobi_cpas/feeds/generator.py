@@ -7,6 +7,10 @@ Shape of a generated feed: products of 4 variants (sizes S/M/L/XL) sharing ``ite
 colour and shipping; one product in five is a one-size accessory without ``item_group_id``; prices in TRY,
 about 15 % of products on sale (half of them with a ``sale_price_effective_date``), availability mix
 80 % in stock / 15 % out of stock / 5 % preorder.
+
+``variant_mismatch=True`` gives the shape of exporters that write brand casing and a size-specific title per
+variant: the variants of a product carry up to four spellings of the brand and their size in the title (Meta
+ingests these; the validator warns once per group), while shipping stays equal within the group.
 """
 
 from __future__ import annotations
@@ -108,7 +112,9 @@ def _connect(threads: int | None) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def generate_feed_sql(n_items: int, seed: int, error_share: float = 0.0) -> str:
+def generate_feed_sql(
+    n_items: int, seed: int, error_share: float = 0.0, variant_mismatch: bool = False
+) -> str:
     """The SELECT producing the feed rows in order (exposed for tests and ad-hoc use)."""
     if n_items < 0:
         raise ValueError("n_items must be >= 0")
@@ -118,6 +124,11 @@ def generate_feed_sql(n_items: int, seed: int, error_share: float = 0.0) -> str:
     p_cats = _sql_list([c for _, c in _PRODUCTS])
     a_titles = _sql_list([t for t, _ in _ACCESSORIES])
     a_cats = _sql_list([c for _, c in _ACCESSORIES])
+    if variant_mismatch:
+        brand = "CASE WHEN size IS NULL THEN brand ELSE [brand, upper(brand), brand || ' Co', lower(brand)][v + 1] END"
+        title = f"{brand} || ' ' || color || ' ' || material || ' ' || noun || coalesce(' - ' || size, '')"
+    else:
+        brand, title = "brand", "brand || ' ' || color || ' ' || material || ' ' || noun"
     return f"""
 WITH b AS (
     SELECT i,
@@ -162,7 +173,7 @@ WITH b AS (
 )
 SELECT
     CASE WHEN err_roll < {err_ppm} AND err_kind = 3 THEN NULL ELSE id END AS id,
-    brand || ' ' || color || ' ' || material || ' ' || noun AS title,
+    {title} AS title,
     brand || ' ' || lower(noun) || ' in ' || lower(color) || ', made of ' || lower(material)
         || ' with a ' || lower(pattern) || ' pattern. Comfortable, easy to care for, ships from Istanbul.'
         || CASE WHEN size IS NULL THEN '' ELSE ' Size ' || size || '.' END AS description,
@@ -178,7 +189,7 @@ SELECT
          ELSE 'https://cdn.example.com/img/' || p || '.jpg' END AS image_link,
     'https://cdn.example.com/img/' || p || '_2.jpg,https://cdn.example.com/img/' || p || '_3.jpg'
         AS additional_image_link,
-    brand,
+    {brand} AS brand,
     gpc AS google_product_category,
     item_group_id,
     size,
@@ -202,6 +213,7 @@ def generate_feed(
     seed: int = 42,
     error_share: float = 0.0,
     threads: int | None = None,
+    variant_mismatch: bool = False,
 ) -> Path:
     """Write an ``n_items`` CSV feed (header + one line per item) to ``path``; same seed, same bytes.
 
@@ -210,7 +222,7 @@ def generate_feed(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sql = generate_feed_sql(n_items, seed, error_share)
+    sql = generate_feed_sql(n_items, seed, error_share, variant_mismatch)
     con = _connect(threads)
     try:
         con.execute(f"COPY ({sql}) TO '{_sql_path(path)}' (FORMAT csv, HEADER, DELIMITER ',')")

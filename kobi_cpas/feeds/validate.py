@@ -32,7 +32,8 @@ from kobi_cpas.feeds.fields import (
     COLUMNS,
     FIELDS,
     FIELDS_BY_NAME,
-    GROUP_CONSISTENT_COLUMNS,
+    GROUP_REJECT_COLUMNS,
+    GROUP_WARN_COLUMNS,
     ISO_4217_CURRENCIES,
 )
 from kobi_cpas.feeds.hashing import content_hash_sql, volatile_hash_sql
@@ -312,6 +313,10 @@ GROUP_CTA = (
     "Use the same {field} on every item of an item_group_id (variants of one product), or put the "
     "items in different groups."
 )
+GROUP_WARN_CTA = (
+    "Consider one {field} for all variants of an item_group_id (e.g. the product name without the colour "
+    "or size); the items are valid and are sent as they are."
+)
 
 
 def _final(col: str) -> str:
@@ -449,8 +454,9 @@ def finish_validation(
     ``issues_table`` with :data:`ISSUE_COLUMNS`.
     """
     tmp = f"_fv_{abs(hash((items_table, issues_table))) % 10**8}"
-    t_dup, t_bad, t_cross = f"{tmp}_dup", f"{tmp}_bad", f"{tmp}_cross"
-    t_grp = {c: f"{tmp}_grp_{c}" for c in GROUP_CONSISTENT_COLUMNS}
+    t_dup, t_bad, t_cross, t_rej = f"{tmp}_dup", f"{tmp}_bad", f"{tmp}_cross", f"{tmp}_rej"
+    group_cols = (*GROUP_REJECT_COLUMNS, *GROUP_WARN_COLUMNS)
+    t_grp = {c: f"{tmp}_grp_{c}" for c in group_cols}
     ten, snap = _lit(tenant_id), _lit(snapshot_id)
     issue_cols = ", ".join(ISSUE_COLUMNS)
     try:
@@ -462,40 +468,68 @@ def finish_validation(
         # One pass finds the groups that disagree on any column; the details come from those groups only.
         # Comparing hashes halves the cost of comparing strings (blank values are NULL here, and hash(NULL)
         # is a value of its own); two different values of one group go unnoticed only if their 64-bit
-        # hashes collide.
-        differs = {c: f"min(hash({c})) <> max(hash({c}))" for c in t_grp}
+        # hashes collide. For the columns Meta rejects, the group's first item (file order) sets the value.
+        differs = {c: f"min(hash({c})) <> max(hash({c}))" for c in group_cols}
+        firsts = [f"arg_min(hash({c}), row_number) AS first_{c}" for c in GROUP_REJECT_COLUMNS]
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {t_bad} AS
-            SELECT item_group_id, {", ".join(f"{d} AS bad_{c}" for c, d in differs.items())}
+            SELECT item_group_id, count(*) AS members, min(row_number) AS first_row,
+                   {", ".join([*(f"{d} AS bad_{c}" for c, d in differs.items()), *firsts])}
             FROM {items_table} WHERE item_group_id IS NOT NULL GROUP BY item_group_id
             HAVING {" OR ".join(differs.values())}"""
+        )
+        # The items Meta rejects: a reject-column value that differs from the group's first item.
+        rejected = [
+            f"SELECT i.row_number, i.id, i.item_group_id, {_lit(c)} AS field FROM {items_table} i "
+            f"JOIN {t_bad} g USING (item_group_id) WHERE g.bad_{c} AND hash(i.{c}) <> g.first_{c}"
+            for c in GROUP_REJECT_COLUMNS
+        ] or ["SELECT NULL::BIGINT, NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR WHERE false"]
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {t_rej} AS SELECT * FROM ({' UNION ALL '.join(rejected)}) "
+            "AS u(row_number, id, item_group_id, field)"
         )
         for c, t in t_grp.items():
             con.execute(
                 f"""CREATE OR REPLACE TEMP TABLE {t} AS
-                SELECT item_group_id, len(v) AS n_values,
+                SELECT item_group_id, members, first_row, len(v) AS n_values,
                        array_to_string(v[1:5], ', ') || CASE WHEN len(v) > 5 THEN ', ...' ELSE '' END AS sample
                 FROM (
-                    SELECT i.item_group_id,
+                    SELECT i.item_group_id, any_value(g.members) AS members, any_value(g.first_row) AS first_row,
                            list_sort(list(DISTINCT '''' || left(coalesce(i.{c}, ''), 40) || '''')) AS v
-                    FROM {items_table} i JOIN (SELECT item_group_id FROM {t_bad} WHERE bad_{c}) USING (item_group_id)
+                    FROM {items_table} i
+                    JOIN (SELECT item_group_id, members, first_row FROM {t_bad} WHERE bad_{c}) g USING (item_group_id)
                     GROUP BY i.item_group_id
                 )"""
             )
-        # Cross-row issues (few rows): built once, they give both the issues and the extra error counts.
+        # Cross-row issues (few rows): duplicate ids one per later copy; item groups one per group and property.
         cross = [
             f"SELECT {ten}, {snap}, i.id, i.row_number, 'id', 'error', 'duplicate_id', "
             f"'id ' || {show('i.id')} || ' appears ' || d.copies || ' times; this row duplicates row ' "
             f"|| d.first_row || ', which is used.', {_lit(DUPLICATE_CTA)} "
             f"FROM {items_table} i JOIN {t_dup} d ON i.id = d.id AND i.row_number > d.first_row"
         ]
-        for c, t in t_grp.items():
-            this_value = show(f"coalesce(i.{c}, '')")
+        for c in GROUP_REJECT_COLUMNS:
+            t = t_grp[c]
+            # Anchored on the group's first rejected item; the message names how many were rejected.
             cross.append(
-                f"SELECT {ten}, {snap}, i.id, i.row_number, {_lit(c)}, 'error', 'item_group_mismatch', "
-                f"'item_group_id ' || {show('i.item_group_id')} || ' has ' || g.n_values || "
-                f"' different {c} values (' || g.sample || '); this item has ' || {this_value} || '.', "
-                f"{_lit(GROUP_CTA.format(field=c))} FROM {items_table} i JOIN {t} g USING (item_group_id)"
+                f"SELECT {ten}, {snap}, r.first_id, r.first_rejected, {_lit(c)}, 'error', 'item_group_mismatch', "
+                f"'item_group_id ' || {show('g.item_group_id')} || ' (' || g.members || ' items) has ' || g.n_values "
+                f"|| ' different {c} values (' || g.sample || '); Meta requires one {c} per group and rejects the ' "
+                f"|| r.n || ' item(s) that differ from the first item (row ' || g.first_row || '), from row ' "
+                f"|| r.first_rejected || ' (' || {show('r.first_id')} || ').', "
+                f"{_lit(GROUP_CTA.format(field=c))} FROM {t} g JOIN ("
+                f"SELECT item_group_id, count(*) AS n, min(row_number) AS first_rejected, "
+                f"arg_min(id, row_number) AS first_id FROM {t_rej} WHERE field = {_lit(c)} GROUP BY item_group_id"
+                f") r USING (item_group_id)"
+            )
+        for c in GROUP_WARN_COLUMNS:
+            t = t_grp[c]
+            cross.append(
+                f"SELECT {ten}, {snap}, NULL, g.first_row, {_lit(c)}, 'warning', 'item_group_inconsistent', "
+                f"'item_group_id ' || {show('g.item_group_id')} || ' (' || g.members || ' items, from row ' "
+                f"|| g.first_row || ') has ' || g.n_values || ' different {c} values (' || g.sample || "
+                f"'); Meta ingests them all, but shows the variants of one product under one {c}.', "
+                f"{_lit(GROUP_WARN_CTA.format(field=c))} FROM {t} g"
             )
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {t_cross} AS SELECT * FROM ({' UNION ALL '.join(cross)}) "
@@ -503,7 +537,12 @@ def finish_validation(
         )
         con.execute(
             f"""UPDATE {rows_table} SET is_valid = false, error_count = {rows_table}.error_count + e.n
-            FROM (SELECT row_number, count(*)::INTEGER AS n FROM {t_cross} GROUP BY row_number) e
+            FROM (
+                SELECT row_number, count(*)::INTEGER AS n FROM (
+                    SELECT row_number FROM {t_cross} WHERE code = 'duplicate_id'
+                    UNION ALL SELECT row_number FROM {t_rej}
+                ) GROUP BY row_number
+            ) e
             WHERE {rows_table}.row_number = e.row_number"""
         )
         parts = [f"SELECT * FROM {t_cross}"]
@@ -553,7 +592,7 @@ def finish_validation(
         ).fetchall():
             counts[sev] = int(n)
     finally:
-        for t in (t_dup, t_bad, t_cross, *t_grp.values()):
+        for t in (t_dup, t_bad, t_cross, t_rej, *t_grp.values()):
             con.execute(f"DROP TABLE IF EXISTS {t}")
     return ValidationCounts(int(item_count), int(valid_count), int(item_count - valid_count), counts)
 
