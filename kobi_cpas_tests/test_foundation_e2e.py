@@ -173,11 +173,16 @@ def test_make_run_releases_pool_slots_of_orphaned_runs(pg_instance):
     pg_instance.add_run(
         dg.DagsterRun(job_name="catalog_batch_job", run_id=run_id, status=dg.DagsterRunStatus.STARTED)
     )
+    # Its run worker recorded its pid with RUN_START, then was killed with make dev.
+    worker = subprocess.Popen([sys.executable, "-c", "pass"])
+    worker.wait(timeout=60)
+    start = dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, "catalog_batch_job", pid=worker.pid)
+    pg_instance.report_dagster_event(start, run_id)
     claim = pg_instance.event_log_storage.claim_concurrency_slot("duckdb_write", run_id, "price_stock_batch")
     assert claim.is_claimed
     blocked = pg_instance.event_log_storage.claim_concurrency_slot("duckdb_write", str(uuid.uuid4()), "x")
     assert not blocked.is_claimed  # limit 1: everything else waits
-    assert run_id in release_orphaned_slots(pg_instance)
+    assert run_id in release_orphaned_slots(pg_instance, same_host=True)  # the local Postgres: one machine
     assert pg_instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
     assert not [
         s

@@ -119,7 +119,7 @@ def run(tenants: tuple[str, ...]) -> None:
         instance = dg.DagsterInstance.get()
         try:
             ensure_pools(instance)
-            for run_id in release_orphaned_slots(instance):
+            for run_id in release_orphaned_slots(instance, same_host=info.postgres_local):
                 click.echo(f"released pool slots of orphaned run {run_id}")
             report = materialize_all(defs, instance, tenants=list(tenants) or None)
         finally:

@@ -5,16 +5,35 @@ read the same file. `ensure_pools` sets the per-pool limits: in Dagster 1.13 dag
 default pool limit (`concurrency: pools: default_limit`), a named pool's limit lives in the instance's
 storage (what `dagster instance concurrency set POOL N` writes).
 
-No dagster import: the instance is duck-typed (`instance.event_log_storage`).
+The instance is duck-typed (`instance.event_log_storage`): dagster is imported only inside the function
+that needs one of its types, so this module imports without it.
+
+Orphaned runs: `release_orphaned_slots` frees the pool slots of a run only when the process executing it is
+provably gone from this host. The owner is read from the run tags `kobi/owner_host`, `kobi/owner_pid` and
+`kobi/owner_process` (set by `make run` on the runs it executes in-process, see `owner_tags`), else, on an
+instance only this machine uses, from the pid Dagster records with the run's RUN_START event. A pid is checked
+together with the process's identity (start time), so a pid reused by another process does not keep a dead
+run alive, and a live process never loses its run.
 """
 
 from __future__ import annotations
 
 import filecmp
+import os
 import shutil
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from kobi_cpas.devenv.procs import (
+    alive_since,
+    pid_alive,
+    process_token,
+    same_process_alive,
+    this_host,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,6 +41,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 #: duckdb_write: DuckDB allows one writing process per file, so every step that writes the work
 #: database holds this pool's only slot.
 PROJECT_POOLS: Mapping[str, int] = {"duckdb_write": 1}
+
+#: Run tags naming the process that executes a run (see `owner_tags`).
+OWNER_HOST_TAG = "kobi/owner_host"
+OWNER_PID_TAG = "kobi/owner_pid"
+OWNER_PROCESS_TAG = "kobi/owner_process"
 
 
 def prepare_dagster_home(dagster_home: Path, repo_root: Path = REPO_ROOT) -> Path:
@@ -69,29 +93,93 @@ def ensure_pools(instance: Any, pools: Mapping[str, int] | None = None) -> dict[
 
 def daemon_alive(instance: Any, within_seconds: float = 120.0) -> bool:
     """Is a dagster-daemon heartbeating on this instance (then run monitoring owns stuck runs)?"""
-    import time
-
     beats = instance.get_daemon_heartbeats()
     return any(time.time() - hb.timestamp < within_seconds for hb in beats.values())
 
 
-def release_orphaned_slots(instance: Any) -> list[str]:
+def owner_tags() -> dict[str, str]:
+    """Run tags naming this process as the one that executes the run (`make run` runs in-process)."""
+    pid = os.getpid()
+    tags = {OWNER_HOST_TAG: this_host(), OWNER_PID_TAG: str(pid)}
+    token = process_token(pid)
+    if token:
+        tags[OWNER_PROCESS_TAG] = token
+    return tags
+
+
+@dataclass(frozen=True)
+class RunOwner:
+    """The process that executes a run: `host` None means "this host, as far as anyone can tell"."""
+
+    pid: int
+    host: str | None = None
+    process: str | None = None  # identity token (procs.process_token), when recorded
+    since: float | None = None  # a Unix time at which the process already existed
+
+
+def run_owner(instance: Any, run: Any, *, same_host: bool = False) -> RunOwner | None:
+    """Who executes `run`, or None when unknown.
+
+    Dagster records the pid of the process that started the run with its RUN_START event: the run worker
+    (default run launcher) or the process calling execute_in_process. The owner tags add the host and the
+    process identity, and are trusted only when they name that same pid (a re-execution copies its parent's
+    tags, not its process). A bare pid says nothing about the host, so it is used only with `same_host`."""
+    from dagster import DagsterEventType
+
+    starts = instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_START)
+    with_pid = [e for e in starts if e.dagster_event is not None and e.dagster_event.pid]
+    latest = max(with_pid, key=lambda e: e.timestamp) if with_pid else None
+    started_by = int(latest.dagster_event.pid) if latest is not None else None
+    tags = run.tags or {}
+    tagged = tags.get(OWNER_PID_TAG, "")
+    host = tags.get(OWNER_HOST_TAG) or None
+    if tagged.isdigit() and started_by in (None, int(tagged)) and (host is not None or same_host):
+        return RunOwner(int(tagged), host, tags.get(OWNER_PROCESS_TAG) or None)
+    if latest is None or started_by is None or not same_host:
+        return None
+    return RunOwner(started_by, since=latest.timestamp)
+
+
+def owner_gone(owner: RunOwner) -> bool:
+    """Is the owning process provably gone? Only on this host; in doubt, it is not."""
+    if owner.host is not None and owner.host != this_host():
+        return False
+    if owner.process:
+        return not same_process_alive(owner.pid, owner.process)
+    if owner.since is not None:
+        return not alive_since(owner.pid, owner.since)
+    return not pid_alive(owner.pid)
+
+
+def release_orphaned_slots(instance: Any, *, same_host: bool = False) -> list[str]:
     """Free pool slots held by runs that can no longer finish — e.g. a `make dev` killed mid-run leaves its
     run STARTED and its `duckdb_write` slot claimed, and the next `make run` would wait for it forever.
 
-    Only when no daemon is alive: with a daemon, run monitoring fails such runs and frees their slots itself.
+    A run that is not finished counts as orphaned only when its owning process (`run_owner`) is provably gone
+    from this host: runs of live processes (another `make run`, the UI's run workers), of other hosts and of
+    unknown owners are left alone. `same_host=True` says every process using the instance runs on this
+    machine (the devenv's local Postgres listens on loopback only), so Dagster's recorded pid is enough.
+    Slots of finished or deleted runs are always freed. Only when no daemon is alive: with a daemon, run
+    monitoring fails such runs and frees their slots itself.
     Returns the run ids released (each is marked failed if it was not finished)."""
     if daemon_alive(instance):
         return []
     storage = instance.event_log_storage
     released: list[str] = []
+    seen: set[str] = set()
     for pool in storage.get_concurrency_keys():
         info = storage.get_concurrency_info(pool)
         run_ids = {s.run_id for s in info.claimed_slots} | {p.run_id for p in info.pending_steps}
-        for run_id in sorted(run_ids - set(released)):
+        for run_id in sorted(run_ids - seen):
+            seen.add(run_id)
             run = instance.get_run_by_id(run_id)
             if run is not None and not run.is_finished:
-                instance.report_run_failed(run, "run orphaned (its process is gone); pool slots released")
+                owner = run_owner(instance, run, same_host=same_host)
+                if owner is None or not owner_gone(owner):
+                    continue
+                instance.report_run_failed(
+                    run, f"run orphaned (its process {owner.pid} is gone); pool slots released"
+                )
             storage.free_concurrency_slots_for_run(run_id)
             released.append(run_id)
     return released

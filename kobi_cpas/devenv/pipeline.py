@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from kobi_cpas.defs.tenants.partitions import TENANT_PARTITIONS_NAME
+from kobi_cpas.devenv.instance import owner_tags
 from kobi_cpas.registry import load_registry
 
 log = logging.getLogger(__name__)
@@ -33,12 +34,15 @@ class PipelineReport:
 
 def sync_tenant_partitions(instance: dg.DagsterInstance) -> list[str]:
     """Apply the registry to the tenant partitions (what tenant_partitions_sensor does on the daemon)."""
-    wanted = load_registry().registry.tenant_ids
+    reg = load_registry()
+    wanted = reg.registry.tenant_ids
     existing = set(instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
     add = [t for t in wanted if t not in existing]
     if add:
         instance.add_dynamic_partitions(TENANT_PARTITIONS_NAME, add)
-    for gone in existing - set(wanted):
+    # Like the sensor: a broken tenant keeps its partition; with an unreadable entry nothing is removed.
+    keep = set(wanted) | set(reg.broken_tenant_ids)
+    for gone in set() if reg.has_unnamed_problems else existing - keep:
         instance.delete_dynamic_partition(TENANT_PARTITIONS_NAME, gone)
     return wanted
 
@@ -68,7 +72,14 @@ def _partition_runs(
 # then every remaining asset in dependency order.
 RUN_STAGES: list[list[str]] = [
     ["tenant_registry"],
-    ["meta_catalogs", "feed_snapshot", "replace_feed_plan", "replace_feed_upload", "catalog_syncs"],
+    [
+        "meta_catalogs",
+        "feed_file",
+        "feed_snapshot",
+        "replace_feed_plan",
+        "replace_feed_upload",
+        "catalog_syncs",
+    ],
     ["update_feed_upload", "price_stock_batch", "catalog_syncs"],
 ]
 
@@ -141,7 +152,8 @@ def materialize_all(
                     partition_key=pkey,
                     selection=dg.AssetSelection.assets(*gkeys),
                     raise_on_error=raise_on_error,
-                    tags={"kobi/launched_by": "make-run", **extra_tags},
+                    # The owner tags let a later `make run` tell this live run from an orphaned one.
+                    tags={"kobi/launched_by": "make-run", **owner_tags(), **extra_tags},
                     run_config=quiet,
                 )
                 report.runs.append(

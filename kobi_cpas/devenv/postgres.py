@@ -48,6 +48,8 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 
+from kobi_cpas.devenv.procs import pid_alive
+
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -253,19 +255,8 @@ def _conf_quote(value: str) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        pass
-    # pg_ctl daemonises the server, so a stopped postmaster is a zombie until PID 1 reaps it, which in a
-    # container can take a second or more: it is not running.
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no procfs (macOS): trust kill()
-    return stat_line.rpartition(")")[2].split()[0] not in ("Z", "X")
+    # pg_ctl daemonises the server, so a stopped postmaster is a zombie until PID 1 reaps it: not running.
+    return pid_alive(pid)
 
 
 @dataclass(frozen=True)
@@ -276,6 +267,7 @@ class _Postmaster:
     port: int
     socket_dir: Path | None
     status: str
+    started_at: str  # the postmaster's start time (Unix seconds): with the pid, names this server run
 
     @classmethod
     def read(cls, pgdata: Path) -> _Postmaster | None:
@@ -288,7 +280,8 @@ class _Postmaster:
             return None  # being written right now
         socket_dir = lines[4].strip() if len(lines) > 4 else ""
         status = lines[7].strip() if len(lines) > 7 else ""
-        return cls(int(lines[0]), int(lines[3]), Path(socket_dir) if socket_dir else None, status)
+        socket_path = Path(socket_dir) if socket_dir else None
+        return cls(int(lines[0]), int(lines[3]), socket_path, status, lines[2].strip())
 
 
 def _is_postgres(pid: int) -> bool:
@@ -375,7 +368,13 @@ class LocalPostgres:
                 socket_dir = self._prepare_dirs()
                 self._ensure_initialised()
                 self._remove_stale_pid_file()
-                running = self._launch(socket_dir, port)
+                try:
+                    running = self._launch(socket_dir, port)
+                except LocalPostgresError as exc:
+                    # Another server (not ours, so not under our lock) took the port since we checked it.
+                    if self.port is not None or "Address already in use" not in str(exc):
+                        raise
+                    running = self._launch(socket_dir, _free_port())
                 self.started_here = True
             else:
                 logger.info(
@@ -431,6 +430,12 @@ class LocalPostgres:
     def postmaster_pid(self) -> int | None:
         running = self._running()
         return None if running is None else running.pid
+
+    def server_id(self) -> str | None:
+        """`<pid>@<start time>` of the running server, or None: it names one run of the server, so a server
+        restarted by someone else (or a reused pid) is told apart."""
+        running = self._running()
+        return None if running is None else f"{running.pid}@{running.started_at}"
 
     def __enter__(self) -> PgConnInfo:
         return self.start()

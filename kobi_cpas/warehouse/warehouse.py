@@ -10,6 +10,8 @@ reconnect; nobody ever sees a half-written table, and no writer ever waits on a 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import hashlib
 import json
 import logging
@@ -120,6 +122,7 @@ class Warehouse:
         con = self._open()
         try:
             self.migrate(con)
+            self._remove_stale_publishing(wait=False)
             yield con
         finally:
             con.close()
@@ -198,8 +201,9 @@ class Warehouse:
         last published (same schema, DuckDB version and file identity), and only the tables whose content
         fingerprint (row count + sum of row hashes) changed are rewritten. Anything else (first publish, a
         schema change, a file replaced or touched outside, too many free blocks) rebuilds from scratch.
-        Writers are serialised (the work database lock and the ``duckdb_write`` pool), so the file copied
-        is never older than the state recorded for it.
+        Writers are serialised by the publish lock (``publish_lock_path``, held from reading the recorded
+        state to the swap), so the file copied is never older than the state recorded for it, and a
+        ``.publishing`` file found once the lock is held belongs to a writer that died: it is removed.
         """
         load_all_specs()
         if con is None:
@@ -207,6 +211,72 @@ class Warehouse:
                 return self.publish(own)
         started = time.monotonic()
         self.analyst_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._publish_lock(wait=True):
+            self._remove_publishing_files()
+            result = self._publish_locked(con)
+        result.seconds = time.monotonic() - started
+        log.info(
+            "published %d analyst tables to %s in %.2fs (%s: %d rewritten)",
+            len(result.row_counts),
+            self.analyst_path,
+            result.seconds,
+            "incremental" if result.incremental else "full",
+            len(result.rewritten),
+        )
+        return result
+
+    @property
+    def publish_lock_path(self) -> Path:
+        """The writers' lock (``fcntl.flock``), beside the analyst file so it covers every work database that
+        publishes to it."""
+        return self.analyst_path.with_name(f".{self.analyst_path.name}.publish.lock")
+
+    def _publishing_files(self) -> list[Path]:
+        # The new file and its WAL, as named in _publish_locked.
+        return sorted(self.analyst_path.parent.glob(f".{glob.escape(self.analyst_path.name)}.*.publishing*"))
+
+    @contextlib.contextmanager
+    def _publish_lock(self, wait: bool) -> Iterator[bool]:
+        """Hold the writers' lock; yields False (holding nothing) when `wait` is False and another writer has
+        it. Waiting is bounded by `lock_timeout`."""
+        deadline = time.monotonic() + self.lock_timeout
+        with open(self.publish_lock_path, "a+") as handle:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not wait:
+                        yield False
+                        return
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(
+                            f"Cannot publish {self.analyst_path}: another writer has held "
+                            f"{self.publish_lock_path} for more than {self.lock_timeout:.0f}s"
+                        ) from None
+                    time.sleep(0.1)
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _remove_publishing_files(self) -> None:
+        """With the publish lock held, every publishing file is stale: its writer died before its cleanup."""
+        for path in self._publishing_files():
+            with contextlib.suppress(FileNotFoundError):
+                size = path.stat().st_size
+                path.unlink()
+                log.warning("removed %s (%d bytes) left by a publish that did not finish", path, size)
+
+    def _remove_stale_publishing(self, wait: bool) -> None:
+        """Remove what a killed publish left, unless a writer is publishing right now."""
+        if not self._publishing_files():
+            return
+        with self._publish_lock(wait=wait) as held:
+            if held:
+                self._remove_publishing_files()
+
+    def _publish_locked(self, con: duckdb.DuckDBPyConnection) -> PublishResult:
         tmp = self.analyst_path.with_name(f".{self.analyst_path.name}.{uuid.uuid4().hex}.publishing")
         alias = "kobi_publish"
         result = PublishResult(path=self.analyst_path)
@@ -269,15 +339,6 @@ class Warehouse:
         # A file that is half free space is rebuilt by the next publish (no state recorded for it).
         compact = not total or free / total <= _MAX_FREE_BLOCK_SHARE
         self._record_publish(con, state_key, fingerprints if compact else None)
-        result.seconds = time.monotonic() - started
-        log.info(
-            "published %d analyst tables to %s in %.2fs (%s: %d rewritten)",
-            len(result.row_counts),
-            self.analyst_path,
-            result.seconds,
-            "incremental" if result.incremental else "full",
-            len(result.rewritten),
-        )
         return result
 
     @staticmethod
