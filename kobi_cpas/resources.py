@@ -7,20 +7,107 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 import duckdb
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from kobi_cpas.meta.client import MetaGraphClient
 from kobi_cpas.meta.config import DEFAULT_BASE_URL
+from kobi_cpas.meta.dry_run import (
+    DRY_RUN_SCRATCH_TAG,
+    DRY_RUN_TAG,
+    DryRunLedger,
+    DryRunMetaClient,
+    DryRunWrite,
+    is_dry_run,
+)
 from kobi_cpas.meta.versions import DEFAULT_API_VERSION
 from kobi_cpas.registry import LoadedRegistry, RegistryError, load_registry
 from kobi_cpas.warehouse import PublishResult, Warehouse
+from kobi_cpas.warehouse.scratch import ScratchWarehouse, open_scratch, record_dry_run_writes
 
 # One definition of each default (kobi_cpas.meta); re-exported for the resource instances.
 DEFAULT_GRAPH_URL = DEFAULT_BASE_URL
+
+
+# -- dry runs ------------------------------------------------------------------------------------------------
+# The Meta resource records the writes a dry run does not send; the warehouse resource stores them in
+# meta_dry_run_writes. The two resources meet here, per run id, in the process executing the step.
+
+
+class _DryRunSession:
+    def __init__(self) -> None:
+        self.ledger = DryRunLedger()
+        self.users = 0
+        self.can_store = False  # the warehouse resource of this run is set up in this process
+
+
+_DRY_RUNS: dict[str, _DryRunSession] = {}
+_DRY_RUNS_LOCK = threading.Lock()
+
+
+def _join_dry_run(run_id: str) -> _DryRunSession:
+    with _DRY_RUNS_LOCK:
+        session = _DRY_RUNS.setdefault(run_id, _DryRunSession())
+        session.users += 1
+        return session
+
+
+def _leave_dry_run(run_id: str) -> None:
+    with _DRY_RUNS_LOCK:
+        session = _DRY_RUNS.get(run_id)
+        if session is not None:
+            session.users -= 1
+            if session.users <= 0 and not len(session.ledger):
+                del _DRY_RUNS[run_id]
+
+
+def _step_and_tenant() -> tuple[str | None, str | None]:
+    """The asset(s) or op writing now and its tenant (partition or op config ``tenant_id``), when known."""
+    try:
+        ctx = dg.OpExecutionContext.get()
+    except dg.DagsterInvariantViolationError:
+        return None, None
+    step = (
+        ", ".join(k.to_user_string() for k in ctx.assets_def.keys) if ctx.has_assets_def else ctx.op_def.name
+    )
+    tenant: str | None = None
+    try:
+        config = ctx.op_config
+        if isinstance(config, dict) and config.get("tenant_id"):
+            tenant = str(config["tenant_id"])
+        elif ctx.has_partition_key or ctx.has_partition_key_range:
+            key = ctx.partition_key if ctx.has_partition_key else ctx.partition_key_range.start
+            pdef = ctx.assets_def.partitions_def if ctx.has_assets_def else None
+            if isinstance(pdef, dg.MultiPartitionsDefinition):
+                mkey = key if isinstance(key, dg.MultiPartitionKey) else pdef.get_partition_key_from_str(key)
+                tenant = mkey.keys_by_dimension.get("tenant")
+            else:
+                tenant = str(key)  # the only single-dimension partitions are the tenants
+    except Exception:  # the tenant is a label of the record; never a reason to lose the record
+        tenant = None
+    return step, tenant
+
+
+def _write_row(run_id: str, write: DryRunWrite) -> dict[str, Any]:
+    step, tenant = _step_and_tenant()
+    count = write.summary.get("item_count")
+    return {
+        "write_id": write.write_id,
+        "run_id": run_id,
+        "tenant_id": tenant,
+        "step": step,
+        "method": write.method,
+        "path": write.path,
+        "summary": write.summary_json(),
+        "item_count": count if isinstance(count, int) else None,
+        "synthetic_id": write.synthetic_id,
+        "recorded_at": write.recorded_at,
+    }
 
 
 class MetaGraphResource(dg.ConfigurableResource):
@@ -36,8 +123,28 @@ class MetaGraphResource(dg.ConfigurableResource):
     backoff_base_seconds: float = 1.0
     throttle_backoff_base_seconds: float = 30.0
 
+    _dry_run_id: str | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        run = context.dagster_run
+        if run is not None and is_dry_run(run.tags):
+            self._dry_run_id = run.run_id
+            _join_dry_run(run.run_id)
+            context.log.info(
+                f"DRY RUN ({DRY_RUN_TAG}=true): Meta writes (POST, DELETE) are NOT sent; each is recorded in "
+                "meta_dry_run_writes and this log. Reads go to Meta as usual."
+            )
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._dry_run_id is not None:
+            _leave_dry_run(self._dry_run_id)
+
+    @property
+    def dry_run(self) -> bool:
+        return self._dry_run_id is not None
+
     def get_client(self, logger: logging.Logger | None = None) -> MetaGraphClient:
-        return MetaGraphClient(
+        kwargs: dict[str, Any] = dict(
             base_url=self.base_url,
             api_version=self.api_version,
             access_token=self.access_token,
@@ -48,6 +155,18 @@ class MetaGraphResource(dg.ConfigurableResource):
             backoff_base=self.backoff_base_seconds,
             throttle_backoff_base=self.throttle_backoff_base_seconds,
         )
+        run_id = self._dry_run_id
+        if run_id is None:
+            return MetaGraphClient(**kwargs)
+        session = _DRY_RUNS.get(run_id)
+        if session is None or not session.can_store:
+            # Fail closed: a write that cannot be recorded must not be silently dropped either.
+            raise dg.Failure(
+                description=f"dry run {run_id}: this step uses Meta without the warehouse resource, so the "
+                "writes it would send could not be recorded in meta_dry_run_writes. Nothing was sent. Give "
+                f"the step the warehouse resource, or run it without the run tag {DRY_RUN_TAG}."
+            )
+        return DryRunMetaClient(**kwargs, recorder=lambda w: session.ledger.add(_write_row(run_id, w)))
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -58,10 +177,48 @@ class WarehouseResource(dg.ConfigurableResource):
     lock_timeout_seconds: float = 300.0
     memory_limit: str | None = None
 
-    def get_warehouse(self) -> Warehouse:
+    _scratch: ScratchWarehouse | None = PrivateAttr(default=None)
+    _dry_run_id: str | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """In a dry run (run tag kobi/dry_run=true) every connection goes to a scratch copy of the work
+        database and nothing is published but the record of the writes not sent (meta_dry_run_writes)."""
+        run = context.dagster_run
+        if run is None or not is_dry_run(run.tags):
+            return
+        # A re-execution (from failure, or of selected steps) continues on its original run's scratch copy.
+        key = run.tags.get(DRY_RUN_SCRATCH_TAG) or run.tags.get("dagster/root_run_id") or run.run_id
+        self._scratch = open_scratch(self._real(), key)
+        self._dry_run_id = run.run_id
+        _join_dry_run(run.run_id).can_store = True
+        context.log.info(
+            f"DRY RUN: the work database is a scratch copy ({self._scratch.work_path}); Kobi's state and the "
+            "analyst file stay as they are, except meta_dry_run_writes."
+        )
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._dry_run_id is None:
+            return
+        try:
+            stored = self.store_dry_run_writes()
+            if stored:
+                context.log.info(
+                    f"DRY RUN: {stored} write(s) not sent to Meta recorded in meta_dry_run_writes"
+                )
+        finally:
+            _leave_dry_run(self._dry_run_id)
+
+    @property
+    def dry_run(self) -> bool:
+        return self._scratch is not None
+
+    def _real(self) -> Warehouse:
         return Warehouse(
             self.duckdb_path, lock_timeout=self.lock_timeout_seconds, memory_limit=self.memory_limit
         )
+
+    def get_warehouse(self) -> Warehouse:
+        return self._scratch if self._scratch is not None else self._real()
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -69,7 +226,24 @@ class WarehouseResource(dg.ConfigurableResource):
             yield con
 
     def publish(self, con: duckdb.DuckDBPyConnection) -> PublishResult:
+        if self._scratch is not None:
+            # The scratch copy is never published; the writes recorded so far are (the end of an asset).
+            self.store_dry_run_writes()
+            return PublishResult(path=self._scratch.analyst_path)
         return self.get_warehouse().publish(con)
+
+    def store_dry_run_writes(self) -> int:
+        """Move the writes this run recorded in this process into meta_dry_run_writes and publish them."""
+        session = _DRY_RUNS.get(self._dry_run_id or "")
+        if session is None:
+            return 0
+        rows = session.ledger.drain()
+        try:
+            return record_dry_run_writes(self._real(), rows)
+        except BaseException:
+            for row in rows:  # kept for the next attempt (teardown)
+                session.ledger.add(row)
+            raise
 
 
 class TenantRegistryResource(dg.ConfigurableResource):
@@ -88,6 +262,9 @@ class TenantRegistryResource(dg.ConfigurableResource):
         reg = self.load()
         try:
             return reg, reg.tenant(tenant_id)
+        except RegistryError as exc:
+            # Only this tenant's entry is broken: its runs fail with the problem, the others are untouched.
+            raise dg.Failure(description=str(exc)) from None
         except KeyError:
             raise dg.Failure(
                 description=f"tenant '{tenant_id}' is not in the registry {reg.path}: it was removed or renamed; "

@@ -22,20 +22,24 @@ CATALOG = "2000000000000001"
 
 
 class SyncHarness:
-    def __init__(self, kobi_env, instance: dg.DagsterInstance, tmp_path: Path, monkeypatch, **sync):
+    def __init__(
+        self, kobi_env, instance: dg.DagsterInstance, tmp_path: Path, monkeypatch, tenant_id=TENANT, **sync
+    ):
         self.env = kobi_env
+        self.tenant = tenant_id
         self.admin = kobi_env.sandbox.admin
         self.instance = instance
         self.feed = tmp_path / "feed.csv"
         demo = yaml.safe_load(Path(DEFAULT_REGISTRY).read_text())
         tenant = demo["tenants"][0]
+        tenant["tenant_id"] = tenant_id
         tenant["feed"] = {"source": str(self.feed), "format": "csv"}
         tenant["sync"] = {**tenant.get("sync", {}), **sync}
         reg = tmp_path / "tenants.yaml"
         reg.write_text(yaml.safe_dump({"tenants": [tenant]}))
         monkeypatch.setenv("KOBI_CPAS_TENANTS", str(reg))
         self.defs = kobi_env.defs()
-        instance.add_dynamic_partitions("tenant", [TENANT])
+        instance.add_dynamic_partitions("tenant", [tenant_id])
         self.wh = Warehouse(kobi_env.analyst_path)
         self.admin._call("POST", "/catalog_config", json={"problem_rate_scale": 0})
 
@@ -50,7 +54,7 @@ class SyncHarness:
 
     def run(self, job: str, tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
         return self.defs.resolve_job_def(job).execute_in_process(
-            instance=self.instance, partition_key=TENANT, tags=tags or {}, raise_on_error=False
+            instance=self.instance, partition_key=self.tenant, tags=tags or {}, raise_on_error=False
         )
 
     def meta_items(self) -> dict[str, dict]:
@@ -58,7 +62,7 @@ class SyncHarness:
 
     def desired(self) -> dict[str, dict]:
         with self.wh.connect() as con:
-            cur = con.execute("SELECT * FROM sync_state.desired_items WHERE tenant_id = ?", [TENANT])
+            cur = con.execute("SELECT * FROM sync_state.desired_items WHERE tenant_id = ?", [self.tenant])
             cols = [d[0] for d in cur.description]
             return {r[cols.index("id")]: dict(zip(cols, r, strict=True)) for r in cur.fetchall()}
 
@@ -215,7 +219,9 @@ def test_schedule_skips_tenant_with_a_running_sync(harness):
 
 
 def test_a_stale_cached_feed_id_is_rediscovered_not_fatal(harness):
-    """A feed id Kobi cached may disappear at Meta (feed deleted in Commerce Manager, sandbox restarted)."""
+    """A feed id Kobi recorded may disappear at Meta (feed deleted in Commerce Manager, sandbox restarted).
+    A feed with Kobi's name that the state does not record is never adopted silently: someone else may be
+    uploading to it. The sync stops, naming it, and a person adopts it with the run tag."""
     h = harness()
     h.write_feed(120)
     assert h.run("catalog_replace_job").success
@@ -224,9 +230,20 @@ def test_a_stale_cached_feed_id_is_rediscovered_not_fatal(harness):
         con.execute("UPDATE sync_state.feeds SET feed_id = '9999999999999999' WHERE tenant_id = ?", [TENANT])
     h.write_feed(121)
     h.admin.clear_requests()
-    result = h.run("catalog_replace_job")
+    blocked = h.run("catalog_replace_job")
+    assert not blocked.success
+    failure = " ".join(
+        str(e.event_specific_data.error.message) for e in blocked.all_events if e.is_step_failure
+    )
+    assert real in failure and TENANT in failure and CATALOG in failure and "kobi/adopt_feed" in failure
+    assert h.requests("product_feed.uploads.create") == 0 and h.requests("catalog.product_feeds.create") == 0
+    with h.wh.connect() as con:  # nothing recorded for the tenant while blocked
+        assert (
+            con.execute("SELECT feed_id FROM sync_state.feeds WHERE tenant_id = ?", [TENANT]).fetchall() == []
+        )
+    result = h.run("catalog_replace_job", tags={"kobi/adopt_feed": real})
     assert result.success
-    # found again by its name in the catalog, not created twice; the cache points at it again
+    # found again by its name in the catalog, not created twice; the record points at it again
     assert h.requests("catalog.product_feeds.create") == 0
     assert h.requests("product_feed.uploads.create") == 1
     with h.wh.connect() as con:

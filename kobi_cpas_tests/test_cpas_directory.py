@@ -87,7 +87,7 @@ def test_requests_are_approved_over_time_and_not_sent_twice(
         new_id,
         False,
     )
-    node = meta_client.get(new_id, {"fields": "phone_number,receiver_business,request_type,source,status"})
+    node = meta_client.get(new_id, {"fields": "phone_number,receiver_business,source,status"})
     assert node["status"] == "PENDING" and node["receiver_business"]["id"] == n11
     assert node["phone_number"] == CONTACT["phone_number"] and node["source"] == "EXTERNAL"
 

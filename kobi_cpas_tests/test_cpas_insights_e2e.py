@@ -152,6 +152,11 @@ def test_campaign_creation_blocked_by_qc_then_allowed_when_clean(loaded, kobi_en
     assert rows and all(r == ("3000000000000001", "pass") for r in rows)
 
 
+def _product_lookups(admin) -> int:
+    """GET /{product-item-id} calls (an unknown id has no route in the log, so match the path)."""
+    return len(admin.requests(method="GET", path_regex=r"^/v[0-9.]+/62[0-9]{14}$"))
+
+
 def test_shared_item_metrics_single_run_range_is_idempotent(loaded, kobi_env, pg_instance):
     job = dg.define_asset_job("t", selection=["shared_item_metrics"])
     d = dg.Definitions.merge(loaded, dg.Definitions(jobs=[job])).resolve_job_def("t")
@@ -171,21 +176,42 @@ def test_shared_item_metrics_single_run_range_is_idempotent(loaded, kobi_env, pg
                     "SELECT count(*) FROM shared_item_product_metrics WHERE level = 'account'"
                 ).fetchone()[0],
                 con.execute(
-                    "SELECT count(*), count(retailer_id) FROM shared_item_product_metrics"
+                    """SELECT count(*), count(retailer_id), count(match_method),
+                              count(*) FILTER (WHERE retailer_id IS NOT NULL AND retailer_id NOT IN
+                                  (SELECT retailer_id FROM feed_items WHERE tenant_id = 'anatolia_home'))
+                       FROM shared_item_product_metrics"""
                 ).fetchone(),
+                con.execute(
+                    "SELECT DISTINCT action_converted_product_id, retailer_id FROM shared_item_product_metrics"
+                ).fetchall(),
                 res,
             )
         finally:
             con.close()
 
-    first, account_products, products, res = run()
+    kobi_env.sandbox.admin.clear_requests()
+    first, account_products, products, mapped, res = run()
+    lookups = _product_lookups(kobi_env.sandbox.admin)
     assert first[0] > 0 and first[1] == 5
     assert account_products == 0  # never requested at account level
-    assert products[0] > 0 and products[1] == products[0]  # joined to the feed items
+    # every converted product was looked up once; the retailer's items map to the brand's feed items only where the
+    # retailer's SKU is the brand's feed id, so some stay unmatched
+    assert products[0] > 0 and products[2] == products[0]
+    assert 0 < products[1] < products[0] and products[3] == 0
+    world = kobi_env.sandbox.world
+    assert lookups == len({pid for pid, _ in mapped})
+    for pid, feed_id in mapped:
+        node = world.product_items.get(pid)
+        assert node is None or node.catalog_id != "2000000000000001"  # never the brand catalog's item
+        assert feed_id is None or feed_id == node.retailer_id
     evals = {e.check_name: e.passed for e in res.get_asset_check_evaluations()}
     assert evals["rollups_reconcile"] and evals["meta_roas_matches_value_over_spend"]
-    second, _, _, _ = run()
+    meta = res.get_asset_materialization_events()[0].materialization.metadata
+    assert "| anatolia_home | trendyol |" in meta["product_match_rate"].value
+    kobi_env.sandbox.admin.clear_requests()
+    second, _, _, _, _ = run()
     assert second == first  # same rows, nothing doubled
+    assert _product_lookups(kobi_env.sandbox.admin) == 0  # ids are cached, found or not
     reqs = kobi_env.sandbox.admin._call("GET", "/insights/requests")
     product_reqs = [r for r in (reqs.get("data") or reqs) if "action_converted_product_id" in json.dumps(r)]
     assert product_reqs and not any(

@@ -15,7 +15,7 @@ from kobi_cpas.registry.loader import DEFAULT_REGISTRY
 from kobi_cpas.sandbox.routes_cpas import CpasAdmin
 
 if TYPE_CHECKING:
-    pass
+    from kobi_cpas_tests.sandbox_fixtures import SandboxHandle
 
 ANATOLIA_BIZ = "1000000000000001"
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -41,11 +41,11 @@ def test_healthy_accepted_partnership(meta_client: MetaGraphClient, anatolia: Te
     assert row.partnership_status == row.declared_status == "accepted"
     assert row.drift == () and row.next_action is None
     assert row.shared_with_business_id == ANATOLIA_BIZ
-    assert row.permitted_tasks == ("ADVERTISE",) and row.collab_terms == ("ENFORCE_CREATE_NEW_AD_ACCOUNT",)
+    assert row.permitted_tasks == () and row.collab_terms == ()  # Meta does not expose them
     assert row.segment_product_count and row.segment_product_count > 0
     assert row.segment_filter == '{"brand":{"i_contains":"anatolia"}}'
     record = row.as_record()
-    assert record["drift"] == "" and record["permitted_tasks"] == "ADVERTISE" and record["observed_at"] == NOW
+    assert record["drift"] == "" and record["permitted_tasks"] == "" and record["observed_at"] == NOW
 
 
 def test_meta_count_equals_expected_from_feed_snapshot(
@@ -122,14 +122,20 @@ def test_not_a_segment(meta_client: MetaGraphClient, anatolia: Tenant) -> None:
     assert "is a regular catalog, not a catalog segment" in (row.next_action or "")
 
 
-def test_no_advertise_task(meta_client: MetaGraphClient, anatolia: Tenant) -> None:
+def test_shares_are_read_as_meta_exposes_them(
+    sandbox: SandboxHandle, meta_client: MetaGraphClient, anatolia: Tenant
+) -> None:
+    """The agencies edge returns Business objects: only id and name are asked for, and a share's tasks are not
+    claimed (a MANAGE-only share reads as accepted, like any other)."""
     r = anatolia.retailer("trendyol")
     meta_client.post(
         f"{r.catalog_segment_id}/agencies", data={"business": ANATOLIA_BIZ, "permitted_tasks": ["MANAGE"]}
     )
+    sandbox.admin.clear_requests()
     row = reconcile(meta_client, anatolia, r)
-    assert row.partnership_status == "accepted" and row.drift == ("no_advertise_task",)
-    assert "with permitted_tasks ADVERTISE" in (row.next_action or "")
+    assert row.partnership_status == "accepted" and row.drift == () and row.permitted_tasks == ()
+    (call,) = sandbox.admin.requests(route="cpas.catalog.agencies.list")
+    assert call["fields"] == "id,name"
 
 
 def test_missing_ad_account(meta_client: MetaGraphClient, cpas_admin: CpasAdmin, anatolia: Tenant) -> None:
@@ -222,7 +228,6 @@ def test_drift_codes_documented() -> None:
         "segment_missing",
         "not_a_segment",
         "unshared",
-        "no_advertise_task",
         "segment_empty",
         "count_mismatch",
         "ad_account_missing",

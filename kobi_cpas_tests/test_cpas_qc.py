@@ -145,7 +145,8 @@ def test_manifest_flags_edited_ads_and_mixed_accounts(
     cpas_admin.patch_ad(
         ad.id,
         creative={
-            "multi_share_end_card": True,
+            # Meta's SDK has multi_share_end_card only in the link/template data, not on AdCreative.
+            "object_story_spec": {"page_id": "555", "template_data": {"multi_share_end_card": True}},
             "template_url_spec": {"web": {"url": "https://anatolia-home.example/p/1"}},
         },
     )

@@ -81,7 +81,8 @@ def test_feed_fatal_reference_sample_lands_on_the_item_of_row_10(
         assert again.problems == report.problems and diagnostics(con) == [d]  # idempotent
         outcome = checks.check_fatal_ingestion_errors(con, TENANT, CATALOG)
     assert d["retailer_id"] == "coat-10"  # row 10 of the file
-    assert (d["row_number"], d["column_number"]) == (expected["row_number"], expected["column_number"])
+    # row_number through the error's samples; column_number is not in Meta's SDK, so it is not asked for.
+    assert (d["row_number"], d["column_number"]) == (expected["row_number"], None)
     assert (d["source"], d["level"], d["severity"], d["priority"]) == ("feed_upload", "item", "fatal", "HIGH")
     assert d["message"] == expected["summary"] and d["description"] == expected["description"]
     assert (d["error_type"], d["field"], d["title"]) == (

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kobi_cpas.cpas.graph import GraphClient, get_or_none, status_filter
-from kobi_cpas.meta.statuses import NOT_DELETED_STATUSES
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def read_account_usage(client: GraphClient, ad_account_id: str) -> AccountUsage:
             f"{ad_account_id}/campaigns",
             {
                 "fields": "id,name,objective,status,effective_status,promoted_object",
-                "filtering": status_filter(NOT_DELETED_STATUSES),
+                "effective_status": status_filter("campaign", deleted=False),
                 "limit": 200,
             },
         )

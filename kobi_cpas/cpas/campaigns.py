@@ -37,7 +37,6 @@ from kobi_cpas.cpas.qc import (
     qc_creative,
 )
 from kobi_cpas.meta.errors import MetaAPIError
-from kobi_cpas.meta.statuses import NOT_DELETED_STATUSES
 from kobi_cpas.registry.models import CpasRetailer, Tenant
 
 ALL_PRODUCTS_SET = "Kobi | all products"
@@ -267,7 +266,8 @@ def _online_issues(client: GraphClient, plan: CampaignPlan) -> list[QcIssue]:
 
 
 def _find_by_name(client: GraphClient, path: str, name: str) -> str | None:
-    params = {"fields": "id,name", "filtering": status_filter(NOT_DELETED_STATUSES), "limit": 200}
+    level = {"campaigns": "campaign", "adsets": "adset", "ads": "ad"}[path.rsplit("/", 1)[-1]]
+    params = {"fields": "id,name", "effective_status": status_filter(level, deleted=False), "limit": 200}
     for obj in client.paginate(path, params):
         if obj.get("name") == name:
             return str(obj["id"])

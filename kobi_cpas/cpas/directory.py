@@ -16,9 +16,7 @@ from kobi_cpas.cpas.graph import GraphClient, get_or_none
 from kobi_cpas.registry.models import Tenant
 
 Source = Literal["directory", "suggested", "request"]
-REQUEST_FIELDS = (
-    "id,brands,receiver_business,requester_agency_or_brand,request_type,source,status,creation_time"
-)
+REQUEST_FIELDS = "id,brands,receiver_business,requester_agency_or_brand,source,status,creation_time"
 OPEN_REQUEST_STATUSES = frozenset({"PENDING", "IN_PROGRESS", "APPROVED"})
 
 

@@ -32,7 +32,8 @@ Value semantics (identical in both):
   is_any is_not_any`` compare numbers too; ``contains``/``starts_with`` always work on the text.
 
 Errors are :class:`FilterError` whose message names the clause path, e.g.
-``and[1].availability: unknown operator 'is_anyy'``.
+``and[1].availability: unknown operator 'is_anyy'``. Rules nest at most :data:`MAX_RULE_DEPTH` and/or groups
+deep: every evaluator recurses, and a deeper rule would end in a RecursionError instead of an error naming it.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ OPERATORS: frozenset[str] = frozenset(
 LIST_OPERATORS = frozenset({"is_any", "is_not_any"})
 NUMERIC_OPERATORS = frozenset({"lt", "lte", "gt", "gte"})
 TEXT_OPERATORS = frozenset({"contains", "i_contains", "i_not_contains", "starts_with"})
+# Real segment rules nest two or three groups; 32 leaves room and keeps every recursive walk far from the limit.
+MAX_RULE_DEPTH = 32
 
 # Rule field -> feed column (kobi_cpas.feeds.fields.COLUMNS; the id column is configurable because the
 # analyst table feed_items calls it retailer_id and the stage tables call it id).
@@ -145,6 +148,8 @@ def load_rule(rule: Mapping[str, Any] | str | bytes) -> dict[str, Any]:
             rule = json.loads(rule)
         except ValueError as exc:
             raise FilterError("<rule>", f"not valid JSON ({exc})") from None
+        except RecursionError:
+            raise FilterError("<rule>", f"nested more than {MAX_RULE_DEPTH} levels deep") from None
     if not isinstance(rule, Mapping):
         raise FilterError("<rule>", f"must be a JSON object, got {type(rule).__name__}")
     return dict(rule)
@@ -152,13 +157,13 @@ def load_rule(rule: Mapping[str, Any] | str | bytes) -> dict[str, Any]:
 
 def parse_rule(rule: Mapping[str, Any] | str | bytes) -> Node:
     """Validate a rule and return its tree (raises FilterError naming the clause)."""
-    return _parse(load_rule(rule), "")
+    return _parse(load_rule(rule), "", 0)
 
 
 def validate_rule(rule: Mapping[str, Any] | str | bytes) -> dict[str, Any]:
     """Validate and return the rule as a dict."""
     data = load_rule(rule)
-    _parse(data, "")
+    _parse(data, "", 0)
     return data
 
 
@@ -171,7 +176,13 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _parse(rule: Any, path: str) -> Node:
+def _short(path: str) -> str:
+    return path if len(path) <= 60 else f"{path[:28]}...{path[-28:]}"
+
+
+def _parse(rule: Any, path: str, depth: int) -> Node:
+    if depth > MAX_RULE_DEPTH:
+        raise FilterError(_short(path), f"rule nested more than {MAX_RULE_DEPTH} and/or groups deep")
     if not isinstance(rule, Mapping):
         raise FilterError(path, f"a clause must be an object, got {_show(rule)}")
     if not rule:
@@ -184,7 +195,7 @@ def _parse(rule: Any, path: str) -> Node:
             kpath = _join(path, key)
             if not isinstance(body, list) or not body:
                 raise FilterError(kpath, f"'{key}' needs a non-empty list of clauses, got {_show(body)}")
-            children = tuple(_parse(child, f"{kpath}[{i}]") for i, child in enumerate(body))
+            children = tuple(_parse(child, f"{kpath}[{i}]", depth + 1) for i, child in enumerate(body))
             parts.append(Group(kpath, key, children))
         else:
             parts.extend(_parse_field(key, body, _join(path, key)))
@@ -236,7 +247,10 @@ def _scalar(op: str, value: Any, numeric: bool, path: str) -> str | float:
 
 
 def _show(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except RecursionError:
+        return "a deeply nested value"
     return text if len(text) <= 60 else text[:57] + "..."
 
 

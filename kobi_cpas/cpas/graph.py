@@ -12,7 +12,7 @@ from kobi_cpas.meta.errors import (
     MetaInvalidRequestError,
     MetaRetryBudgetExceeded,
 )
-from kobi_cpas.meta.statuses import ALL_EFFECTIVE_STATUSES
+from kobi_cpas.meta.statuses import effective_statuses
 
 
 class GraphClient(Protocol):
@@ -35,9 +35,12 @@ class GraphClient(Protocol):
     def paginate(self, path: str, params: Mapping[str, Any] | None = None) -> Any: ...
 
 
-def status_filter(statuses: tuple[str, ...] = ALL_EFFECTIVE_STATUSES) -> list[dict[str, Any]]:
-    """A ``filtering`` value selecting objects by effective status."""
-    return [{"field": "effective_status", "operator": "IN", "value": list(statuses)}]
+def status_filter(level: str, *, deleted: bool = True) -> list[str]:
+    """The ``effective_status`` parameter of a campaigns/adsets/ads listing: every status ``level`` objects
+    (campaign, adset, ad) can have (Meta refuses another level's values), DELETED ones only if asked. Without
+    it Meta leaves archived and deleted objects out. The edge's own parameter, not ``filtering``: it is the
+    one Meta's SDK defines for these edges."""
+    return list(effective_statuses(level, deleted=deleted))
 
 
 def is_missing(exc: BaseException) -> bool:

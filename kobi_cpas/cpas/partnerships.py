@@ -7,14 +7,13 @@ and the exact next action for a person.
 
 Observed status:
 
-* ``accepted`` — the segment is in ``agencies`` for the brand's business (with ADVERTISE, else drift
-  ``no_advertise_task``);
+* ``accepted`` — the segment is in ``agencies`` for the brand's business (Meta's agencies edge returns
+  Business objects: the tasks and collab terms of a share cannot be read back, so none are reported);
 * ``pending`` — the segment is shared (share settings) but the brand has not accepted it, or not shared / not
   created yet while the registry does not claim it was accepted;
 * ``revoked`` — the registry says accepted (or revoked) but the segment is gone or no longer shared.
 
-Drift codes (:data:`DRIFT_CODES`): ``segment_missing``, ``not_a_segment``, ``unshared``, ``no_advertise_task``,
-``segment_empty``, ``count_mismatch``, ``ad_account_missing``, ``ad_account_mixed_retailers`` and
+Drift codes (:data:`DRIFT_CODES`): ``segment_missing``, ``not_a_segment``, ``unshared``, ``segment_empty``, ``count_mismatch``, ``ad_account_missing``, ``ad_account_mixed_retailers`` and
 ``registry_outdated`` (Meta shows accepted while the registry says pending or revoked).
 """
 
@@ -36,7 +35,6 @@ DRIFT_CODES = (
     "segment_missing",
     "not_a_segment",
     "unshared",
-    "no_advertise_task",
     "segment_empty",
     "count_mismatch",
     "ad_account_missing",
@@ -59,8 +57,8 @@ class PartnershipRow:
     onboarding_mode: str  # api | manual | hybrid
     dedicated_ad_account_id: str | None
     shared_with_business_id: str | None  # the brand business the segment is shared with (None: not shared)
-    permitted_tasks: tuple[str, ...]
-    collab_terms: tuple[str, ...]
+    permitted_tasks: tuple[str, ...]  # not readable from Meta (see the module docstring): always empty
+    collab_terms: tuple[str, ...]  # likewise
     segment_product_count: int | None  # Meta's product_count of the segment
     expected_product_count: int | None  # the filter evaluated on Kobi's feed snapshot
     drift: tuple[str, ...]
@@ -129,14 +127,11 @@ def reconcile_partnership(
             shares = read_segment_shares(client, r.catalog_segment_id)
     seg_ok = segment is not None and bool(segment.get("is_catalog_segment"))
     share_state = shares.status_for(brand_biz) if seg_ok else "not_shared"
-    agency = shares.agencies.get(brand_biz, {})
-    tasks = tuple(agency.get("permitted_tasks") or ())
-    terms = tuple(agency.get("enabled_collab_terms") or ())
+    tasks: tuple[str, ...] = ()
+    terms: tuple[str, ...] = ()
 
     if share_state == "accepted":
         observed = "accepted"
-        if "ADVERTISE" not in tasks:
-            drift.append("no_advertise_task")
     elif share_state == "pending":
         observed = "pending"
     elif declared in ("accepted", "revoked"):
@@ -326,13 +321,6 @@ def _a_unshared(c: _Ctx) -> str:
     )
 
 
-def _a_no_advertise(c: _Ctx) -> str:
-    return (
-        f"Segment {c.seg} is shared with {c.brand} without the ADVERTISE task: ask {c.retailer_name} to re-share it "
-        "with permitted_tasks ADVERTISE."
-    )
-
-
 def _a_empty(c: _Ctx) -> str:
     exp = f" (Kobi expects {c.expected} from the feed)" if c.expected is not None else ""
     return (
@@ -387,7 +375,6 @@ _DRIFT_ACTIONS: dict[str, Callable[[_Ctx], str]] = {
     "segment_missing": _a_missing,
     "not_a_segment": _a_not_segment,
     "unshared": _a_unshared,
-    "no_advertise_task": _a_no_advertise,
     "segment_empty": _a_empty,
     "count_mismatch": _a_mismatch,
     "ad_account_missing": _a_account_missing,

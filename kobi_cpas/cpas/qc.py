@@ -34,7 +34,6 @@ from typing import Any
 from kobi_cpas.cpas.accounts import read_account_usage
 from kobi_cpas.cpas.graph import GraphClient, status_filter
 from kobi_cpas.cpas.retailers import DEFAULT_DIRECTORY, RetailerDirectory
-from kobi_cpas.meta.statuses import ALL_EFFECTIVE_STATUSES
 from kobi_cpas.registry.models import CpasRetailer, Tenant
 
 DEFAULT_DESCRIPTION = "{{product.description}}"
@@ -250,7 +249,7 @@ class ManifestRow:
 
 AD_FIELDS = (
     "id,name,campaign_id,adset_id,status,effective_status,tracking_specs,"
-    "creative{id,name,object_story_spec,template_url_spec,product_set_id,multi_share_end_card}"
+    "creative{id,name,object_story_spec,template_url_spec,product_set_id}"
 )
 
 
@@ -292,14 +291,13 @@ def manifest_rows(
     relevant = {
         cat for cat, c in usage.catalogs.items() if c.is_catalog_segment or not c.exists
     }  # segments, and catalogs gone since
-    everything = status_filter(ALL_EFFECTIVE_STATUSES)
     campaigns = {
         str(c["id"]): c
         for c in client.paginate(
             f"{act}/campaigns",
             {
                 "fields": "id,name,objective,status,effective_status,promoted_object",
-                "filtering": everything,
+                "effective_status": status_filter("campaign"),
                 "limit": 200,
             },
         )
@@ -309,12 +307,16 @@ def manifest_rows(
             f"{act}/adsets",
             {
                 "fields": "id,name,campaign_id,status,effective_status,promoted_object",
-                "filtering": everything,
+                "effective_status": status_filter("adset"),
                 "limit": 200,
             },
         )
     )
-    ads = list(client.paginate(f"{act}/ads", {"fields": AD_FIELDS, "filtering": everything, "limit": 200}))
+    ads = list(
+        client.paginate(
+            f"{act}/ads", {"fields": AD_FIELDS, "effective_status": status_filter("ad"), "limit": 200}
+        )
+    )
     rows: list[ManifestRow] = []
     adsets_by_campaign: dict[str, list[dict[str, Any]]] = {}
     for s in adsets:

@@ -120,7 +120,10 @@ def find_or_create_segment(
 @dataclass(frozen=True)
 class SegmentShares:
     """Who a segment is shared with: ``agencies`` (accepted, by business id) and ``share_settings`` (every
-    share, accepted or pending, by business id)."""
+    share, accepted or pending, by business id).
+
+    Meta's agencies edge returns Business objects (id, name): the tasks and collab terms of a share are sent
+    when sharing and cannot be read back."""
 
     agencies: dict[str, dict[str, Any]] = field(default_factory=dict)
     share_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -137,9 +140,7 @@ class SegmentShares:
 def read_segment_shares(client: GraphClient, segment_id: str) -> SegmentShares:
     agencies = {
         str(a["id"]): a
-        for a in client.paginate(
-            f"{segment_id}/agencies", {"fields": "id,name,permitted_tasks,enabled_collab_terms", "limit": 100}
-        )
+        for a in client.paginate(f"{segment_id}/agencies", {"fields": "id,name", "limit": 100})
     }
     settings: dict[str, dict[str, Any]] = {}
     for s in client.paginate(

@@ -30,9 +30,14 @@ CPAS_PARTNERSHIPS = register_table(
             col(
                 "permitted_tasks",
                 "VARCHAR",
-                "Tasks granted on the segment, comma-separated (ADVERTISE, MANAGE)",
+                "Tasks granted on the segment: empty, Meta does not expose them (its agencies edge returns "
+                "Business objects)",
             ),
-            col("collab_terms", "VARCHAR", "Collaboration terms the retailer requires, comma-separated"),
+            col(
+                "collab_terms",
+                "VARCHAR",
+                "Collaboration terms of the share: empty, Meta does not expose them",
+            ),
             col("segment_product_count", "BIGINT", "Products in the segment according to Meta"),
             col(
                 "expected_product_count",

@@ -6,6 +6,8 @@ from typing import Any
 import dagster as dg
 import duckdb
 
+from kobi_cpas.defs.tenants.evaluation import log_tenant_problems, registry_notes
+from kobi_cpas.registry import RegistryError, load_registry
 from kobi_cpas.warehouse.specs import TableSpec, ViewSpec
 
 OWNERS_DATA = ["team:kobi-data"]
@@ -57,11 +59,25 @@ def count(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) 
 
 
 def every_tenant(context: dg.ScheduleEvaluationContext, run_key_prefix: str, period_format: str):
-    """One run per tenant partition per period (e.g. day or hour), idempotent through the run key."""
-    tenants = sorted(context.instance.get_dynamic_partitions("tenant"))
+    """One run per tenant partition per period (e.g. day or hour), idempotent through the run key.
+
+    Tenants whose registry entry is broken keep their partition but get no run (it could only fail); they are
+    named in the skip reason or the tick log. An unreadable registry file skips the tick."""
+    try:
+        reg = load_registry()
+    except RegistryError as exc:
+        return dg.SkipReason(f"registry invalid, no {run_key_prefix} run launched: {exc}")
+    broken = set(reg.broken_tenant_ids)
+    notes = registry_notes(reg)
+    log_tenant_problems(context.log, f"{run_key_prefix} schedule", notes)
+    partitions = set(context.instance.get_dynamic_partitions("tenant"))
+    tenants = sorted(partitions - broken)
     if not tenants:
-        return dg.SkipReason(
-            "no tenant partitions yet (tenant_partitions_sensor adds them from the registry)"
+        why = (
+            "every tenant partition belongs to a broken registry entry"
+            if partitions
+            else "no tenant partitions yet (tenant_partitions_sensor adds them from the registry)"
         )
+        return dg.SkipReason("; ".join([why, *notes]))
     period = context.scheduled_execution_time.strftime(period_format)
     return [dg.RunRequest(run_key=f"{run_key_prefix}:{t}:{period}", partition_key=t) for t in tenants]

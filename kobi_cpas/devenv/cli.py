@@ -92,10 +92,38 @@ def print_tables(analyst_path: Path) -> None:
         click.echo(f"  {name.ljust(width)}  {n:>10,} rows")
 
 
+def print_dry_run_writes(analyst_path: Path, run_ids: list[str], scratch: str | None) -> None:
+    """What a dry run did not send, grouped by tenant, step, method and path."""
+    from kobi_cpas.warehouse import Warehouse, read_analyst
+    from kobi_cpas.warehouse.scratch import SCRATCH_DIR, scratch_key
+
+    rows = read_analyst(
+        analyst_path,
+        "SELECT coalesce(tenant_id, '-'), coalesce(step, '-'), method, path, count(*), sum(item_count) "
+        "FROM meta_dry_run_writes WHERE list_contains(?::VARCHAR[], run_id) GROUP BY ALL ORDER BY ALL",
+        [run_ids],
+    )
+    total = sum(int(r[4]) for r in rows)
+    click.echo(f"\nDRY RUN: {total} Meta write(s) NOT sent (all recorded in meta_dry_run_writes):")
+    for tenant, step, method, path, n, items in rows:
+        extra = f", {int(items):,} items" if items else ""
+        click.echo(f"  {tenant:<20} {step:<28} {method:<6} {path}  x{n}{extra}")
+    if scratch:
+        where = Warehouse(analyst_path).work_dir / SCRATCH_DIR / scratch_key(scratch)
+        click.echo(f"the state these runs would have left: {where} (a scratch copy; removed after 24 h)")
+
+
 @main.command()
 @click.option("--tenant", "tenants", multiple=True, help="Only these tenants (default: all in the registry).")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Read everything from Meta, write nothing there: every POST/DELETE is recorded in the analyst table "
+    "meta_dry_run_writes instead of sent, and Kobi's own state (sync state, every other table) is left as it "
+    "was (run tag kobi/dry_run=true on every run).",
+)
 @_friendly
-def run(tenants: tuple[str, ...]) -> None:
+def run(tenants: tuple[str, ...], dry_run: bool) -> None:
     """Materialize the whole asset graph for the registry's tenants (against the sandbox unless
     META_GRAPH_API_URL is set), then print the analyst tables."""
     import dagster as dg
@@ -113,6 +141,8 @@ def run(tenants: tuple[str, ...]) -> None:
         click.echo(f"postgres:  {info.postgres}")
         click.echo(f"meta:      {info.meta}")
         click.echo(f"dagster:   DAGSTER_HOME={info.dagster_home}")
+        if dry_run:
+            click.echo("DRY RUN:   reads from Meta; writes recorded in meta_dry_run_writes, not sent")
         from kobi_cpas.definitions import defs as build_defs
 
         defs = build_defs()
@@ -121,10 +151,12 @@ def run(tenants: tuple[str, ...]) -> None:
             ensure_pools(instance)
             for run_id in release_orphaned_slots(instance, same_host=info.postgres_local):
                 click.echo(f"released pool slots of orphaned run {run_id}")
-            report = materialize_all(defs, instance, tenants=list(tenants) or None)
+            report = materialize_all(defs, instance, tenants=list(tenants) or None, dry_run=dry_run)
         finally:
             instance.dispose()
     print_tables(analyst_path_from_env())
+    if dry_run:
+        print_dry_run_writes(analyst_path_from_env(), report.run_ids, report.dry_run_scratch)
     failed = [r for r in report.runs if not r[2]]
     click.echo(f"\n{len(report.runs)} runs, {len(failed)} failed, {time.monotonic() - started:.1f}s")
     if failed:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ import dagster as dg
 
 from kobi_cpas.defs.tenants.partitions import TENANT_PARTITIONS_NAME
 from kobi_cpas.devenv.instance import owner_tags
+from kobi_cpas.meta.dry_run import DRY_RUN_SCRATCH_TAG, DRY_RUN_TAG
 from kobi_cpas.registry import load_registry
 
 log = logging.getLogger(__name__)
@@ -26,14 +28,18 @@ class PipelineReport:
     runs: list[tuple[str, str | None, bool, float]] = field(
         default_factory=list
     )  # (group, partition, ok, secs)
+    run_ids: list[str] = field(default_factory=list)
+    # Set for a dry run: the scratch key its runs share (the work database copy under .kobi_work/dry_run/).
+    dry_run_scratch: str | None = None
 
     @property
     def ok(self) -> bool:
         return all(r[2] for r in self.runs)
 
 
-def sync_tenant_partitions(instance: dg.DagsterInstance) -> list[str]:
-    """Apply the registry to the tenant partitions (what tenant_partitions_sensor does on the daemon)."""
+def sync_tenant_partitions(instance: dg.DagsterInstance, remove: bool = True) -> list[str]:
+    """Apply the registry to the tenant partitions (what tenant_partitions_sensor does on the daemon);
+    ``remove=False`` only adds (a dry run removes nothing)."""
     reg = load_registry()
     wanted = reg.registry.tenant_ids
     existing = set(instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
@@ -42,7 +48,7 @@ def sync_tenant_partitions(instance: dg.DagsterInstance) -> list[str]:
         instance.add_dynamic_partitions(TENANT_PARTITIONS_NAME, add)
     # Like the sensor: a broken tenant keeps its partition; with an unreadable entry nothing is removed.
     keep = set(wanted) | set(reg.broken_tenant_ids)
-    for gone in set() if reg.has_unnamed_problems else existing - keep:
+    for gone in set() if reg.has_unnamed_problems or not remove else existing - keep:
         instance.delete_dynamic_partition(TENANT_PARTITIONS_NAME, gone)
     return wanted
 
@@ -110,8 +116,12 @@ def materialize_all(
     on_progress: Callable[[str], None] = print,
     raise_on_error: bool = False,
     stages: list[list[str]] | None = None,
+    dry_run: bool = False,
 ) -> PipelineReport:
-    sync_tenant_partitions(instance)
+    """``dry_run``: every run carries the run tag kobi/dry_run=true (Meta writes recorded in
+    meta_dry_run_writes, not sent) and one scratch key, so each run sees the state the earlier ones would have
+    left and nothing of it reaches Kobi's state."""
+    sync_tenant_partitions(instance, remove=not dry_run)
     graph = defs.resolve_asset_graph()
     assets_defs = list(graph.assets_defs)
     order = [k for k in graph.toposorted_asset_keys if graph.get(k).is_materializable]
@@ -128,6 +138,10 @@ def materialize_all(
             plan.append(rest)
 
     report = PipelineReport()
+    dry_tags: dict[str, str] = {}
+    if dry_run:
+        report.dry_run_scratch = f"cli-{uuid.uuid4().hex[:12]}"
+        dry_tags = {DRY_RUN_TAG: "true", DRY_RUN_SCRATCH_TAG: report.dry_run_scratch}
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     for keys in plan:
         for pdef, gkeys in _group(graph, keys):
@@ -153,12 +167,13 @@ def materialize_all(
                     selection=dg.AssetSelection.assets(*gkeys),
                     raise_on_error=raise_on_error,
                     # The owner tags let a later `make run` tell this live run from an orphaned one.
-                    tags={"kobi/launched_by": "make-run", **owner_tags(), **extra_tags},
+                    tags={"kobi/launched_by": "make-run", **owner_tags(), **extra_tags, **dry_tags},
                     run_config=quiet,
                 )
                 report.runs.append(
                     (label, pkey or span.strip() or None, result.success, time.monotonic() - started)
                 )
+                report.run_ids.append(result.run_id)
                 if not result.success:
                     on_progress(f"  FAILED (run {result.run_id}): open it in the Dagster UI (make dev)")
     return report

@@ -49,14 +49,19 @@ SOURCES: tuple[str, ...] = (
     "batch_request",
     "meta_item_check",
     "meta_catalog_diagnostics",
+    "kobi_sync_guard",  # the sync's safety guards (diagnostics/guard.py)
 )
 DEFAULT_LOOKBACK = timedelta(days=7)
 DEFAULT_PAGE_LIMIT = 500
 ITEM_ERROR_FIELDS = "id,retailer_id,errors"
-UPLOAD_ERROR_FIELDS = (
-    "id,summary,description,severity,row_number,column_number,error_type,total_count,"
-    "samples{row_number,retailer_id}"
+# Named, not Meta's unspecified defaults: the ProductCatalogDiagnosticGroup fields the summary reads.
+CATALOG_DIAGNOSTIC_FIELDS = (
+    "title,subtitle,type,severity,error_code,number_of_affected_items,affected_entity,affected_channels,"
+    "affected_features,diagnostics"
 )
+# Fields Meta's SDK defines: rows come through samples (the error object has no row_number or column_number in
+# the SDK). error_type is in the SDK but not in the docs' sample: when absent it comes from the summary's title.
+UPLOAD_ERROR_FIELDS = "id,summary,description,severity,error_type,total_count,samples{row_number,retailer_id}"
 # Batch API messages are "<title>: <description>"; titles of Meta's ingestion errors -> their error types.
 BATCH_TITLE_TYPES: dict[str, str] = {
     "a required field is missing": "MISSING_REQUIRED_FIELD",
@@ -272,7 +277,7 @@ def syncs_to_fetch(
     rows = con.execute(
         f"""SELECT {", ".join("s." + c.strip() for c in _SYNC_COLUMNS.split(","))}
         FROM main.catalog_syncs s
-        WHERE s.tenant_id = ? AND s.catalog_id = ? AND s.status = 'finished'
+        WHERE s.tenant_id = ? AND s.catalog_id = ? AND starts_with(s.status, 'finished')
           AND coalesce(s.started_at, s.finished_at) >= ?
           AND (s.upload_session_id IS NOT NULL OR s.handle IS NOT NULL)
           AND (s.errors_count IS NULL OR s.warnings_count IS NULL OR s.errors_count + s.warnings_count > 0)
@@ -522,7 +527,7 @@ def stage_sync_problems(
           -- finished syncs whose outcome is known: errors fetched, or none reported
           SELECT s.sync_id, s.method, s.shard, coalesce(s.started_at, s.finished_at) AS t
           FROM main.catalog_syncs s
-          WHERE s.tenant_id = $t AND s.catalog_id = $c AND s.status = 'finished'
+          WHERE s.tenant_id = $t AND s.catalog_id = $c AND starts_with(s.status, 'finished')
             AND coalesce(s.started_at, s.finished_at) >= $since
             AND (s.sync_id IN (SELECT sync_id FROM diag_state.sync_errors_fetched)
                  OR (coalesce(s.errors_count, 0) = 0 AND coalesce(s.warnings_count, 0) = 0
@@ -711,7 +716,11 @@ class CatalogObservation:
 
 def fetch_catalog_observation(client: MetaGraphClient, catalog_id: str) -> CatalogObservation:
     node = client.get(catalog_id, params={"fields": "id,product_count"})
-    groups = [g for g in client.paginate(f"{catalog_id}/diagnostics") if isinstance(g, dict)]
+    groups = [
+        g
+        for g in client.paginate(f"{catalog_id}/diagnostics", {"fields": CATALOG_DIAGNOSTIC_FIELDS})
+        if isinstance(g, dict)
+    ]
     pc = node.get("product_count")
     return CatalogObservation(int(pc) if pc is not None else None, groups)
 

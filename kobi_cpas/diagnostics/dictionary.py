@@ -8,6 +8,7 @@ with fallbacks, ``cta_for`` answers it for one type):
   on the item's error itself, then the dictionary in en_US.
 - Ingestion errors (feed uploads, Batch API): the dictionary (locale, then en_US), then Kobi's text for known
   ingestion types (``KOBI_INGESTION_CTA``).
+- Kobi's sync guards (``kobi_sync_guard``): Kobi's text for the guard's problem type (``KOBI_GUARD_CTA``).
 - Otherwise the generic CTA of the priority: ``INGESTION_CTA`` for ingestion errors, else ``GENERIC_CTA``.
   An error type missing from the dictionary (Meta reports types before documenting them) therefore still gets
   the item's own CTA or the generic one.
@@ -28,6 +29,7 @@ DEFAULT_LOCALE = "en_US"
 DICTIONARY_MAX_AGE = timedelta(hours=24)
 INGESTION_SOURCES = ("feed_upload", "batch_request")
 META_SOURCES = ("meta_item_check", "meta_catalog_diagnostics")
+GUARD_SOURCE = "kobi_sync_guard"
 
 # Documented generic CTAs, used when neither the source nor the dictionary has one.
 GENERIC_CTA: dict[str, str] = {
@@ -77,6 +79,17 @@ KOBI_INGESTION_CTA: dict[str, str] = {
     ),
 }
 
+# Kobi's CTAs for the problems its own sync guards raise (catalog level).
+KOBI_GUARD_CTA: dict[str, str] = {
+    "SURPLUS_DELETIONS": (
+        "Act now: Meta deleted more items from this tenant's product feed than Kobi's replace upload planned, "
+        "so someone else (another tenant, another tool or a person in Commerce Manager) is writing to the same "
+        "feed or catalog. Find who uploads to the feed named in the description and stop it (each tenant needs "
+        "its own catalog), then check the catalog's items. Replace uploads of this tenant stay blocked until a "
+        "person confirms by running catalog_replace_job with the run tag kobi/override_deletion_guard=true."
+    ),
+}
+
 
 def normalise_priority(priority: str | None) -> str:
     p = (priority or "").strip().upper()
@@ -117,6 +130,12 @@ def kobi_ingestion_cta_sql(error_type_expr: str) -> str:
     return f"(CASE {error_type_expr} {whens} ELSE NULL END)"
 
 
+def kobi_guard_cta_sql(error_type_expr: str) -> str:
+    """SQL: Kobi's CTA for a guard problem type, else NULL."""
+    whens = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in KOBI_GUARD_CTA.items())
+    return f"(CASE {error_type_expr} {whens} ELSE NULL END)"
+
+
 def _blank(expr: str) -> str:
     return f"nullif(trim({expr}), '')"
 
@@ -134,6 +153,7 @@ def resolved_texts_sql(alias: str, loc: str = "dl", en: str = "de") -> dict[str,
     dict_cta = f"coalesce({_blank(f'{loc}.meta_call_to_action')}, {_blank(f'{en}.meta_call_to_action')})"
     cta = f"""coalesce(CASE
         WHEN {s}.source = 'kobi_feed_validation' THEN {_blank(f"{s}.reported_cta")}
+        WHEN {s}.source = '{GUARD_SOURCE}' THEN {kobi_guard_cta_sql(f"{s}.error_type")}
         WHEN {s}.source IN ({meta}) THEN coalesce({_blank(f"{loc}.meta_call_to_action")},
              {_blank(f"{s}.reported_cta")}, {_blank(f"{en}.meta_call_to_action")})
         WHEN {s}.source IN ({ingest}) THEN coalesce({dict_cta}, {kobi_ingestion_cta_sql(f"{s}.error_type")})
@@ -141,6 +161,7 @@ def resolved_texts_sql(alias: str, loc: str = "dl", en: str = "de") -> dict[str,
       {generic_cta_sql(priority, f"{s}.source")})"""
     cta_source = f"""CASE
         WHEN {s}.source = 'kobi_feed_validation' AND {_blank(f"{s}.reported_cta")} IS NOT NULL THEN 'kobi'
+        WHEN {s}.source = '{GUARD_SOURCE}' AND {kobi_guard_cta_sql(f"{s}.error_type")} IS NOT NULL THEN 'kobi'
         WHEN {s}.source IN ({meta}) AND {_blank(f"{loc}.meta_call_to_action")} IS NOT NULL THEN 'dictionary'
         WHEN {s}.source IN ({meta}) AND {_blank(f"{s}.reported_cta")} IS NOT NULL THEN 'meta'
         WHEN {s}.source <> 'kobi_feed_validation' AND {dict_cta} IS NOT NULL THEN 'dictionary'

@@ -101,7 +101,7 @@ def prune_state(
         """DELETE FROM diag_state.sync_rows WHERE sync_id IN (
              SELECT s.sync_id FROM main.catalog_syncs s WHERE s.tenant_id = ? AND s.catalog_id = ? AND (
                coalesce(s.started_at, s.finished_at) < ? OR s.status = 'failed'
-               OR (s.method = 'replace' AND s.status = 'finished' AND (
+               OR (s.method = 'replace' AND starts_with(s.status, 'finished') AND (
                      s.sync_id IN (SELECT sync_id FROM diag_state.sync_errors_fetched)
                      OR (s.errors_count = 0 AND s.warnings_count = 0)))))""",
         [tenant_id, catalog_id, since],

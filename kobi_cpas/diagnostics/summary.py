@@ -130,7 +130,7 @@ def current_health(
         worst AS (SELECT retailer_id, min({_PRIORITY_ORDER}) AS w FROM d
                   WHERE retailer_id <> '' AND source IN ({_META_SIDE}) GROUP BY 1),
         syncs AS (SELECT method, max(coalesce(finished_at, started_at)) AS ts FROM main.catalog_syncs
-                  WHERE tenant_id = $t AND catalog_id = $c AND status = 'finished' GROUP BY 1),
+                  WHERE tenant_id = $t AND catalog_id = $c AND starts_with(status, 'finished') GROUP BY 1),
         cat AS (SELECT has_event_source, pixel_count, app_count FROM main.meta_catalogs
                 WHERE tenant_id = $t AND catalog_id = $c ORDER BY observed_at DESC LIMIT 1)
         SELECT (SELECT count(DISTINCT retailer_id) FROM d WHERE retailer_id <> ''),

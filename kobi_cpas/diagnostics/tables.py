@@ -88,7 +88,8 @@ CATALOG_DIAGNOSTICS = register_table(
                 "VARCHAR",
                 "kobi_feed_validation (Kobi's feed checks), feed_upload (GET /{upload_id}/errors), batch_request "
                 "(check_batch_request_status), meta_item_check (Meta's async item errors) or "
-                "meta_catalog_diagnostics (GET /{catalog_id}/diagnostics, catalog-level)",
+                "meta_catalog_diagnostics (GET /{catalog_id}/diagnostics, catalog-level) or kobi_sync_guard (the "
+                "sync's safety guards, e.g. Meta deleting more items than a replace upload planned)",
                 False,
             ),
             col("error_type", "VARCHAR", "Meta error type, or Kobi's issue code in upper case", False),
@@ -112,7 +113,7 @@ CATALOG_DIAGNOSTICS = register_table(
             col(
                 "cta_source",
                 "VARCHAR",
-                "Where the CTA comes from: kobi (feed validation), dictionary (catalog_error_types), meta (the "
+                "Where the CTA comes from: kobi (feed validation, sync guards), dictionary (catalog_error_types), meta (the "
                 "item's own error), kobi_ingestion (Kobi's text for an ingestion error) or generic (per priority)",
                 False,
             ),

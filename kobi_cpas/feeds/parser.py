@@ -47,6 +47,7 @@ from kobi_cpas.feeds.fields import (
     REQUIRED_COLUMNS,
     canonical_column,
 )
+from kobi_cpas.feeds.sniff import check_kind
 
 FeedFormat = Literal["csv", "tsv", "xml"]
 FORMAT_ALIASES: dict[str, FeedFormat] = {
@@ -147,6 +148,7 @@ def open_feed_source(
     ffmt = normalise_format(fmt)
     if not path.is_file():
         raise FeedFileError(path, "file not found")
+    check_kind(path, ffmt)
     if ffmt == "xml":
         return _open_xml(path, required_columns, tmp_dir)
     return _open_delimited(path, ffmt, required_columns)

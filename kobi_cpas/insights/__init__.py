@@ -6,6 +6,8 @@
 - ``schema``: table specs and DDL (analyst tables in ``main``, raw state in ``raw``).
 - ``parse``: raw pages -> long rows in SQL; ``replace_slices`` (one transaction, complete slices only).
 - ``pull``: ``pull_account_days`` orchestrating it all; account time zone and restatement window helpers.
+- ``products``: converted product ids (the retailer's product items) looked up once each, cached in
+  ``retailer_product_items``, matched to the brand's feed; match rates per tenant and retailer.
 - ``reconcile``: rollup, ROAS, product presence, re-pull and freshness checks as SQL.
 - ``bench``: ``run_insights_benchmark`` against an in-process sandbox.
 """
@@ -25,6 +27,14 @@ from kobi_cpas.insights.parse import (
     reparse_days,
     replace_slice,
     replace_slices,
+)
+from kobi_cpas.insights.products import (
+    LOOKUP_FIELDS,
+    LookupReport,
+    ProductLookupError,
+    lookup_product_items,
+    match_rates,
+    match_to_feed,
 )
 from kobi_cpas.insights.pull import (
     AccountInfo,
@@ -59,6 +69,7 @@ __all__ = [
     "FAMILIES",
     "INSIGHTS_METRIC_CATALOG",
     "LEVELS",
+    "LOOKUP_FIELDS",
     "METRICS",
     "METRIC_CATALOG",
     "SHARED_ITEM_METRICS",
@@ -69,8 +80,10 @@ __all__ = [
     "InsightsRequest",
     "InsightsWaitBudgetExceeded",
     "JobStats",
+    "LookupReport",
     "MetricDef",
     "Piece",
+    "ProductLookupError",
     "PullReport",
     "ReportJobManager",
     "SliceKey",
@@ -82,6 +95,9 @@ __all__ = [
     "complete_days",
     "discover_campaign_ids",
     "ensure_schema",
+    "lookup_product_items",
+    "match_rates",
+    "match_to_feed",
     "parsed_rows_sql",
     "plan_requests",
     "pull_account_days",

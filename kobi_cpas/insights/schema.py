@@ -22,6 +22,8 @@ from kobi_cpas.warehouse.specs import Column, TableSpec, col
 
 NA = "n/a"
 DEFAULT_WINDOW = "default"
+# The window product value roll-ups use: product rows carry only the requested window keys (no 'default').
+PRODUCT_VALUE_WINDOW = "7d_click"
 VALUE_TYPE = "DECIMAL(20,6)"  # ROAS arrives with 6 decimals, money with 2, counts as integers
 
 _KEY_IDS = (
@@ -141,18 +143,85 @@ SHARED_ITEM_PRODUCT_METRICS = TableSpec(
             False,
         ),
         *_TAIL,
-        # Filled after each pull by joining the product item id to the tenant's catalog and feed (NULL when the
-        # product is not (or no longer) in the brand's feed).
-        col("retailer_id", "VARCHAR", "The feed item (retailer id) behind the product item id, where known"),
-        col("product_title", "VARCHAR", "Title of the feed item, where known"),
-        col("product_brand", "VARCHAR", "Brand of the feed item, where known"),
+        # Filled after each pull from the mapping in retailer_product_items (the id is the retailer's product
+        # item, looked up on Meta, then matched to the brand's feed); NULL while unmatched.
+        col(
+            "retailer_id",
+            "VARCHAR",
+            "The brand's feed item (its id, Meta's retailer_id in the brand catalog) the retailer's product item "
+            "maps to (see retailer_product_items); NULL when it maps to none",
+        ),
+        col("product_title", "VARCHAR", "Title of that brand feed item; NULL when unmatched"),
+        col("product_brand", "VARCHAR", "Brand of that brand feed item; NULL when unmatched"),
+        col(
+            "match_method",
+            "VARCHAR",
+            "How the product item was matched to the brand's feed: retailer_id, gtin, mpn or unmatched "
+            "(retailer_product_items.match_method); NULL until looked up",
+        ),
     ),
 )
-# The columns the parser writes (the feed join columns are filled afterwards).
+# Filled after the pull from retailer_product_items; the parser writes every other column.
+PRODUCT_MAPPED_COLUMNS = ("retailer_id", "product_title", "product_brand", "match_method")
 PRODUCT_PARSED_COLUMNS: tuple[str, ...] = tuple(
-    c
-    for c in SHARED_ITEM_PRODUCT_METRICS.column_names
-    if c not in ("retailer_id", "product_title", "product_brand")
+    c for c in SHARED_ITEM_PRODUCT_METRICS.column_names if c not in PRODUCT_MAPPED_COLUMNS
+)
+
+RETAILER_PRODUCT_ITEMS = TableSpec(
+    name="retailer_product_items",
+    domain="insights",
+    comment="The retailer's product items behind converted_product_* (action_converted_product_id is an item of "
+    "the RETAILER's catalog segment, not of the brand's catalog): each looked up once on Meta with "
+    "GET /{product-item-id} and cached here, then matched to the brand's feed by retailer id, else GTIN, else "
+    "MPN (the latter two only when the feed has such a column). Per-tenant and retailer rates: "
+    "retailer_product_match_rates.",
+    key=("tenant_id", "retailer", "product_item_id"),
+    columns=(
+        col("tenant_id", "VARCHAR", "Kobi tenant id (the brand)", False),
+        col(
+            "retailer", "VARCHAR", "Marketplace retailer whose catalog holds the item (trendyol, ...)", False
+        ),
+        col(
+            "product_item_id",
+            "VARCHAR",
+            "Meta product item id as reported in action_converted_product_id (the retailer's item)",
+            False,
+        ),
+        col(
+            "retailer_id",
+            "VARCHAR",
+            "The item's retailer_id on Meta: the RETAILER's SKU (equals the brand's feed id only when the retailer "
+            "reuses it); NULL when not found",
+        ),
+        col("name", "VARCHAR", "Product name on the retailer's item (Meta's ProductItem.name)"),
+        col("brand", "VARCHAR", "Brand on the retailer's item (ProductItem.brand)"),
+        col(
+            "gtin", "VARCHAR", "GTIN on the retailer's item (ProductItem.gtin), where the retailer sends one"
+        ),
+        col("mpn", "VARCHAR", "Manufacturer part number (ProductItem.manufacturer_part_number), where sent"),
+        col(
+            "lookup_status",
+            "VARCHAR",
+            "found; not_found (Meta answered error 100/33: the retailer removed the item or it is not readable; "
+            "cached, never asked again); failed (another error; asked again on the next run)",
+            False,
+        ),
+        col("lookup_error", "VARCHAR", "Meta's error for not_found and failed lookups (no secrets)"),
+        col("looked_up_at", "TIMESTAMPTZ", "When Kobi asked Meta (the one lookup of a found id)", False),
+        col(
+            "feed_retailer_id",
+            "VARCHAR",
+            "The brand feed item (feed_items.retailer_id) the item maps to; NULL when unmatched",
+        ),
+        col(
+            "match_method",
+            "VARCHAR",
+            "retailer_id (the retailer's SKU is the brand's feed id), gtin, mpn, or unmatched (no brand feed item, "
+            "or the item was not found on Meta); recomputed after every pull as the feed changes",
+            False,
+        ),
+        col("matched_at", "TIMESTAMPTZ", "When the match to the brand's feed was last computed", False),
+    ),
 )
 
 INSIGHTS_METRIC_CATALOG = TableSpec(
@@ -179,6 +248,7 @@ ANALYST_TABLES: tuple[TableSpec, ...] = (
     SHARED_ITEM_METRICS,
     SHARED_ITEM_PRODUCT_METRICS,
     INSIGHTS_METRIC_CATALOG,
+    RETAILER_PRODUCT_ITEMS,
 )
 
 METRIC_CATALOG_DDL = INSIGHTS_METRIC_CATALOG.ddl()
@@ -323,7 +393,11 @@ __all__ = [
     "INSIGHTS_METRIC_CATALOG",
     "METRIC_CATALOG_DDL",
     "NA",
+    "PRODUCT_MAPPED_COLUMNS",
+    "PRODUCT_PARSED_COLUMNS",
+    "PRODUCT_VALUE_WINDOW",
     "RAW_DDL",
+    "RETAILER_PRODUCT_ITEMS",
     "SHARED_ITEM_METRICS",
     "SHARED_ITEM_PRODUCT_METRICS",
     "Column",
@@ -343,9 +417,25 @@ CPAS_DASHBOARD_SQL = (
     SELECT tenant_id, retailer, campaign_id, any_value(campaign_name) AS campaign_name,
            any_value(catalog_segment_id) AS catalog_segment_id
     FROM execution_manifest GROUP BY ALL
+), prod AS (
+    -- Converted products through the mapping: the retailer's product item -> the brand's feed item.
+    SELECT p.date, p.tenant_id, p.retailer, p.campaign_id, sum(p.value) AS converted_product_value,
+           coalesce(sum(p.value) FILTER (WHERE m.match_method IN ('retailer_id', 'gtin', 'mpn')), 0)
+               AS matched_product_value
+    FROM shared_item_product_metrics p LEFT JOIN retailer_product_items m
+      ON m.tenant_id = p.tenant_id AND m.retailer = p.retailer AND m.product_item_id = p.action_converted_product_id
+    WHERE p.level = 'campaign' AND p.metric = 'converted_product_value'
+      AND p.attribution_window = '"""
+    + PRODUCT_VALUE_WINDOW
+    + """'
+    GROUP BY ALL
 )
 SELECT k.date, k.tenant_id, k.retailer, k.ad_account_id, k.campaign_id, seg.campaign_name, seg.catalog_segment_id,
        k.spend, k.purchase_value, k.purchases, k.add_to_cart, k.add_to_cart_value, k.view_content,
-       k.view_content_value, k.meta_omni_purchase_roas, k.roas_recomputed
-FROM k LEFT JOIN seg USING (tenant_id, retailer, campaign_id)"""
+       k.view_content_value, k.meta_omni_purchase_roas, k.roas_recomputed,
+       prod.converted_product_value, prod.matched_product_value,
+       CAST(prod.matched_product_value AS DOUBLE) / nullif(CAST(prod.converted_product_value AS DOUBLE), 0)
+           AS product_match_rate
+FROM k LEFT JOIN seg USING (tenant_id, retailer, campaign_id)
+       LEFT JOIN prod USING (date, tenant_id, retailer, campaign_id)"""
 )

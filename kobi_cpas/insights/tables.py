@@ -2,26 +2,49 @@
 
 from __future__ import annotations
 
-from kobi_cpas.insights.schema import (
-    CPAS_DASHBOARD_SQL,
-    INSIGHTS_METRIC_CATALOG,
-    RAW_DDL,
-    SHARED_ITEM_METRICS,
-    SHARED_ITEM_PRODUCT_METRICS,
-)
+from kobi_cpas.insights.products import MATCH_RATES_SQL
+from kobi_cpas.insights.schema import ANALYST_TABLES, CPAS_DASHBOARD_SQL, RAW_DDL
 from kobi_cpas.warehouse.specs import ViewSpec, col
 from kobi_cpas.warehouse.tables import register_internal_ddl, register_table, register_view
 
-for _spec in (SHARED_ITEM_METRICS, SHARED_ITEM_PRODUCT_METRICS, INSIGHTS_METRIC_CATALOG):
+for _spec in ANALYST_TABLES:
     register_table(_spec)
 register_internal_ddl(*RAW_DDL)
-register_internal_ddl(
-    """CREATE TABLE IF NOT EXISTS raw.product_items (
-  tenant_id VARCHAR NOT NULL,
-  product_item_id VARCHAR NOT NULL,
-  retailer_id VARCHAR,
-  fetched_at TIMESTAMPTZ NOT NULL
-)"""
+# The former id -> retailer_id cache assumed brand catalog ids; retailer_product_items replaces it.
+register_internal_ddl("DROP TABLE IF EXISTS raw.product_items")
+
+RETAILER_PRODUCT_MATCH_RATES = register_view(
+    ViewSpec(
+        name="retailer_product_match_rates",
+        domain="insights",
+        comment="Per tenant and retailer: the converted product ids (the retailer's product items) seen in "
+        "shared_item_product_metrics, what Meta's lookup said, how many map to a brand feed item by each method, "
+        "and the match rate by items and by converted value (campaign level, 7-day click).",
+        sql=MATCH_RATES_SQL,
+        columns=(
+            col("tenant_id", "VARCHAR", "Kobi tenant id"),
+            col("retailer", "VARCHAR", "Marketplace retailer"),
+            col("product_items", "BIGINT", "Distinct converted product ids (the retailer's product items)"),
+            col("found", "BIGINT", "Looked up on Meta and found"),
+            col("not_found", "BIGINT", "Unknown to Meta (error 100/33), cached as not_found"),
+            col("pending", "BIGINT", "Not looked up yet, or the lookup failed (asked again next run)"),
+            col("matched", "BIGINT", "Mapped to a brand feed item (any method)"),
+            col(
+                "matched_by_retailer_id", "BIGINT", "Mapped because the retailer's SKU is the brand's feed id"
+            ),
+            col("matched_by_gtin", "BIGINT", "Mapped by GTIN (only when feed_items has a gtin column)"),
+            col("matched_by_mpn", "BIGINT", "Mapped by MPN (only when feed_items has an mpn column)"),
+            col("unmatched", "BIGINT", "Not mapped: not found, pending, or no brand feed item matches"),
+            col("match_rate", "DOUBLE", "matched / product_items"),
+            col(
+                "converted_value",
+                "DECIMAL",
+                "converted_product_value of these ids (campaign level, 7d_click)",
+            ),
+            col("matched_value", "DECIMAL", "The part of converted_value whose product is mapped"),
+            col("value_match_rate", "DOUBLE", "matched_value / converted_value"),
+        ),
+    )
 )
 
 CPAS_DASHBOARD = register_view(
@@ -30,7 +53,8 @@ CPAS_DASHBOARD = register_view(
         domain="insights",
         comment="CPAS dashboard: per day, tenant, retailer and campaign — spend, catalog-segment purchase value, "
         "add-to-cart and view-content counts and values (Meta's default attribution), Meta's omni purchase ROAS and "
-        "ROAS recomputed as value / spend. For roll-ups use sum(purchase_value) / sum(spend); never sum ROAS.",
+        "ROAS recomputed as value / spend, and how much converted product value maps to the brand's feed items. "
+        "For roll-ups use sum(purchase_value) / sum(spend); never sum ROAS.",
         sql=CPAS_DASHBOARD_SQL,
         columns=(
             col("date", "DATE", "Day in the ad account's time zone"),
@@ -64,6 +88,23 @@ CPAS_DASHBOARD = register_view(
                 "roas_recomputed",
                 "DOUBLE",
                 "purchase_value / spend; for roll-ups use sum(purchase_value) / sum(spend)",
+            ),
+            col(
+                "converted_product_value",
+                "DECIMAL",
+                "converted_product_value of the campaign's converted products, 7-day click (Meta sends product "
+                "values only per requested window)",
+            ),
+            col(
+                "matched_product_value",
+                "DECIMAL",
+                "The part of converted_product_value whose retailer product item maps to a brand feed item "
+                "(retailer_product_items)",
+            ),
+            col(
+                "product_match_rate",
+                "DOUBLE",
+                "matched_product_value / converted_product_value; roll up with sums, never average it",
             ),
         ),
     )

@@ -1,4 +1,10 @@
-from kobi_cpas.registry.loader import LoadedRegistry, RegistryError, load_registry, registry_path
+from kobi_cpas.registry.loader import (
+    LoadedRegistry,
+    RegistryError,
+    RegistryProblem,
+    load_registry,
+    registry_path,
+)
 from kobi_cpas.registry.models import CpasRetailer, OnboardingMode, PartnershipStatus, Registry, Tenant
 
 __all__ = [
@@ -8,6 +14,7 @@ __all__ = [
     "PartnershipStatus",
     "Registry",
     "RegistryError",
+    "RegistryProblem",
     "Tenant",
     "load_registry",
     "registry_path",

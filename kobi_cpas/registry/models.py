@@ -8,9 +8,12 @@ into one tenant. Tenant ids become SQL values, file names and Dagster partition 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from croniter import CroniterError, croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TENANT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -44,15 +47,71 @@ class _Strict(BaseModel):
 GraphId = Annotated[str, Field(pattern=GRAPH_ID_RE.pattern, description="numeric Graph API id, as a string")]
 
 
+def _reject_bool(v: Any) -> Any:
+    # An unquoted true/false is a YAML boolean; str() would silently turn it into the id "True".
+    if isinstance(v, bool):
+        raise ValueError(f'got the YAML boolean {str(v).lower()} where an id is expected: quote it ("{v}")')
+    return v
+
+
 def _coerce_id(v: Any) -> Any:
     # YAML turns unquoted ids into ints; Graph ids are strings everywhere else.
-    return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+    return str(_reject_bool(v)) if isinstance(v, int) else v
+
+
+def check_cron(expr: str) -> str:
+    """A real 5-field cron expression that fires at least once (croniter), else ValueError."""
+    if len(expr.split()) != 5:
+        raise ValueError(
+            "must be a 5-field cron expression (minute hour day month weekday), e.g. '0 3 * * *'"
+        )
+    try:
+        croniter(expr, datetime(2026, 1, 1, tzinfo=UTC)).get_next(datetime)
+    except (CroniterError, ValueError, KeyError) as exc:
+        raise ValueError(f"is not a valid cron expression, e.g. '0 3 * * *' ({exc})") from None
+    return expr
+
+
+def check_timezone(name: str) -> str:
+    """An IANA time zone name known to zoneinfo (e.g. 'Europe/Istanbul'), else ValueError."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("is not a known IANA time zone, e.g. 'Europe/Istanbul'") from None
+    return name
 
 
 class FeedSource(_Strict):
+    """Where a tenant's feed comes from and the limits that keep one bad source from stalling the others."""
+
     source: str = Field(description="local path (relative to the registry file) or http(s) URL")
     format: FeedFormat = FeedFormat.csv
     name: str = Field(default="kobi primary feed", description="name of the Meta product feed Kobi owns")
+    download_deadline_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        le=86_400,
+        description="total time a download may take (redirects, headers, body)",
+    )
+    max_bytes: int = Field(default=2 << 30, ge=1, description="size cap of the feed file (default 2 GiB)")
+    allow_private_redirects: bool = Field(
+        default=False, description="follow redirects to loopback / private hosts (refused by default)"
+    )
+    feeds_root: str | None = Field(
+        default=None,
+        description="folder local feed paths must lie under (relative to the registry file); default: the "
+        "registry file's folder",
+    )
+    max_shrink_share: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description="hold a snapshot whose valid items fall (or turn invalid) by more than this share of the "
+        "last good snapshot's valid items",
+    )
+    min_shrink_items: int = Field(
+        default=5, ge=0, description="a drop of fewer items than this never holds a snapshot (tiny feeds)"
+    )
 
     @property
     def is_url(self) -> bool:
@@ -73,9 +132,12 @@ class SyncSettings(_Strict):
     @field_validator("replace_cron", "update_cron", "batch_cron")
     @classmethod
     def _cron(cls, v: str) -> str:
-        if len(v.split()) != 5:
-            raise ValueError("must be a 5-field cron expression, e.g. '0 3 * * *'")
-        return v
+        return check_cron(v)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        return check_timezone(v)
 
     @property
     def effective_replace_cron(self) -> str:
@@ -106,6 +168,7 @@ class CpasRetailer(_Strict):
         "marketplace_seller_id",
         mode="before",
     )(_coerce_id)
+    _retailer_text = field_validator("retailer", "dedicated_ad_account_id", mode="before")(_reject_bool)
 
     @field_validator("retailer")
     @classmethod
@@ -154,7 +217,7 @@ class Tenant(_Strict):
     @field_validator("tenant_id", mode="before")
     @classmethod
     def _tenant_id(cls, v: Any) -> str:
-        s = str(v).strip().lower()
+        s = str(_reject_bool(v)).strip().lower()
         if not TENANT_ID_RE.match(s):
             raise ValueError(
                 "must be 1-64 characters of lower-case letters, digits, '_' or '-', starting with a letter "

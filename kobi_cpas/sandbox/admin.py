@@ -120,7 +120,8 @@ class SandboxAdmin:
         path_regex: str | None = None,
         since: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Received Graph calls: seq, at, method, path, query (no token), route, status, fault, error_code,
+        """Received Graph calls: seq, at, method, path, query (no token), params (the names of every query,
+        form, JSON-body and file parameter), fields (the whole ``fields`` value), route, status, fault, error_code,
         appsecret_proof ("valid"/"invalid"/"absent"/"unchecked"), duration_ms."""
         params = {k: v for k, v in (("method", method), ("route", route), ("path_regex", path_regex)) if v}
         if since is not None:
@@ -132,6 +133,15 @@ class SandboxAdmin:
 
     def clear_requests(self) -> None:
         self._call("DELETE", "/requests")
+
+    # -- catalog batches ---------------------------------------------------------------------------------
+
+    def end_batch(self, handle: str, status: str, applied_share: float = 0.0) -> dict[str, Any]:
+        """End a Batch API request with a terminal status other than finished (``canceled``, ``error``);
+        ``applied_share`` of its requests are applied first."""
+        return self._call(
+            "POST", f"/batches/{handle}/status", json={"status": status, "applied_share": applied_share}
+        )
 
     # -- config -----------------------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ from typing import Any
 from kobi_cpas.feeds.fields import (
     FIELDS,
     FIELDS_BY_NAME,
-    GROUP_CONSISTENT_COLUMNS,
+    GROUP_REJECT_COLUMNS,
     ISO_4217_CURRENCIES,
     canonical_column,
 )
@@ -585,7 +585,7 @@ def complete_upload(world: World, upload: FeedUpload, at: datetime) -> None:
 
     # Items sharing an item_group_id must agree on the group-defining fields; the first row of a group sets
     # the value and every later row that differs is rejected.
-    for name in GROUP_CONSISTENT_COLUMNS:
+    for name in GROUP_REJECT_COLUMNS:
         if name not in parsed.columns:
             continue
         first: dict[str, str] = {}
@@ -772,10 +772,28 @@ def create_batch(
 
 
 def batch_status(world: World, batch: ItemsBatch) -> str:
+    if batch.outcome:
+        return batch.outcome
     elapsed = (world.now() - batch.created_time).total_seconds()
     if batch.applied or elapsed >= batch.processing_seconds:
         return "finished"
     return "dispatched" if elapsed >= batch.processing_seconds / 2 else "started"
+
+
+def end_batch(world: World, batch: ItemsBatch, status: str, applied_share: float = 0.0) -> None:
+    """End a batch that has not finished with a terminal ``status`` other than finished, as Meta does with
+    ``canceled`` (manually) or ``error`` ("some of the requests might not have finished successfully"): the
+    first ``applied_share`` of its requests are applied, the rest never are."""
+    if batch.applied:
+        raise ValueError(f"batch {batch.handle} has already finished")
+    status = status.strip().lower()
+    if not status or status == "finished":
+        raise ValueError("status must be a terminal status other than finished, e.g. canceled or error")
+    if not 0.0 <= applied_share <= 1.0:
+        raise ValueError("applied_share must be between 0 and 1")
+    batch.requests = batch.requests[: int(len(batch.requests) * applied_share)]
+    apply_batch(world, batch, world.now())
+    batch.outcome = status
 
 
 def not_found_message(retailer_id: str) -> str:
@@ -1407,6 +1425,9 @@ def product_item_fields(world: World, item: ProductItem) -> dict[str, Any]:
             "additional_image_urls": [u.strip() for u in additional.split(",")] if additional else None,
             "retailer_product_group_id": fields.get("item_group_id") or None,
             "category": fields.get("google_product_category") or None,
+            # Product identifiers Meta holds (not feed columns of Kobi's brands; retailers' items carry them).
+            "gtin": fields.get("gtin") or None,
+            "manufacturer_part_number": fields.get("manufacturer_part_number") or None,
             "inventory": int(quantity) if quantity.isdigit() else None,
             "review_status": "approved",
             "visibility": "published",

@@ -13,6 +13,8 @@ today is partial). Spend, impressions and clicks come from a per-ad profile; con
 so windows nest as on Meta, the default ``value`` is "7-day click or 1-day view", 7d_view / 28d_view return
 nothing (Meta stopped them on 2026-01-12) and converted products add up exactly to the segment's purchases.
 Everything is integer cents and counts, so ad-level rows add up to ad set, campaign and account rows exactly.
+Converted products are the RETAILER's product items (``retailer_items``: their own ids and the retailer's SKUs,
+some delisted since), as Meta reports them, never the brand catalog's items.
 
 Restatement. Days younger than ``restatement_days`` (28) are recomputed for every *version* of the data, a
 version being ``floor(now / restatement_period_seconds)`` of the world clock: some purchase events drop out,
@@ -38,6 +40,7 @@ from zoneinfo import ZoneInfo
 
 from kobi_cpas.sandbox import errors as gerr
 from kobi_cpas.sandbox.errors import GraphError
+from kobi_cpas.sandbox.retailer_items import list_product, retailer_catalog
 from kobi_cpas.sandbox.state import Ad, AdAccount, AdSet, Campaign, ReportRun, World
 
 LEVELS = ("account", "campaign", "adset", "ad")
@@ -427,8 +430,9 @@ def _account_segment(world: World, account: AdAccount) -> str | None:
 
 
 def product_pool(world: World, account: AdAccount) -> list[tuple[str, int]]:
-    """(product id, unit price in cents) the account's conversions draw from: the brand catalog's product items
-    when feeds were uploaded, else retailer-like ids derived from the seed and the catalog segment."""
+    """(product item id, unit price in cents) the account's conversions draw from. The ids are the *retailer's*
+    product items (``retailer_items``), as on Meta: one per brand catalog item when feeds were uploaded, else one
+    per seeded product of the catalog segment; never the brand catalog's own product item ids."""
     catalog_id = world.registry.tenant(account.tenant_id).catalog_id if account.tenant_id else None
     index = world.product_item_index.get(catalog_id or "", {})
     st = state(world)
@@ -436,25 +440,33 @@ def product_pool(world: World, account: AdAccount) -> list[tuple[str, int]]:
     pool = st["pools"].get(key)
     if pool is not None:
         return pool
+    holder = retailer_catalog(world, account)
+    retailer = account.retailer or (holder.retailer if holder else None) or "retailer"
+    owners = st.setdefault("retailer_skus", {})
+
+    def listed(brand_key: str, brand_sku: str | None, fields: dict[str, Any], fallback_id: str) -> str:
+        if holder is None:  # no retailer catalog modelled for this account: ids Meta does not know
+            return fallback_id
+        return list_product(world, holder, retailer, brand_key, brand_sku, fields, owners)
+
     if index:
         catalog = world.catalogs.get(catalog_id or "")
         pool = []
-        for retailer_id in sorted(index):
+        for retailer_id in sorted(index)[:500]:
             item = catalog.items.get(retailer_id, {}) if catalog else {}
             price = _parse_price(item.get("sale_price")) or _parse_price(item.get("price"))
             price = price or world.seeded_int(f"price:{catalog_id}:{retailer_id}", 50, 1500) * 100
-            pool.append((index[retailer_id], price))
-        pool = pool[:500]
+            pid = listed(f"{catalog_id}:{retailer_id}", retailer_id, item, index[retailer_id])
+            pool.append((pid, price))
     else:
         segment = _account_segment(world, account) or account.id
         size = int(st["config"]["product_pool_size"])
-        pool = [
-            (
-                world.seeded_graph_id(f"cpas-product:{segment}:{i}", "8"),
-                world.seeded_int(f"cpas-price:{segment}:{i}", 50, 1500) * 100 + 90,
-            )
-            for i in range(size)
-        ]
+        pool = []
+        for i in range(size):
+            fallback = world.seeded_graph_id(f"cpas-product:{segment}:{i}", "8")
+            cents = world.seeded_int(f"cpas-price:{segment}:{i}", 50, 1500) * 100 + 90
+            fields = {"price": f"{cents / 100:.2f} TRY"}
+            pool.append((listed(f"{segment}:seeded:{i}", None, fields, fallback), cents))
     st["pools"][key] = pool
     return pool
 

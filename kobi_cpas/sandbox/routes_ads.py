@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from kobi_cpas.meta.statuses import EFFECTIVE_STATUSES_BY_LEVEL
 from kobi_cpas.sandbox import errors as gerr
 from kobi_cpas.sandbox.server import FAMILY_ADS, RequestContext, Router
 from kobi_cpas.sandbox.state import Ad, AdAccount, AdCreative, AdSet, Campaign, World
@@ -199,6 +200,15 @@ def creative_fields(cr: AdCreative) -> dict[str, Any]:
 # -- list filtering ---------------------------------------------------------------------------------------
 
 
+def _check_statuses(fld: str, op: str, values: list[str], level: str) -> None:
+    # Meta refuses a status the level does not have (ADSET_PAUSED on campaigns, ...) rather than ignore it.
+    bad = [v for v in values if v not in EFFECTIVE_STATUSES_BY_LEVEL[level]]
+    if bad:
+        raise gerr.invalid_parameter(
+            f"Filtering field {fld} with operation {op.lower()} and value {bad[0]} is not supported"
+        )
+
+
 def _filters(ctx: RequestContext, level: str) -> tuple[list[Callable[[dict[str, Any]], bool]], bool]:
     """Predicates over rendered objects from ``filtering``/``effective_status``; and whether the caller filtered
     on effective_status (otherwise DELETED/ARCHIVED objects are hidden)."""
@@ -225,6 +235,8 @@ def _filters(ctx: RequestContext, level: str) -> tuple[list[Callable[[dict[str, 
             status_filtered = True
         values = value if isinstance(value, list) else [value]
         values = [str(v) for v in values]
+        if key == "effective_status":
+            _check_statuses(fld, op, values, level)
         if op == "IN" or op == "EQUAL":
             preds.append(lambda o, k=key, vs=values: str(o.get(k)) in vs)
         elif op == "NOT_IN" or op == "NOT_EQUAL":
@@ -239,6 +251,7 @@ def _filters(ctx: RequestContext, level: str) -> tuple[list[Callable[[dict[str, 
             raise gerr.invalid_parameter("Param effective_status must be a JSON array")
         status_filtered = True
         wanted = [str(s) for s in statuses]
+        _check_statuses("effective_status", "IN", wanted, level)
         preds.append(lambda o: o.get("effective_status") in wanted)
     return preds, status_filtered
 

@@ -3,18 +3,25 @@
 A batch is checked synchronously (whole-call rejections are error 100; field format problems come back in
 ``validation_status`` and are not applied) and applied when it finishes, ``batch_processing_seconds`` of
 world clock after the call (status ``started``, then ``dispatched`` from half-way, then ``finished``).
+Admin ``POST /__sandbox/batches/<handle>/status`` ends a batch with another terminal status (``canceled``,
+``error``), as Meta may; an unknown handle answers error 100, as Meta does.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.wrappers import Request
 
 from kobi_cpas.sandbox import catalog_model as cm
 from kobi_cpas.sandbox import errors as gerr
 from kobi_cpas.sandbox.routes_feeds import require_item_catalog
-from kobi_cpas.sandbox.server import FAMILY_CATALOG, RequestContext, Router
+from kobi_cpas.sandbox.server import FAMILY_CATALOG, RequestContext, Router, request_json_object
 from kobi_cpas.sandbox.state import Catalog
+
+if TYPE_CHECKING:
+    from kobi_cpas.sandbox.server import SandboxApp
 
 ITEM_TYPES = ("PRODUCT_ITEM",)
 
@@ -100,3 +107,16 @@ def register(router: Router) -> None:
             "ids_of_invalid_requests": list(batch.invalid_ids) if finished and load_ids else [],
         }
         return {"data": [entry]}
+
+    @router.admin("/batches/<handle>/status", name="admin.batch_status.set", methods=("POST",))
+    def set_batch_status(app: SandboxApp, request: Request, handle: str) -> Any:
+        body = request_json_object(request)
+        with app.world.lock:
+            cm.settle(app.world)
+            batch = app.world.items_batches.get(handle)
+            if batch is None:
+                raise KeyError(f"no batch request with handle {handle!r}")
+            cm.end_batch(
+                app.world, batch, str(body.get("status") or ""), float(body.get("applied_share", 0.0))
+            )
+            return {"handle": handle, "status": batch.outcome}

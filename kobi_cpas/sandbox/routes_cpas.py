@@ -199,14 +199,10 @@ def nested_page(
 
 
 def agency_fields(world: World, share: SegmentShare) -> dict[str, Any]:
+    # The agencies edge returns Business objects (Meta's SDK: ProductCatalog.get_agencies -> Business), which
+    # have no permitted_tasks or collab terms: the share's tasks stay in the world, unreadable as on Meta.
     biz = world.businesses.get(share.business_id)
-    return {
-        "id": share.business_id,
-        "name": biz.name if biz else None,
-        "permitted_tasks": list(share.permitted_tasks),
-        "enabled_collab_terms": list(share.enabled_collab_terms),
-        "access_status": "CONFIRMED",
-    }
+    return {"id": share.business_id, "name": biz.name if biz else None}
 
 
 def share_settings_fields(world: World, share: SegmentShare) -> dict[str, Any]:
@@ -250,7 +246,6 @@ def request_fields(world: World, req: CollabRequest) -> dict[str, Any]:
         "receiver_business": _biz_ref(world, req.receiver_business_id),
         "sender_client_business": _biz_ref(world, req.sender_business_id),
         "requester_agency_or_brand": req.requester_agency_or_brand,
-        "request_type": req.request_type,
         "source": req.source,
         "status": lambda: world.collab_request_status(req),
         "creation_time": meta_time(req.created_time),
@@ -363,10 +358,7 @@ def _register_sharing(router: Router) -> None:
     @router.edge("catalog", "agencies", name="cpas.catalog.agencies.list", family=FAMILY_CATALOG)
     def list_agencies(ctx: RequestContext) -> dict[str, Any]:
         shares = [s for s in shares_of(ctx.world, ctx.node.id) if s.accepted]
-        items = [
-            ctx.select(agency_fields(ctx.world, s), "Business", defaults=("id", "name", "permitted_tasks"))
-            for s in shares
-        ]
+        items = [ctx.select(agency_fields(ctx.world, s), "Business", defaults=("id", "name")) for s in shares]
         return ctx.paginate(items)
 
     @router.edge(

@@ -222,6 +222,39 @@ def decode_cursor(cursor: str) -> int:
         raise gerr.invalid_parameter(f"The cursor '{cursor}' is invalid") from None
 
 
+# -- served shape ----------------------------------------------------------------------------------------
+
+_SHAPE_SAMPLE = 200  # items of a list looked at: enough for every shape, cheap on 5,000-item pages
+
+
+def _merge_shape(shape: dict[str, Any], value: Any) -> None:
+    # A page ({"data": [...], "paging": ...}, also an edge read as a field) contributes its rows' fields.
+    if isinstance(value, dict) and isinstance(value.get("data"), list):
+        value = value["data"]
+    rows = value[:_SHAPE_SAMPLE] if isinstance(value, list) else [value]
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        if not all(isinstance(k, str) and k.isidentifier() for k in row):
+            continue  # a free-form map (tracking_specs' "action.type" keys): its parent names it
+        for key, sub in row.items():
+            nested = shape.setdefault(key, {})
+            if isinstance(sub, dict) or (isinstance(sub, list) and any(isinstance(v, dict) for v in sub)):
+                _merge_shape(nested, sub)
+
+
+def _shape_text(shape: dict[str, Any]) -> str:
+    return ",".join(f"{k}{{{_shape_text(v)}}}" if v else k for k, v in sorted(shape.items()))
+
+
+def served_fields(body: Any) -> str:
+    """The fields a Graph answer carries, in ``fields`` syntax (``id,business{id,name}``): the request log
+    keeps it so contract tests can check what the sandbox serves against Meta's definitions."""
+    shape: dict[str, Any] = {}
+    _merge_shape(shape, body)
+    return _shape_text(shape)
+
+
 # -- request context -----------------------------------------------------------------------------------
 
 
@@ -487,6 +520,25 @@ class SandboxApp:
             out[k] = "[present]" if k == "appsecret_proof" else v[:500]
         return out
 
+    def _param_names(self, request: Request) -> list[str]:
+        """Names of every query, form, JSON-body and file parameter (never a value: the token may be one)."""
+        names = set(request.args)
+        if request.method in ("POST", "DELETE"):
+            if request.mimetype == "application/json":
+                body = request.get_json(silent=True)
+                names.update(body if isinstance(body, dict) else ())
+            else:
+                names.update(request.form)
+                names.update(request.files)
+        return sorted(names - _SECRET_PARAMS)
+
+    def _fields_value(self, request: Request) -> str | None:
+        """The whole ``fields`` value (the logged query keeps only 500 characters of it)."""
+        raw = request.args.get("fields")
+        if raw is None and request.method in ("POST", "DELETE") and request.mimetype != "application/json":
+            raw = request.form.get("fields")
+        return raw
+
     def _check_token(self, ctx: RequestContext) -> str:
         request = ctx.request
         token = None
@@ -570,6 +622,9 @@ class SandboxApp:
             "method": request.method,
             "path": request.path,
             "query": self._safe_query(request),
+            "params": self._param_names(request),
+            "fields": self._fields_value(request),
+            "served": None,
             "route": None,
             "status": None,
             "fault": None,
@@ -611,6 +666,8 @@ class SandboxApp:
             assert ctx.route is not None
             with self.world.lock:
                 result = ctx.route.handler(ctx)
+            if ctx.method == "GET" and isinstance(result, dict):
+                entry["served"] = served_fields(result)
             response = result if isinstance(result, Response) else _json_response(result)
         except GraphError as err:
             entry["error_code"] = err.code

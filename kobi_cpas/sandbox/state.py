@@ -238,6 +238,8 @@ class ItemsBatch:
     errors: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
     invalid_ids: list[str] = field(default_factory=list)
+    # A terminal status other than finished set by the admin API (canceled, error, ...): answered as is.
+    outcome: str | None = None
 
 
 @dataclass

@@ -6,6 +6,10 @@ volatile_only  only price / sale price / availability / qty     -> Batch API (UP
 unchanged      identical                                        -> nothing
 removed        held by Meta, not in the replace view            -> dropped by the next replace feed
 
+A *retention flip* is an item that left the source (desired status ``removed_retained``, sent as out of stock)
+whose out-of-stock version Meta does not hold yet: the sync that sends it takes a live item out of stock, so
+the guards count it like a deletion.
+
 Items already sent with the same hashes in a request Meta has not confirmed yet are *in flight* and are
 never sent again until that request resolves.
 """
@@ -27,6 +31,7 @@ class DeltaCounts:
     unchanged: int = 0
     removed: int = 0
     in_flight: int = 0
+    retention_flips: int = 0
 
     @property
     def total(self) -> int:
@@ -34,9 +39,9 @@ class DeltaCounts:
 
 
 def delta_sql(tenant_param: str = "$t") -> str:
-    """One row per item: id, shard, change, in_flight."""
+    """One row per item: id, shard, change, in_flight, retention_flip."""
     return f"""
-    WITH d AS (SELECT id, shard, content_hash, volatile_hash FROM sync_state.desired_items WHERE tenant_id = {tenant_param}),
+    WITH d AS (SELECT id, shard, content_hash, volatile_hash, status FROM sync_state.desired_items WHERE tenant_id = {tenant_param}),
          m AS (SELECT id, shard, content_hash, volatile_hash FROM sync_state.meta_items WHERE tenant_id = {tenant_param}),
          f AS (SELECT DISTINCT id, content_hash, volatile_hash FROM sync_state.inflight_items WHERE tenant_id = {tenant_param})
     SELECT d.id, d.shard,
@@ -44,18 +49,23 @@ def delta_sql(tenant_param: str = "$t") -> str:
                 WHEN d.content_hash <> m.content_hash THEN 'changed'
                 WHEN d.volatile_hash <> m.volatile_hash THEN 'volatile_only'
                 ELSE 'unchanged' END AS change,
-           f.id IS NOT NULL AS in_flight
+           f.id IS NOT NULL AS in_flight,
+           d.status = 'removed_retained' AND m.id IS NOT NULL
+             AND (d.content_hash <> m.content_hash OR d.volatile_hash <> m.volatile_hash) AS retention_flip
     FROM d LEFT JOIN m USING (id)
     LEFT JOIN f ON f.id = d.id AND f.content_hash = d.content_hash AND f.volatile_hash = d.volatile_hash
     UNION ALL
-    SELECT m.id, m.shard, 'removed', false FROM m ANTI JOIN d USING (id)
+    SELECT m.id, m.shard, 'removed', false, false FROM m ANTI JOIN d USING (id)
     """
 
 
 def delta_counts(con: duckdb.DuckDBPyConnection, tenant_id: str) -> DeltaCounts:
     rows = con.execute(
-        f"SELECT change, count(*), count(*) FILTER (WHERE in_flight) FROM ({delta_sql()}) GROUP BY change",
+        f"""SELECT change, count(*), count(*) FILTER (WHERE in_flight), count(*) FILTER (WHERE retention_flip)
+            FROM ({delta_sql()}) GROUP BY change""",
         {"t": tenant_id},
     ).fetchall()
     counts = {r[0]: int(r[1]) for r in rows}
-    return DeltaCounts(**counts, in_flight=sum(int(r[2]) for r in rows))
+    return DeltaCounts(
+        **counts, in_flight=sum(int(r[2]) for r in rows), retention_flips=sum(int(r[3]) for r in rows)
+    )

@@ -1,5 +1,16 @@
-"""Take a tenant's feed snapshot: fetch (conditional), ingest into DuckDB, publish the feed tables and rebuild the
-replace view. Pure orchestration (no Dagster) so it is testable alone and reused by the benchmark."""
+"""Take a tenant's feed snapshot: ingest the downloaded feed into DuckDB, publish the feed tables and rebuild the
+replace view. Pure orchestration (no Dagster) so it is testable alone and reused by the benchmark.
+
+Two steps, so no database is ever held across a network wait:
+
+1. :func:`kobi_cpas.sync.feed_download.download_feed` fetches the source into the tenant workdir (total deadline,
+   size cap, redirect policy) and writes a manifest; no database is open.
+2. :func:`ingest_snapshot` reads the manifest inside the work database: it records a failed download like an
+   unreadable file, skips an unchanged source, or ingests the file, holds it when the shrink guard trips
+   (:mod:`kobi_cpas.sync.shrink_guard`), and otherwise rebuilds feed_items, the issues and the replace view.
+
+:func:`take_snapshot` chains both for local feeds (tests, benchmark).
+"""
 
 from __future__ import annotations
 
@@ -13,27 +24,47 @@ import duckdb
 
 from kobi_cpas.feeds.errors import FeedFileError
 from kobi_cpas.feeds.fields import COLUMNS
-from kobi_cpas.feeds.reader import fetch_feed
-from kobi_cpas.feeds.snapshot import SnapshotResult, ingest_feed, stage_exists, stage_table_names
+from kobi_cpas.feeds.reader import is_url, local_validator
+from kobi_cpas.feeds.snapshot import (
+    SnapshotResult,
+    ingest_feed,
+    stage_exists,
+    stage_rows_table_name,
+    stage_table_names,
+)
 from kobi_cpas.registry import LoadedRegistry, Tenant
 from kobi_cpas.sync.delta import DeltaCounts, delta_counts, delta_sql
 from kobi_cpas.sync.desired import DesiredResult, build_desired
+from kobi_cpas.sync.feed_download import FeedFileManifest, download_feed, feed_source
+from kobi_cpas.sync.shrink_guard import OVERRIDE_SHRINK_TAG, ShrinkVerdict, confirms_held, evaluate_shrink
 
 log = logging.getLogger(__name__)
 
 _FEED_FIELDS = [c for c in COLUMNS if c != "id"]
+FILE_ERROR_CODE = "feed_file_error"
+SHRINK_CODE = "feed_shrink_held"
+_FILE_CTA = (
+    "Fix the feed file (or its URL) and re-run feed_snapshot; the previous snapshot stays in sync meanwhile"
+)
+_DOWNLOAD_CTA = (
+    "Check that the feed URL is reachable and serves the whole file within the tenant's limits "
+    "(feed.download_deadline_seconds, feed.max_bytes, redirects), then re-run the sync; the previous snapshot "
+    "stays in sync meanwhile"
+)
 
 
 @dataclass
 class SnapshotOutcome:
     tenant_id: str
     snapshot_id: str
-    status: str  # ok | not_modified | failed
-    source: str
+    status: str  # ok | not_modified | held | failed
+    source: str  # redacted
     ingest: SnapshotResult | None = None
     desired: DesiredResult | None = None
     delta: DeltaCounts | None = None
     message: str | None = None
+    shrink: ShrinkVerdict | None = None
+    removed_from_feed: int = 0  # previously valid items that left the feed
 
 
 def _snapshot_id(tenant_id: str, now: datetime, sha: str | None) -> str:
@@ -67,70 +98,125 @@ def take_snapshot(
     workdir: Path,
     now: datetime | None = None,
     force: bool = False,
+    override_shrink_guard: bool = False,
 ) -> SnapshotOutcome:
-    """Fetch and ingest the tenant's feed into ``con`` (the work database) and rebuild the replace view.
+    """Read the tenant's LOCAL feed and ingest it into ``con``. A URL is refused here: its download must not
+    run while the caller holds the work database (use ``download_feed`` first, then :func:`ingest_snapshot`)."""
+    if is_url(feed_source(registry, tenant)):
+        raise ValueError(
+            f"tenant '{tenant.tenant_id}': take_snapshot reads local feeds only; download a URL with "
+            "download_feed() before opening the work database, then call ingest_snapshot()"
+        )
+    manifest = download_feed(registry, tenant, workdir)
+    return ingest_snapshot(
+        con,
+        tenant=tenant,
+        workdir=workdir,
+        manifest=manifest,
+        now=now,
+        force=force,
+        override_shrink_guard=override_shrink_guard,
+    )
 
-    A feed file that cannot be read leaves the previous snapshot and replace view untouched (nothing is lost,
-    no catalog is wiped) and records the failure; the caller decides how loudly to fail."""
+
+def _file_moved(path: Path, manifest: FeedFileManifest) -> bool:
+    try:
+        return local_validator(path.stat()) != manifest.file_validator
+    except OSError:
+        return True
+
+
+def ingest_snapshot(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    tenant: Tenant,
+    workdir: Path,
+    manifest: FeedFileManifest | None,
+    now: datetime | None = None,
+    force: bool = False,
+    override_shrink_guard: bool = False,
+) -> SnapshotOutcome:
+    """Ingest the downloaded feed described by ``manifest`` into ``con`` and rebuild the replace view.
+
+    A failed download or a file that cannot be read leaves the previous snapshot and replace view untouched
+    (nothing is lost, no catalog is wiped) and records the failure; so does a snapshot held by the shrink
+    guard. The caller decides how loudly to fail."""
     now = now or datetime.now(UTC)
-    source = registry.feed_location(tenant)
+    tid = tenant.tenant_id
+    if manifest is None:
+        return _record_failure(
+            con, tenant, "", now, f"tenant '{tid}': no downloaded feed file yet; materialize feed_file first"
+        )
+    source = manifest.source
+    if not manifest.ok or not manifest.path:
+        return _record_failure(
+            con, tenant, source, now, manifest.message or f"tenant '{tid}': download failed", _DOWNLOAD_CTA
+        )
     prev = con.execute(
         "SELECT etag, last_modified, sha256, snapshot_id FROM sync_state.source_state WHERE tenant_id = ?",
-        [tenant.tenant_id],
+        [tid],
     ).fetchone()
-    items_table, issues_table = stage_table_names(tenant.tenant_id)
-    have_stage = stage_exists(con, tenant.tenant_id)
+    items_table, issues_table = stage_table_names(tid)
+    have_stage = stage_exists(con, tid)
     workdir.mkdir(parents=True, exist_ok=True)
-    dest = workdir / f"{tenant.tenant_id}.feed"
-    try:
-        fetched = fetch_feed(
-            source,
-            dest=dest,
-            etag=None if (force or not have_stage or not prev) else prev[0],
-            last_modified=None if (force or not have_stage or not prev) else prev[1],
-            copy_local=False,
-        )
-    except FeedFileError as exc:
-        return _record_failure(con, tenant, source, now, str(exc))
-    except OSError as exc:
-        return _record_failure(
-            con, tenant, source, now, f"feed {source} for tenant '{tenant.tenant_id}': {exc}"
-        )
-    unchanged = fetched.not_modified or (
-        not force
-        and have_stage
-        and prev is not None
-        and fetched.sha256 is not None
-        and fetched.sha256 == prev[2]
-    )
+    unchanged = not force and have_stage and prev is not None and manifest.sha256 == prev[2]
+    ingest: SnapshotResult | None = None
+    shrink: ShrinkVerdict | None = None
+    removed = 0
+    note = None
     if unchanged and prev is not None:
-        snapshot_id = prev[3]
-        status = "not_modified"
-        ingest = None
+        snapshot_id, status = prev[3], "not_modified"
     else:
-        snapshot_id = _snapshot_id(tenant.tenant_id, now, fetched.sha256)
-        status = "ok"
+        snapshot_id, status = _snapshot_id(tid, now, manifest.sha256), "ok"
+        path = Path(manifest.path)
+        busy = (
+            f"tenant '{tid}': feed file {source} is being written (it changed after it was fetched); "
+            "the previous snapshot stays, retried next run"
+        )
+        if _file_moved(path, manifest):
+            return _record_failure(con, tenant, source, now, busy)
         try:
             ingest = ingest_feed(
                 con,
-                tenant_id=tenant.tenant_id,
+                tenant_id=tid,
                 snapshot_id=snapshot_id,
-                path=fetched.path or source,
+                path=path,
                 fmt=tenant.feed.format.value,
                 source_label=source,
                 tmp_dir=workdir,
             )
         except FeedFileError as exc:
-            return _record_failure(con, tenant, source, now, f"tenant '{tenant.tenant_id}': {exc}")
-        finally:
-            if fetched.path is not None and fetched.path == dest:
-                dest.unlink(missing_ok=True)
+            where = f" (downloaded from {source})" if str(path) != source else ""
+            return _record_failure(con, tenant, source, now, f"tenant '{tid}': {exc}{where}")
+        if _file_moved(path, manifest):
+            _drop_stage(con, tid)
+            return _record_failure(con, tenant, source, now, busy)
+        shrink = evaluate_shrink(
+            con,
+            tenant_id=tid,
+            items_table=items_table,
+            issues_table=issues_table,
+            new_valid=ingest.valid_count,
+            threshold=tenant.feed.max_shrink_share,
+            min_items=tenant.feed.min_shrink_items,
+        )
+        removed = shrink.left_feed
+        if shrink.tripped:
+            confirmed = confirms_held(con, tid, manifest.sha256)
+            if override_shrink_guard:
+                note = (
+                    f"shrink guard overridden by the run tag {OVERRIDE_SHRINK_TAG}=true: {shrink.describe()}"
+                )
+            elif confirmed:
+                note = f"shrink confirmed by a second snapshot of different content (after {confirmed}): {shrink.describe()}"
+            else:
+                return _record_held(con, tenant, manifest, snapshot_id, now, ingest, shrink)
 
     con.execute("BEGIN")
     try:
         if ingest is not None:
             fields = ", ".join(f'"{c}"' for c in _FEED_FIELDS)
-            con.execute("DELETE FROM main.feed_items WHERE tenant_id = ?", [tenant.tenant_id])
+            con.execute("DELETE FROM main.feed_items WHERE tenant_id = ?", [tid])
             # Valid rows are unique by id (the validator flags every later copy of an id as an error), so
             # no de-duplication here: a window over whole rows cost seconds per million items.
             con.execute(
@@ -138,15 +224,21 @@ def take_snapshot(
                 SELECT tenant_id, snapshot_id, id, {fields}, content_hash, volatile_hash
                 FROM {items_table} WHERE is_valid AND id IS NOT NULL"""
             )
-            con.execute("DELETE FROM main.feed_item_issues WHERE tenant_id = ?", [tenant.tenant_id])
+            con.execute("DELETE FROM main.feed_item_issues WHERE tenant_id = ?", [tid])
             con.execute(
                 "INSERT INTO main.feed_item_issues (tenant_id, snapshot_id, retailer_id, row_number, field, severity, "
                 f"code, message, call_to_action) SELECT tenant_id, snapshot_id, retailer_id, row_number, field, "
                 f"severity, code, message, call_to_action FROM {issues_table}"
             )
+        else:
+            # The source is readable again and unchanged: earlier file-level failures are over.
+            con.execute(
+                "DELETE FROM main.feed_item_issues WHERE tenant_id = ? AND retailer_id IS NULL AND code IN (?, ?)",
+                [tid, FILE_ERROR_CODE, SHRINK_CODE],
+            )
         desired = build_desired(
             con,
-            tenant_id=tenant.tenant_id,
+            tenant_id=tid,
             snapshot_id=snapshot_id,
             items_table=items_table,
             now=now,
@@ -154,51 +246,41 @@ def take_snapshot(
             n_shards=tenant.sync.shards,
             issues_table="main.feed_item_issues" if ingest is not None else None,
         )
-        delta = delta_counts(con, tenant.tenant_id)
-        con.execute("DELETE FROM sync_state.source_state WHERE tenant_id = ?", [tenant.tenant_id])
+        delta = delta_counts(con, tid)
+        con.execute("DELETE FROM sync_state.source_state WHERE tenant_id = ?", [tid])
         con.execute(
             "INSERT INTO sync_state.source_state VALUES (?, ?, ?, ?, ?, ?)",
             [
-                tenant.tenant_id,
-                fetched.etag,
-                fetched.last_modified,
-                fetched.sha256 or (prev[2] if prev else None),
+                tid,
+                manifest.etag,
+                manifest.last_modified,
+                manifest.sha256 or (prev[2] if prev else None),
                 now,
                 snapshot_id,
             ],
         )
-        counts = (
-            (
-                ingest.item_count,
-                ingest.valid_count,
-                ingest.invalid_count,
-                ingest.issue_counts.get("error", 0),
-                ingest.issue_counts.get("warning", 0),
-            )
-            if ingest
-            else (None, None, None, None, None)
-        )
+        counts = _counts(ingest)
         con.execute(
             """INSERT INTO main.feed_snapshots VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [
-                tenant.tenant_id,
+                tid,
                 snapshot_id,
                 now,
                 source,
                 tenant.feed.format.value,
-                fetched.sha256,
-                fetched.size_bytes,
+                manifest.sha256,
+                manifest.size_bytes,
                 ingest is None,
                 *counts,
                 delta.new,
                 delta.changed,
                 delta.volatile_only,
                 delta.unchanged,
-                delta.removed,
+                removed,
                 desired.removed_retained,
-                ingest.duration_seconds if ingest else 0.0,
+                (ingest.duration_seconds if ingest else 0.0) + manifest.duration_seconds,
                 status,
-                None,
+                note,
             ],
         )
         refresh_item_state(con, tenant)
@@ -206,27 +288,123 @@ def take_snapshot(
     except Exception:
         con.execute("ROLLBACK")
         raise
-    return SnapshotOutcome(tenant.tenant_id, snapshot_id, status, source, ingest, desired, delta)
+    return SnapshotOutcome(
+        tid,
+        snapshot_id,
+        status,
+        source,
+        ingest,
+        desired,
+        delta,
+        note,
+        shrink=shrink,
+        removed_from_feed=removed,
+    )
+
+
+def _counts(ingest: SnapshotResult | None) -> tuple[int | None, ...]:
+    if ingest is None:
+        return (None, None, None, None, None)
+    return (
+        ingest.item_count,
+        ingest.valid_count,
+        ingest.invalid_count,
+        ingest.issue_counts.get("error", 0),
+        ingest.issue_counts.get("warning", 0),
+    )
+
+
+def _drop_stage(con: duckdb.DuckDBPyConnection, tenant_id: str) -> None:
+    """Forget the staged items: they are not the applied snapshot, so a later 'not modified' run must
+    re-ingest rather than build the replace view from them."""
+    items, issues = stage_table_names(tenant_id)
+    con.execute(f"DROP VIEW IF EXISTS {items}")
+    con.execute(f"DROP TABLE IF EXISTS {stage_rows_table_name(tenant_id)}")
+    con.execute(f"DROP TABLE IF EXISTS {issues}")
+
+
+def _record_held(
+    con: duckdb.DuckDBPyConnection,
+    tenant: Tenant,
+    manifest: FeedFileManifest,
+    snapshot_id: str,
+    now: datetime,
+    ingest: SnapshotResult,
+    shrink: ShrinkVerdict,
+) -> SnapshotOutcome:
+    """Record a snapshot the shrink guard holds; feed_items, the issues, the replace view and the source state
+    stay those of the last good snapshot."""
+    tid = tenant.tenant_id
+    message = (
+        f"tenant '{tid}': snapshot of {manifest.source} HELD by the shrink guard: {shrink.describe()}. "
+        "Nothing was applied: every sync keeps sending the previous snapshot"
+    )
+    cta = (
+        "If the feed is cut short or broken, fix it; if the drop is intended, the next snapshot of different "
+        f"content showing it again applies it, or re-run with the run tag {OVERRIDE_SHRINK_TAG}=true"
+    )
+    _drop_stage(con, tid)
+    con.execute("BEGIN")
+    con.execute(
+        "DELETE FROM main.feed_item_issues WHERE tenant_id = ? AND retailer_id IS NULL AND code IN (?, ?)",
+        [tid, FILE_ERROR_CODE, SHRINK_CODE],
+    )
+    con.execute(
+        "INSERT INTO main.feed_item_issues (tenant_id, snapshot_id, retailer_id, row_number, field, severity, code, "
+        "message, call_to_action) VALUES (?, ?, NULL, NULL, NULL, 'error', ?, ?, ?)",
+        [tid, snapshot_id, SHRINK_CODE, message, cta],
+    )
+    con.execute(
+        "INSERT INTO main.feed_snapshots (tenant_id, snapshot_id, taken_at, source, format, source_sha256, "
+        "source_bytes, not_modified, item_count, valid_count, invalid_count, error_count, warning_count, "
+        "removed_count, duration_seconds, status, message) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, false, ?, ?, ?, ?, ?, ?, ?, 'held', ?)",
+        [
+            tid,
+            snapshot_id,
+            now,
+            manifest.source,
+            tenant.feed.format.value,
+            manifest.sha256,
+            manifest.size_bytes,
+            *_counts(ingest),
+            shrink.left_feed,
+            ingest.duration_seconds + manifest.duration_seconds,
+            message,
+        ],
+    )
+    con.execute("COMMIT")
+    log.warning(message)
+    return SnapshotOutcome(
+        tid,
+        snapshot_id,
+        "held",
+        manifest.source,
+        ingest,
+        message=message,
+        shrink=shrink,
+        removed_from_feed=shrink.left_feed,
+    )
 
 
 def _record_failure(
-    con: duckdb.DuckDBPyConnection, tenant: Tenant, source: str, now: datetime, message: str
+    con: duckdb.DuckDBPyConnection,
+    tenant: Tenant,
+    source: str,
+    now: datetime,
+    message: str,
+    call_to_action: str = _FILE_CTA,
 ) -> SnapshotOutcome:
     snapshot_id = _snapshot_id(tenant.tenant_id, now, hashlib.sha256(message.encode()).hexdigest())
     con.execute("BEGIN")
     con.execute(
-        "DELETE FROM main.feed_item_issues WHERE tenant_id = ? AND code = 'feed_file_error'",
-        [tenant.tenant_id],
+        "DELETE FROM main.feed_item_issues WHERE tenant_id = ? AND retailer_id IS NULL AND code IN (?, ?)",
+        [tenant.tenant_id, FILE_ERROR_CODE, SHRINK_CODE],
     )
     con.execute(
         "INSERT INTO main.feed_item_issues (tenant_id, snapshot_id, retailer_id, row_number, field, severity, code, "
-        "message, call_to_action) VALUES (?, ?, NULL, NULL, NULL, 'error', 'feed_file_error', ?, ?)",
-        [
-            tenant.tenant_id,
-            snapshot_id,
-            message,
-            "Fix the feed file (or its URL) and re-run feed_snapshot; the previous snapshot stays in sync meanwhile",
-        ],
+        "message, call_to_action) VALUES (?, ?, NULL, NULL, NULL, 'error', ?, ?, ?)",
+        [tenant.tenant_id, snapshot_id, FILE_ERROR_CODE, message, call_to_action],
     )
     con.execute(
         "INSERT INTO main.feed_snapshots (tenant_id, snapshot_id, taken_at, source, format, not_modified, status, "

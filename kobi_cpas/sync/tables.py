@@ -41,7 +41,9 @@ FEED_SNAPSHOTS = register_table(
             col("tenant_id", "VARCHAR", "Kobi tenant id", False),
             col("snapshot_id", "VARCHAR", "Snapshot id (tenant, time and content hash)", False),
             col("taken_at", "TIMESTAMPTZ", "When the snapshot was taken", False),
-            col("source", "VARCHAR", "Feed source (path or URL)"),
+            col(
+                "source", "VARCHAR", "Feed source (path, or URL without credentials and secret query values)"
+            ),
             col("format", "VARCHAR", "csv, tsv or xml"),
             col("source_sha256", "VARCHAR", "sha256 of the feed file"),
             col("source_bytes", "BIGINT", "Size of the feed file in bytes"),
@@ -67,7 +69,11 @@ FEED_SNAPSHOTS = register_table(
                 "Items whose only change is price/sale price/availability/quantity",
             ),
             col("unchanged_count", "BIGINT", "Items identical to what Meta holds"),
-            col("removed_count", "BIGINT", "Items Meta holds that the next replace feed drops"),
+            col(
+                "removed_count",
+                "BIGINT",
+                "Valid items of the last good snapshot that left the feed (retained out of stock or dropped)",
+            ),
             col(
                 "retained_count", "BIGINT", "Items gone from the source but kept as out of stock (retention)"
             ),
@@ -75,9 +81,12 @@ FEED_SNAPSHOTS = register_table(
             col(
                 "status",
                 "VARCHAR",
-                "ok, not_modified (source unchanged, not re-parsed) or failed (file unusable)",
+                "ok, not_modified (source unchanged, not re-parsed), held (shrink guard: read but not applied) "
+                "or failed (download failed or file unusable)",
             ),
-            col("message", "VARCHAR", "Why the snapshot failed, naming the file and the problem"),
+            col(
+                "message", "VARCHAR", "Why the snapshot failed or was held (or why a shrink was let through)"
+            ),
         ),
     )
 )
@@ -105,8 +114,9 @@ FEED_ITEM_ISSUES = register_table(
     TableSpec(
         name="feed_item_issues",
         domain="catalog_sync",
-        comment="Problems found in the latest snapshot per tenant, one row per item, field and problem, with a "
-        "call to action. A broken item never stops the others.",
+        comment="Problems found in the latest applied snapshot per tenant, one row per item, field and problem, "
+        "with a call to action, plus one file-level row when the latest download or file failed (feed_file_error) "
+        "or a snapshot is held by the shrink guard (feed_shrink_held). A broken item never stops the others.",
         key=("tenant_id", "snapshot_id", "retailer_id", "field", "code"),
         columns=(
             col("tenant_id", "VARCHAR", "Kobi tenant id", False),
@@ -138,14 +148,25 @@ CATALOG_SYNCS = register_table(
             col("started_at", "TIMESTAMPTZ", "When the request was sent"),
             col("finished_at", "TIMESTAMPTZ", "When Meta finished processing (NULL while processing)"),
             col("items_sent", "BIGINT", "Items in the upload or batch request"),
-            col("status", "VARCHAR", "submitted, processing, finished, failed, blocked or skipped"),
+            col(
+                "status",
+                "VARCHAR",
+                "submitted, processing, finished, finished_with_surplus_deletions (Meta deleted more items than "
+                "the replace planned: see message), failed (Meta refused the request or its handle/session, or "
+                "ended it unfinished; items re-sent), expired (unresolved past the max age: 2 h batches, 6 h "
+                "uploads; items re-sent), blocked or skipped",
+            ),
             col("upload_session_id", "VARCHAR", "Meta upload session id (feeds)"),
             col("handle", "VARCHAR", "Meta batch handle (Batch API)"),
             col("feed_id", "VARCHAR", "Meta product feed id (feeds)"),
             col("errors_count", "BIGINT", "Errors Meta reported"),
             col("warnings_count", "BIGINT", "Warnings Meta reported"),
             col("items_deleted", "BIGINT", "Items Meta deleted (replace uploads)"),
-            col("message", "VARCHAR", "Why the request was blocked, skipped or failed"),
+            col(
+                "message",
+                "VARCHAR",
+                "Why the request was blocked, skipped, failed or expired; surplus deletions",
+            ),
             col("run_id", "VARCHAR", "Dagster run that sent the request"),
         ),
     )

@@ -85,6 +85,40 @@ META_CATALOGS = register_table(
     )
 )
 
+META_DRY_RUN_WRITES = register_table(
+    TableSpec(
+        name="meta_dry_run_writes",
+        domain="dry_run",
+        comment="One row per Meta write (POST or DELETE) a dry run (run tag kobi/dry_run=true, or "
+        "`kobi-cpas run --dry-run`) did NOT send, with a summary of its payload. Nothing else of a dry run "
+        "reaches Kobi's state or this file; a normal run of the same job sends these writes.",
+        key=("write_id",),
+        columns=(
+            col("write_id", "VARCHAR", "Unique id of the recorded write", False),
+            col("run_id", "VARCHAR", "Dagster run id of the dry run", False),
+            col("tenant_id", "VARCHAR", "Kobi tenant of the run (partition or op config); NULL if not known"),
+            col("step", "VARCHAR", "Asset key(s) or op that would have sent the write"),
+            col("method", "VARCHAR", "HTTP method: POST or DELETE", False),
+            col("path", "VARCHAR", "Graph API path after the version, e.g. <catalog_id>/items_batch", False),
+            col(
+                "summary",
+                "VARCHAR",
+                "JSON payload summary: parameter names, safe scalar values (names, statuses), item_count, "
+                "first_retailer_ids, upload files (size_bytes, row_count); never a token or credential",
+            ),
+            col(
+                "item_count",
+                "BIGINT",
+                "Items the write carried (batch requests or upload file rows); NULL if none",
+            ),
+            col(
+                "synthetic_id", "VARCHAR", "The dryrun- id the dry run answered with (what Meta would create)"
+            ),
+            col("recorded_at", "TIMESTAMPTZ", "When the dry run intercepted the write", False),
+        ),
+    )
+)
+
 # Internal (non-analyst) DDL run by the migration, e.g. sync state; schemas other than main are never published.
 INTERNAL_DDL: list[str] = []
 

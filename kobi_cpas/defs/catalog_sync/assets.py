@@ -8,6 +8,7 @@ from kobi_cpas.defs.catalog_sync.checks import (
     FEED_READABLE,
     INVALID_SHARE,
     OVERRIDE_TAG,
+    SHRINK_GUARD,
     feed_snapshot_check_specs,
     replace_plan_check_specs,
 )
@@ -29,8 +30,11 @@ from kobi_cpas.resources import (
 )
 from kobi_cpas.sync import methods
 from kobi_cpas.sync.delta import delta_counts
+from kobi_cpas.sync.feed_download import current_manifest, download_feed
+from kobi_cpas.sync.guards import SURPLUS_STATUS
 from kobi_cpas.sync.methods import SyncBlocked, SyncContext, SyncRecord, plan_replace
-from kobi_cpas.sync.snapshot_step import refresh_item_state, take_snapshot
+from kobi_cpas.sync.shrink_guard import OVERRIDE_SHRINK_TAG
+from kobi_cpas.sync.snapshot_step import ingest_snapshot, refresh_item_state
 from kobi_cpas.sync.tables import (
     CATALOG_ITEM_STATE,
     CATALOG_SYNCS,
@@ -38,6 +42,7 @@ from kobi_cpas.sync.tables import (
     FEED_ITEMS,
     FEED_SNAPSHOTS,
 )
+from kobi_cpas.warehouse.tables import META_DRY_RUN_WRITES
 
 GROUP = "catalog_sync"
 SHARD_TAG = "kobi/catalog_shard"
@@ -107,10 +112,62 @@ def _records_md(records: list[SyncRecord]) -> dg.MetadataValue:
 @dg.asset(
     group_name=GROUP,
     owners=OWNERS_DATA,
+    kinds={"http", "file"},
+    partitions_def=tenant_partitions,
+    deps=["tenant_registry"],
+)
+def feed_file(
+    context: dg.AssetExecutionContext,
+    registry: TenantRegistryResource,
+    catalog_sync: CatalogSyncResource,
+) -> dg.MaterializeResult:
+    """The tenant's feed file as fetched now into its workdir, with a JSON manifest (outcome, validators, sha256,
+    size, failure message) that feed_snapshot ingests. Outside the duckdb_write pool and with no database open:
+    a slow feed server costs only this step, bounded by the tenant's total deadline and size cap
+    (feed.download_deadline_seconds, feed.max_bytes). A failed download is recorded, not raised: feed_snapshot
+    turns it into a failed snapshot, a FEED_FILE_ERROR diagnostic and a failing feed_file_readable check."""
+    reg, tenant = registry.tenant(context.partition_key)
+    manifest = download_feed(reg, tenant, Path(catalog_sync.workdir) / tenant.tenant_id)
+    if manifest.ok:
+        context.log.info(
+            f"feed {manifest.source}: {'not modified' if manifest.not_modified else 'fetched'}, "
+            f"{manifest.size_bytes or 0:,} bytes in {manifest.duration_seconds:.1f} s"
+        )
+    else:
+        context.log.warning(manifest.message or "feed download failed")
+    return dg.MaterializeResult(
+        metadata={
+            "outcome": manifest.outcome,
+            "source": manifest.source,
+            "not_modified": manifest.not_modified,
+            "sha256": manifest.sha256 or "",
+            "size_bytes": manifest.size_bytes or 0,
+            "duration_seconds": round(manifest.duration_seconds, 3),
+            "message": manifest.message or "",
+        }
+    )
+
+
+def _invalid_share_result(item_count: int, invalid_count: int) -> dg.AssetCheckResult:
+    share = invalid_count / item_count if item_count else 0.0
+    return dg.AssetCheckResult(
+        check_name=INVALID_SHARE,
+        passed=share <= 0.05,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"invalid_share": share, "invalid_items": invalid_count},
+        description=None
+        if share <= 0.05
+        else f"{share:.1%} of the feed's items are invalid: see feed_item_issues for the call to action per item",
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS_DATA,
     kinds={"duckdb", "csv"},
     partitions_def=tenant_partitions,
     pool=DUCKDB_POOL,
-    deps=["tenant_registry"],
+    deps=["tenant_registry", feed_file],
     check_specs=feed_snapshot_check_specs,
     metadata=table_definition_metadata(FEED_ITEMS, FEED_SNAPSHOTS, FEED_ITEM_ISSUES, CATALOG_ITEM_STATE),
 )
@@ -121,36 +178,66 @@ def feed_snapshot(
     warehouse: WarehouseResource,
     catalog_sync: CatalogSyncResource,
 ) -> dg.MaterializeResult:
-    """The tenant's product feed as of now: fetched (conditional GET / sha256), parsed, validated and hashed in
-    DuckDB, with the replace view (what the next replace feed sends) rebuilt from it.
+    """The tenant's product feed as of now: the downloaded feed_file parsed, validated and hashed in DuckDB (skipped
+    when its sha256 is unchanged), with the replace view (what the next replace feed sends) rebuilt from it.
+    A snapshot whose valid items shrink past the tenant's threshold is held (feed_shrink_guard), not applied.
 
     Tables: feed_items (latest valid items), feed_snapshots (history), feed_item_issues (problems with a call
     to action), catalog_item_state (per item: desired vs Meta)."""
     reg, tenant = registry.tenant(context.partition_key)
+    workdir = Path(catalog_sync.workdir) / tenant.tenant_id
+    # Before the database is opened: no waiting inside it (a URL is only ever fetched by feed_file).
+    manifest = current_manifest(reg, tenant, workdir)
+    override = context.run.tags.get(OVERRIDE_SHRINK_TAG, "").lower() == "true"
     with warehouse.connection() as con:
-        outcome = take_snapshot(
+        outcome = ingest_snapshot(
             con,
-            registry=reg,
             tenant=tenant,
-            workdir=Path(catalog_sync.workdir) / tenant.tenant_id,
+            workdir=workdir,
+            manifest=manifest,
             now=datetime.now(UTC),
             force=config.force,
+            override_shrink_guard=override,
         )
         warehouse.publish(con)
-        if outcome.status == "failed":
+        if outcome.status in ("failed", "held"):
             # Recorded and published; the blocking check stops the syncs of this run, the previous snapshot
             # stays what Meta gets.
+            failed = outcome.status == "failed"
+            shrink = outcome.shrink
+            ingest = outcome.ingest
+            if failed:
+                context.log.error(outcome.message or "feed snapshot failed")
+            else:
+                context.log.warning(outcome.message or "feed snapshot held")
             return dg.MaterializeResult(
-                metadata={"status": "failed", "snapshot_id": outcome.snapshot_id, "source": outcome.source},
+                metadata={
+                    "status": outcome.status,
+                    "snapshot_id": outcome.snapshot_id,
+                    "source": outcome.source,
+                    "message": outcome.message or "",
+                    "removed_from_feed": outcome.removed_from_feed,
+                },
                 check_results=[
                     dg.AssetCheckResult(
                         check_name=FEED_READABLE,
-                        passed=False,
+                        passed=not failed,
                         severity=dg.AssetCheckSeverity.ERROR,
-                        description=outcome.message,
+                        description=outcome.message if failed else None,
                         metadata={"source": outcome.source},
                     ),
-                    dg.AssetCheckResult(check_name=INVALID_SHARE, passed=True, description="feed not read"),
+                    dg.AssetCheckResult(
+                        check_name=SHRINK_GUARD,
+                        passed=failed,
+                        severity=dg.AssetCheckSeverity.ERROR,
+                        description="feed not read" if failed else outcome.message,
+                        metadata=shrink.metadata() if shrink else {},
+                    ),
+                    _invalid_share_result(ingest.item_count, ingest.invalid_count)
+                    if ingest
+                    else dg.AssetCheckResult(
+                        check_name=INVALID_SHARE, passed=True, description="feed not read"
+                    ),
                 ],
             )
         issues = preview(
@@ -168,14 +255,15 @@ def feed_snapshot(
         ).fetchone()
     delta = outcome.delta
     desired = outcome.desired
+    shrink = outcome.shrink
     item_count, valid_count, invalid_count = (int(x or 0) for x in (snap or (0, 0, 0)))
-    share = invalid_count / item_count if item_count else 0.0
     context.log.info(f"snapshot {outcome.snapshot_id}: {outcome.status}; delta {delta}")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": n_items,
             "snapshot_id": outcome.snapshot_id,
             "status": outcome.status,
+            "source": outcome.source,
             "items_in_feed": item_count,
             "valid_items": valid_count,
             "invalid_items": invalid_count,
@@ -184,6 +272,7 @@ def feed_snapshot(
             "volatile_only": delta.volatile_only if delta else 0,
             "unchanged": delta.unchanged if delta else 0,
             "removed": delta.removed if delta else 0,
+            "removed_from_feed": outcome.removed_from_feed,
             "retained_out_of_stock": desired.removed_retained if desired else 0,
             "invalid_kept_last_valid": desired.invalid_kept if desired else 0,
             "previous_id_inferred": desired.previous_id_inferred if desired else 0,
@@ -192,15 +281,13 @@ def feed_snapshot(
         check_results=[
             dg.AssetCheckResult(check_name=FEED_READABLE, passed=True, metadata={"source": outcome.source}),
             dg.AssetCheckResult(
-                check_name=INVALID_SHARE,
-                passed=share <= 0.05,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={"invalid_share": share, "invalid_items": invalid_count},
-                description=None
-                if share <= 0.05
-                else f"{share:.1%} of the feed's items are invalid: see "
-                "feed_item_issues for the call to action per item",
+                check_name=SHRINK_GUARD,
+                passed=True,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=outcome.message,  # set when the guard was overridden or the drop confirmed
+                metadata=shrink.metadata() if shrink else {},
             ),
+            _invalid_share_result(item_count, invalid_count),
         ],
     )
 
@@ -217,14 +304,28 @@ def feed_snapshot(
 def replace_feed_plan(
     context: dg.AssetExecutionContext, registry: TenantRegistryResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    """What the next replace upload would do per shard: items sent, live items at Meta, items Meta would delete.
-    Its blocking check (the deletion guard) stops an empty upload or one deleting too much of the catalog."""
+    """What the next replace upload would do per shard: items sent, live items at Meta, items Meta would delete,
+    live items it would flip to out of stock (retention), and unconfirmed surplus deletions of earlier replaces.
+    Its blocking check (the deletion guard) stops an empty upload, one deleting or flipping too much of the
+    catalog, and any replace while Meta's surplus deletions wait for a person's confirmation."""
     _, tenant = registry.tenant(context.partition_key)
     with warehouse.connection() as con:
         plans = plan_replace(con, tenant)
     override = context.run.tags.get(OVERRIDE_TAG, "").lower() == "true"
     blocked = [p.blocked_reason for p in plans if p.blocked_reason]
-    rows = [(p.shard, p.items, p.live, p.deletions, f"{p.delete_share:.1%}") for p in plans]
+    rows = [
+        (
+            p.shard,
+            p.items,
+            p.live,
+            p.deletions,
+            p.flips,
+            sum(s.surplus for s in p.surplus),
+            f"{p.delete_share:.1%}",
+        )
+        for p in plans
+    ]
+    surplus = sum(s.surplus for p in plans for s in p.surplus)
     passed = not blocked or override
     desc = None
     if blocked:
@@ -236,7 +337,11 @@ def replace_feed_plan(
             "items_to_send": sum(p.items for p in plans),
             "live_items": sum(p.live for p in plans),
             "deletions": sum(p.deletions for p in plans),
-            "plan": dg.MetadataValue.md(md_table(rows, ["shard", "items", "live", "deletions", "share"])),
+            "retention_flips": sum(p.flips for p in plans),
+            "unconfirmed_surplus_deletions": surplus,
+            "plan": dg.MetadataValue.md(
+                md_table(rows, ["shard", "items", "live", "deletions", "flips", "surplus", "share"])
+            ),
         },
         check_results=[
             dg.AssetCheckResult(
@@ -246,6 +351,8 @@ def replace_feed_plan(
                 description=desc,
                 metadata={
                     "deletions": sum(p.deletions for p in plans),
+                    "retention_flips": sum(p.flips for p in plans),
+                    "unconfirmed_surplus_deletions": surplus,
                     "live": sum(p.live for p in plans),
                     "max_delete_share": tenant.sync.max_delete_share,
                     "overridden": override and bool(blocked),
@@ -260,8 +367,8 @@ def _read_fatal_errors(client, con, ctx: SyncContext, records: list[SyncRecord],
     catalog_diagnostics (Meta's Catalog Integration step 6, "Address fatal ingestion errors")."""
     total = 0
     for rec in records:
-        if rec.status != "finished":
-            continue  # still processing: sync_status_sensor hands it over when Meta is done
+        if not rec.status.startswith("finished"):
+            continue  # still processing (the status sensor hands it over when Meta is done), or failed
         rep = fatal_errors_for_sync(client, con, ctx.tenant_id, ctx.catalog_id, rec.sync_id)
         total += rep.fatal_errors
         if rep.fatal_errors:
@@ -276,10 +383,18 @@ def _run_sync(context, registry, meta, warehouse, catalog_sync, fn) -> dg.Materi
     _guard_overlap(context)
     with meta.get_client(logger=context.log) as client:
         ctx = _sync_context(context, registry, meta, warehouse, catalog_sync, client)
+        ctx.apply_run_tags(context.run.tags)  # kobi/adopt_feed, kobi/override_deletion_guard
         try:
             records = fn(ctx)
         except SyncBlocked as exc:
+            # Whatever was settled before the block (requests resolved, failed or expired) is published.
+            with ctx.db() as con:
+                refresh_item_state(con, ctx.tenant)
+                warehouse.publish(con)
             raise dg.Failure(description=str(exc)) from None
+        for rec in records:
+            if rec.status == SURPLUS_STATUS:
+                context.log.warning(rec.message or f"{rec.sync_id}: surplus deletions")
         with ctx.db() as con:
             fatal = _read_fatal_errors(client, con, ctx, records, context)
             refresh_item_state(con, ctx.tenant)
@@ -290,7 +405,8 @@ def _run_sync(context, registry, meta, warehouse, catalog_sync, fn) -> dg.Materi
             "requests": len(records),
             "items_sent": sum(r.items_sent for r in records),
             "errors": sum(r.errors_count for r in records),
-            "still_processing": sum(1 for r in records if r.status != "finished"),
+            "still_processing": sum(1 for r in records if r.status in ("submitted", "processing")),
+            "surplus_deletions": sum(r.items_deleted for r in records if r.status == SURPLUS_STATUS),
             "fatal_ingestion_errors": fatal,
             "remaining_new_or_changed": delta.new + delta.changed,
             "remaining_volatile_only": delta.volatile_only,
@@ -363,7 +479,8 @@ def price_stock_batch(
 @dg.asset(
     **SYNC_ASSET,
     deps=[replace_feed_upload, update_feed_upload, price_stock_batch],
-    metadata=table_definition_metadata(CATALOG_SYNCS),
+    # meta_dry_run_writes: the requests a dry run did not send (written by the resources of any step).
+    metadata=table_definition_metadata(CATALOG_SYNCS, META_DRY_RUN_WRITES),
 )
 def catalog_syncs(
     context: dg.AssetExecutionContext,
@@ -377,6 +494,7 @@ def catalog_syncs(
     _, tenant = registry.tenant(context.partition_key)
     with meta.get_client(logger=context.log) as client:
         ctx = _sync_context(context, registry, meta, warehouse, catalog_sync, client)
+        ctx.apply_run_tags(context.run.tags)
         resolved = methods.resolve_pending(ctx, wait=False)
         with warehouse.connection() as con:
             _read_fatal_errors(client, con, ctx, resolved, context)

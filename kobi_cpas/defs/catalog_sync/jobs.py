@@ -1,28 +1,29 @@
-"""Asset jobs of the catalog sync; each re-reads the feed first (a no-op when the source is unchanged)."""
+"""Asset jobs of the catalog sync; each re-reads the feed first (feed_file downloads it outside the DuckDB pool,
+feed_snapshot ingests it; a no-op when the source is unchanged)."""
 
 import dagster as dg
 
 catalog_replace_job = dg.define_asset_job(
     "catalog_replace_job",
     selection=dg.AssetSelection.assets(
-        "feed_snapshot", "replace_feed_plan", "replace_feed_upload", "catalog_syncs"
+        "feed_file", "feed_snapshot", "replace_feed_plan", "replace_feed_upload", "catalog_syncs"
     ),
     description="Snapshot the feed, check the deletion guard, upload the full replace feed, record the result.",
 )
 catalog_update_job = dg.define_asset_job(
     "catalog_update_job",
-    selection=dg.AssetSelection.assets("feed_snapshot", "update_feed_upload", "catalog_syncs"),
+    selection=dg.AssetSelection.assets("feed_file", "feed_snapshot", "update_feed_upload", "catalog_syncs"),
     description="Snapshot the feed and upload new and changed items (update_only).",
 )
 catalog_batch_job = dg.define_asset_job(
     "catalog_batch_job",
-    selection=dg.AssetSelection.assets("feed_snapshot", "price_stock_batch", "catalog_syncs"),
+    selection=dg.AssetSelection.assets("feed_file", "feed_snapshot", "price_stock_batch", "catalog_syncs"),
     description="Snapshot the feed and send volatile-only changes through the Batch API.",
 )
 catalog_feed_change_job = dg.define_asset_job(
     "catalog_feed_change_job",
     selection=dg.AssetSelection.assets(
-        "feed_snapshot", "update_feed_upload", "price_stock_batch", "catalog_syncs"
+        "feed_file", "feed_snapshot", "update_feed_upload", "price_stock_batch", "catalog_syncs"
     ),
     description="Started by the feed source sensor: snapshot, then the incremental syncs the delta needs.",
 )

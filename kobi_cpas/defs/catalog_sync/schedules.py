@@ -1,14 +1,17 @@
 """The three sync cadences (Meta's Catalog Integration requirement 1): replace daily (or hourly per tenant),
 update hourly, Batch API every 15 minutes. One schedule per cadence ticks every 15 minutes and launches the
 tenants whose own cron fired since the previous tick, skipping — with the reason — any tenant whose catalog is
-still being synced."""
+still being synced. Tenants are evaluated one by one: a broken registry entry or one tenant's error is reported
+in the skip reason and the tick log, and the other tenants are still launched."""
 
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import dagster as dg
-from dagster._utils.schedules import cron_string_iterator
+from croniter import croniter
 
 from kobi_cpas.defs.catalog_sync.assets import SHARD_TAG
+from kobi_cpas.defs.tenants.evaluation import evaluate_tenant, log_tenant_problems, registry_notes
 from kobi_cpas.defs.tenants.partitions import TENANT_PARTITIONS_NAME
 from kobi_cpas.registry import RegistryError, Tenant, load_registry
 from kobi_cpas.warehouse import analyst_path_from_env, read_analyst
@@ -24,12 +27,8 @@ ACTIVE = [
 
 def cron_fired(cron: str, tz: str, start: datetime, end: datetime) -> bool:
     """Did ``cron`` (in time zone ``tz``) fire in (start, end]?"""
-    it = cron_string_iterator(start.timestamp(), cron, tz)
-    for t in it:
-        if t.timestamp() <= start.timestamp():
-            continue
-        return t.timestamp() <= end.timestamp()
-    return False
+    fire = croniter(cron, start.astimezone(ZoneInfo(tz))).get_next(datetime)
+    return start.timestamp() < fire.timestamp() <= end.timestamp()
 
 
 def overlap_reason(instance: dg.DagsterInstance, tenant_id: str) -> str | None:
@@ -64,35 +63,42 @@ def tenant_run_requests(
         return dg.SkipReason(f"registry invalid, no {method} sync launched: {exc}")
     tick = context.scheduled_execution_time
     known = set(context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
-    requests, skipped = [], []
-    for tenant in reg.tenants:
-        t: Tenant = tenant
+    requests, skipped, errors = [], [], []
+
+    def evaluate(t: Tenant) -> dg.RunRequest | str | None:
+        """The tenant's run request, the reason it is skipped, or None when its cron did not fire."""
         if not cron_fired(cron_of(t), t.sync.timezone, tick - TICK, tick):
-            continue
+            return None
         if t.tenant_id not in known:
-            skipped.append(f"{t.tenant_id}: no partition yet (the tenant sensor adds it)")
-            continue
+            return f"{t.tenant_id}: no partition yet (the tenant sensor adds it)"
         reason = overlap_reason(context.instance, t.tenant_id) or (
             pending_requests_reason(t.tenant_id, blocking_methods) if blocking_methods else None
         )
         if reason:
-            skipped.append(reason)
-            continue
-        requests.append(
-            dg.RunRequest(
-                run_key=f"{method}:{t.tenant_id}:{tick:%Y%m%dT%H%M}",
-                partition_key=t.tenant_id,
-                tags={SHARD_TAG: t.tenant_id, "kobi/sync_method": method},
-            )
+            return reason
+        return dg.RunRequest(
+            run_key=f"{method}:{t.tenant_id}:{tick:%Y%m%dT%H%M}",
+            partition_key=t.tenant_id,
+            tags={SHARD_TAG: t.tenant_id, "kobi/sync_method": method},
         )
+
+    for t in reg.tenants:
+        _, outcome = evaluate_tenant(t, f"{method} schedule", evaluate, errors)
+        if isinstance(outcome, dg.RunRequest):
+            requests.append(outcome)
+        elif outcome:
+            skipped.append(outcome)
+    not_evaluated = errors + registry_notes(reg)
     if skipped:
         context.log.info(f"{method} tick {tick:%Y-%m-%d %H:%M}: skipped " + "; ".join(skipped))
+    log_tenant_problems(context.log, f"{method} tick {tick:%Y-%m-%d %H:%M}", not_evaluated)
     if not requests:
-        return dg.SkipReason(
+        reason = (
             ("; ".join(skipped) + " — tick skipped to avoid overlapping syncs of the same catalog")
             if skipped
             else f"no tenant's {method} cron fired in the 15 minutes before {tick:%Y-%m-%d %H:%M %Z}"
         )
+        return dg.SkipReason("; ".join([reason, *not_evaluated]))
     return requests
 
 

@@ -9,34 +9,36 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
-import requests
 
 from kobi_cpas.defs.catalog_sync.assets import SHARD_TAG
 from kobi_cpas.defs.catalog_sync.schedules import overlap_reason
+from kobi_cpas.defs.tenants.evaluation import evaluate_tenant, log_tenant_problems, registry_notes
 from kobi_cpas.defs.tenants.partitions import TENANT_PARTITIONS_NAME
+from kobi_cpas.feeds.reader import head_fingerprint
 from kobi_cpas.registry import LoadedRegistry, RegistryError, Tenant, load_registry
+from kobi_cpas.sync.feed_download import feeds_root
 from kobi_cpas.warehouse import analyst_path_from_env, read_analyst
 
 BATCH_CHECK_AFTER = timedelta(minutes=2)
 
 
 def source_fingerprint(reg: LoadedRegistry, tenant: Tenant, timeout: float = 10.0) -> str | None:
-    """A cheap fingerprint of the feed source: size+mtime of a file, ETag/Last-Modified/length of a URL."""
+    """A cheap fingerprint of the feed source: size, ns mtime, inode and ctime of a file (a rewrite that keeps the
+    mtime still counts), ETag/Last-Modified/length of a URL (HEAD,
+    redirects checked like the download's). None when unreachable, refused, or a path outside the feeds root."""
     loc = reg.feed_location(tenant)
     if tenant.feed.is_url:
-        try:
-            r = requests.head(loc, timeout=timeout, allow_redirects=True)
-        except requests.RequestException:
-            return None
-        if r.status_code >= 400:
-            return None
-        parts = [r.headers.get(h, "") for h in ("ETag", "Last-Modified", "Content-Length")]
-        return "|".join(parts) if any(parts) else None
+        return head_fingerprint(
+            loc, timeout=timeout, allow_private_redirects=tenant.feed.allow_private_redirects
+        )
     try:
-        st = Path(loc).stat()
+        p = Path(loc)
+        if not p.resolve().is_relative_to(feeds_root(reg, tenant)):
+            return None
+        st = p.stat()
     except OSError:
         return None
-    return f"{st.st_size}|{st.st_mtime_ns}"
+    return f"{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_ctime_ns}"
 
 
 @dg.sensor(
@@ -52,21 +54,22 @@ def feed_source_sensor(context: dg.SensorEvaluationContext):
         return dg.SkipReason(f"registry invalid: {exc}")
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     known = set(context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
-    runs, notes = [], []
-    for t in reg.tenants:
+    runs, notes, errors = [], [], []
+
+    def evaluate(t: Tenant) -> None:
         fp = source_fingerprint(reg, t)
         if fp is None:
             notes.append(f"{t.tenant_id}: source unreachable")
-            continue
+            return
         if seen.get(t.tenant_id) == fp:
-            continue
+            return
         if t.tenant_id not in known:
             notes.append(f"{t.tenant_id}: no partition yet")
-            continue
+            return
         reason = overlap_reason(context.instance, t.tenant_id)
         if reason:
             notes.append(reason + " (will retry)")
-            continue  # cursor not advanced: the change is picked up on a later tick
+            return  # cursor not advanced: the change is picked up on a later tick
         runs.append(
             dg.RunRequest(
                 run_key=f"feed-change:{t.tenant_id}:{fp}",
@@ -75,7 +78,13 @@ def feed_source_sensor(context: dg.SensorEvaluationContext):
             )
         )
         seen[t.tenant_id] = fp
+
+    for t in reg.tenants:
+        evaluate_tenant(t, "feed source check", evaluate, errors)
+    not_evaluated = errors + registry_notes(reg)
+    log_tenant_problems(context.log, "feed source sensor", not_evaluated)
     if not runs:
+        notes += not_evaluated
         return dg.SensorResult(
             skip_reason="; ".join(notes) if notes else "no feed source changed", cursor=json.dumps(seen)
         )

@@ -65,6 +65,20 @@ def _preview(analyst_path: str, rule, tenant_id: str) -> tuple[int, list[str]]:
         con.close()
 
 
+def parse_segment_filter(text: str, tenant_id: str) -> dict:
+    """The validated rule of the segment_filter config, or a dg.Failure naming the tenant and the field."""
+    where = f"tenant '{tenant_id}', config field 'segment_filter'"
+    try:
+        return validate_rule(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise dg.Failure(description=f"{where} is not valid JSON: {exc}") from None
+    except RecursionError:
+        # json.loads itself recurses: thousands of levels end here before the rule's depth limit applies.
+        raise dg.Failure(description=f"{where} is nested too deeply for a rule") from None
+    except FilterError as exc:
+        raise dg.Failure(description=f"{where} is invalid: {exc}") from None
+
+
 @dg.op(
     description="Validate the rule, preview its membership on the feed snapshot, find or create the segment "
     "(never a duplicate), share it with the brand's business."
@@ -77,12 +91,7 @@ def create_and_share_segment(
     warehouse: WarehouseResource,
 ) -> dict:
     _, tenant = registry.tenant(config.tenant_id)
-    try:
-        rule = validate_rule(json.loads(config.segment_filter))
-    except json.JSONDecodeError as exc:
-        raise dg.Failure(description=f"segment_filter is not valid JSON: {exc}") from None
-    except FilterError as exc:
-        raise dg.Failure(description=f"segment_filter is invalid: {exc}") from None
+    rule = parse_segment_filter(config.segment_filter, tenant.tenant_id)
     count, sample = _preview(warehouse.duckdb_path, rule, tenant.tenant_id)
     context.log.info(f"preview: {count} items of {tenant.tenant_id}'s feed match the rule, e.g. {sample[:5]}")
     if count == 0:

@@ -1,5 +1,5 @@
 from collections import defaultdict
-from datetime import UTC, date, datetime
+from datetime import date
 
 import dagster as dg
 
@@ -21,6 +21,12 @@ from kobi_cpas.defs.shared import (
     table_definition_metadata,
 )
 from kobi_cpas.insights.metrics import write_metric_catalog
+from kobi_cpas.insights.products import (
+    LookupReport,
+    lookup_product_items,
+    match_rates,
+    match_to_feed,
+)
 from kobi_cpas.insights.pull import InsightsPullError, account_timezone, pull_account_days
 from kobi_cpas.insights.reconcile import (
     check_freshness,
@@ -32,10 +38,11 @@ from kobi_cpas.insights.reconcile import (
 )
 from kobi_cpas.insights.schema import (
     INSIGHTS_METRIC_CATALOG,
+    RETAILER_PRODUCT_ITEMS,
     SHARED_ITEM_METRICS,
     SHARED_ITEM_PRODUCT_METRICS,
 )
-from kobi_cpas.insights.tables import CPAS_DASHBOARD
+from kobi_cpas.insights.tables import CPAS_DASHBOARD, RETAILER_PRODUCT_MATCH_RATES
 from kobi_cpas.resources import (
     CatalogSyncResource,
     MetaGraphResource,
@@ -59,38 +66,38 @@ def _days_by_tenant(context: dg.AssetExecutionContext) -> dict[str, list[date]]:
     return {t: sorted(set(d)) for t, d in out.items()}
 
 
-def enrich_products(con, tenant, client, log) -> int:
-    """Fill retailer_id / title / brand of converted products: product item id -> retailer id (cached, asked
-    from Meta only for ids not seen before) -> the tenant's feed item."""
-    missing = [
-        r[0]
-        for r in con.execute(
-            "SELECT DISTINCT p.action_converted_product_id FROM main.shared_item_product_metrics p "
-            "ANTI JOIN raw.product_items m ON m.tenant_id = p.tenant_id AND m.product_item_id = p.action_converted_product_id "
-            "WHERE p.tenant_id = ?",
-            [tenant.tenant_id],
-        ).fetchall()
+def map_converted_products(con, tenant_id: str, client, log) -> LookupReport:
+    """The tenant's converted product ids are the retailer's product items: look up the ones never seen (one
+    GET each, cached in retailer_product_items), then match all of them to the brand's feed items."""
+    try:
+        report = lookup_product_items(client, con, tenant_id=tenant_id)
+    finally:
+        match_to_feed(con, tenant_id)  # whatever was cached before a failure still maps
+    if report.errors:
+        log.warning(f"{tenant_id}: product item lookups stopped, retried next run: {report.errors[0]}")
+    return report
+
+
+def _match_rate_md(rates: list[dict]) -> dg.MetadataValue:
+    """Per tenant and retailer: how the converted products (the retailer's items) map to the brand's feed."""
+    if not rates:
+        return dg.MetadataValue.md("_no converted products yet_")
+    cols = ("product_items", "found", "not_found", "pending", "matched_by_retailer_id", "matched_by_gtin")
+    rows = [
+        (
+            r["tenant_id"],
+            r["retailer"],
+            *(r[c] for c in cols),
+            r["matched_by_mpn"],
+            r["unmatched"],
+            f"{float(r['match_rate'] or 0):.1%}",
+            f"{float(r['value_match_rate'] or 0):.1%}",
+        )
+        for r in rates
     ]
-    now = datetime.now(UTC)
-    rows = []
-    for pid in missing:
-        try:
-            node = client.get(pid, params={"fields": "id,retailer_id"})
-            rows.append((tenant.tenant_id, pid, node.get("retailer_id"), now))
-        except Exception as exc:  # an item deleted from the catalog since: keep the product id, no feed join
-            log.debug(f"product item {pid}: {exc}")
-            rows.append((tenant.tenant_id, pid, None, now))
-    if rows:
-        con.executemany("INSERT INTO raw.product_items VALUES (?, ?, ?, ?)", rows)
-    con.execute(
-        """UPDATE main.shared_item_product_metrics p
-           SET retailer_id = m.retailer_id, product_title = f.title, product_brand = f.brand
-           FROM raw.product_items m LEFT JOIN main.feed_items f
-             ON f.tenant_id = m.tenant_id AND f.retailer_id = m.retailer_id
-           WHERE p.tenant_id = ? AND m.tenant_id = p.tenant_id AND m.product_item_id = p.action_converted_product_id""",
-        [tenant.tenant_id],
-    )
-    return len(rows)
+    headers = ["tenant", "retailer", "product items", "found", "not found", "pending", "by retailer id"]
+    headers += ["by GTIN", "by MPN", "unmatched", "match rate", "value match rate (7d click)"]
+    return dg.MetadataValue.md(md_table(rows, headers, max_rows=50))
 
 
 @dg.asset(
@@ -103,7 +110,11 @@ def enrich_products(con, tenant, client, log) -> int:
     deps=["tenant_registry", "feed_snapshot"],
     check_specs=shared_item_metrics_check_specs,
     metadata=table_definition_metadata(
-        SHARED_ITEM_METRICS, SHARED_ITEM_PRODUCT_METRICS, INSIGHTS_METRIC_CATALOG
+        SHARED_ITEM_METRICS,
+        SHARED_ITEM_PRODUCT_METRICS,
+        INSIGHTS_METRIC_CATALOG,
+        RETAILER_PRODUCT_ITEMS,
+        RETAILER_PRODUCT_MATCH_RATES,
     ),
 )
 def shared_item_metrics(
@@ -123,6 +134,7 @@ def shared_item_metrics(
     reports, errors = [], []
     checks: dict[str, list] = defaultdict(list)
     freshness = []
+    lookups: list[LookupReport] = []
     with meta.get_client(logger=context.log) as client, warehouse.connection() as con:
         write_metric_catalog(con, "main.insights_metric_catalog")
         for tenant_id, days in days_by_tenant.items():
@@ -158,9 +170,10 @@ def shared_item_metrics(
                 checks[PRODUCTS] += check_product_presence(con, ad_account_id=act, days=days)
                 checks[REPULL] += check_repull(con, ad_account_id=act, days=[yesterday])
                 freshness.append(check_freshness(con, ad_account_id=act, timezone_name=tz))
-            enrich_products(con, tenant, client, context.log)
+            lookups.append(map_converted_products(con, tenant_id, client, context.log))
         n = count(con, "SELECT count(*) FROM main.shared_item_metrics")
         n_products = count(con, "SELECT count(*) FROM main.shared_item_product_metrics")
+        rates = match_rates(con, list(days_by_tenant))
         md = preview(
             con,
             "SELECT date, tenant_id, retailer, campaign_id, spend, purchase_value, roas_recomputed "
@@ -190,6 +203,12 @@ def shared_item_metrics(
             "incomplete_slices": sum(len(r.incomplete) for r in reports),
             "errors": "; ".join(errors) or "none",
             "dashboard_preview": md,
+            "product_lookups": sum(r.requested for r in lookups),
+            "product_lookup_errors": "; ".join(e for r in lookups for e in r.errors[:1]) or "none",
+            "product_match_rate": _match_rate_md(rates),
+            "product_match_rates": dg.MetadataValue.json(
+                {f"{r['tenant_id']}/{r['retailer']}": float(r["match_rate"] or 0) for r in rates}
+            ),
         },
         check_results=[
             result(ROLLUPS, checks[ROLLUPS], "rollup gaps (ad vs higher levels)"),

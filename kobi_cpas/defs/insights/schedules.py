@@ -8,8 +8,9 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from kobi_cpas.defs.insights.partitions import RESTATEMENT_DAYS, range_tags
+from kobi_cpas.defs.tenants.evaluation import evaluate_tenant, log_tenant_problems, registry_notes
 from kobi_cpas.defs.tenants.partitions import TENANT_PARTITIONS_NAME
-from kobi_cpas.registry import RegistryError, load_registry
+from kobi_cpas.registry import RegistryError, Tenant, load_registry
 
 PULL_HOUR = 7  # local time: yesterday is complete enough, and restated days get re-pulled for 28 days anyway
 _TZ_CACHE: dict[str, tuple[float, str]] = {}
@@ -54,20 +55,21 @@ def shared_item_metrics_schedule(context: dg.ScheduleEvaluationContext):
         return dg.SkipReason(f"registry invalid: {exc}")
     known = set(context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
     tick = context.scheduled_execution_time
-    runs, waiting = [], []
-    for t in reg.tenants:
+    runs, waiting, errors = [], [], []
+
+    def evaluate(t: Tenant) -> None:
         accounts = [
             r.dedicated_ad_account_id
             for r in t.cpas_retailers
             if r.dedicated_ad_account_id and r.partnership_status.value != "pending"
         ]
         if not accounts or t.tenant_id not in known:
-            continue
+            return
         tz = account_tz(accounts[0])
         local = tick.astimezone(ZoneInfo(tz))
         if local.hour != PULL_HOUR:
             waiting.append(f"{t.tenant_id}: {local:%H:%M} in {tz}")
-            continue
+            return
         until = local.date() - timedelta(days=1)
         since = until - timedelta(days=RESTATEMENT_DAYS - 1)
         runs.append(
@@ -79,10 +81,16 @@ def shared_item_metrics_schedule(context: dg.ScheduleEvaluationContext):
                 },
             )
         )
+
+    for t in reg.tenants:
+        evaluate_tenant(t, "insights schedule", evaluate, errors)
+    not_evaluated = errors + registry_notes(reg)
+    log_tenant_problems(context.log, "shared_item_metrics_schedule", not_evaluated)
     if not runs:
-        return dg.SkipReason(
+        reason = (
             f"no account is at {PULL_HOUR}:00 local time (" + "; ".join(waiting) + ")"
             if waiting
             else "no tenant with an accepted CPAS ad account"
         )
+        return dg.SkipReason("; ".join([reason, *not_evaluated]))
     return runs

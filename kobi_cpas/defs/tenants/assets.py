@@ -3,6 +3,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from kobi_cpas.defs.shared import DUCKDB_POOL, OWNERS_DATA, count, preview, table_definition_metadata
+from kobi_cpas.feeds.reader import redact_source
 from kobi_cpas.resources import TenantRegistryResource, WarehouseResource
 from kobi_cpas.warehouse import replace_rows
 from kobi_cpas.warehouse.tables import TENANT_REGISTRY
@@ -18,9 +19,10 @@ from kobi_cpas.warehouse.tables import TENANT_REGISTRY
 def tenant_registry(
     context: dg.AssetExecutionContext, registry: TenantRegistryResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    """The tenant registry: one row per tenant and CPAS retailer, validated from the registry YAML.
+    """The tenant registry: one row per valid tenant and CPAS retailer, validated from the registry YAML.
 
-    A bad registry fails with one message naming the file, the tenant and the field."""
+    A broken tenant entry is left out (its problems, naming the file, tenant and field, are logged and shown in
+    the metadata) and the other tenants are written; a registry file that cannot be read at all fails."""
     reg = registry.load()
     now = datetime.now(UTC)
     records = []
@@ -30,7 +32,7 @@ def tenant_registry(
             "tenant_name": t.name,
             "business_id": t.business_id,
             "catalog_id": t.catalog_id,
-            "feed_source": reg.feed_location(t),
+            "feed_source": redact_source(reg.feed_location(t)),  # feed URLs carry access keys
             "feed_format": t.feed.format.value,
             "replace_cadence": t.sync.replace_cadence,
             "retention_days": t.sync.retention_days,
@@ -64,6 +66,10 @@ def tenant_registry(
         )
         warehouse.publish(con)
     context.log.info("registry %s: %d tenants", reg.path, len(reg.tenants))
+    if reg.problems:
+        context.log.warning(reg.problems_text())
+    # Full text (a table would cut the messages), one bullet per problem.
+    problems = "\n".join(f"- {p.describe()}" for p in reg.problems)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": n,
@@ -71,5 +77,7 @@ def tenant_registry(
             "registry_path": str(reg.path),
             "registry_hash": reg.content_hash,
             "preview": md,
+            "broken_tenants": len({p.index for p in reg.problems}),
+            "problems": dg.MetadataValue.md(problems or "_none_"),
         }
     )

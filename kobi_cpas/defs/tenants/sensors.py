@@ -1,7 +1,9 @@
 import json
+from collections.abc import Sequence
 
 import dagster as dg
 
+from kobi_cpas.defs.tenants.evaluation import log_tenant_problems, registry_notes
 from kobi_cpas.defs.tenants.partitions import TENANT_PARTITIONS_NAME, tenant_partitions
 from kobi_cpas.registry import RegistryError, load_registry, registry_path
 
@@ -10,10 +12,13 @@ tenant_registry_job = dg.define_asset_job(
 )
 
 
-def plan_partition_changes(wanted: list[str], existing: list[str]) -> tuple[list[str], list[str]]:
-    """Tenants to add and to remove so the partitions equal the registry."""
+def plan_partition_changes(
+    wanted: list[str], existing: list[str], keep: Sequence[str] = ()
+) -> tuple[list[str], list[str]]:
+    """Tenants to add and to remove so the partitions equal the registry; ``keep`` (broken tenants whose id is
+    still known) are never removed, nor added."""
     add = sorted(set(wanted) - set(existing))
-    remove = sorted(set(existing) - set(wanted))
+    remove = sorted(set(existing) - set(wanted) - set(keep))
     return add, remove
 
 
@@ -29,13 +34,30 @@ def tenant_partitions_sensor(context: dg.SensorEvaluationContext) -> dg.SensorRe
     except RegistryError as exc:
         # Never drop partitions because of a typo in the registry: skip, saying why.
         return dg.SkipReason(f"registry invalid, tenant partitions left unchanged: {exc}")
+    broken = registry_notes(reg)
+    if broken and not reg.tenants:
+        # Nothing valid at all: as good as an invalid file (and reloading would empty tenant_registry).
+        return dg.SkipReason("no valid tenant, tenant partitions left unchanged: " + "; ".join(broken))
     wanted = reg.registry.tenant_ids
     existing = list(context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
-    add, remove = plan_partition_changes(wanted, existing)
+    # A broken tenant keeps its partition (its history and its runs once fixed); a broken entry without a
+    # readable id could be any tenant, so then nothing is removed at all.
+    add, remove = plan_partition_changes(wanted, existing, reg.broken_tenant_ids)
+    held_back = remove if reg.has_unnamed_problems else []
+    remove = [] if held_back else remove
     previous = json.loads(context.cursor) if context.cursor else {}
     changed = previous.get("hash") != reg.content_hash
+    log_tenant_problems(context.log, "tenant partitions", broken)
+    if held_back:
+        context.log.warning(
+            f"tenant partitions {held_back} not removed: an entry without a valid tenant_id may be one of them"
+        )
     if not add and not remove and not changed:
-        return dg.SkipReason(f"registry unchanged ({len(wanted)} tenants, sha256 {reg.content_hash[:12]})")
+        return dg.SkipReason(
+            "; ".join(
+                [f"registry unchanged ({len(wanted)} tenants, sha256 {reg.content_hash[:12]})", *broken]
+            )
+        )
     requests: list[dg.DynamicPartitionsRequest] = []
     if add:
         requests.append(tenant_partitions.build_add_request(add))
