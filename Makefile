@@ -42,8 +42,9 @@ validate: install
 	DAGSTER_HOME=$$tmp $(VENV)/bin/dagster definitions validate -w workspace.yaml 2>&1 | grep -v SupersessionWarning; \
 	rc=$${PIPESTATUS[0]}; rm -rf $$tmp; exit $$rc
 
+# Two workers: the suite waits on Postgres and the sandbox as much as it computes.
 test: lint validate
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 bench: install
 	$(PY) -m kobi_cpas.devenv.cli bench

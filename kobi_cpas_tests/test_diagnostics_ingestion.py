@@ -190,7 +190,8 @@ def test_batch_reference_fatals_and_warnings(
     (warning,) = expected["warnings"]
     w = got[warning["id"]]
     assert (w["severity"], w["priority"], w["message"]) == ("warning", "MEDIUM", warning["message"])
-    assert w["error_type"] == "MISSING_RECOMMENDED_FIELD" and w["cta_source"] == "generic"
+    assert w["error_type"] == "MISSING_RECOMMENDED_FIELD" and w["cta_source"] == "kobi_ingestion"
+    assert w["call_to_action"] == KOBI_INGESTION_CTA["MISSING_RECOMMENDED_FIELD"]
 
     # A later batch sends retailed_id_1 again, valid: only that item's batch error resolves.
     (handle2,) = meta_client.post(
@@ -284,7 +285,7 @@ def test_real_replace_sync_warnings_reach_the_item_view(
     missing = [line["id"] for line in lines[:3]]
     assert sorted(d["retailer_id"] for d in upload_rows) == sorted(missing)
     assert {(d["error_type"], d["priority"], d["severity"]) for d in upload_rows} == {
-        ("MISSING_GOOGLE_PRODUCT_CATEGORY", "LOW", "warning")
+        ("MISSING_RECOMMENDED_FIELD", "LOW", "warning")  # from the summary: Meta sends no error_type
     }
     assert all(d["field"] == "google_product_category" and d["call_to_action"] for d in upload_rows)
     assert kobi_rows == []  # only the ingestion source was merged so far

@@ -363,16 +363,26 @@ def test_upload_errors_map_to_row_numbers_and_retailer_ids(
             },
         )
     )
-    by_type = {e["error_type"]: e for e in fatal}
-    missing = by_type["MISSING_REQUIRED_FIELD"]
-    assert missing["summary"] == "A required field is missing: availability."
+    # error_type is accepted (the SDK defines it) but, as in Meta's sample, not served: errors are told apart
+    # by their summary.
+    assert all("error_type" not in e for e in fatal)
+    by_summary = {e["summary"]: e for e in fatal}
+    assert set(by_summary) == {
+        "A required field is missing: availability.",
+        "Invalid Price Format: price.",
+        "Text Too Long: title.",
+        "URL Incorrectly Formatted: link.",
+        "Invalid Value for Property: condition.",
+        "Duplicate ID: id.",
+    }
+    missing = by_summary["A required field is missing: availability."]
     assert missing["description"].startswith("Products need to have availability listed to run in ads.")
     assert (missing["row_number"], missing["column_number"], missing["total_count"]) == (2, 4, 2)
-    assert by_type["INVALID_PRICE"]["summary"] == "Invalid Price Format: price."
-    assert by_type["TOO_LONG_TITLE"]["row_number"] == 4
-    assert by_type["INVALID_URL"]["summary"] == "URL Incorrectly Formatted: link."
-    assert by_type["INVALID_CONDITION"]["column_number"] == 5
-    assert by_type["DUPLICATE_RETAILER_ID"]["row_number"] == 7
+    assert by_summary["Invalid Price Format: price."]["row_number"] == 3
+    assert by_summary["Text Too Long: title."]["row_number"] == 4
+    assert by_summary["URL Incorrectly Formatted: link."]["row_number"] == 5
+    assert by_summary["Invalid Value for Property: condition."]["column_number"] == 5
+    assert by_summary["Duplicate ID: id."]["row_number"] == 7
     assert {e["severity"] for e in fatal} == {"fatal"}
     (warning,) = meta_client.paginate(
         f"{session['id']}/errors",
@@ -499,8 +509,8 @@ def test_tsv_and_url_uploads(sandbox: SandboxHandle, meta_client: MetaGraphClien
         "error_count": 1,
         "num_deleted_items": 0,
     }  # a failed fetch deletes nothing
-    (err,) = meta_client.paginate(f"{missing}/errors", params={"fields": "error_type,severity"})
-    assert err["error_type"] == "FETCH_FAILED" and err["severity"] == "fatal"
+    (err,) = meta_client.paginate(f"{missing}/errors", params={"fields": "summary,severity"})
+    assert err["summary"] == "Feed File Couldn't Be Fetched." and err["severity"] == "fatal"
     assert set(sandbox_items(sandbox)) == {"u1"}
 
     with pytest.raises(MetaAPIError) as info:
@@ -548,8 +558,8 @@ def test_missing_id_column_is_a_file_error(sandbox: SandboxHandle, meta_client: 
     upload(meta_client, feed, to_csv([item("a")]))
     session = upload(meta_client, feed, to_csv([item("b")], ["title", "price"]))
     assert (session["error_count"], session["num_deleted_items"]) == (1, 0)
-    (err,) = meta_client.paginate(f"{session['id']}/errors", params={"fields": "error_type,row_number"})
-    assert err["error_type"] == "MISSING_ID_COLUMN" and "row_number" not in err  # about the whole file
+    (err,) = meta_client.paginate(f"{session['id']}/errors", params={"fields": "summary,row_number"})
+    assert err["summary"] == "Missing Required Column." and "row_number" not in err  # about the whole file
     assert set(sandbox_items(sandbox)) == {"a"}
 
 

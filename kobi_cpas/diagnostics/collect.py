@@ -12,7 +12,8 @@ Sources (``catalog_diagnostics.source``):
   warnings (MEDIUM) and ``ids_of_invalid_requests``; a line without an id maps through ``sync_rows``.
 - ``meta_item_check``: Meta's async item errors, ``GET /{catalog_id}/products?fields=id,retailer_id,errors
   &error_priority=P`` for each priority through every page (the summary-view approach), or ``GET /{item_id}
-  ?fields=errors`` for a few items (the item view, a partial poll).
+  ?fields=errors`` for a few items (the item view, a partial poll). Items listed without ``retailer_id`` (as
+  in Meta's samples) are mapped by ``item_ids`` or kept as ``unmapped_item`` rows naming the product item id.
 - ``meta_catalog_diagnostics``: catalog-level entries (``affected_entity = product_catalog``) of ``GET
   /{catalog_id}/diagnostics``, e.g. no pixel connected.
 
@@ -39,7 +40,11 @@ from typing import Any
 import duckdb
 
 from kobi_cpas.diagnostics._sql import run
-from kobi_cpas.diagnostics.dictionary import PRIORITIES, priority_sql
+from kobi_cpas.diagnostics.dictionary import (
+    PRIORITIES,
+    error_type_from_title_sql,
+    priority_sql,
+)
 from kobi_cpas.meta.client import MetaGraphClient
 from kobi_cpas.meta.errors import UNKNOWN_OBJECT_SUBCODE, MetaInvalidRequestError
 
@@ -59,22 +64,11 @@ CATALOG_DIAGNOSTIC_FIELDS = (
     "title,subtitle,type,severity,error_code,number_of_affected_items,affected_entity,affected_channels,"
     "affected_features,diagnostics"
 )
-# Fields Meta's SDK defines: rows come through samples (the error object has no row_number or column_number in
-# the SDK). error_type is in the SDK but not in the docs' sample: when absent it comes from the summary's title.
+# Only fields Meta's SDK defines are requested: rows come through samples (row_number and column_number are on
+# the error object in Meta's sample but not in the SDK; they are read when present). error_type is in the SDK
+# and in Meta's field list but not in the sample: when absent (the sample's shape) the type comes from the
+# summary's title (dictionary.INGESTION_TITLE_TYPES), so the CTA does not depend on it.
 UPLOAD_ERROR_FIELDS = "id,summary,description,severity,error_type,total_count,samples{row_number,retailer_id}"
-# Batch API messages are "<title>: <description>"; titles of Meta's ingestion errors -> their error types.
-BATCH_TITLE_TYPES: dict[str, str] = {
-    "a required field is missing": "MISSING_REQUIRED_FIELD",
-    "url incorrectly formatted": "INVALID_URL",
-    "these fields have missing information": "MISSING_RECOMMENDED_FIELD",
-    "invalid price format": "INVALID_PRICE",
-    "text too long": "TEXT_TOO_LONG",
-    "invalid value for property": "INVALID_VALUE",
-    "invalid date range": "INVALID_DATE_RANGE",
-    "sale price not lower than price": "INVALID_SALE_PRICE",
-    "invalid method": "INVALID_METHOD",
-}
-
 _STAGE_COLUMNS = (
     "tenant_id, catalog_id, retailer_id, product_item_id, level, source, error_type, field, variant, priority, "
     "severity, title, description, reported_cta, message, row_number, column_number, sync_id, sync_method, "
@@ -374,12 +368,6 @@ _BATCH_JSON_TYPE = json.dumps(
 )
 
 
-def _error_type_from_title_sql(title: str) -> str:
-    mapped = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in BATCH_TITLE_TYPES.items())
-    derived = f"trim(regexp_replace(upper(trim({title})), '[^A-Z0-9]+', '_', 'g'), '_')"
-    return f"(CASE lower(trim({title})) {mapped} ELSE nullif({derived}, '') END)"
-
-
 def store_sync_errors(con: duckdb.DuckDBPyConnection, fetched: FetchedSyncErrors, now: datetime) -> int:
     """Store what ``fetch_sync_errors`` read into ``diag_state.sync_errors`` (rows mapped to retailer ids in
     SQL) and mark the sync fetched. A pending sync stores nothing. Idempotent per sync. Returns the rows."""
@@ -425,7 +413,7 @@ def store_sync_errors(con: duckdb.DuckDBPyConnection, fetched: FetchedSyncErrors
                 )
                 SELECT $sync, $t, $c, $method, $shard, $started, $upload, NULL, 'upload_error', err.id,
                        coalesce(nullif(err.error_type, ''),
-                                {_error_type_from_title_sql("regexp_replace(err.summ, ':[^:]*$', '')")},
+                                {error_type_from_title_sql("regexp_replace(err.summ, ':[^:]*$', '')")},
                                 'FEED_UPLOAD_ERROR'),
                        {priority_sql("err.error_priority")},
                        lower(coalesce(nullif(err.severity, ''),
@@ -474,7 +462,7 @@ def store_sync_errors(con: duckdb.DuckDBPyConnection, fetched: FetchedSyncErrors
                 SELECT $sync, $t, $c, $method, $shard, $started, NULL, m.handle, m.kind, NULL,
                        CASE WHEN m.kind = 'batch_invalid' THEN 'BATCH_INVALID_REQUEST'
                             WHEN m.message ILIKE '%does not exist%' THEN 'ITEM_NOT_FOUND'
-                            ELSE coalesce({_error_type_from_title_sql("m.ttl")},
+                            ELSE coalesce({error_type_from_title_sql("m.ttl")},
                                           CASE m.kind WHEN 'batch_error' THEN 'BATCH_ERROR' ELSE 'BATCH_WARNING' END)
                        END,
                        CASE WHEN m.kind = 'batch_warning' THEN 'MEDIUM' ELSE 'HIGH' END,
@@ -588,12 +576,17 @@ def stage_sync_problems(
 
 @dataclass
 class ItemErrorsFetch:
-    """Items with errors as Meta listed them (one entry per item per priority poll), and the paging stats."""
+    """Items with errors as Meta listed them (one entry per item per priority poll), and the paging stats.
+
+    Meta's own samples list items without ``retailer_id``; ``item_ids.map_retailer_ids`` fills it in where it
+    can (``retailer_ids``) and records the rest in ``unmapped`` (product item id -> why)."""
 
     products: list[dict[str, Any]]
     priorities: tuple[str, ...]
     pages: int = 0
     retailer_scope: list[str] | None = None  # a partial (item) poll: only these items were checked
+    retailer_ids: dict[str, str] = field(default_factory=dict)
+    unmapped: dict[str, str] = field(default_factory=dict)
 
 
 def fetch_item_errors(
@@ -671,21 +664,40 @@ def stage_item_errors(
     gone_product_item_ids: Sequence[str] = (),
 ) -> int:
     """Stage Meta's item errors (``meta_item_check``), one row per item and error type, set-based from the raw
-    pages. A partial fetch (some priorities, or some items) only lets the merge resolve within its scope."""
+    pages. A partial fetch (some priorities, or some items) only lets the merge resolve within its scope.
+
+    An item still without a retailer id (see ``item_ids.map_retailer_ids``) is staged as an ``unmapped_item``
+    row naming its product item id (retailer_id ''), never dropped: dropping it would let the merge resolve the
+    item's open problem although Meta still reports it (``lifecycle.merge_problems`` holds those open)."""
     clear_stage(con, tenant_id, catalog_id, "meta_item_check")
+    unmapped = [{"pid": k, "why": v} for k, v in fetch.unmapped.items()]
     run(
         con,
         f"""INSERT INTO diag_state.staged_problems ({_STAGE_COLUMNS})
         WITH raw AS (SELECT unnest(from_json($j::JSON, '{_ITEMS_JSON_TYPE}')) AS p),
-        errs AS (SELECT p.id AS pid, p.retailer_id AS rid, e FROM raw, unnest(p.errors) AS u(e)
-                 WHERE p.retailer_id IS NOT NULL AND e.error_type IS NOT NULL)
-        SELECT $t, $c, rid, any_value(pid), 'item', 'meta_item_check', e.error_type, '', '',
+        why AS (SELECT unnest(from_json($u::JSON, '[{{"pid": "VARCHAR", "why": "VARCHAR"}}]'), recursive := true)),
+        errs AS (SELECT p.id AS pid, coalesce(nullif(p.retailer_id, ''), '') AS rid,
+                        CASE WHEN nullif(p.retailer_id, '') IS NULL THEN p.id ELSE '' END AS kp, e
+                 FROM raw, unnest(p.errors) AS u(e)
+                 WHERE coalesce(nullif(p.retailer_id, ''), p.id) IS NOT NULL AND e.error_type IS NOT NULL)
+        SELECT $t, $c, rid, any_value(errs.pid), CASE WHEN rid = '' THEN 'unmapped_item' ELSE 'item' END,
+               'meta_item_check', e.error_type, '', kp,
                any_value(e.error_priority),
                CASE WHEN {priority_sql("any_value(e.error_priority)")} = 'HIGH' THEN 'MUST_FIX' ELSE 'OPPORTUNITY' END,
-               any_value(e.title), any_value(e.description), any_value(e.call_to_action), NULL, NULL, NULL,
-               NULL, NULL, NULL, NULL, NULL, $now
-        FROM errs GROUP BY rid, e.error_type""",
-        {"t": tenant_id, "c": catalog_id, "now": now, "j": json.dumps(fetch.products)},
+               any_value(e.title), any_value(e.description), any_value(e.call_to_action),
+               CASE WHEN rid = '' THEN 'Meta reported this problem on product item ' || kp || ' without its '
+                 || 'retailer_id (' || coalesce(any_value(why.why), 'no lookup was made') || '). Find the item by '
+                 || 'this id in Commerce Manager; the problem is matched to its feed item once Meta names it.' END,
+               NULL, NULL, NULL, NULL, NULL, NULL, NULL, $now
+        FROM errs LEFT JOIN why ON why.pid = errs.kp
+        GROUP BY rid, kp, e.error_type""",
+        {
+            "t": tenant_id,
+            "c": catalog_id,
+            "now": now,
+            "j": json.dumps(fetch.products),
+            "u": json.dumps(unmapped),
+        },
     )
     scope: list[str] | None = None
     if fetch.retailer_scope is not None:

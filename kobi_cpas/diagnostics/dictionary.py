@@ -7,7 +7,8 @@ with fallbacks, ``cta_for`` answers it for one type):
 - Meta's async item errors and catalog diagnostics: the dictionary in the chosen locale, then the CTA Meta put
   on the item's error itself, then the dictionary in en_US.
 - Ingestion errors (feed uploads, Batch API): the dictionary (locale, then en_US), then Kobi's text for known
-  ingestion types (``KOBI_INGESTION_CTA``).
+  ingestion types (``KOBI_INGESTION_CTA``). Their type comes from the error when Meta gives one, else from the
+  title of the summary or message (``INGESTION_TITLE_TYPES``): Meta's samples carry none.
 - Kobi's sync guards (``kobi_sync_guard``): Kobi's text for the guard's problem type (``KOBI_GUARD_CTA``).
 - Otherwise the generic CTA of the priority: ``INGESTION_CTA`` for ingestion errors, else ``GENERIC_CTA``.
   An error type missing from the dictionary (Meta reports types before documenting them) therefore still gets
@@ -77,6 +78,58 @@ KOBI_INGESTION_CTA: dict[str, str] = {
     "DUPLICATE_RETAILER_ID": (
         "Give every item of the feed its own id: two rows share this id and only the first was uploaded."
     ),
+    "MISSING_REQUIRED_FIELD": (
+        "Add the required field named in the message (for example availability, price or image_link) to this "
+        "item in the product feed: Meta rejects items without it. Kobi sends the item again with the next sync."
+    ),
+    "INVALID_URL": (
+        "Correct the link in the product feed: a complete http:// or https:// address without a user name or "
+        "password; several links in one field are separated by commas."
+    ),
+    "MISSING_RECOMMENDED_FIELD": (
+        "Add the field named in the message (for example google_product_category) to this item in the product "
+        "feed: Meta accepted the item, but people find it more easily with it."
+    ),
+    "INVALID_PRICE": (
+        'Write the price as a number, a space and an ISO 4217 currency code (for example "19.99 TRY") in the '
+        "product feed, without currency symbols or thousands separators."
+    ),
+    "TEXT_TOO_LONG": (
+        "Shorten the field named in the summary in the product feed to the length the description gives."
+    ),
+    "INVALID_VALUE": (
+        "Use one of the values the description lists for the field named in the summary (in US English) in the "
+        "product feed."
+    ),
+    "INVALID_DATE_RANGE": (
+        "Write the date range as two ISO 8601 dates separated by a slash (for example "
+        "2025-06-01T00:00+03:00/2025-06-30T23:59+03:00) in the product feed."
+    ),
+    "INVALID_SALE_PRICE": (
+        "Make the sale_price lower than the price and in the same currency in the product feed, or leave it "
+        "empty: Meta ignores it otherwise."
+    ),
+    "INVALID_METHOD": (
+        "No action for the seller: Kobi sent a Batch API request Meta does not accept; raise it with the Kobi "
+        "data team."
+    ),
+}
+
+# Ingestion errors often come without an error type: Meta's own upload-error sample has none (its summary is
+# "<title>: <field>.") and Batch API messages are "<title>: <description>". Titles Meta's pages show (and the
+# types they stand for) -> the type whose CTA applies; other titles become their upper-cased words.
+INGESTION_TITLE_TYPES: dict[str, str] = {
+    "group mismatch for property": "GROUP_MISMATCH",  # Catalog Integration: feed fatals sample
+    "a required field is missing": "MISSING_REQUIRED_FIELD",  # Catalog Integration: Batch API sample
+    "url incorrectly formatted": "INVALID_URL",  # Catalog Integration: Batch API sample
+    "these fields have missing information": "MISSING_RECOMMENDED_FIELD",  # Batch API sample (warning)
+    "duplicate id": "DUPLICATE_RETAILER_ID",
+    "invalid price format": "INVALID_PRICE",
+    "text too long": "TEXT_TOO_LONG",
+    "invalid value for property": "INVALID_VALUE",
+    "invalid date range": "INVALID_DATE_RANGE",
+    "sale price not lower than price": "INVALID_SALE_PRICE",
+    "invalid method": "INVALID_METHOD",
 }
 
 # Kobi's CTAs for the problems its own sync guards raise (catalog level).
@@ -128,6 +181,14 @@ def kobi_ingestion_cta_sql(error_type_expr: str) -> str:
     """SQL: Kobi's CTA for a known ingestion error type, else NULL."""
     whens = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in KOBI_INGESTION_CTA.items())
     return f"(CASE {error_type_expr} {whens} ELSE NULL END)"
+
+
+def error_type_from_title_sql(title_expr: str) -> str:
+    """SQL: the error type of an ingestion error title (``INGESTION_TITLE_TYPES``, else the title's words upper
+    cased and joined by ``_``; NULL for a blank title)."""
+    mapped = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in INGESTION_TITLE_TYPES.items())
+    derived = f"trim(regexp_replace(upper(trim({title_expr})), '[^A-Z0-9]+', '_', 'g'), '_')"
+    return f"(CASE lower(trim({title_expr})) {mapped} ELSE nullif({derived}, '') END)"
 
 
 def kobi_guard_cta_sql(error_type_expr: str) -> str:

@@ -9,7 +9,9 @@ field, variant). For one poll at time ``now``:
   first_seen_at kept);
 - open key absent from the stage -> resolved_at = now (the row is kept), but only when its source was polled
   in this run (``diag_state.staged_sources``) and, for a partial poll, the problem is within the poll's scope
-  (its priority, its items). A source whose poll failed or was skipped resolves nothing.
+  (its priority, its items). A source whose poll failed or was skipped resolves nothing. An item problem of a
+  source and error type that an ``unmapped_item`` row of this run also has (Meta named the item only by its
+  product item id and the lookup failed) stays open: that item may be this one.
 
 Idempotent: merging the same stage twice at the same ``now`` leaves the same rows; an older ``now`` never moves
 last_seen_at back nor resolves a problem seen later.
@@ -34,6 +36,7 @@ class MergeCounts:
     seen: int = 0  # already known and still present (including reopened)
     reopened: int = 0
     resolved: int = 0
+    held_unmapped: int = 0  # open item problems not resolved because an unmapped item could be theirs
     open_total: int = 0  # open problems of the tenant catalog after the merge
 
     def as_dict(self) -> dict[str, Any]:
@@ -144,12 +147,10 @@ def merge_problems(
                 FROM _diag_cur c WHERE c.problem_key NOT IN (SELECT d.problem_key FROM {existing})""",
             p,
         )
-        # Gone: resolve open problems of the sources polled in this run, within each poll's scope.
-        counts.resolved = _count(
-            con,
-            """UPDATE main.catalog_diagnostics d SET resolved_at = $now, is_open = false,
-                 updated_at = greatest(d.updated_at, $now)
-               WHERE d.tenant_id = $t AND d.catalog_id = $c AND d.resolved_at IS NULL AND d.last_seen_at <= $now
+        # Gone: resolve open problems of the sources polled in this run, within each poll's scope. An item Meta
+        # reported without a retailer id (an unmapped_item row) may be any open item of the same source and
+        # error type: those stay open until the item is mapped, never resolve silently.
+        gone = """d.tenant_id = $t AND d.catalog_id = $c AND d.resolved_at IS NULL AND d.last_seen_at <= $now
                  AND d.problem_key NOT IN (SELECT problem_key FROM _diag_cur)
                  AND EXISTS (
                    SELECT 1 FROM diag_state.staged_sources ss
@@ -157,7 +158,17 @@ def merge_problems(
                      AND (ss.priorities IS NULL OR list_contains(ss.priorities, d.priority))
                      AND (NOT ss.item_scope OR d.retailer_id IN (
                            SELECT sc.retailer_id FROM diag_state.staged_scope sc
-                           WHERE sc.tenant_id = $t AND sc.catalog_id = $c AND sc.source = d.source)))""",
+                           WHERE sc.tenant_id = $t AND sc.catalog_id = $c AND sc.source = d.source)))"""
+        held = """d.level = 'item' AND (d.source, d.error_type) IN (
+                   SELECT (u.source, u.error_type) FROM _diag_cur u WHERE u.level = 'unmapped_item')"""
+        counts.held_unmapped = _count(
+            con, f"SELECT count(*) FROM main.catalog_diagnostics d WHERE {gone} AND {held}", p
+        )
+        counts.resolved = _count(
+            con,
+            f"""UPDATE main.catalog_diagnostics d SET resolved_at = $now, is_open = false,
+                 updated_at = greatest(d.updated_at, $now)
+               WHERE {gone} AND NOT ({held})""",
             p,
         )
         run(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from kobi_cpas.diagnostics import collect as col
+from kobi_cpas.diagnostics import item_ids
 from kobi_cpas.diagnostics.dictionary import (
     DEFAULT_LOCALE,
     DICTIONARY_MAX_AGE,
@@ -121,6 +122,28 @@ def prune_state(
     )
 
 
+def _map_retailer_ids(
+    client: MetaGraphClient, warehouse: Warehouse, tenant_id: str, catalog_id: str, fetch: col.ItemErrorsFetch
+) -> None:
+    """Complete items Meta listed without a retailer id: earlier polls first (a short read of the work
+    database), then one lookup per remaining id for this run."""
+    missing = item_ids.ids_without_retailer_id(fetch)
+    if not missing:
+        return
+    with warehouse.connect() as con:
+        known = item_ids.known_retailer_ids(con, tenant_id, catalog_id, missing)
+    item_ids.map_retailer_ids(fetch, known, item_ids.RetailerIdLookup(client))
+    if fetch.unmapped:
+        log.warning(
+            "diagnostics %s/%s: %d product item(s) reported without a retailer_id could not be mapped (%s); "
+            "their problems stay open as unmapped_item rows",
+            tenant_id,
+            catalog_id,
+            len(fetch.unmapped),
+            ", ".join(list(fetch.unmapped)[:5]),
+        )
+
+
 def poll_catalog(
     client: MetaGraphClient,
     warehouse: Warehouse,
@@ -173,6 +196,8 @@ def poll_catalog(
             items = col.fetch_item_errors(client, catalog_id, priorities, page_limit)
         except MetaAPIError as exc:
             _failure(report, "meta_item_check", exc)
+    if items is not None:
+        _map_retailer_ids(client, warehouse, tenant_id, catalog_id, items)
     observation: col.CatalogObservation | None = None
     if catalog_diagnostics:
         try:
@@ -201,7 +226,7 @@ def poll_catalog(
             col.stage_item_errors(con, tenant_id, catalog_id, items, now)
             report.sources_polled.append("meta_item_check")
             report.item_error_pages = items.pages
-            report.items_with_errors = len({p.get("retailer_id") for p in items.products})
+            report.items_with_errors = len({p.get("retailer_id") or p.get("id") for p in items.products})
         if observation is not None:
             col.store_catalog_observation(con, tenant_id, catalog_id, observation, now)
             col.stage_catalog_diagnostics(con, tenant_id, catalog_id, observation, now)
@@ -235,6 +260,7 @@ def check_items(
     resolve)."""
     now = now or datetime.now(UTC)
     fetch, gone = col.fetch_item_nodes(client, product_item_ids)
+    _map_retailer_ids(client, warehouse, tenant_id, catalog_id, fetch)
     with warehouse.connect() as con:
         col.clear_stage(con, tenant_id, catalog_id)
         col.stage_item_errors(con, tenant_id, catalog_id, fetch, now, gone)

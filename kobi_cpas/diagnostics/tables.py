@@ -82,7 +82,13 @@ CATALOG_DIAGNOSTICS = register_table(
                 False,
             ),
             col("product_item_id", "VARCHAR", "Meta product item id, when known"),
-            col("level", "VARCHAR", "item, file (a whole upload or request) or catalog", False),
+            col(
+                "level",
+                "VARCHAR",
+                "item, file (a whole upload or request), catalog, or unmapped_item (Meta named the item only by "
+                "its product_item_id and looking up its retailer_id failed; the message says why)",
+                False,
+            ),
             col(
                 "source",
                 "VARCHAR",

@@ -456,7 +456,7 @@ def finish_validation(
     tmp = f"_fv_{abs(hash((items_table, issues_table))) % 10**8}"
     t_dup, t_bad, t_cross, t_rej = f"{tmp}_dup", f"{tmp}_bad", f"{tmp}_cross", f"{tmp}_rej"
     group_cols = (*GROUP_REJECT_COLUMNS, *GROUP_WARN_COLUMNS)
-    t_grp = {c: f"{tmp}_grp_{c}" for c in group_cols}
+    t_det = f"{tmp}_det"
     ten, snap = _lit(tenant_id), _lit(snapshot_id)
     issue_cols = ", ".join(ISSUE_COLUMNS)
     try:
@@ -488,19 +488,21 @@ def finish_validation(
             f"CREATE OR REPLACE TEMP TABLE {t_rej} AS SELECT * FROM ({' UNION ALL '.join(rejected)}) "
             "AS u(row_number, id, item_group_id, field)"
         )
-        for c, t in t_grp.items():
-            con.execute(
-                f"""CREATE OR REPLACE TEMP TABLE {t} AS
-                SELECT item_group_id, members, first_row, len(v) AS n_values,
-                       array_to_string(v[1:5], ', ') || CASE WHEN len(v) > 5 THEN ', ...' ELSE '' END AS sample
-                FROM (
-                    SELECT i.item_group_id, any_value(g.members) AS members, any_value(g.first_row) AS first_row,
-                           list_sort(list(DISTINCT '''' || left(coalesce(i.{c}, ''), 40) || '''')) AS v
-                    FROM {items_table} i
-                    JOIN (SELECT item_group_id, members, first_row FROM {t_bad} WHERE bad_{c}) g USING (item_group_id)
-                    GROUP BY i.item_group_id
-                )"""
-            )
+        # Details of the disagreeing groups in one pass over their items (not one per column, no value lists:
+        # with every group mismatched that was the costliest statement of the ingest): the number of distinct
+        # values and the first and last of them as examples.
+        details = ", ".join(
+            f"count(DISTINCT hash(i.{c})) AS n_{c}, min(coalesce(i.{c}, '')) AS lo_{c}, "
+            f"max(coalesce(i.{c}, '')) AS hi_{c}"
+            for c in group_cols
+        )
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {t_det} AS
+            SELECT i.item_group_id, any_value(g.members) AS members, any_value(g.first_row) AS first_row,
+                   {", ".join(f"any_value(g.bad_{c}) AS bad_{c}" for c in group_cols)}, {details}
+            FROM {items_table} i JOIN {t_bad} g USING (item_group_id)
+            GROUP BY i.item_group_id"""
+        )
         # Cross-row issues (few rows): duplicate ids one per later copy; item groups one per group and property.
         cross = [
             f"SELECT {ten}, {snap}, i.id, i.row_number, 'id', 'error', 'duplicate_id', "
@@ -508,28 +510,30 @@ def finish_validation(
             f"|| d.first_row || ', which is used.', {_lit(DUPLICATE_CTA)} "
             f"FROM {items_table} i JOIN {t_dup} d ON i.id = d.id AND i.row_number > d.first_row"
         ]
+
+        def values(c: str) -> str:
+            return f"g.n_{c} || ' different {c} values (' || {show(f'g.lo_{c}')} || ' ... ' || {show(f'g.hi_{c}')} || ')'"
+
         for c in GROUP_REJECT_COLUMNS:
-            t = t_grp[c]
             # Anchored on the group's first rejected item; the message names how many were rejected.
             cross.append(
                 f"SELECT {ten}, {snap}, r.first_id, r.first_rejected, {_lit(c)}, 'error', 'item_group_mismatch', "
-                f"'item_group_id ' || {show('g.item_group_id')} || ' (' || g.members || ' items) has ' || g.n_values "
-                f"|| ' different {c} values (' || g.sample || '); Meta requires one {c} per group and rejects the ' "
+                f"'item_group_id ' || {show('g.item_group_id')} || ' (' || g.members || ' items) has ' || {values(c)} "
+                f"|| '; Meta requires one {c} per group and rejects the ' "
                 f"|| r.n || ' item(s) that differ from the first item (row ' || g.first_row || '), from row ' "
                 f"|| r.first_rejected || ' (' || {show('r.first_id')} || ').', "
-                f"{_lit(GROUP_CTA.format(field=c))} FROM {t} g JOIN ("
+                f"{_lit(GROUP_CTA.format(field=c))} FROM {t_det} g JOIN ("
                 f"SELECT item_group_id, count(*) AS n, min(row_number) AS first_rejected, "
                 f"arg_min(id, row_number) AS first_id FROM {t_rej} WHERE field = {_lit(c)} GROUP BY item_group_id"
                 f") r USING (item_group_id)"
             )
         for c in GROUP_WARN_COLUMNS:
-            t = t_grp[c]
             cross.append(
                 f"SELECT {ten}, {snap}, NULL, g.first_row, {_lit(c)}, 'warning', 'item_group_inconsistent', "
                 f"'item_group_id ' || {show('g.item_group_id')} || ' (' || g.members || ' items, from row ' "
-                f"|| g.first_row || ') has ' || g.n_values || ' different {c} values (' || g.sample || "
-                f"'); Meta ingests them all, but shows the variants of one product under one {c}.', "
-                f"{_lit(GROUP_WARN_CTA.format(field=c))} FROM {t} g"
+                f"|| g.first_row || ') has ' || {values(c)} || "
+                f"'; Meta ingests them all, but shows the variants of one product under one {c}.', "
+                f"{_lit(GROUP_WARN_CTA.format(field=c))} FROM {t_det} g WHERE g.bad_{c}"
             )
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {t_cross} AS SELECT * FROM ({' UNION ALL '.join(cross)}) "
@@ -592,7 +596,7 @@ def finish_validation(
         ).fetchall():
             counts[sev] = int(n)
     finally:
-        for t in (t_dup, t_bad, t_cross, t_rej, *t_grp.values()):
+        for t in (t_dup, t_bad, t_cross, t_rej, t_det):
             con.execute(f"DROP TABLE IF EXISTS {t}")
     return ValidationCounts(int(item_count), int(valid_count), int(item_count - valid_count), counts)
 

@@ -651,7 +651,10 @@ def _finish_upload(
                 "severity": issue.severity,
                 "row_number": row.row_number if row else None,
                 "column_number": column,
-                "error_type": issue.error_type,
+                # The SDK defines error_type but Meta's upload-error sample carries none, and Meta's values are
+                # not documented: the field is accepted and never served (None is omitted), so clients must
+                # work from the summary as they do against Meta.
+                "error_type": None,
                 "error_priority": "HIGH" if issue.fatal else issue.priority,
                 "total_count": 0,
                 "samples": {"data": []},

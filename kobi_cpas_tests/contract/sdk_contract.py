@@ -148,6 +148,22 @@ REQUESTED_DOCS_FIELDS: dict[tuple[str, str], str] = {
     ),
 }
 
+# GETs the client sends without ``fields``, each for its reason. Without ``fields`` Meta returns only an object's
+# default fields (for most objects just the id), so every other GET of an object with more than an id must name
+# the fields it reads (``check_get_fields``).
+GET_WITHOUT_FIELDS: dict[str, str] = {
+    "catalog.check_batch_request_status": (
+        "Meta's Catalog Integration page reads it without fields, and its sample answer carries status, errors, "
+        "warnings and ids_of_invalid_requests: those are the defaults"
+    ),
+    "diagnostics.catalog_all_errors": (
+        "not a Graph object: an 'all' list of the error dictionary, documented only as read without fields"
+    ),
+    "report_run.insights": (
+        "an async report's columns are fixed by the fields of the POST that created the report run"
+    ),
+}
+
 # Calls whose ``fields`` parameter selects another class than the call returns.
 FIELDS_CLASS: dict[str, str] = {
     # POST /{object}/insights returns an AdReportRun; its fields are the report's AdsInsights columns.
@@ -375,3 +391,15 @@ def check_served(route: str, served: str | None) -> list[str]:
     if tc is None:
         return [f"{route}: served fields on a call the SDK types as returning nothing readable"]
     return [f"{route} served {f}" for f in check_fields(tc, served, served=True)]
+
+
+def check_get_fields(route: str, method: str, fields: str | None) -> list[str]:
+    """A GET without ``fields`` on an object that has more than an id, unless ``GET_WITHOUT_FIELDS`` names it."""
+    if method != "GET" or fields or route in GET_WITHOUT_FIELDS:
+        return []
+    if route in NO_SDK_ROUTE or route not in ROUTES:
+        return [f"{route}: GET without fields, and no SDK class says what Meta returns by default"]
+    tc = target_class(ROUTES[route])
+    if tc is None or class_fields(tc) <= {"id"}:
+        return []
+    return [f"{route}: GET without fields gets only {tc}'s default fields (often just the id)"]
