@@ -303,6 +303,20 @@ def test_a_batch_meta_ends_without_finishing_is_terminal_and_resent(harness, sta
     _resent_and_applied(h, first)
 
 
+def _ctx_at(h, tenant, meta_client, tmp_path, offset: timedelta) -> SyncContext:
+    """A sync context whose clock reads now + ``offset`` (to age requests without waiting)."""
+    t = datetime.now(UTC) + offset
+    return SyncContext(
+        tenant=tenant,
+        client=meta_client,
+        warehouse=h.wh,
+        workdir=tmp_path / "w",
+        poll_interval=0,
+        poll_timeout=0,
+        now=lambda: t,
+    )
+
+
 def test_a_batch_that_never_resolves_expires_after_its_max_age(harness, meta_client, tmp_path):
     h = harness()
     h.admin.freeze_clock(True)  # Meta never finishes the batch
@@ -314,16 +328,7 @@ def test_a_batch_that_never_resolves_expires_after_its_max_age(harness, meta_cli
     tenant = load_registry(h.registry_path).tenants[0]
 
     def ctx_at(offset: timedelta) -> SyncContext:
-        t = datetime.now(UTC) + offset
-        return SyncContext(
-            tenant=tenant,
-            client=meta_client,
-            warehouse=h.wh,
-            workdir=tmp_path / "w",
-            poll_interval=0,
-            poll_timeout=0,
-            now=lambda: t,
-        )
+        return _ctx_at(h, tenant, meta_client, tmp_path, offset)
 
     # an hour later it still holds the feeds (they would overlap it), and says until when
     assert methods.resolve_pending(ctx_at(timedelta(hours=1)), wait=False) == []
@@ -364,16 +369,7 @@ def test_an_upload_session_meta_never_finishes_or_refuses_is_terminal(harness, m
     tenant = load_registry(h.registry_path).tenants[0]
 
     def ctx_at(offset: timedelta) -> SyncContext:
-        t = datetime.now(UTC) + offset
-        return SyncContext(
-            tenant=tenant,
-            client=meta_client,
-            warehouse=h.wh,
-            workdir=tmp_path / "w",
-            poll_interval=0,
-            poll_timeout=0,
-            now=lambda: t,
-        )
+        return _ctx_at(h, tenant, meta_client, tmp_path, offset)
 
     h.admin._call("POST", "/catalog_config", json={"upload_pending_polls": 100000})  # Meta never finishes
     (rec,) = methods.run_replace(ctx_at(timedelta(0)))

@@ -151,6 +151,28 @@ def _expire(ctx: SyncContext, rec: SyncRecord, max_age: timedelta, what: str) ->
     )
 
 
+def _terminal_after(
+    ctx: SyncContext, rec: SyncRecord, exc: MetaAPIError, max_age: timedelta, what: str, resent_with: str
+) -> bool:
+    """After Meta refused a status query: True when the request is now terminal (released), False to re-raise.
+
+    Error 100 (invalid parameter / unknown object) means Meta does not know the handle or session (any more), so
+    there is nothing left to wait for; any other error makes it terminal only once it outlived ``max_age``."""
+    if isinstance(exc, MetaInvalidRequestError):
+        release(
+            ctx,
+            rec,
+            "failed",
+            f"{where(ctx)}: Meta refused the status of {what}: {exc}; its {rec.items_sent} items are sent again "
+            f"with {resent_with}",
+        )
+        return True
+    if _age_left(ctx, rec, max_age) <= 0:
+        _expire(ctx, rec, max_age, what)
+        return True
+    return False
+
+
 def check_batch(ctx: SyncContext, rec: SyncRecord) -> bool:
     """Ask Meta about a batch request; True when it is resolved: every handle finished (items confirmed), or
     terminal without finishing (Meta does not know the handle, ended it as canceled / error, or it outlived
@@ -167,20 +189,8 @@ def check_batch(ctx: SyncContext, rec: SyncRecord) -> bool:
                 f"{ctx.catalog_id}/check_batch_request_status",
                 params={"handle": handle, "load_ids_of_invalid_requests": "true"},
             )
-        except MetaInvalidRequestError as exc:
-            # Error 100 (invalid parameter / unknown object): Meta does not know the handle (any more), so there
-            # is nothing left to wait for.
-            release(
-                ctx,
-                rec,
-                "failed",
-                f"{where(ctx)}: Meta refused the status of {what}: {exc}; its {rec.items_sent} items are sent "
-                "again with the next batch",
-            )
-            return True
-        except MetaAPIError:
-            if _age_left(ctx, rec, ctx.batch_max_age) <= 0:
-                _expire(ctx, rec, ctx.batch_max_age, what)
+        except MetaAPIError as exc:
+            if _terminal_after(ctx, rec, exc, ctx.batch_max_age, what, "the next batch"):
                 return True
             raise
         for entry in resp.get("data") or []:
@@ -236,18 +246,8 @@ def _resolve_upload(ctx: SyncContext, rec: SyncRecord, wait: bool) -> bool:
         session = poll_upload(
             ctx, rec.upload_session_id or "", max(0.0, min(ctx.poll_timeout, left)) if wait else 0
         )
-    except MetaInvalidRequestError as exc:
-        release(
-            ctx,
-            rec,
-            "failed",
-            f"{where(ctx)}: Meta refused the status of {what}: {exc}; its items are sent again with the next "
-            "sync",
-        )
-        return True
-    except MetaAPIError:
-        if _age_left(ctx, rec, ctx.upload_max_age) <= 0:
-            _expire(ctx, rec, ctx.upload_max_age, what)
+    except MetaAPIError as exc:
+        if _terminal_after(ctx, rec, exc, ctx.upload_max_age, what, "the next sync"):
             return True
         raise
     if session is not None:
