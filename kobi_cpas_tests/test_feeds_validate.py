@@ -280,7 +280,7 @@ def test_messages_name_field_value_and_give_a_call_to_action(ingested):
     gm = con.execute(
         f"SELECT message FROM {result.issues_table} WHERE code = 'item_group_inconsistent' AND field = 'brand'"
     ).fetchone()[0]
-    assert "'GM' (2 items" in gm and "2 different brand values ('Acme' ... 'Other')" in gm
+    assert "'GM' (2 items" in gm and "different brand values ('Acme' ... 'Other')" in gm
     gs = con.execute(
         f"SELECT message FROM {result.issues_table} WHERE retailer_id = 'gs-2' AND code = 'item_group_mismatch'"
     ).fetchone()[0]
@@ -435,7 +435,7 @@ def test_group_mismatch_sample_is_bounded(tmp_path):
     (msg,) = con.execute(
         f"SELECT message FROM {r.issues_table} WHERE code = 'item_group_inconsistent'"
     ).fetchone()
-    assert "has 8 different brand values ('Brand 00' ... 'Brand 07')" in msg
+    assert "has different brand values ('Brand 00' ... 'Brand 07')" in msg
 
 
 def test_one_issue_row_per_group_and_property(tmp_path):

@@ -488,13 +488,11 @@ def finish_validation(
             f"CREATE OR REPLACE TEMP TABLE {t_rej} AS SELECT * FROM ({' UNION ALL '.join(rejected)}) "
             "AS u(row_number, id, item_group_id, field)"
         )
-        # Details of the disagreeing groups in one pass over their items (not one per column, no value lists:
-        # with every group mismatched that was the costliest statement of the ingest): the number of distinct
-        # values and the first and last of them as examples.
+        # Details of the disagreeing groups in one pass over their items (not one per column, no value lists or
+        # distinct counts: with every group mismatched those were the costliest statements of the ingest): the
+        # first and last value as examples (they differ: the group disagrees, and blanks are NULL -> '').
         details = ", ".join(
-            f"count(DISTINCT hash(i.{c})) AS n_{c}, min(coalesce(i.{c}, '')) AS lo_{c}, "
-            f"max(coalesce(i.{c}, '')) AS hi_{c}"
-            for c in group_cols
+            f"min(coalesce(i.{c}, '')) AS lo_{c}, max(coalesce(i.{c}, '')) AS hi_{c}" for c in group_cols
         )
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {t_det} AS
@@ -512,7 +510,7 @@ def finish_validation(
         ]
 
         def values(c: str) -> str:
-            return f"g.n_{c} || ' different {c} values (' || {show(f'g.lo_{c}')} || ' ... ' || {show(f'g.hi_{c}')} || ')'"
+            return f"'different {c} values (' || {show(f'g.lo_{c}')} || ' ... ' || {show(f'g.hi_{c}')} || ')'"
 
         for c in GROUP_REJECT_COLUMNS:
             # Anchored on the group's first rejected item; the message names how many were rejected.
@@ -527,14 +525,18 @@ def finish_validation(
                 f"arg_min(id, row_number) AS first_id FROM {t_rej} WHERE field = {_lit(c)} GROUP BY item_group_id"
                 f") r USING (item_group_id)"
             )
-        for c in GROUP_WARN_COLUMNS:
-            cross.append(
+        # Warnings (one per group and property, possibly one per group of the feed) go straight into the
+        # issues table: they mark no item invalid, so they need not be materialized with the errors.
+        group_warnings = [
+            (
                 f"SELECT {ten}, {snap}, NULL, g.first_row, {_lit(c)}, 'warning', 'item_group_inconsistent', "
                 f"'item_group_id ' || {show('g.item_group_id')} || ' (' || g.members || ' items, from row ' "
                 f"|| g.first_row || ') has ' || {values(c)} || "
                 f"'; Meta ingests them all, but shows the variants of one product under one {c}.', "
                 f"{_lit(GROUP_WARN_CTA.format(field=c))} FROM {t_det} g WHERE g.bad_{c}"
             )
+            for c in GROUP_WARN_COLUMNS
+        ]
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {t_cross} AS SELECT * FROM ({' UNION ALL '.join(cross)}) "
             f"AS u({issue_cols})"
@@ -549,7 +551,7 @@ def finish_validation(
             ) e
             WHERE {rows_table}.row_number = e.row_number"""
         )
-        parts = [f"SELECT * FROM {t_cross}"]
+        parts = [f"SELECT * FROM {t_cross}", *group_warnings]
         # Row-local issues: unnest the set bits of the flagged items and join the rule table. Only the
         # columns that the messages of the rules that fired need are read: the flagged items are spread
         # over the whole table, so every column read is decompressed in full (~80 ms per million items
