@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from kobi_cpas.diagnostics import checks, poll_catalog
-from kobi_cpas.diagnostics.collect import fatal_errors_for_sync, record_batch_lines, record_upload_rows
+from kobi_cpas.diagnostics.after_sync import fatal_errors_for_sync
+from kobi_cpas.diagnostics.collect import record_batch_lines, record_upload_rows
 from kobi_cpas.diagnostics.dictionary import KOBI_INGESTION_CTA
 from kobi_cpas.meta import MetaGraphClient
 from kobi_cpas.sandbox import load_fixture

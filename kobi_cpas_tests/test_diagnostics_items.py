@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from kobi_cpas.diagnostics import check_items, poll_catalog
-from kobi_cpas.diagnostics.collect import ItemErrorsFetch, clear_stage, stage_item_errors
+from kobi_cpas.diagnostics.collect import clear_stage
 from kobi_cpas.diagnostics.dictionary import GENERIC_CTA
 from kobi_cpas.diagnostics.lifecycle import last_successful_poll, merge_problems
+from kobi_cpas.diagnostics.meta_checks import ItemErrorsFetch, stage_item_errors
 from kobi_cpas.meta import MetaGraphClient
 from kobi_cpas.sandbox import load_fixture
 from kobi_cpas.warehouse import Warehouse

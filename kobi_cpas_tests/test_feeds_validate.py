@@ -509,7 +509,7 @@ def test_one_issue_row_per_group_and_property(tmp_path):
     ],
 )
 def test_url_fast_path_agrees_with_the_regex(pattern_name, values):
-    from kobi_cpas.feeds import validate
+    from kobi_cpas.feeds import row_rules as validate
 
     pattern = getattr(validate, pattern_name)
     con = duckdb.connect()

@@ -193,7 +193,7 @@ def _feed(path: Path, n: int, seed: int, blank_category: int = 0, price: str = "
 
 def _sync_flows(client: MetaGraphClient, tmp: Path) -> None:
     from kobi_cpas.diagnostics import poll_catalog
-    from kobi_cpas.diagnostics.collect import fatal_errors_for_sync
+    from kobi_cpas.diagnostics.after_sync import fatal_errors_for_sync
     from kobi_cpas.sync.methods import SyncContext, run_batch, run_replace, run_update
     from kobi_cpas.sync.snapshot_step import take_snapshot
 

@@ -29,8 +29,9 @@ import duckdb
 import pytest
 
 from kobi_cpas.catalogs.reads import NO_EVENT_SOURCE_CTA, read_catalog
-from kobi_cpas.diagnostics import check_items, item_ids, poll_catalog
+from kobi_cpas.diagnostics import after_sync, check_items, item_ids, poll_catalog
 from kobi_cpas.diagnostics import collect as col
+from kobi_cpas.diagnostics import meta_checks as mc
 from kobi_cpas.diagnostics.dictionary import (
     GENERIC_CTA,
     INGESTION_CTA,
@@ -258,7 +259,7 @@ def test_the_samples_carry_the_shapes_this_module_asserts() -> None:
 def test_feed_fatal_sample_lands_on_the_item_of_row_10(client: MetaGraphClient, wh: Warehouse) -> None:
     with wh.connect() as con:
         add_upload_sync(con, with_rows=True)
-        report = col.fatal_errors_for_sync(client, con, TENANT, CATALOG, "upload-1", now=NOW)
+        report = after_sync.fatal_errors_for_sync(client, con, TENANT, CATALOG, "upload-1", now=NOW)
         assert (report.status, report.fatal_errors, report.warnings, report.items_rejected) == (
             "finished",
             1,
@@ -273,7 +274,7 @@ def test_feed_fatal_sample_without_a_row_map_is_a_file_row_naming_row_10(
 ) -> None:
     with wh.connect() as con:
         add_upload_sync(con, with_rows=False)
-        col.fatal_errors_for_sync(client, con, TENANT, CATALOG, "upload-1", now=NOW)
+        after_sync.fatal_errors_for_sync(client, con, TENANT, CATALOG, "upload-1", now=NOW)
         assert table(con) == [feed_fatal_row("", "file")]
 
 
@@ -304,7 +305,7 @@ def test_batch_sample_gives_two_fatals_and_a_warning(client: MetaGraphClient, wh
         add_sync(
             con, "batch-1", "batch", NOW - timedelta(minutes=10), handle=seed.HANDLE, errors=2, warnings=1
         )
-        report = col.fatal_errors_for_sync(client, con, TENANT, CATALOG, "batch-1", now=NOW)
+        report = after_sync.fatal_errors_for_sync(client, con, TENANT, CATALOG, "batch-1", now=NOW)
         assert (report.fatal_errors, report.warnings, report.items_rejected) == (2, 1, 2)
         assert table(con) == batch_rows()
 
@@ -359,10 +360,10 @@ def test_one_poll_of_every_sample_gives_the_analyst_rows_each_implies(
 def test_lookup_is_once_per_unknown_id_per_run(client: MetaGraphClient, standin: seed.SeedStandin) -> None:
     lookup = item_ids.RetailerIdLookup(client)
     products = [{"id": PID, "errors": [ITEM_ERROR]}, {"id": PID, "errors": [ITEM_ERROR]}, {"id": "77"}]
-    fetch = col.ItemErrorsFetch(products, ("HIGH",))
+    fetch = mc.ItemErrorsFetch(products, ("HIGH",))
     item_ids.map_retailer_ids(fetch, {}, lookup)
     item_ids.map_retailer_ids(
-        col.ItemErrorsFetch([{"id": PID}], ("MEDIUM",)), {}, lookup
+        mc.ItemErrorsFetch([{"id": PID}], ("MEDIUM",)), {}, lookup
     )  # same run, asks nothing
     assert standin.lookups() == [PID, "77"] and lookup.requests == 2
     assert fetch.retailer_ids == {PID: "10024_1_000"} and [p.get("retailer_id") for p in products] == [
@@ -372,12 +373,12 @@ def test_lookup_is_once_per_unknown_id_per_run(client: MetaGraphClient, standin:
     ]
     assert set(fetch.unmapped) == {"77"} and "does not exist" in fetch.unmapped["77"]
     # An id earlier polls already mapped is not asked for at all.
-    known = col.ItemErrorsFetch([{"id": "88", "errors": [ITEM_ERROR]}], ("HIGH",))
+    known = mc.ItemErrorsFetch([{"id": "88", "errors": [ITEM_ERROR]}], ("HIGH",))
     item_ids.map_retailer_ids(known, {"88": "sku-88"}, lookup)
     assert known.products[0]["retailer_id"] == "sku-88" and "88" not in standin.lookups()
     # Beyond the run's limit nothing is asked: the item stays unmapped, saying why.
     capped = item_ids.RetailerIdLookup(client, max_requests=0)
-    over = col.ItemErrorsFetch([{"id": PID, "errors": [ITEM_ERROR]}], ("HIGH",))
+    over = mc.ItemErrorsFetch([{"id": PID, "errors": [ITEM_ERROR]}], ("HIGH",))
     item_ids.map_retailer_ids(over, {}, capped)
     assert capped.requests == 0 and "limit of 0 lookups" in over.unmapped[PID]
     assert standin.lookups() == [PID, "77"]
@@ -390,10 +391,10 @@ def test_a_failed_lookup_keeps_the_items_high_problem_open_and_names_the_product
     # re-created since); now the products sample reports it on 4405565689470921, without retailer_id.
     earlier = NOW - timedelta(hours=1)
     with wh.connect() as con:
-        prior = col.ItemErrorsFetch(
+        prior = mc.ItemErrorsFetch(
             [{"id": "999", "retailer_id": "coat-10", "errors": [ITEM_ERROR]}], ("HIGH",)
         )
-        col.stage_item_errors(con, TENANT, CATALOG, prior, earlier)
+        mc.stage_item_errors(con, TENANT, CATALOG, prior, earlier)
         assert merge_problems(con, TENANT, CATALOG, earlier).new == 1
     standin.retailer_ids.clear()  # the lookup fails
     report = poll_catalog(client, wh, TENANT, CATALOG, now=NOW, sync_errors=False, catalog_diagnostics=False)

@@ -31,8 +31,8 @@ _EXPORTS: dict[str, str] = {
     "prune_state": "poll",
     # collect
     "SOURCES": "collect",
-    "SyncErrorsReport": "collect",
-    "fatal_errors_for_sync": "collect",
+    "SyncErrorsReport": "after_sync",
+    "fatal_errors_for_sync": "after_sync",
     "record_batch_lines": "collect",
     "record_upload_rows": "collect",
     # dictionary

@@ -4,7 +4,7 @@ Meta's own samples of item errors (``GET /{catalog_id}/products?fields=id,errors
 errors`` on the Catalog Integration page) carry only the product item id. Catalog problems are keyed by the
 feed's retailer id, so such an item is mapped from earlier polls, else with ``GET /{product_item_id}?fields=
 retailer_id`` (once per id per run); an item that stays unknown is staged as an ``unmapped_item`` row and never
-lets the merge resolve an open problem it may be (``collect.stage_item_errors``, ``lifecycle.merge_problems``).
+lets the merge resolve an open problem it may be (``meta_checks.stage_item_errors``, ``lifecycle.merge_problems``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from kobi_cpas.diagnostics.collect import ItemErrorsFetch
+from kobi_cpas.diagnostics.meta_checks import ItemErrorsFetch
 from kobi_cpas.meta.client import MetaGraphClient
 from kobi_cpas.meta.errors import MetaAPIError
 

@@ -22,6 +22,7 @@ import duckdb
 
 from kobi_cpas.diagnostics import collect as col
 from kobi_cpas.diagnostics import item_ids
+from kobi_cpas.diagnostics import meta_checks as mc
 from kobi_cpas.diagnostics.dictionary import (
     DEFAULT_LOCALE,
     DICTIONARY_MAX_AGE,
@@ -123,7 +124,7 @@ def prune_state(
 
 
 def _map_retailer_ids(
-    client: MetaGraphClient, warehouse: Warehouse, tenant_id: str, catalog_id: str, fetch: col.ItemErrorsFetch
+    client: MetaGraphClient, warehouse: Warehouse, tenant_id: str, catalog_id: str, fetch: mc.ItemErrorsFetch
 ) -> None:
     """Complete items Meta listed without a retailer id: earlier polls first (a short read of the work
     database), then one lookup per remaining id for this run."""
@@ -190,18 +191,18 @@ def poll_catalog(
             fetched_syncs.append(col.fetch_sync_errors(client, ref))
         except MetaAPIError as exc:
             _failure(report, ref.source, exc)
-    items: col.ItemErrorsFetch | None = None
+    items: mc.ItemErrorsFetch | None = None
     if item_errors:
         try:
-            items = col.fetch_item_errors(client, catalog_id, priorities, page_limit)
+            items = mc.fetch_item_errors(client, catalog_id, priorities, page_limit)
         except MetaAPIError as exc:
             _failure(report, "meta_item_check", exc)
     if items is not None:
         _map_retailer_ids(client, warehouse, tenant_id, catalog_id, items)
-    observation: col.CatalogObservation | None = None
+    observation: mc.CatalogObservation | None = None
     if catalog_diagnostics:
         try:
-            observation = col.fetch_catalog_observation(client, catalog_id)
+            observation = mc.fetch_catalog_observation(client, catalog_id)
         except MetaAPIError as exc:
             _failure(report, "meta_catalog_diagnostics", exc)
 
@@ -223,13 +224,13 @@ def poll_catalog(
                 s for s in ("feed_upload", "batch_request") if s not in report.sources_failed
             ]
         if items is not None:
-            col.stage_item_errors(con, tenant_id, catalog_id, items, now)
+            mc.stage_item_errors(con, tenant_id, catalog_id, items, now)
             report.sources_polled.append("meta_item_check")
             report.item_error_pages = items.pages
             report.items_with_errors = len({p.get("retailer_id") or p.get("id") for p in items.products})
         if observation is not None:
-            col.store_catalog_observation(con, tenant_id, catalog_id, observation, now)
-            col.stage_catalog_diagnostics(con, tenant_id, catalog_id, observation, now)
+            mc.store_catalog_observation(con, tenant_id, catalog_id, observation, now)
+            mc.stage_catalog_diagnostics(con, tenant_id, catalog_id, observation, now)
             report.sources_polled.append("meta_catalog_diagnostics")
         for source, message in report.sources_failed.items():
             record_poll_failure(con, tenant_id, catalog_id, source, now, message)
@@ -259,11 +260,11 @@ def check_items(
     as a partial ``meta_item_check`` poll (it only resolves problems of these items; a deleted item's problems
     resolve)."""
     now = now or datetime.now(UTC)
-    fetch, gone = col.fetch_item_nodes(client, product_item_ids)
+    fetch, gone = mc.fetch_item_nodes(client, product_item_ids)
     _map_retailer_ids(client, warehouse, tenant_id, catalog_id, fetch)
     with warehouse.connect() as con:
         col.clear_stage(con, tenant_id, catalog_id)
-        col.stage_item_errors(con, tenant_id, catalog_id, fetch, now, gone)
+        mc.stage_item_errors(con, tenant_id, catalog_id, fetch, now, gone)
         counts = merge_problems(con, tenant_id, catalog_id, now, locale)
         build_summary(con, tenant_id, catalog_id, now)
         build_health(con, tenant_id, catalog_id, now)

@@ -21,7 +21,7 @@ from kobi_cpas.defs.shared import (
     table_definition_metadata,
 )
 from kobi_cpas.defs.tenants.partitions import tenant_partitions
-from kobi_cpas.diagnostics.collect import fatal_errors_for_sync
+from kobi_cpas.diagnostics.after_sync import fatal_errors_for_sync
 from kobi_cpas.resources import (
     CatalogSyncResource,
     MetaGraphResource,
