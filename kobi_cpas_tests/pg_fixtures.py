@@ -46,24 +46,47 @@ def local_postgres(local_postgres_server: LocalPostgres) -> PgConnInfo:
     return local_postgres_server.start()  # idempotent: returns the running server's info
 
 
+@pytest.fixture(scope="session")
+def dagster_template_db(
+    local_postgres: PgConnInfo, local_postgres_server: LocalPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """A database holding Dagster's schema, built once per session by the real dagster.yaml: each test's
+    database is a copy of it, so no test pays for Dagster creating its tables."""
+    import dagster as dg
+
+    name = "dagster_template"
+    info = local_postgres_server.create_database(name)
+    home = prepare_dagster_home(tmp_path_factory.mktemp("dagster_template_home"), REPO_ROOT)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env_for(info).items():
+            mp.setenv(key, value)
+        dg.DagsterInstance.from_config(str(home)).dispose()  # creates the tables; pools stay unset
+    local_postgres_server.close_connections(name)
+    return name
+
+
 @pytest.fixture
 def pg_dagster_home(
     local_postgres: PgConnInfo,
     local_postgres_server: LocalPostgres,
+    dagster_template_db: str,
     tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
 ) -> Iterator[Path]:
     """A DAGSTER_HOME holding the repository's real dagster.yaml, backed by a fresh database of the
     session's Postgres (one per test, so runs, cursors and pool limits do not leak between tests).
 
-    DAGSTER_PG_* and DAGSTER_HOME are set for the test and restored afterwards.
+    DAGSTER_PG_* and DAGSTER_HOME are set for the test and restored afterwards; the database is dropped after
+    the test, closing whatever connections the test's instances still pool.
     """
     slug = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())
     dbname = f"t{next(_db_counter)}_{slug}"[:63]
-    info = local_postgres_server.create_database(dbname)
+    info = local_postgres_server.create_database(dbname, template=dagster_template_db)
     home = prepare_dagster_home(tmp_path_factory.mktemp("dagster_home"), REPO_ROOT)
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env_for(info).items():
             mp.setenv(key, value)
         mp.setenv("DAGSTER_HOME", str(home))
         yield home
+    if local_postgres_server.status() is not None:
+        local_postgres_server.drop_database(dbname)

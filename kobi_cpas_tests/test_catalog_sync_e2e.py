@@ -16,6 +16,7 @@ import yaml
 from kobi_cpas.feeds.generator import generate_feed
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
 from kobi_cpas.warehouse import Warehouse
+from kobi_cpas_tests.dagster_fixtures import tick_schedule
 
 TENANT = "anatolia_home"
 CATALOG = "2000000000000001"
@@ -199,8 +200,7 @@ def test_schedule_skips_tenant_with_a_running_sync(harness):
 
     h = harness()
     tick = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-    ctx = dg.build_schedule_context(instance=h.instance, scheduled_execution_time=tick)
-    requests = catalog_batch_schedule(ctx)
+    requests = tick_schedule(catalog_batch_schedule, h.instance, scheduled_execution_time=tick)
     assert [r.partition_key for r in requests] == [TENANT]
     assert requests[0].tags["kobi/catalog_shard"] == TENANT
     run = dg.DagsterRun(
@@ -210,9 +210,7 @@ def test_schedule_skips_tenant_with_a_running_sync(harness):
         status=dg.DagsterRunStatus.STARTED,
     )
     h.instance.add_run(run)
-    skipped = catalog_batch_schedule(
-        dg.build_schedule_context(instance=h.instance, scheduled_execution_time=tick)
-    )
+    skipped = tick_schedule(catalog_batch_schedule, h.instance, scheduled_execution_time=tick)
     assert isinstance(skipped, dg.SkipReason)
     assert TENANT in skipped.skip_message and "still in progress" in skipped.skip_message
     assert "avoid overlapping" in skipped.skip_message

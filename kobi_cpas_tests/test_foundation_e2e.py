@@ -21,6 +21,7 @@ import yaml
 from kobi_cpas.devenv.pipeline import materialize_all
 from kobi_cpas.devenv.postgres import conninfo_from_env
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
+from kobi_cpas_tests.dagster_fixtures import tick_sensor
 
 FOUNDATION = [["tenant_registry"], ["meta_catalogs"]]
 
@@ -133,8 +134,7 @@ def test_materializations_succeed_while_an_analyst_holds_the_file(kobi_env, pg_i
 def test_tenant_sensor_adds_and_removes_partitions(kobi_env, pg_instance, tmp_path, monkeypatch):
     from kobi_cpas.defs.tenants.sensors import tenant_partitions_sensor
 
-    ctx = dg.build_sensor_context(instance=pg_instance)
-    result = tenant_partitions_sensor(ctx)
+    result = tick_sensor(tenant_partitions_sensor, pg_instance)
     assert isinstance(result, dg.SensorResult)
     for req in result.dynamic_partitions_requests:
         pg_instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
@@ -145,7 +145,7 @@ def test_tenant_sensor_adds_and_removes_partitions(kobi_env, pg_instance, tmp_pa
     ]
     assert len(result.run_requests) == 1
     # unchanged registry: skip with a reason
-    again = tenant_partitions_sensor(dg.build_sensor_context(instance=pg_instance, cursor=result.cursor))
+    again = tick_sensor(tenant_partitions_sensor, pg_instance, cursor=result.cursor)
     assert isinstance(again, dg.SkipReason) and "registry unchanged" in again.skip_message
     # a tenant removed from the registry is dropped
     data = yaml.safe_load(Path(DEFAULT_REGISTRY).read_text())
@@ -153,11 +153,11 @@ def test_tenant_sensor_adds_and_removes_partitions(kobi_env, pg_instance, tmp_pa
     p = tmp_path / "tenants.yaml"
     p.write_text(yaml.safe_dump(data))
     monkeypatch.setenv("KOBI_CPAS_TENANTS", str(p))
-    changed = tenant_partitions_sensor(dg.build_sensor_context(instance=pg_instance, cursor=result.cursor))
+    changed = tick_sensor(tenant_partitions_sensor, pg_instance, cursor=result.cursor)
     assert [list(r.partition_keys) for r in changed.dynamic_partitions_requests] == [["cappadocia_ceramics"]]
     # a broken registry never drops partitions
     p.write_text("tenants: [{tenant_id: 'bad id!'}]")
-    broken = tenant_partitions_sensor(dg.build_sensor_context(instance=pg_instance, cursor=result.cursor))
+    broken = tick_sensor(tenant_partitions_sensor, pg_instance, cursor=result.cursor)
     assert isinstance(broken, dg.SkipReason)
     assert "left unchanged" in broken.skip_message and str(p) in broken.skip_message
 

@@ -14,6 +14,7 @@ import yaml
 from kobi_cpas.devenv.pipeline import materialize_all
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
 from kobi_cpas.warehouse import Warehouse
+from kobi_cpas_tests.dagster_fixtures import tick_sensor
 
 
 def _one_tenant_registry(tmp_path: Path, monkeypatch) -> Path:
@@ -35,15 +36,15 @@ def test_feed_source_sensor_starts_a_sync_only_when_the_feed_changes(
 
     feed = _one_tenant_registry(tmp_path, monkeypatch)
     pg_instance.add_dynamic_partitions("tenant", ["anatolia_home"])
-    first = feed_source_sensor(dg.build_sensor_context(instance=pg_instance))
+    first = tick_sensor(feed_source_sensor, pg_instance)
     assert [r.partition_key for r in first.run_requests] == ["anatolia_home"]
     assert first.run_requests[0].tags["kobi/catalog_shard"] == "anatolia_home"
-    same = feed_source_sensor(dg.build_sensor_context(instance=pg_instance, cursor=first.cursor))
+    same = tick_sensor(feed_source_sensor, pg_instance, cursor=first.cursor)
     assert not same.run_requests and "no feed source changed" in same.skip_reason.skip_message
     time.sleep(0.01)
     feed.write_text(feed.read_text(encoding="utf-8") + "\n", encoding="utf-8")
     os.utime(feed, None)
-    changed = feed_source_sensor(dg.build_sensor_context(instance=pg_instance, cursor=first.cursor))
+    changed = tick_sensor(feed_source_sensor, pg_instance, cursor=first.cursor)
     assert [r.partition_key for r in changed.run_requests] == ["anatolia_home"]
     assert changed.run_requests[0].run_key != first.run_requests[0].run_key
 
@@ -62,19 +63,19 @@ def _write_sync_rows(analyst: Path, rows: list[tuple]) -> None:
 def test_sync_status_sensor_waits_two_minutes_for_batches(kobi_env, pg_instance):
     from kobi_cpas.defs.catalog_sync.sensors import sync_status_sensor
 
-    idle = sync_status_sensor(dg.build_sensor_context(instance=pg_instance))
+    idle = tick_sensor(sync_status_sensor, pg_instance)
     assert isinstance(idle, dg.SkipReason) and "no upload or batch request is processing" in idle.skip_message
     now = datetime.now(UTC)
     _write_sync_rows(
         kobi_env.analyst_path, [("b1", "anatolia_home", "batch", now - timedelta(seconds=30), "processing")]
     )
-    waiting = sync_status_sensor(dg.build_sensor_context(instance=pg_instance))
+    waiting = tick_sensor(sync_status_sensor, pg_instance)
     assert isinstance(waiting, dg.SkipReason) and "first check at" in waiting.skip_message
     _write_sync_rows(
         kobi_env.analyst_path,
         [("b2", "bosphorus_outdoor", "batch", now - timedelta(minutes=3), "processing")],
     )
-    due = sync_status_sensor(dg.build_sensor_context(instance=pg_instance))
+    due = tick_sensor(sync_status_sensor, pg_instance)
     assert [r.partition_key for r in due] == ["bosphorus_outdoor"]
 
 

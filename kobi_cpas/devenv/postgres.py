@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 import psycopg2
 from psycopg2 import sql
@@ -407,25 +407,52 @@ class LocalPostgres:
         running = self._running()
         return None if running is None else self._conninfo(running.port)
 
-    def create_database(self, dbname: str) -> PgConnInfo:
-        """Create another database owned by the configured user (idempotent), e.g. one per test."""
+    def create_database(self, dbname: str, template: str | None = None) -> PgConnInfo:
+        """Create another database owned by the configured user (idempotent), e.g. one per test.
+
+        With `template`, the new database is a file-level copy of that one (which must have no open
+        connections): far cheaper than building a schema again.
+        """
+        with self._superuser_session() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
+            if cur.fetchone() is None:
+                statement = sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(dbname), sql.Identifier(self.user)
+                )
+                if template:
+                    statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+                cur.execute(statement)
+        return self._conninfo(self._require_running().port, dbname)
+
+    def drop_database(self, dbname: str) -> None:
+        """Close every connection to `dbname` and drop it (no error when it does not exist)."""
+        self.close_connections(dbname)
+        with self._superuser_session() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(dbname)))
+
+    def close_connections(self, dbname: str) -> None:
+        """Close every connection to `dbname`, e.g. before it serves as a template."""
+        with self._superuser_session() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (dbname,),
+            )
+
+    def _require_running(self) -> _Postmaster:
         running = self._running()
         if running is None:
             raise LocalPostgresError(f"No PostgreSQL running in {self.data_dir}: call start() first")
-        conn = self._superuser_connect(running)
+        return running
+
+    @contextlib.contextmanager
+    def _superuser_session(self) -> Iterator[Any]:
+        conn = self._superuser_connect(self._require_running())
         try:
-            conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
+            conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
             with conn.cursor() as cur:
-                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
-                if cur.fetchone() is None:
-                    cur.execute(
-                        sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                            sql.Identifier(dbname), sql.Identifier(self.user)
-                        )
-                    )
+                yield cur
         finally:
             conn.close()
-        return self._conninfo(running.port, dbname)
 
     def postmaster_pid(self) -> int | None:
         running = self._running()
