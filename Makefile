@@ -31,6 +31,7 @@ sandbox: install
 lint: install
 	$(VENV)/bin/ruff format --check kobi_cpas kobi_cpas_tests
 	$(VENV)/bin/ruff check kobi_cpas kobi_cpas_tests
+	$(VENV)/bin/lint-imports
 
 fmt: install
 	$(VENV)/bin/ruff format kobi_cpas kobi_cpas_tests
@@ -42,12 +43,14 @@ validate: install
 	DAGSTER_HOME=$$tmp $(VENV)/bin/dagster definitions validate -w workspace.yaml 2>&1 | grep -v SupersessionWarning; \
 	rc=$${PIPESTATUS[0]}; rm -rf $$tmp; exit $$rc
 
-# Two workers: the suite waits on Postgres and the sandbox as much as it computes.
+# Two workers: the suite waits on Postgres and the sandbox as much as it computes. Benchmark harness tests
+# (marker `bench`) run with `make bench`.
 test: lint validate
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 -m "not bench"
 
 bench: install
+	$(PY) -m pytest -q -m bench
 	$(PY) -m kobi_cpas.devenv.cli bench
 
 clean:
-	rm -rf .local data .bench .pytest_cache .ruff_cache
+	rm -rf .local data .bench .pytest_cache .ruff_cache .import_linter_cache

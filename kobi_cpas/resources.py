@@ -6,6 +6,7 @@ The instances are created once, in ``kobi_cpas/defs/resources.py``.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import threading
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import duckdb
 from pydantic import Field, PrivateAttr
 
 from kobi_cpas.meta.client import MetaGraphClient
-from kobi_cpas.meta.config import DEFAULT_BASE_URL
+from kobi_cpas.meta.config import DEFAULT_API_VERSION, DEFAULT_BASE_URL
 from kobi_cpas.meta.dry_run import (
     DRY_RUN_SCRATCH_TAG,
     DRY_RUN_TAG,
@@ -25,14 +26,10 @@ from kobi_cpas.meta.dry_run import (
     DryRunWrite,
     is_dry_run,
 )
-from kobi_cpas.meta.versions import DEFAULT_API_VERSION
 from kobi_cpas.registry import LoadedRegistry, RegistryError, load_registry
-from kobi_cpas.warehouse import PublishResult, Warehouse
+from kobi_cpas.tables import SCHEMA
+from kobi_cpas.warehouse import PublishResult, Warehouse, read_analyst
 from kobi_cpas.warehouse.scratch import ScratchWarehouse, open_scratch, record_dry_run_writes
-
-# One definition of each default (kobi_cpas.meta); re-exported for the resource instances.
-DEFAULT_GRAPH_URL = DEFAULT_BASE_URL
-
 
 # -- dry runs ------------------------------------------------------------------------------------------------
 # The Meta resource records the writes a dry run does not send; the warehouse resource stores them in
@@ -110,18 +107,30 @@ def _write_row(run_id: str, write: DryRunWrite) -> dict[str, Any]:
     }
 
 
+_CLIENT_DEFAULTS = {
+    name: p.default
+    for name, p in inspect.signature(MetaGraphClient.__init__).parameters.items()
+    if p.default is not inspect.Parameter.empty
+}
+
+
 class MetaGraphResource(dg.ConfigurableResource):
     """Meta Graph / Marketing API access. The token is only ever read from the environment (dg.EnvVar) and sent
     in the Authorization header; it never appears in run config, logs or events."""
 
-    base_url: str = Field(default=DEFAULT_GRAPH_URL, description="Graph API base URL (the sandbox in dev)")
+    base_url: str = Field(default=DEFAULT_BASE_URL, description="Graph API base URL (the sandbox in dev)")
     api_version: str = Field(default=DEFAULT_API_VERSION, description="Pinned Graph API version")
     access_token: str = Field(description="Access token; configure as dg.EnvVar('META_ACCESS_TOKEN')")
     app_secret: str | None = Field(default=None, description="App secret; enables appsecret_proof")
-    timeout_seconds: float = 60.0
-    max_total_wait_seconds: float = 900.0
-    backoff_base_seconds: float = 1.0
-    throttle_backoff_base_seconds: float = 30.0
+    # The client's own defaults: declared once, on MetaGraphClient.
+    timeout_seconds: float = float(_CLIENT_DEFAULTS["timeout"])
+    max_total_wait_seconds: float = float(_CLIENT_DEFAULTS["max_total_wait"])
+    backoff_base_seconds: float = float(_CLIENT_DEFAULTS["backoff_base"])
+    throttle_backoff_base_seconds: float = float(_CLIENT_DEFAULTS["throttle_backoff_base"])
+    backoff_scale: float = Field(
+        default=1.0,
+        description="Multiplies both backoff bases (tests shrink the waits, never the retry logic)",
+    )
 
     _dry_run_id: str | None = PrivateAttr(default=None)
 
@@ -152,8 +161,8 @@ class MetaGraphResource(dg.ConfigurableResource):
             timeout=self.timeout_seconds,
             max_total_wait=self.max_total_wait_seconds,
             logger=logger,
-            backoff_base=self.backoff_base_seconds,
-            throttle_backoff_base=self.throttle_backoff_base_seconds,
+            backoff_base=self.backoff_base_seconds * self.backoff_scale,
+            throttle_backoff_base=self.throttle_backoff_base_seconds * self.backoff_scale,
         )
         run_id = self._dry_run_id
         if run_id is None:
@@ -214,7 +223,10 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def _real(self) -> Warehouse:
         return Warehouse(
-            self.duckdb_path, lock_timeout=self.lock_timeout_seconds, memory_limit=self.memory_limit
+            self.duckdb_path,
+            lock_timeout=self.lock_timeout_seconds,
+            memory_limit=self.memory_limit,
+            schema=SCHEMA,
         )
 
     def get_warehouse(self) -> Warehouse:
@@ -224,6 +236,11 @@ class WarehouseResource(dg.ConfigurableResource):
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         with self.get_warehouse().connect() as con:
             yield con
+
+    def read_published(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
+        """Query the published analyst file, read-only: what sensors and schedules read. They never open the
+        work database, which a writer may hold. No file yet -> no rows."""
+        return read_analyst(self._real().analyst_path, sql, params)
 
     def publish(self, con: duckdb.DuckDBPyConnection) -> PublishResult:
         if self._scratch is not None:
@@ -251,9 +268,15 @@ class TenantRegistryResource(dg.ConfigurableResource):
 
     path: str = Field(description="Path of the tenant registry YAML")
 
+    def read(self) -> LoadedRegistry:
+        """The registry, or RegistryError when the file itself is unreadable: for sensors and schedules, which
+        turn the error into a skip reason."""
+        return load_registry(self.path)
+
     def load(self) -> LoadedRegistry:
+        """The registry for a run: an unreadable file fails the run with the problem as its message."""
         try:
-            return load_registry(self.path)
+            return self.read()
         except RegistryError as exc:
             # dg.Failure shows the message itself, not a traceback, in the UI and the run log.
             raise dg.Failure(description=str(exc)) from None
@@ -273,8 +296,13 @@ class TenantRegistryResource(dg.ConfigurableResource):
 
 
 class CatalogSyncResource(dg.ConfigurableResource):
-    """Knobs of the catalog sync: how the upload sessions are polled and where feed files are staged."""
+    """Knobs of the catalog sync: how Meta's upload sessions and report jobs are polled, where feed files are
+    staged, and how often the status sensor re-checks requests still processing at Meta."""
 
     workdir: str = Field(description="Folder for feed downloads and upload files (git-ignored)")
-    poll_interval_seconds: float = 5.0
+    poll_interval_seconds: float = Field(default=5.0, description="KOBI_CPAS_POLL_SECONDS")
     poll_timeout_seconds: float = 600.0
+    status_check_seconds: float = Field(
+        default=120.0,
+        description="KOBI_CPAS_STATUS_CHECK_SECONDS: at most one status run per tenant in each such interval",
+    )

@@ -3,7 +3,8 @@ backed Dagster instance, and a helper to build the definitions under that enviro
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,19 @@ class KobiEnv:
         from kobi_cpas.definitions import defs
 
         return defs()
+
+    def resources(self, registry_path: Path | None = None, **catalog_sync: float) -> dict[str, object]:
+        """The resources sensors and schedules take, pointed at this test's warehouse and ``registry_path``
+        (default: the demo registry), given explicitly instead of through environment variables."""
+        from kobi_cpas.resources import CatalogSyncResource, TenantRegistryResource, WarehouseResource
+
+        return {
+            "registry": TenantRegistryResource(path=str(registry_path or self.registry_path)),
+            "warehouse": WarehouseResource(duckdb_path=str(self.analyst_path)),
+            "catalog_sync": CatalogSyncResource(
+                workdir=str(self.analyst_path.parent / ".kobi_work" / "feeds"), **catalog_sync
+            ),
+        }
 
 
 @pytest.fixture
@@ -56,14 +70,137 @@ def pg_instance(pg_dagster_home: Path) -> Iterator[dg.DagsterInstance]:
         instance.dispose()
 
 
-def tick_sensor(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, **context: object) -> object:
-    """One evaluation of `sensor`, as the daemon does it. The context is closed afterwards: an unclosed one
-    keeps the instance it opened as the current one, and a later test would load definitions against it."""
-    with dg.build_sensor_context(instance=instance, **context) as ctx:  # type: ignore[arg-type]
+def _required(
+    definition: dg.SensorDefinition | dg.ScheduleDefinition, resources: Mapping[str, object] | None
+) -> dict[str, object]:
+    """The resources `definition` takes, from `resources` or else the code location's own (built from the
+    environment, as the daemon gets them)."""
+    if resources is None:
+        from kobi_cpas.defs.resources import location_resources
+
+        resources = location_resources()
+    return {key: resources[key] for key in definition.required_resource_keys}
+
+
+def tick_sensor(
+    sensor: dg.SensorDefinition,
+    instance: dg.DagsterInstance,
+    resources: Mapping[str, object] | None = None,
+    **context: object,
+) -> object:
+    """One evaluation of `sensor`, as the daemon does it, with `resources` (see `_required`). The context is
+    closed afterwards: an unclosed one keeps the instance it opened as the current one, and a later test would
+    load definitions against it."""
+    with dg.build_sensor_context(
+        instance=instance,
+        resources=_required(sensor, resources),
+        **context,  # type: ignore[arg-type]
+    ) as ctx:
         return sensor(ctx)
 
 
-def tick_schedule(schedule: dg.ScheduleDefinition, instance: dg.DagsterInstance, **context: object) -> object:
-    """One evaluation of `schedule`, closing its context (see `tick_sensor`)."""
-    with dg.build_schedule_context(instance=instance, **context) as ctx:  # type: ignore[arg-type]
+def tick_schedule(
+    schedule: dg.ScheduleDefinition,
+    instance: dg.DagsterInstance,
+    resources: Mapping[str, object] | None = None,
+    **context: object,
+) -> object:
+    """One evaluation of `schedule` with `resources`, closing its context (see `tick_sensor`)."""
+    with dg.build_schedule_context(
+        instance=instance,
+        resources=_required(schedule, resources),
+        **context,  # type: ignore[arg-type]
+    ) as ctx:
         return schedule(ctx)
+
+
+# ---- Sensor state as the daemon stores it: the one place the tests use Dagster internals.
+# Dagster has no public API that persists a sensor tick's cursor or reads the stored instigator state back:
+# only the sensor daemon, the UI and GraphQL do it (build_sensor_context evaluates a sensor without storing
+# anything). The Postgres round trip must prove that this state survives, so it goes through the same
+# internal calls the daemon makes; every private import stays inside this helper.
+
+
+@dataclass(frozen=True)
+class StoredSensor:
+    origin_id: str
+    selector_id: str
+    running: bool
+    cursor: str | None
+
+
+class DaemonSensorState:
+    """Start a sensor, tick it and store its cursor the way the sensor daemon does, and read that back."""
+
+    def __init__(self, instance: dg.DagsterInstance) -> None:
+        self.instance = instance
+
+    def tick(
+        self, python_file: str, attribute: str, sensor_name: str, working_directory: Path
+    ) -> StoredSensor:
+        """Load the code location `attribute` of `python_file`, start the sensor (stored RUNNING, as `dagster
+        sensor start` does), evaluate one tick from the stored cursor and store the new one."""
+        from dagster._core.definitions.repository_definition.valid_definitions import (
+            SINGLETON_REPOSITORY_NAME,
+        )
+        from dagster._core.scheduler.instigation import SensorInstigatorData
+        from dagster._core.test_utils import in_process_test_workspace
+        from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+        origin = LoadableTargetOrigin(
+            executable_path=sys.executable,
+            python_file=python_file,
+            attribute=attribute,
+            working_directory=str(working_directory),
+        )
+        instance = self.instance
+        with in_process_test_workspace(instance, origin) as workspace:
+            location = workspace.code_locations[0]
+            repo = location.get_repository(SINGLETON_REPOSITORY_NAME)
+            sensor = repo.get_sensor(sensor_name)
+            state = instance.start_sensor(sensor)
+            data = state.instigator_data
+            assert isinstance(data, SensorInstigatorData)
+            result = location.get_sensor_execution_data(
+                instance,
+                repo.handle,
+                sensor.name,
+                data.last_tick_timestamp,
+                data.last_run_key,
+                data.cursor,
+                None,
+                data.last_sensor_start_timestamp,
+            )
+            instance.update_instigator_state(
+                state.with_data(
+                    SensorInstigatorData(
+                        last_tick_timestamp=data.last_tick_timestamp,
+                        last_run_key=data.last_run_key,
+                        min_interval=sensor.min_interval_seconds,
+                        cursor=result.cursor,
+                        last_sensor_start_timestamp=data.last_sensor_start_timestamp,
+                        sensor_type=sensor.sensor_type,
+                    )
+                )
+            )
+            origin_id, selector_id = sensor.get_remote_origin_id(), sensor.selector_id
+        stored = self.read(origin_id, selector_id)
+        assert stored is not None
+        return stored
+
+    def read(self, origin_id: str, selector_id: str) -> StoredSensor | None:
+        """The stored state of a sensor, or None when none is stored (it must be a sensor's)."""
+        from dagster._core.definitions.run_request import InstigatorType
+        from dagster._core.scheduler.instigation import InstigatorStatus, SensorInstigatorData
+
+        state = self.instance.get_instigator_state(origin_id, selector_id)
+        if state is None:
+            return None
+        assert state.instigator_type == InstigatorType.SENSOR
+        assert isinstance(state.instigator_data, SensorInstigatorData)
+        return StoredSensor(
+            origin_id=origin_id,
+            selector_id=selector_id,
+            running=state.status == InstigatorStatus.RUNNING,
+            cursor=state.instigator_data.cursor,
+        )

@@ -18,7 +18,7 @@ from kobi_cpas.meta import MetaGraphClient
 from kobi_cpas.registry import load_registry
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
 from kobi_cpas.sandbox import SandboxAdmin, SandboxServer, World
-from kobi_cpas.sandbox.routes_cpas import CpasAdmin
+from kobi_cpas.sandbox.admin import CpasAdmin
 
 __all__ = [
     "SANDBOX_API_VERSION",
@@ -83,9 +83,7 @@ def sandbox(sandbox_server: SandboxServer) -> Iterator[SandboxHandle]:
 @pytest.fixture
 def cpas_admin(sandbox: SandboxHandle) -> Iterator[CpasAdmin]:
     """The sandbox's Collaborative Ads admin knobs (retailer side: shares, compliance, partners)."""
-    admin = CpasAdmin(sandbox.url)
-    yield admin
-    admin.close()
+    yield sandbox.admin.cpas
 
 
 @pytest.fixture

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from kobi_cpas.devenv.bench import bench_delta
+
+pytestmark = pytest.mark.bench
 
 
 def test_delta_benchmark_is_exact_and_repeatable(tmp_path):

@@ -15,6 +15,7 @@ import yaml
 
 from kobi_cpas.feeds.generator import generate_feed
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
+from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 from kobi_cpas_tests.dagster_fixtures import tick_schedule
 
@@ -41,8 +42,8 @@ class SyncHarness:
         monkeypatch.setenv("KOBI_CPAS_TENANTS", str(reg))
         self.defs = kobi_env.defs()
         instance.add_dynamic_partitions("tenant", [tenant_id])
-        self.wh = Warehouse(kobi_env.analyst_path)
-        self.admin._call("POST", "/catalog_config", json={"problem_rate_scale": 0})
+        self.wh = Warehouse(kobi_env.analyst_path, schema=SCHEMA)
+        self.admin.catalog_config(problem_rate_scale=0)
 
     def write_feed(self, n: int = 300, sql_edit: str | None = None) -> None:
         generate_feed(self.feed, n, seed=7)
@@ -59,7 +60,7 @@ class SyncHarness:
         )
 
     def meta_items(self) -> dict[str, dict]:
-        return self.admin._call("GET", f"/catalogs/{CATALOG}/items")
+        return self.admin.catalog_items(CATALOG)
 
     def desired(self) -> dict[str, dict]:
         with self.wh.connect() as con:

@@ -10,6 +10,7 @@ import duckdb
 import pytest
 
 from kobi_cpas.cpas.filters import (
+    NEGATED_OPERATORS,
     OPERATORS,
     FilterError,
     canonical_json,
@@ -80,6 +81,7 @@ CASES: list[tuple[dict[str, Any], set[str]]] = [
     ({"name": {"i_contains": "istanbul"}}, {"AH-001"}),  # İ lower-cases to i in both evaluators
     ({"title": {"i_contains": "σ"}}, {"CC-7"}),
     ({"title": {"i_not_contains": "T"}}, {"BO-101", "CC-7", "X'; DROP TABLE feed_items; --"}),
+    ({"title": {"not_contains": "Towel"}}, {"AH-002", "AH-003", "BO-100", "BO-101", "CC-7", "X'; DROP TABLE feed_items; --"}),
     ({"title": {"starts_with": "Bath"}}, {"AH-002"}),
     ({"availability": {"is_any": ["in stock", "preorder"]}}, {"AH-001", "AH-003", "BO-100", "CC-7"}),
     ({"availability": {"is_not_any": ["in stock"]}}, {"AH-002", "AH-003", "BO-101", "X'; DROP TABLE feed_items; --"}),
@@ -176,6 +178,8 @@ def test_random_rules_agree(con: duckdb.DuckDBPyConnection) -> None:
         ({}, "<rule>: empty clause"),
         ([], "<rule>: must be a JSON object"),
         ("{not json", "<rule>: not valid JSON"),
+        ({"not": [{"brand": {"eq": "x"}}]}, "not: 'not' needs one clause"),
+        ({"and": [{"not": {"colour": {"eq": "red"}}}]}, "and[0].not.colour: unknown field 'colour'"),
         ({"and": [{"brand": {"eq": "x"}}, "oops"]}, "and[1]: a clause must be an object"),
     ],
 )  # fmt: skip
@@ -221,3 +225,72 @@ def test_matches_accepts_sandbox_items_and_canonical_json() -> None:
     assert (
         canonical_json('{"size": {"eq": 1}, "brand": {"eq": "x"}}') == '{"brand":{"eq":"x"},"size":{"eq":1}}'
     )
+
+
+ALL_IDS = {i["retailer_id"] for i in ITEMS}
+
+NOT_CASES: list[tuple[dict[str, Any], set[str]]] = [
+    # ``not`` of a positive operator is its negated operator, items without the field included.
+    ({"not": {"brand": {"eq": "Anatolia Home"}}}, ALL_IDS - {"AH-001", "AH-003"}),
+    ({"not": {"availability": {"is_any": ["in stock"]}}}, {"AH-002", "AH-003", "BO-101", "X'; DROP TABLE feed_items; --"}),
+    ({"not": {"price": {"lt": 200}}}, ALL_IDS - {"AH-001", "BO-100", "X'; DROP TABLE feed_items; --"}),
+    ({"brand": {"i_contains": "anatolia"}, "not": {"availability": {"eq": "in stock"}}}, {"AH-002", "AH-003"}),
+    ({"and": [{"brand": {"i_contains": "anatolia"}}, {"not": {"or": [{"color": {"eq": "blue"}}, {"gender": {"eq": "unisex"}}]}}]}, {"AH-002"}),
+    ({"not": {"not": {"size": {"eq": "M"}}}}, {"BO-100"}),
+    ({"or": [{"not": {"brand": {"i_contains": "o"}}}, {"size": {"eq": "M"}}]}, {"BO-100", "BO-101"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("rule", "expected"), NOT_CASES, ids=[json.dumps(c[0])[:60] for c in NOT_CASES])
+def test_not_sql_and_python(con: duckdb.DuckDBPyConnection, rule: Any, expected: set[str]) -> None:
+    assert py_ids(rule) == expected
+    assert sql_ids(con, rule) == expected
+    assert sql_ids(con, json.dumps(rule)) == expected
+
+
+def test_not_is_the_complement_of_random_rules(con: duckdb.DuckDBPyConnection) -> None:
+    rng = random.Random(11)
+    for _ in range(120):
+        rule = _random_rule(rng)
+        negated = {"not": rule}
+        assert py_ids(negated) == ALL_IDS - py_ids(rule), rule
+        assert sql_ids(con, negated) == py_ids(negated), rule
+
+
+def _missing_value_rule(op: str) -> dict[str, Any]:
+    if op in ("lt", "lte", "gt", "gte"):
+        return {"price": {op: 10}}
+    if op in ("is_any", "is_not_any"):
+        return {"brand": {op: ["Acme", ""]}}
+    return {"brand": {op: "Acme"}}
+
+
+@pytest.mark.parametrize("op", sorted(OPERATORS))
+def test_missing_field_is_no_value_for_every_operator(op: str) -> None:
+    """One rule for missing fields in both evaluators: an absent key, None and "" are no value; positive
+    operators are false on it, negated operators (and ``not`` of a positive one) true."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE items (retailer_id VARCHAR, brand VARCHAR, price VARCHAR)")
+    con.execute("INSERT INTO items VALUES ('absent', NULL, NULL), ('empty', '', '')")
+    rule = _missing_value_rule(op)
+    expected = op in NEGATED_OPERATORS
+    for item in ({"retailer_id": "absent"}, {"retailer_id": "none", "brand": None, "price": None},
+                 {"retailer_id": "empty", "brand": "", "price": ""}):  # fmt: skip
+        assert matches(rule, item) is expected, item
+        assert matches({"not": rule}, item) is not expected, item
+    where = compile_sql(rule, available_columns=["retailer_id", "brand", "price"])
+    rows = con.execute(f"SELECT retailer_id FROM items WHERE {where.sql}", list(where.params)).fetchall()
+    assert {r[0] for r in rows} == ({"absent", "empty"} if expected else set())
+    # A field the table does not have at all is no value too.
+    where = compile_sql(rule, available_columns=["retailer_id"])
+    rows = con.execute(f"SELECT retailer_id FROM items WHERE {where.sql}", list(where.params)).fetchall()
+    assert {r[0] for r in rows} == ({"absent", "empty"} if expected else set())
+
+
+def test_meta_field_names_of_the_sandbox_items() -> None:
+    item = {"id": "sku-1", "link": "https://shop.example.com/p/1", "image_link": "https://cdn.example.com/1.jpg",
+            "item_group_id": "G7"}  # fmt: skip
+    assert matches({"url": {"starts_with": "https://shop."}}, item)
+    assert matches({"image_url": {"contains": "cdn"}}, item)
+    assert matches({"retailer_product_group_id": {"eq": "G7"}}, item)
+    assert not matches({"not": {"retailer_product_group_id": {"eq": "G7"}}}, item)

@@ -16,13 +16,14 @@ from kobi_cpas.devenv.pipeline import materialize_all
 TENANT = "anatolia_home"
 
 
-@pytest.fixture
-def loaded(kobi_env, pg_instance):
+pytest_plugins = ["kobi_cpas_tests.world_snapshot"]
+
+
+def _sync_catalogs(kobi_env, instance) -> None:
     """The demo tenants with their feeds synced (feed_items exist for previews and product joins)."""
-    defs = kobi_env.defs()
     report = materialize_all(
-        defs,
-        pg_instance,
+        kobi_env.defs(),
+        instance,
         on_progress=lambda m: None,
         stages=[
             ["tenant_registry"],
@@ -30,7 +31,32 @@ def loaded(kobi_env, pg_instance):
         ],
     )
     assert report.ok, report.runs
-    return defs
+
+
+@pytest.fixture(scope="module")
+def synced_world(build_world_snapshot):
+    """Built once per module; each test gets it back exactly (sandbox, warehouse files, Dagster database)."""
+    return build_world_snapshot("cpas_synced", _sync_catalogs)
+
+
+@pytest.fixture
+def restored(synced_world, restore_world):
+    return restore_world(synced_world)
+
+
+@pytest.fixture
+def kobi_env(restored):
+    return restored.env
+
+
+@pytest.fixture
+def pg_instance(restored):
+    return restored.instance
+
+
+@pytest.fixture
+def loaded(kobi_env):
+    return kobi_env.defs()
 
 
 def _world_catalog(world, retailer: str, compliant: bool) -> tuple[str, str]:
@@ -158,7 +184,9 @@ def _product_lookups(admin) -> int:
 
 
 def test_shared_item_metrics_single_run_range_is_idempotent(loaded, kobi_env, pg_instance):
-    job = dg.define_asset_job("t", selection=["shared_item_metrics"])
+    job = dg.define_asset_job(
+        "t", selection=dg.AssetSelection.assets("shared_item_metrics").required_multi_asset_neighbors()
+    )
     d = dg.Definitions.merge(loaded, dg.Definitions(jobs=[job])).resolve_job_def("t")
     tags = range_tags(TENANT, "2026-11-10", "2026-11-14")
     kobi_env.sandbox.admin.freeze_clock(True)
@@ -206,14 +234,17 @@ def test_shared_item_metrics_single_run_range_is_idempotent(loaded, kobi_env, pg
         assert feed_id is None or feed_id == node.retailer_id
     evals = {e.check_name: e.passed for e in res.get_asset_check_evaluations()}
     assert evals["rollups_reconcile"] and evals["meta_roas_matches_value_over_spend"]
-    meta = res.get_asset_materialization_events()[0].materialization.metadata
+    rates_key = dg.AssetKey("retailer_product_match_rates")  # the match-rate view's own materialization
+    meta = next(
+        e for e in res.get_asset_materialization_events() if e.asset_key == rates_key
+    ).materialization.metadata
     assert "| anatolia_home | trendyol |" in meta["product_match_rate"].value
     kobi_env.sandbox.admin.clear_requests()
     second, _, _, _, _ = run()
     assert second == first  # same rows, nothing doubled
     assert _product_lookups(kobi_env.sandbox.admin) == 0  # ids are cached, found or not
-    reqs = kobi_env.sandbox.admin._call("GET", "/insights/requests")
-    product_reqs = [r for r in (reqs.get("data") or reqs) if "action_converted_product_id" in json.dumps(r)]
+    reqs = kobi_env.sandbox.admin.insights.requests()
+    product_reqs = [r for r in reqs if "action_converted_product_id" in json.dumps(r)]
     assert product_reqs and not any(
         '"level": "account"' in json.dumps(r) or "level=account" in json.dumps(r) for r in product_reqs
     )

@@ -4,9 +4,12 @@ is a documented noun with a group, owners, kinds and, when it owns an analyst ta
 from __future__ import annotations
 
 import dagster as dg
+import duckdb
 
-import kobi_cpas.warehouse.all_tables  # noqa: F401  (every domain's tables)
-from kobi_cpas.warehouse.tables import TABLES
+from kobi_cpas.defs.shared import WRITES_ROWS_OF, table_result, table_spec
+from kobi_cpas.tables import SCHEMA
+
+TABLES = SCHEMA.tables
 
 EXPECTED_ASSETS = {
     "tenant_registry",
@@ -17,6 +20,9 @@ EXPECTED_ASSETS = {
     "update_feed_upload",
     "price_stock_batch",
     "catalog_syncs",
+    "feed_items",
+    "feed_item_issues",
+    "catalog_item_state",
 }
 
 
@@ -46,10 +52,20 @@ def test_loads_without_secrets_and_has_expected_graph(monkeypatch, tmp_path):
     } <= names
 
 
+def _table_of(node) -> str | None:
+    name = node.metadata.get("dagster/table_name")
+    return str(getattr(name, "value", name)).split(".")[-1] if name is not None else None
+
+
+def _schema_columns(node) -> list[tuple[str, str]]:
+    schema = node.metadata["dagster/column_schema"]
+    return [(c.name, c.type) for c in getattr(schema, "schema", schema).columns]
+
+
 def test_every_asset_follows_house_rules(monkeypatch, tmp_path):
     d = _defs(monkeypatch, tmp_path)
     graph = d.resolve_asset_graph()
-    owned_tables = set()
+    owners: dict[str, list[str]] = {}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         name = key.to_user_string()
@@ -58,18 +74,104 @@ def test_every_asset_follows_house_rules(monkeypatch, tmp_path):
         assert node.owners, name
         assert node.kinds, name
         meta = node.metadata
-        if "dagster/table_name" in meta:
-            owned_tables.add(meta["dagster/table_name"].split(".")[-1])
-            assert "dagster/column_schema" in meta, name
-        for extra in str(meta.get("kobi/tables", "")).split(", "):
-            if extra:
-                owned_tables.add(extra)
-        if any(p in (node.pools or set()) for p in ("duckdb_write",)):
+        assert "kobi/tables" not in meta, f"{name} claims several tables: one asset (spec) per table"
+        table = _table_of(node)
+        if table is not None:
+            owners.setdefault(table, []).append(name)
+        if not node.is_materializable:
             continue
-        assert "duckdb" not in node.kinds, f"{name} writes DuckDB but is not in the duckdb_write pool"
-    assert set(TABLES) <= owned_tables, (
-        f"analyst tables without an owning asset: {set(TABLES) - owned_tables}"
+        assert "duckdb" not in node.kinds or "duckdb_write" in (node.pools or set()), (
+            f"{name} writes DuckDB but is not in the duckdb_write pool"
+        )
+        if "duckdb" in node.kinds and table is None:
+            assert WRITES_ROWS_OF in meta, f"{name} writes DuckDB: own a table or declare {WRITES_ROWS_OF}"
+    declared = {**TABLES, **SCHEMA.views}
+    assert set(owners) <= set(declared), f"assets naming unknown tables: {set(owners) - set(declared)}"
+    assert set(declared) <= set(owners), (
+        f"analyst tables without an owning asset: {set(declared) - set(owners)}"
     )
+    shared = {t: keys for t, keys in owners.items() if len(keys) > 1}
+    assert not shared, f"analyst tables owned by more than one asset: {shared}"
+    for table, (name,) in owners.items():
+        expected = [(c.name, c.type) for c in declared[table].columns]
+        assert _schema_columns(graph.get(dg.AssetKey(name))) == expected, f"{name}: column schema of {table}"
+
+
+def test_steps_without_a_table_write_only_tables_owned_downstream(monkeypatch, tmp_path):
+    """A step that writes rows of another asset's table (the uploads append to catalog_syncs) names it, and that
+    table's asset is downstream of it, so the lineage shows who writes what."""
+    graph = _defs(monkeypatch, tmp_path).resolve_asset_graph()
+    keys = graph.get_all_asset_keys()
+    owner = {_table_of(graph.get(k)): k for k in keys if _table_of(graph.get(k))}
+    writers = {
+        k: str(getattr(v, "value", v))
+        for k in keys
+        if (v := graph.get(k).metadata.get(WRITES_ROWS_OF)) is not None
+    }
+    assert {"replace_feed_upload", "update_feed_upload", "price_stock_batch"} <= {
+        k.to_user_string() for k, v in writers.items() if "catalog_syncs" in v.split(", ")
+    }
+    for key, value in writers.items():
+        if value == "none":
+            continue
+        downstream: set[dg.AssetKey] = set()
+        todo = [key]
+        while todo:
+            for child in graph.get(todo.pop()).child_keys:
+                if child not in downstream:
+                    downstream.add(child)
+                    todo.append(child)
+        for table in value.split(", "):
+            assert table in owner, f"{key.to_user_string()} writes {table}, which no asset owns"
+            assert owner[table] in downstream, f"{table}'s asset is not downstream of {key.to_user_string()}"
+
+
+def test_column_lineage_points_at_upstream_columns(monkeypatch, tmp_path):
+    graph = _defs(monkeypatch, tmp_path).resolve_asset_graph()
+    with_lineage = 0
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        lineage = node.metadata.get("dagster/column_lineage")
+        if lineage is None:
+            continue
+        with_lineage += 1
+        lineage = getattr(lineage, "column_lineage", lineage)
+        own = {c for c, _ in _schema_columns(node)}
+        for column, deps in lineage.deps_by_column.items():
+            assert column in own, f"{key.to_user_string()}.{column} is not a column of its table"
+            for dep in deps:
+                assert dep.asset_key in node.parent_keys, f"{key.to_user_string()}: {dep.asset_key} not a dep"
+                upstream = {c for c, _ in _schema_columns(graph.get(dep.asset_key))}
+                assert dep.column_name in upstream, (
+                    f"{dep.asset_key.to_user_string()} has no {dep.column_name}"
+                )
+    # feed -> item state, problems -> summary and health, feed/lookups -> product metrics, match rates, dashboard
+    assert with_lineage >= 7
+
+
+def test_table_result_carries_the_tables_own_schema_and_partition_rows():
+    spec = table_spec(
+        "feed_item_issues", TABLES["feed_item_issues"], description="x", lineage={"retailer_id": [("a", "b")]}
+    )
+    con = duckdb.connect()
+    con.execute(TABLES["feed_item_issues"].ddl("main.feed_item_issues"))
+    con.execute(
+        "INSERT INTO main.feed_item_issues (tenant_id, snapshot_id, retailer_id, code) "
+        "VALUES ('t1', 's', 'r1', 'c'), ('t1', 's', 'r2', 'c'), ('t2', 's', 'r1', 'c')"
+    )
+    res = table_result(
+        spec,
+        con,
+        "tenant_id = ?",
+        ["t1"],
+        "SELECT retailer_id FROM main.feed_item_issues WHERE tenant_id = ?",
+    )
+    assert res.asset_key == dg.AssetKey("feed_item_issues")
+    assert res.metadata["dagster/row_count"] == 2
+    columns = [c.name for c in res.metadata["dagster/column_schema"].columns]
+    assert columns == TABLES["feed_item_issues"].column_names
+    assert "dagster/column_lineage" in res.metadata
+    assert "| r1 |" in res.metadata["preview"].value and "| r2 |" in res.metadata["preview"].value
 
 
 def test_no_secret_in_resource_config(monkeypatch, tmp_path):

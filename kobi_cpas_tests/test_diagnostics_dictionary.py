@@ -19,6 +19,7 @@ from kobi_cpas.diagnostics.dictionary import (
     store_error_types,
 )
 from kobi_cpas.meta import MetaGraphClient
+from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 from kobi_cpas_tests.test_diagnostics_support import REFERENCE_ERROR, rows
 
@@ -32,7 +33,7 @@ NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 @pytest.fixture
 def wh(tmp_path: Path) -> Warehouse:
-    return Warehouse(tmp_path / "k.duckdb")
+    return Warehouse(tmp_path / "k.duckdb", schema=SCHEMA)
 
 
 def test_catalog_all_errors_reference_row_and_daily_refresh(

@@ -20,6 +20,7 @@ from kobi_cpas.diagnostics.collect import record_batch_lines, record_upload_rows
 from kobi_cpas.diagnostics.dictionary import KOBI_INGESTION_CTA
 from kobi_cpas.meta import MetaGraphClient
 from kobi_cpas.sandbox import load_fixture
+from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 from kobi_cpas_tests.test_diagnostics_support import TENANT, add_sync, diagnostics, rows
 from kobi_cpas_tests.test_sandbox_catalog_feeds import (
@@ -42,7 +43,7 @@ COAT_COLUMNS = (*BASE_COLUMNS[:3], "item_group_id", "shipping", *BASE_COLUMNS[3:
 
 @pytest.fixture
 def wh(tmp_path: Path) -> Warehouse:
-    return Warehouse(tmp_path / "k.duckdb")
+    return Warehouse(tmp_path / "k.duckdb", schema=SCHEMA)
 
 
 def coats(express_row_10: bool) -> bytes:

@@ -18,6 +18,7 @@ from kobi_cpas.diagnostics.lifecycle import last_successful_poll, merge_problems
 from kobi_cpas.diagnostics.meta_checks import ItemErrorsFetch, stage_item_errors
 from kobi_cpas.meta import MetaGraphClient
 from kobi_cpas.sandbox import load_fixture
+from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 from kobi_cpas_tests.test_diagnostics_support import (
     TENANT,
@@ -39,7 +40,7 @@ HOUR = timedelta(hours=1)
 
 @pytest.fixture
 def wh(tmp_path: Path) -> Warehouse:
-    return Warehouse(tmp_path / "k.duckdb")
+    return Warehouse(tmp_path / "k.duckdb", schema=SCHEMA)
 
 
 @pytest.fixture

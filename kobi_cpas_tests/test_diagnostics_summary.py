@@ -21,6 +21,7 @@ from kobi_cpas.diagnostics.tables import ANALYST_TABLES
 from kobi_cpas.meta import MetaGraphClient
 from kobi_cpas.registry import load_registry
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
+from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 from kobi_cpas_tests.test_diagnostics_support import (
     NO_PIXEL_CATALOG,
@@ -44,7 +45,7 @@ KOBI_CTA = "Add a price such as '199.90 TRY' to the item in the feed."
 
 @pytest.fixture
 def wh(tmp_path: Path) -> Warehouse:
-    return Warehouse(tmp_path / "analyst.duckdb")
+    return Warehouse(tmp_path / "analyst.duckdb", schema=SCHEMA)
 
 
 def test_summary_health_markdown_and_checks(

@@ -15,6 +15,7 @@ import pytest
 from kobi_cpas.devenv.pipeline import materialize_all
 from kobi_cpas.meta.dry_run import DRY_RUN_TAG, DryRunMetaClient, summarize_write
 from kobi_cpas.resources import MetaGraphResource
+from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 from kobi_cpas_tests.sandbox_fixtures import SANDBOX_API_VERSION, SANDBOX_TOKEN
 from kobi_cpas_tests.test_catalog_sync_e2e import CATALOG, TENANT, SyncHarness
@@ -172,7 +173,7 @@ def test_dry_run_cpas_jobs_send_nothing_and_record_the_writes(kobi_env, pg_insta
     )
     assert report.ok, report.runs
     admin = kobi_env.sandbox.admin
-    wh = Warehouse(kobi_env.analyst_path)
+    wh = Warehouse(kobi_env.analyst_path, schema=SCHEMA)
     parent, owner = _world_catalog(kobi_env.sandbox.world, "trendyol", compliant=True)
     segment_job = defs.resolve_job_def("create_catalog_segment_job")
     campaign_job = defs.resolve_job_def("create_cpas_campaign_job")
@@ -294,7 +295,7 @@ def test_pipeline_dry_run_shares_one_scratch_and_prints_what_was_not_sent(kobi_e
     from kobi_cpas.devenv.cli import print_dry_run_writes
     from kobi_cpas.warehouse.scratch import SCRATCH_DIR
 
-    wh = Warehouse(kobi_env.analyst_path)
+    wh = Warehouse(kobi_env.analyst_path, schema=SCHEMA)
     wh.publish()
     before = kobi_state(wh)
     kobi_env.sandbox.admin.clear_requests()

@@ -95,6 +95,7 @@ def test_mutate_volatile_changes_only_volatile_columns(feed_20k, tmp_path):
     assert _sha(mutate_volatile(feed_20k, tmp_path / "m2.csv", share=0.01, seed=2)) == _sha(out)
 
 
+@pytest.mark.bench
 def test_benchmark_harness_runs(tmp_path):
     r = run_ingest_benchmark(2_000, tmp_path, repeat=2, warmup=1)
     assert r["n_items"] == 2_000 and r["bare_read_csv_seconds"] > 0 and r["ingest_seconds"] > 0

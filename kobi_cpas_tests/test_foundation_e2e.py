@@ -131,10 +131,10 @@ def test_materializations_succeed_while_an_analyst_holds_the_file(kobi_env, pg_i
     assert rows[0][1] is True and rows[0][2] is None
 
 
-def test_tenant_sensor_adds_and_removes_partitions(kobi_env, pg_instance, tmp_path, monkeypatch):
+def test_tenant_sensor_adds_and_removes_partitions(kobi_env, pg_instance, tmp_path):
     from kobi_cpas.defs.tenants.sensors import tenant_partitions_sensor
 
-    result = tick_sensor(tenant_partitions_sensor, pg_instance)
+    result = tick_sensor(tenant_partitions_sensor, pg_instance, kobi_env.resources())
     assert isinstance(result, dg.SensorResult)
     for req in result.dynamic_partitions_requests:
         pg_instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
@@ -145,19 +145,18 @@ def test_tenant_sensor_adds_and_removes_partitions(kobi_env, pg_instance, tmp_pa
     ]
     assert len(result.run_requests) == 1
     # unchanged registry: skip with a reason
-    again = tick_sensor(tenant_partitions_sensor, pg_instance, cursor=result.cursor)
+    again = tick_sensor(tenant_partitions_sensor, pg_instance, kobi_env.resources(), cursor=result.cursor)
     assert isinstance(again, dg.SkipReason) and "registry unchanged" in again.skip_message
     # a tenant removed from the registry is dropped
     data = yaml.safe_load(Path(DEFAULT_REGISTRY).read_text())
     data["tenants"] = data["tenants"][:2]
     p = tmp_path / "tenants.yaml"
     p.write_text(yaml.safe_dump(data))
-    monkeypatch.setenv("KOBI_CPAS_TENANTS", str(p))
-    changed = tick_sensor(tenant_partitions_sensor, pg_instance, cursor=result.cursor)
+    changed = tick_sensor(tenant_partitions_sensor, pg_instance, kobi_env.resources(p), cursor=result.cursor)
     assert [list(r.partition_keys) for r in changed.dynamic_partitions_requests] == [["cappadocia_ceramics"]]
     # a broken registry never drops partitions
     p.write_text("tenants: [{tenant_id: 'bad id!'}]")
-    broken = tick_sensor(tenant_partitions_sensor, pg_instance, cursor=result.cursor)
+    broken = tick_sensor(tenant_partitions_sensor, pg_instance, kobi_env.resources(p), cursor=result.cursor)
     assert isinstance(broken, dg.SkipReason)
     assert "left unchanged" in broken.skip_message and str(p) in broken.skip_message
 

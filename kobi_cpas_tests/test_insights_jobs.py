@@ -1,14 +1,17 @@
-"""The async report job manager against the sandbox: polling, Job Failed / Skipped, too much data, splits."""
+"""The async report job manager against the sandbox: polling, Job Failed / Skipped, too much data, splits; and
+the daily schedule, which takes each account's time zone from meta_ad_accounts (written by the pull)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+import dagster as dg
 import pytest
 
+from kobi_cpas.insights.accounts import META_AD_ACCOUNTS
 from kobi_cpas.insights.jobs import (
     COMPLETE,
     FAILED,
@@ -18,8 +21,11 @@ from kobi_cpas.insights.jobs import (
     ReportJobManager,
 )
 from kobi_cpas.insights.requests import InsightsRequest, build_request
-from kobi_cpas.meta import MetaAuthError, MetaGraphClient
-from kobi_cpas.sandbox.routes_insights import InsightsAdmin
+from kobi_cpas.meta import DEFAULT_API_VERSION, MetaAuthError, MetaGraphClient
+from kobi_cpas.resources import WarehouseResource
+from kobi_cpas.sandbox.admin import InsightsAdmin
+from kobi_cpas.warehouse.warehouse import replace_rows
+from kobi_cpas_tests.dagster_fixtures import KobiEnv, tick_schedule
 
 if TYPE_CHECKING:
     from kobi_cpas_tests.sandbox_fixtures import SandboxHandle
@@ -238,3 +244,121 @@ def test_auth_errors_fail_fast(
     with pytest.raises(MetaAuthError):
         mgr.run(req, Sink())
     assert client.stats.retries == 0 and mgr.stats.submits == 1
+
+
+# -- the daily schedule: account time zones from meta_ad_accounts, which the pull writes; never Meta itself
+
+TENANTS = ("anatolia_home", "bosphorus_outdoor", "cappadocia_ceramics")
+# 2026-11-22 (after the US and EU summer time): 04:00 UTC is 07:00 in Istanbul, 12:00 UTC 07:00 in New York.
+ISTANBUL_7AM = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)
+NEW_YORK_7AM = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def _tick_insights(kobi_env: KobiEnv, instance: dg.DagsterInstance, when: datetime) -> Any:
+    from kobi_cpas.defs.insights.schedules import shared_item_metrics_schedule
+
+    return tick_schedule(
+        shared_item_metrics_schedule, instance, kobi_env.resources(), scheduled_execution_time=when
+    )
+
+
+def _record_accounts(kobi_env: KobiEnv, rows: list[tuple[str, str, str]]) -> None:
+    """Publish meta_ad_accounts rows (ad account, tenant, time zone) as the pull would."""
+    warehouse = kobi_env.resources()["warehouse"]
+    assert isinstance(warehouse, WarehouseResource)
+    records = [
+        {"ad_account_id": a, "tenant_id": t, "timezone_name": tz, "fetched_at": datetime.now(UTC)}
+        for a, t, tz in rows
+    ]
+    with warehouse.connection() as con:
+        replace_rows(con, META_AD_ACCOUNTS, records, "true", [])
+        warehouse.publish(con)
+
+
+def test_insights_schedule_takes_no_meta_resource() -> None:
+    from kobi_cpas.defs.insights.schedules import shared_item_metrics_schedule
+
+    assert shared_item_metrics_schedule.required_resource_keys == {"registry", "warehouse"}
+
+
+def test_insights_schedule_falls_back_to_the_tenant_zone_until_the_first_pull(
+    kobi_env: KobiEnv, pg_instance: dg.DagsterInstance
+) -> None:
+    from kobi_cpas.defs.insights.schedules import FALLBACK_SOURCE, TIMEZONE_SOURCE_TAG, TIMEZONE_TAG
+
+    pg_instance.add_dynamic_partitions("tenant", list(TENANTS))
+    skipped = _tick_insights(kobi_env, pg_instance, ISTANBUL_7AM - timedelta(hours=4))
+    assert isinstance(skipped, dg.SkipReason)
+    assert "anatolia_home: 03:00 in Europe/Istanbul" in skipped.skip_message
+    assert (
+        "anatolia_home: act_4000000000000001 has no row in meta_ad_accounts yet (the first pull records its "
+        "time zone); using the tenant's sync.timezone Europe/Istanbul"
+    ) in skipped.skip_message
+    runs = _tick_insights(kobi_env, pg_instance, ISTANBUL_7AM)
+    assert sorted(r.tags["kobi/tenant"] for r in runs) == list(TENANTS)
+    for r in runs:
+        assert (r.tags[TIMEZONE_TAG], r.tags[TIMEZONE_SOURCE_TAG]) == ("Europe/Istanbul", FALLBACK_SOURCE)
+        assert r.tags["dagster/asset_partition_range_end"].startswith("2026-11-21|")
+        assert r.tags["dagster/asset_partition_range_start"].startswith("2026-10-25|")
+
+
+def test_insights_schedule_uses_the_zone_the_pull_recorded(
+    kobi_env: KobiEnv, pg_instance: dg.DagsterInstance
+) -> None:
+    from kobi_cpas.defs.insights.schedules import TIMEZONE_SOURCE_TAG, TIMEZONE_TAG
+
+    pg_instance.add_dynamic_partitions("tenant", list(TENANTS))
+    _record_accounts(kobi_env, [("act_4000000000000001", "anatolia_home", "America/New_York")])
+    early = _tick_insights(kobi_env, pg_instance, ISTANBUL_7AM)
+    assert sorted(r.tags["kobi/tenant"] for r in early) == ["bosphorus_outdoor", "cappadocia_ceramics"]
+    late = _tick_insights(kobi_env, pg_instance, NEW_YORK_7AM)
+    assert [r.tags["kobi/tenant"] for r in late] == ["anatolia_home"]
+    assert (late[0].tags[TIMEZONE_TAG], late[0].tags[TIMEZONE_SOURCE_TAG]) == (
+        "America/New_York",
+        "meta_ad_accounts",
+    )
+    assert late[0].run_key == "insights:anatolia_home:2026-11-22"
+    skipped = _tick_insights(kobi_env, pg_instance, NEW_YORK_7AM + timedelta(hours=1))
+    assert isinstance(skipped, dg.SkipReason)
+    assert "anatolia_home: 08:00 in America/New_York" in skipped.skip_message
+    assert "act_4000000000000001 has no row" not in skipped.skip_message
+    assert "act_4000000000000003 has no row" in skipped.skip_message  # the others still fall back
+
+
+def test_fetch_account_records_the_zone_the_schedule_reads(kobi_env: KobiEnv) -> None:
+    """The pull's own account request (id, name, timezone_name, currency) writes meta_ad_accounts; once
+    published, the schedule's reader finds it."""
+    from kobi_cpas.insights.accounts import account_timezones, fetch_account
+
+    warehouse = kobi_env.resources()["warehouse"]
+    assert isinstance(warehouse, WarehouseResource)
+    assert account_timezones(warehouse.read_published, [ACT]) == {}  # nothing published yet
+    with (
+        MetaGraphClient(kobi_env.sandbox.url, DEFAULT_API_VERSION, kobi_env.token) as client,
+        warehouse.connection() as con,
+    ):
+        for _ in range(2):  # a re-fetch replaces the row
+            info = fetch_account(
+                client, con, tenant_id="anatolia_home", retailer="trendyol", ad_account_id=ACT
+            )
+        rows = con.execute(
+            "SELECT ad_account_id, tenant_id, retailer, timezone_name, currency FROM main.meta_ad_accounts"
+        ).fetchall()
+        assert account_timezones(warehouse.read_published, [ACT]) == {}  # not published yet
+        warehouse.publish(con)
+    assert rows == [(ACT, "anatolia_home", "trendyol", info.timezone_name, info.currency)]
+    assert info.timezone_name == "Europe/Istanbul"
+    # registry ids with or without the act_ prefix name the same account
+    assert account_timezones(warehouse.read_published, [ACT.removeprefix("act_")]) == {ACT: "Europe/Istanbul"}
+
+
+def test_account_timezones_of_a_file_published_before_the_table(tmp_path) -> None:
+    import duckdb
+
+    from kobi_cpas.insights.accounts import account_timezones
+    from kobi_cpas.warehouse import read_analyst
+
+    old = tmp_path / "old.duckdb"
+    duckdb.connect(str(old)).close()
+    assert account_timezones(lambda sql, params: read_analyst(old, sql, params), [ACT]) == {}
+    assert account_timezones(lambda sql, params: pytest.fail("read without accounts"), []) == {}

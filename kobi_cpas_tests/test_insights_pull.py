@@ -21,7 +21,7 @@ from kobi_cpas.insights.pull import (
 )
 from kobi_cpas.insights.schema import SHARED_ITEM_METRICS, SHARED_ITEM_PRODUCT_METRICS
 from kobi_cpas.meta import MetaAuthError, MetaGraphClient
-from kobi_cpas.sandbox.routes_insights import InsightsAdmin
+from kobi_cpas.sandbox.admin import InsightsAdmin
 from kobi_cpas_tests.sandbox_fixtures import SANDBOX_TOKEN
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from kobi_cpas.insights import reconcile as rc
 from kobi_cpas.insights.bench import run_insights_benchmark
 from kobi_cpas.insights.pull import PullReport, pull_account_days
 from kobi_cpas.meta import MetaGraphClient
-from kobi_cpas.sandbox.routes_insights import InsightsAdmin
+from kobi_cpas.sandbox.admin import InsightsAdmin
 
 if TYPE_CHECKING:
     from kobi_cpas_tests.sandbox_fixtures import SandboxHandle
@@ -159,6 +159,7 @@ def test_freshness(meta_client: MetaGraphClient, sandbox: SandboxHandle, ins: In
     )["ok"]
 
 
+@pytest.mark.bench
 def test_benchmark_reports_requests_against_the_minimum() -> None:
     result = run_insights_benchmark(n_ads=30, days=2, page_limit=50)
     assert result["complete"] and result["ads"] == 40

@@ -33,7 +33,7 @@ from kobi_cpas.meta.versions import DEFAULT_API_VERSION
 from kobi_cpas.registry import load_registry
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
 from kobi_cpas.sandbox import SandboxAdmin, SandboxServer, World
-from kobi_cpas.sandbox.routes_cpas import CpasAdmin
+from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 from kobi_cpas_tests.contract import sdk_contract as sdk
 from kobi_cpas_tests.sandbox_fixtures import SANDBOX_SEED, SANDBOX_TOKEN
@@ -205,7 +205,7 @@ def _sync_flows(client: MetaGraphClient, tmp: Path) -> None:
     (tmp / "tenants.yaml").write_text(yaml.safe_dump({"tenants": [tenant_doc]}))
     registry = load_registry(tmp / "tenants.yaml")
     tenant = registry.tenants[0]
-    wh = Warehouse(tmp / "k.duckdb")
+    wh = Warehouse(tmp / "k.duckdb", schema=SCHEMA)
     ctx = SyncContext(tenant=tenant, client=client, warehouse=wh, workdir=tmp / "w", poll_interval=0)
     for step, run in ((0, run_replace), (1, run_update), (2, run_batch)):
         if step:
@@ -272,7 +272,7 @@ def _cpas_flows(client: MetaGraphClient, admin: SandboxAdmin, world: World, url:
     unshare_segment(client, seg, ANATOLIA_BIZ)
 
     # Product sets of a brand catalog and of its retailer segment.
-    CpasAdmin(url).load_items(
+    SandboxAdmin(url).cpas.load_items(
         bosphorus.catalog_id,
         [{"id": f"J{i}", "title": "Trail Jacket", "availability": "in stock"} for i in range(6)],
     )

@@ -17,12 +17,6 @@ from pathlib import Path
 import dagster as dg
 import psycopg2
 import pytest
-from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
-from dagster._core.definitions.run_request import InstigatorType
-from dagster._core.run_coordinator import QueuedRunCoordinator
-from dagster._core.scheduler.instigation import InstigatorStatus, SensorInstigatorData
-from dagster._core.test_utils import in_process_test_workspace
-from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from kobi_cpas.devenv.instance import PROJECT_POOLS, ensure_pools, prepare_dagster_home
 from kobi_cpas.devenv.postgres import (
@@ -35,6 +29,7 @@ from kobi_cpas.devenv.postgres import (
     conninfo_from_env,
     env_for,
 )
+from kobi_cpas_tests.dagster_fixtures import DaemonSensorState, StoredSensor
 
 pytest_plugins = ["kobi_cpas_tests.pg_fixtures"]
 
@@ -65,45 +60,10 @@ def pg_probe_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
 defs = dg.Definitions(assets=[pg_probe], sensors=[pg_probe_sensor])
 
 
-def _tick_sensor_like_the_daemon(instance: dg.DagsterInstance) -> tuple[str, str, str | None]:
+def _tick_sensor_like_the_daemon(instance: dg.DagsterInstance) -> StoredSensor:
     """Start the sensor and evaluate one tick through the code location, persisting the cursor the way
-    the sensor daemon does. Returns (origin id, selector id, new cursor)."""
-    origin = LoadableTargetOrigin(
-        executable_path=sys.executable,
-        python_file=__file__,
-        attribute="defs",
-        working_directory=str(REPO_ROOT),
-    )
-    with in_process_test_workspace(instance, origin) as workspace:
-        location = workspace.code_locations[0]
-        repo = location.get_repository(SINGLETON_REPOSITORY_NAME)
-        sensor = repo.get_sensor(pg_probe_sensor.name)
-        state = instance.start_sensor(sensor)  # stored RUNNING, as `dagster sensor start` does
-        data = state.instigator_data
-        assert isinstance(data, SensorInstigatorData)
-        result = location.get_sensor_execution_data(
-            instance,
-            repo.handle,
-            sensor.name,
-            data.last_tick_timestamp,
-            data.last_run_key,
-            data.cursor,
-            None,
-            data.last_sensor_start_timestamp,
-        )
-        instance.update_instigator_state(
-            state.with_data(
-                SensorInstigatorData(
-                    last_tick_timestamp=data.last_tick_timestamp,
-                    last_run_key=data.last_run_key,
-                    min_interval=sensor.min_interval_seconds,
-                    cursor=result.cursor,
-                    last_sensor_start_timestamp=data.last_sensor_start_timestamp,
-                    sensor_type=sensor.sensor_type,
-                )
-            )
-        )
-        return sensor.get_remote_origin_id(), sensor.selector_id, result.cursor
+    the sensor daemon does."""
+    return DaemonSensorState(instance).tick(__file__, "defs", pg_probe_sensor.name, REPO_ROOT)
 
 
 def _refuses_connections(info: PgConnInfo) -> bool:
@@ -138,10 +98,10 @@ def test_instance_state_survives_new_instance_and_server_restart(
         )
         assert result.success
         run_id = result.run_id
-        _, _, cursor_1 = _tick_sensor_like_the_daemon(first)
+        first_tick = _tick_sensor_like_the_daemon(first)
         # The second tick starts from the cursor read back from Postgres.
-        origin_id, selector_id, cursor_2 = _tick_sensor_like_the_daemon(first)
-        assert (cursor_1, cursor_2) == ("1", "2")
+        second_tick = _tick_sensor_like_the_daemon(first)
+        assert (first_tick.cursor, second_tick.cursor) == ("1", "2")
     finally:
         first.dispose()
 
@@ -162,12 +122,11 @@ def test_instance_state_survives_new_instance_and_server_restart(
         assert materialization.metadata["token"] == dg.TextMetadataValue(token)
         assert materialization.metadata["dagster/row_count"] == dg.IntMetadataValue(len(token))
 
-        state = second.get_instigator_state(origin_id, selector_id)
-        assert state is not None
-        assert state.instigator_type == InstigatorType.SENSOR
-        assert state.status == InstigatorStatus.RUNNING
-        assert isinstance(state.instigator_data, SensorInstigatorData)
-        assert state.instigator_data.cursor == "2"
+        # read() also checks that the stored state is a sensor's.
+        stored = DaemonSensorState(second).read(second_tick.origin_id, second_tick.selector_id)
+        assert stored is not None
+        assert stored.running
+        assert stored.cursor == "2"
     finally:
         second.dispose()
 
@@ -175,7 +134,7 @@ def test_instance_state_survives_new_instance_and_server_restart(
 def test_concurrency_block_and_pools_are_live(pg_dagster_home: Path) -> None:
     instance = dg.DagsterInstance.from_config(str(pg_dagster_home))
     try:
-        assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+        assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
         config = instance.get_concurrency_config()
         queue = config.run_queue_config
         assert queue is not None
@@ -271,7 +230,7 @@ def test_server_files_stay_in_the_data_dir(local_postgres_server: LocalPostgres)
 
 def test_cli_status_prints_exports(local_postgres_server: LocalPostgres, tmp_path: Path) -> None:
     info = local_postgres_server.start()
-    cmd = [sys.executable, "-m", "kobi_cpas.devenv.postgres", "status", "--dir"]
+    cmd = [sys.executable, "-m", "kobi_cpas.devenv.cli", "postgres", "status", "--dir"]
     done = subprocess.run(
         [*cmd, str(local_postgres_server.data_dir)],
         cwd=REPO_ROOT,

@@ -4,6 +4,7 @@ out (and described in ``problems``) while every other tenant stays usable."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -355,3 +356,47 @@ def test_credentials_in_a_feed_url_never_reach_a_problem(tmp_path):
     text = _problems(reg)
     assert "feed.unknown" in text
     assert "hunter2secret" not in text and "abcdef123456" not in text
+
+
+def test_a_changed_registry_is_parsed_again_even_with_the_same_size_and_mtime(tmp_path, monkeypatch):
+    import kobi_cpas.registry.loader as loader
+
+    parsed = []
+    real_parse = loader.parse_registry
+    monkeypatch.setattr(
+        loader, "parse_registry", lambda text, source: parsed.append(source) or real_parse(text, source)
+    )
+    data = _demo()
+    p = _write(tmp_path, data)
+    first = load_registry(p)
+    assert load_registry(p).registry.tenant_ids == DEMO_IDS
+    assert len(parsed) == 1  # unchanged: parsed once
+    # Rewritten in place with the same size and the same mtime: still re-read.
+    st = p.stat()
+    data["tenants"][0]["name"] = data["tenants"][0]["name"][:-1] + "X"
+    p.write_text(yaml.safe_dump(data), encoding="utf-8")
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (p.stat().st_size, p.stat().st_mtime_ns, p.stat().st_ino) == (
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ino,
+    )
+    again = load_registry(p)
+    assert len(parsed) == 2
+    assert again.tenant(DEMO_IDS[0]).name.endswith("X") and again.content_hash != first.content_hash
+    # A file that breaks is reported, not served from the cache.
+    p.write_text("tenants: {a: 1}\n", encoding="utf-8")
+    with pytest.raises(RegistryError, match="'tenants' list"):
+        load_registry(p)
+
+
+def test_a_returned_registry_can_be_changed_without_changing_the_next_one(tmp_path):
+    p = _write(tmp_path, _demo())
+    reg = load_registry(p)
+    reg.registry.tenants.pop()  # tenants are frozen models, but the lists holding them are not
+    reg.tenant(DEMO_IDS[0]).cpas_retailers.clear()
+    reg.problems.append(reg.problems[0] if reg.problems else "x")
+    again = load_registry(p)
+    assert again.registry.tenant_ids == DEMO_IDS
+    assert again.tenant(DEMO_IDS[0]).cpas_retailers
+    assert again.problems == []

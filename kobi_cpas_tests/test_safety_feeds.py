@@ -28,6 +28,7 @@ from kobi_cpas.feeds import FeedFetchError, fetch_feed
 from kobi_cpas.feeds.reader import FetchLimits, redact_source
 from kobi_cpas.registry import load_registry
 from kobi_cpas.sync.snapshot_step import take_snapshot
+from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 from kobi_cpas_tests.test_catalog_sync_e2e import TENANT, SyncHarness
 
@@ -357,7 +358,7 @@ def _local_setup(tmp_path: Path, rows: list[str]):
     )
     feed.write_text(_csv(rows), encoding="utf-8")
     reg = load_registry(reg_path)
-    return feed, reg, reg.tenant("t1"), Warehouse(tmp_path / "kobi.duckdb")
+    return feed, reg, reg.tenant("t1"), Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
 
 
 _HEAD = "id,title,description,availability,condition,price,link,image_link,brand"

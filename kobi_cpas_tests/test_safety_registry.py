@@ -13,14 +13,16 @@ import yaml
 from kobi_cpas.cpas.filters import MAX_RULE_DEPTH, FilterError, validate_rule
 from kobi_cpas.devenv.pipeline import materialize_all
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
+from kobi_cpas_tests.dagster_fixtures import KobiEnv, tick_schedule, tick_sensor
 
 GOOD, BAD = "anatolia_home", "bosphorus_outdoor"
 # 00:00 UTC is 03:00 in Istanbul: the good tenant's default replace_cron "0 3 * * *" fires at this tick.
 TICK = datetime(2026, 11, 22, 0, 0, tzinfo=UTC)
 
 
-def _registry(tmp_path: Path, monkeypatch, bad_sync: dict | None = None, drop: str | None = None) -> Path:
-    """The demo's first two tenants (feeds copied next to it); the second gets ``bad_sync`` merged in."""
+def _registry(tmp_path: Path, bad_sync: dict | None = None, drop: str | None = None) -> Path:
+    """The demo's first two tenants (feeds copied next to it); the second gets ``bad_sync`` merged in. Sensors
+    and schedules get it as their registry resource (``KobiEnv.resources``)."""
     data = yaml.safe_load(DEFAULT_REGISTRY.read_text())
     tenants = [t for t in data["tenants"] if t["tenant_id"] in (GOOD, BAD) and t["tenant_id"] != drop]
     for t in tenants:
@@ -31,7 +33,6 @@ def _registry(tmp_path: Path, monkeypatch, bad_sync: dict | None = None, drop: s
             t.setdefault("sync", {}).update(bad_sync)
     path = tmp_path / "tenants.yaml"
     path.write_text(yaml.safe_dump({"version": 1, "tenants": tenants}))
-    monkeypatch.setenv("KOBI_CPAS_TENANTS", str(path))
     return path
 
 
@@ -39,15 +40,25 @@ def _add_partitions(instance: dg.DagsterInstance, *tenant_ids: str) -> None:
     instance.add_dynamic_partitions("tenant", list(tenant_ids))
 
 
-def _tick(schedule: dg.ScheduleDefinition, instance: dg.DagsterInstance, when: datetime):
-    """Evaluate a schedule at ``when``; the context is closed so nothing of it outlives the test."""
-    with dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as ctx:
-        return schedule(ctx)
+def _tick(
+    schedule: dg.ScheduleDefinition,
+    instance: dg.DagsterInstance,
+    when: datetime,
+    env: KobiEnv,
+    registry: Path,
+):
+    """Evaluate a schedule at ``when`` with the registry resource on ``registry``."""
+    return tick_schedule(schedule, instance, env.resources(registry), scheduled_execution_time=when)
 
 
-def _sense(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, cursor: str | None = None):
-    with dg.build_sensor_context(instance=instance, cursor=cursor) as ctx:
-        return sensor(ctx)
+def _sense(
+    sensor: dg.SensorDefinition,
+    instance: dg.DagsterInstance,
+    env: KobiEnv,
+    registry: Path,
+    cursor: str | None = None,
+):
+    return tick_sensor(sensor, instance, env.resources(registry), cursor=cursor)
 
 
 def _tick_logs(capfd: pytest.CaptureFixture[str]) -> str:
@@ -64,34 +75,34 @@ def _tick_logs(capfd: pytest.CaptureFixture[str]) -> str:
     ],
 )
 def test_replace_schedule_launches_the_good_tenant_and_names_the_bad_one(
-    kobi_env, pg_instance, tmp_path, monkeypatch, capfd, bad_sync, field
+    kobi_env, pg_instance, tmp_path, capfd, bad_sync, field
 ):
     from kobi_cpas.defs.catalog_sync.schedules import catalog_replace_schedule
 
-    path = _registry(tmp_path, monkeypatch, bad_sync)
+    path = _registry(tmp_path, bad_sync)
     _add_partitions(pg_instance, GOOD, BAD)
-    requests = _tick(catalog_replace_schedule, pg_instance, TICK)
+    requests = _tick(catalog_replace_schedule, pg_instance, TICK, kobi_env, path)
     assert isinstance(requests, list), requests
     assert [(r.partition_key, r.tags["kobi/sync_method"]) for r in requests] == [(GOOD, "replace")]
     logs = _tick_logs(capfd)
     assert str(path) in logs and f"tenant '{BAD}', field '{field}'" in logs
 
     # an hour later the good tenant's cron does not fire: the skip reason still names the bad tenant
-    skipped = _tick(catalog_replace_schedule, pg_instance, TICK.replace(hour=1))
+    skipped = _tick(catalog_replace_schedule, pg_instance, TICK.replace(hour=1), kobi_env, path)
     assert isinstance(skipped, dg.SkipReason)
     assert str(path) in skipped.skip_message and f"field '{field}'" in skipped.skip_message
     assert f"tenant '{BAD}'" in skipped.skip_message
 
 
-def test_update_and_batch_schedules_skip_only_the_bad_tenant(kobi_env, pg_instance, tmp_path, monkeypatch):
+def test_update_and_batch_schedules_skip_only_the_bad_tenant(kobi_env, pg_instance, tmp_path):
     from kobi_cpas.defs.catalog_sync.schedules import catalog_batch_schedule, catalog_update_schedule
 
-    _registry(tmp_path, monkeypatch, {"batch_cron": "*/15 * * * 8", "update_cron": "5 * * * *"})
+    path = _registry(tmp_path, {"batch_cron": "*/15 * * * 8", "update_cron": "5 * * * *"})
     _add_partitions(pg_instance, GOOD, BAD)
-    batch = _tick(catalog_batch_schedule, pg_instance, TICK)
+    batch = _tick(catalog_batch_schedule, pg_instance, TICK, kobi_env, path)
     assert [r.partition_key for r in batch] == [GOOD]
     update_tick = TICK.replace(minute=15)  # "5 * * * *" fired at 00:05
-    update = _tick(catalog_update_schedule, pg_instance, update_tick)
+    update = _tick(catalog_update_schedule, pg_instance, update_tick, kobi_env, path)
     assert [r.partition_key for r in update] == [GOOD]
 
 
@@ -99,7 +110,7 @@ def test_one_tenants_exception_does_not_stop_the_others(kobi_env, pg_instance, t
     import kobi_cpas.defs.catalog_sync.schedules as schedules
     from kobi_cpas.defs.catalog_sync.schedules import catalog_batch_schedule
 
-    _registry(tmp_path, monkeypatch)
+    path = _registry(tmp_path)
     _add_partitions(pg_instance, GOOD, BAD)
     real = schedules.overlap_reason
 
@@ -109,10 +120,12 @@ def test_one_tenants_exception_does_not_stop_the_others(kobi_env, pg_instance, t
         return real(instance, tenant_id)
 
     monkeypatch.setattr(schedules, "overlap_reason", flaky)
-    assert [r.partition_key for r in _tick(catalog_batch_schedule, pg_instance, TICK)] == [BAD]
+    assert [r.partition_key for r in _tick(catalog_batch_schedule, pg_instance, TICK, kobi_env, path)] == [
+        BAD
+    ]
 
     monkeypatch.setattr(schedules, "overlap_reason", lambda instance, tenant_id: flaky(instance, GOOD))
-    skipped = _tick(catalog_batch_schedule, pg_instance, TICK)
+    skipped = _tick(catalog_batch_schedule, pg_instance, TICK, kobi_env, path)
     assert isinstance(skipped, dg.SkipReason)
     for tenant_id in (GOOD, BAD):
         assert (
@@ -122,12 +135,12 @@ def test_one_tenants_exception_does_not_stop_the_others(kobi_env, pg_instance, t
     assert "s3cr3tpw" not in skipped.skip_message
 
 
-def test_partitions_sensor_keeps_a_broken_tenants_partition(kobi_env, pg_instance, tmp_path, monkeypatch):
+def test_partitions_sensor_keeps_a_broken_tenants_partition(kobi_env, pg_instance, tmp_path):
     from kobi_cpas.defs.tenants.sensors import tenant_partitions_sensor
 
-    path = _registry(tmp_path, monkeypatch, {"timezone": "Mars/Olympus"})
+    path = _registry(tmp_path, {"timezone": "Mars/Olympus"})
     _add_partitions(pg_instance, BAD, "removed_tenant")
-    result = _sense(tenant_partitions_sensor, pg_instance)
+    result = _sense(tenant_partitions_sensor, pg_instance, kobi_env, path)
     assert isinstance(result, dg.SensorResult)
     changes = {type(r).__name__: list(r.partition_keys) for r in result.dynamic_partitions_requests}
     # the good tenant is added, the removed one dropped, the broken one kept (and never dropped)
@@ -142,48 +155,44 @@ def test_partitions_sensor_keeps_a_broken_tenants_partition(kobi_env, pg_instanc
         else:
             pg_instance.delete_dynamic_partition(req.partitions_def_name, req.partition_keys[0])
     assert sorted(pg_instance.get_dynamic_partitions("tenant")) == [GOOD, BAD]
-    again = _sense(tenant_partitions_sensor, pg_instance, result.cursor)
+    again = _sense(tenant_partitions_sensor, pg_instance, kobi_env, path, result.cursor)
     assert isinstance(again, dg.SkipReason)
     assert "registry unchanged" in again.skip_message
     assert str(path) in again.skip_message and "field 'sync.timezone'" in again.skip_message
 
 
-def test_partitions_sensor_removes_nothing_while_an_entry_has_no_readable_id(
-    kobi_env, pg_instance, tmp_path, monkeypatch
-):
+def test_partitions_sensor_removes_nothing_while_an_entry_has_no_readable_id(kobi_env, pg_instance, tmp_path):
     from kobi_cpas.defs.tenants.sensors import tenant_partitions_sensor
 
-    path = _registry(tmp_path, monkeypatch)
+    path = _registry(tmp_path)
     text = path.read_text().replace(f"tenant_id: {BAD}", "tenant_id: Bosphorus Outdoor!")
     path.write_text(text)
     _add_partitions(pg_instance, GOOD, BAD)
-    result = _sense(tenant_partitions_sensor, pg_instance)
+    result = _sense(tenant_partitions_sensor, pg_instance, kobi_env, path)
     assert isinstance(result, dg.SensorResult)
     assert result.dynamic_partitions_requests == []
 
 
-def test_every_tenant_schedules_skip_only_the_broken_tenant(kobi_env, pg_instance, tmp_path, monkeypatch):
+def test_every_tenant_schedules_skip_only_the_broken_tenant(kobi_env, pg_instance, tmp_path):
     from kobi_cpas.defs.cpas.schedules import cpas_daily_schedule
     from kobi_cpas.defs.diagnostics.schedules import catalog_diagnostics_schedule
 
-    path = _registry(tmp_path, monkeypatch, {"update_cron": "5 * *"})
+    path = _registry(tmp_path, {"update_cron": "5 * *"})
     _add_partitions(pg_instance, GOOD, BAD)
-    assert [r.partition_key for r in _tick(catalog_diagnostics_schedule, pg_instance, TICK)] == [GOOD]
-    assert [r.partition_key for r in _tick(cpas_daily_schedule, pg_instance, TICK)] == [GOOD]
+    for schedule in (catalog_diagnostics_schedule, cpas_daily_schedule):
+        assert [r.partition_key for r in _tick(schedule, pg_instance, TICK, kobi_env, path)] == [GOOD]
     pg_instance.delete_dynamic_partition("tenant", GOOD)
-    skipped = _tick(catalog_diagnostics_schedule, pg_instance, TICK)
+    skipped = _tick(catalog_diagnostics_schedule, pg_instance, TICK, kobi_env, path)
     assert isinstance(skipped, dg.SkipReason)
     assert str(path) in skipped.skip_message and "field 'sync.update_cron'" in skipped.skip_message
 
 
-def test_feed_sensor_starts_the_good_tenant_and_names_the_bad_one(
-    kobi_env, pg_instance, tmp_path, monkeypatch, capfd
-):
+def test_feed_sensor_starts_the_good_tenant_and_names_the_bad_one(kobi_env, pg_instance, tmp_path, capfd):
     from kobi_cpas.defs.catalog_sync.sensors import feed_source_sensor
 
-    path = _registry(tmp_path, monkeypatch, {"replace_cron": "0 3 * *"})
+    path = _registry(tmp_path, {"replace_cron": "0 3 * *"})
     _add_partitions(pg_instance, GOOD, BAD)
-    result = _sense(feed_source_sensor, pg_instance)
+    result = _sense(feed_source_sensor, pg_instance, kobi_env, path)
     assert [r.partition_key for r in result.run_requests] == [GOOD], result.skip_reason
     logs = _tick_logs(capfd)
     assert str(path) in logs and f"tenant '{BAD}', field 'sync.replace_cron'" in logs
@@ -194,7 +203,8 @@ def test_tenant_registry_asset_writes_valid_tenants_and_reports_problems(
 ):
     import duckdb
 
-    path = _registry(tmp_path, monkeypatch, {"timezone": "Europe/Istambul"})
+    path = _registry(tmp_path, {"timezone": "Europe/Istambul"})
+    monkeypatch.setenv("KOBI_CPAS_TENANTS", str(path))  # the code location's own registry resource
     report = materialize_all(
         kobi_env.defs(), pg_instance, stages=[["tenant_registry"]], on_progress=lambda m: None
     )
@@ -211,10 +221,10 @@ def test_tenant_registry_asset_writes_valid_tenants_and_reports_problems(
     assert rows == [(GOOD, str(path))]
 
 
-def test_registry_resource_fails_a_broken_tenants_run_with_its_problem(tmp_path, monkeypatch):
+def test_registry_resource_fails_a_broken_tenants_run_with_its_problem(tmp_path):
     from kobi_cpas.resources import TenantRegistryResource
 
-    path = _registry(tmp_path, monkeypatch, {"timezone": "Europe/Istambul"})
+    path = _registry(tmp_path, {"timezone": "Europe/Istambul"})
     resource = TenantRegistryResource(path=str(path))
     assert resource.tenant(GOOD)[1].tenant_id == GOOD
     with pytest.raises(dg.Failure) as ei:
@@ -245,15 +255,45 @@ def test_segment_job_rejects_deep_json_config_with_a_clear_failure(levels):
     assert parse_segment_filter('{"brand": {"eq": "x"}}', GOOD) == {"brand": {"eq": "x"}}
 
 
-def test_insights_schedule_names_the_bad_tenant(kobi_env, pg_instance, tmp_path, monkeypatch, capfd):
+def test_insights_schedule_names_the_bad_tenant(kobi_env, pg_instance, tmp_path, capfd):
     from kobi_cpas.defs.insights.schedules import shared_item_metrics_schedule
 
-    path = _registry(tmp_path, monkeypatch, {"timezone": "Europe/Istambul"})
+    path = _registry(tmp_path, {"timezone": "Europe/Istambul"})
     _add_partitions(pg_instance, GOOD, BAD)
-    result = _tick(shared_item_metrics_schedule, pg_instance, TICK)
+    result = _tick(shared_item_metrics_schedule, pg_instance, TICK, kobi_env, path)
     if isinstance(result, dg.SkipReason):
         told = result.skip_message
     else:  # the good tenant's account is at 07:00: the bad one is named in the tick log
         assert {r.tags["kobi/tenant"] for r in result} == {GOOD}
         told = _tick_logs(capfd)
     assert str(path) in told and f"tenant '{BAD}', field 'sync.timezone'" in told
+
+
+def test_sensors_and_schedules_read_settings_only_through_resources(kobi_env):
+    """Every sensor and schedule takes the code location's resources as parameters (the instances the assets
+    get); none reads the registry file, the environment or Meta itself."""
+    import kobi_cpas.defs
+
+    defs = kobi_env.defs()
+    sync = {"registry", "warehouse"}
+    expected = {
+        "tenant_partitions_sensor": {"registry"},
+        "feed_source_sensor": {"registry"},
+        "sync_status_sensor": {"warehouse", "catalog_sync"},
+        "catalog_replace_schedule": sync,
+        "catalog_update_schedule": sync,
+        "catalog_batch_schedule": sync,
+        "cpas_daily_schedule": {"registry"},
+        "catalog_diagnostics_schedule": {"registry"},
+        "shared_item_metrics_schedule": {"registry", "warehouse"},
+    }
+    taken = {d.name: d.required_resource_keys for d in [*defs.sensors, *defs.schedules]}
+    assert {name: taken.get(name) for name in expected} == expected
+    assert all(keys <= set(defs.resources) - {"meta"} for keys in taken.values()), taken
+    root = Path(kobi_cpas.defs.__file__).parent
+    modules = [*root.glob("*/sensors.py"), *root.glob("*/schedules.py"), root / "tenants" / "evaluation.py"]
+    assert len(modules) >= 7
+    direct = ("load_registry", "registry_path", "analyst_path_from_env", "os.environ", "MetaClientConfig")
+    for path in modules:
+        source = path.read_text()
+        assert not [d for d in direct if d in source], path

@@ -371,7 +371,7 @@ def test_an_upload_session_meta_never_finishes_or_refuses_is_terminal(harness, m
     def ctx_at(offset: timedelta) -> SyncContext:
         return _ctx_at(h, tenant, meta_client, tmp_path, offset)
 
-    h.admin._call("POST", "/catalog_config", json={"upload_pending_polls": 100000})  # Meta never finishes
+    h.admin.catalog_config(upload_pending_polls=100000)  # Meta never finishes
     (rec,) = methods.run_replace(ctx_at(timedelta(0)))
     assert rec.status == "processing" and inflight(h) == 80
     assert methods.resolve_pending(ctx_at(timedelta(hours=5)), wait=False) == []
@@ -392,6 +392,6 @@ def test_an_upload_session_meta_never_finishes_or_refuses_is_terminal(harness, m
     (failed,) = methods.resolve_pending(ctx_at(timedelta(0)), wait=False)
     assert failed.status == "failed" and rec.upload_session_id in (failed.message or "") and inflight(h) == 0
     h.admin.clear_faults()
-    h.admin._call("POST", "/catalog_config", json={"upload_pending_polls": 1})
+    h.admin.catalog_config(upload_pending_polls=1)
     assert h.run("catalog_replace_job").success  # nothing holds the tenant any more
     h.assert_catalog_equals_desired()

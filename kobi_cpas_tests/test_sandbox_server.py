@@ -225,7 +225,8 @@ def test_cli_runs_logs_requests_and_stops_on_sigterm(sandbox_token: str) -> None
         [
             sys.executable,
             "-m",
-            "kobi_cpas.sandbox",
+            "kobi_cpas.devenv.cli",
+            "sandbox",
             "--port",
             "0",
             "--registry",

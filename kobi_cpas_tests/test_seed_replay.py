@@ -41,6 +41,7 @@ from kobi_cpas.diagnostics.dictionary import (
 from kobi_cpas.diagnostics.lifecycle import merge_problems
 from kobi_cpas.meta import MetaGraphClient
 from kobi_cpas.meta.versions import DEFAULT_API_VERSION
+from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse, replace_rows
 from kobi_cpas.warehouse.tables import META_CATALOGS
 from kobi_cpas_tests import seed_standin as seed
@@ -96,7 +97,7 @@ def client(standin: seed.SeedStandin) -> Iterator[MetaGraphClient]:
 
 @pytest.fixture
 def wh(tmp_path: Path) -> Warehouse:
-    return Warehouse(tmp_path / "k.duckdb")
+    return Warehouse(tmp_path / "k.duckdb", schema=SCHEMA)
 
 
 def add_sync(

@@ -13,11 +13,13 @@ import yaml
 
 from kobi_cpas.devenv.pipeline import materialize_all
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
+from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 from kobi_cpas_tests.dagster_fixtures import tick_sensor
 
 
-def _one_tenant_registry(tmp_path: Path, monkeypatch) -> Path:
+def _one_tenant_registry(tmp_path: Path) -> tuple[Path, Path]:
+    """A registry of the demo's first tenant with its feed copied to ``tmp_path``: (feed, registry)."""
     demo = yaml.safe_load(Path(DEFAULT_REGISTRY).read_text())
     tenant = demo["tenants"][0]
     feed = tmp_path / "feed.csv"
@@ -25,32 +27,30 @@ def _one_tenant_registry(tmp_path: Path, monkeypatch) -> Path:
     tenant["feed"]["source"] = str(feed)
     reg = tmp_path / "tenants.yaml"
     reg.write_text(yaml.safe_dump({"tenants": [tenant]}))
-    monkeypatch.setenv("KOBI_CPAS_TENANTS", str(reg))
-    return feed
+    return feed, reg
 
 
-def test_feed_source_sensor_starts_a_sync_only_when_the_feed_changes(
-    kobi_env, pg_instance, tmp_path, monkeypatch
-):
+def test_feed_source_sensor_starts_a_sync_only_when_the_feed_changes(kobi_env, pg_instance, tmp_path):
     from kobi_cpas.defs.catalog_sync.sensors import feed_source_sensor
 
-    feed = _one_tenant_registry(tmp_path, monkeypatch)
+    feed, reg = _one_tenant_registry(tmp_path)
+    resources = kobi_env.resources(reg)  # the environment still names the demo registry: unused here
     pg_instance.add_dynamic_partitions("tenant", ["anatolia_home"])
-    first = tick_sensor(feed_source_sensor, pg_instance)
+    first = tick_sensor(feed_source_sensor, pg_instance, resources)
     assert [r.partition_key for r in first.run_requests] == ["anatolia_home"]
     assert first.run_requests[0].tags["kobi/catalog_shard"] == "anatolia_home"
-    same = tick_sensor(feed_source_sensor, pg_instance, cursor=first.cursor)
+    same = tick_sensor(feed_source_sensor, pg_instance, resources, cursor=first.cursor)
     assert not same.run_requests and "no feed source changed" in same.skip_reason.skip_message
     time.sleep(0.01)
     feed.write_text(feed.read_text(encoding="utf-8") + "\n", encoding="utf-8")
     os.utime(feed, None)
-    changed = tick_sensor(feed_source_sensor, pg_instance, cursor=first.cursor)
+    changed = tick_sensor(feed_source_sensor, pg_instance, resources, cursor=first.cursor)
     assert [r.partition_key for r in changed.run_requests] == ["anatolia_home"]
     assert changed.run_requests[0].run_key != first.run_requests[0].run_key
 
 
 def _write_sync_rows(analyst: Path, rows: list[tuple]) -> None:
-    wh = Warehouse(analyst)
+    wh = Warehouse(analyst, schema=SCHEMA)
     with wh.connect() as con:
         con.executemany(
             "INSERT INTO catalog_syncs (sync_id, tenant_id, catalog_id, method, shard, started_at, items_sent, status) "
@@ -63,20 +63,26 @@ def _write_sync_rows(analyst: Path, rows: list[tuple]) -> None:
 def test_sync_status_sensor_waits_two_minutes_for_batches(kobi_env, pg_instance):
     from kobi_cpas.defs.catalog_sync.sensors import sync_status_sensor
 
-    idle = tick_sensor(sync_status_sensor, pg_instance)
+    resources = kobi_env.resources()
+    idle = tick_sensor(sync_status_sensor, pg_instance, resources)
     assert isinstance(idle, dg.SkipReason) and "no upload or batch request is processing" in idle.skip_message
     now = datetime.now(UTC)
     _write_sync_rows(
         kobi_env.analyst_path, [("b1", "anatolia_home", "batch", now - timedelta(seconds=30), "processing")]
     )
-    waiting = tick_sensor(sync_status_sensor, pg_instance)
+    waiting = tick_sensor(sync_status_sensor, pg_instance, resources)
     assert isinstance(waiting, dg.SkipReason) and "first check at" in waiting.skip_message
     _write_sync_rows(
         kobi_env.analyst_path,
         [("b2", "bosphorus_outdoor", "batch", now - timedelta(minutes=3), "processing")],
     )
-    due = tick_sensor(sync_status_sensor, pg_instance)
+    due = tick_sensor(sync_status_sensor, pg_instance, resources)
     assert [r.partition_key for r in due] == ["bosphorus_outdoor"]
+    # the interval of the run key comes from the catalog_sync resource: one status run per tenant per interval
+    bucket = int(due[0].run_key.rsplit(":", 1)[1])
+    assert bucket == int(now.timestamp() // 120) or bucket == int(now.timestamp() // 120) + 1
+    yearly = tick_sensor(sync_status_sensor, pg_instance, kobi_env.resources(status_check_seconds=10**9))
+    assert [r.run_key for r in yearly] == ["sync-status:bosphorus_outdoor:1"]
 
 
 def test_catalog_diagnostics_asset_tables_and_checks(kobi_env, pg_instance):

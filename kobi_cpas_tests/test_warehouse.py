@@ -11,13 +11,14 @@ from pathlib import Path
 import duckdb
 import pytest
 
-import kobi_cpas.warehouse.all_tables  # noqa: F401  (every domain's tables)
+from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
-from kobi_cpas.warehouse.tables import TABLES
+
+TABLES = SCHEMA.tables
 
 
 def test_migration_is_idempotent_and_documents_every_column(tmp_path):
-    wh = Warehouse(tmp_path / "a.duckdb")
+    wh = Warehouse(tmp_path / "a.duckdb", schema=SCHEMA)
     for _ in range(2):
         with wh.connect() as con:
             con.execute("SELECT 1")
@@ -49,7 +50,7 @@ def test_migration_adds_new_columns_to_existing_tables(tmp_path, monkeypatch):
 
     from kobi_cpas.warehouse.specs import col
 
-    wh = Warehouse(tmp_path / "a.duckdb")
+    wh = Warehouse(tmp_path / "a.duckdb", schema=SCHEMA)
     with wh.connect() as con:
         con.execute("INSERT INTO meta_catalogs (tenant_id, catalog_id, observed_at) VALUES ('t', '1', now())")
     spec = TABLES["meta_catalogs"]
@@ -60,8 +61,79 @@ def test_migration_adds_new_columns_to_existing_tables(tmp_path, monkeypatch):
         assert con.execute("SELECT tenant_id, extra FROM meta_catalogs").fetchall() == [("t", None)]
 
 
+def _comments(con, table: str) -> tuple[str, dict[str, str]]:
+    (table_comment,) = con.execute(
+        "SELECT comment FROM duckdb_tables() WHERE database_name = current_database() AND table_name = ?",
+        [table],
+    ).fetchone()
+    cols = con.execute(
+        "SELECT column_name, comment FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND table_name = ?",
+        [table],
+    ).fetchall()
+    return table_comment, dict(cols)
+
+
+def test_migration_converts_types_and_updates_only_changed_comments(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    wh = Warehouse(tmp_path / "a.duckdb", schema=SCHEMA)
+    with wh.connect() as con:
+        con.execute(
+            "INSERT INTO meta_catalogs (tenant_id, catalog_id, observed_at, pixel_count) VALUES ('t', '1', now(), 7)"
+        )
+    spec = TABLES["meta_catalogs"]
+    cols = tuple(
+        replace(c, type="BIGINT", comment="pixels, now BIGINT") if c.name == "pixel_count" else c
+        for c in spec.columns
+    )
+    monkeypatch.setitem(TABLES, "meta_catalogs", replace(spec, comment="new table comment", columns=cols))
+    with wh.connect() as con:
+        assert con.execute("SELECT typeof(pixel_count), pixel_count FROM meta_catalogs").fetchall() == [
+            ("BIGINT", 7)
+        ]
+        table_comment, col_comments = _comments(con, "meta_catalogs")
+    assert table_comment == "new table comment"
+    assert col_comments == {c.name: c.comment for c in cols}
+
+
+def test_a_file_migrated_elsewhere_is_migrated_again(tmp_path):
+    """Another process (e.g. an older version during a deploy) changed the file: the stored fingerprint no longer
+    matches, so the next connection migrates it back, although this process migrated it before."""
+    wh = Warehouse(tmp_path / "a.duckdb", schema=SCHEMA)
+    with wh.connect() as con:
+        pass
+    with wh.connect() as con:  # what the other process did
+        con.execute("DROP TABLE meta_catalogs")
+        con.execute("COMMENT ON TABLE tenant_registry IS 'older'")
+        con.execute("COMMENT ON COLUMN tenant_registry.tenant_id IS 'older'")
+        con.execute("UPDATE kobi_internal.schema_meta SET value = 'older' WHERE key = 'fingerprint'")
+    with wh.connect() as con:
+        assert con.execute("SELECT count(*) FROM meta_catalogs").fetchone() == (0,)
+        table_comment, col_comments = _comments(con, "tenant_registry")
+        assert _comments(con, "meta_catalogs")[0] == TABLES["meta_catalogs"].comment
+    assert table_comment == TABLES["tenant_registry"].comment
+    assert col_comments == {c.name: c.comment for c in TABLES["tenant_registry"].columns}
+
+
+def test_publish_with_nothing_changed_keeps_the_analyst_file(tmp_path: Path):
+    wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
+    _write_generation(wh, 1)
+    before = wh.analyst_path.stat()
+    with wh.connect() as con:
+        r = wh.publish(con)
+        assert (r.incremental, r.rewritten, r.row_counts["tenant_registry"]) == (True, [], 5000)
+        after = wh.analyst_path.stat()
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+        con.execute("DELETE FROM tenant_registry WHERE tenant_id = 't1'")
+        r = wh.publish(con)
+    assert (r.rewritten, r.row_counts["tenant_registry"]) == (["tenant_registry"], 4999)
+    assert wh.analyst_path.stat().st_ino != before.st_ino
+    assert _analyst_rows(wh, "SELECT count(*) FROM tenant_registry") == [(4999,)]
+
+
 def test_connection_closed_when_body_raises(tmp_path):
-    wh = Warehouse(tmp_path / "a.duckdb", lock_timeout=1)
+    wh = Warehouse(tmp_path / "a.duckdb", lock_timeout=1, schema=SCHEMA)
     with pytest.raises(RuntimeError), wh.connect() as con:
         con.execute("SELECT 1")
         raise RuntimeError("boom")
@@ -71,15 +143,17 @@ def test_connection_closed_when_body_raises(tmp_path):
 
 
 def test_writer_waits_for_lock_then_fails_clearly(tmp_path):
-    wh = Warehouse(tmp_path / "a.duckdb", lock_timeout=1.5)
+    wh = Warehouse(tmp_path / "a.duckdb", lock_timeout=1.5, schema=SCHEMA)
     with wh.connect():
         pass
+    # The holder keeps the lock until told to let go, however long the writer takes on a busy machine.
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            f"import duckdb,time; c=duckdb.connect({str(wh.work_path)!r}); print('held', flush=True); time.sleep(4)",
+            f"import duckdb,sys; c=duckdb.connect({str(wh.work_path)!r}); print('held', flush=True); sys.stdin.read()",
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -88,11 +162,65 @@ def test_writer_waits_for_lock_then_fails_clearly(tmp_path):
         t0 = time.monotonic()
         with pytest.raises(duckdb.IOException, match="lock"), wh.connect():
             pass
-        assert time.monotonic() - t0 >= 1.0  # it waited (bounded) before giving up
+        assert time.monotonic() - t0 >= 1.5  # it waited the whole budget before giving up
     finally:
-        holder.wait(timeout=30)
+        holder.stdin.close()
+        holder.wait(timeout=60)
     with wh.connect() as con:  # and succeeds once the holder is gone
         assert con.execute("SELECT 1").fetchone() == (1,)
+
+
+class _FakeClock:
+    """time.monotonic/time.sleep for the warehouse module: each try at the lock costs ``try_cost`` seconds."""
+
+    def __init__(self, try_cost: float) -> None:
+        self.now, self.try_cost, self.sleeps, self.tries = 0.0, try_cost, [], []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def attach(self, path: str) -> duckdb.DuckDBPyConnection:
+        self.tries.append(self.now)
+        self.now += self.try_cost
+        raise duckdb.IOException(f'IO Error: Could not set lock on file "{path}": Conflicting lock is held')
+
+
+@pytest.mark.parametrize("try_cost", [0.0, 0.25])
+def test_lock_wait_uses_the_whole_budget(tmp_path, monkeypatch, try_cost):
+    from kobi_cpas.warehouse import warehouse as wmod
+
+    clock = _FakeClock(try_cost)
+    monkeypatch.setattr(wmod, "time", clock)
+    monkeypatch.setattr(wmod, "attach", clock.attach)
+    wh = Warehouse(tmp_path / "a.duckdb", lock_timeout=1.5, schema=SCHEMA)
+    with pytest.raises(duckdb.IOException, match="lock"):
+        wh._open()
+    # Back-off doubles, and the last sleep is cut to what is left: the last try is at the deadline.
+    assert clock.tries[-1] == pytest.approx(1.5)
+    assert clock.sleeps[0] == pytest.approx(0.2) and all(s > 0 for s in clock.sleeps)
+    if try_cost == 0.0:
+        assert clock.sleeps == pytest.approx([0.2, 0.4, 0.8, 0.1])
+
+
+def test_lock_released_after_each_connection_and_shared_by_nested_ones(tmp_path):
+    wh = Warehouse(tmp_path / "a.duckdb", schema=SCHEMA)
+    code = f"import duckdb; duckdb.connect({str(wh.work_path)!r}).execute('CREATE TABLE IF NOT EXISTS x (i INT)')"
+    with wh.connect() as outer:
+        with wh.connect() as inner:  # a second connection of the same process shares the open file
+            inner.execute(
+                "INSERT INTO meta_catalogs (tenant_id, catalog_id, observed_at) VALUES ('t', '1', now())"
+            )
+        assert outer.execute("SELECT count(*) FROM meta_catalogs").fetchone() == (1,)
+        held = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert held.returncode != 0 and "lock" in held.stderr.lower()
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)  # released: another writer gets in
+    with wh.connect() as con:
+        assert con.execute("SELECT count(*) FROM x").fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM meta_catalogs").fetchone() == (1,)
 
 
 READER = textwrap.dedent(
@@ -138,7 +266,7 @@ def _write_generation(wh: Warehouse, gen: int) -> None:
 
 
 def test_analyst_session_open_while_writers_publish(tmp_path: Path):
-    wh = Warehouse(tmp_path / "kobi.duckdb")
+    wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
     _write_generation(wh, 0)
     proc = subprocess.Popen(
         [sys.executable, "-c", READER, str(wh.analyst_path), "4"], stdout=subprocess.PIPE, text=True
@@ -170,7 +298,7 @@ def _analyst_rows(wh: Warehouse, sql: str) -> list[tuple]:
 
 
 def test_publish_rewrites_only_the_tables_that_changed(tmp_path: Path):
-    wh = Warehouse(tmp_path / "kobi.duckdb")
+    wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
     _write_generation(wh, 1)  # first publish: everything
     with wh.connect() as con:
         assert wh.publish(con).rewritten == []  # nothing changed
@@ -200,7 +328,7 @@ def test_publish_rewrites_only_the_tables_that_changed(tmp_path: Path):
 
 
 def test_publish_rebuilds_when_the_analyst_file_is_not_the_one_it_published(tmp_path: Path):
-    wh = Warehouse(tmp_path / "kobi.duckdb")
+    wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
     _write_generation(wh, 1)
     # someone replaces the analyst file (a restore, a copy from elsewhere)
     other = duckdb.connect(str(tmp_path / "other.duckdb"))
@@ -221,7 +349,7 @@ def test_publish_rebuilds_when_the_analyst_file_is_not_the_one_it_published(tmp_
 def test_incremental_publishes_do_not_grow_the_file_and_a_fragmented_file_is_rebuilt(tmp_path, monkeypatch):
     from kobi_cpas.warehouse import warehouse as wmod
 
-    wh = Warehouse(tmp_path / "kobi.duckdb")
+    wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
     _write_generation(wh, 0)
     first_size = wh.analyst_path.stat().st_size
     sizes = []
@@ -237,3 +365,33 @@ def test_incremental_publishes_do_not_grow_the_file_and_a_fragmented_file_is_reb
     with wh.connect() as con:
         assert wh.publish(con).incremental  # this one finds the file fragmented
         assert not wh.publish(con).incremental
+
+
+def test_threads_of_one_process_connect_migrate_and_publish_at_once(tmp_path):
+    import threading
+
+    wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)  # a new file: the first connections all migrate
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for _ in range(3):
+                with wh.connect() as con:
+                    con.execute(
+                        "INSERT INTO meta_catalogs (tenant_id, catalog_id, observed_at) VALUES (?, '1', now())",
+                        [f"t{i}"],
+                    )
+                    wh.publish(con)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert _analyst_rows(wh, "SELECT count(*) FROM meta_catalogs") == [(12,)]
+    # and the file is free again: another process can write it
+    code = f"import duckdb; duckdb.connect({str(wh.work_path)!r}).execute('SELECT 1')"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

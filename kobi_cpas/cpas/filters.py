@@ -7,23 +7,31 @@ A rule is a dict (or its JSON text), e.g.::
 Grammar (what :func:`parse_rule` accepts):
 
 * ``{"and": [rule, ...]}`` / ``{"or": [rule, ...]}`` — a non-empty list of rules;
+* ``{"not": rule}`` — true exactly when ``rule`` is false;
 * ``{field: {operator: value, ...}}`` — several operators on one field are ANDed;
 * a dict with several keys (fields and/or ``and``/``or``) ANDs them.
 
-Operators: ``eq neq contains i_contains i_not_contains starts_with is_any is_not_any lt lte gt gte``
-(see :data:`OPERATORS`). Fields: :data:`FIELD_COLUMNS` (``name`` is Meta's alias of ``title``).
+Operators: ``eq neq contains not_contains i_contains i_not_contains starts_with is_any is_not_any lt lte gt
+gte`` (see :data:`OPERATORS`). Fields: :data:`FIELD_COLUMNS` (``name`` is Meta's alias of ``title``; ``url``,
+``image_url`` and ``retailer_product_group_id`` are Meta's names of ``link``, ``image_link`` and
+``item_group_id``).
 
 One semantics, implemented twice and tested to agree:
 
 * :func:`compile_sql` — a DuckDB boolean expression with every value bound as a ``?`` parameter, used by
   Kobi on the feed snapshot (:func:`expected_membership`);
-* :func:`matches` / :func:`compile_matcher` — the same in Python, used by the Meta sandbox to compute a
-  segment's ``product_count``.
+* :func:`matches` / :func:`compile_matcher` — the same in Python, used by the Meta sandbox for a segment's
+  and a product set's ``product_count`` and the ``filter`` of ``GET /{catalog_id}/products``.
 
 Value semantics (identical in both):
 
-* a missing field, NULL or empty string is *no value*; positive operators (eq, contains, i_contains,
-  starts_with, is_any, lt..gte) are false on no value, negated ones (neq, i_not_contains, is_not_any) true;
+* a missing field, NULL or empty string is *no value* (one rule for missing fields): positive operators (eq,
+  contains, i_contains, starts_with, is_any, lt..gte) are false on no value, and each negated operator (neq,
+  not_contains, i_not_contains, is_not_any) and ``not`` is the exact complement of its positive form, so it is
+  true on no value. An item without a brand is therefore in ``{"brand": {"neq": "Acme"}}`` and in
+  ``{"not": {"brand": {"eq": "Acme"}}}``, as Meta's "is not" / "does not contain" set rules include items that
+  lack the field. (Meta's product-set reference documents the rule as JSON with these operators but says
+  nothing explicit about missing fields; this is the behaviour the sandbox serves and Kobi predicts.)
 * text comparisons are exact and case-sensitive, except ``i_contains``/``i_not_contains`` which compare
   lower-cased text per character (Python lower-cases ``İ`` to ``i`` like DuckDB does);
 * ``lt lte gt gte`` compare numbers: the leading number of the value (``"199.90 TRY"`` -> 199.9, the amount
@@ -53,6 +61,7 @@ OPERATORS: frozenset[str] = frozenset(
         "eq",
         "neq",
         "contains",
+        "not_contains",
         "i_contains",
         "i_not_contains",
         "starts_with",
@@ -66,8 +75,10 @@ OPERATORS: frozenset[str] = frozenset(
 )
 LIST_OPERATORS = frozenset({"is_any", "is_not_any"})
 NUMERIC_OPERATORS = frozenset({"lt", "lte", "gt", "gte"})
-TEXT_OPERATORS = frozenset({"contains", "i_contains", "i_not_contains", "starts_with"})
-# Real segment rules nest two or three groups; 32 leaves room and keeps every recursive walk far from the limit.
+TEXT_OPERATORS = frozenset({"contains", "not_contains", "i_contains", "i_not_contains", "starts_with"})
+# Negated operators: the exact complement of their positive form (so true on no value).
+NEGATED_OPERATORS = frozenset({"neq", "not_contains", "i_not_contains", "is_not_any"})
+# Real segment rules nest two or three groups (and/or/not); 32 leaves room and keeps every recursive walk far from the limit.
 MAX_RULE_DEPTH = 32
 
 # Rule field -> feed column (kobi_cpas.feeds.fields.COLUMNS; the id column is configurable because the
@@ -77,6 +88,11 @@ FIELD_COLUMNS: dict[str, str] = {
     "retailer_id": ID_FIELD,
     "name": "title",
     "title": "title",
+    "url": "link",
+    "link": "link",
+    "image_url": "image_link",
+    "image_link": "image_link",
+    "retailer_product_group_id": "item_group_id",
     "description": "description",
     "brand": "brand",
     "availability": "availability",
@@ -132,7 +148,7 @@ class Condition:
 @dataclass(frozen=True)
 class Group:
     path: str
-    kind: str  # "and" | "or"
+    kind: str  # "and" | "or" | "not" (one child)
     children: tuple[Node, ...]
 
 
@@ -197,6 +213,11 @@ def _parse(rule: Any, path: str, depth: int) -> Node:
                 raise FilterError(kpath, f"'{key}' needs a non-empty list of clauses, got {_show(body)}")
             children = tuple(_parse(child, f"{kpath}[{i}]", depth + 1) for i, child in enumerate(body))
             parts.append(Group(kpath, key, children))
+        elif key == "not":
+            kpath = _join(path, key)
+            if not isinstance(body, Mapping):
+                raise FilterError(kpath, f"'not' needs one clause (an object), got {_show(body)}")
+            parts.append(Group(kpath, "not", (_parse(body, kpath, depth + 1),)))
         else:
             parts.extend(_parse_field(key, body, _join(path, key)))
     if len(parts) == 1:
@@ -316,6 +337,8 @@ def _cond_fn(c: Condition) -> Callable[[Mapping[str, Any]], bool]:
             return not (t is not None and t == val)
         if op == "contains":
             return t is not None and val in t
+        if op == "not_contains":
+            return not (t is not None and val in t)
         if op == "i_contains":
             return t is not None and lowered in py_lower(t)
         if op == "i_not_contains":
@@ -335,6 +358,9 @@ def _node_fn(node: Node) -> Callable[[Mapping[str, Any]], bool]:
     if isinstance(node, Condition):
         return _cond_fn(node)
     fns = [_node_fn(child) for child in node.children]
+    if node.kind == "not":
+        (fn,) = fns
+        return lambda item: not fn(item)
     if node.kind == "and":
         return lambda item: all(fn(item) for fn in fns)
     return lambda item: any(fn(item) for fn in fns)
@@ -421,7 +447,7 @@ def compile_sql(
             return f"(NOT {positive})" if op in ("neq", "is_not_any") else positive
         if op in ("eq", "neq"):
             inner = f"{t} = {bind(val)}"
-        elif op == "contains":
+        elif op in ("contains", "not_contains"):
             inner = f"strpos({t}, {bind(val)}) > 0"
         elif op in ("i_contains", "i_not_contains"):
             inner = f"strpos(lower({t}), lower({bind(val)})) > 0"
@@ -432,11 +458,14 @@ def compile_sql(
         else:  # pragma: no cover - numeric operators are handled above
             raise AssertionError(op)
         positive = f"COALESCE({inner}, FALSE)"
-        return f"(NOT {positive})" if op in ("neq", "i_not_contains", "is_not_any") else positive
+        return f"(NOT {positive})" if op in NEGATED_OPERATORS else positive
 
     def node_sql(n: Node) -> str:
         if isinstance(n, Condition):
             return cond_sql(n)
+        if n.kind == "not":
+            # Every condition is COALESCEd to a boolean, so NOT of one is never NULL either.
+            return f"(NOT {node_sql(n.children[0])})"
         joiner = " AND " if n.kind == "and" else " OR "
         return "(" + joiner.join(node_sql(child) for child in n.children) + ")"
 
@@ -508,6 +537,7 @@ def describe_rule(rule: Mapping[str, Any] | str | bytes | None) -> str:
 
 __all__ = [
     "FIELD_COLUMNS",
+    "NEGATED_OPERATORS",
     "NUMERIC_FIELDS",
     "OPERATORS",
     "Condition",

@@ -1,13 +1,18 @@
-"""The resource instances, defined once for the whole code location."""
+"""The resource instances, defined once for the whole code location: assets, sensors and schedules all take
+these (as parameters), and this module is the only place that reads their settings from the environment.
+
+A variable that is not set leaves the resource's own default (declared once, on the resource class or in
+``kobi_cpas.meta.config``)."""
 
 import os
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import dagster as dg
 
+from kobi_cpas.meta.config import ENV_ACCESS_TOKEN, ENV_APP_SECRET, endpoint_from_env
 from kobi_cpas.registry import registry_path
 from kobi_cpas.resources import (
-    DEFAULT_API_VERSION,
-    DEFAULT_GRAPH_URL,
     CatalogSyncResource,
     MetaGraphResource,
     TenantRegistryResource,
@@ -16,26 +21,38 @@ from kobi_cpas.resources import (
 from kobi_cpas.warehouse import analyst_path_from_env
 
 
+def _from_env(env: Mapping[str, str], cast: Callable[[str], Any], **fields: str) -> dict[str, Any]:
+    """``{field: cast(value)}`` for each field whose environment variable is set and not empty."""
+    return {field: cast(env[name]) for field, name in fields.items() if env.get(name, "").strip()}
+
+
+def location_resources() -> dict[str, dg.ConfigurableResource]:
+    """Every resource of the code location, configured from the environment."""
+    env = os.environ
+    analyst = analyst_path_from_env()
+    return {
+        "meta": MetaGraphResource(
+            **endpoint_from_env(env),
+            # EnvVar keeps the secret out of run config: Dagster stores the variable name, not the value.
+            access_token=dg.EnvVar(ENV_ACCESS_TOKEN),
+            app_secret=dg.EnvVar(ENV_APP_SECRET) if env.get(ENV_APP_SECRET) else None,
+            # Tests shrink the retry waits (never the logic) with KOBI_CPAS_META_BACKOFF_SCALE.
+            **_from_env(env, float, backoff_scale="KOBI_CPAS_META_BACKOFF_SCALE"),
+        ),
+        "warehouse": WarehouseResource(duckdb_path=str(analyst.resolve())),
+        "registry": TenantRegistryResource(path=str(registry_path())),
+        "catalog_sync": CatalogSyncResource(
+            workdir=str((analyst.parent / ".kobi_work" / "feeds").resolve()),
+            **_from_env(
+                env,
+                float,
+                poll_interval_seconds="KOBI_CPAS_POLL_SECONDS",
+                status_check_seconds="KOBI_CPAS_STATUS_CHECK_SECONDS",
+            ),
+        ),
+    }
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
-    # Tests shrink the retry backoff (never the logic) with KOBI_CPAS_META_BACKOFF_SCALE.
-    scale = float(os.environ.get("KOBI_CPAS_META_BACKOFF_SCALE", "1"))
-    return dg.Definitions(
-        resources={
-            "meta": MetaGraphResource(
-                base_url=os.environ.get("META_GRAPH_API_URL") or DEFAULT_GRAPH_URL,
-                api_version=os.environ.get("META_API_VERSION") or DEFAULT_API_VERSION,
-                # EnvVar keeps the secret out of run config: Dagster stores the variable name, not the value.
-                access_token=dg.EnvVar("META_ACCESS_TOKEN"),
-                app_secret=dg.EnvVar("META_APP_SECRET") if os.environ.get("META_APP_SECRET") else None,
-                backoff_base_seconds=1.0 * scale,
-                throttle_backoff_base_seconds=30.0 * scale,
-            ),
-            "warehouse": WarehouseResource(duckdb_path=str(analyst_path_from_env().resolve())),
-            "registry": TenantRegistryResource(path=str(registry_path())),
-            "catalog_sync": CatalogSyncResource(
-                workdir=str((analyst_path_from_env().parent / ".kobi_work" / "feeds").resolve()),
-                poll_interval_seconds=float(os.environ.get("KOBI_CPAS_POLL_SECONDS", "5")),
-            ),
-        }
-    )
+    return dg.Definitions(resources=location_resources())

@@ -6,26 +6,88 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-from kobi_cpas.defs.tenants.evaluation import log_tenant_problems, registry_notes
-from kobi_cpas.registry import RegistryError, load_registry
 from kobi_cpas.warehouse.specs import TableSpec, ViewSpec
 
 OWNERS_DATA = ["team:kobi-data"]
 DUCKDB_POOL = "duckdb_write"
+# Definition metadata of a step that owns no table: the analyst tables (owned by other, downstream assets) it
+# writes rows of, comma-separated, or "none".
+WRITES_ROWS_OF = "kobi/writes_rows_of"
 
 
-def table_definition_metadata(*specs: TableSpec | ViewSpec) -> dict[str, Any]:
-    """Definition metadata for an asset that owns one or more analyst tables (the first is the main one)."""
-    main = specs[0]
+def column_schema(spec: TableSpec | ViewSpec) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[dg.TableColumn(c.name, c.type, description=c.comment) for c in spec.columns]
+    )
+
+
+def table_definition_metadata(spec: TableSpec | ViewSpec) -> dict[str, Any]:
+    """Definition metadata of the asset that owns one analyst table or view (exactly one asset per table)."""
     meta: dict[str, Any] = {
-        "dagster/table_name": f"kobi_cpas.main.{main.name}",
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(c.name, c.type, description=c.comment) for c in main.columns]
-        ),
+        "dagster/table_name": f"kobi_cpas.main.{spec.name}",
+        "dagster/column_schema": column_schema(spec),
     }
-    if len(specs) > 1:
-        meta["kobi/tables"] = ", ".join(s.name for s in specs)
+    if isinstance(spec, ViewSpec):
+        meta["kobi/kind"] = "view"
     return meta
+
+
+def column_lineage(deps: dict[str, list[tuple[str, str]]]) -> dg.TableColumnLineage:
+    """``{column: [(upstream asset key, upstream column), ...]}`` as Dagster column lineage."""
+    return dg.TableColumnLineage(
+        deps_by_column={
+            column: [dg.TableColumnDep(asset_key=dg.AssetKey(key), column_name=name) for key, name in sources]
+            for column, sources in deps.items()
+        }
+    )
+
+
+def table_spec(
+    key: str,
+    table: TableSpec | ViewSpec,
+    *,
+    description: str,
+    lineage: dict[str, list[tuple[str, str]]] | None = None,
+    **kwargs: Any,
+) -> dg.AssetSpec:
+    """One AssetSpec of a multi_asset per analyst table: its table name, column schema and column lineage."""
+    meta = table_definition_metadata(table)
+    if lineage:
+        meta["dagster/column_lineage"] = column_lineage(lineage)
+    return dg.AssetSpec(key, description=description, metadata=meta, **kwargs)
+
+
+def specs_by_key(*specs: dg.AssetSpec) -> dict[str, dg.AssetSpec]:
+    """Table specs by asset key. Kept in a dict: load_defs would load a module-level AssetSpec (or a list of
+    them) as an external asset besides the multi_asset that materializes it."""
+    return {s.key.to_user_string(): s for s in specs}
+
+
+def table_result(
+    spec: dg.AssetSpec,
+    con: duckdb.DuckDBPyConnection,
+    where: str = "true",
+    params: Sequence[Any] = (),
+    preview_sql: str | None = None,
+    *,
+    metadata: dict[str, Any] | None = None,
+    check_results: Sequence[dg.AssetCheckResult] = (),
+    relation: str | None = None,
+) -> dg.MaterializeResult:
+    """The MaterializeResult of one table spec: the table's own column schema and lineage, its row count where
+    ``where`` holds (the partition's rows) and a preview (``preview_sql`` takes the same ``params``).
+    ``relation``: what to count instead of the table, e.g. a view's SQL in parentheses."""
+    relation = relation or "main." + str(spec.metadata["dagster/table_name"]).split(".")[-1]
+    meta: dict[str, Any] = {
+        "dagster/column_schema": spec.metadata["dagster/column_schema"],
+        "dagster/row_count": count(con, f"SELECT count(*) FROM {relation} WHERE {where}", params),
+    }
+    if "dagster/column_lineage" in spec.metadata:
+        meta["dagster/column_lineage"] = spec.metadata["dagster/column_lineage"]
+    if preview_sql:
+        meta["preview"] = preview(con, preview_sql, params)
+    meta.update(metadata or {})
+    return dg.MaterializeResult(asset_key=spec.key, metadata=meta, check_results=list(check_results))
 
 
 def md_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], max_rows: int = 10) -> str:
@@ -56,28 +118,3 @@ def preview(
 def count(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> int:
     row = con.execute(sql, list(params)).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
-
-
-def every_tenant(context: dg.ScheduleEvaluationContext, run_key_prefix: str, period_format: str):
-    """One run per tenant partition per period (e.g. day or hour), idempotent through the run key.
-
-    Tenants whose registry entry is broken keep their partition but get no run (it could only fail); they are
-    named in the skip reason or the tick log. An unreadable registry file skips the tick."""
-    try:
-        reg = load_registry()
-    except RegistryError as exc:
-        return dg.SkipReason(f"registry invalid, no {run_key_prefix} run launched: {exc}")
-    broken = set(reg.broken_tenant_ids)
-    notes = registry_notes(reg)
-    log_tenant_problems(context.log, f"{run_key_prefix} schedule", notes)
-    partitions = set(context.instance.get_dynamic_partitions("tenant"))
-    tenants = sorted(partitions - broken)
-    if not tenants:
-        why = (
-            "every tenant partition belongs to a broken registry entry"
-            if partitions
-            else "no tenant partitions yet (tenant_partitions_sensor adds them from the registry)"
-        )
-        return dg.SkipReason("; ".join([why, *notes]))
-    period = context.scheduled_execution_time.strftime(period_format)
-    return [dg.RunRequest(run_key=f"{run_key_prefix}:{t}:{period}", partition_key=t) for t in tenants]

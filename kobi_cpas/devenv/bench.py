@@ -1,6 +1,6 @@
 """`make bench`: speed and memory, measured side by side in one run and reported as ratios.
 
-Catalog sync (issue 3):
+Catalog sync:
 1. snapshot ingest (parse, validate, hash, store) vs a bare `CREATE TABLE AS SELECT * FROM read_csv(...)` of the
    same N-item file, each phase in its own subprocess (separate peak RSS);
 2. the delta between two N-item snapshots with 1 % volatile changes (replace view rebuild + classification) and
@@ -59,6 +59,7 @@ from kobi_cpas.registry import load_registry
 from kobi_cpas.sync.delta import delta_counts
 from kobi_cpas.sync.methods import batch_requests_sql
 from kobi_cpas.sync.snapshot_step import take_snapshot
+from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 
 def peak():
@@ -81,7 +82,7 @@ tenant = registry.tenant("bench")
 # A fresh work database every run: state left by an earlier run would be part of the delta.
 for d in (work / "wh", work / "w"):
     shutil.rmtree(d, ignore_errors=True)
-wh = Warehouse(work / "wh" / "kobi.duckdb")
+wh = Warehouse(work / "wh" / "kobi.duckdb", schema=SCHEMA)
 t0 = datetime(2026, 11, 1, tzinfo=UTC)
 out = {}
 with wh.connect() as con:
@@ -156,11 +157,13 @@ def bench_request_counts(n: int, out: Path) -> dict:
 
     from kobi_cpas.feeds.generator import generate_feed
     from kobi_cpas.meta.client import MetaGraphClient
+    from kobi_cpas.meta.versions import DEFAULT_API_VERSION
     from kobi_cpas.registry import load_registry
     from kobi_cpas.sandbox import SandboxServer, World
     from kobi_cpas.sandbox.admin import SandboxAdmin
     from kobi_cpas.sync.methods import SyncContext, run_batch, run_replace, run_update
     from kobi_cpas.sync.snapshot_step import take_snapshot
+    from kobi_cpas.tables import SCHEMA
     from kobi_cpas.warehouse import Warehouse
 
     work = Path(tempfile.mkdtemp(dir=out))
@@ -173,12 +176,12 @@ def bench_request_counts(n: int, out: Path) -> dict:
     reg_path.write_text(yaml.safe_dump({"tenants": [t]}))
     reg = load_registry(reg_path)
     tenant = reg.tenants[0]
-    wh = Warehouse(work / "kobi.duckdb")
+    wh = Warehouse(work / "kobi.duckdb", schema=SCHEMA)
     result: dict = {"n_items": n}
     with SandboxServer(World.from_registry(reg.registry)) as server:
         admin = SandboxAdmin(server.url)
-        admin._call("POST", "/catalog_config", json={"problem_rate_scale": 0, "batch_processing_seconds": 0})
-        client = MetaGraphClient(server.url, "v26.0", "bench-token")
+        admin.catalog_config(problem_rate_scale=0, batch_processing_seconds=0)
+        client = MetaGraphClient(server.url, DEFAULT_API_VERSION, "bench-token")
         ctx = SyncContext(tenant=tenant, client=client, warehouse=wh, workdir=work / "w", poll_interval=0.05)
         with wh.connect() as con:
             take_snapshot(con, registry=reg, tenant=tenant, workdir=work / "w", force=True)

@@ -1,4 +1,5 @@
-"""`kobi-cpas` command line: run the whole pipeline, start the dev UI, run the sandbox alone, print tables.
+"""`kobi-cpas` command line, the project's only one: run the whole pipeline, start the dev UI, run the sandbox
+alone, manage the local Postgres, print tables, run benchmarks, rebuild the demo feeds.
 
 Errors meant for people (bad registry, bad feed, Meta errors) are printed as one clear message, never as a
 bare traceback.
@@ -7,16 +8,21 @@ bare traceback.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
+import psycopg2
 
+from kobi_cpas.devenv.postgres import DEFAULT_PORT, LocalPostgres, LocalPostgresError, PgConnInfo, env_for
 from kobi_cpas.devenv.stack import REPO_ROOT, local_stack
 
 
@@ -82,9 +88,10 @@ def main(verbose: bool) -> None:
 
 
 def print_tables(analyst_path: Path) -> None:
+    from kobi_cpas.tables import SCHEMA
     from kobi_cpas.warehouse import Warehouse
 
-    counts = Warehouse(analyst_path).analyst_row_counts()
+    counts = Warehouse(analyst_path, schema=SCHEMA).analyst_row_counts()
     click.echo(f"\nAnalyst DuckDB file: {analyst_path.resolve()}")
     click.echo(f"  open it with:  duckdb -readonly {analyst_path.resolve()}")
     width = max((len(n) for n in counts), default=10)
@@ -205,19 +212,53 @@ def dev(port: int) -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, show_default=True)
-@click.option("--seed", default=42, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8765, show_default=True, help="Port (0 picks a free one).")
+@click.option(
+    "--registry",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Tenant registry YAML (default: $KOBI_CPAS_TENANTS or the demo registry).",
+)
+@click.option(
+    "--seed",
+    default=lambda: int(os.environ.get("KOBI_CPAS_SANDBOX_SEED") or 42),
+    show_default="$KOBI_CPAS_SANDBOX_SEED or 42",
+    type=int,
+    help="World seed.",
+)
+@click.option("--app-secret", envvar="META_APP_SECRET", default=None, help="Verify appsecret_proof.")
+@click.option("--quiet", is_flag=True, help="Do not log one line per request.")
 @_friendly
-def sandbox(host: str, port: int, seed: int) -> None:
-    """Run the Meta sandbox alone (Ctrl-C stops it)."""
+def sandbox(
+    host: str, port: int, registry: Path | None, seed: int, app_secret: str | None, quiet: bool
+) -> None:
+    """Run the Meta sandbox alone (Ctrl-C or SIGTERM stops it)."""
     _interruptible()
     from kobi_cpas.registry import load_registry
     from kobi_cpas.sandbox import SandboxServer, World
 
-    server = SandboxServer(World.from_registry(load_registry().registry, seed=seed), host=host, port=port)
-    server.start()
-    click.echo(f"Meta sandbox on {server.url}  (export META_GRAPH_API_URL={server.url})")
+    loaded = load_registry(registry)
+    sandbox_logger = logging.getLogger("kobi_cpas.sandbox")
+    if not quiet and sandbox_logger.getEffectiveLevel() > logging.INFO:  # the request log is INFO
+        sandbox_logger.setLevel(logging.INFO)
+    server = SandboxServer(
+        World.from_registry(loaded, seed=seed),
+        host=host,
+        port=port,
+        app_secret=app_secret,
+        log_requests=not quiet,
+    )
+    try:
+        server.start()  # bound before announcing, so the URL carries the real port when --port 0
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc}")
+    # On stderr, like the request log, so a reader of the pipe sees the URL first.
+    click.echo(
+        f"Meta sandbox on {server.url} (registry {loaded.path}, {len(loaded.tenants)} tenants, seed {seed}); "
+        f"export META_GRAPH_API_URL={server.url}",
+        err=True,
+    )
     try:
         while True:
             time.sleep(3600)
@@ -225,6 +266,75 @@ def sandbox(host: str, port: int, seed: int) -> None:
         pass
     finally:
         server.stop()
+
+
+def _pg_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """--dir and --port, shared by start, stop and status."""
+    fn = click.option(
+        "--port", type=int, default=None, help=f"TCP port (default {DEFAULT_PORT} or a free one)."
+    )(fn)
+    return click.option(
+        "--dir",
+        "data_dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Data dir (default <repo>/.local/postgres).",
+    )(fn)
+
+
+@main.group()
+def postgres() -> None:
+    """Local PostgreSQL for the Dagster instance. `start` and `status` print the DAGSTER_PG_* variables to
+    export: eval "$(kobi-cpas postgres start)"."""
+    # Progress (initdb, start, stop) on stderr; stdout carries only the exports.
+    pg_logger = logging.getLogger("kobi_cpas.devenv.postgres")
+    if pg_logger.getEffectiveLevel() > logging.INFO:
+        pg_logger.setLevel(logging.INFO)
+
+
+def _print_exports(info: PgConnInfo) -> None:
+    for key, value in env_for(info).items():
+        click.echo(f"export {key}={shlex.quote(value)}")
+
+
+@contextlib.contextmanager
+def _pg_errors() -> Iterator[None]:
+    """Postgres failures as one `error:` line and exit code 1."""
+    try:
+        yield
+    except (LocalPostgresError, OSError, psycopg2.Error) as exc:
+        _fail(str(exc))
+
+
+@postgres.command("start")
+@_pg_options
+def postgres_start(data_dir: Path | None, port: int | None) -> None:
+    """Start it (idempotent) and print the exports."""
+    with _pg_errors():
+        _print_exports(LocalPostgres(data_dir, port=port).start())
+
+
+@postgres.command("stop")
+@_pg_options
+def postgres_stop(data_dir: Path | None, port: int | None) -> None:
+    """Stop it."""
+    with _pg_errors():
+        pg = LocalPostgres(data_dir, port=port)
+        click.echo("stopped" if pg.stop() else f"not running ({pg.data_dir})", err=True)
+
+
+@postgres.command("status")
+@_pg_options
+def postgres_status(data_dir: Path | None, port: int | None) -> None:
+    """Print the exports if it is running; exit code 3 if not (as `pg_ctl status`)."""
+    with _pg_errors():
+        pg = LocalPostgres(data_dir, port=port)
+        info = pg.status()
+        if info is None:
+            click.echo(f"not running ({pg.data_dir})", err=True)
+            sys.exit(3)
+        click.echo(f"running (pid {pg.postmaster_pid()}) in {pg.data_dir}", err=True)
+        _print_exports(info)
 
 
 @main.command()
@@ -235,14 +345,53 @@ def tables() -> None:
     print_tables(analyst_path_from_env())
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--scale", default=1_000_000, show_default=True, help="Feed items for the catalog benchmarks.")
 @click.option("--out", default=".bench", show_default=True, type=click.Path(path_type=Path))
-def bench(scale: int, out: Path) -> None:
-    """Run the benchmarks (speed and memory, as side-by-side ratios)."""
+@click.pass_context
+def bench(ctx: click.Context, scale: int, out: Path) -> None:
+    """Run the benchmarks (speed and memory, as side-by-side ratios); a subcommand runs just one, as JSON."""
+    if ctx.invoked_subcommand is not None:
+        return
     from kobi_cpas.devenv.bench import run_benchmarks
 
     run_benchmarks(scale=scale, out=out)
+
+
+@bench.command("feeds")
+@click.option("--items", default=1_000_000, show_default=True)
+@click.option("--workdir", default=".bench/feeds", show_default=True, type=click.Path(path_type=Path))
+@click.option("--repeat", default=3, show_default=True)
+def bench_feeds(items: int, workdir: Path, repeat: int) -> None:
+    """Full ingest_feed against a bare read_csv of the same generated feed."""
+    from kobi_cpas.feeds.bench import run_ingest_benchmark
+
+    click.echo(json.dumps(run_ingest_benchmark(items, str(workdir), repeat=repeat), indent=2))
+
+
+@bench.command("insights")
+@click.option("--ads", default=400, show_default=True, help="Extra ads seeded in the demo account.")
+@click.option("--days", default=28, show_default=True)
+@click.option("--page-limit", default=500, show_default=True)
+@click.option("--too-much-data-max-days", type=int, default=None)
+def bench_insights(ads: int, days: int, page_limit: int, too_much_data_max_days: int | None) -> None:
+    """Shared-item metrics pull: API requests issued against the minimum, rows loaded per second."""
+    from kobi_cpas.insights.bench import run_insights_benchmark
+
+    result = run_insights_benchmark(
+        n_ads=ads, days=days, page_limit=page_limit, too_much_data_max_days=too_much_data_max_days
+    )
+    click.echo(json.dumps(result, indent=2, default=str))
+
+
+@main.command("demo-feeds")
+def demo_feeds() -> None:
+    """Rebuild the committed demo feeds (kobi_cpas/data/demo/feeds/)."""
+    from kobi_cpas.devenv.demo_feeds import FEEDS_DIR, build
+
+    build(FEEDS_DIR)
+    for p in sorted(FEEDS_DIR.iterdir()):
+        click.echo(f"{p} {p.stat().st_size}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Rebuild the committed demo feeds (kobi_cpas/data/demo/feeds/): `python -m kobi_cpas.devenv.demo_feeds`.
+"""Rebuild the committed demo feeds (kobi_cpas/data/demo/feeds/): `kobi-cpas demo-feeds`.
 
 Three tenants, three formats Meta accepts: CSV, RSS 2.0 XML with the g: namespace, and TSV. Each feed carries a
 few deliberate problems so that feed_item_issues and the diagnostics have something to show.
@@ -66,9 +66,3 @@ def build(out: Path = FEEDS_DIR) -> None:
     write_rss(out / "bosphorus_outdoor.xml", cols, rows, "Bosphorus Outdoor")
     cols, rows = _rows(48, 37, "Cappadocia Ceramics", "CC", 0.05)
     write_delimited(out / "cappadocia_ceramics.tsv", cols, rows, "\t")
-
-
-if __name__ == "__main__":
-    build()
-    for p in sorted(FEEDS_DIR.iterdir()):
-        print(p, p.stat().st_size)

@@ -128,7 +128,12 @@ def materialize_all(
     done: set[dg.AssetKey] = set()
     plan: list[list[dg.AssetKey]] = []
     for stage in RUN_STAGES if stages is None else stages:
-        keys = [k for k in order if k.to_user_string() in stage]
+        # Naming one table of a multi_asset that cannot be subset runs every table its step writes.
+        named: set[dg.AssetKey] = set()
+        for ad in assets_defs:
+            hits = {x for x in ad.keys if x.to_user_string() in stage}
+            named |= hits if ad.can_subset or not hits else set(ad.keys)
+        keys = [k for k in order if k in named]
         if keys:
             plan.append(keys)
             done.update(keys)

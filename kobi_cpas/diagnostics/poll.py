@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 
@@ -35,10 +35,8 @@ from kobi_cpas.diagnostics.lifecycle import MergeCounts, merge_problems, record_
 from kobi_cpas.diagnostics.summary import build_health, build_summary
 from kobi_cpas.meta.client import MetaGraphClient
 from kobi_cpas.meta.errors import MetaAPIError
-
-if TYPE_CHECKING:
-    from kobi_cpas.registry.models import Tenant
-    from kobi_cpas.warehouse import Warehouse
+from kobi_cpas.registry.models import Tenant
+from kobi_cpas.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 POLL_LOG_RETENTION = timedelta(days=30)

@@ -4,7 +4,7 @@ Each phase runs in its own subprocess (fresh interpreter, fresh DuckDB database 
 the two peak-RSS figures are separate and neither phase profits from the other's caches, except the OS
 page cache, which is warmed for both by generating the file first.
 
-    python -m kobi_cpas.feeds.bench 1000000 .bench/feeds 3     # items, workdir, repeats
+    kobi-cpas bench feeds --items 1000000 --workdir .bench/feeds --repeat 3
 """
 
 from __future__ import annotations
@@ -182,15 +182,3 @@ def run_ingest_benchmark(
     if not keep_feed:
         csv_path.unlink(missing_ok=True)
     return result
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    n = int(args[0]) if args else 1_000_000
-    workdir = args[1] if len(args) > 1 else ".bench/feeds"
-    repeat = int(args[2]) if len(args) > 2 else 3
-    print(json.dumps(run_ingest_benchmark(n, workdir, repeat=repeat), indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -5,13 +5,11 @@ Minimum needed = for every (level, family) of the plan: one job submit, one stat
 and ceil(rows / page_limit) result pages (at least one). The puller's count adds the extra status polls of
 running jobs and any retries / splits; ``http_requests`` also counts transport-level retries.
 
-    python -m kobi_cpas.insights.bench --ads 400 --days 28 --page-limit 500
+    kobi-cpas bench insights --ads 400 --days 28 --page-limit 500
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import random
 import tempfile
@@ -22,8 +20,9 @@ from typing import Any
 
 import duckdb
 
+from kobi_cpas.insights.parse import reparse_days
 from kobi_cpas.insights.pull import pull_account_days, restatement_window, today_in_timezone
-from kobi_cpas.meta import MetaGraphClient
+from kobi_cpas.meta import DEFAULT_API_VERSION, MetaGraphClient
 from kobi_cpas.registry import load_registry
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
 from kobi_cpas.sandbox import SandboxServer, World
@@ -64,7 +63,12 @@ def run_insights_benchmark(
     try:
         with SandboxServer(world) as server:
             client = MetaGraphClient(
-                server.url, "v26.0", BENCH_TOKEN, max_retries=2, sleep=lambda s: None, rng=random.Random(0)
+                server.url,
+                DEFAULT_API_VERSION,
+                BENCH_TOKEN,
+                max_retries=2,
+                sleep=lambda s: None,
+                rng=random.Random(0),
             )
             con = duckdb.connect(str(db_path))
             con.execute("SET enable_progress_bar = false")
@@ -89,8 +93,6 @@ def run_insights_benchmark(
                 products = con.execute("SELECT count(*) FROM shared_item_product_metrics").fetchone()[0]
                 # Parse + replace alone, from raw (what a re-parse of the window costs).
                 t1 = time.perf_counter()
-                from kobi_cpas.insights.parse import reparse_days
-
                 reparsed = 0
                 for level in report.levels:
                     for family in report.families:
@@ -161,24 +163,3 @@ def _minimum_requests(con: Any, pull_id: str, page_limit: int) -> dict[str, int]
     jobs = len(rows)
     pages = sum(max(1, math.ceil(int(n) / page_limit)) for _lvl, _fam, n in rows)
     return {"jobs": jobs, "submits": jobs, "polls": jobs, "pages": pages, "total": 2 * jobs + pages}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kobi_cpas.insights.bench", description=__doc__)
-    parser.add_argument("--ads", type=int, default=400, help="extra ads seeded in the demo account")
-    parser.add_argument("--days", type=int, default=28)
-    parser.add_argument("--page-limit", type=int, default=500)
-    parser.add_argument("--too-much-data-max-days", type=int, default=None)
-    args = parser.parse_args(argv)
-    result = run_insights_benchmark(
-        n_ads=args.ads,
-        days=args.days,
-        page_limit=args.page_limit,
-        too_much_data_max_days=args.too_much_data_max_days,
-    )
-    print(json.dumps(result, indent=2, default=str))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

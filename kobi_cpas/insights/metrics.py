@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from kobi_cpas.insights.schema import METRIC_CATALOG_DDL
+
 COLLAB_ADS_URL = "https://developers.facebook.com/docs/marketing-api/collaborative-ads#insights"
 INSIGHTS_REFERENCE_URL = "https://developers.facebook.com/docs/marketing-api/reference/ads-insights/"
 ESTIMATED_SOURCE = (
@@ -219,8 +221,6 @@ CATALOG_COLUMNS = (
 
 def write_metric_catalog(con: Any, table: str = "insights_metric_catalog") -> int:
     """Replace the catalog table's rows (creates it when missing). ``con`` is a DuckDB connection."""
-    from kobi_cpas.insights.schema import METRIC_CATALOG_DDL
-
     con.execute(METRIC_CATALOG_DDL.replace("insights_metric_catalog", table, 1))
     rows = catalog_rows()
     con.execute("BEGIN TRANSACTION")

@@ -1,6 +1,6 @@
 """Insights request plans: which report runs to ask Meta for, with exactly which parameters.
 
-Rules (Kobi spec, issue 6, Meta's notes):
+Rules (Kobi's shared-item metrics spec and Meta's notes):
 - Two request families, never mixed: ``segment`` (delivery + catalog_segment_* with action_breakdowns=action_type)
   and ``product`` (converted_product_* with action_breakdowns=action_type,action_converted_product_id, never at
   level=account: Meta rejects that breakdown on the ad account level).

@@ -11,9 +11,11 @@ because either one alone would sync (and delete) the other's products or spend.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import re
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,8 +309,18 @@ def parse_registry(text: str, source: Path) -> tuple[Registry, list[RegistryProb
     return registry, found
 
 
+# The last registry parsed from each path, by content hash: every run (and every sensor tick) loads the
+# registry, and parsing and validating it costs far more than reading and hashing the file. The key is the
+# content itself, not the file's size and mtime (which can stay the same across a quick rewrite).
+_PARSED: dict[Path, LoadedRegistry] = {}
+_PARSED_LOCK = threading.Lock()
+
+
 def load_registry(path: Path | str | None = None) -> LoadedRegistry:
-    """The registry at ``path`` (default: KOBI_CPAS_TENANTS); broken tenants are in ``.problems``."""
+    """The registry at ``path`` (default: KOBI_CPAS_TENANTS); broken tenants are in ``.problems``.
+
+    The file is read every time; it is parsed again only when its content changed. Each caller gets its own
+    deep copy, so changing a returned registry never changes what the next caller gets."""
     p = Path(path).expanduser().resolve() if path else registry_path()
     try:
         data = p.read_bytes()
@@ -318,11 +330,16 @@ def load_registry(path: Path | str | None = None) -> LoadedRegistry:
         ) from None
     except OSError as exc:
         raise RegistryError(f"registry {p}: cannot be read ({exc.strerror or exc})") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RegistryError(f"registry {p}: not UTF-8 (byte {exc.start})") from None
-    registry, problems = parse_registry(text, p)
-    return LoadedRegistry(
-        path=p, registry=registry, content_hash=hashlib.sha256(data).hexdigest(), problems=problems
-    )
+    content_hash = hashlib.sha256(data).hexdigest()
+    with _PARSED_LOCK:
+        cached = _PARSED.get(p)
+    if cached is None or cached.content_hash != content_hash:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RegistryError(f"registry {p}: not UTF-8 (byte {exc.start})") from None
+        registry, problems = parse_registry(text, p)
+        cached = LoadedRegistry(path=p, registry=registry, content_hash=content_hash, problems=problems)
+        with _PARSED_LOCK:
+            _PARSED[p] = cached
+    return copy.deepcopy(cached)

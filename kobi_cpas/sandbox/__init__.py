@@ -1,6 +1,21 @@
-"""Pure (no Dagster) stateful fake of the Meta Graph API, served over real HTTP on loopback."""
+"""Pure (no Dagster) stateful fake of the Meta Graph API, served over real HTTP on loopback.
 
-from kobi_cpas.sandbox.admin import SandboxAdmin, SandboxAdminError
+Layout:
+
+- world: ``nodes`` (the Graph objects), ``state`` (``World``, clock; re-exports ``nodes``), ``seeding``
+  (populating a world from the registry), ``retailer_items``;
+- HTTP: ``routing`` (``Router``), ``context`` (``RequestContext``, paging), ``server`` (WSGI app, server;
+  re-exports both), ``fields``, ``errors``, ``faults``;
+- models: ``catalog_model/`` (feeds, uploads, batches, item problems; error types in ``data/error_types.json``),
+  ``insights_model/`` (Ads Insights numbers, queries, report runs); product filters are
+  ``kobi_cpas.cpas.filters``;
+- routes: ``routes_admin``, ``routes_catalog``, ``routes_ads`` (+ ``ads_rules``), ``routes_feeds``,
+  ``routes_batch``, ``routes_diagnostics``, ``routes_insights``, ``routes_cpas`` (+ ``cpas_common``,
+  ``routes_cpas_segments``, ``routes_cpas_directory``, ``routes_cpas_product_sets``, ``routes_cpas_admin``);
+- client: ``admin.SandboxAdmin`` (with ``.cpas`` and ``.insights``).
+"""
+
+from kobi_cpas.sandbox.admin import CpasAdmin, InsightsAdmin, SandboxAdmin, SandboxAdminError
 from kobi_cpas.sandbox.errors import GraphError
 from kobi_cpas.sandbox.faults import FAULT_KINDS, FaultInjector, FaultSpecError
 from kobi_cpas.sandbox.reference import REFERENCE_FIXTURES, load_fixture
@@ -21,10 +36,12 @@ __all__ = [
     "AdAccount",
     "Business",
     "Catalog",
+    "CpasAdmin",
     "ExternalEventSource",
     "FaultInjector",
     "FaultSpecError",
     "GraphError",
+    "InsightsAdmin",
     "RequestContext",
     "Route",
     "Router",

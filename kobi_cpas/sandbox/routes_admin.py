@@ -1,4 +1,5 @@
-"""Admin API under ``/__sandbox`` (no token): reset, faults, clock, request log, state and config.
+"""Admin API under ``/__sandbox`` (no token): reset, faults, clock, request log, state, config and
+named snapshots of all of it (saved, restored exactly, deleted).
 
 Handlers take ``(app, request, **url_args)`` and return JSON data or ``(data, status)``; ValueError and
 TypeError become 400, KeyError 404.
@@ -6,7 +7,12 @@ TypeError become 400, KeyError 404.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import itertools
 import re
+import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.wrappers import Request
@@ -16,6 +22,77 @@ from kobi_cpas.sandbox.server import request_json_object
 
 if TYPE_CHECKING:
     from kobi_cpas.sandbox.server import Router, SandboxApp
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """Everything a Graph or admin call can change, copied: restoring it is exact (id counters, request log
+    and its sequence, fault rules and their random state, config, clock)."""
+
+    world: dict[str, Any]
+    fault_rules: list[Any]
+    fault_next_id: int
+    fault_seed: int
+    request_log: list[dict[str, Any]]
+    next_seq: int
+    next_nonce: int
+    config: tuple[str | None, bool]
+
+
+# Named snapshots per app, kept outside the app object and dropped with it; they survive `reset`.
+_SNAPSHOTS: weakref.WeakKeyDictionary[SandboxApp, dict[str, _Snapshot]] = weakref.WeakKeyDictionary()
+
+
+def _counter_value(counter: itertools.count[int]) -> int:
+    """The next value of an ``itertools.count`` without consuming it (its repr is ``count(n)``)."""
+    match = re.fullmatch(r"count\((\d+)\)", repr(counter))
+    if match is None:
+        raise TypeError(f"unexpected counter {counter!r}")
+    return int(match.group(1))
+
+
+def _world_copy(world: Any) -> dict[str, Any]:
+    # One deepcopy with a shared memo keeps references between collections; the registry (read-only) and the
+    # lock are shared, not copied. The caller holds world.lock.
+    memo: dict[int, Any] = {id(world.registry): world.registry, id(world.lock): world.lock}
+    values = {f.name: getattr(world, f.name) for f in dataclasses.fields(world) if f.name != "lock"}
+    return copy.deepcopy(values, memo)
+
+
+def save_snapshot(app: SandboxApp, name: str) -> None:
+    with app.world.lock, app.faults._lock, app._log_lock:
+        snap = _Snapshot(
+            world=_world_copy(app.world),
+            fault_rules=copy.deepcopy(app.faults._rules),
+            fault_next_id=app.faults._next_id,
+            fault_seed=app.faults.seed,
+            request_log=copy.deepcopy(list(app.request_log)),
+            next_seq=_counter_value(app._seq),
+            next_nonce=_counter_value(app.nonces),
+            config=(app.app_secret, app.require_appsecret_proof),
+        )
+    _SNAPSHOTS.setdefault(app, {})[name] = snap
+
+
+def restore_snapshot(app: SandboxApp, name: str) -> None:
+    try:
+        snap = _SNAPSHOTS.get(app, {})[name]
+    except KeyError:
+        raise KeyError(f"no sandbox snapshot {name!r}") from None
+    world = copy.deepcopy(
+        snap.world, {id(app.world.registry): app.world.registry, id(app.world.lock): app.world.lock}
+    )
+    with app.world.lock, app.faults._lock, app._log_lock:
+        for key, value in world.items():
+            setattr(app.world, key, value)  # in place: references to the world stay valid
+        app.faults._rules = copy.deepcopy(snap.fault_rules)
+        app.faults._next_id = snap.fault_next_id
+        app.faults.seed = snap.fault_seed
+        app.request_log.clear()
+        app.request_log.extend(copy.deepcopy(snap.request_log))
+        app._seq = itertools.count(snap.next_seq)
+        app.nonces = itertools.count(snap.next_nonce)
+        app.app_secret, app.require_appsecret_proof = snap.config
 
 
 def register(router: Router) -> None:
@@ -134,3 +211,19 @@ def register(router: Router) -> None:
             "app_secret_set": bool(app.app_secret),
             "require_appsecret_proof": app.require_appsecret_proof,
         }
+
+    @router.admin("/snapshots/<name>", name="admin.snapshots.save", methods=("POST",))
+    def save(app: SandboxApp, request: Request, name: str) -> Any:
+        save_snapshot(app, name)
+        return {"ok": True, "name": name}
+
+    @router.admin("/snapshots/<name>/restore", name="admin.snapshots.restore", methods=("POST",))
+    def restore(app: SandboxApp, request: Request, name: str) -> Any:
+        restore_snapshot(app, name)
+        return {"ok": True, "name": name}
+
+    @router.admin("/snapshots/<name>", name="admin.snapshots.delete", methods=("DELETE",))
+    def delete(app: SandboxApp, request: Request, name: str) -> Any:
+        if _SNAPSHOTS.get(app, {}).pop(name, None) is None:
+            raise KeyError(f"no sandbox snapshot {name!r}")
+        return {"ok": True}

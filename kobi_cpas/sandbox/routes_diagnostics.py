@@ -67,13 +67,13 @@ def register(router: Router) -> None:
                 "Param error_type must be an error type such as IMAGE_RESOLUTION_LOW"
             )
         try:
-            rule = cm.parse_filter(ctx.param("filter"))
+            matches = cm.item_filter(ctx.param("filter"))
         except cm.FilterError as exc:
-            raise gerr.invalid_parameter(str(exc)) from None
+            raise gerr.invalid_parameter(f"Param filter: {exc}") from None
         now = world.now()
         selected: list[ProductItem] = []
         for rid, values in catalog.items.items():
-            if not cm.matches(rule, values, rid):
+            if not matches(values, rid):
                 continue
             if priority is not None or error_type is not None:
                 errs = cm.item_errors(world, catalog.id, rid, now)

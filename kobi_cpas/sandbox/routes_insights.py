@@ -1,4 +1,4 @@
-"""Ads Insights routes (issue 6), all counted against the ``ads_insights`` usage family.
+"""Ads Insights routes (shared-item metrics), all counted against the ``ads_insights`` usage family.
 
 Graph:
 - ``GET /{act_id|campaign_id|adset_id|ad_id}/insights``: synchronous, paged (``limit``/``after``).
@@ -144,38 +144,3 @@ def _register_object(router: Router, kind: str) -> None:
         im.log_call(ctx.world, "POST", ctx.node.id, "insights", ctx.params)
         run = im.create_report_run(ctx.world, kind, ctx.node, ctx.params)
         return {"report_run_id": run.id}
-
-
-class InsightsAdmin:
-    """Client for the insights admin knobs, over a ``SandboxAdmin`` (tests and benchmarks use it)."""
-
-    def __init__(self, admin: Any) -> None:
-        self.admin = admin
-
-    def drift(self, account_id: str, **knobs: Any) -> dict[str, Any]:
-        return self.admin._call("POST", "/insights/drift", json={"account_id": account_id, **knobs})
-
-    def script_jobs(self, account_id: str, *outcomes: str | dict[str, Any]) -> dict[str, Any]:
-        """The next report runs of the account end as scripted: "failed", "skipped", {"outcome": "slow", ...}."""
-        return self.drift(account_id, jobs=list(outcomes))
-
-    def clear_drift(self) -> None:
-        self.admin._call("DELETE", "/insights/drift")
-
-    def describe(self) -> dict[str, Any]:
-        return self.admin._call("GET", "/insights/drift")
-
-    def configure(self, **config: Any) -> dict[str, Any]:
-        return self.admin._call("POST", "/insights/config", json=config)
-
-    def seed_ads(self, account_id: str, n_ads: int, **kwargs: Any) -> dict[str, Any]:
-        return self.admin._call(
-            "POST", "/insights/ads", json={"account_id": account_id, "n_ads": n_ads, **kwargs}
-        )
-
-    def requests(self) -> list[dict[str, Any]]:
-        """Every insights call with its parameters (POST bodies included)."""
-        return self.admin._call("GET", "/insights/requests")["data"]
-
-    def report_runs(self) -> list[dict[str, Any]]:
-        return self.admin._call("GET", "/insights/report_runs")["data"]

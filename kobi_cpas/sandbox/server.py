@@ -2,7 +2,8 @@
 
 Graph URLs are ``/<version>/<id>``, ``/<version>/<id>/<edge>`` and a few fixed paths. Like the real Graph API,
 the sandbox dispatches ``/<id>`` by the *type of the object* the id names, so route modules register handlers
-per (node kind, edge, method) on a ``Router``::
+per (node kind, edge, method) on a ``Router`` (``routing.py``; handlers get a ``RequestContext``, ``context.py``;
+both are re-exported here)::
 
     def register(router: Router) -> None:
         @router.edge("catalog", "product_feeds", name="catalog.product_feeds", methods=("GET",))
@@ -21,7 +22,6 @@ Order of a Graph call: access token -> appsecret_proof -> route -> injected faul
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import itertools
@@ -32,394 +32,41 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
-from urllib.parse import urlencode
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
-from werkzeug.routing import BaseConverter, Map, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from kobi_cpas.meta.versions import MARKETING_API_VERSIONS, VersionState, version_status
 from kobi_cpas.sandbox import errors as gerr
+from kobi_cpas.sandbox.context import (
+    SECRET_PARAMS,
+    RequestContext,
+    decode_cursor,
+    encode_cursor,
+    request_json_object,
+    served_fields,
+)
 from kobi_cpas.sandbox.errors import GraphError
 from kobi_cpas.sandbox.faults import DELAY_KINDS, PAGE_KINDS, FaultInjector, fault_error
-from kobi_cpas.sandbox.fields import FieldSpec, parse_fields, select_fields
+from kobi_cpas.sandbox.routing import (
+    DEFAULT_PAGE_LIMIT,
+    FAMILY_ADS,
+    FAMILY_CATALOG,
+    FAMILY_INSIGHTS,
+    MAX_PAGE_LIMIT,
+    Handler,
+    Route,
+    Router,
+    default_router,
+)
 from kobi_cpas.sandbox.state import World
 
 log = logging.getLogger("kobi_cpas.sandbox")
 
-FAMILY_CATALOG = "catalog_management"
-FAMILY_ADS = "ads_management"
-FAMILY_INSIGHTS = "ads_insights"
-
-DEFAULT_PAGE_LIMIT = 25
-MAX_PAGE_LIMIT = 5000
-_SECRET_PARAMS = frozenset({"access_token", "appsecret_proof"})
-
-Handler = Callable[..., Any]
-
-
-@dataclass(frozen=True)
-class Route:
-    name: str
-    handler: Handler
-    methods: frozenset[str]
-    family: str = FAMILY_CATALOG
-    kind: str | None = None
-    edge: str | None = None
-    rule: str | None = None
-
-
-class _VersionConverter(BaseConverter):
-    regex = r"v\d+\.\d+"
-
-
-class Router:
-    """Collects routes; the app builds its werkzeug ``Map``s from it."""
-
-    def __init__(self) -> None:
-        self.nodes: dict[tuple[str, str], Route] = {}
-        self.edges: dict[tuple[str, str, str], Route] = {}
-        self.paths: list[Route] = []
-        self.admin_routes: list[Route] = []
-        self.by_name: dict[str, Route] = {}
-
-    def _add(self, route: Route) -> None:
-        if route.name in self.by_name:
-            raise ValueError(f"sandbox route name {route.name!r} registered twice")
-        self.by_name[route.name] = route
-
-    def node(
-        self, kind: str, *, name: str, methods: Iterable[str] = ("GET",), family: str = FAMILY_CATALOG
-    ) -> Callable[[Handler], Handler]:
-        """``/<version>/{id}`` for objects of ``kind`` (a key of state.NODE_KINDS)."""
-
-        def deco(fn: Handler) -> Handler:
-            route = Route(name, fn, frozenset(m.upper() for m in methods), family, kind=kind)
-            self._add(route)
-            for m in route.methods:
-                self.nodes[(kind, m)] = route
-            return fn
-
-        return deco
-
-    def edge(
-        self,
-        kind: str,
-        edge: str,
-        *,
-        name: str,
-        methods: Iterable[str] = ("GET",),
-        family: str = FAMILY_CATALOG,
-    ) -> Callable[[Handler], Handler]:
-        """``/<version>/{id}/{edge}`` for objects of ``kind``."""
-
-        def deco(fn: Handler) -> Handler:
-            route = Route(name, fn, frozenset(m.upper() for m in methods), family, kind=kind, edge=edge)
-            self._add(route)
-            for m in route.methods:
-                self.edges[(kind, edge, m)] = route
-            return fn
-
-        return deco
-
-    def path(
-        self, rule: str, *, name: str, methods: Iterable[str] = ("GET",), family: str = FAMILY_CATALOG
-    ) -> Callable[[Handler], Handler]:
-        """A fixed werkzeug rule under ``/<version>``, e.g. ``"/catalog_all_errors"``."""
-
-        def deco(fn: Handler) -> Handler:
-            route = Route(name, fn, frozenset(m.upper() for m in methods), family, rule=rule)
-            self._add(route)
-            self.paths.append(route)
-            return fn
-
-        return deco
-
-    def admin(
-        self, rule: str, *, name: str, methods: Iterable[str] = ("GET",)
-    ) -> Callable[[Handler], Handler]:
-        """A rule under ``/__sandbox``; the handler is ``fn(app, request, **url_args)`` and returns JSON data
-        or ``(data, status)``. No token needed."""
-
-        def deco(fn: Handler) -> Handler:
-            route = Route(name, fn, frozenset(m.upper() for m in methods), "admin", rule=rule)
-            self._add(route)
-            self.admin_routes.append(route)
-            return fn
-
-        return deco
-
-    def graph_map(self) -> Map:
-        rules = [
-            Rule("/<ver:version>/<node_id>", endpoint="__node__"),
-            Rule("/<ver:version>/<node_id>/<edge>", endpoint="__edge__"),
-        ]
-        rules += [
-            Rule(f"/<ver:version>{r.rule}", endpoint=r.name, methods=sorted(r.methods)) for r in self.paths
-        ]
-        return Map(rules, converters={"ver": _VersionConverter})
-
-    def admin_map(self) -> Map:
-        return Map(
-            [
-                Rule(f"/__sandbox{r.rule}", endpoint=r.name, methods=sorted(r.methods))
-                for r in self.admin_routes
-            ]
-        )
-
-
-def _route_modules() -> list[ModuleType]:
-    from kobi_cpas.sandbox import (
-        routes_admin,
-        routes_ads,
-        routes_batch,
-        routes_catalog,
-        routes_cpas,  # collaborative ads (issue 5); registered after routes_catalog (wraps GET /{business})
-        routes_diagnostics,
-        routes_feeds,
-        routes_insights,  # shared-item metrics (issue 6)
-    )
-
-    return [
-        routes_admin,
-        routes_catalog,
-        routes_ads,
-        routes_feeds,
-        routes_batch,
-        routes_diagnostics,
-        routes_insights,
-        routes_cpas,
-    ]
-
-
-def default_router(extra_modules: Iterable[ModuleType] = ()) -> Router:
-    router = Router()
-    for module in [*_route_modules(), *extra_modules]:
-        module.register(router)
-    return router
-
-
-# -- cursors -----------------------------------------------------------------------------------------
-
-
-def encode_cursor(position: int, nonce: int = 0) -> str:
-    raw = f"sbx:{position}:{nonce}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        tag, position, _nonce = base64.urlsafe_b64decode(padded.encode()).decode().split(":")
-        if tag != "sbx":
-            raise ValueError(tag)
-        return max(0, int(position))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise gerr.invalid_parameter(f"The cursor '{cursor}' is invalid") from None
-
-
-# -- served shape ----------------------------------------------------------------------------------------
-
-_SHAPE_SAMPLE = 200  # items of a list looked at: enough for every shape, cheap on 5,000-item pages
-
-
-def _merge_shape(shape: dict[str, Any], value: Any) -> None:
-    # A page ({"data": [...], "paging": ...}, also an edge read as a field) contributes its rows' fields.
-    if isinstance(value, dict) and isinstance(value.get("data"), list):
-        value = value["data"]
-    rows = value[:_SHAPE_SAMPLE] if isinstance(value, list) else [value]
-    for row in rows:
-        if not isinstance(row, dict):
-            continue
-        if not all(isinstance(k, str) and k.isidentifier() for k in row):
-            continue  # a free-form map (tracking_specs' "action.type" keys): its parent names it
-        for key, sub in row.items():
-            nested = shape.setdefault(key, {})
-            if isinstance(sub, dict) or (isinstance(sub, list) and any(isinstance(v, dict) for v in sub)):
-                _merge_shape(nested, sub)
-
-
-def _shape_text(shape: dict[str, Any]) -> str:
-    return ",".join(f"{k}{{{_shape_text(v)}}}" if v else k for k, v in sorted(shape.items()))
-
-
-def served_fields(body: Any) -> str:
-    """The fields a Graph answer carries, in ``fields`` syntax (``id,business{id,name}``): the request log
-    keeps it so contract tests can check what the sandbox serves against Meta's definitions."""
-    shape: dict[str, Any] = {}
-    _merge_shape(shape, body)
-    return _shape_text(shape)
-
-
-# -- request context -----------------------------------------------------------------------------------
-
-
-class RequestContext:
-    """What a Graph handler gets: the request, the world, the resolved node, parsed params and helpers."""
-
-    def __init__(self, app: SandboxApp, request: Request) -> None:
-        self.app = app
-        self.request = request
-        self.world: World = app.world
-        self.method = request.method.upper()
-        self.version: str | None = None
-        self.node_id: str | None = None
-        self.kind: str | None = None
-        self.node: Any = None
-        self.edge: str | None = None
-        self.route: Route | None = None
-        self.business_id: str | None = None  # whose X-Business-Use-Case-Usage the call counts against
-        self.page_fault: str | None = None
-        self.json: Any = None
-        params: dict[str, Any] = {k: v for k, v in request.args.items() if k not in _SECRET_PARAMS}
-        if request.method in ("POST", "DELETE"):
-            if request.mimetype == "application/json":
-                try:
-                    self.json = json.loads(request.get_data(as_text=True) or "null")
-                except ValueError:
-                    raise gerr.invalid_parameter("The request body is not valid JSON") from None
-                if isinstance(self.json, dict):
-                    params.update({k: v for k, v in self.json.items() if k not in _SECRET_PARAMS})
-            else:
-                params.update({k: v for k, v in request.form.items() if k not in _SECRET_PARAMS})
-        self.params = params
-        self._fields: list[FieldSpec] | None = None
-        self._fields_parsed = False
-
-    @property
-    def files(self) -> Any:
-        return self.request.files
-
-    @property
-    def fields(self) -> list[FieldSpec] | None:
-        if not self._fields_parsed:
-            raw = self.params.get("fields")
-            self._fields = parse_fields(raw if isinstance(raw, str) else None)
-            self._fields_parsed = True
-        return self._fields
-
-    def now(self) -> Any:
-        return self.world.now()
-
-    def param(self, name: str, default: Any = None) -> Any:
-        return self.params.get(name, default)
-
-    def int_param(self, name: str, default: int) -> int:
-        raw = self.params.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            return int(raw)
-        except (TypeError, ValueError):
-            raise gerr.invalid_parameter(f"Param {name} must be an integer") from None
-
-    def bool_param(self, name: str, default: bool) -> bool:
-        raw = self.params.get(name)
-        if raw is None or raw == "":
-            return default
-        if isinstance(raw, bool):
-            return raw
-        return str(raw).lower() in ("1", "true", "yes")
-
-    def json_param(self, name: str, default: Any = None) -> Any:
-        """A parameter Meta expects JSON-encoded (e.g. ``requests`` of items_batch)."""
-        raw = self.params.get(name)
-        if raw is None:
-            return default
-        if not isinstance(raw, str):
-            return raw
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise gerr.invalid_parameter(f"Param {name} must be JSON-encoded") from None
-
-    def select(
-        self,
-        available: Mapping[str, Any],
-        node_type: str | None = None,
-        defaults: Iterable[str] = ("id", "name"),
-    ) -> dict[str, Any]:
-        """Apply ``fields=`` to a node's available fields (see fields.select_fields)."""
-        return select_fields(
-            available,
-            self.fields,
-            node_type=node_type or self.world.type_name(self.kind or ""),
-            defaults=defaults,
-        )
-
-    def _url(self, query: Mapping[str, Any]) -> str:
-        base = self.request.host_url.rstrip("/") + self.request.path
-        return f"{base}?{urlencode(list(query.items()))}" if query else base
-
-    def current_url(self) -> str:
-        """The URL just requested, minus token parameters, byte for byte otherwise."""
-        raw = self.request.query_string.decode("latin-1")
-        kept = [s for s in raw.split("&") if s and s.split("=", 1)[0] not in _SECRET_PARAMS]
-        base = self.request.host_url.rstrip("/") + self.request.path
-        return f"{base}?{'&'.join(kept)}" if kept else base
-
-    def paginate(
-        self, items: list[Any], *, default_limit: int = DEFAULT_PAGE_LIMIT, max_limit: int = MAX_PAGE_LIMIT
-    ) -> dict[str, Any]:
-        """A Meta cursor page of ``items`` honouring ``limit``/``after``/``before``; ``next`` never has a token."""
-        limit = self.int_param("limit", default_limit)
-        if limit <= 0:
-            raise gerr.invalid_parameter("Param limit must be a positive integer")
-        limit = min(limit, max_limit)
-        n = len(items)
-        after, before = self.params.get("after"), self.params.get("before")
-        if after:
-            start = min(decode_cursor(str(after)), n)
-        elif before:
-            start = max(0, min(decode_cursor(str(before)), n) - limit)
-        else:
-            start = 0
-        base_query = {
-            k: v
-            for k, v in self.request.args.items()
-            if k not in _SECRET_PARAMS and k not in ("after", "before")
-        }
-        base_query["limit"] = str(limit)
-        if self.page_fault == "empty_page":
-            # Meta sometimes answers an empty page that still links on: the link resumes where we are.
-            nonce = next(self.app.nonces)
-            cursor = encode_cursor(start, nonce)
-            return {
-                "data": [],
-                "paging": {
-                    "cursors": {"before": cursor, "after": cursor},
-                    "next": self._url({**base_query, "after": cursor}),
-                },
-            }
-        page = items[start : start + limit]
-        end = start + len(page)
-        if n == 0:
-            return {"data": []}
-        paging: dict[str, Any] = {"cursors": {"before": encode_cursor(start), "after": encode_cursor(end)}}
-        if start > 0:
-            paging["previous"] = self._url({**base_query, "before": encode_cursor(start)})
-        if end < n:
-            paging["next"] = self._url({**base_query, "after": encode_cursor(end)})
-        if self.page_fault == "paging_loop":
-            paging["next"] = self.current_url()
-        return {"data": page, "paging": paging}
-
 
 # -- the WSGI app ---------------------------------------------------------------------------------------
-
-
-def request_json_object(request: Request) -> dict[str, Any]:
-    """The JSON object body of an admin request ({} when empty); ValueError for anything but an object."""
-    if not request.get_data():
-        return {}
-    data = request.get_json(force=True, silent=True)
-    if not isinstance(data, dict):
-        raise ValueError("the body must be a JSON object")
-    return data
 
 
 def _json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -530,7 +177,7 @@ class SandboxApp:
             else:
                 names.update(request.form)
                 names.update(request.files)
-        return sorted(names - _SECRET_PARAMS)
+        return sorted(names - SECRET_PARAMS)
 
     def _fields_value(self, request: Request) -> str | None:
         """The whole ``fields`` value (the logged query keeps only 500 characters of it)."""
@@ -835,3 +482,24 @@ class SandboxServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+__all__ = [
+    "DEFAULT_PAGE_LIMIT",
+    "FAMILY_ADS",
+    "FAMILY_CATALOG",
+    "FAMILY_INSIGHTS",
+    "MAX_PAGE_LIMIT",
+    "SECRET_PARAMS",
+    "Handler",
+    "RequestContext",
+    "Route",
+    "Router",
+    "SandboxApp",
+    "SandboxServer",
+    "decode_cursor",
+    "default_router",
+    "encode_cursor",
+    "request_json_object",
+    "served_fields",
+]

@@ -22,7 +22,7 @@ from kobi_cpas.meta.errors import UNKNOWN_OBJECT_SUBCODE, MetaInvalidRequestErro
 from kobi_cpas.sync.guards import SyncBlocked
 from kobi_cpas.warehouse import sql_str
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: sync.context imports this module
     from kobi_cpas.sync.context import SyncContext
 
 FEED_NAME = "Kobi primary feed"

@@ -25,10 +25,9 @@ from pathlib import Path
 
 import duckdb
 
-import kobi_cpas.sync.state  # noqa: F401  (sync_state DDL first)
+from kobi_cpas.diagnostics.guard import SURPLUS_DELETIONS, GuardProblem, record_guard_problems
 from kobi_cpas.registry.models import Tenant
 from kobi_cpas.sync.delta import delta_sql
-from kobi_cpas.warehouse.tables import register_internal_ddl
 
 OVERRIDE_TAG = "kobi/override_deletion_guard"
 DEFAULT_BATCH_MAX_AGE = timedelta(hours=2)
@@ -50,7 +49,8 @@ class SyncBlocked(Exception):
     """A sync that must not run now (deletion guard, overlap, unknown feed); the message says why and what to do."""
 
 
-register_internal_ddl(
+# Internal DDL (run after the sync_state DDL of sync.state, see kobi_cpas.tables).
+DDL = (
     "CREATE SCHEMA IF NOT EXISTS sync_state",
     """CREATE TABLE IF NOT EXISTS sync_state.surplus_deletions (
   tenant_id VARCHAR NOT NULL,
@@ -147,8 +147,6 @@ def sync_guard_problems(
     con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: str, now: datetime
 ) -> None:
     """Bring the tenant's guard problems in ``catalog_diagnostics`` in line with the unconfirmed surpluses."""
-    from kobi_cpas.diagnostics.guard import SURPLUS_DELETIONS, GuardProblem, record_guard_problems
-
     problems = [
         GuardProblem(
             error_type=SURPLUS_DELETIONS,

@@ -17,7 +17,7 @@ import duckdb
 
 from kobi_cpas.feeds.fields import COLUMNS
 from kobi_cpas.feeds.hashing import HASH_TYPE, content_hash_sql, hash_scheme, volatile_hash_sql
-from kobi_cpas.warehouse.tables import DataMigration, register_data_migration, register_internal_ddl
+from kobi_cpas.warehouse.schema import DataMigration
 
 ITEM_COLUMNS: tuple[str, ...] = COLUMNS  # canonical Meta fields, "id" is the retailer id
 _item_cols_ddl = ",\n  ".join(f'"{c}" VARCHAR' for c in ITEM_COLUMNS)
@@ -75,7 +75,6 @@ DDL = (
     "CREATE TABLE IF NOT EXISTS sync_state.hash_scheme (scheme VARCHAR NOT NULL)",
 )
 
-register_internal_ddl(*DDL)
 
 _HASHED_TABLES = ("desired_items", "meta_items", "inflight_items")
 
@@ -142,7 +141,7 @@ def rehash_state(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("INSERT INTO sync_state.hash_scheme VALUES (?)", [scheme])
 
 
-register_data_migration(DataMigration("sync_state_item_hashes", hash_scheme, rehash_state))
+DATA_MIGRATION = DataMigration("sync_state_item_hashes", hash_scheme, rehash_state)
 
 
 def shard_sql(n_shards: int, qualifier: str = "") -> str:

@@ -1,3 +1,4 @@
+from kobi_cpas.warehouse.schema import DataMigration, WarehouseSchema
 from kobi_cpas.warehouse.specs import Column, TableSpec, ViewSpec, col
 from kobi_cpas.warehouse.warehouse import (
     PublishResult,
@@ -11,10 +12,12 @@ from kobi_cpas.warehouse.warehouse import (
 
 __all__ = [
     "Column",
+    "DataMigration",
     "PublishResult",
     "TableSpec",
     "ViewSpec",
     "Warehouse",
+    "WarehouseSchema",
     "analyst_path_from_env",
     "col",
     "qident",

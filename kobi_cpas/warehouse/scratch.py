@@ -47,6 +47,7 @@ class ScratchWarehouse(Warehouse):
             lock_timeout=real.lock_timeout,
             memory_limit=real.memory_limit,
             threads=real.threads,
+            schema=real._schema,
         )
         self.real = real
 

@@ -1,150 +1,90 @@
-"""Registry of every analyst table and view. Each domain module declares its specs and registers them here."""
+"""Analyst tables of the tenant registry, Meta catalogs and dry runs (the product's complete schema is
+assembled in ``kobi_cpas.tables``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from kobi_cpas.warehouse.specs import TableSpec, col
 
-import duckdb
-
-from kobi_cpas.warehouse.specs import TableSpec, ViewSpec, col
-
-TABLES: dict[str, TableSpec] = {}
-VIEWS: dict[str, ViewSpec] = {}
-
-
-def register_table(spec: TableSpec) -> TableSpec:
-    existing = TABLES.get(spec.name)
-    if existing is not None and existing != spec:
-        raise ValueError(f"analyst table '{spec.name}' is declared twice with different specs")
-    TABLES[spec.name] = spec
-    return spec
-
-
-def register_view(spec: ViewSpec) -> ViewSpec:
-    existing = VIEWS.get(spec.name)
-    if existing is not None and existing != spec:
-        raise ValueError(f"analyst view '{spec.name}' is declared twice with different specs")
-    VIEWS[spec.name] = spec
-    return spec
-
-
-TENANT_REGISTRY = register_table(
-    TableSpec(
-        name="tenant_registry",
-        domain="tenants",
-        comment="One row per tenant and CPAS retailer as declared in the tenant registry YAML (a tenant with no "
-        "retailer has one row with retailer NULL).",
-        key=("tenant_id", "retailer"),
-        columns=(
-            col("tenant_id", "VARCHAR", "Kobi tenant id (sanitised; also the Dagster partition key)", False),
-            col("tenant_name", "VARCHAR", "Display name of the tenant"),
-            col("business_id", "VARCHAR", "Meta business id of the brand", False),
-            col("catalog_id", "VARCHAR", "Meta product catalog id the brand's feed syncs to", False),
-            col("feed_source", "VARCHAR", "Feed location: absolute path or http(s) URL"),
-            col("feed_format", "VARCHAR", "Feed format: csv, tsv or xml"),
-            col("replace_cadence", "VARCHAR", "Replace feed cadence: daily or hourly"),
-            col("retention_days", "INTEGER", "Days a removed item stays in the replace feed as out of stock"),
-            col("max_delete_share", "DOUBLE", "Share of the live catalog a replace upload may delete"),
-            col("retailer", "VARCHAR", "Marketplace retailer (trendyol, hepsiburada, ...); NULL if none"),
-            col("catalog_segment_id", "VARCHAR", "Catalog segment the retailer shares with the brand"),
-            col("dedicated_ad_account_id", "VARCHAR", "The brand's ad account dedicated to this retailer"),
-            col("partnership_status", "VARCHAR", "pending, accepted or revoked, as declared in the registry"),
-            col("onboarding_mode", "VARCHAR", "api, manual or hybrid: what Kobi automates for this retailer"),
-            col("marketplace_seller_id", "VARCHAR", "The brand's seller id on the marketplace"),
-            col("registry_path", "VARCHAR", "Registry file the row was read from"),
-            col("registry_hash", "VARCHAR", "sha256 of the registry file content"),
-            col("loaded_at", "TIMESTAMPTZ", "When the registry was loaded"),
-        ),
-    )
+TENANT_REGISTRY = TableSpec(
+    name="tenant_registry",
+    domain="tenants",
+    comment="One row per tenant and CPAS retailer as declared in the tenant registry YAML (a tenant with no "
+    "retailer has one row with retailer NULL).",
+    key=("tenant_id", "retailer"),
+    columns=(
+        col("tenant_id", "VARCHAR", "Kobi tenant id (sanitised; also the Dagster partition key)", False),
+        col("tenant_name", "VARCHAR", "Display name of the tenant"),
+        col("business_id", "VARCHAR", "Meta business id of the brand", False),
+        col("catalog_id", "VARCHAR", "Meta product catalog id the brand's feed syncs to", False),
+        col("feed_source", "VARCHAR", "Feed location: absolute path or http(s) URL"),
+        col("feed_format", "VARCHAR", "Feed format: csv, tsv or xml"),
+        col("replace_cadence", "VARCHAR", "Replace feed cadence: daily or hourly"),
+        col("retention_days", "INTEGER", "Days a removed item stays in the replace feed as out of stock"),
+        col("max_delete_share", "DOUBLE", "Share of the live catalog a replace upload may delete"),
+        col("retailer", "VARCHAR", "Marketplace retailer (trendyol, hepsiburada, ...); NULL if none"),
+        col("catalog_segment_id", "VARCHAR", "Catalog segment the retailer shares with the brand"),
+        col("dedicated_ad_account_id", "VARCHAR", "The brand's ad account dedicated to this retailer"),
+        col("partnership_status", "VARCHAR", "pending, accepted or revoked, as declared in the registry"),
+        col("onboarding_mode", "VARCHAR", "api, manual or hybrid: what Kobi automates for this retailer"),
+        col("marketplace_seller_id", "VARCHAR", "The brand's seller id on the marketplace"),
+        col("registry_path", "VARCHAR", "Registry file the row was read from"),
+        col("registry_hash", "VARCHAR", "sha256 of the registry file content"),
+        col("loaded_at", "TIMESTAMPTZ", "When the registry was loaded"),
+    ),
 )
 
-META_CATALOGS = register_table(
-    TableSpec(
-        name="meta_catalogs",
-        domain="catalogs",
-        comment="One row per tenant catalog as Meta reports it, with the pixels/apps connected and a call to action.",
-        key=("tenant_id", "catalog_id"),
-        columns=(
-            col("tenant_id", "VARCHAR", "Kobi tenant id", False),
-            col("catalog_id", "VARCHAR", "Meta product catalog id", False),
-            col("catalog_name", "VARCHAR", "Catalog name in Meta"),
-            col("vertical", "VARCHAR", "Catalog vertical (commerce, ...)"),
-            col("product_count", "BIGINT", "Number of products Meta holds in the catalog"),
-            col("is_catalog_segment", "BOOLEAN", "True when this id is a catalog segment, not a catalog"),
-            col("commerce_merchant_settings_id", "VARCHAR", "Commerce merchant settings id, if any"),
-            col("commerce_cta", "VARCHAR", "commerce_merchant_settings.cta (ONSITE_CHECKOUT = onsite shop)"),
-            col("is_onsite_shop", "BOOLEAN", "True when the catalog backs an onsite (checkout on Meta) shop"),
-            col("pixel_count", "INTEGER", "Pixels connected as external event sources"),
-            col("app_count", "INTEGER", "Apps connected as external event sources"),
-            col("external_event_sources", "VARCHAR", "Connected sources as 'type:id:name' joined by '; '"),
-            col("has_event_source", "BOOLEAN", "True when at least one pixel or app is connected"),
-            col("call_to_action", "VARCHAR", "What to do about this catalog; NULL when nothing is needed"),
-            col("observed_at", "TIMESTAMPTZ", "When Kobi read the catalog from Meta", False),
-        ),
-    )
+META_CATALOGS = TableSpec(
+    name="meta_catalogs",
+    domain="catalogs",
+    comment="One row per tenant catalog as Meta reports it, with the pixels/apps connected and a call to action.",
+    key=("tenant_id", "catalog_id"),
+    columns=(
+        col("tenant_id", "VARCHAR", "Kobi tenant id", False),
+        col("catalog_id", "VARCHAR", "Meta product catalog id", False),
+        col("catalog_name", "VARCHAR", "Catalog name in Meta"),
+        col("vertical", "VARCHAR", "Catalog vertical (commerce, ...)"),
+        col("product_count", "BIGINT", "Number of products Meta holds in the catalog"),
+        col("is_catalog_segment", "BOOLEAN", "True when this id is a catalog segment, not a catalog"),
+        col("commerce_merchant_settings_id", "VARCHAR", "Commerce merchant settings id, if any"),
+        col("commerce_cta", "VARCHAR", "commerce_merchant_settings.cta (ONSITE_CHECKOUT = onsite shop)"),
+        col("is_onsite_shop", "BOOLEAN", "True when the catalog backs an onsite (checkout on Meta) shop"),
+        col("pixel_count", "INTEGER", "Pixels connected as external event sources"),
+        col("app_count", "INTEGER", "Apps connected as external event sources"),
+        col("external_event_sources", "VARCHAR", "Connected sources as 'type:id:name' joined by '; '"),
+        col("has_event_source", "BOOLEAN", "True when at least one pixel or app is connected"),
+        col("call_to_action", "VARCHAR", "What to do about this catalog; NULL when nothing is needed"),
+        col("observed_at", "TIMESTAMPTZ", "When Kobi read the catalog from Meta", False),
+    ),
 )
 
-META_DRY_RUN_WRITES = register_table(
-    TableSpec(
-        name="meta_dry_run_writes",
-        domain="dry_run",
-        comment="One row per Meta write (POST or DELETE) a dry run (run tag kobi/dry_run=true, or "
-        "`kobi-cpas run --dry-run`) did NOT send, with a summary of its payload. Nothing else of a dry run "
-        "reaches Kobi's state or this file; a normal run of the same job sends these writes.",
-        key=("write_id",),
-        columns=(
-            col("write_id", "VARCHAR", "Unique id of the recorded write", False),
-            col("run_id", "VARCHAR", "Dagster run id of the dry run", False),
-            col("tenant_id", "VARCHAR", "Kobi tenant of the run (partition or op config); NULL if not known"),
-            col("step", "VARCHAR", "Asset key(s) or op that would have sent the write"),
-            col("method", "VARCHAR", "HTTP method: POST or DELETE", False),
-            col("path", "VARCHAR", "Graph API path after the version, e.g. <catalog_id>/items_batch", False),
-            col(
-                "summary",
-                "VARCHAR",
-                "JSON payload summary: parameter names, safe scalar values (names, statuses), item_count, "
-                "first_retailer_ids, upload files (size_bytes, row_count); never a token or credential",
-            ),
-            col(
-                "item_count",
-                "BIGINT",
-                "Items the write carried (batch requests or upload file rows); NULL if none",
-            ),
-            col(
-                "synthetic_id", "VARCHAR", "The dryrun- id the dry run answered with (what Meta would create)"
-            ),
-            col("recorded_at", "TIMESTAMPTZ", "When the dry run intercepted the write", False),
+META_DRY_RUN_WRITES = TableSpec(
+    name="meta_dry_run_writes",
+    domain="dry_run",
+    comment="One row per Meta write (POST or DELETE) a dry run (run tag kobi/dry_run=true, or "
+    "`kobi-cpas run --dry-run`) did NOT send, with a summary of its payload. Nothing else of a dry run "
+    "reaches Kobi's state or this file; a normal run of the same job sends these writes.",
+    key=("write_id",),
+    columns=(
+        col("write_id", "VARCHAR", "Unique id of the recorded write", False),
+        col("run_id", "VARCHAR", "Dagster run id of the dry run", False),
+        col("tenant_id", "VARCHAR", "Kobi tenant of the run (partition or op config); NULL if not known"),
+        col("step", "VARCHAR", "Asset key(s) or op that would have sent the write"),
+        col("method", "VARCHAR", "HTTP method: POST or DELETE", False),
+        col("path", "VARCHAR", "Graph API path after the version, e.g. <catalog_id>/items_batch", False),
+        col(
+            "summary",
+            "VARCHAR",
+            "JSON payload summary: parameter names, safe scalar values (names, statuses), item_count, "
+            "first_retailer_ids, upload files (size_bytes, row_count); never a token or credential",
         ),
-    )
+        col(
+            "item_count",
+            "BIGINT",
+            "Items the write carried (batch requests or upload file rows); NULL if none",
+        ),
+        col("synthetic_id", "VARCHAR", "The dryrun- id the dry run answered with (what Meta would create)"),
+        col("recorded_at", "TIMESTAMPTZ", "When the dry run intercepted the write", False),
+    ),
 )
 
-# Internal (non-analyst) DDL run by the migration, e.g. sync state; schemas other than main are never published.
-INTERNAL_DDL: list[str] = []
-
-
-def register_internal_ddl(*ddl: str) -> None:
-    for stmt in ddl:
-        if stmt not in INTERNAL_DDL:
-            INTERNAL_DDL.append(stmt)
-
-
-@dataclass(frozen=True)
-class DataMigration:
-    """A data migration of the work database that DDL alone cannot express (e.g. re-hashing sync state).
-
-    ``version(con)`` names the state the data must be in; it joins the schema fingerprint, so a change
-    (including one caused by a DuckDB upgrade) makes the next connection run ``apply(con)``, inside the
-    migration transaction after the DDL. ``apply`` must be idempotent.
-    """
-
-    name: str
-    version: Callable[[duckdb.DuckDBPyConnection], str]
-    apply: Callable[[duckdb.DuckDBPyConnection], None]
-
-
-DATA_MIGRATIONS: dict[str, DataMigration] = {}
-
-
-def register_data_migration(migration: DataMigration) -> None:
-    DATA_MIGRATIONS[migration.name] = migration
+ANALYST_TABLES = (TENANT_REGISTRY, META_CATALOGS, META_DRY_RUN_WRITES)

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,8 +26,9 @@ from pathlib import Path
 
 import duckdb
 
-from kobi_cpas.warehouse.specs import TableSpec, ViewSpec
-from kobi_cpas.warehouse.tables import DATA_MIGRATIONS, INTERNAL_DDL, TABLES, VIEWS
+from kobi_cpas.warehouse.host import attach, release
+from kobi_cpas.warehouse.schema import WarehouseSchema
+from kobi_cpas.warehouse.specs import TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -58,26 +60,57 @@ class PublishResult:
 
 # Rebuild the analyst file from scratch once this share of its blocks is free (left by rewritten tables).
 _MAX_FREE_BLOCK_SHARE = 0.5
+_MIGRATE_LOCK = threading.Lock()
 
 
-def load_all_specs() -> None:
-    """Import every domain's table declarations (lazily: domain packages import the warehouse themselves)."""
-    import kobi_cpas.warehouse.all_tables  # noqa: F401
+# Memoised per schema object. The dicts of a schema can be changed in place (tests do), so a cached value is
+# used only while the declarations are equal (the same objects, in practice: compared by identity first).
+_FINGERPRINTS: dict[int, tuple[tuple, str]] = {}
+# Declared column type -> DuckDB's name for it (``typeof``); fixed for the running DuckDB.
+_TYPE_NAMES: dict[str, str] = {}
 
 
-def _schema_fingerprint(tables: dict[str, TableSpec], views: dict[str, ViewSpec], internal: list[str]) -> str:
+def _schema_fingerprint(schema: WarehouseSchema) -> str:
+    key = (tuple(schema.tables.items()), tuple(schema.views.items()), tuple(schema.internal_ddl))
+    hit = _FINGERPRINTS.get(id(schema))
+    if hit is not None and hit[0] == key:
+        return hit[1]
     h = hashlib.sha256()
-    for name in sorted(tables):
-        h.update(repr(tables[name]).encode())
-    for name in sorted(views):
-        h.update(repr(views[name]).encode())
-    for ddl in internal:
+    for name in sorted(schema.tables):
+        h.update(repr(schema.tables[name]).encode())
+    for name in sorted(schema.views):
+        h.update(repr(schema.views[name]).encode())
+    for ddl in schema.internal_ddl:
         h.update(ddl.encode())
+    if len(_FINGERPRINTS) > 64:
+        _FINGERPRINTS.clear()
+    _FINGERPRINTS[id(schema)] = (key, h.hexdigest())
     return h.hexdigest()
 
 
+def _compact(blocks: list[int] | tuple[int, int] | None) -> bool:
+    """Whether a file with these [free, total] blocks may be built on (unknown: no)."""
+    if not blocks:
+        return False
+    free, total = blocks
+    return not total or free / total <= _MAX_FREE_BLOCK_SHARE
+
+
+def _duckdb_types(con: duckdb.DuckDBPyConnection, types: list[str]) -> dict[str, str]:
+    """DuckDB's names of declared column types, asked in one query for the ones not seen yet."""
+    missing = sorted({t for t in types if t not in _TYPE_NAMES})
+    if missing:
+        row = con.execute("SELECT " + ", ".join(f"typeof(NULL::{t})" for t in missing)).fetchone()
+        _TYPE_NAMES.update(zip(missing, row or (), strict=True))
+    return {t: _TYPE_NAMES[t] for t in types}
+
+
 class Warehouse:
-    """Work database access (always closed, lock waits bounded) and atomic publishing to the analyst file."""
+    """Work database access (always closed, lock waits bounded) and atomic publishing to the analyst file.
+
+    ``schema`` is what the warehouse migrates and publishes (the product's is ``kobi_cpas.tables.SCHEMA``);
+    only paths and locks are available without one.
+    """
 
     def __init__(
         self,
@@ -86,6 +119,7 @@ class Warehouse:
         lock_timeout: float = 120.0,
         memory_limit: str | None = None,
         threads: int | None = None,
+        schema: WarehouseSchema | None = None,
     ) -> None:
         self.analyst_path = Path(analyst_path).expanduser() if analyst_path else analyst_path_from_env()
         self.work_dir = Path(work_dir) if work_dir else self.analyst_path.parent / ".kobi_work"
@@ -94,27 +128,46 @@ class Warehouse:
         # Bounded by default (DuckDB's own default is 80 % of RAM): large joins spill to disk instead.
         self.memory_limit = memory_limit or os.environ.get("KOBI_CPAS_DUCKDB_MEMORY_LIMIT", "1GB")
         self.threads = threads
+        self._schema = schema
+
+    @property
+    def schema(self) -> WarehouseSchema:
+        if self._schema is None:
+            raise RuntimeError("this Warehouse has no schema: pass schema=kobi_cpas.tables.SCHEMA")
+        return self._schema
 
     # -- connections -------------------------------------------------------------------------------------------
     def _open(self) -> duckdb.DuckDBPyConnection:
+        """A connection to the work database (release it with ``_close``), waiting up to ``lock_timeout`` while
+        another process holds DuckDB's file lock."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        path = str(self.work_path.resolve())
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.2
         while True:
             try:
-                con = duckdb.connect(str(self.work_path))
+                con = attach(path)
                 break
             except duckdb.IOException as exc:
-                # Another process (a run outside the duckdb_write pool) holds the lock: wait, bounded.
-                if "lock" not in str(exc).lower() or time.monotonic() + delay > deadline:
+                # Another process (a run outside the duckdb_write pool) holds the lock: wait, bounded. The
+                # last sleep is cut to the deadline, so the whole budget is used however slow each try is.
+                remaining = deadline - time.monotonic()
+                if "lock" not in str(exc).lower() or remaining <= 0:
                     raise
-                time.sleep(delay)
+                time.sleep(min(delay, remaining))
                 delay = min(delay * 2, 5.0)
-        if self.memory_limit:
-            con.execute(f"SET memory_limit = {sql_str(self.memory_limit)}")
-        if self.threads:
-            con.execute(f"SET threads = {int(self.threads)}")
+        try:
+            if self.memory_limit:
+                con.execute(f"SET memory_limit = {sql_str(self.memory_limit)}")
+            if self.threads:
+                con.execute(f"SET threads = {int(self.threads)}")
+        except BaseException:
+            self._close(con)
+            raise
         return con
+
+    def _close(self, con: duckdb.DuckDBPyConnection) -> None:
+        release(str(self.work_path.resolve()), con)
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -125,31 +178,61 @@ class Warehouse:
             self._remove_stale_publishing(wait=False)
             yield con
         finally:
-            con.close()
+            self._close(con)
 
     # -- schema ------------------------------------------------------------------------------------------------
     def migrate(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Create or extend every table idempotently and (re)apply comments. Skipped when unchanged."""
-        load_all_specs()
+        """Create or extend every table idempotently and apply comments. Skipped when the fingerprint stored in
+        the file is the current one (one query per connection: another process, e.g. an older version during a
+        deploy, may have migrated the file since)."""
+        schema = self.schema
+        fp = _schema_fingerprint(schema)
+        for m in schema.data_migrations.values():
+            fp += f"|{m.name}={m.version(con)}"
+        if self._stored_fingerprint(con) == fp:
+            return
+        # Connections of one process share the attached file: two migrations at once would conflict.
+        with _MIGRATE_LOCK:
+            if self._stored_fingerprint(con) != fp:
+                self._migrate_locked(con, fp)
+
+    @staticmethod
+    def _stored_fingerprint(con: duckdb.DuckDBPyConnection) -> str | None:
+        try:
+            row = con.execute(
+                "SELECT value FROM kobi_internal.schema_meta WHERE key = 'fingerprint'"
+            ).fetchone()
+        except duckdb.CatalogException:  # a new file
+            return None
+        return row[0] if row else None
+
+    def _migrate_locked(self, con: duckdb.DuckDBPyConnection, fp: str) -> None:
+        schema = self.schema
         con.execute("CREATE SCHEMA IF NOT EXISTS kobi_internal")
         con.execute(
             "CREATE TABLE IF NOT EXISTS kobi_internal.schema_meta (key VARCHAR PRIMARY KEY, value VARCHAR)"
         )
-        fp = _schema_fingerprint(TABLES, VIEWS, INTERNAL_DDL)
-        for m in DATA_MIGRATIONS.values():
-            fp += f"|{m.name}={m.version(con)}"
-        row = con.execute("SELECT value FROM kobi_internal.schema_meta WHERE key = 'fingerprint'").fetchone()
-        if row and row[0] == fp:
-            return
         con.execute("BEGIN")
         try:
-            for ddl in INTERNAL_DDL:
+            for ddl in schema.internal_ddl:
                 con.execute(ddl)
-            for spec in TABLES.values():
-                con.execute(spec.ddl(f"main.{qident(spec.name)}"))
-                self._migrate_columns(con, spec)
-                self._comment_table(con, "main", spec)
-            for m in DATA_MIGRATIONS.values():
+            existing = self._main_columns(con)
+            comments = dict(
+                con.execute(
+                    "SELECT table_name, comment FROM duckdb_tables() WHERE database_name = current_database() "
+                    "AND schema_name = 'main'"
+                ).fetchall()
+            )
+            for spec in schema.tables.values():
+                have = existing.get(spec.name)
+                if have is None:
+                    con.execute(spec.ddl(f"main.{qident(spec.name)}"))
+                    self._comment_table(con, "main", spec)
+                    continue
+                changed = self._migrate_columns(con, spec, have)
+                stale = {c.name for c in spec.columns if c.name in changed or have[c.name][1] != c.comment}
+                self._comment_table(con, "main", spec, stale, comments.get(spec.name) != spec.comment)
+            for m in schema.data_migrations.values():
                 m.apply(con)
             con.execute(
                 "INSERT OR REPLACE INTO kobi_internal.schema_meta VALUES ('fingerprint', ?)",
@@ -161,35 +244,56 @@ class Warehouse:
             raise
 
     @staticmethod
-    def _migrate_columns(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> None:
+    def _main_columns(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, tuple[str, str | None]]]:
+        """Table -> column -> (type, comment) of the ``main`` schema, in one query."""
+        out: dict[str, dict[str, tuple[str, str | None]]] = {}
+        for table, column, type_, comment in con.execute(
+            "SELECT table_name, column_name, data_type, comment FROM duckdb_columns() "
+            "WHERE database_name = current_database() AND schema_name = 'main'"
+        ).fetchall():
+            out.setdefault(table, {})[column] = (type_, comment)
+        return out
+
+    @staticmethod
+    def _migrate_columns(
+        con: duckdb.DuckDBPyConnection, spec: TableSpec, existing: dict[str, tuple[str, str | None]]
+    ) -> set[str]:
         """Add new columns; convert a column whose declared type changed (values that do not convert become
-        NULL until the owning asset rewrites the table: analyst tables are derived data)."""
+        NULL until the owning asset rewrites the table: analyst tables are derived data). Returns the names of
+        the columns added or converted."""
         table = f"main.{qident(spec.name)}"
-        existing = dict(
-            con.execute(
-                "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
-                "AND schema_name = 'main' AND table_name = ?",
-                [spec.name],
-            ).fetchall()
-        )
+        changed: set[str] = set()
+        wanted = _duckdb_types(con, [c.type for c in spec.columns if c.name in existing])
         for c in spec.columns:
             if c.name not in existing:
                 con.execute(f"ALTER TABLE {table} ADD COLUMN {qident(c.name)} {c.type}")
-                continue
-            (wanted,) = con.execute(f"SELECT typeof(NULL::{c.type})").fetchone()  # type: ignore[misc]
-            if wanted != existing[c.name]:
-                log.info("converting %s.%s from %s to %s", spec.name, c.name, existing[c.name], wanted)
+                changed.add(c.name)
+            elif wanted[c.type] != existing[c.name][0]:
+                log.info(
+                    "converting %s.%s from %s to %s", spec.name, c.name, existing[c.name][0], wanted[c.type]
+                )
                 con.execute(
                     f"ALTER TABLE {table} ALTER COLUMN {qident(c.name)} SET DATA TYPE {c.type} "
                     f"USING TRY_CAST({qident(c.name)} AS {c.type})"
                 )
+                changed.add(c.name)
+        return changed
 
     @staticmethod
-    def _comment_table(con: duckdb.DuckDBPyConnection, prefix: str, spec: TableSpec) -> None:
+    def _comment_table(
+        con: duckdb.DuckDBPyConnection,
+        prefix: str,
+        spec: TableSpec,
+        columns: set[str] | None = None,
+        table: bool = True,
+    ) -> None:
+        """COMMENT the table (unless ``table`` is False) and its ``columns`` (default: all of them)."""
         t = f"{prefix}.{qident(spec.name)}"
-        con.execute(f"COMMENT ON TABLE {t} IS {sql_str(spec.comment)}")
+        if table:
+            con.execute(f"COMMENT ON TABLE {t} IS {sql_str(spec.comment)}")
         for c in spec.columns:
-            con.execute(f"COMMENT ON COLUMN {t}.{qident(c.name)} IS {sql_str(c.comment)}")
+            if columns is None or c.name in columns:
+                con.execute(f"COMMENT ON COLUMN {t}.{qident(c.name)} IS {sql_str(c.comment)}")
 
     # -- publishing --------------------------------------------------------------------------------------------
     def publish(self, con: duckdb.DuckDBPyConnection | None = None) -> PublishResult:
@@ -200,12 +304,12 @@ class Warehouse:
         starts as a byte copy of the current analyst file when that file is exactly the one this work database
         last published (same schema, DuckDB version and file identity), and only the tables whose content
         fingerprint (row count + sum of row hashes) changed are rewritten. Anything else (first publish, a
-        schema change, a file replaced or touched outside, too many free blocks) rebuilds from scratch.
+        schema change, a file replaced or touched outside, too many free blocks) rebuilds from scratch. When no
+        table changed, the current analyst file is already that file and stays as it is.
         Writers are serialised by the publish lock (``publish_lock_path``, held from reading the recorded
         state to the swap), so the file copied is never older than the state recorded for it, and a
         ``.publishing`` file found once the lock is held belongs to a writer that died: it is removed.
         """
-        load_all_specs()
         if con is None:
             with self.connect() as own:
                 return self.publish(own)
@@ -277,54 +381,55 @@ class Warehouse:
                 self._remove_publishing_files()
 
     def _publish_locked(self, con: duckdb.DuckDBPyConnection) -> PublishResult:
-        tmp = self.analyst_path.with_name(f".{self.analyst_path.name}.{uuid.uuid4().hex}.publishing")
-        alias = "kobi_publish"
+        token = uuid.uuid4().hex
+        tmp = self.analyst_path.with_name(f".{self.analyst_path.name}.{token}.publishing")
+        alias = f"kobi_publish_{token[:16]}"  # unique: connections of one process share the attached names
         result = PublishResult(path=self.analyst_path)
-        fingerprints = {name: self._table_fingerprint(con, spec) for name, spec in TABLES.items()}
+        tables = self.schema.tables
+        fingerprints = self._table_fingerprints(con, list(tables.values()))
         state_key = self._publish_state_key(con)
-        previous = self._previous_publish(con, state_key)
+        state = self._previous_publish(con, state_key)
+        previous: dict[str, str] | None = state["tables"] if state else None
+        result.rewritten = [n for n in tables if previous is None or previous.get(n) != fingerprints[n]]
+        if state and not result.rewritten and _compact(state.get("blocks")):
+            # The analyst file is exactly what this database published, and nothing changed since: the new
+            # file would be the same, so the current one stays (unless its free space, as measured when it
+            # was built, is now past the threshold: the publish below records that, so the next one rebuilds).
+            result.incremental = True
+            result.row_counts = {n: int(fingerprints[n].split(":", 1)[0]) for n in tables}
+            return result
         try:
             if previous is not None:
                 shutil.copyfile(self.analyst_path, tmp)
                 result.incremental = True
-            result.rewritten = [n for n in TABLES if previous is None or previous.get(n) != fingerprints[n]]
             con.execute(f"ATTACH {sql_str(str(tmp))} AS {alias}")
             try:
                 # One transaction: hundreds of COMMENT statements in autocommit cost a commit each.
                 con.execute("BEGIN")
-                for name in result.rewritten:
-                    spec = TABLES[name]
-                    target = f"{alias}.main.{qident(spec.name)}"
-                    con.execute(f"DROP TABLE IF EXISTS {target}")
-                    con.execute(spec.ddl(target))
-                    cols = ", ".join(qident(c) for c in spec.column_names)
-                    con.execute(f"INSERT INTO {target} SELECT {cols} FROM main.{qident(spec.name)}")
-                    self._comment_table(con, f"{alias}.main", spec)
-                for name in TABLES:
-                    n = con.execute(f"SELECT count(*) FROM {alias}.main.{qident(name)}").fetchone()
-                    result.row_counts[name] = int(n[0]) if n else 0
-                con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
-                raise
-            finally:
-                con.execute(f"DETACH {alias}")
-            # Views must be created inside the file itself so their SQL names no attach alias.
-            vcon = duckdb.connect(str(tmp))
-            try:
-                for view in VIEWS.values():
-                    vcon.execute(f"CREATE OR REPLACE VIEW {qident(view.name)} AS {view.sql}")
-                    vcon.execute(f"COMMENT ON VIEW {qident(view.name)} IS {sql_str(view.comment)}")
-                    for c in view.columns:
-                        vcon.execute(
-                            f"COMMENT ON COLUMN {qident(view.name)}.{qident(c.name)} IS {sql_str(c.comment)}"
-                        )
-                vcon.execute("CHECKPOINT")
-                free, total = vcon.execute(
-                    "SELECT free_blocks, total_blocks FROM pragma_database_size() WHERE database_name = current_database()"
+                try:
+                    for name in result.rewritten:
+                        spec = tables[name]
+                        target = f"{alias}.main.{qident(spec.name)}"
+                        con.execute(f"DROP TABLE IF EXISTS {target}")
+                        con.execute(spec.ddl(target))
+                        cols = ", ".join(qident(c) for c in spec.column_names)
+                        con.execute(f"INSERT INTO {target} SELECT {cols} FROM main.{qident(spec.name)}")
+                        self._comment_table(con, f"{alias}.main", spec)
+                    result.row_counts = self._row_counts(con, f"{alias}.main", list(tables))
+                    con.execute("COMMIT")
+                except Exception:
+                    con.execute("ROLLBACK")
+                    raise
+                if not result.incremental:
+                    # A copied file already has the views: they are part of the schema in the state key.
+                    self._create_views(con, alias)
+                con.execute(f"CHECKPOINT {alias}")
+                free, total = con.execute(
+                    "SELECT free_blocks, total_blocks FROM pragma_database_size() WHERE database_name = ?",
+                    [alias],
                 ).fetchone()  # type: ignore[misc]
             finally:
-                vcon.close()
+                con.execute(f"DETACH {alias}")
             os.replace(tmp, self.analyst_path)
             with contextlib.suppress(OSError):
                 dir_fd = os.open(self.analyst_path.parent, os.O_RDONLY)
@@ -337,19 +442,53 @@ class Warehouse:
                 with contextlib.suppress(FileNotFoundError):
                     leftover.unlink()
         # A file that is half free space is rebuilt by the next publish (no state recorded for it).
-        compact = not total or free / total <= _MAX_FREE_BLOCK_SHARE
-        self._record_publish(con, state_key, fingerprints if compact else None)
+        compact = _compact((free, total))
+        self._record_publish(con, state_key, fingerprints if compact else None, (free, total))
         return result
 
+    def _create_views(self, con: duckdb.DuckDBPyConnection, alias: str) -> None:
+        """Create the views in the attached new file. Their SQL names tables without a catalog, resolved in
+        the file itself (this connection's default database is the new file while they are created)."""
+        vcon = con.cursor()
+        try:
+            vcon.execute(f"USE {alias}")
+            vcon.execute("BEGIN")
+            for view in self.schema.views.values():
+                vcon.execute(f"CREATE OR REPLACE VIEW main.{qident(view.name)} AS {view.sql}")
+                vcon.execute(f"COMMENT ON VIEW main.{qident(view.name)} IS {sql_str(view.comment)}")
+                for c in view.columns:
+                    vcon.execute(
+                        f"COMMENT ON COLUMN main.{qident(view.name)}.{qident(c.name)} IS {sql_str(c.comment)}"
+                    )
+            vcon.execute("COMMIT")
+        finally:
+            vcon.close()  # rolls back on error
+
+    def _table_fingerprints(self, con: duckdb.DuckDBPyConnection, specs: list[TableSpec]) -> dict[str, str]:
+        """Per table, row count + sum of row hashes: order-independent, and a changed, added or removed row
+        changes it (unless 64-bit hashes collide). About 0.15 s per million wide rows; an empty table costs
+        only its count (hashing costs ~1 ms per table even with no rows)."""
+        counts = self._row_counts(con, "main", [s.name for s in specs])
+        out = {s.name: "0:0" for s in specs if not counts[s.name]}
+        parts = [
+            f"SELECT {sql_str(s.name)}, count(*), "
+            f"coalesce(sum(hash({', '.join(qident(c) for c in s.column_names)})), 0)::HUGEINT "
+            f"FROM main.{qident(s.name)}"
+            for s in specs
+            if counts[s.name]
+        ]
+        if parts:
+            out.update(
+                (name, f"{n}:{total}") for name, n, total in con.execute(" UNION ALL ".join(parts)).fetchall()
+            )
+        return out
+
     @staticmethod
-    def _table_fingerprint(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> str:
-        """Row count + sum of row hashes: order-independent, and a changed, added or removed row changes it
-        (unless 64-bit hashes collide). About 0.15 s per million wide rows."""
-        cols = ", ".join(qident(c) for c in spec.column_names)
-        n, total = con.execute(
-            f"SELECT count(*), coalesce(sum(hash({cols})), 0) FROM main.{qident(spec.name)}"
-        ).fetchone()  # type: ignore[misc]
-        return f"{n}:{total}"
+    def _row_counts(con: duckdb.DuckDBPyConnection, schema: str, names: list[str]) -> dict[str, int]:
+        if not names:
+            return {}
+        sql = " UNION ALL ".join(f"SELECT {sql_str(n)}, count(*) FROM {schema}.{qident(n)}" for n in names)
+        return {name: int(n) for name, n in con.execute(sql).fetchall()}
 
     def _file_identity(self) -> list[int] | None:
         try:
@@ -362,8 +501,9 @@ class Warehouse:
         row = con.execute("SELECT value FROM kobi_internal.schema_meta WHERE key = 'fingerprint'").fetchone()
         return f"{row[0] if row else ''}|duckdb-{duckdb.__version__}|{self.analyst_path.resolve()}"
 
-    def _previous_publish(self, con: duckdb.DuckDBPyConnection, key: str) -> dict[str, str] | None:
-        """Table fingerprints of the current analyst file, when it is exactly what this database published."""
+    def _previous_publish(self, con: duckdb.DuckDBPyConnection, key: str) -> dict | None:
+        """The recorded state (``tables``: table fingerprints, ``blocks``: [free, total] blocks) of the current
+        analyst file, when it is exactly what this database published and compact enough to build on."""
         row = con.execute("SELECT value FROM kobi_internal.schema_meta WHERE key = 'published'").fetchone()
         if not row:
             return None
@@ -372,12 +512,16 @@ class Warehouse:
         wal = self.analyst_path.with_name(self.analyst_path.name + ".wal")
         if state.get("key") != key or identity is None or state.get("file") != identity or wal.exists():
             return None
-        return state.get("tables")
+        return state if state.get("tables") is not None else None
 
     def _record_publish(
-        self, con: duckdb.DuckDBPyConnection, key: str, tables: dict[str, str] | None
+        self,
+        con: duckdb.DuckDBPyConnection,
+        key: str,
+        tables: dict[str, str] | None,
+        blocks: tuple[int, int] | None = None,
     ) -> None:
-        state = {"key": key, "file": self._file_identity(), "tables": tables}
+        state = {"key": key, "file": self._file_identity(), "tables": tables, "blocks": blocks}
         try:
             con.execute(
                 "INSERT OR REPLACE INTO kobi_internal.schema_meta VALUES ('published', ?)",
@@ -389,13 +533,13 @@ class Warehouse:
     # -- analyst side ------------------------------------------------------------------------------------------
     def analyst_row_counts(self) -> dict[str, int]:
         """Row counts of every analyst table and view, read from the published file."""
-        load_all_specs()
+        schema = self.schema
         if not self.analyst_path.exists():
             return {}
         con = duckdb.connect(str(self.analyst_path), read_only=True)
         try:
             out: dict[str, int] = {}
-            for name in [*TABLES, *VIEWS]:
+            for name in [*schema.tables, *schema.views]:
                 try:
                     row = con.execute(f"SELECT count(*) FROM {qident(name)}").fetchone()
                     out[name] = int(row[0]) if row else 0

@@ -15,10 +15,13 @@ from kobi_cpas.defs.catalog_sync.checks import (
 from kobi_cpas.defs.shared import (
     DUCKDB_POOL,
     OWNERS_DATA,
+    WRITES_ROWS_OF,
     count,
     md_table,
-    preview,
+    specs_by_key,
     table_definition_metadata,
+    table_result,
+    table_spec,
 )
 from kobi_cpas.defs.tenants.partitions import tenant_partitions
 from kobi_cpas.diagnostics.after_sync import fatal_errors_for_sync
@@ -161,15 +164,45 @@ def _invalid_share_result(item_count: int, invalid_count: int) -> dg.AssetCheckR
     )
 
 
-@dg.asset(
-    group_name=GROUP,
-    owners=OWNERS_DATA,
-    kinds={"duckdb", "csv"},
+# One step writes the three feed tables; each is its own asset (schema, row count, preview of its own rows).
+_FEED_TABLE = dict(
+    group_name=GROUP, owners=OWNERS_DATA, kinds={"duckdb", "csv"}, deps=["tenant_registry", "feed_file"]
+)
+FEED = specs_by_key(
+    table_spec(
+        "feed_snapshot",
+        FEED_SNAPSHOTS,
+        description="The tenant's feed snapshot as of now: the downloaded feed_file parsed, validated and "
+        "hashed (skipped when its sha256 is unchanged), with the replace view (what the next replace feed "
+        "sends) rebuilt from it. One row per snapshot in feed_snapshots (counts, delta, status); a snapshot "
+        "whose valid items shrink past the tenant's threshold is held (feed_shrink_guard), a feed that "
+        "cannot be read fails (feed_file_readable).",
+        **_FEED_TABLE,
+    ),
+    table_spec(
+        "feed_items",
+        FEED_ITEMS,
+        description="The valid items of the tenant's latest applied feed snapshot, one row per retailer_id. "
+        "Not materialized when the snapshot failed or was held: the previous items stay.",
+        skippable=True,
+        **_FEED_TABLE,
+    ),
+    table_spec(
+        "feed_item_issues",
+        FEED_ITEM_ISSUES,
+        description="Problems of the tenant's latest feed snapshot, per item and field (or the whole file), "
+        "each with a call to action.",
+        **_FEED_TABLE,
+    ),
+)
+
+
+@dg.multi_asset(
+    specs=list(FEED.values()),
     partitions_def=tenant_partitions,
     pool=DUCKDB_POOL,
-    deps=["tenant_registry", feed_file],
     check_specs=feed_snapshot_check_specs,
-    metadata=table_definition_metadata(FEED_ITEMS, FEED_SNAPSHOTS, FEED_ITEM_ISSUES, CATALOG_ITEM_STATE),
+    can_subset=False,
 )
 def feed_snapshot(
     context: dg.AssetExecutionContext,
@@ -177,15 +210,12 @@ def feed_snapshot(
     registry: TenantRegistryResource,
     warehouse: WarehouseResource,
     catalog_sync: CatalogSyncResource,
-) -> dg.MaterializeResult:
-    """The tenant's product feed as of now: the downloaded feed_file parsed, validated and hashed in DuckDB (skipped
-    when its sha256 is unchanged), with the replace view (what the next replace feed sends) rebuilt from it.
-    A snapshot whose valid items shrink past the tenant's threshold is held (feed_shrink_guard), not applied.
-
-    Tables: feed_items (latest valid items), feed_snapshots (history), feed_item_issues (problems with a call
-    to action), catalog_item_state (per item: desired vs Meta)."""
+):
+    """Ingest the downloaded feed file into feed_snapshots, feed_items and feed_item_issues in one transaction
+    (and the sync state the uploads read)."""
     reg, tenant = registry.tenant(context.partition_key)
-    workdir = Path(catalog_sync.workdir) / tenant.tenant_id
+    tid = tenant.tenant_id
+    workdir = Path(catalog_sync.workdir) / tid
     # Before the database is opened: no waiting inside it (a URL is only ever fetched by feed_file).
     manifest = current_manifest(reg, tenant, workdir)
     override = context.run.tags.get(OVERRIDE_SHRINK_TAG, "").lower() == "true"
@@ -200,96 +230,106 @@ def feed_snapshot(
             override_shrink_guard=override,
         )
         warehouse.publish(con)
-        if outcome.status in ("failed", "held"):
-            # Recorded and published; the blocking check stops the syncs of this run, the previous snapshot
-            # stays what Meta gets.
-            failed = outcome.status == "failed"
-            shrink = outcome.shrink
-            ingest = outcome.ingest
-            if failed:
-                context.log.error(outcome.message or "feed snapshot failed")
-            else:
-                context.log.warning(outcome.message or "feed snapshot held")
-            return dg.MaterializeResult(
-                metadata={
-                    "status": outcome.status,
-                    "snapshot_id": outcome.snapshot_id,
-                    "source": outcome.source,
-                    "message": outcome.message or "",
-                    "removed_from_feed": outcome.removed_from_feed,
-                },
-                check_results=[
-                    dg.AssetCheckResult(
-                        check_name=FEED_READABLE,
-                        passed=not failed,
-                        severity=dg.AssetCheckSeverity.ERROR,
-                        description=outcome.message if failed else None,
-                        metadata={"source": outcome.source},
-                    ),
-                    dg.AssetCheckResult(
-                        check_name=SHRINK_GUARD,
-                        passed=failed,
-                        severity=dg.AssetCheckSeverity.ERROR,
-                        description="feed not read" if failed else outcome.message,
-                        metadata=shrink.metadata() if shrink else {},
-                    ),
-                    _invalid_share_result(ingest.item_count, ingest.invalid_count)
-                    if ingest
-                    else dg.AssetCheckResult(
-                        check_name=INVALID_SHARE, passed=True, description="feed not read"
-                    ),
-                ],
-            )
-        issues = preview(
-            con,
-            "SELECT retailer_id, row_number, field, severity, message, call_to_action FROM main.feed_item_issues "
-            "WHERE tenant_id = ? ORDER BY CASE severity WHEN 'error' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, "
-            "row_number LIMIT 11",
-            [tenant.tenant_id],
-        )
-        n_items = count(con, "SELECT count(*) FROM main.feed_items WHERE tenant_id = ?", [tenant.tenant_id])
         snap = con.execute(
             "SELECT item_count, valid_count, invalid_count FROM main.feed_snapshots WHERE tenant_id = ? "
             "AND status = 'ok' ORDER BY taken_at DESC LIMIT 1",
-            [tenant.tenant_id],
+            [tid],
         ).fetchone()
-    delta = outcome.delta
-    desired = outcome.desired
-    shrink = outcome.shrink
-    item_count, valid_count, invalid_count = (int(x or 0) for x in (snap or (0, 0, 0)))
-    context.log.info(f"snapshot {outcome.snapshot_id}: {outcome.status}; delta {delta}")
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": n_items,
-            "snapshot_id": outcome.snapshot_id,
-            "status": outcome.status,
-            "source": outcome.source,
-            "items_in_feed": item_count,
-            "valid_items": valid_count,
-            "invalid_items": invalid_count,
-            "new": delta.new if delta else 0,
-            "changed": delta.changed if delta else 0,
-            "volatile_only": delta.volatile_only if delta else 0,
-            "unchanged": delta.unchanged if delta else 0,
-            "removed": delta.removed if delta else 0,
-            "removed_from_feed": outcome.removed_from_feed,
-            "retained_out_of_stock": desired.removed_retained if desired else 0,
-            "invalid_kept_last_valid": desired.invalid_kept if desired else 0,
-            "previous_id_inferred": desired.previous_id_inferred if desired else 0,
-            "issues": issues,
-        },
-        check_results=[
-            dg.AssetCheckResult(check_name=FEED_READABLE, passed=True, metadata={"source": outcome.source}),
+        item_count, valid_count, invalid_count = (int(x or 0) for x in (snap or (0, 0, 0)))
+        failed = outcome.status == "failed"
+        applied = outcome.status not in ("failed", "held")
+        shrink = outcome.shrink
+        if failed:
+            context.log.error(outcome.message or "feed snapshot failed")
+        elif not applied:
+            context.log.warning(outcome.message or "feed snapshot held")
+        else:
+            context.log.info(f"snapshot {outcome.snapshot_id}: {outcome.status}; delta {outcome.delta}")
+        ingest = outcome.ingest
+        if applied:
+            invalid = _invalid_share_result(item_count, invalid_count)
+        elif ingest:
+            invalid = _invalid_share_result(ingest.item_count, ingest.invalid_count)
+        else:
+            invalid = dg.AssetCheckResult(check_name=INVALID_SHARE, passed=True, description="feed not read")
+        checks = [
+            dg.AssetCheckResult(
+                check_name=FEED_READABLE,
+                passed=not failed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=outcome.message if failed else None,
+                metadata={"source": outcome.source},
+            ),
             dg.AssetCheckResult(
                 check_name=SHRINK_GUARD,
-                passed=True,
+                # A held snapshot fails it; a failed one was not read (its own check fails); an applied one
+                # carries the note when the guard was overridden or the drop confirmed.
+                passed=outcome.status != "held",
                 severity=dg.AssetCheckSeverity.ERROR,
-                description=outcome.message,  # set when the guard was overridden or the drop confirmed
+                description="feed not read" if failed else outcome.message,
                 metadata=shrink.metadata() if shrink else {},
             ),
-            _invalid_share_result(item_count, invalid_count),
-        ],
-    )
+            invalid,
+        ]
+        where, params = "tenant_id = ?", [tid]
+        # Recorded and published either way; on a failed or held snapshot the blocking checks stop this run's
+        # syncs and the previous snapshot's items stay what Meta gets.
+        yield table_result(
+            FEED["feed_snapshot"],
+            con,
+            where,
+            params,
+            "SELECT snapshot_id, taken_at, status, item_count, valid_count, invalid_count, new_count, "
+            "changed_count, removed_count, message FROM main.feed_snapshots WHERE tenant_id = ? "
+            "ORDER BY taken_at DESC LIMIT 11",
+            metadata=_snapshot_metadata(outcome, item_count, valid_count, invalid_count),
+            check_results=checks,
+        )
+        yield table_result(
+            FEED["feed_item_issues"],
+            con,
+            where,
+            params,
+            "SELECT retailer_id, row_number, field, severity, message, call_to_action FROM main.feed_item_issues "
+            "WHERE tenant_id = ? ORDER BY CASE severity WHEN 'error' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, "
+            "row_number LIMIT 11",
+        )
+        if applied:
+            yield table_result(
+                FEED["feed_items"],
+                con,
+                where,
+                params,
+                "SELECT retailer_id, title, availability, price, sale_price, brand, item_group_id "
+                "FROM main.feed_items WHERE tenant_id = ? ORDER BY retailer_id LIMIT 11",
+                metadata={"snapshot_id": outcome.snapshot_id, "rewritten": outcome.ingest is not None},
+            )
+
+
+def _snapshot_metadata(outcome, item_count: int, valid_count: int, invalid_count: int) -> dict:
+    base = {
+        "snapshot_id": outcome.snapshot_id,
+        "status": outcome.status,
+        "source": outcome.source,
+        "removed_from_feed": outcome.removed_from_feed,
+    }
+    if outcome.status in ("failed", "held"):
+        return {**base, "message": outcome.message or ""}
+    delta, desired = outcome.delta, outcome.desired
+    return {
+        **base,
+        "items_in_feed": item_count,
+        "valid_items": valid_count,
+        "invalid_items": invalid_count,
+        "new": delta.new if delta else 0,
+        "changed": delta.changed if delta else 0,
+        "volatile_only": delta.volatile_only if delta else 0,
+        "unchanged": delta.unchanged if delta else 0,
+        "removed": delta.removed if delta else 0,
+        "retained_out_of_stock": desired.removed_retained if desired else 0,
+        "invalid_kept_last_valid": desired.invalid_kept if desired else 0,
+        "previous_id_inferred": desired.previous_id_inferred if desired else 0,
+    }
 
 
 @dg.asset(
@@ -298,8 +338,9 @@ def feed_snapshot(
     kinds={"duckdb"},
     partitions_def=tenant_partitions,
     pool=DUCKDB_POOL,
-    deps=[feed_snapshot],
+    deps=["feed_snapshot"],
     check_specs=replace_plan_check_specs,
+    metadata={WRITES_ROWS_OF: "none"},
 )
 def replace_feed_plan(
     context: dg.AssetExecutionContext, registry: TenantRegistryResource, warehouse: WarehouseResource
@@ -415,11 +456,13 @@ def _run_sync(context, registry, meta, warehouse, catalog_sync, fn) -> dg.Materi
     )
 
 
-@dg.asset(
-    **SYNC_ASSET,
-    deps=[replace_feed_plan],
-    metadata=table_definition_metadata(CATALOG_SYNCS),
-)
+# The upload steps are Meta-side effects, not tables: each records its requests as rows of catalog_syncs (and
+# fatal ingestion errors in catalog_diagnostics, item state in catalog_item_state); those tables' own assets,
+# downstream, are materialized by the same job (catalog_syncs) or the diagnostics schedule.
+_SYNC_WRITES = {WRITES_ROWS_OF: "catalog_syncs, catalog_item_state, catalog_diagnostics"}
+
+
+@dg.asset(**SYNC_ASSET, deps=[replace_feed_plan], metadata=_SYNC_WRITES)
 def replace_feed_upload(
     context: dg.AssetExecutionContext,
     registry: TenantRegistryResource,
@@ -429,7 +472,8 @@ def replace_feed_upload(
 ) -> dg.MaterializeResult:
     """The full replace view uploaded to the tenant's primary feed (one feed per shard), polled until Meta
     finishes: the daily (or hourly) full sync. Items gone from the source stay as out of stock until their
-    retention ends; the deletion guard upstream stops accidental wipes."""
+    retention ends; the deletion guard upstream stops accidental wipes. A step at Meta, not a table: its
+    requests are rows of catalog_syncs."""
     override = context.run.tags.get(OVERRIDE_TAG, "").lower() == "true"
     return _run_sync(
         context,
@@ -441,11 +485,7 @@ def replace_feed_upload(
     )
 
 
-@dg.asset(
-    **SYNC_ASSET,
-    deps=[feed_snapshot],
-    metadata=table_definition_metadata(CATALOG_SYNCS),
-)
+@dg.asset(**SYNC_ASSET, deps=["feed_snapshot"], metadata=_SYNC_WRITES)
 def update_feed_upload(
     context: dg.AssetExecutionContext,
     registry: TenantRegistryResource,
@@ -454,15 +494,11 @@ def update_feed_upload(
     catalog_sync: CatalogSyncResource,
 ) -> dg.MaterializeResult:
     """New and changed items as an update_only upload (the hourly delta sync). Never deletes; new items enter
-    the catalog only through feeds."""
+    the catalog only through feeds. A step at Meta, not a table: its requests are rows of catalog_syncs."""
     return _run_sync(context, registry, meta, warehouse, catalog_sync, methods.run_update)
 
 
-@dg.asset(
-    **SYNC_ASSET,
-    deps=[feed_snapshot],
-    metadata=table_definition_metadata(CATALOG_SYNCS),
-)
+@dg.asset(**SYNC_ASSET, deps=["feed_snapshot"], metadata=_SYNC_WRITES)
 def price_stock_batch(
     context: dg.AssetExecutionContext,
     registry: TenantRegistryResource,
@@ -472,15 +508,50 @@ def price_stock_batch(
 ) -> dg.MaterializeResult:
     """Volatile-only changes (price, sale price, availability, quantity) as Batch API UPDATE requests,
     allow_upsert=false, at most 5,000 per call, one request per item: the 15-minute near-real-time sync.
-    Handles are confirmed later by catalog_syncs (the batch status sensor)."""
+    Handles are confirmed later by catalog_syncs (the batch status sensor). A step at Meta, not a table."""
     return _run_sync(context, registry, meta, warehouse, catalog_sync, methods.run_batch)
 
 
-@dg.asset(
-    **SYNC_ASSET,
-    deps=[replace_feed_upload, update_feed_upload, price_stock_batch],
-    # meta_dry_run_writes: the requests a dry run did not send (written by the resources of any step).
-    metadata=table_definition_metadata(CATALOG_SYNCS, META_DRY_RUN_WRITES),
+_SYNC_TABLE = dict(group_name=GROUP, owners=OWNERS_DATA, kinds=SYNC_KINDS)
+SYNCS = specs_by_key(
+    table_spec(
+        "catalog_syncs",
+        CATALOG_SYNCS,
+        description="Every upload and batch request sent to Meta for the tenant, with Meta's verdict. The "
+        "upload steps (replace_feed_upload, update_feed_upload, price_stock_batch) append its rows; this "
+        "asset, which every sync job ends with and the status sensor runs alone, owns the table: it asks "
+        "Meta about requests still processing (upload sessions, batch handles), confirms their items and "
+        "records the table as the run left it.",
+        deps=["replace_feed_upload", "update_feed_upload", "price_stock_batch"],
+        **_SYNC_TABLE,
+    ),
+    table_spec(
+        "catalog_item_state",
+        CATALOG_ITEM_STATE,
+        description="Per item of the tenant: the desired version (from the feed) against what Meta "
+        "confirmed, with the change still to send and the retention of removed items. Rebuilt by "
+        "feed_snapshot and the upload steps too; recorded here, at the end of each sync job, as the run "
+        "left it.",
+        deps=["feed_items", "catalog_syncs"],
+        lineage={
+            "retailer_id": [("feed_items", "retailer_id")],
+            "item_group_id": [("feed_items", "item_group_id")],
+            "availability": [("feed_items", "availability")],
+            "price": [("feed_items", "price")],
+            "previous_id": [("feed_items", "previous_id")],
+            "meta_method": [("catalog_syncs", "method")],
+            "meta_synced_at": [("catalog_syncs", "finished_at")],
+        },
+        **_SYNC_TABLE,
+    ),
+)
+
+
+@dg.multi_asset(
+    specs=list(SYNCS.values()),
+    partitions_def=tenant_partitions,
+    pool=DUCKDB_POOL,
+    can_subset=False,
 )
 def catalog_syncs(
     context: dg.AssetExecutionContext,
@@ -488,9 +559,8 @@ def catalog_syncs(
     meta: MetaGraphResource,
     warehouse: WarehouseResource,
     catalog_sync: CatalogSyncResource,
-) -> dg.MaterializeResult:
-    """Every upload and batch request sent to Meta for the tenant, with Meta's verdict. Materializing it asks
-    Meta about requests still processing (upload sessions, batch handles) and confirms their items."""
+):
+    """Resolve the tenant's requests still processing at Meta, then record catalog_syncs and catalog_item_state."""
     _, tenant = registry.tenant(context.partition_key)
     with meta.get_client(logger=context.log) as client:
         ctx = _sync_context(context, registry, meta, warehouse, catalog_sync, client)
@@ -498,27 +568,48 @@ def catalog_syncs(
         resolved = methods.resolve_pending(ctx, wait=False)
         with warehouse.connection() as con:
             _read_fatal_errors(client, con, ctx, resolved, context)
+    where, params = "tenant_id = ?", [tenant.tenant_id]
     with warehouse.connection() as con:
         refresh_item_state(con, tenant)
         pending = count(
             con,
             "SELECT count(*) FROM main.catalog_syncs WHERE tenant_id = ? AND status IN ('submitted', 'processing')",
-            [tenant.tenant_id],
+            params,
         )
-        n = count(con, "SELECT count(*) FROM main.catalog_syncs WHERE tenant_id = ?", [tenant.tenant_id])
-        md = preview(
+        warehouse.publish(con)
+        yield table_result(
+            SYNCS["catalog_syncs"],
             con,
+            where,
+            params,
             "SELECT method, shard, started_at, finished_at, items_sent, status, errors_count, "
             "coalesce(upload_session_id, handle) AS session_or_handle FROM main.catalog_syncs WHERE tenant_id = ? "
             "ORDER BY started_at DESC LIMIT 10",
-            [tenant.tenant_id],
+            metadata={"resolved_now": len(resolved), "still_processing": pending},
         )
-        warehouse.publish(con)
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": n,
-            "resolved_now": len(resolved),
-            "still_processing": pending,
-            "latest": md,
-        }
-    )
+        changes = con.execute(
+            "SELECT change, count(*) FROM main.catalog_item_state WHERE tenant_id = ? GROUP BY ALL ORDER BY 1",
+            params,
+        ).fetchall()
+        yield table_result(
+            SYNCS["catalog_item_state"],
+            con,
+            where,
+            params,
+            "SELECT retailer_id, shard, desired_status, change, in_flight, availability, price, meta_method, "
+            "meta_synced_at FROM main.catalog_item_state WHERE tenant_id = ? "
+            "ORDER BY change IS NULL, change, retailer_id LIMIT 11",
+            metadata={"by_change": dg.MetadataValue.md(md_table(changes, ["change", "items"]))},
+        )
+
+
+meta_dry_run_writes = dg.AssetSpec(
+    "meta_dry_run_writes",
+    description="The Meta writes (POST or DELETE) dry runs did not send, one row each. No step computes it: "
+    "the Meta and warehouse resources of any step of a dry run (run tag kobi/dry_run=true) append its rows, "
+    "so it is an external asset here, owned by no step.",
+    group_name=GROUP,
+    owners=OWNERS_DATA,
+    kinds={"duckdb"},
+    metadata=table_definition_metadata(META_DRY_RUN_WRITES),
+)

@@ -4,6 +4,7 @@ tenants whose own cron fired since the previous tick, skipping — with the reas
 still being synced. Tenants are evaluated one by one: a broken registry entry or one tenant's error is reported
 in the skip reason and the tick log, and the other tenants are still launched."""
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -11,10 +12,15 @@ import dagster as dg
 from croniter import croniter
 
 from kobi_cpas.defs.catalog_sync.assets import SHARD_TAG
-from kobi_cpas.defs.tenants.evaluation import evaluate_tenant, log_tenant_problems, registry_notes
+from kobi_cpas.defs.tenants.evaluation import (
+    evaluate_tenant,
+    log_tenant_problems,
+    read_registry,
+    registry_notes,
+)
 from kobi_cpas.defs.tenants.partitions import TENANT_PARTITIONS_NAME
-from kobi_cpas.registry import RegistryError, Tenant, load_registry
-from kobi_cpas.warehouse import analyst_path_from_env, read_analyst
+from kobi_cpas.registry import Tenant
+from kobi_cpas.resources import TenantRegistryResource, WarehouseResource
 
 TICK = timedelta(minutes=15)
 ACTIVE = [
@@ -41,9 +47,10 @@ def overlap_reason(instance: dg.DagsterInstance, tenant_id: str) -> str | None:
     return None
 
 
-def pending_requests_reason(tenant_id: str, methods: tuple[str, ...]) -> str | None:
-    rows = read_analyst(
-        analyst_path_from_env(),
+def pending_requests_reason(
+    warehouse: WarehouseResource, tenant_id: str, methods: tuple[str, ...]
+) -> str | None:
+    rows = warehouse.read_published(
         "SELECT method, count(*) FROM catalog_syncs WHERE tenant_id = ? AND status IN ('submitted', 'processing') "
         f"AND method IN ({', '.join('?' for _ in methods)}) GROUP BY method",
         [tenant_id, *methods],
@@ -55,12 +62,16 @@ def pending_requests_reason(tenant_id: str, methods: tuple[str, ...]) -> str | N
 
 
 def tenant_run_requests(
-    context: dg.ScheduleEvaluationContext, method: str, cron_of, blocking_methods: tuple[str, ...]
+    context: dg.ScheduleEvaluationContext,
+    registry: TenantRegistryResource,
+    warehouse: WarehouseResource,
+    method: str,
+    cron_of: Callable[[Tenant], str],
+    blocking_methods: tuple[str, ...],
 ) -> list[dg.RunRequest] | dg.SkipReason:
-    try:
-        reg = load_registry()
-    except RegistryError as exc:
-        return dg.SkipReason(f"registry invalid, no {method} sync launched: {exc}")
+    reg = read_registry(registry, f"registry invalid, no {method} sync launched")
+    if isinstance(reg, dg.SkipReason):
+        return reg
     tick = context.scheduled_execution_time
     known = set(context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
     requests, skipped, errors = [], [], []
@@ -72,7 +83,7 @@ def tenant_run_requests(
         if t.tenant_id not in known:
             return f"{t.tenant_id}: no partition yet (the tenant sensor adds it)"
         reason = overlap_reason(context.instance, t.tenant_id) or (
-            pending_requests_reason(t.tenant_id, blocking_methods) if blocking_methods else None
+            pending_requests_reason(warehouse, t.tenant_id, blocking_methods) if blocking_methods else None
         )
         if reason:
             return reason
@@ -102,12 +113,16 @@ def tenant_run_requests(
     return requests
 
 
-def cadence_schedule(method: str, cron_of, blocking_methods: tuple[str, ...], description: str):
+def cadence_schedule(
+    method: str, cron_of: Callable[[Tenant], str], blocking_methods: tuple[str, ...], description: str
+) -> dg.ScheduleDefinition:
     """A 15-minute tick launching `catalog_<method>_job` for each tenant whose own cron fired since the last
     tick, skipping (with the reason) tenants whose catalog is busy with any of ``blocking_methods``."""
 
-    def evaluate(context: dg.ScheduleEvaluationContext):
-        return tenant_run_requests(context, method, cron_of, blocking_methods)
+    def evaluate(
+        context: dg.ScheduleEvaluationContext, registry: TenantRegistryResource, warehouse: WarehouseResource
+    ):
+        return tenant_run_requests(context, registry, warehouse, method, cron_of, blocking_methods)
 
     return dg.schedule(
         name=f"catalog_{method}_schedule",

@@ -1,10 +1,10 @@
 """Sensors of the catalog sync: a changed feed source starts a snapshot plus the incremental syncs; requests
 still processing at Meta (batch handles, upload sessions) are checked after about two minutes until done.
 
-Sensors never open the DuckDB work database (a writer may hold it); they read the published analyst file."""
+Sensors never open the DuckDB work database (a writer may hold it); they read the published analyst file through
+the warehouse resource, and the registry through the registry resource (the ones the assets use)."""
 
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,12 +12,17 @@ import dagster as dg
 
 from kobi_cpas.defs.catalog_sync.assets import SHARD_TAG
 from kobi_cpas.defs.catalog_sync.schedules import overlap_reason
-from kobi_cpas.defs.tenants.evaluation import evaluate_tenant, log_tenant_problems, registry_notes
+from kobi_cpas.defs.tenants.evaluation import (
+    evaluate_tenant,
+    log_tenant_problems,
+    read_registry,
+    registry_notes,
+)
 from kobi_cpas.defs.tenants.partitions import TENANT_PARTITIONS_NAME
 from kobi_cpas.feeds.reader import head_fingerprint
-from kobi_cpas.registry import LoadedRegistry, RegistryError, Tenant, load_registry
+from kobi_cpas.registry import LoadedRegistry, Tenant
+from kobi_cpas.resources import CatalogSyncResource, TenantRegistryResource, WarehouseResource
 from kobi_cpas.sync.feed_download import feeds_root
-from kobi_cpas.warehouse import analyst_path_from_env, read_analyst
 
 BATCH_CHECK_AFTER = timedelta(minutes=2)
 
@@ -47,11 +52,10 @@ def source_fingerprint(reg: LoadedRegistry, tenant: Tenant, timeout: float = 10.
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Starts a feed snapshot plus the update feed and Batch API syncs when a tenant's feed changes.",
 )
-def feed_source_sensor(context: dg.SensorEvaluationContext):
-    try:
-        reg = load_registry()
-    except RegistryError as exc:
-        return dg.SkipReason(f"registry invalid: {exc}")
+def feed_source_sensor(context: dg.SensorEvaluationContext, registry: TenantRegistryResource):
+    reg = read_registry(registry, "registry invalid")
+    if isinstance(reg, dg.SkipReason):
+        return reg
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     known = set(context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
     runs, notes, errors = [], [], []
@@ -98,10 +102,11 @@ def feed_source_sensor(context: dg.SensorEvaluationContext):
     description="Checks Batch API handles (after ~2 minutes) and upload sessions still processing until Meta "
     "finishes, then confirms their items.",
 )
-def sync_status_sensor(context: dg.SensorEvaluationContext):
+def sync_status_sensor(
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource, catalog_sync: CatalogSyncResource
+):
     now = datetime.now(UTC)
-    rows = read_analyst(
-        analyst_path_from_env(),
+    rows = warehouse.read_published(
         "SELECT tenant_id, method, min(started_at), count(*) FROM catalog_syncs "
         "WHERE status IN ('submitted', 'processing') GROUP BY tenant_id, method",
     )
@@ -116,7 +121,8 @@ def sync_status_sensor(context: dg.SensorEvaluationContext):
         else:
             waiting.append(f"{tenant_id}: {n} {method} request(s), first check at {ready_at:%H:%M:%S}")
     runs = []
-    bucket = int(now.timestamp() // int(os.environ.get("KOBI_CPAS_STATUS_CHECK_SECONDS", "120")))
+    # One status run per tenant per interval: the run key repeats within it, so Dagster launches it once.
+    bucket = int(now.timestamp() // max(1, int(catalog_sync.status_check_seconds)))
     for tenant_id in sorted(due):
         if overlap_reason(context.instance, tenant_id):
             waiting.append(f"{tenant_id}: a sync run is active; it confirms its own requests")

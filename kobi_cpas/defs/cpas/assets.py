@@ -48,7 +48,7 @@ TENANT_CPAS_ASSET = dict(
 
 @dg.asset(
     **TENANT_CPAS_ASSET,
-    deps=["tenant_registry", "feed_snapshot"],
+    deps=["tenant_registry", "feed_items"],
     check_specs=cpas_partnerships_check_specs,
     metadata=table_definition_metadata(CPAS_PARTNERSHIPS),
 )

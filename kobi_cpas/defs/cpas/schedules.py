@@ -3,7 +3,8 @@ directory."""
 
 import dagster as dg
 
-from kobi_cpas.defs.shared import every_tenant
+from kobi_cpas.defs.tenants.evaluation import every_tenant
+from kobi_cpas.resources import TenantRegistryResource
 
 cpas_daily_job = dg.define_asset_job(
     "cpas_daily_job",
@@ -25,8 +26,8 @@ cpas_directory_job = dg.define_asset_job(
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Every tenant's CPAS reconciliation, daily at 06:30 Istanbul time.",
 )
-def cpas_daily_schedule(context: dg.ScheduleEvaluationContext):
-    return every_tenant(context, "cpas", "%Y-%m-%d")
+def cpas_daily_schedule(context: dg.ScheduleEvaluationContext, registry: TenantRegistryResource):
+    return every_tenant(context, registry, "cpas", "%Y-%m-%d")
 
 
 cpas_directory_schedule = dg.ScheduleDefinition(

@@ -2,11 +2,12 @@
 
 import dagster as dg
 
-from kobi_cpas.defs.shared import every_tenant
+from kobi_cpas.defs.tenants.evaluation import every_tenant
+from kobi_cpas.resources import TenantRegistryResource
 
 catalog_diagnostics_job = dg.define_asset_job(
     "catalog_diagnostics_job",
-    selection=dg.AssetSelection.assets("catalog_diagnostics"),
+    selection=dg.AssetSelection.assets("catalog_diagnostics").required_multi_asset_neighbors(),
     description="Poll a tenant's catalog diagnostics and refresh the diagnostics tables.",
 )
 
@@ -18,5 +19,5 @@ catalog_diagnostics_job = dg.define_asset_job(
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Every tenant's catalog diagnostics, hourly.",
 )
-def catalog_diagnostics_schedule(context: dg.ScheduleEvaluationContext):
-    return every_tenant(context, "diagnostics", "%Y%m%dT%H")
+def catalog_diagnostics_schedule(context: dg.ScheduleEvaluationContext, registry: TenantRegistryResource):
+    return every_tenant(context, registry, "diagnostics", "%Y%m%dT%H")

@@ -15,11 +15,12 @@ from kobi_cpas.defs.insights.partitions import insights_partitions
 from kobi_cpas.defs.shared import (
     DUCKDB_POOL,
     OWNERS_DATA,
-    count,
     md_table,
-    preview,
-    table_definition_metadata,
+    specs_by_key,
+    table_result,
+    table_spec,
 )
+from kobi_cpas.insights.accounts import META_AD_ACCOUNTS, fetch_account
 from kobi_cpas.insights.metrics import write_metric_catalog
 from kobi_cpas.insights.products import (
     LookupReport,
@@ -27,7 +28,7 @@ from kobi_cpas.insights.products import (
     match_rates,
     match_to_feed,
 )
-from kobi_cpas.insights.pull import InsightsPullError, account_timezone, pull_account_days
+from kobi_cpas.insights.pull import InsightsPullError, pull_account_days
 from kobi_cpas.insights.reconcile import (
     check_freshness,
     check_product_presence,
@@ -100,22 +101,94 @@ def _match_rate_md(rates: list[dict]) -> dg.MetadataValue:
     return dg.MetadataValue.md(md_table(rows, headers, max_rows=50))
 
 
-@dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"meta", "duckdb"},
+# One pull writes these tables (and the match-rate view over two of them); each is its own asset.
+_TABLE = dict(group_name=GROUP, owners=OWNERS, kinds={"meta", "duckdb"})
+_BY_PRODUCT = [("shared_item_product_metrics", "action_converted_product_id")]
+_MATCHED = [("retailer_product_items", "match_method")]
+INSIGHTS = specs_by_key(
+    table_spec(
+        "shared_item_metrics",
+        SHARED_ITEM_METRICS,
+        description="CPAS shared-item metrics (catalog_segment_*, spend, impressions, clicks) for every "
+        "dedicated ad account of the tenant, one row per day, object, metric, action type and attribution "
+        "window.",
+        deps=["tenant_registry"],
+        **_TABLE,
+    ),
+    table_spec(
+        "shared_item_product_metrics",
+        SHARED_ITEM_PRODUCT_METRICS,
+        description="converted_product_* metrics per converted product (the retailer's product item), mapped "
+        "to the brand's feed item where the lookup matched it.",
+        deps=["tenant_registry", "retailer_product_items", "feed_items"],
+        lineage={
+            "retailer_id": [("retailer_product_items", "feed_retailer_id")],
+            "match_method": [("retailer_product_items", "match_method")],
+            "product_title": [("feed_items", "title")],
+            "product_brand": [("feed_items", "brand")],
+        },
+        **_TABLE,
+    ),
+    table_spec(
+        "insights_metric_catalog",
+        INSIGHTS_METRIC_CATALOG,
+        description="The insights metrics Kobi pulls: unit, additivity, whether Meta estimates them, request "
+        "family and shape (rewritten from code by every pull; the same for every partition).",
+        **_TABLE,
+    ),
+    table_spec(
+        "retailer_product_items",
+        RETAILER_PRODUCT_ITEMS,
+        description="The retailer's product items seen as converted products, each looked up once at Meta "
+        "and matched to the brand's feed item (by retailer id, GTIN or MPN).",
+        deps=["feed_items"],
+        lineage={"feed_retailer_id": [("feed_items", "retailer_id")]},
+        **_TABLE,
+    ),
+    table_spec(
+        "retailer_product_match_rates",
+        RETAILER_PRODUCT_MATCH_RATES,
+        description="View: per tenant and retailer, how the converted products (the retailer's items) map to "
+        "the brand's feed items, by count and by converted value.",
+        deps=["shared_item_product_metrics", "retailer_product_items"],
+        lineage={
+            "product_items": _BY_PRODUCT,
+            **{c: [("retailer_product_items", "lookup_status")] for c in ("found", "not_found", "pending")},
+            **{
+                c: _MATCHED
+                for c in (
+                    "matched",
+                    "matched_by_retailer_id",
+                    "matched_by_gtin",
+                    "matched_by_mpn",
+                    "unmatched",
+                )
+            },
+            "match_rate": [*_BY_PRODUCT, *_MATCHED],
+            "converted_value": [("shared_item_product_metrics", "value")],
+            "matched_value": [("shared_item_product_metrics", "value"), *_MATCHED],
+            "value_match_rate": [("shared_item_product_metrics", "value"), *_MATCHED],
+        },
+        **_TABLE,
+    ),
+    table_spec(
+        "meta_ad_accounts",
+        META_AD_ACCOUNTS,
+        description="The dedicated CPAS ad accounts as Meta last reported them to the pull: time zone, "
+        "currency, name.",
+        deps=["tenant_registry"],
+        **_TABLE,
+    ),
+)
+
+
+@dg.multi_asset(
+    specs=list(INSIGHTS.values()),
     partitions_def=insights_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=DUCKDB_POOL,
-    deps=["tenant_registry", "feed_snapshot"],
     check_specs=shared_item_metrics_check_specs,
-    metadata=table_definition_metadata(
-        SHARED_ITEM_METRICS,
-        SHARED_ITEM_PRODUCT_METRICS,
-        INSIGHTS_METRIC_CATALOG,
-        RETAILER_PRODUCT_ITEMS,
-        RETAILER_PRODUCT_MATCH_RATES,
-    ),
+    can_subset=False,
 )
 def shared_item_metrics(
     context: dg.AssetExecutionContext,
@@ -123,9 +196,9 @@ def shared_item_metrics(
     meta: MetaGraphResource,
     warehouse: WarehouseResource,
     catalog_sync: CatalogSyncResource,
-) -> dg.MaterializeResult:
-    """CPAS shared-item metrics (catalog_segment_*, converted_product_*, spend, impressions, clicks) for every
-    dedicated ad account of the tenant, one row per day, object, metric, action type and attribution window.
+):
+    """Pull CPAS shared-item metrics (catalog_segment_*, converted_product_*, spend, impressions, clicks) for
+    every dedicated ad account of the tenant, then look up and match the converted products.
 
     A run covers any range of days (single-run backfill): one async report job per account, level and request
     family, split only when Meta asks. Each (account, level, family, day) slice is replaced in one transaction
@@ -160,7 +233,10 @@ def shared_item_metrics(
                     rep = exc.report
                     errors.append(f"{act}: {'; '.join(rep.errors)[:500]}")
                 reports.append(rep)
-                tz = account_timezone(client, act)
+                # Also recorded in meta_ad_accounts: the insights schedule reads the zone from there.
+                tz = fetch_account(
+                    client, con, tenant_id=tenant_id, retailer=r.retailer, ad_account_id=act
+                ).timezone_name
                 yesterday = max(days)
                 record_repull_totals(
                     client, con, tenant_id=tenant_id, retailer=r.retailer, ad_account_id=act, days=[yesterday]
@@ -171,17 +247,16 @@ def shared_item_metrics(
                 checks[REPULL] += check_repull(con, ad_account_id=act, days=[yesterday])
                 freshness.append(check_freshness(con, ad_account_id=act, timezone_name=tz))
             lookups.append(map_converted_products(con, tenant_id, client, context.log))
-        n = count(con, "SELECT count(*) FROM main.shared_item_metrics")
-        n_products = count(con, "SELECT count(*) FROM main.shared_item_product_metrics")
         rates = match_rates(con, list(days_by_tenant))
-        md = preview(
-            con,
-            "SELECT date, tenant_id, retailer, campaign_id, spend, purchase_value, roas_recomputed "
-            "FROM (" + CPAS_DASHBOARD.sql + ") ORDER BY date DESC, tenant_id LIMIT 10",
-        )
         warehouse.publish(con)
-    if errors and not any(r.rows_written for r in reports):
-        raise dg.Failure(description="no slice could be pulled: " + " | ".join(errors))
+        if errors and not any(r.rows_written for r in reports):
+            raise dg.Failure(description="no slice could be pulled: " + " | ".join(errors))
+        yield from _results(con, days_by_tenant, reports, errors, lookups, rates, checks, freshness)
+
+
+def _results(con, days_by_tenant, reports, errors, lookups, rates, checks, freshness):
+    """One result per table of the run's partitions: the run's tenants (and, for the facts, its days); in
+    dependency order, as a multi_asset must yield them."""
     stale = [f for f in freshness if not f.get("ok", True)]
 
     def result(name: str, rows: list, what: str) -> dg.AssetCheckResult:
@@ -193,22 +268,24 @@ def shared_item_metrics(
             metadata={"offending_rows": len(rows)},
         )
 
-    return dg.MaterializeResult(
+    tenants = sorted(days_by_tenant)
+    days = sorted({d for ds in days_by_tenant.values() for d in ds})
+    facts = "list_contains(?::VARCHAR[], tenant_id) AND date BETWEEN ? AND ?"
+    fact_params = [tenants, days[0], days[-1]]
+    yield table_result(
+        INSIGHTS["shared_item_metrics"],
+        con,
+        facts,
+        fact_params,
+        f"SELECT date, tenant_id, retailer, level, object_id, metric, action_type, attribution_window, value "
+        f"FROM main.shared_item_metrics WHERE {facts} ORDER BY date DESC, tenant_id, retailer, level, metric "
+        "LIMIT 11",
         metadata={
-            "dagster/row_count": n,
-            "product_rows": n_products,
             "days_pulled": sum(len(d) for d in days_by_tenant.values()),
             "api_requests": sum(r.api_requests for r in reports),
             "rows_written_this_run": sum(r.rows_written for r in reports),
             "incomplete_slices": sum(len(r.incomplete) for r in reports),
             "errors": "; ".join(errors) or "none",
-            "dashboard_preview": md,
-            "product_lookups": sum(r.requested for r in lookups),
-            "product_lookup_errors": "; ".join(e for r in lookups for e in r.errors[:1]) or "none",
-            "product_match_rate": _match_rate_md(rates),
-            "product_match_rates": dg.MetadataValue.json(
-                {f"{r['tenant_id']}/{r['retailer']}": float(r["match_rate"] or 0) for r in rates}
-            ),
         },
         check_results=[
             result(ROLLUPS, checks[ROLLUPS], "rollup gaps (ad vs higher levels)"),
@@ -218,35 +295,117 @@ def shared_item_metrics(
             result(FRESHNESS, stale, "ad accounts missing yesterday after 10:00 local time"),
         ],
     )
+    yield table_result(
+        INSIGHTS["insights_metric_catalog"],
+        con,
+        preview_sql="SELECT metric, unit, additive, is_estimated, family, request_family "
+        "FROM main.insights_metric_catalog ORDER BY metric LIMIT 11",
+    )
+    mine, tenant_params = "list_contains(?::VARCHAR[], tenant_id)", [tenants]
+    yield table_result(
+        INSIGHTS["retailer_product_items"],
+        con,
+        mine,
+        tenant_params,
+        "SELECT tenant_id, retailer, product_item_id, retailer_id, name, lookup_status, feed_retailer_id, "
+        f"match_method FROM main.retailer_product_items WHERE {mine} ORDER BY tenant_id, retailer, "
+        "product_item_id LIMIT 11",
+        metadata={
+            "product_lookups": sum(r.requested for r in lookups),
+            "product_lookup_errors": "; ".join(e for r in lookups for e in r.errors[:1]) or "none",
+        },
+    )
+    yield table_result(
+        INSIGHTS["shared_item_product_metrics"],
+        con,
+        facts,
+        fact_params,
+        "SELECT date, tenant_id, retailer, level, action_converted_product_id, metric, value, retailer_id, "
+        f"match_method FROM main.shared_item_product_metrics WHERE {facts} "
+        "ORDER BY date DESC, tenant_id, retailer, level, metric LIMIT 11",
+    )
+    yield table_result(
+        INSIGHTS["retailer_product_match_rates"],
+        con,
+        mine,
+        tenant_params,
+        relation=f"({RETAILER_PRODUCT_MATCH_RATES.sql})",
+        metadata={
+            "product_match_rate": _match_rate_md(rates),
+            "product_match_rates": dg.MetadataValue.json(
+                {f"{r['tenant_id']}/{r['retailer']}": float(r["match_rate"] or 0) for r in rates}
+            ),
+        },
+    )
+    yield table_result(
+        INSIGHTS["meta_ad_accounts"],
+        con,
+        mine,
+        tenant_params,
+        "SELECT ad_account_id, tenant_id, retailer, account_name, timezone_name, currency, fetched_at "
+        f"FROM main.meta_ad_accounts WHERE {mine} ORDER BY tenant_id, retailer LIMIT 11",
+    )
 
 
-@dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"duckdb"},
-    pool=DUCKDB_POOL,
-    deps=[shared_item_metrics, "execution_manifest"],
-    automation_condition=dg.AutomationCondition.eager(),
-    metadata={**table_definition_metadata(CPAS_DASHBOARD), "kobi/kind": "view"},
+_KPIS = [("shared_item_metrics", "value")]
+_FACT = {
+    c: [("shared_item_metrics", c)] for c in ("date", "tenant_id", "retailer", "ad_account_id", "campaign_id")
+}
+_KPI_COLUMNS = ("spend", "purchase_value", "purchases", "add_to_cart", "add_to_cart_value", "view_content")
+DASHBOARD = specs_by_key(
+    table_spec(
+        "cpas_dashboard",
+        CPAS_DASHBOARD,
+        description="The CPAS dashboard view: per day, tenant, retailer and campaign (with its catalog "
+        "segment from the execution manifest) — spend, segment purchase value, add-to-cart and view-content "
+        "counts and values, Meta's omni purchase ROAS and ROAS recomputed as value / spend (ratios are "
+        "never summed).",
+        deps=[
+            "shared_item_metrics",
+            "shared_item_product_metrics",
+            "retailer_product_items",
+            "execution_manifest",
+        ],
+        lineage={
+            **_FACT,
+            "campaign_name": [("execution_manifest", "campaign_name")],
+            "catalog_segment_id": [("execution_manifest", "catalog_segment_id")],
+            **{
+                c: _KPIS
+                for c in (*_KPI_COLUMNS, "view_content_value", "meta_omni_purchase_roas", "roas_recomputed")
+            },
+            "converted_product_value": [("shared_item_product_metrics", "value")],
+            "matched_product_value": [("shared_item_product_metrics", "value"), *_MATCHED],
+        },
+        group_name=GROUP,
+        owners=OWNERS,
+        kinds={"duckdb"},
+        automation_condition=dg.AutomationCondition.eager(),
+    ),
 )
-def cpas_dashboard(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """The CPAS dashboard view: per day, tenant, retailer and campaign (with its catalog segment from the
-    execution manifest) — spend, segment purchase value, add-to-cart and view-content counts and values, Meta's
-    omni purchase ROAS and ROAS recomputed as value / spend (ratios are never summed)."""
+
+
+@dg.multi_asset(specs=list(DASHBOARD.values()), pool=DUCKDB_POOL)
+def cpas_dashboard(warehouse: WarehouseResource):
+    """Refresh the CPAS dashboard view's metadata (row count, ROAS by retailer) after its inputs changed."""
+    relation = f"({CPAS_DASHBOARD.sql})"
     with warehouse.connection() as con:
-        n = count(con, f"SELECT count(*) FROM ({CPAS_DASHBOARD.sql})")
         by_retailer = con.execute(
             f"SELECT tenant_id, retailer, round(sum(spend), 2), round(sum(purchase_value), 2), "
-            f"round(sum(purchase_value) / nullif(sum(spend), 0), 2) FROM ({CPAS_DASHBOARD.sql}) GROUP BY ALL ORDER BY 1, 2"
+            f"round(sum(purchase_value) / nullif(sum(spend), 0), 2) FROM {relation} GROUP BY ALL ORDER BY 1, 2"
         ).fetchall()
         warehouse.publish(con)
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": n,
-            "roas_by_retailer": dg.MetadataValue.md(
-                md_table(by_retailer, ["tenant", "retailer", "spend", "purchase value", "ROAS"])
-                if by_retailer
-                else "_no data yet_"
-            ),
-        }
-    )
+        yield table_result(
+            DASHBOARD["cpas_dashboard"],
+            con,
+            preview_sql="SELECT date, tenant_id, retailer, campaign_id, spend, purchase_value, roas_recomputed "
+            f"FROM {relation} ORDER BY date DESC, tenant_id LIMIT 11",
+            relation=relation,
+            metadata={
+                "roas_by_retailer": dg.MetadataValue.md(
+                    md_table(by_retailer, ["tenant", "retailer", "spend", "purchase value", "ROAS"])
+                    if by_retailer
+                    else "_no data yet_"
+                ),
+            },
+        )

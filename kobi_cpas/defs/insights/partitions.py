@@ -3,9 +3,9 @@
 import dagster as dg
 
 from kobi_cpas.defs.tenants.partitions import tenant_partitions
+from kobi_cpas.insights.pull import RESTATEMENT_DAYS  # noqa: F401  (one definition, used by the schedule)
 
 INSIGHTS_START_DATE = "2025-01-01"
-RESTATEMENT_DAYS = 28
 
 insights_partitions = dg.MultiPartitionsDefinition(
     {

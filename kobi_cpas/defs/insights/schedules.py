@@ -1,43 +1,53 @@
-"""Daily pull of the trailing restatement window, in each ad account's time zone."""
+"""Daily pull of the trailing restatement window, in each ad account's time zone.
 
-import os
-import time
+The time zone comes from meta_ad_accounts, which the pull writes when it fetches the account: the schedule never
+calls Meta from the daemon. An account not pulled yet has no row; its tenant's ``sync.timezone`` stands in until
+the first pull records the account's own zone, and the tick says so."""
+
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
 from kobi_cpas.defs.insights.partitions import RESTATEMENT_DAYS, range_tags
-from kobi_cpas.defs.tenants.evaluation import evaluate_tenant, log_tenant_problems, registry_notes
+from kobi_cpas.defs.tenants.evaluation import (
+    evaluate_tenant,
+    log_tenant_problems,
+    read_registry,
+    registry_notes,
+)
 from kobi_cpas.defs.tenants.partitions import TENANT_PARTITIONS_NAME
-from kobi_cpas.registry import RegistryError, Tenant, load_registry
+from kobi_cpas.insights.accounts import META_AD_ACCOUNTS, account_timezones
+from kobi_cpas.registry import Tenant
+from kobi_cpas.resources import TenantRegistryResource, WarehouseResource
 
 PULL_HOUR = 7  # local time: yesterday is complete enough, and restated days get re-pulled for 28 days anyway
-_TZ_CACHE: dict[str, tuple[float, str]] = {}
+TIMEZONE_TAG = "kobi/account_timezone"
+TIMEZONE_SOURCE_TAG = "kobi/account_timezone_source"
+FALLBACK_SOURCE = f"tenant sync.timezone (no {META_AD_ACCOUNTS.name} row yet)"
 
 shared_item_metrics_job = dg.define_asset_job(
     "shared_item_metrics_job",
-    selection=dg.AssetSelection.assets("shared_item_metrics"),
+    selection=dg.AssetSelection.assets("shared_item_metrics").required_multi_asset_neighbors(),
     description="Pull shared-item metrics for a tenant's date range in one run (the restatement window daily, "
     "any range as a backfill).",
 )
 
 
-def account_tz(act: str) -> str:
-    """The ad account's time zone from Meta, cached for a day in the daemon process."""
-    hit = _TZ_CACHE.get(act)
-    if hit and time.time() - hit[0] < 86400:
-        return hit[1]
-    from kobi_cpas.insights.pull import account_timezone
-    from kobi_cpas.meta.config import MetaClientConfig
+def pulled_accounts(tenant: Tenant) -> list[str]:
+    """The tenant's dedicated ad accounts the pull covers (accepted or revoked partnerships), in registry order."""
+    return [
+        r.dedicated_ad_account_id
+        for r in tenant.cpas_retailers
+        if r.dedicated_ad_account_id and r.partnership_status.value != "pending"
+    ]
 
-    try:
-        with MetaClientConfig.from_env().client() as client:
-            tz = account_timezone(client, act)
-    except Exception:
-        tz = os.environ.get("KOBI_CPAS_DEFAULT_TZ", "Europe/Istanbul")
-    _TZ_CACHE[act] = (time.time(), tz)
-    return tz
+
+def fallback_note(tenant: Tenant, act: str) -> str:
+    return (
+        f"{tenant.tenant_id}: {act} has no row in {META_AD_ACCOUNTS.name} yet (the first pull records its time "
+        f"zone); using the tenant's sync.timezone {tenant.sync.timezone}"
+    )
 
 
 @dg.schedule(
@@ -45,27 +55,31 @@ def account_tz(act: str) -> str:
     cron_schedule="0 * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description=f"Hourly tick; at {PULL_HOUR}:00 in a tenant's ad account time zone, re-pull the trailing "
-    f"{RESTATEMENT_DAYS} days (Meta restates them) and replace those partitions; older days stay frozen.",
+    description=f"Hourly tick; at {PULL_HOUR}:00 in a tenant's ad account time zone (from "
+    f"{META_AD_ACCOUNTS.name}), re-pull the trailing {RESTATEMENT_DAYS} days (Meta restates them) and replace "
+    "those partitions; older days stay frozen.",
 )
-def shared_item_metrics_schedule(context: dg.ScheduleEvaluationContext):
-    try:
-        reg = load_registry()
-    except RegistryError as exc:
-        return dg.SkipReason(f"registry invalid: {exc}")
+def shared_item_metrics_schedule(
+    context: dg.ScheduleEvaluationContext, registry: TenantRegistryResource, warehouse: WarehouseResource
+):
+    reg = read_registry(registry, "registry invalid")
+    if isinstance(reg, dg.SkipReason):
+        return reg
     known = set(context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
     tick = context.scheduled_execution_time
-    runs, waiting, errors = [], [], []
+    zones = account_timezones(warehouse.read_published, [a for t in reg.tenants for a in pulled_accounts(t)])
+    runs, waiting, fallbacks, errors = [], [], [], []
 
     def evaluate(t: Tenant) -> None:
-        accounts = [
-            r.dedicated_ad_account_id
-            for r in t.cpas_retailers
-            if r.dedicated_ad_account_id and r.partnership_status.value != "pending"
-        ]
+        accounts = pulled_accounts(t)
         if not accounts or t.tenant_id not in known:
             return
-        tz = account_tz(accounts[0])
+        act = accounts[0]
+        tz = zones.get(act)
+        source = META_AD_ACCOUNTS.name
+        if tz is None:
+            tz, source = t.sync.timezone, FALLBACK_SOURCE
+            fallbacks.append(fallback_note(t, act))
         local = tick.astimezone(ZoneInfo(tz))
         if local.hour != PULL_HOUR:
             waiting.append(f"{t.tenant_id}: {local:%H:%M} in {tz}")
@@ -78,6 +92,8 @@ def shared_item_metrics_schedule(context: dg.ScheduleEvaluationContext):
                 tags={
                     **range_tags(t.tenant_id, since.isoformat(), until.isoformat()),
                     "kobi/tenant": t.tenant_id,
+                    TIMEZONE_TAG: tz,
+                    TIMEZONE_SOURCE_TAG: source,
                 },
             )
         )
@@ -85,6 +101,8 @@ def shared_item_metrics_schedule(context: dg.ScheduleEvaluationContext):
     for t in reg.tenants:
         evaluate_tenant(t, "insights schedule", evaluate, errors)
     not_evaluated = errors + registry_notes(reg)
+    if fallbacks:
+        context.log.info("time zone fallback: " + "; ".join(fallbacks))
     log_tenant_problems(context.log, "shared_item_metrics_schedule", not_evaluated)
     if not runs:
         reason = (
@@ -92,5 +110,5 @@ def shared_item_metrics_schedule(context: dg.ScheduleEvaluationContext):
             if waiting
             else "no tenant with an accepted CPAS ad account"
         )
-        return dg.SkipReason("; ".join([reason, *not_evaluated]))
+        return dg.SkipReason("; ".join([reason, *fallbacks, *not_evaluated]))
     return runs

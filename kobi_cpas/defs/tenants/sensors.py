@@ -3,9 +3,9 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from kobi_cpas.defs.tenants.evaluation import log_tenant_problems, registry_notes
+from kobi_cpas.defs.tenants.evaluation import log_tenant_problems, read_registry, registry_notes
 from kobi_cpas.defs.tenants.partitions import TENANT_PARTITIONS_NAME, tenant_partitions
-from kobi_cpas.registry import RegistryError, load_registry, registry_path
+from kobi_cpas.resources import TenantRegistryResource
 
 tenant_registry_job = dg.define_asset_job(
     "tenant_registry_job", selection=dg.AssetSelection.assets("tenant_registry")
@@ -28,12 +28,13 @@ def plan_partition_changes(
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Keeps the tenant partitions equal to the registry and reloads tenant_registry when it changes.",
 )
-def tenant_partitions_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    try:
-        reg = load_registry(registry_path())
-    except RegistryError as exc:
-        # Never drop partitions because of a typo in the registry: skip, saying why.
-        return dg.SkipReason(f"registry invalid, tenant partitions left unchanged: {exc}")
+def tenant_partitions_sensor(
+    context: dg.SensorEvaluationContext, registry: TenantRegistryResource
+) -> dg.SensorResult | dg.SkipReason:
+    # Never drop partitions because of a typo in the registry: skip, saying why.
+    reg = read_registry(registry, "registry invalid, tenant partitions left unchanged")
+    if isinstance(reg, dg.SkipReason):
+        return reg
     broken = registry_notes(reg)
     if broken and not reg.tenants:
         # Nothing valid at all: as good as an invalid file (and reloading would empty tenant_registry).
