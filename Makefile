@@ -29,13 +29,13 @@ sandbox: install
 	$(PY) -m kobi_cpas.devenv.cli sandbox
 
 lint: install
-	$(VENV)/bin/ruff format --check kobi_cpas kobi_cpas_tests
-	$(VENV)/bin/ruff check kobi_cpas kobi_cpas_tests
+	$(VENV)/bin/ruff format --check kobi_cpas meta_sandbox kobi_cpas_tests
+	$(VENV)/bin/ruff check kobi_cpas meta_sandbox kobi_cpas_tests
 	$(VENV)/bin/lint-imports
 
 fmt: install
-	$(VENV)/bin/ruff format kobi_cpas kobi_cpas_tests
-	$(VENV)/bin/ruff check --fix kobi_cpas kobi_cpas_tests
+	$(VENV)/bin/ruff format kobi_cpas meta_sandbox kobi_cpas_tests
+	$(VENV)/bin/ruff check --fix kobi_cpas meta_sandbox kobi_cpas_tests
 
 # Validation needs no Postgres: an empty instance config in a throwaway DAGSTER_HOME.
 validate: install

@@ -17,8 +17,8 @@ import pytest
 from kobi_cpas.meta import MetaGraphClient
 from kobi_cpas.registry import load_registry
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
-from kobi_cpas.sandbox import SandboxAdmin, SandboxServer, World
-from kobi_cpas.sandbox.admin import CpasAdmin
+from meta_sandbox import SandboxAdmin, SandboxServer, World
+from meta_sandbox.admin import CpasAdmin
 
 __all__ = [
     "SANDBOX_API_VERSION",

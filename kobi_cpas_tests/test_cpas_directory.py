@@ -16,7 +16,7 @@ from kobi_cpas.cpas import (
 from kobi_cpas.meta import MetaGraphClient, MetaInvalidRequestError
 from kobi_cpas.registry import load_registry
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
-from kobi_cpas.sandbox.admin import CpasAdmin
+from meta_sandbox.admin import CpasAdmin
 
 if TYPE_CHECKING:
     from kobi_cpas_tests.sandbox_fixtures import SandboxHandle

@@ -9,7 +9,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from kobi_cpas.cpas.filters import (
+from kobi_cpas.feeds.fields import COLUMNS
+from kobi_cpas.registry.filters import (
     NEGATED_OPERATORS,
     OPERATORS,
     FilterError,
@@ -21,7 +22,6 @@ from kobi_cpas.cpas.filters import (
     parse_rule,
     table_columns,
 )
-from kobi_cpas.feeds.fields import COLUMNS
 
 FEED_COLUMNS = [c for c in COLUMNS if c != "id"]
 

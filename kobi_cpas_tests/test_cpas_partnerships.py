@@ -12,7 +12,7 @@ from kobi_cpas.cpas import DRIFT_CODES, expected_membership, read_account_usage,
 from kobi_cpas.meta import MetaGraphClient
 from kobi_cpas.registry import CpasRetailer, OnboardingMode, PartnershipStatus, Tenant, load_registry
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
-from kobi_cpas.sandbox.admin import CpasAdmin
+from meta_sandbox.admin import CpasAdmin
 
 if TYPE_CHECKING:
     from kobi_cpas_tests.sandbox_fixtures import SandboxHandle

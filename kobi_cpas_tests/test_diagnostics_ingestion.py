@@ -19,7 +19,6 @@ from kobi_cpas.diagnostics.after_sync import fatal_errors_for_sync
 from kobi_cpas.diagnostics.collect import record_batch_lines, record_upload_rows
 from kobi_cpas.diagnostics.dictionary import KOBI_INGESTION_CTA
 from kobi_cpas.meta import MetaGraphClient
-from kobi_cpas.sandbox import load_fixture
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 from kobi_cpas_tests.test_diagnostics_support import TENANT, add_sync, diagnostics, rows
@@ -32,6 +31,7 @@ from kobi_cpas_tests.test_sandbox_catalog_feeds import (
     to_csv,
     upload,
 )
+from meta_sandbox import load_fixture
 
 if TYPE_CHECKING:
     from kobi_cpas_tests.sandbox_fixtures import SandboxHandle

@@ -17,7 +17,6 @@ from kobi_cpas.diagnostics.dictionary import GENERIC_CTA
 from kobi_cpas.diagnostics.lifecycle import last_successful_poll, merge_problems
 from kobi_cpas.diagnostics.meta_checks import ItemErrorsFetch, stage_item_errors
 from kobi_cpas.meta import MetaGraphClient
-from kobi_cpas.sandbox import load_fixture
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 from kobi_cpas_tests.test_diagnostics_support import (
@@ -29,6 +28,7 @@ from kobi_cpas_tests.test_diagnostics_support import (
     seed_items,
 )
 from kobi_cpas_tests.test_sandbox_catalog_feeds import CATALOG, catalog_config
+from meta_sandbox import load_fixture
 
 if TYPE_CHECKING:
     from kobi_cpas_tests.sandbox_fixtures import SandboxHandle

@@ -10,8 +10,8 @@ import duckdb
 import requests
 
 from kobi_cpas.meta import MetaGraphClient
-from kobi_cpas.sandbox import load_fixture
 from kobi_cpas_tests.test_sandbox_catalog_feeds import CATALOG, create_feed, item, to_csv, upload
+from meta_sandbox import load_fixture
 
 if TYPE_CHECKING:
     from kobi_cpas_tests.sandbox_fixtures import SandboxHandle

@@ -23,9 +23,9 @@ from kobi_cpas.insights.jobs import (
 from kobi_cpas.insights.requests import InsightsRequest, build_request
 from kobi_cpas.meta import DEFAULT_API_VERSION, MetaAuthError, MetaGraphClient
 from kobi_cpas.resources import WarehouseResource
-from kobi_cpas.sandbox.admin import InsightsAdmin
 from kobi_cpas.warehouse.warehouse import replace_rows
 from kobi_cpas_tests.dagster_fixtures import KobiEnv, tick_schedule
+from meta_sandbox.admin import InsightsAdmin
 
 if TYPE_CHECKING:
     from kobi_cpas_tests.sandbox_fixtures import SandboxHandle

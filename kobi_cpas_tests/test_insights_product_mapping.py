@@ -23,8 +23,8 @@ from kobi_cpas.insights.products import (
 from kobi_cpas.insights.pull import pull_account_days
 from kobi_cpas.insights.schema import CPAS_DASHBOARD_SQL, ensure_schema
 from kobi_cpas.meta import MetaGraphClient
-from kobi_cpas.sandbox import catalog_model as cm
 from kobi_cpas.sync.tables import FEED_ITEMS
+from meta_sandbox import catalog_model as cm
 
 if TYPE_CHECKING:
     from kobi_cpas_tests.sandbox_fixtures import SandboxHandle

@@ -21,8 +21,8 @@ from kobi_cpas.insights.pull import (
 )
 from kobi_cpas.insights.schema import SHARED_ITEM_METRICS, SHARED_ITEM_PRODUCT_METRICS
 from kobi_cpas.meta import MetaAuthError, MetaGraphClient
-from kobi_cpas.sandbox.admin import InsightsAdmin
 from kobi_cpas_tests.sandbox_fixtures import SANDBOX_TOKEN
+from meta_sandbox.admin import InsightsAdmin
 
 if TYPE_CHECKING:
     from kobi_cpas_tests.sandbox_fixtures import SandboxHandle

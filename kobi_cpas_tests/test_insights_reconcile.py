@@ -10,11 +10,11 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pytest
 
+from kobi_cpas.devenv.insights_bench import run_insights_benchmark
 from kobi_cpas.insights import reconcile as rc
-from kobi_cpas.insights.bench import run_insights_benchmark
 from kobi_cpas.insights.pull import PullReport, pull_account_days
 from kobi_cpas.meta import MetaGraphClient
-from kobi_cpas.sandbox.admin import InsightsAdmin
+from meta_sandbox.admin import InsightsAdmin
 
 if TYPE_CHECKING:
     from kobi_cpas_tests.sandbox_fixtures import SandboxHandle

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from kobi_cpas.meta import MetaGraphClient, MetaInvalidRequestError, MetaTooMuchDataError, encode_params
-from kobi_cpas.sandbox.admin import InsightsAdmin
+from meta_sandbox.admin import InsightsAdmin
 
 if TYPE_CHECKING:
     from kobi_cpas_tests.sandbox_fixtures import SandboxHandle

@@ -57,7 +57,7 @@ def graph_calls(sandbox: SandboxHandle) -> list[dict]:
 def test_catalog_commerce_merchant_settings_has_reference_shape(
     meta_client: MetaGraphClient, fields: str
 ) -> None:
-    from kobi_cpas.sandbox import load_fixture
+    from meta_sandbox import load_fixture
 
     reference = load_fixture("commerce_merchant_settings")
     got = meta_client.get(CATALOG, {"fields": fields})

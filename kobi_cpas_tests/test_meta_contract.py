@@ -32,11 +32,11 @@ from kobi_cpas.meta import MetaGraphClient
 from kobi_cpas.meta.versions import DEFAULT_API_VERSION
 from kobi_cpas.registry import load_registry
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
-from kobi_cpas.sandbox import SandboxAdmin, SandboxServer, World
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 from kobi_cpas_tests.contract import sdk_contract as sdk
 from kobi_cpas_tests.sandbox_fixtures import SANDBOX_SEED, SANDBOX_TOKEN
+from meta_sandbox import SandboxAdmin, SandboxServer, World
 
 ANATOLIA_BIZ = "1000000000000001"
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -74,7 +74,7 @@ def test_kobi_cpas_never_imports_the_sdk() -> None:
             ]
     assert offenders == []
     code = (
-        "import sys, kobi_cpas.definitions, kobi_cpas.sandbox, kobi_cpas.sandbox.server;"
+        "import sys, kobi_cpas.definitions, meta_sandbox, meta_sandbox.server;"
         "print(any(m.split('.')[0] == 'facebook_business' for m in sys.modules))"
     )
     out = subprocess.run(
@@ -84,7 +84,7 @@ def test_kobi_cpas_never_imports_the_sdk() -> None:
 
 
 def test_every_sandbox_graph_route_is_mapped_or_excepted() -> None:
-    from kobi_cpas.sandbox.server import default_router
+    from meta_sandbox.server import default_router
 
     routes = {n for n, r in default_router().by_name.items() if r.family != "admin"}
     assert routes - set(sdk.ROUTES) - set(sdk.NO_SDK_ROUTE) == set()

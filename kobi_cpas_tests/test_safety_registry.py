@@ -10,8 +10,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from kobi_cpas.cpas.filters import MAX_RULE_DEPTH, FilterError, validate_rule
 from kobi_cpas.devenv.pipeline import materialize_all
+from kobi_cpas.registry.filters import MAX_RULE_DEPTH, FilterError, validate_rule
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
 from kobi_cpas_tests.dagster_fixtures import KobiEnv, tick_schedule, tick_sensor
 

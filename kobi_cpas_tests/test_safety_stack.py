@@ -206,7 +206,7 @@ def test_a_stack_reuses_a_running_sandbox_and_leaves_it_running(
     external_postgres: None, tmp_path: Path
 ) -> None:
     from kobi_cpas.registry import load_registry
-    from kobi_cpas.sandbox import SandboxServer, World
+    from meta_sandbox import SandboxServer, World
 
     with SandboxServer(World.from_registry(load_registry().registry, seed=42)) as theirs:
         with local_stack(REPO_ROOT, state_dir=tmp_path, sandbox_port=theirs.port) as info:

@@ -11,7 +11,6 @@ import requests
 
 from kobi_cpas.meta import MetaGraphClient
 from kobi_cpas.meta.errors import MetaAPIError
-from kobi_cpas.sandbox import load_fixture
 from kobi_cpas_tests.test_sandbox_catalog_feeds import (
     CATALOG,
     catalog_config,
@@ -22,6 +21,7 @@ from kobi_cpas_tests.test_sandbox_catalog_feeds import (
     to_csv,
     upload,
 )
+from meta_sandbox import load_fixture
 
 if TYPE_CHECKING:
     from kobi_cpas_tests.sandbox_fixtures import SandboxHandle

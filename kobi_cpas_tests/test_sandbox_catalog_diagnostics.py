@@ -11,8 +11,6 @@ import requests
 
 from kobi_cpas.meta import MetaGraphClient
 from kobi_cpas.meta.errors import MetaAPIError
-from kobi_cpas.sandbox import load_fixture
-from kobi_cpas.sandbox.catalog_model import ERROR_TYPES, GENERATED_PROBLEMS, generated_problems, hour_bucket
 from kobi_cpas_tests.test_sandbox_catalog_feeds import (
     CATALOG,
     catalog_config,
@@ -21,6 +19,8 @@ from kobi_cpas_tests.test_sandbox_catalog_feeds import (
     to_csv,
     upload,
 )
+from meta_sandbox import load_fixture
+from meta_sandbox.catalog_model import ERROR_TYPES, GENERATED_PROBLEMS, generated_problems, hour_bucket
 
 if TYPE_CHECKING:
     from kobi_cpas_tests.sandbox_fixtures import SandboxHandle

@@ -20,7 +20,7 @@ import requests
 
 from kobi_cpas.meta import MetaGraphClient
 from kobi_cpas.meta.errors import MetaAPIError
-from kobi_cpas.sandbox import load_fixture
+from meta_sandbox import load_fixture
 
 if TYPE_CHECKING:
     from kobi_cpas_tests.sandbox_fixtures import SandboxHandle

@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from kobi_cpas.meta import MetaAPIError, MetaGraphClient
-from kobi_cpas.sandbox import FaultInjector, SandboxAdminError
-from kobi_cpas.sandbox.faults import FaultSpecError, fault_error
+from meta_sandbox import FaultInjector, SandboxAdminError
+from meta_sandbox.faults import FaultSpecError, fault_error
 
 if TYPE_CHECKING:
     from kobi_cpas_tests.sandbox_fixtures import SandboxHandle

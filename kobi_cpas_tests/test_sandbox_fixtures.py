@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from kobi_cpas.sandbox import REFERENCE_FIXTURES, load_fixture
-from kobi_cpas.sandbox.reference import FIXTURES_DIR
+from meta_sandbox import REFERENCE_FIXTURES, load_fixture
+from meta_sandbox.reference import FIXTURES_DIR
 
 DIAGNOSTIC_KEYS = ["error_type", "error_priority", "title", "description", "call_to_action"]
 

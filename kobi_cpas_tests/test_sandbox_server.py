@@ -16,8 +16,8 @@ import requests
 
 from kobi_cpas.registry import load_registry
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
-from kobi_cpas.sandbox import GraphError, Router, SandboxAdmin, SandboxServer, World, default_router
-from kobi_cpas.sandbox.fields import FieldSpec, parse_fields, select_fields
+from meta_sandbox import GraphError, Router, SandboxAdmin, SandboxServer, World, default_router
+from meta_sandbox.fields import FieldSpec, parse_fields, select_fields
 
 if TYPE_CHECKING:
     from kobi_cpas_tests.sandbox_fixtures import SandboxHandle
@@ -190,7 +190,7 @@ def test_later_issue_adds_a_route_module() -> None:
 
         @router.path("/catalog_all_errors", name="catalog_all_errors")
         def all_errors(ctx: Any) -> dict:
-            from kobi_cpas.sandbox import load_fixture
+            from meta_sandbox import load_fixture
 
             return load_fixture("catalog_all_errors")
 

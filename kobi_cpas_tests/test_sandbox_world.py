@@ -8,7 +8,7 @@ import pytest
 
 from kobi_cpas.registry import load_registry
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
-from kobi_cpas.sandbox import World
+from meta_sandbox import World
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from kobi_cpas.warehouse import Warehouse, WarehouseSchema
 from kobi_cpas.warehouse.specs import TableSpec, ViewSpec, col
 
 # Dev tooling and the Meta sandbox declare no analyst tables.
-_SKIP = ("kobi_cpas.sandbox", "kobi_cpas.devenv")
+_SKIP = ("meta_sandbox", "kobi_cpas.devenv")
 
 
 def _declared_specs() -> dict[str, TableSpec | ViewSpec]:

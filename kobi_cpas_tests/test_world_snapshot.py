@@ -11,8 +11,8 @@ import duckdb
 import pytest
 
 from kobi_cpas.meta.errors import MetaAPIError
-from kobi_cpas.sandbox import SandboxAdminError
 from kobi_cpas_tests.sandbox_fixtures import SandboxHandle
+from meta_sandbox import SandboxAdminError
 
 pytest_plugins = ["kobi_cpas_tests.world_snapshot"]
 

@@ -41,10 +41,10 @@ import pytest
 from kobi_cpas.devenv.instance import ensure_pools, prepare_dagster_home
 from kobi_cpas.devenv.postgres import LocalPostgres, PgConnInfo, env_for
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
-from kobi_cpas.sandbox import SandboxAdmin, SandboxAdminError, SandboxServer
 from kobi_cpas_tests.dagster_fixtures import KobiEnv
 from kobi_cpas_tests.pg_fixtures import REPO_ROOT
 from kobi_cpas_tests.sandbox_fixtures import SANDBOX_API_VERSION, SANDBOX_TOKEN, SandboxHandle
+from meta_sandbox import SandboxAdmin, SandboxAdminError, SandboxServer
 
 __all__ = [
     "RestoredWorld",

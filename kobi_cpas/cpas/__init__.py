@@ -3,7 +3,7 @@ reconciliation, QC and the execution manifest, the campaign template, product se
 
 Modules:
 
-* :mod:`~kobi_cpas.cpas.filters` — Meta's product-set rule language: validate, SQL (DuckDB) and Python evaluators;
+* :mod:`~kobi_cpas.registry.filters` (with the registry, which validates rules at load) — Meta's product-set rule language: validate, SQL (DuckDB) and Python evaluators;
 * :mod:`~kobi_cpas.cpas.segments` — find-or-create a segment, share it, read its shares;
 * :mod:`~kobi_cpas.cpas.partnerships` — registry vs Meta: observed status, drift codes, next action;
 * :mod:`~kobi_cpas.cpas.accounts` — which retailers' segments a dedicated ad account promotes;
@@ -32,22 +32,10 @@ from kobi_cpas.cpas.directory import (
     send_collaboration_request,
     suggested_partner_rows,
 )
-from kobi_cpas.cpas.filters import (
-    FilterError,
-    canonical_json,
-    compile_matcher,
-    compile_sql,
-    expected_membership,
-    matches,
-    parse_rule,
-    validate_rule,
-)
 from kobi_cpas.cpas.partnerships import DRIFT_CODES, PartnershipRow, reconcile_partnership
 from kobi_cpas.cpas.product_sets import (
     Action,
     ActionResult,
-    DeclaredProductSet,
-    ProductSetMetadata,
     apply_product_set_actions,
     plan_product_sets,
     product_set_targets,
@@ -73,6 +61,17 @@ from kobi_cpas.cpas.segments import (
     share_segment,
     unshare_segment,
 )
+from kobi_cpas.registry.filters import (
+    FilterError,
+    canonical_json,
+    compile_matcher,
+    compile_sql,
+    expected_membership,
+    matches,
+    parse_rule,
+    validate_rule,
+)
+from kobi_cpas.registry.product_sets import DeclaredProductSet, ProductSetMetadata
 
 __all__ = [
     "DEFAULT_RETAILERS",

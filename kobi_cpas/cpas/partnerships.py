@@ -25,10 +25,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kobi_cpas.cpas.accounts import AccountUsage, read_account_usage
-from kobi_cpas.cpas.filters import describe_rule
 from kobi_cpas.cpas.graph import GraphClient, get_or_none
 from kobi_cpas.cpas.retailers import DEFAULT_DIRECTORY, RetailerDirectory
 from kobi_cpas.cpas.segments import SegmentShares, read_segment_shares, segment_name
+from kobi_cpas.registry.filters import describe_rule
 from kobi_cpas.registry.models import CpasRetailer, Tenant
 
 DRIFT_CODES = (
@@ -98,7 +98,7 @@ def reconcile_partnership(
     """Observe one partnership on Meta and say what to do about it.
 
     ``expected_count``: the segment filter evaluated on the tenant's feed snapshot
-    (:func:`kobi_cpas.cpas.filters.expected_membership`), or None to skip the count check. ``tolerance`` is a
+    (:func:`kobi_cpas.registry.filters.expected_membership`), or None to skip the count check. ``tolerance`` is a
     share of it, ``tolerance_abs`` an absolute number of products; the larger applies. ``account_usage`` may
     be passed when the caller already read the ad account (:func:`~kobi_cpas.cpas.accounts.read_account_usage`).
     """

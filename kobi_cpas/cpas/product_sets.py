@@ -21,51 +21,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from kobi_cpas.cpas.filters import canonical_json, validate_rule
 from kobi_cpas.cpas.graph import GraphClient
 from kobi_cpas.meta.errors import ErrorKind, MetaAPIError, MetaAuthError
+from kobi_cpas.registry.filters import canonical_json
 from kobi_cpas.registry.models import Tenant
+from kobi_cpas.registry.product_sets import (
+    CATALOG_TARGET,
+    MANAGED_PREFIX,
+    DeclaredProductSet,
+)
 
-MANAGED_PREFIX = "Kobi | "
-CATALOG_TARGET = "catalog"
 ActionKind = Literal["create", "update", "delete", "keep", "skip"]
-
-
-class ProductSetMetadata(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    cover_image_url: str | None = None
-    external_url: str | None = None
-    description: str | None = None
-
-    def as_meta(self) -> dict[str, str]:
-        return {k: v for k, v in self.model_dump().items() if v is not None}
-
-
-class DeclaredProductSet(BaseModel):
-    """One product set a tenant wants on Meta."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(min_length=1, max_length=200)
-    filter: dict[str, Any] | None = Field(default=None, description="Meta rule; None = every product")
-    metadata: ProductSetMetadata | None = None
-    target: str = Field(default=CATALOG_TARGET, description="'catalog' or a retailer name (its segment)")
-    allow_live_deletion: bool = Field(
-        default=False, description="delete even while an ad or shop uses it (allow_live_product_set_deletion)"
-    )
-    absent: bool = Field(default=False, description="the set must not exist: delete it (with the flag above)")
-
-    @field_validator("filter")
-    @classmethod
-    def _rule(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if v is None else validate_rule(v)
-
-    @property
-    def meta_name(self) -> str:
-        return f"{MANAGED_PREFIX}{self.name}"
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kobi_cpas.cpas.filters import canonical_json, validate_rule
 from kobi_cpas.cpas.graph import GraphClient, post_once, with_hint
 from kobi_cpas.meta.errors import (
     SEGMENT_NOT_COMPLIANT_HINT,
     MetaAPIError,
     MetaSegmentNotCompliantError,
 )
+from kobi_cpas.registry.filters import canonical_json, validate_rule
 
 log = logging.getLogger("kobi_cpas.cpas")
 
@@ -84,7 +84,7 @@ def find_or_create_segment(
     """Find the segment ``name`` under ``business_id`` (the retailer, or the marketing partner business that
     owns the parent catalog), or cut it from ``parent_catalog_id`` with ``filter``. Returns (segment_id, created).
 
-    The filter is validated locally first (:class:`~kobi_cpas.cpas.filters.FilterError`, no API call). The
+    The filter is validated locally first (:class:`~kobi_cpas.registry.filters.FilterError`, no API call). The
     creating POST is sent once, never retried automatically; after a failure that may have been applied
     (timeout, 5xx) the segment is looked up again before the error is raised. Meta's 2310068 raises
     :class:`~kobi_cpas.meta.MetaSegmentNotCompliantError` ("parent catalog is not Collaborative Ads compliant —

@@ -28,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _insights(scale: int, out: Path) -> dict:
-    from kobi_cpas.insights.bench import run_insights_benchmark
+    from kobi_cpas.devenv.insights_bench import run_insights_benchmark
 
     clean = run_insights_benchmark(n_ads=400, days=28)
     # the same pull when Meta refuses more than 7 days per job (too-much-data errors force splitting)
@@ -159,12 +159,12 @@ def bench_request_counts(n: int, out: Path) -> dict:
     from kobi_cpas.meta.client import MetaGraphClient
     from kobi_cpas.meta.versions import DEFAULT_API_VERSION
     from kobi_cpas.registry import load_registry
-    from kobi_cpas.sandbox import SandboxServer, World
-    from kobi_cpas.sandbox.admin import SandboxAdmin
     from kobi_cpas.sync.methods import SyncContext, run_batch, run_replace, run_update
     from kobi_cpas.sync.snapshot_step import take_snapshot
     from kobi_cpas.tables import SCHEMA
     from kobi_cpas.warehouse import Warehouse
+    from meta_sandbox import SandboxServer, World
+    from meta_sandbox.admin import SandboxAdmin
 
     work = Path(tempfile.mkdtemp(dir=out))
     feed = work / "feed.csv"

@@ -236,10 +236,10 @@ def sandbox(
     """Run the Meta sandbox alone (Ctrl-C or SIGTERM stops it)."""
     _interruptible()
     from kobi_cpas.registry import load_registry
-    from kobi_cpas.sandbox import SandboxServer, World
+    from meta_sandbox import SandboxServer, World
 
     loaded = load_registry(registry)
-    sandbox_logger = logging.getLogger("kobi_cpas.sandbox")
+    sandbox_logger = logging.getLogger("meta_sandbox")
     if not quiet and sandbox_logger.getEffectiveLevel() > logging.INFO:  # the request log is INFO
         sandbox_logger.setLevel(logging.INFO)
     server = SandboxServer(
@@ -376,7 +376,7 @@ def bench_feeds(items: int, workdir: Path, repeat: int) -> None:
 @click.option("--too-much-data-max-days", type=int, default=None)
 def bench_insights(ads: int, days: int, page_limit: int, too_much_data_max_days: int | None) -> None:
     """Shared-item metrics pull: API requests issued against the minimum, rows loaded per second."""
-    from kobi_cpas.insights.bench import run_insights_benchmark
+    from kobi_cpas.devenv.insights_bench import run_insights_benchmark
 
     result = run_insights_benchmark(
         n_ads=ads, days=days, page_limit=page_limit, too_much_data_max_days=too_much_data_max_days

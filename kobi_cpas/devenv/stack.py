@@ -161,7 +161,7 @@ def _answers_as_sandbox(port: int) -> bool:
 
 def _start_sandbox(state_dir: Path, port: int, seed: int) -> tuple[str, Any]:
     """(url, the server this stack started or None when it reuses one)."""
-    from kobi_cpas.sandbox import SandboxServer, World
+    from meta_sandbox import SandboxServer, World
 
     # Under the start lock: two `make dev`s starting at once must not both find the port free.
     with stack_lock(state_dir):

@@ -9,7 +9,6 @@
 - ``products``: converted product ids (the retailer's product items) looked up once each, cached in
   ``retailer_product_items``, matched to the brand's feed; match rates per tenant and retailer.
 - ``reconcile``: rollup, ROAS, product presence, re-pull and freshness checks as SQL.
-- ``bench``: ``run_insights_benchmark`` against an in-process sandbox.
 """
 
 from kobi_cpas.insights.jobs import (

@@ -24,7 +24,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from kobi_cpas.registry.filters import FilterError, validate_rule
 from kobi_cpas.registry.models import AD_ACCOUNT_RE, TENANT_ID_RE, Registry, Tenant
+from kobi_cpas.registry.product_sets import DeclaredProductSet
 from kobi_cpas.registry.yaml_loader import YamlIssue, format_path, read_yaml
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "data" / "demo" / "tenants.yaml"
@@ -136,8 +138,6 @@ def _pydantic_problems(exc: ValidationError) -> list[tuple[str, str]]:
 
 
 def _product_set_problems(t: Tenant) -> list[tuple[str, str]]:
-    from kobi_cpas.cpas.product_sets import DeclaredProductSet  # lazy: cpas imports the registry models
-
     problems = []
     targets = {"catalog", *(r.retailer for r in t.cpas_retailers)}
     for i, raw in enumerate(t.product_sets):
@@ -161,8 +161,6 @@ def _product_set_problems(t: Tenant) -> list[tuple[str, str]]:
 
 
 def _segment_filter_problems(t: Tenant) -> list[tuple[str, str]]:
-    from kobi_cpas.cpas.filters import FilterError, validate_rule
-
     problems = []
     for j, r in enumerate(t.cpas_retailers):
         if r.segment_filter is None:

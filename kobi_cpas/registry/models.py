@@ -209,7 +209,7 @@ class Tenant(_Strict):
     cpas_retailers: list[CpasRetailer] = Field(default_factory=list)
     high_problem_share_threshold: float = Field(default=0.05, ge=0.0, le=1.0)
     # Declared product sets (name, filter, metadata, target, allow_live_deletion, absent); validated by the loader
-    # against kobi_cpas.cpas.product_sets.DeclaredProductSet.
+    # against kobi_cpas.registry.product_sets.DeclaredProductSet.
     product_sets: list[dict[str, Any]] = Field(default_factory=list)
 
     _ids = field_validator("business_id", "catalog_id", mode="before")(_coerce_id)

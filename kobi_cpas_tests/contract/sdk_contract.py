@@ -5,7 +5,7 @@ SDK's generated object classes instead: each class's ``Field`` names, its enum i
 method the ``FacebookRequest`` it builds with ``pending=True`` (nothing is sent): the accepted params with their
 types and enums, and the edge's return class.
 
-``ROUTES`` maps each sandbox route name (``kobi_cpas/sandbox/routes_*.py``) to the SDK class and method that
+``ROUTES`` maps each sandbox route name (``meta_sandbox/routes_*.py``) to the SDK class and method that
 make the same call. Routes and fields the SDK does not define are listed in ``NO_SDK_ROUTE`` and
 ``DOCS_ONLY_FIELDS``, each with its reason; nothing else is allowed.
 
