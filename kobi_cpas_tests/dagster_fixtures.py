@@ -41,29 +41,51 @@ class KobiEnv:
         }
 
 
-@pytest.fixture
-def kobi_env(tmp_path: Path, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> KobiEnv:
-    analyst = tmp_path / "data" / "kobi_cpas.duckdb"
-    monkeypatch.setenv("KOBI_CPAS_DUCKDB_PATH", str(analyst))
-    monkeypatch.setenv("KOBI_CPAS_TENANTS", str(DEFAULT_REGISTRY))
-    monkeypatch.setenv("META_GRAPH_API_URL", sandbox.url)
-    monkeypatch.setenv("META_API_VERSION", SANDBOX_API_VERSION)
-    monkeypatch.setenv("META_ACCESS_TOKEN", SANDBOX_TOKEN)
-    monkeypatch.setenv("KOBI_CPAS_POLL_SECONDS", "0.05")
-    monkeypatch.setenv("KOBI_CPAS_META_BACKOFF_SCALE", "0.001")
-    monkeypatch.delenv("META_APP_SECRET", raising=False)
+def kobi_env_vars(analyst: Path, sandbox_url: str) -> dict[str, str]:
+    """The environment the code location runs under in tests: the warehouse at ``analyst``, the demo registry,
+    the sandbox at ``sandbox_url`` and fast polling and back-off (META_APP_SECRET is unset besides)."""
+    return {
+        "KOBI_CPAS_DUCKDB_PATH": str(analyst),
+        "KOBI_CPAS_TENANTS": str(DEFAULT_REGISTRY),
+        "META_GRAPH_API_URL": sandbox_url,
+        "META_API_VERSION": SANDBOX_API_VERSION,
+        "META_ACCESS_TOKEN": SANDBOX_TOKEN,
+        "KOBI_CPAS_POLL_SECONDS": "0.05",
+        "KOBI_CPAS_META_BACKOFF_SCALE": "0.001",
+    }
+
+
+def apply_kobi_env(
+    mp: pytest.MonkeyPatch, analyst: Path, sandbox: SandboxHandle, extra: Mapping[str, str] | None = None
+) -> KobiEnv:
+    """Set ``kobi_env_vars`` (and ``extra``) through ``mp``, unset META_APP_SECRET, and return the KobiEnv."""
+    for key, value in {**kobi_env_vars(analyst, sandbox.url), **(extra or {})}.items():
+        mp.setenv(key, value)
+    mp.delenv("META_APP_SECRET", raising=False)
     return KobiEnv(analyst, DEFAULT_REGISTRY, SANDBOX_TOKEN, sandbox)
 
 
-@pytest.fixture
-def pg_instance(pg_dagster_home: Path) -> Iterator[dg.DagsterInstance]:
+def open_instance(dagster_home: Path) -> dg.DagsterInstance:
+    """The Dagster instance of ``dagster_home`` with a small connection pool and the project's pool limits
+    (dispose it after use)."""
     from kobi_cpas.devenv.instance import ensure_pools
 
-    instance = dg.DagsterInstance.from_config(str(pg_dagster_home))
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
     # dagster-postgres opens a new connection per query by default; in one long-lived process (as here, and in
     # the webserver, which calls this) a small pool removes that cost. The database is dropped after the test.
     instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=5)
     ensure_pools(instance)
+    return instance
+
+
+@pytest.fixture
+def kobi_env(tmp_path: Path, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> KobiEnv:
+    return apply_kobi_env(monkeypatch, tmp_path / "data" / "kobi_cpas.duckdb", sandbox)
+
+
+@pytest.fixture
+def pg_instance(pg_dagster_home: Path) -> Iterator[dg.DagsterInstance]:
+    instance = open_instance(pg_dagster_home)
     try:
         yield instance
     finally:

@@ -250,6 +250,29 @@ def test_cli_status_prints_exports(local_postgres_server: LocalPostgres, tmp_pat
     assert "not running" in missing.stderr
 
 
+def test_template_copy_and_drop_with_open_connections(local_postgres_server: LocalPostgres) -> None:
+    source = local_postgres_server.create_database("t_copy_source")
+    with psycopg2.connect(**source.connect_kwargs()) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE marker (v text); INSERT INTO marker VALUES ('copied')")
+    conn.close()
+    copy = local_postgres_server.create_database("t_copy", template="t_copy_source")
+    held = psycopg2.connect(**copy.connect_kwargs())  # still open when the database is dropped
+    try:
+        with held.cursor() as cur:
+            cur.execute("SELECT v FROM marker")
+            assert cur.fetchall() == [("copied",)]
+        held.commit()
+        local_postgres_server.drop_database("t_copy")
+        local_postgres_server.drop_database("t_copy_source")
+        local_postgres_server.drop_database("t_copy")  # gone already: no error
+        with pytest.raises(psycopg2.OperationalError), held.cursor() as cur:
+            cur.execute("SELECT 1")
+    finally:
+        held.close()
+    with pytest.raises(psycopg2.OperationalError, match="does not exist"):
+        psycopg2.connect(**copy.connect_kwargs(), connect_timeout=5)
+
+
 def test_port_in_use_is_a_clear_error(local_postgres_server: LocalPostgres, tmp_path: Path) -> None:
     busy = local_postgres_server.start().port
     with pytest.raises(LocalPostgresError, match=f"Port {busy} .* in use"):

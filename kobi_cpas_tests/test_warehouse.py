@@ -347,7 +347,7 @@ def test_publish_rebuilds_when_the_analyst_file_is_not_the_one_it_published(tmp_
 
 
 def test_incremental_publishes_do_not_grow_the_file_and_a_fragmented_file_is_rebuilt(tmp_path, monkeypatch):
-    from kobi_cpas.warehouse import warehouse as wmod
+    from kobi_cpas.warehouse import publish as pmod
 
     wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
     _write_generation(wh, 0)
@@ -361,7 +361,7 @@ def test_incremental_publishes_do_not_grow_the_file_and_a_fragmented_file_is_reb
     assert max(sizes) <= 3 * max(first_size, sizes[0]), sizes  # DuckDB reuses the freed blocks
     assert _analyst_rows(wh, "SELECT DISTINCT left(registry_hash, 6) FROM tenant_registry") == [("gen010",)]
     # past the free-space threshold the next publish starts from an empty file again
-    monkeypatch.setattr(wmod, "_MAX_FREE_BLOCK_SHARE", -1.0)
+    monkeypatch.setattr(pmod, "_MAX_FREE_BLOCK_SHARE", -1.0)
     with wh.connect() as con:
         assert wh.publish(con).incremental  # this one finds the file fragmented
         assert not wh.publish(con).incremental

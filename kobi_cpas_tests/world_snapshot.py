@@ -38,12 +38,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from kobi_cpas.devenv.instance import ensure_pools, prepare_dagster_home
+from kobi_cpas.devenv.instance import prepare_dagster_home
 from kobi_cpas.devenv.postgres import LocalPostgres, PgConnInfo, env_for
-from kobi_cpas.registry.loader import DEFAULT_REGISTRY
-from kobi_cpas_tests.dagster_fixtures import KobiEnv
+from kobi_cpas_tests.dagster_fixtures import KobiEnv, apply_kobi_env, open_instance
 from kobi_cpas_tests.pg_fixtures import REPO_ROOT
-from kobi_cpas_tests.sandbox_fixtures import SANDBOX_API_VERSION, SANDBOX_TOKEN, SandboxHandle
+from kobi_cpas_tests.sandbox_fixtures import SandboxHandle
 from meta_sandbox import SandboxAdmin, SandboxAdminError, SandboxServer
 
 __all__ = [
@@ -81,36 +80,13 @@ class RestoredWorld:
     dbname: str
 
 
-def _kobi_env_vars(analyst: Path, sandbox_url: str) -> dict[str, str]:
-    """What dagster_fixtures.kobi_env sets (META_APP_SECRET is unset as well)."""
-    return {
-        "KOBI_CPAS_DUCKDB_PATH": str(analyst),
-        "KOBI_CPAS_TENANTS": str(DEFAULT_REGISTRY),
-        "META_GRAPH_API_URL": sandbox_url,
-        "META_API_VERSION": SANDBOX_API_VERSION,
-        "META_ACCESS_TOKEN": SANDBOX_TOKEN,
-        "KOBI_CPAS_POLL_SECONDS": "0.05",
-        "KOBI_CPAS_META_BACKOFF_SCALE": "0.001",
-    }
-
-
-def _apply_env(mp: pytest.MonkeyPatch, snap: WorldSnapshot, db: PgConnInfo, sandbox_url: str) -> None:
-    env = {
-        **_kobi_env_vars(snap.analyst_path, sandbox_url),
-        **env_for(db),
-        "DAGSTER_HOME": str(snap.dagster_home),
-    }
-    for key, value in env.items():
-        mp.setenv(key, value)
-    mp.delenv("META_APP_SECRET", raising=False)
-
-
-def _open_instance(home: Path) -> dg.DagsterInstance:
-    """As dagster_fixtures.pg_instance opens it: a small pool, the project's pool limits."""
-    instance = dg.DagsterInstance.from_config(str(home))
-    instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=5)
-    ensure_pools(instance)
-    return instance
+def _apply_env(
+    mp: pytest.MonkeyPatch, snap: WorldSnapshot, db: PgConnInfo, sandbox: SandboxHandle
+) -> KobiEnv:
+    """The kobi_env environment on the snapshot's live directory, its Dagster database and DAGSTER_HOME."""
+    return apply_kobi_env(
+        mp, snap.analyst_path, sandbox, extra={**env_for(db), "DAGSTER_HOME": str(snap.dagster_home)}
+    )
 
 
 def _dbname(prefix: str, label: str) -> str:
@@ -144,11 +120,8 @@ def build_world_snapshot(
         snap.analyst_path.parent.mkdir(parents=True)
         admin.reset()
         with pytest.MonkeyPatch.context() as mp:
-            _apply_env(mp, snap, db, sandbox_server.url)
-            env = KobiEnv(
-                snap.analyst_path, DEFAULT_REGISTRY, SANDBOX_TOKEN, _sandbox_handle(sandbox_server, admin)
-            )
-            instance = _open_instance(snap.dagster_home)
+            env = _apply_env(mp, snap, db, _sandbox_handle(sandbox_server, admin))
+            instance = open_instance(snap.dagster_home)
             try:
                 setup(env, instance)
             finally:
@@ -188,9 +161,8 @@ def restore_world(
         shutil.copytree(snap.frozen, snap.live, symlinks=True)
         dbname = _dbname("r", f"{snap.name}_{request.node.name}")
         db = local_postgres_server.create_database(dbname, template=snap.template_db)
-        _apply_env(monkeypatch, snap, db, sandbox.url)
-        env = KobiEnv(snap.analyst_path, DEFAULT_REGISTRY, SANDBOX_TOKEN, sandbox)
-        world = RestoredWorld(env=env, instance=_open_instance(snap.dagster_home), dbname=dbname)
+        env = _apply_env(monkeypatch, snap, db, sandbox)
+        world = RestoredWorld(env=env, instance=open_instance(snap.dagster_home), dbname=dbname)
         opened.append(world)
         return world
 

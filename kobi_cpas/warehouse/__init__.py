@@ -1,13 +1,12 @@
+from kobi_cpas.warehouse.publish import PublishResult
 from kobi_cpas.warehouse.schema import DataMigration, WarehouseSchema
 from kobi_cpas.warehouse.specs import Column, TableSpec, ViewSpec, col
+from kobi_cpas.warehouse.sql import qident, sql_str
 from kobi_cpas.warehouse.warehouse import (
-    PublishResult,
     Warehouse,
     analyst_path_from_env,
-    qident,
     read_analyst,
     replace_rows,
-    sql_str,
 )
 
 __all__ = [

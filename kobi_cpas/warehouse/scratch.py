@@ -27,8 +27,10 @@ from typing import Any
 
 import duckdb
 
+from kobi_cpas.warehouse.publish import PublishResult
+from kobi_cpas.warehouse.sql import qident
 from kobi_cpas.warehouse.tables import META_DRY_RUN_WRITES
-from kobi_cpas.warehouse.warehouse import PublishResult, Warehouse, qident
+from kobi_cpas.warehouse.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 

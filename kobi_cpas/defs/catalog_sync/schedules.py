@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 from croniter import croniter
 
-from kobi_cpas.defs.catalog_sync.assets import SHARD_TAG
+from kobi_cpas.defs.catalog_sync.common import SHARD_TAG
 from kobi_cpas.defs.tenants.evaluation import (
     evaluate_tenant,
     log_tenant_problems,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from kobi_cpas.defs.catalog_sync.assets import SHARD_TAG
+from kobi_cpas.defs.catalog_sync.common import SHARD_TAG
 from kobi_cpas.defs.catalog_sync.schedules import overlap_reason
 from kobi_cpas.defs.tenants.evaluation import (
     evaluate_tenant,

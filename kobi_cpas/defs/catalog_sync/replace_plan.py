@@ -1,0 +1,81 @@
+"""The replace plan: what the next replace upload would do per shard, and its deletion guard."""
+
+import dagster as dg
+
+from kobi_cpas.defs.catalog_sync.checks import DELETION_GUARD, OVERRIDE_TAG, replace_plan_check_specs
+from kobi_cpas.defs.catalog_sync.common import GROUP
+from kobi_cpas.defs.shared import DUCKDB_POOL, OWNERS_DATA, WRITES_ROWS_OF, md_table
+from kobi_cpas.defs.tenants.partitions import tenant_partitions
+from kobi_cpas.resources import TenantRegistryResource, WarehouseResource
+from kobi_cpas.sync.methods import plan_replace
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS_DATA,
+    kinds={"duckdb"},
+    partitions_def=tenant_partitions,
+    pool=DUCKDB_POOL,
+    deps=["feed_snapshot"],
+    check_specs=replace_plan_check_specs,
+    metadata={WRITES_ROWS_OF: "none"},
+)
+def replace_feed_plan(
+    context: dg.AssetExecutionContext, registry: TenantRegistryResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """What the next replace upload would do per shard: items sent, live items at Meta, items Meta would delete,
+    live items it would flip to out of stock (retention), and unconfirmed surplus deletions of earlier replaces.
+    Its blocking check (the deletion guard) stops an empty upload, one deleting or flipping too much of the
+    catalog, and any replace while Meta's surplus deletions wait for a person's confirmation."""
+    _, tenant = registry.tenant(context.partition_key)
+    with warehouse.connection() as con:
+        plans = plan_replace(con, tenant)
+    override = context.run.tags.get(OVERRIDE_TAG, "").lower() == "true"
+    blocked = [p.blocked_reason for p in plans if p.blocked_reason]
+    rows = [
+        (
+            p.shard,
+            p.items,
+            p.live,
+            p.deletions,
+            p.flips,
+            sum(s.surplus for s in p.surplus),
+            f"{p.delete_share:.1%}",
+        )
+        for p in plans
+    ]
+    surplus = sum(s.surplus for p in plans for s in p.surplus)
+    passed = not blocked or override
+    desc = None
+    if blocked:
+        desc = ("OVERRIDDEN by run tag: " if override else "BLOCKED: ") + "; ".join(blocked)
+        if not override:
+            desc += f". If this is intended, re-run with the run tag {OVERRIDE_TAG}=true."
+    return dg.MaterializeResult(
+        metadata={
+            "items_to_send": sum(p.items for p in plans),
+            "live_items": sum(p.live for p in plans),
+            "deletions": sum(p.deletions for p in plans),
+            "retention_flips": sum(p.flips for p in plans),
+            "unconfirmed_surplus_deletions": surplus,
+            "plan": dg.MetadataValue.md(
+                md_table(rows, ["shard", "items", "live", "deletions", "flips", "surplus", "share"])
+            ),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=DELETION_GUARD,
+                passed=passed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=desc,
+                metadata={
+                    "deletions": sum(p.deletions for p in plans),
+                    "retention_flips": sum(p.flips for p in plans),
+                    "unconfirmed_surplus_deletions": surplus,
+                    "live": sum(p.live for p in plans),
+                    "max_delete_share": tenant.sync.max_delete_share,
+                    "overridden": override and bool(blocked),
+                },
+            )
+        ],
+    )

@@ -1,0 +1,127 @@
+"""What every step that talks to Meta shares: its sync context, the overlap guard, the read of Meta's fatal
+ingestion errors and the run of one sync method with its publish and metadata."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from kobi_cpas.defs.catalog_sync.common import SHARD_TAG
+from kobi_cpas.defs.shared import md_table
+from kobi_cpas.diagnostics.after_sync import fatal_errors_for_sync
+from kobi_cpas.resources import (
+    CatalogSyncResource,
+    MetaGraphResource,
+    TenantRegistryResource,
+    WarehouseResource,
+)
+from kobi_cpas.sync.delta import delta_counts
+from kobi_cpas.sync.guards import SURPLUS_STATUS
+from kobi_cpas.sync.methods import SyncBlocked, SyncContext, SyncRecord
+from kobi_cpas.sync.snapshot_step import refresh_item_state
+
+
+def sync_context(
+    context: dg.AssetExecutionContext,
+    registry: TenantRegistryResource,
+    meta: MetaGraphResource,
+    warehouse: WarehouseResource,
+    catalog_sync: CatalogSyncResource,
+    client,
+) -> SyncContext:
+    _, tenant = registry.tenant(context.partition_key)
+    return SyncContext(
+        tenant=tenant,
+        client=client,
+        warehouse=warehouse.get_warehouse(),
+        workdir=Path(catalog_sync.workdir) / tenant.tenant_id,
+        run_id=context.run_id,
+        progress=context.log.info,
+        poll_interval=catalog_sync.poll_interval_seconds,
+        poll_timeout=catalog_sync.poll_timeout_seconds,
+    )
+
+
+def _guard_overlap(context: dg.AssetExecutionContext) -> None:
+    """Fail fast when another sync run of the same tenant catalog is in progress (UI launches carry no
+    concurrency tag; the schedules skip such ticks before launching)."""
+    tenant_id = context.partition_key
+    active = context.instance.get_run_records(
+        dg.RunsFilter(
+            tags={SHARD_TAG: tenant_id},
+            statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING],
+        ),
+        limit=5,
+    )
+    others = [r.dagster_run.run_id for r in active if r.dagster_run.run_id != context.run_id]
+    if others:
+        raise dg.Failure(
+            description=f"tenant '{tenant_id}': another catalog sync run is in progress ({', '.join(others)}); "
+            "syncs of one catalog never overlap — wait for it and re-run"
+        )
+
+
+def _records_md(records: list[SyncRecord]) -> dg.MetadataValue:
+    rows = [
+        (r.method, r.shard, r.items_sent, r.status, r.upload_session_id or r.handle, r.errors_count)
+        for r in records
+    ]
+    if not rows:
+        return dg.MetadataValue.md("_nothing to send_")
+    return dg.MetadataValue.md(
+        md_table(rows, ["method", "shard", "items", "status", "session/handle", "errors"])
+    )
+
+
+def read_fatal_errors(client, con, ctx: SyncContext, records: list[SyncRecord], context) -> int:
+    """Right after Meta finished an upload or batch, read its fatal errors and warnings into
+    catalog_diagnostics (Meta's Catalog Integration step 6, "Address fatal ingestion errors")."""
+    total = 0
+    for rec in records:
+        if not rec.status.startswith("finished"):
+            continue  # still processing (the status sensor hands it over when Meta is done), or failed
+        rep = fatal_errors_for_sync(client, con, ctx.tenant_id, ctx.catalog_id, rec.sync_id)
+        total += rep.fatal_errors
+        if rep.fatal_errors:
+            context.log.warning(
+                f"{rec.method} {rec.sync_id}: {rep.fatal_errors} fatal ingestion error(s); "
+                "see catalog_diagnostics"
+            )
+    return total
+
+
+def run_sync(context, registry, meta, warehouse, catalog_sync, fn) -> dg.MaterializeResult:
+    """Run the sync method ``fn`` on the tenant's catalog, then read Meta's fatal errors, refresh the item state
+    and publish; a blocked sync publishes what was settled and fails the step."""
+    _guard_overlap(context)
+    with meta.get_client(logger=context.log) as client:
+        ctx = sync_context(context, registry, meta, warehouse, catalog_sync, client)
+        ctx.apply_run_tags(context.run.tags)  # kobi/adopt_feed, kobi/override_deletion_guard
+        try:
+            records = fn(ctx)
+        except SyncBlocked as exc:
+            # Whatever was settled before the block (requests resolved, failed or expired) is published.
+            with ctx.db() as con:
+                refresh_item_state(con, ctx.tenant)
+                warehouse.publish(con)
+            raise dg.Failure(description=str(exc)) from None
+        for rec in records:
+            if rec.status == SURPLUS_STATUS:
+                context.log.warning(rec.message or f"{rec.sync_id}: surplus deletions")
+        with ctx.db() as con:
+            fatal = read_fatal_errors(client, con, ctx, records, context)
+            refresh_item_state(con, ctx.tenant)
+            delta = delta_counts(con, ctx.tenant_id)
+            warehouse.publish(con)
+    return dg.MaterializeResult(
+        metadata={
+            "requests": len(records),
+            "items_sent": sum(r.items_sent for r in records),
+            "errors": sum(r.errors_count for r in records),
+            "still_processing": sum(1 for r in records if r.status in ("submitted", "processing")),
+            "surplus_deletions": sum(r.items_deleted for r in records if r.status == SURPLUS_STATUS),
+            "fatal_ingestion_errors": fatal,
+            "remaining_new_or_changed": delta.new + delta.changed,
+            "remaining_volatile_only": delta.volatile_only,
+            "requests_sent": _records_md(records),
+        }
+    )
