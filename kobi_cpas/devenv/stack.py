@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import secrets
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from kobi_cpas.devenv.instance import prepare_dagster_home
+from kobi_cpas.devenv.pg_process import port_is_free
 from kobi_cpas.devenv.postgres import LocalPostgres, PgConnInfo, env_for
 from kobi_cpas.devenv.procs import process_token, same_process_alive
 from kobi_cpas.meta.config import DEFAULT_BASE_URL, ENV_BASE_URL
@@ -139,16 +139,6 @@ class SharedPostgres:
             return stopped
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug binds
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _answers_as_sandbox(port: int) -> bool:
     import requests
 
@@ -167,7 +157,7 @@ def _start_sandbox(state_dir: Path, port: int, seed: int) -> tuple[str, Any]:
     with stack_lock(state_dir):
         if port and _answers_as_sandbox(port):
             return f"http://127.0.0.1:{port}", None
-        if port and not _port_is_free(port):
+        if port and not port_is_free(port):  # binds with SO_REUSEADDR, as werkzeug does
             log.warning("port %s is taken by something that is not the Meta sandbox: using a free port", port)
             port = 0
         world = World.from_registry(load_registry().registry, seed=seed)
