@@ -420,6 +420,83 @@ def test_a_stage_table_from_before_the_view_is_replaced(tmp_path):
     assert not stage_exists(con, "never-ingested")
 
 
+def test_issue_rows_are_stored_in_row_then_field_then_code_order(ingested):
+    """The issues table is written in file order (file-level notes first) so that a plain SELECT lists them
+    as the retailer reads the feed."""
+    con, result = ingested
+    rows = con.execute(f"SELECT row_number, field, code FROM {result.issues_table}").fetchall()
+    expected = sorted(rows, key=lambda r: (r[0] is not None, r[0] or 0, r[1], r[2]))
+    assert rows == expected and rows[0] == (None, "mpn", "unknown_column") and len(rows) > 30
+    kinds = con.execute(
+        f"SELECT DISTINCT field, code, severity, call_to_action FROM {result.issues_table}"
+    ).fetchall()
+    ctas = {(f, c): (sev, cta) for f, c, sev, cta in kinds}
+    assert len(ctas) == len(kinds)  # one severity and call to action per field and code
+    for r in ROW_RULES:
+        if (r.field, r.code) in ctas:
+            assert ctas[(r.field, r.code)] == (r.severity, r.call_to_action)
+    assert ctas[("brand", "item_group_inconsistent")][0] == "warning"
+    assert ctas[("shipping", "item_group_mismatch")][0] == "error"
+    assert "Use the same shipping" in ctas[("shipping", "item_group_mismatch")][1]
+    assert ctas[("id", "duplicate_id")] == (
+        "error",
+        "Give every item a unique id; remove or rename the duplicate row.",
+    )
+
+
+def test_group_warning_message_quotes_and_truncates_like_the_other_messages(tmp_path):
+    """Examples longer than 60 characters are cut with '...' (characters, not bytes), a blank value is shown
+    as '', and the first row and member count are those of the group."""
+    long_a, long_b = "A" * 61, "B" * 70
+    wide = "ğ" * 60  # 120 bytes, 60 characters: shown whole
+    items = [
+        ("l-1", {"item_group_id": "L", "title": long_a}),
+        ("l-2", {"item_group_id": "L", "title": long_b}),
+        ("w-1", {"item_group_id": "W", "title": wide}),
+        ("w-2", {"item_group_id": "W", "title": "Plain"}),
+        ("w-3", {"item_group_id": "W"}),
+        ("b-1", {"item_group_id": "B", "brand": ""}),
+        ("b-2", {"item_group_id": "B", "brand": "Acme"}),
+    ]
+    con = duckdb.connect()
+    r = ingest_feed(
+        con,
+        tenant_id="t",
+        snapshot_id="1",
+        path=write_feed(tmp_path / "t.csv", items),
+        fmt="csv",
+        source_label="t",
+    )
+    rows = con.execute(
+        f"SELECT row_number, field, severity, message FROM {r.issues_table} "
+        "WHERE code = 'item_group_inconsistent' ORDER BY row_number, field"
+    ).fetchall()
+    tail = "; Meta ingests them all, but shows the variants of one product under one"
+    assert rows == [
+        (
+            1,
+            "title",
+            "warning",
+            f"item_group_id 'L' (2 items, from row 1) has different title values ('{'A' * 60}...' ... "
+            f"'{'B' * 60}...'){tail} title.",
+        ),
+        (
+            3,
+            "title",
+            "warning",
+            f"item_group_id 'W' (3 items, from row 3) has different title values ('Linen shirt' ... '{wide}')"
+            f"{tail} title.",
+        ),
+        (
+            6,
+            "brand",
+            "warning",
+            f"item_group_id 'B' (2 items, from row 6) has different brand values ('' ... 'Acme'){tail} brand.",
+        ),
+    ]
+    assert r.invalid_count == 1  # the blank brand (a required field), not the group warnings
+
+
 def test_group_mismatch_sample_is_bounded(tmp_path):
     items = [(f"v-{i}", {"item_group_id": "BIG", "brand": f"Brand {i:02d}"}) for i in range(8)]
     con = duckdb.connect()

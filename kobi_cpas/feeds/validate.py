@@ -8,10 +8,12 @@ Everything is done in a few statements, whatever the number of rules:
    projection), and computes ``is_valid``, issue counts and the two hashes. It is meant to be the body
    of one ``CREATE TABLE ... AS`` straight from the file reader, and stores only the columns present in
    the file; :func:`items_view_sql` reads that table with the full shape.
-2. :func:`finish_validation` runs the *cross-row* rules with two aggregates (duplicate ids, item groups
-   that disagree), marks the affected items invalid, and writes the issues table in one pass over the
-   flagged items only (their set bits unnested and joined to the rule table), reading only the columns
-   that the messages of the rules that fired need.
+2. :func:`finish_validation` runs the *cross-row* rules with two aggregates (duplicate ids; item groups
+   that disagree, with their examples in the same pass), marks the affected items invalid, and writes the
+   issues table in one pass over the flagged items only (their set bits unnested and joined to the rule
+   table), reading only the columns that the messages of the rules that fired need. The rows are sorted
+   compact (two integer keys; group warnings as group, size and examples) and get their strings after the
+   sort, so a feed with a warning for every group costs little more than a clean one.
 
 Severity: ``error`` = Meta rejects the item (or we must not send it): the item is invalid and excluded
 from sync, the other items are unaffected. ``warning`` = the item is valid but could be better.
@@ -35,6 +37,7 @@ from kobi_cpas.feeds.fields import (
 )
 from kobi_cpas.feeds.hashing import content_hash_sql, volatile_hash_sql
 from kobi_cpas.feeds.row_rules import (
+    _TRUNCATE,
     DATE_RANGE_RE,
     ERROR_MASK,
     PRICE_FORMAT_RE,
@@ -67,6 +70,7 @@ GROUP_CTA = (
     "Use the same {field} on every item of an item_group_id (variants of one product), or put the "
     "items in different groups."
 )
+UNKNOWN_COLUMN_CTA = "Rename the column to a Meta field name if it should be synced, or remove it."
 GROUP_WARN_CTA = (
     "Consider one {field} for all variants of an item_group_id (e.g. the product name without the colour "
     "or size); the items are valid and are sent as they are."
@@ -210,137 +214,154 @@ def finish_validation(
     tmp = f"_fv_{abs(hash((items_table, issues_table))) % 10**8}"
     t_dup, t_bad, t_cross, t_rej = f"{tmp}_dup", f"{tmp}_bad", f"{tmp}_cross", f"{tmp}_rej"
     group_cols = (*GROUP_REJECT_COLUMNS, *GROUP_WARN_COLUMNS)
-    t_det = f"{tmp}_det"
     ten, snap = _lit(tenant_id), _lit(snapshot_id)
-    issue_cols = ", ".join(ISSUE_COLUMNS)
     try:
+        # The row-local rules that fired (one cheap pass over the mask column).
+        (fired,) = con.execute(  # type: ignore[misc]
+            f"SELECT bit_or(_issue_mask) FROM {items_table} WHERE _issue_mask <> 0"
+        ).fetchone()
+        rules = [(i, r) for i, r in enumerate(ROW_RULES) if fired and (fired >> i) & 1]
+        kinds = _IssueKinds(
+            [
+                *((r.field, r.code, r.severity, r.call_to_action) for _, r in rules),
+                ("id", "duplicate_id", "error", DUPLICATE_CTA),
+                *(
+                    (c, "item_group_mismatch", "error", GROUP_CTA.format(field=c))
+                    for c in GROUP_REJECT_COLUMNS
+                ),
+                *(
+                    (c, "item_group_inconsistent", "warning", GROUP_WARN_CTA.format(field=c))
+                    for c in GROUP_WARN_COLUMNS
+                ),
+                *((col, "unknown_column", "info", UNKNOWN_COLUMN_CTA) for col in unknown_columns),
+            ]
+        )
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {t_dup} AS
             SELECT id, min(row_number) AS first_row, count(*) AS copies
             FROM {items_table} WHERE id IS NOT NULL GROUP BY id HAVING count(*) > 1"""
         )
-        # One pass finds the groups that disagree on any column; the details come from those groups only.
-        # Comparing hashes halves the cost of comparing strings (blank values are NULL here, and hash(NULL)
-        # is a value of its own); two different values of one group go unnoticed only if their 64-bit
-        # hashes collide. For the columns Meta rejects, the group's first item (file order) sets the value.
-        differs = {c: f"min(hash({c})) <> max(hash({c}))" for c in group_cols}
+        # One pass over the items finds the groups that disagree on any column and their examples: the
+        # smallest and largest value (blank values are NULL here, shown as ''; a NULL and a value differ).
+        # A second pass for the examples of the disagreeing groups only costs more than it saves as soon
+        # as many groups disagree (a variant-specific title in every group), and min/max of the strings
+        # cost little more than min/max of their hashes. For the columns Meta rejects, the group's first
+        # item (file order) sets the value: the hash of it, compared with the hash of each item's value.
+        lohi = [f"min(coalesce({c}, '')) AS lo_{c}, max(coalesce({c}, '')) AS hi_{c}" for c in group_cols]
         firsts = [f"arg_min(hash({c}), row_number) AS first_{c}" for c in GROUP_REJECT_COLUMNS]
         con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE {t_bad} AS
-            SELECT item_group_id, count(*) AS members, min(row_number) AS first_row,
-                   {", ".join([*(f"{d} AS bad_{c}" for c, d in differs.items()), *firsts])}
-            FROM {items_table} WHERE item_group_id IS NOT NULL GROUP BY item_group_id
-            HAVING {" OR ".join(differs.values())}"""
+            f"""CREATE OR REPLACE TEMP TABLE {t_bad} AS SELECT * FROM (
+                SELECT item_group_id, count(*) AS members, min(row_number) AS first_row,
+                       {", ".join([*lohi, *firsts])}
+                FROM {items_table} WHERE item_group_id IS NOT NULL GROUP BY item_group_id
+            ) WHERE {" OR ".join(f"lo_{c} <> hi_{c}" for c in group_cols)}"""
         )
         # The items Meta rejects: a reject-column value that differs from the group's first item.
         rejected = [
             f"SELECT i.row_number, i.id, i.item_group_id, {_lit(c)} AS field FROM {items_table} i "
-            f"JOIN {t_bad} g USING (item_group_id) WHERE g.bad_{c} AND hash(i.{c}) <> g.first_{c}"
+            f"JOIN (SELECT item_group_id, first_{c} FROM {t_bad} WHERE lo_{c} <> hi_{c}) g USING (item_group_id) "
+            f"WHERE hash(i.{c}) <> g.first_{c}"
             for c in GROUP_REJECT_COLUMNS
         ] or ["SELECT NULL::BIGINT, NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR WHERE false"]
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {t_rej} AS SELECT * FROM ({' UNION ALL '.join(rejected)}) "
             "AS u(row_number, id, item_group_id, field)"
         )
-        # Details of the disagreeing groups in one pass over their items (not one per column, no value lists or
-        # distinct counts: with every group mismatched those were the costliest statements of the ingest): the
-        # first and last value as examples (they differ: the group disagrees, and blanks are NULL -> '').
-        details = ", ".join(
-            f"min(coalesce(i.{c}, '')) AS lo_{c}, max(coalesce(i.{c}, '')) AS hi_{c}" for c in group_cols
-        )
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE {t_det} AS
-            SELECT i.item_group_id, any_value(g.members) AS members, any_value(g.first_row) AS first_row,
-                   {", ".join(f"any_value(g.bad_{c}) AS bad_{c}" for c in group_cols)}, {details}
-            FROM {items_table} i JOIN {t_bad} g USING (item_group_id)
-            GROUP BY i.item_group_id"""
-        )
-        # Cross-row issues (few rows): duplicate ids one per later copy; item groups one per group and property.
+        # Cross-row errors (few rows, messages built here): duplicate ids one per later copy; item-group
+        # rejections one per group and property. Columns: see _COMPACT.
+        dup_kind = kinds.of("id", "duplicate_id", "error", DUPLICATE_CTA)
         cross = [
-            f"SELECT {ten}, {snap}, i.id, i.row_number, 'id', 'error', 'duplicate_id', "
+            f"SELECT i.id, i.row_number, {dup_kind}, "
             f"'id ' || {show('i.id')} || ' appears ' || d.copies || ' times; this row duplicates row ' "
-            f"|| d.first_row || ', which is used.', {_lit(DUPLICATE_CTA)} "
+            f"|| d.first_row || ', which is used.', {_NO_GROUP} "
             f"FROM {items_table} i JOIN {t_dup} d ON i.id = d.id AND i.row_number > d.first_row"
         ]
-
-        def values(c: str) -> str:
-            return f"'different {c} values (' || {show(f'g.lo_{c}')} || ' ... ' || {show(f'g.hi_{c}')} || ')'"
-
         for c in GROUP_REJECT_COLUMNS:
             # Anchored on the group's first rejected item; the message names how many were rejected.
             cross.append(
-                f"SELECT {ten}, {snap}, r.first_id, r.first_rejected, {_lit(c)}, 'error', 'item_group_mismatch', "
-                f"'item_group_id ' || {show('g.item_group_id')} || ' (' || g.members || ' items) has ' || {values(c)} "
+                f"SELECT r.first_id, r.first_rejected, "
+                f"{kinds.of(c, 'item_group_mismatch', 'error', GROUP_CTA.format(field=c))}, "
+                f"'item_group_id ' || {show('g.item_group_id')} || ' (' || g.members || ' items) has ' "
+                f"|| {_values(c, f'g.lo_{c}', f'g.hi_{c}')} "
                 f"|| '; Meta requires one {c} per group and rejects the ' "
                 f"|| r.n || ' item(s) that differ from the first item (row ' || g.first_row || '), from row ' "
-                f"|| r.first_rejected || ' (' || {show('r.first_id')} || ').', "
-                f"{_lit(GROUP_CTA.format(field=c))} FROM {t_det} g JOIN ("
+                f"|| r.first_rejected || ' (' || {show('r.first_id')} || ').', {_NO_GROUP} "
+                f"FROM {t_bad} g JOIN ("
                 f"SELECT item_group_id, count(*) AS n, min(row_number) AS first_rejected, "
                 f"arg_min(id, row_number) AS first_id FROM {t_rej} WHERE field = {_lit(c)} GROUP BY item_group_id"
                 f") r USING (item_group_id)"
             )
-        # Warnings (one per group and property, possibly one per group of the feed) go straight into the
-        # issues table: they mark no item invalid, so they need not be materialized with the errors.
-        group_warnings = [
-            (
-                f"SELECT {ten}, {snap}, NULL, g.first_row, {_lit(c)}, 'warning', 'item_group_inconsistent', "
-                f"'item_group_id ' || {show('g.item_group_id')} || ' (' || g.members || ' items, from row ' "
-                f"|| g.first_row || ') has ' || {values(c)} || "
-                f"'; Meta ingests them all, but shows the variants of one product under one {c}.', "
-                f"{_lit(GROUP_WARN_CTA.format(field=c))} FROM {t_det} g WHERE g.bad_{c}"
-            )
-            for c in GROUP_WARN_COLUMNS
-        ]
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {t_cross} AS SELECT * FROM ({' UNION ALL '.join(cross)}) "
-            f"AS u({issue_cols})"
+            f"AS u({', '.join(_COMPACT)})"
         )
         con.execute(
             f"""UPDATE {rows_table} SET is_valid = false, error_count = {rows_table}.error_count + e.n
             FROM (
                 SELECT row_number, count(*)::INTEGER AS n FROM (
-                    SELECT row_number FROM {t_cross} WHERE code = 'duplicate_id'
+                    SELECT row_number FROM {t_cross} WHERE _kind = {dup_kind}
                     UNION ALL SELECT row_number FROM {t_rej}
                 ) GROUP BY row_number
             ) e
             WHERE {rows_table}.row_number = e.row_number"""
         )
-        parts = [f"SELECT * FROM {t_cross}", *group_warnings]
-        # Row-local issues: unnest the set bits of the flagged items and join the rule table. Only the
-        # columns that the messages of the rules that fired need are read: the flagged items are spread
-        # over the whole table, so every column read is decompressed in full (~80 ms per million items
-        # for all columns).
-        (fired,) = con.execute(  # type: ignore[misc]
-            f"SELECT bit_or(_issue_mask) FROM {items_table} WHERE _issue_mask <> 0"
-        ).fetchone()
-        rules = [(i, r) for i, r in enumerate(ROW_RULES) if fired and (fired >> i) & 1]
+        # Warnings (one per group and property, possibly two per group of the feed) stay compact (the group,
+        # its member count and the two examples) until after the sort: their messages are built on the way
+        # into the issues table, so the sort moves a few dozen bytes per row instead of the message and the
+        # call to action.
+        parts = [f"SELECT * FROM {t_cross}"]
+        parts += [
+            f"SELECT NULL, g.first_row, "
+            f"{kinds.of(c, 'item_group_inconsistent', 'warning', GROUP_WARN_CTA.format(field=c))}, NULL, "
+            f"g.item_group_id, g.members, g.lo_{c}, g.hi_{c} FROM {t_bad} g WHERE g.lo_{c} <> g.hi_{c}"
+            for c in GROUP_WARN_COLUMNS
+        ]
+        # Row-local issues: unnest the set bits of the flagged items. Only the columns that the messages of
+        # the rules that fired need are read: the flagged items are spread over the whole table, so every
+        # column read is decompressed in full (~80 ms per million items for all columns).
         if rules:
             needed = sorted({c for _, r in rules for c in r.message_columns} - {"id"})
             rules_values = ", ".join(
-                f"({i}, {_lit(r.field)}, {_lit(r.severity)}, {_lit(r.code)}, {_lit(r.call_to_action)})"
-                for i, r in rules
+                f"({i}, {kinds.of(r.field, r.code, r.severity, r.call_to_action)})" for i, r in rules
             )
             messages = " ".join(f"WHEN {i} THEN {r.message}" for i, r in rules)
             parts.append(
-                f"""SELECT {ten}, {snap}, b.id, b.row_number, r.field, r.severity, r.code,
-                       CASE r.bit {messages} END, r.cta
+                f"""SELECT b.id, b.row_number, r.kind, CASE r.bit {messages} END, {_NO_GROUP}
                 FROM (
                     SELECT {", ".join(["id", "row_number", *needed])},
                            unnest(list_filter(range(0, {len(ROW_RULES)}), lambda x: ((_issue_mask >> x) & 1) = 1)) AS _bit
                     FROM {items_table} WHERE _issue_mask <> 0
                 ) b
-                JOIN (VALUES {rules_values}) r(bit, field, severity, code, cta) ON r.bit = b._bit"""
+                JOIN (VALUES {rules_values}) r(bit, kind) ON r.bit = b._bit"""
             )
         for col in unknown_columns:
             parts.append(
-                f"SELECT {ten}, {snap}, NULL, NULL, {_lit(col)}, 'info', 'unknown_column', "
-                f"{_lit(f'Column {col!r} is not a Meta product field; it is ignored.')}, "
-                f"{_lit('Rename the column to a Meta field name if it should be synced, or remove it.')}"
+                f"SELECT NULL, NULL, {kinds.of(col, 'unknown_column', 'info', UNKNOWN_COLUMN_CTA)}, "
+                f"{_lit(f'Column {col!r} is not a Meta product field; it is ignored.')}, {_NO_GROUP}"
             )
         union = "\nUNION ALL\n".join(parts)
+        # One concat() instead of a chain of || (each of which copies the string built so far): a third of the
+        # cost with hundreds of thousands of group warnings. The same text as show() and _values() give.
+        warning_message = (
+            f"concat('item_group_id ''', {_truncated('_group')}, ''' (', _members, ' items, from row ', "
+            f"row_number, ') has different ', field, ' values (''', {_truncated('_lo')}, ''' ... ''', "
+            f"{_truncated('_hi')}, '''); Meta ingests them all, but shows the variants of one product under one ', "
+            "field, '.')"
+        )
+        # Sorted on two integers (the kinds are numbered in (field, code) order), the strings of a kind are
+        # looked up after the sort; the projections above the ORDER BY keep its order on the way in.
         con.execute(
-            f"CREATE OR REPLACE TABLE {issues_table} AS SELECT * FROM ({union}) AS u({issue_cols}) "
-            "ORDER BY row_number NULLS FIRST, field, code"
+            f"""CREATE OR REPLACE TABLE {issues_table} AS
+            SELECT {ten} AS tenant_id, {snap} AS snapshot_id, retailer_id, row_number, field, severity, code,
+                   coalesce(message, {warning_message}) AS message, call_to_action
+            FROM (
+                SELECT *, {kinds.lookup_sql("field")} AS field, {kinds.lookup_sql("code")} AS code,
+                       {kinds.lookup_sql("severity")} AS severity, {kinds.lookup_sql("call_to_action")} AS call_to_action
+                FROM (
+                    SELECT * FROM ({union}) AS u({", ".join(_COMPACT)})
+                    ORDER BY row_number NULLS FIRST, _kind
+                )
+            )"""
         )
         con.execute(f"ALTER TABLE {rows_table} DROP COLUMN _issue_mask")
         item_count, valid_count = con.execute(
@@ -352,9 +373,49 @@ def finish_validation(
         ).fetchall():
             counts[sev] = int(n)
     finally:
-        for t in (t_dup, t_bad, t_cross, t_rej, t_det):
+        for t in (t_dup, t_bad, t_cross, t_rej):
             con.execute(f"DROP TABLE IF EXISTS {t}")
     return ValidationCounts(int(item_count), int(valid_count), int(item_count - valid_count), counts)
+
+
+# The issue rows before the strings of their kind (:class:`_IssueKinds`) are added; group warnings have no
+# ``message`` yet but the group, its size and two examples.
+_COMPACT = ("retailer_id", "row_number", "_kind", "message", "_group", "_members", "_lo", "_hi")
+_NO_GROUP = "NULL::VARCHAR, NULL::BIGINT, NULL::VARCHAR, NULL::VARCHAR"
+
+
+def _truncated(col: str) -> str:
+    """SQL: the value :func:`show` puts between its quotes (strlen counts bytes, so it bounds length)."""
+    return (
+        f"CASE WHEN strlen({col}) > {_TRUNCATE} AND length({col}) > {_TRUNCATE} "
+        f"THEN left({col}, {_TRUNCATE}) || '...' ELSE {col} END"
+    )
+
+
+def _values(field: str, lo: str, hi: str) -> str:
+    """SQL: ``different <field> values ('<lo>' ... '<hi>')`` for a message."""
+    return f"'different {field} values (' || {show(lo)} || ' ... ' || {show(hi)} || ')'"
+
+
+class _IssueKinds:
+    """The (field, code, severity, call to action) of the issues of one table, numbered in (field, code)
+    order: the rows carry the number through the sort (ordering by it orders by field and code) and get the
+    strings after it."""
+
+    _PARTS = ("field", "code", "severity", "call_to_action")
+
+    def __init__(self, kinds: Sequence[tuple[str, str, str, str]]) -> None:
+        self._kinds = sorted(set(kinds))
+        self._number = {k: n for n, k in enumerate(self._kinds)}
+
+    def of(self, field: str, code: str, severity: str, call_to_action: str) -> str:
+        """SQL literal: the number of a kind given to the constructor."""
+        return f"{self._number[(field, code, severity, call_to_action)]}::INTEGER"
+
+    def lookup_sql(self, part: str) -> str:
+        """SQL: the ``part`` (one of field, code, severity, call_to_action) of the row's ``_kind``."""
+        i = self._PARTS.index(part)
+        return f"[{', '.join(_lit(k[i]) for k in self._kinds)}][_kind + 1]"
 
 
 __all__ = [
