@@ -12,10 +12,11 @@ PG_EXTRA := $(shell command -v initdb >/dev/null 2>&1 || command -v pg_ctl >/dev
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# uv installs the same packages as pip from the same index, about six times faster on a fresh machine.
+# uv installs the same packages as pip from the same index, several times faster on a fresh machine; it compiles
+# the bytecode as pip does, since every test worker and subprocess would otherwise compile Dagster again.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check uv
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -e ".[dev$(PG_EXTRA)]"
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -e ".[dev$(PG_EXTRA)]"
 	touch $(STAMP)
 
 install: $(STAMP)
