@@ -70,10 +70,6 @@ _STAGE_COLUMNS = (
 )
 
 
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 # -- staging bookkeeping --------------------------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import duckdb
 
 from kobi_cpas.meta.client import MetaGraphClient
+from kobi_cpas.warehouse.sql import sql_str
 
 PRIORITIES: tuple[str, ...] = ("HIGH", "MEDIUM", "LOW")
 DEFAULT_LOCALE = "en_US"
@@ -155,10 +156,6 @@ def generic_cta(priority: str | None, source: str | None = None) -> str:
     return table[normalise_priority(priority)]
 
 
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def priority_sql(expr: str) -> str:
     """SQL: a priority expression normalised to HIGH/MEDIUM/LOW (unknown -> MEDIUM)."""
     return f"(CASE WHEN upper(trim({expr})) IN ('HIGH', 'MEDIUM', 'LOW') THEN upper(trim({expr})) ELSE 'MEDIUM' END)"
@@ -167,33 +164,35 @@ def priority_sql(expr: str) -> str:
 def generic_cta_sql(priority_expr: str, source_expr: str | None = None) -> str:
     """SQL: ``generic_cta(priority, source)`` as a CASE expression."""
     p = priority_sql(priority_expr)
-    generic = "CASE " + " ".join(f"WHEN {p} = '{k}' THEN {_lit(v)}" for k, v in GENERIC_CTA.items()) + " END"
+    generic = (
+        "CASE " + " ".join(f"WHEN {p} = '{k}' THEN {sql_str(v)}" for k, v in GENERIC_CTA.items()) + " END"
+    )
     if source_expr is None:
         return f"({generic})"
     ingestion = (
-        "CASE " + " ".join(f"WHEN {p} = '{k}' THEN {_lit(v)}" for k, v in INGESTION_CTA.items()) + " END"
+        "CASE " + " ".join(f"WHEN {p} = '{k}' THEN {sql_str(v)}" for k, v in INGESTION_CTA.items()) + " END"
     )
-    sources = ", ".join(_lit(s) for s in INGESTION_SOURCES)
+    sources = ", ".join(sql_str(s) for s in INGESTION_SOURCES)
     return f"(CASE WHEN {source_expr} IN ({sources}) THEN {ingestion} ELSE {generic} END)"
 
 
 def kobi_ingestion_cta_sql(error_type_expr: str) -> str:
     """SQL: Kobi's CTA for a known ingestion error type, else NULL."""
-    whens = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in KOBI_INGESTION_CTA.items())
+    whens = " ".join(f"WHEN {sql_str(k)} THEN {sql_str(v)}" for k, v in KOBI_INGESTION_CTA.items())
     return f"(CASE {error_type_expr} {whens} ELSE NULL END)"
 
 
 def error_type_from_title_sql(title_expr: str) -> str:
     """SQL: the error type of an ingestion error title (``INGESTION_TITLE_TYPES``, else the title's words upper
     cased and joined by ``_``; NULL for a blank title)."""
-    mapped = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in INGESTION_TITLE_TYPES.items())
+    mapped = " ".join(f"WHEN {sql_str(k)} THEN {sql_str(v)}" for k, v in INGESTION_TITLE_TYPES.items())
     derived = f"trim(regexp_replace(upper(trim({title_expr})), '[^A-Z0-9]+', '_', 'g'), '_')"
     return f"(CASE lower(trim({title_expr})) {mapped} ELSE nullif({derived}, '') END)"
 
 
 def kobi_guard_cta_sql(error_type_expr: str) -> str:
     """SQL: Kobi's CTA for a guard problem type, else NULL."""
-    whens = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in KOBI_GUARD_CTA.items())
+    whens = " ".join(f"WHEN {sql_str(k)} THEN {sql_str(v)}" for k, v in KOBI_GUARD_CTA.items())
     return f"(CASE {error_type_expr} {whens} ELSE NULL END)"
 
 

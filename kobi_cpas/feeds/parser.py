@@ -48,6 +48,7 @@ from kobi_cpas.feeds.fields import (
     canonical_column,
 )
 from kobi_cpas.feeds.sniff import check_kind
+from kobi_cpas.warehouse.sql import sql_str
 
 FeedFormat = Literal["csv", "tsv", "xml"]
 FORMAT_ALIASES: dict[str, FeedFormat] = {
@@ -116,10 +117,6 @@ def normalise_format(fmt: str) -> FeedFormat:
         return FORMAT_ALIASES[fmt.strip().lower()]
     except KeyError:
         raise ValueError(f"unknown feed format {fmt!r}: expected one of {sorted(FORMAT_ALIASES)}") from None
-
-
-def sql_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def sql_ident(name: str) -> str:
@@ -191,8 +188,8 @@ def _open_delimited(path: Path, fmt: FeedFormat, required: tuple[str, ...]) -> F
         (f"c{by_canon[c]} AS {c}" if c in by_canon else f"NULL::VARCHAR AS {c}") for c in COLUMNS
     )
     sql = (
-        f"SELECT {select_list} FROM read_csv({sql_literal(str(path))}, auto_detect=false, header=true, "
-        f"columns={columns_sql}, delim={sql_literal(delim)}, quote='\"', escape='\"', "
+        f"SELECT {select_list} FROM read_csv({sql_str(str(path))}, auto_detect=false, header=true, "
+        f"columns={columns_sql}, delim={sql_str(delim)}, quote='\"', escape='\"', "
         f"strict_mode=true, ignore_errors=false, null_padding=false, {_READER_LIMITS}, encoding='utf-8')"
     )
     return FeedSource(path, fmt, sql, tuple(c for c in COLUMNS if c in by_canon), tuple(unknown))
@@ -473,7 +470,7 @@ def _open_xml(path: Path, required: tuple[str, ...], tmp_dir: str | Path | None)
         raise
     cols_sql = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in COLUMNS) + "}"
     sql = (
-        f"SELECT {', '.join(COLUMNS)} FROM read_csv({sql_literal(str(tmp))}, auto_detect=false, header=true, "
+        f"SELECT {', '.join(COLUMNS)} FROM read_csv({sql_str(str(tmp))}, auto_detect=false, header=true, "
         f"columns={cols_sql}, delim=',', quote='\"', escape='\"', strict_mode=true, ignore_errors=false, "
         f"{_READER_LIMITS}, encoding='utf-8')"
     )

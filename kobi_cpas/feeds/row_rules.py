@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kobi_cpas.feeds.fields import COLUMNS, FIELDS, ISO_4217_CURRENCIES
-from kobi_cpas.feeds.parser import sql_literal
+from kobi_cpas.warehouse.sql import sql_str
 
 Severity = Literal["error", "warning", "info"]
 
@@ -53,10 +53,6 @@ def show(col: str) -> str:
     )
 
 
-def _lit(s: str) -> str:
-    return sql_literal(s)
-
-
 def _alternation(values: Sequence[str]) -> str:
     """RE2 pattern matching exactly one of ``values``."""
     return "|".join(re.escape(v) for v in values)
@@ -85,10 +81,10 @@ def _enum_state(col: str, values: Sequence[str]) -> str:
     or list_contains: DuckDB rewrites those into a hash join, which would lose the file order that row
     numbers rely on (see snapshot.py).
     """
-    exact = " ".join(f"WHEN {col} = {_lit(v)} THEN 0" for v in values)
+    exact = " ".join(f"WHEN {col} = {sql_str(v)} THEN 0" for v in values)
     return (
         f"CASE WHEN {col} IS NULL THEN NULL {exact} "
-        f"WHEN regexp_full_match({col}, {_lit(_alternation(values))}, 'i') THEN -1 ELSE 2 END"
+        f"WHEN regexp_full_match({col}, {sql_str(_alternation(values))}, 'i') THEN -1 ELSE 2 END"
     )
 
 
@@ -97,7 +93,7 @@ def _url_check(col: str, pattern: str) -> str:
     common case first (http(s)://, a host, no whitespace and no '@' anywhere implies a regex match)."""
     if pattern != URL_RE:
         # Lists: a byte-level pre-test costs more than the regex itself.
-        return f"regexp_full_match({col}, {_lit(pattern)})"
+        return f"regexp_full_match({col}, {sql_str(pattern)})"
     no_bad = " AND ".join(f"NOT contains({col}, chr({c}))" for c in (32, 9, 10, 13, 12, 11, 64))
     fast = (
         f"(prefix({col}, 'https://') OR prefix({col}, 'http://')) AND {no_bad} "
@@ -105,7 +101,7 @@ def _url_check(col: str, pattern: str) -> str:
         f"OR prefix({col}, 'http://?') OR prefix({col}, 'https://#') OR prefix({col}, 'http://#') "
         f"OR {col} = 'https://' OR {col} = 'http://')"
     )
-    return f"CASE WHEN {fast} THEN true ELSE regexp_full_match({col}, {_lit(pattern)}) END"
+    return f"CASE WHEN {fast} THEN true ELSE regexp_full_match({col}, {sql_str(pattern)}) END"
 
 
 def _build_rules() -> tuple[Rule, ...]:
@@ -118,7 +114,7 @@ def _build_rules() -> tuple[Rule, ...]:
                     f.name,
                     "error",
                     f"{f.name} IS NULL",
-                    _lit(f"Required field {f.name} is missing or blank."),
+                    sql_str(f"Required field {f.name} is missing or blank."),
                     f"Add a value for {f.name} to this item in the feed"
                     + (
                         f" (one of: {', '.join(f.allowed_values)})."
@@ -205,7 +201,7 @@ def _build_rules() -> tuple[Rule, ...]:
             "sale_price_effective_date",
             "warning",
             "sale_price_effective_date IS NOT NULL AND sale_price IS NULL",
-            _lit("sale_price_effective_date is set but sale_price is empty; the dates are ignored."),
+            sql_str("sale_price_effective_date is set but sale_price is empty; the dates are ignored."),
             "Add the sale_price that applies during these dates, or remove sale_price_effective_date.",
         ),
     ]
@@ -255,7 +251,7 @@ def _build_rules() -> tuple[Rule, ...]:
             "google_product_category",
             "warning",
             "google_product_category IS NULL AND fb_product_category IS NULL",
-            _lit("Neither google_product_category nor fb_product_category is set."),
+            sql_str("Neither google_product_category nor fb_product_category is set."),
             "Make items easier to discover by providing google_product_category or fb_product_category.",
         ),
     ]

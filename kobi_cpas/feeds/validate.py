@@ -46,10 +46,10 @@ from kobi_cpas.feeds.row_rules import (
     WARNING_MASK,
     Rule,
     _enum_state,
-    _lit,
     _trimmed,
     show,
 )
+from kobi_cpas.warehouse.sql import sql_str
 
 ISSUE_COLUMNS: tuple[str, ...] = (
     "tenant_id",
@@ -122,9 +122,9 @@ def items_select_sql(
     # Helper states (small integers, cheaper than strings): NULL = no value, 0 = valid as written,
     # -1 = valid once re-cased, 1 = unknown currency / start not before end, 2 = malformed.
     states = [
-        f"CASE WHEN {p} IS NULL THEN NULL WHEN regexp_full_match({p}, {_lit(PRICE_RE)}) THEN 0 "
-        f"WHEN regexp_full_match({p}, {_lit(PRICE_RE)}, 'i') THEN -1 "
-        f"WHEN regexp_full_match({p}, {_lit(PRICE_FORMAT_RE)}, 'i') THEN 1 ELSE 2 END AS _{p}_state"
+        f"CASE WHEN {p} IS NULL THEN NULL WHEN regexp_full_match({p}, {sql_str(PRICE_RE)}) THEN 0 "
+        f"WHEN regexp_full_match({p}, {sql_str(PRICE_RE)}, 'i') THEN -1 "
+        f"WHEN regexp_full_match({p}, {sql_str(PRICE_FORMAT_RE)}, 'i') THEN 1 ELSE 2 END AS _{p}_state"
         for p in ("price", "sale_price")
     ] + [
         f"{_enum_state(f.name, f.allowed_values)} AS _{f.name}_state"
@@ -135,7 +135,7 @@ def items_select_sql(
     end = "TRY_CAST(split_part(sale_price_effective_date, '/', 2) AS TIMESTAMPTZ)"
     date_state = (
         "CASE WHEN sale_price_effective_date IS NULL THEN NULL "
-        f"WHEN NOT regexp_full_match(sale_price_effective_date, {_lit(DATE_RANGE_RE)}) THEN 2 "
+        f"WHEN NOT regexp_full_match(sale_price_effective_date, {sql_str(DATE_RANGE_RE)}) THEN 2 "
         f"WHEN {start} IS NULL OR {end} IS NULL THEN 2 "
         f"WHEN {start} >= {end} THEN 1 ELSE 0 END"
     )
@@ -180,7 +180,7 @@ def items_view_sql(
     cols = ", ".join(c if c in columns else f"NULL::VARCHAR AS {c}" for c in COLUMNS)
     extra = ", _issue_mask" if with_mask else ""
     return (
-        f"SELECT {_lit(tenant_id)} AS tenant_id, {_lit(snapshot_id)} AS snapshot_id, row_number, {cols}, "
+        f"SELECT {sql_str(tenant_id)} AS tenant_id, {sql_str(snapshot_id)} AS snapshot_id, row_number, {cols}, "
         f"{', '.join(STORED_RESULT_COLUMNS)}{extra} FROM {table}"
     )
 
@@ -214,7 +214,7 @@ def finish_validation(
     tmp = f"_fv_{abs(hash((items_table, issues_table))) % 10**8}"
     t_dup, t_bad, t_cross, t_rej = f"{tmp}_dup", f"{tmp}_bad", f"{tmp}_cross", f"{tmp}_rej"
     group_cols = (*GROUP_REJECT_COLUMNS, *GROUP_WARN_COLUMNS)
-    ten, snap = _lit(tenant_id), _lit(snapshot_id)
+    ten, snap = sql_str(tenant_id), sql_str(snapshot_id)
     try:
         # The row-local rules that fired (one cheap pass over the mask column).
         (fired,) = con.execute(  # type: ignore[misc]
@@ -258,7 +258,7 @@ def finish_validation(
         )
         # The items Meta rejects: a reject-column value that differs from the group's first item.
         rejected = [
-            f"SELECT i.row_number, i.id, i.item_group_id, {_lit(c)} AS field FROM {items_table} i "
+            f"SELECT i.row_number, i.id, i.item_group_id, {sql_str(c)} AS field FROM {items_table} i "
             f"JOIN (SELECT item_group_id, first_{c} FROM {t_bad} WHERE lo_{c} <> hi_{c}) g USING (item_group_id) "
             f"WHERE hash(i.{c}) <> g.first_{c}"
             for c in GROUP_REJECT_COLUMNS
@@ -288,7 +288,7 @@ def finish_validation(
                 f"|| r.first_rejected || ' (' || {show('r.first_id')} || ').', {_NO_GROUP} "
                 f"FROM {t_bad} g JOIN ("
                 f"SELECT item_group_id, count(*) AS n, min(row_number) AS first_rejected, "
-                f"arg_min(id, row_number) AS first_id FROM {t_rej} WHERE field = {_lit(c)} GROUP BY item_group_id"
+                f"arg_min(id, row_number) AS first_id FROM {t_rej} WHERE field = {sql_str(c)} GROUP BY item_group_id"
                 f") r USING (item_group_id)"
             )
         con.execute(
@@ -337,7 +337,7 @@ def finish_validation(
         for col in unknown_columns:
             parts.append(
                 f"SELECT NULL, NULL, {kinds.of(col, 'unknown_column', 'info', UNKNOWN_COLUMN_CTA)}, "
-                f"{_lit(f'Column {col!r} is not a Meta product field; it is ignored.')}, {_NO_GROUP}"
+                f"{sql_str(f'Column {col!r} is not a Meta product field; it is ignored.')}, {_NO_GROUP}"
             )
         union = "\nUNION ALL\n".join(parts)
         # One concat() instead of a chain of || (each of which copies the string built so far): a third of the
@@ -415,7 +415,7 @@ class _IssueKinds:
     def lookup_sql(self, part: str) -> str:
         """SQL: the ``part`` (one of field, code, severity, call_to_action) of the row's ``_kind``."""
         i = self._PARTS.index(part)
-        return f"[{', '.join(_lit(k[i]) for k in self._kinds)}][_kind + 1]"
+        return f"[{', '.join(sql_str(k[i]) for k in self._kinds)}][_kind + 1]"
 
 
 __all__ = [

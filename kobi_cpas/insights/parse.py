@@ -33,6 +33,7 @@ from kobi_cpas.insights.schema import (
     VALUE_TYPE,
     ensure_schema,
 )
+from kobi_cpas.warehouse.sql import sql_str
 
 TARGET_TABLES = {"segment": SHARED_ITEM_METRICS.name, "product": SHARED_ITEM_PRODUCT_METRICS.name}
 
@@ -47,10 +48,6 @@ class SliceKey:
     level: str
     family: str  # "segment" (shared_item_metrics) | "product" (shared_item_product_metrics)
     date: date
-
-
-def _lit(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def parsed_rows_sql(
@@ -73,21 +70,21 @@ def parsed_rows_sql(
     same keys (a page Meta repeated) counts once.
     """
     metrics = metrics_for_request_family(family)
-    names = "[" + ", ".join(_lit(m.metric) for m in metrics) + "]"
+    names = "[" + ", ".join(sql_str(m.metric) for m in metrics) + "]"
     day_list = "[" + ", ".join(f"DATE '{d.isoformat()}'" for d in sorted(set(days))) + "]"
     piece_join = (
         "JOIN raw.insights_pieces c ON c.pull_id = p.pull_id AND c.piece_id = p.piece_id AND c.status = 'complete'"
         if require_complete_pieces
         else ""
     )
-    na = _lit(NA)
+    na = sql_str(NA)
     ids = {
         "campaign_id": f"coalesce(a.campaign_id, {na})" if level in ("campaign", "adset", "ad") else na,
         "adset_id": f"coalesce(a.adset_id, {na})" if level in ("adset", "ad") else na,
         "ad_id": f"coalesce(a.ad_id, {na})" if level == "ad" else na,
     }
     ids["object_id"] = {
-        "account": _lit(ad_account_id),
+        "account": sql_str(ad_account_id),
         "campaign": ids["campaign_id"],
         "adset": ids["adset_id"],
         "ad": ids["ad_id"],
@@ -100,10 +97,10 @@ def parsed_rows_sql(
     table = SHARED_ITEM_PRODUCT_METRICS if product else SHARED_ITEM_METRICS
     select_map = {
         "date": "d",
-        "tenant_id": _lit(tenant_id),
-        "retailer": _lit(retailer),
-        "ad_account_id": _lit(ad_account_id),
-        "level": _lit(level),
+        "tenant_id": sql_str(tenant_id),
+        "retailer": sql_str(retailer),
+        "ad_account_id": sql_str(ad_account_id),
+        "level": sql_str(level),
         "object_id": "object_id",
         "campaign_id": "campaign_id",
         "adset_id": "adset_id",
@@ -115,7 +112,7 @@ def parsed_rows_sql(
         "value": "value",
         "is_estimated": "mc.is_estimated",
         "account_currency": "account_currency",
-        "pull_id": _lit(pull_id),
+        "pull_id": sql_str(pull_id),
         "pulled_at": f"TIMESTAMPTZ '{pulled_at.astimezone(UTC).isoformat()}'",
     }
     parsed = PRODUCT_PARSED_COLUMNS if product else table.column_names
@@ -126,8 +123,8 @@ WITH pages AS (
     SELECT p.piece_id, p.page_no, p.payload
     FROM raw.insights_pages p
     {piece_join}
-    WHERE p.pull_id = {_lit(pull_id)} AND p.ad_account_id = {_lit(ad_account_id)}
-      AND p.level = {_lit(level)} AND p.family = {_lit(family)}
+    WHERE p.pull_id = {sql_str(pull_id)} AND p.ad_account_id = {sql_str(ad_account_id)}
+      AND p.level = {sql_str(level)} AND p.family = {sql_str(family)}
 ),
 raw_rows AS (
     SELECT piece_id, page_no, unnest(from_json(payload -> '$.data', '["JSON"]')) AS r FROM pages

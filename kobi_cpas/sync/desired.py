@@ -20,6 +20,7 @@ import duckdb
 from kobi_cpas.feeds.fields import COLUMNS
 from kobi_cpas.feeds.hashing import content_hash_sql, volatile_hash_sql
 from kobi_cpas.sync.state import shard_sql
+from kobi_cpas.warehouse.sql import sql_str
 
 _FIELDS = [c for c in COLUMNS if c not in ("previous_id",)]
 OUT_OF_STOCK = "out of stock"
@@ -55,7 +56,7 @@ def build_desired(
     p = {"t": tenant_id, "s": snapshot_id, "now": now, "ret": retention_days}
     # Views, not copies: at a million items every copy costs a full pass. The tenant id is a validated
     # registry id ([a-z0-9_-]), safe to inline in a view definition.
-    t_lit = "'" + tenant_id.replace("'", "''") + "'"
+    t_lit = sql_str(tenant_id)
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW _old AS SELECT * FROM sync_state.desired_items WHERE tenant_id = {t_lit}"
     )

@@ -15,9 +15,10 @@ import threading
 
 import duckdb
 
+from kobi_cpas.warehouse.sql import sql_str
+
 _HOST_LOCK = threading.Lock()
 _host: duckdb.DuckDBPyConnection | None = None
-_host_pid = 0
 _attached: dict[str, tuple[str, int]] = {}  # resolved work path -> (alias, connections using it)
 
 
@@ -35,17 +36,15 @@ os.register_at_fork(after_in_child=_reset_host_after_fork)
 
 def attach(path: str) -> duckdb.DuckDBPyConnection:
     """A connection (its own transactions) whose default database is the work database at ``path``."""
-    global _host, _host_pid
+    global _host
     with _HOST_LOCK:
-        if _host is None or _host_pid != os.getpid():
-            _host, _host_pid = duckdb.connect(":memory:"), os.getpid()
-            _attached.clear()
+        if _host is None:
+            _host = duckdb.connect(":memory:")
         alias, users = _attached.get(path, ("", 0))
         if not users:
             alias = "kobi_work_" + hashlib.sha256(path.encode()).hexdigest()[:16]
             # Raises duckdb.IOException ("Could not set lock ...") while another process writes the file.
-            literal = "'" + path.replace("'", "''") + "'"
-            _host.execute(f"ATTACH IF NOT EXISTS {literal} AS {alias}")
+            _host.execute(f"ATTACH IF NOT EXISTS {sql_str(path)} AS {alias}")
         _attached[path] = (alias, users + 1)
         cur = _host.cursor()
     try:
