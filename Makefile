@@ -45,10 +45,11 @@ validate: install
 	DAGSTER_HOME=$$tmp $(VENV)/bin/dagster definitions validate -w workspace.yaml 2>&1 | grep -v SupersessionWarning; \
 	rc=$${PIPESTATUS[0]}; rm -rf $$tmp; exit $$rc
 
-# Two workers: the suite waits on Postgres and the sandbox as much as it computes. Benchmark harness tests
-# (marker `bench`) run with `make bench`.
+# Two workers (the machine's cores; more only add per-worker start-up). One module per worker at a time
+# (--dist loadfile): end-to-end modules build their starting world once per module, not once per worker.
+# Benchmark harness tests (marker `bench`) run with `make bench`.
 test: lint validate
-	$(PY) -m pytest -q -n 2 -m "not bench"
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not bench"
 
 bench: install
 	$(PY) -m pytest -q -m bench

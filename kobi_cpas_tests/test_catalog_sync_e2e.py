@@ -6,90 +6,16 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
-import yaml
 
-from kobi_cpas.feeds.generator import generate_feed
-from kobi_cpas.registry.loader import DEFAULT_REGISTRY
-from kobi_cpas.tables import SCHEMA
-from kobi_cpas.warehouse import Warehouse
 from kobi_cpas_tests.dagster_fixtures import tick_schedule
+from kobi_cpas_tests.sync_harness import CATALOG, TENANT, SyncHarness, synced_world_fixtures
 
-TENANT = "anatolia_home"
-CATALOG = "2000000000000001"
+__all__ = ["CATALOG", "TENANT", "SyncHarness"]  # where other test modules used to import them from
 
-
-class SyncHarness:
-    def __init__(
-        self, kobi_env, instance: dg.DagsterInstance, tmp_path: Path, monkeypatch, tenant_id=TENANT, **sync
-    ):
-        self.env = kobi_env
-        self.tenant = tenant_id
-        self.admin = kobi_env.sandbox.admin
-        self.instance = instance
-        self.feed = tmp_path / "feed.csv"
-        demo = yaml.safe_load(Path(DEFAULT_REGISTRY).read_text())
-        tenant = demo["tenants"][0]
-        tenant["tenant_id"] = tenant_id
-        tenant["feed"] = {"source": str(self.feed), "format": "csv"}
-        tenant["sync"] = {**tenant.get("sync", {}), **sync}
-        reg = tmp_path / "tenants.yaml"
-        reg.write_text(yaml.safe_dump({"tenants": [tenant]}))
-        monkeypatch.setenv("KOBI_CPAS_TENANTS", str(reg))
-        self.defs = kobi_env.defs()
-        instance.add_dynamic_partitions("tenant", [tenant_id])
-        self.wh = Warehouse(kobi_env.analyst_path, schema=SCHEMA)
-        self.admin.catalog_config(problem_rate_scale=0)
-
-    def write_feed(self, n: int = 300, sql_edit: str | None = None) -> None:
-        generate_feed(self.feed, n, seed=7)
-        if sql_edit:
-            con = duckdb.connect()
-            con.execute(f"CREATE TABLE f AS SELECT * FROM read_csv('{self.feed}', all_varchar=true)")
-            con.execute(sql_edit)
-            con.execute(f"COPY f TO '{self.feed}' (HEADER, DELIMITER ',')")
-            con.close()
-
-    def run(self, job: str, tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
-        return self.defs.resolve_job_def(job).execute_in_process(
-            instance=self.instance, partition_key=self.tenant, tags=tags or {}, raise_on_error=False
-        )
-
-    def meta_items(self) -> dict[str, dict]:
-        return self.admin.catalog_items(CATALOG)
-
-    def desired(self) -> dict[str, dict]:
-        with self.wh.connect() as con:
-            cur = con.execute("SELECT * FROM sync_state.desired_items WHERE tenant_id = ?", [self.tenant])
-            cols = [d[0] for d in cur.description]
-            return {r[cols.index("id")]: dict(zip(cols, r, strict=True)) for r in cur.fetchall()}
-
-    def syncs(self) -> list[tuple]:
-        with self.wh.connect() as con:
-            return con.execute(
-                "SELECT method, status, items_sent, errors_count FROM catalog_syncs ORDER BY started_at"
-            ).fetchall()
-
-    def assert_catalog_equals_desired(self) -> None:
-        meta, desired = self.meta_items(), self.desired()
-        assert set(meta) == set(desired)
-        for rid, d in desired.items():
-            for f in (
-                "title",
-                "price",
-                "sale_price",
-                "availability",
-                "quantity_to_sell_on_facebook",
-                "brand",
-            ):
-                assert (meta[rid].get(f) or None) == d[f], (rid, f, meta[rid].get(f), d[f])
-
-    def requests(self, route: str) -> int:
-        return self.admin.count_requests(route=route)
+pytest_plugins = ["kobi_cpas_tests.world_snapshot"]
 
 
 @pytest.fixture
@@ -100,10 +26,11 @@ def harness(kobi_env, pg_instance, tmp_path, monkeypatch):
     return make
 
 
-def test_three_methods_end_to_end(harness):
-    h = harness(batch_chunk_size=40)
-    h.write_feed(300)
-    assert h.run("catalog_replace_job").success
+world, synced = synced_world_fixtures(300)  # 300 items replaced once per module
+
+
+def test_three_methods_end_to_end(synced):
+    h = synced(batch_chunk_size=40)  # 300 items replaced
     h.assert_catalog_equals_desired()
     assert h.requests("product_feed.uploads.create") == 1
 
@@ -135,10 +62,8 @@ def test_three_methods_end_to_end(harness):
     assert h.requests("catalog.items_batch") == 0 and h.requests("product_feed.uploads.create") == 0
 
 
-def test_deletion_guard_blocks_then_override(harness):
-    h = harness(retention_days=0, max_delete_share=0.05)
-    h.write_feed(300)
-    assert h.run("catalog_replace_job").success
+def test_deletion_guard_blocks_then_override(synced):
+    h = synced(retention_days=0, max_delete_share=0.05)  # 300 items replaced
     h.write_feed(300, "DELETE FROM f WHERE id IN (SELECT id FROM f ORDER BY id LIMIT 40)")  # ~13 % gone
     h.admin.clear_requests()
     blocked = h.run("catalog_replace_job")
@@ -153,10 +78,8 @@ def test_deletion_guard_blocks_then_override(harness):
     assert len(h.meta_items()) == 260
 
 
-def test_broken_feed_blocks_replace_and_names_the_file(harness):
-    h = harness()
-    h.write_feed(100)
-    assert h.run("catalog_replace_job").success
+def test_broken_feed_blocks_replace_and_names_the_file(synced):
+    h = synced()  # 300 items replaced
     h.feed.write_text("id\ttitle\n1\tx\n", encoding="utf-8")  # tab-separated in a csv feed, columns missing
     h.admin.clear_requests()
     res = h.run("catalog_replace_job")
@@ -164,16 +87,14 @@ def test_broken_feed_blocks_replace_and_names_the_file(harness):
     ev = next(e for e in res.get_asset_check_evaluations() if e.check_name == "feed_file_readable")
     assert not ev.passed and str(h.feed) in ev.description and TENANT in ev.description
     assert h.requests("product_feed.uploads.create") == 0
-    assert len(h.meta_items()) == 100
+    assert len(h.meta_items()) == 300
 
 
-def test_mid_sync_failure_then_clean_recovery(harness):
-    h = harness(batch_chunk_size=25)
-    h.write_feed(200)
-    assert h.run("catalog_replace_job").success
+def test_mid_sync_failure_then_clean_recovery(synced):
+    h = synced(batch_chunk_size=25)  # 300 items replaced
     # quantity 777 exists nowhere in the generated feed, so exactly these 100 items change
     h.write_feed(
-        200,
+        300,
         "UPDATE f SET availability = 'in stock', quantity_to_sell_on_facebook = '777' "
         "WHERE id IN (SELECT id FROM f WHERE sale_price IS NULL ORDER BY id LIMIT 100)",
     )
@@ -217,17 +138,15 @@ def test_schedule_skips_tenant_with_a_running_sync(harness):
     assert "avoid overlapping" in skipped.skip_message
 
 
-def test_a_stale_cached_feed_id_is_rediscovered_not_fatal(harness):
+def test_a_stale_cached_feed_id_is_rediscovered_not_fatal(synced):
     """A feed id Kobi recorded may disappear at Meta (feed deleted in Commerce Manager, sandbox restarted).
     A feed with Kobi's name that the state does not record is never adopted silently: someone else may be
     uploading to it. The sync stops, naming it, and a person adopts it with the run tag."""
-    h = harness()
-    h.write_feed(120)
-    assert h.run("catalog_replace_job").success
+    h = synced()  # 300 items replaced
     with h.wh.connect() as con:
         (real,) = con.execute("SELECT feed_id FROM sync_state.feeds WHERE tenant_id = ?", [TENANT]).fetchone()
         con.execute("UPDATE sync_state.feeds SET feed_id = '9999999999999999' WHERE tenant_id = ?", [TENANT])
-    h.write_feed(121)
+    h.write_feed(301)
     h.admin.clear_requests()
     blocked = h.run("catalog_replace_job")
     assert not blocked.success

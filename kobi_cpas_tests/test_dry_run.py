@@ -18,7 +18,7 @@ from kobi_cpas.resources import MetaGraphResource
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 from kobi_cpas_tests.sandbox_fixtures import SANDBOX_API_VERSION, SANDBOX_TOKEN
-from kobi_cpas_tests.test_catalog_sync_e2e import CATALOG, TENANT, SyncHarness
+from kobi_cpas_tests.sync_harness import CATALOG, TENANT, SyncHarness
 from kobi_cpas_tests.test_cpas_insights_e2e import _campaign_config, _segment_config, _world_catalog
 
 DRY = {DRY_RUN_TAG: "true"}
@@ -165,6 +165,7 @@ def test_dry_run_cpas_jobs_send_nothing_and_record_the_writes(kobi_env, pg_insta
     report = materialize_all(
         defs,
         pg_instance,
+        tenants=[TENANT],  # the tenant the trendyol segment and campaign below are for
         on_progress=lambda m: None,
         stages=[
             ["tenant_registry"],
@@ -302,6 +303,8 @@ def test_pipeline_dry_run_shares_one_scratch_and_prints_what_was_not_sent(kobi_e
     report = materialize_all(
         kobi_env.defs(),
         pg_instance,
+        # two of the demo tenants: runs of several tenants share the one scratch copy (a third adds nothing)
+        tenants=[TENANT, "bosphorus_outdoor"],
         on_progress=lambda m: None,
         stages=[
             ["tenant_registry"],

@@ -1,21 +1,17 @@
 """Safety of the feed snapshot step (download + ingest): a total download deadline and size cap outside the
 DuckDB writer, every download failure recorded like an unreadable file, exact local change detection, no
 secrets from feed URLs anywhere, honest parser messages, and the shrink guard. End-to-end cases run the real
-Dagster jobs against the sandbox through the SyncHarness of test_catalog_sync_e2e."""
+Dagster jobs against the sandbox through the SyncHarness of kobi_cpas_tests.sync_harness."""
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import logging
 import os
 import random
 import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,129 +26,19 @@ from kobi_cpas.registry import load_registry
 from kobi_cpas.sync.snapshot_step import take_snapshot
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
-from kobi_cpas_tests.test_catalog_sync_e2e import TENANT, SyncHarness
+from kobi_cpas_tests.feed_http import LockProbe, Server, http_error, redirect, serve_file, trickle
+from kobi_cpas_tests.sync_harness import TENANT, SyncHarness, synced_world_fixtures
 
-Handler = Callable[[http.server.BaseHTTPRequestHandler], None]
-
-
-class _Server:
-    """A local HTTP server (a thread on 127.0.0.1) whose routes are plain functions of the request handler."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, Handler] = {}
-        self.requests: list[str] = []
-        self.stop = threading.Event()
-        server = self
-
-        class _H(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                server.requests.append(self.path)
-                route = server.routes.get(self.path.split("?", 1)[0])
-                if route is None:
-                    self.send_error(404)
-                    return
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    route(self)
-
-            do_HEAD = do_GET
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _H)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> _Server:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def _serve_file(path: Path) -> Handler:
-    def route(h: http.server.BaseHTTPRequestHandler) -> None:
-        body = path.read_bytes()
-        h.send_response(200)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
-
-    return route
-
-
-def _status(code: int) -> Handler:
-    def route(h: http.server.BaseHTTPRequestHandler) -> None:
-        h.send_error(code)
-
-    return route
-
-
-def _redirect(location: str) -> Handler:
-    def route(h: http.server.BaseHTTPRequestHandler) -> None:
-        h.send_response(302)
-        h.send_header("Location", location)
-        h.send_header("Content-Length", "0")
-        h.end_headers()
-
-    return route
-
-
-def _trickle(
-    stop: threading.Event,
-    *,
-    total: float = 60.0,
-    headers_too: bool = False,
-    on_start=None,
-    done: threading.Event | None = None,
-) -> Handler:
-    """Send one byte every 0.2 s for up to ``total`` seconds (then the rest of a valid CSV); ``done`` is set once
-    the whole body was sent."""
-    body = b"id,title\n" + b"x" * 4000 + b"\n"
-
-    def route(h: http.server.BaseHTTPRequestHandler) -> None:
-        ends = time.monotonic() + total
-        if headers_too:
-            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-            for i in range(len(head)):
-                if stop.is_set() or time.monotonic() > ends:
-                    h.wfile.write(head[i:])
-                    break
-                h.wfile.write(head[i : i + 1])
-                h.wfile.flush()
-                time.sleep(0.2)
-        else:
-            h.send_response(200)
-            h.send_header("Content-Length", str(len(body)))
-            h.end_headers()
-        if on_start:
-            on_start()
-        sent = 0
-        while sent < len(body) and not stop.is_set() and time.monotonic() < ends:
-            h.wfile.write(body[sent : sent + 1])
-            h.wfile.flush()
-            sent += 1
-            time.sleep(0.2)
-        h.wfile.write(body[sent:])
-        if done is not None:
-            done.set()
-
-    return route
-
+pytest_plugins = ["kobi_cpas_tests.world_snapshot"]
 
 # -- A: total deadline and size cap (pure reader) ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("headers_too", [False, True], ids=["body", "headers"])
 def test_trickling_download_stops_at_the_total_deadline(tmp_path, headers_too):
-    with _Server() as srv:
+    with Server() as srv:
         done = threading.Event()
-        srv.routes["/slow.csv"] = _trickle(srv.stop, total=60.0, headers_too=headers_too, done=done)
+        srv.routes["/slow.csv"] = trickle(srv.stop, total=60.0, headers_too=headers_too, done=done)
         with pytest.raises(FeedFetchError) as ei:
             fetch_feed(
                 srv.url + "/slow.csv?token=s3cret",
@@ -179,8 +65,8 @@ def test_size_cap_stops_announced_and_unannounced_bodies(tmp_path):
         h.end_headers()  # HTTP/1.0: the body runs until the connection closes
         h.wfile.write(big)
 
-    with _Server() as srv:
-        srv.routes["/announced.csv"] = _serve_file(_write(tmp_path / "big.csv", big))
+    with Server() as srv:
+        srv.routes["/announced.csv"] = serve_file(_write(tmp_path / "big.csv", big))
         srv.routes["/unannounced.csv"] = unannounced
         lim = FetchLimits(max_bytes=1 << 20)
         with pytest.raises(
@@ -219,6 +105,12 @@ def harness(kobi_env, pg_instance, tmp_path, monkeypatch):
     return make
 
 
+N = 20  # items of the synced world
+
+
+world, synced = synced_world_fixtures(N)
+
+
 def _set_feed(h: SyncHarness, **feed) -> None:
     """Point the harness tenant's feed elsewhere (the registry is re-read by every run)."""
     reg = Path(os.environ["KOBI_CPAS_TENANTS"])
@@ -242,26 +134,18 @@ def _rows(h: SyncHarness, sql: str, params=()) -> list[tuple]:
         return con.execute(sql, list(params)).fetchall()
 
 
-def _db_free(path: Path) -> bool:
-    """Can another process open the work database right now (nobody holds its write lock)?"""
-    code = "import duckdb, sys; duckdb.connect(sys.argv[1]).close()"
-    return (
-        subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, timeout=120).returncode
-        == 0
-    )
-
-
-def test_slow_feed_stops_at_deadline_and_never_holds_the_work_database(harness):
-    h = harness()
-    h.write_feed(40)
-    assert h.run("catalog_replace_job").success
+def test_slow_feed_stops_at_deadline_and_never_holds_the_work_database(synced):
+    h = synced()  # N items replaced
     before = h.meta_items()
     seen: list[bool] = []
-    with _Server() as srv:
-        srv.routes["/slow.csv"] = _trickle(
-            srv.stop, total=25.0, on_start=lambda: seen.append(_db_free(h.wh.work_path))
+    with LockProbe() as probe, Server() as srv:
+        with h.wh.connect():  # the probe tells a held work database from a free one
+            assert not probe.free(h.wh.work_path)
+        assert probe.free(h.wh.work_path)
+        srv.routes["/slow.csv"] = trickle(
+            srv.stop, total=25.0, on_start=lambda: seen.append(probe.free(h.wh.work_path))
         )
-        _set_feed(h, source=srv.url + "/slow.csv?access_key=k1", download_deadline_seconds=8)
+        _set_feed(h, source=srv.url + "/slow.csv?access_key=k1", download_deadline_seconds=3)
         res = h.run("catalog_update_job")
     assert seen == [True]  # the download ran with the work database closed
     assert not res.success
@@ -278,19 +162,17 @@ def test_slow_feed_stops_at_deadline_and_never_holds_the_work_database(harness):
     "case",
     ["refused", "http_404", "http_500", "redirect_file", "redirect_loopback"],
 )
-def test_download_failures_are_recorded_like_an_unreadable_file(harness, case):
-    h = harness()
-    h.write_feed(30)
-    assert h.run("catalog_replace_job").success
+def test_download_failures_are_recorded_like_an_unreadable_file(synced, case):
+    h = synced()  # N items replaced
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]  # nothing listens once the socket is closed
-    with _Server() as srv:
-        srv.routes["/404.csv"] = _status(404)
-        srv.routes["/500.csv"] = _status(500)
-        srv.routes["/to-file.csv"] = _redirect("file:///etc/passwd")
-        srv.routes["/to-loopback.csv"] = _redirect(f"http://localhost:{srv.port}/feed.csv")
-        srv.routes["/feed.csv"] = _serve_file(h.feed)
+    with Server() as srv:
+        srv.routes["/404.csv"] = http_error(404)
+        srv.routes["/500.csv"] = http_error(500)
+        srv.routes["/to-file.csv"] = redirect("file:///etc/passwd")
+        srv.routes["/to-loopback.csv"] = redirect(f"http://localhost:{srv.port}/feed.csv")
+        srv.routes["/feed.csv"] = serve_file(h.feed)
         url, expected = {
             "refused": (f"http://127.0.0.1:{closed_port}/feed.csv", "connection refused"),
             "http_404": (srv.url + "/404.csv", "HTTP 404"),
@@ -327,10 +209,8 @@ def test_download_failures_are_recorded_like_an_unreadable_file(harness, case):
         assert diag[0][2] and "HTTP 500" in diag[0][3]
 
 
-def test_local_feed_outside_the_feeds_root_is_refused(harness, tmp_path_factory):
-    h = harness()
-    h.write_feed(20)
-    assert h.run("catalog_replace_job").success
+def test_local_feed_outside_the_feeds_root_is_refused(synced, tmp_path_factory):
+    h = synced()  # N items replaced
     elsewhere = tmp_path_factory.mktemp("elsewhere") / "feed.csv"
     elsewhere.write_bytes(h.feed.read_bytes())
     _set_feed(h, source=str(elsewhere))
@@ -471,14 +351,14 @@ def test_canary_credentials_appear_nowhere(harness, caplog):
     h = harness()
     h.write_feed(25)
     needles = (CANARY_PASS, CANARY_KEY)
-    with _Server() as srv:
-        srv.routes["/feed.csv"] = _serve_file(h.feed)
+    with Server() as srv:
+        srv.routes["/feed.csv"] = serve_file(h.feed)
         url = f"http://kobi:{CANARY_PASS}@127.0.0.1:{srv.port}/feed.csv?access_key={CANARY_KEY}&lang=tr"
         _set_feed(h, source=url)
         runs = [h.defs.resolve_job_def("tenant_registry_job").execute_in_process(instance=h.instance)]
         runs.append(h.run("catalog_replace_job"))
         assert runs[-1].success
-        srv.routes["/feed.csv"] = _status(503)
+        srv.routes["/feed.csv"] = http_error(503)
         runs.append(h.run("catalog_update_job"))
         assert not runs[-1].success
     rows = _rows(h, "SELECT status, source FROM feed_snapshots ORDER BY taken_at")
@@ -534,10 +414,9 @@ def _keep_first(n: int) -> str:
     return f"DELETE FROM f WHERE id NOT IN (SELECT id FROM f ORDER BY id LIMIT {n})"
 
 
-def test_feed_cut_short_is_held_until_confirmed_by_different_content(harness):
-    h = harness()
-    h.write_feed(20)
-    assert h.run("catalog_replace_job").success
+def test_feed_cut_short_is_held_until_confirmed_by_different_content(synced):
+    h = synced()  # write_feed(20) and a successful replace
+    assert N == 20
     meta_before, desired_before = _meta_state(h), h.desired()
     assert len(meta_before) == 20
 
@@ -578,10 +457,9 @@ def test_feed_cut_short_is_held_until_confirmed_by_different_content(harness):
     }
 
 
-def test_shrink_override_tag_and_invalid_share(harness):
-    h = harness()
-    h.write_feed(20)
-    assert h.run("catalog_replace_job").success
+def test_shrink_override_tag_and_invalid_share(synced):
+    h = synced()  # write_feed(20) and a successful replace
+    assert N == 20
     meta_before = _meta_state(h)
     # 10 previously valid items turn invalid: same row count, half the catalog would be frozen
     h.write_feed(20, "UPDATE f SET price = '12,5' WHERE id IN (SELECT id FROM f ORDER BY id LIMIT 10)")

@@ -18,21 +18,17 @@ from kobi_cpas.sync import methods
 from kobi_cpas.sync.guards import OVERRIDE_TAG
 from kobi_cpas.sync.methods import SyncBlocked, SyncContext
 from kobi_cpas.sync.shrink_guard import OVERRIDE_SHRINK_TAG
-from kobi_cpas_tests.test_catalog_sync_e2e import CATALOG, TENANT, SyncHarness
+from kobi_cpas_tests.sync_harness import CATALOG, TENANT, SyncHarness, synced_world_fixtures
+
+pytest_plugins = ["kobi_cpas_tests.world_snapshot"]
 
 OTHER = "anatolia_outlet"  # a second tenant wrongly configured on the same catalog
 
 
-@pytest.fixture
-def harness(kobi_env, pg_instance, tmp_path, monkeypatch):
-    def make(tenant_id: str = TENANT, subdir: str = ".", **sync) -> SyncHarness:
-        d = tmp_path / subdir
-        d.mkdir(parents=True, exist_ok=True)
-        h = SyncHarness(kobi_env, pg_instance, d, monkeypatch, tenant_id=tenant_id, **sync)
-        h.registry_path = d / "tenants.yaml"
-        return h
+N = 200  # items of the synced world
 
-    return make
+
+world, synced = synced_world_fixtures(N)
 
 
 def failure_text(result: dg.ExecuteInProcessResult) -> str:
@@ -77,15 +73,16 @@ def feed_id_of(h: SyncHarness) -> str:
 # -- 1. one feed per tenant; Meta's deletions checked against the plan ------------------------------------------
 
 
-def test_two_tenants_on_one_catalog_never_delete_each_others_items(harness):
-    a = harness(TENANT, "a")
-    a.write_feed(120)
-    assert a.run("catalog_replace_job").success
+def test_two_tenants_on_one_catalog_never_delete_each_others_items(synced, monkeypatch):
+    a = synced()  # N items replaced
     a_feed = feed_id_of(a)
     before = a.meta_items()
-    assert len(before) == 120
+    assert len(before) == N
 
-    b = harness(OTHER, "b")  # its own registry file: the registry's shared-catalog check is bypassed
+    # its own registry file: the registry's shared-catalog check is bypassed
+    b_dir = a.registry_path.parent.parent / "b"
+    b_dir.mkdir()
+    b = SyncHarness(a.env, a.instance, b_dir, monkeypatch, tenant_id=OTHER)
     b.write_feed(80, "UPDATE f SET id = 'OUT-' || id, item_group_id = 'OUT-' || item_group_id")
     a.admin.clear_requests()
     for job, tags in (
@@ -107,9 +104,9 @@ def test_two_tenants_on_one_catalog_never_delete_each_others_items(harness):
         ).fetchone() == (0,)
 
     # the first tenant keeps syncing normally
-    a.write_feed(121)
+    a.write_feed(N + 1)
     assert a.run("catalog_replace_job").success
-    assert len(a.meta_items()) == 121 and feed_id_of(a) == a_feed
+    assert len(a.meta_items()) == N + 1 and feed_id_of(a) == a_feed
 
 
 def _plant_items_in_feed(h: SyncHarness, client, feed_id: str, n: int) -> None:
@@ -133,10 +130,8 @@ def _plant_items_in_feed(h: SyncHarness, client, feed_id: str, n: int) -> None:
     assert {f"FOREIGN-{i}" for i in range(n)} <= set(h.meta_items())
 
 
-def test_surplus_deletions_are_recorded_and_block_the_next_replace(harness, meta_client):
-    h = harness()
-    h.write_feed(100)
-    assert h.run("catalog_replace_job").success
+def test_surplus_deletions_are_recorded_and_block_the_next_replace(synced, meta_client):
+    h = synced()  # N items replaced
     _plant_items_in_feed(h, meta_client, feed_id_of(h), 7)
 
     # the replace itself goes out (it is Kobi's feed), and Meta reports 7 deletions Kobi never planned
@@ -185,11 +180,10 @@ def test_surplus_deletions_are_recorded_and_block_the_next_replace(harness, meta
 # -- 2. retention flips count like deletions ----------------------------------------------------------------------
 
 
-def test_a_feed_losing_most_items_flips_nothing_unconfirmed(harness):
-    h = harness(max_delete_share=0.05)  # retention keeps removed items 90 days as out of stock
+def test_a_feed_losing_most_items_flips_nothing_unconfirmed(synced):
+    h = synced(max_delete_share=0.05)  # retention keeps removed items 90 days as out of stock
     h.admin.freeze_clock(True)
-    h.write_feed(200)
-    assert h.run("catalog_replace_job").success
+    assert N == 200  # write_feed(200) and a successful replace
     before = h.meta_items()
     gone = sorted(before)[:120]  # 60 % of the feed disappears
     # those already out of stock with quantity 0 are not flipped by retention
@@ -232,7 +226,7 @@ def test_a_feed_losing_most_items_flips_nothing_unconfirmed(harness):
 
 def _price_change(h: SyncHarness, n: int, qty: str, extra_sql: str = "") -> None:
     h.write_feed(
-        150,
+        N,
         f"UPDATE f SET availability = 'in stock', quantity_to_sell_on_facebook = '{qty}' "
         f"WHERE id IN (SELECT id FROM f WHERE sale_price IS NULL ORDER BY id LIMIT {n});" + extra_sql,
     )
@@ -251,11 +245,9 @@ def _resent_and_applied(h: SyncHarness, first: dict) -> None:
     h.assert_catalog_equals_desired()
 
 
-def test_a_batch_handle_meta_refuses_is_terminal_and_its_items_are_resent(harness):
-    h = harness()
+def test_a_batch_handle_meta_refuses_is_terminal_and_its_items_are_resent(synced):
+    h = synced()  # N items replaced
     h.admin.freeze_clock(True)
-    h.write_feed(150)
-    assert h.run("catalog_replace_job").success
     _price_change(h, 30, "701")
     assert h.run("catalog_batch_job").success
     (first,) = syncs(h, "batch")
@@ -284,11 +276,9 @@ def test_a_batch_handle_meta_refuses_is_terminal_and_its_items_are_resent(harnes
 
 
 @pytest.mark.parametrize("status", ["error", "canceled"])
-def test_a_batch_meta_ends_without_finishing_is_terminal_and_resent(harness, status):
-    h = harness()
+def test_a_batch_meta_ends_without_finishing_is_terminal_and_resent(synced, status):
+    h = synced()  # N items replaced
     h.admin.freeze_clock(True)
-    h.write_feed(150)
-    assert h.run("catalog_replace_job").success
     _price_change(h, 40, "702")
     assert h.run("catalog_batch_job").success
     (first,) = syncs(h, "batch")
@@ -317,11 +307,9 @@ def _ctx_at(h, tenant, meta_client, tmp_path, offset: timedelta) -> SyncContext:
     )
 
 
-def test_a_batch_that_never_resolves_expires_after_its_max_age(harness, meta_client, tmp_path):
-    h = harness()
+def test_a_batch_that_never_resolves_expires_after_its_max_age(synced, meta_client, tmp_path):
+    h = synced()  # N items replaced
     h.admin.freeze_clock(True)  # Meta never finishes the batch
-    h.write_feed(150)
-    assert h.run("catalog_replace_job").success
     _price_change(h, 25, "703")
     assert h.run("catalog_batch_job").success
     (first,) = syncs(h, "batch")
@@ -347,11 +335,9 @@ def test_a_batch_that_never_resolves_expires_after_its_max_age(harness, meta_cli
 # -- 4. upload files of killed runs ----------------------------------------------------------------------------------
 
 
-def test_stale_upload_files_are_removed_by_the_next_sync(harness, kobi_env):
-    h = harness()
-    h.write_feed(60)
-    assert h.run("catalog_replace_job").success
-    workdir = Path(kobi_env.analyst_path).parent / ".kobi_work" / "feeds" / TENANT
+def test_stale_upload_files_are_removed_by_the_next_sync(synced):
+    h = synced()  # N items replaced
+    workdir = Path(h.env.analyst_path).parent / ".kobi_work" / "feeds" / TENANT
     stale = workdir / f"{TENANT}-update-20260101T000000-deadbeef.csv"
     unrelated = workdir / f"{TENANT}-notes.csv"  # not an upload file: kept
     other_tenant = workdir / f"{OTHER}-update-20260101T000000-deadbeef.csv"
@@ -362,10 +348,8 @@ def test_stale_upload_files_are_removed_by_the_next_sync(harness, kobi_env):
     assert [p.name for p in workdir.glob(f"{TENANT}-*-*T*-*.csv")] == []
 
 
-def test_an_upload_session_meta_never_finishes_or_refuses_is_terminal(harness, meta_client, tmp_path):
-    h = harness()
-    h.write_feed(80)
-    assert h.run("catalog_replace_job").success
+def test_an_upload_session_meta_never_finishes_or_refuses_is_terminal(synced, meta_client, tmp_path):
+    h = synced()  # N items replaced
     tenant = load_registry(h.registry_path).tenants[0]
 
     def ctx_at(offset: timedelta) -> SyncContext:
@@ -373,7 +357,7 @@ def test_an_upload_session_meta_never_finishes_or_refuses_is_terminal(harness, m
 
     h.admin.catalog_config(upload_pending_polls=100000)  # Meta never finishes
     (rec,) = methods.run_replace(ctx_at(timedelta(0)))
-    assert rec.status == "processing" and inflight(h) == 80
+    assert rec.status == "processing" and inflight(h) == N
     assert methods.resolve_pending(ctx_at(timedelta(hours=5)), wait=False) == []
     (expired,) = methods.resolve_pending(ctx_at(timedelta(hours=6, minutes=1)), wait=False)
     assert expired.status == "expired" and inflight(h) == 0
