@@ -26,6 +26,7 @@ from kobi_cpas.meta.dry_run import (
     DryRunWrite,
     is_dry_run,
 )
+from kobi_cpas.operations.webhook import Delivery, post_text
 from kobi_cpas.registry import LoadedRegistry, RegistryError, load_registry
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import PublishResult, Warehouse, read_analyst
@@ -306,3 +307,26 @@ class CatalogSyncResource(dg.ConfigurableResource):
         default=120.0,
         description="KOBI_CPAS_STATUS_CHECK_SECONDS: at most one status run per tenant in each such interval",
     )
+
+
+class AlertWebhookResource(dg.ConfigurableResource):
+    """Where alerts for a person are POSTed (a Slack-compatible incoming webhook, ``{"text": ...}``). The URL
+    is a credential: configure it as dg.EnvVar('KOBI_CPAS_ALERT_WEBHOOK_URL'); unset, alerts are only recorded
+    in pipeline_alerts."""
+
+    url: str | None = Field(default=None, description="KOBI_CPAS_ALERT_WEBHOOK_URL (secret); None: not sent")
+    timeout_seconds: float = 5.0
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.url)
+
+    def secrets(self) -> list[str]:
+        """Values that must never be stored or sent (the URL itself)."""
+        return [self.url] if self.url else []
+
+    def deliver(self, text: str) -> Delivery:
+        """POST ``text``; never raises (a failure is the returned Delivery, with a redacted reason)."""
+        if not self.url:
+            return Delivery(False, "no webhook configured")
+        return post_text(self.url, text, self.timeout_seconds)

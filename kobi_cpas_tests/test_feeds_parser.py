@@ -11,7 +11,12 @@ import pytest
 
 from kobi_cpas.feeds import FeedFileError, ingest_feed, parse_feed
 from kobi_cpas.feeds.fields import COLUMNS, MAX_LINE_CHARS, canonical_column, normalise_header
-from kobi_cpas.feeds.parser import find_invalid_utf8, is_streaming_plan
+from kobi_cpas.feeds.parser import (
+    create_table_streaming,
+    find_invalid_utf8,
+    is_streaming_plan,
+    open_feed_source,
+)
 
 FIXTURES = Path(__file__).parent / "feeds_fixtures"
 HEADER = "id,title,description,availability,condition,price,link,image_link,brand"
@@ -289,6 +294,30 @@ def test_streaming_plan_guard(con):
     assert is_streaming_plan(con, "SELECT upper(v) FROM s WHERE v <> 'b'") is True
     # DuckDB turns a long IN list into a join: not streaming, so ingest takes its safe path
     assert is_streaming_plan(con, "SELECT v IN ('a','b','c','d','e','f','g','h') FROM s") is False
+
+
+def test_create_table_streaming_judges_the_plan_that_ran(con, tmp_path):
+    """The CREATE TABLE AS runs once (no separate EXPLAIN) and reports the same verdict as the guard."""
+    con.execute("CREATE TABLE s AS SELECT 'a' AS v UNION ALL SELECT 'b'")
+    source = open_feed_source(
+        _write(tmp_path / "f.csv", "id,title,price\n1,A,1.00 TRY\n"), "csv", required_columns=("id",)
+    )
+    assert create_table_streaming(con, "t1", "SELECT upper(v) AS u FROM s WHERE v <> 'b'", source) is True
+    assert con.execute("SELECT u FROM t1").fetchall() == [("A",)]
+    joined = "SELECT v IN ('a','b','c','d','e','f','g','h') AS x FROM s"
+    assert create_table_streaming(con, "t2", joined, source) is False
+    assert con.execute("SELECT count(*) FROM t2").fetchone() == (2,)
+    assert create_table_streaming(con, "t3", source.select_sql, source) is True
+    assert con.execute("SELECT id, title FROM t3").fetchall() == [("1", "A")]
+
+
+def test_create_table_streaming_reports_csv_errors_as_feed_file_errors(con, tmp_path):
+    source = open_feed_source(
+        _write(tmp_path / "f.csv", "id,title,price\n1,A,1.00 TRY\n2,B\n"), "csv", required_columns=("id",)
+    )
+    with pytest.raises(FeedFileError, match=r"line 3 .*2 columns but the header has 3"):
+        create_table_streaming(con, "t", source.select_sql, source)
+    assert not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 't'").fetchone()[0]
 
 
 def _rss_from_csv(src: Path, dest: Path) -> Path:

@@ -360,7 +360,14 @@ def test_safe_path_gives_the_same_tables_as_the_fast_path(ingested, tmp_path, mo
     con, result = ingested
     path = write_feed(tmp_path / "feed.csv", ITEMS, extra_columns=("mpn",))
     calls = []
-    monkeypatch.setattr(snapshot, "is_streaming_plan", lambda *a: calls.append(a) or False)
+    real = snapshot.create_table_streaming
+
+    def not_streaming(*a):
+        calls.append(a)
+        real(*a)  # the table it built must be discarded, not used
+        return False
+
+    monkeypatch.setattr(snapshot, "create_table_streaming", not_streaming)
     safe = ingest_feed(
         con, tenant_id="acme-safe", snapshot_id="snap-1", path=path, fmt="csv", source_label="test"
     )
@@ -618,3 +625,37 @@ def test_a_rule_message_reads_only_its_message_columns(rule):
     (message,) = con.execute(f"SELECT {rule.message} FROM (SELECT {cols})").fetchone()
     assert isinstance(message, str) and message
     assert set(rule.message_columns) <= {rule.field, "price", "sale_price"}
+
+
+def test_feed_without_cross_row_findings_gets_the_same_issue_table(tmp_path):
+    """Without duplicate ids or disagreeing groups the cross-row statements are skipped: the issues table keeps
+    its column types and the row-local issues are those of the same items with a duplicate added."""
+    clean = [(rid, {k: v for k, v in over.items() if k != "item_group_id"}) for rid, over in ITEMS[:12]]
+    con = duckdb.connect()
+    results = {}
+    for name, items in (("clean", clean), ("dup", [*clean, clean[0]])):
+        path = write_feed(tmp_path / f"{name}.csv", items, extra_columns=("mpn",))
+        results[name] = ingest_feed(
+            con, tenant_id=name, snapshot_id="s", path=path, fmt="csv", source_label="test"
+        )
+    types = {
+        n: con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {r.issues_table})").fetchall()
+        for n, r in results.items()
+    }
+    assert types["clean"] == types["dup"]
+    rows = {
+        n: con.execute(
+            f"SELECT retailer_id, row_number, field, severity, code, message, call_to_action FROM {r.issues_table} "
+            "ORDER BY row_number NULLS FIRST, field, code"
+        ).fetchall()
+        for n, r in results.items()
+    }
+    assert not any(
+        r[4] in ("duplicate_id", "item_group_mismatch", "item_group_inconsistent") for r in rows["clean"]
+    )
+    assert [r for r in rows["dup"] if r[4] != "duplicate_id" and r[1] != len(clean) + 1] == rows["clean"]
+    assert [r[4] for r in rows["dup"] if r[1] == len(clean) + 1 and r[4] == "duplicate_id"] == [
+        "duplicate_id"
+    ]
+    assert results["clean"].issue_counts["error"] > 0 and results["clean"].issue_counts["info"] == 1
+    assert results["dup"].invalid_count == results["clean"].invalid_count + 1

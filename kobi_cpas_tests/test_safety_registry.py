@@ -3,6 +3,7 @@ tenant_registry asset evaluated through Dagster's public API on a Postgres-backe
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -87,7 +88,18 @@ def test_replace_schedule_launches_the_good_tenant_and_names_the_bad_one(
     logs = _tick_logs(capfd)
     assert str(path) in logs and f"tenant '{BAD}', field '{field}'" in logs
 
-    # an hour later the good tenant's cron does not fire: the skip reason still names the bad tenant
+    # nothing was launched: an hour later the same replace is still due, under the same run key
+    again = _tick(catalog_replace_schedule, pg_instance, TICK.replace(hour=1), kobi_env, path)
+    assert [r.run_key for r in again] == [r.run_key for r in requests]
+    # once a replace since the fire succeeded nothing is due: the skip reason still names the bad tenant
+    pg_instance.add_run(
+        dg.DagsterRun(
+            job_name="catalog_replace_job",
+            run_id=str(uuid.uuid4()),
+            tags={"dagster/partition": GOOD},
+            status=dg.DagsterRunStatus.SUCCESS,
+        )
+    )
     skipped = _tick(catalog_replace_schedule, pg_instance, TICK.replace(hour=1), kobi_env, path)
     assert isinstance(skipped, dg.SkipReason)
     assert str(path) in skipped.skip_message and f"field '{field}'" in skipped.skip_message

@@ -7,6 +7,9 @@ Graph:
   moves the job one step along its script).
 - ``GET /{report_run_id}/insights``: the job's rows, paged; error 2601 (subcode 1815107) before the job reported
   "Job Completed" at 100 %.
+Several report runs may be in flight at once. Every answer's ``x-fb-ads-insights-throttle`` reflects them:
+``acc_id_util_pct`` is ``throttle_pct_per_job`` times the account's jobs still running, ``app_id_util_pct`` a
+tenth of that over every account's jobs (see ``insights_load``).
 
 Admin (no token):
 - ``POST /__sandbox/insights/drift`` {account_id, rollup_skew, total_skew, roas_skew, omit_converted_products,
@@ -14,7 +17,7 @@ Admin (no token):
   ``GET`` shows the knobs, ``DELETE`` clears them. Outcomes: completed, failed, skipped, running_at_100, slow,
   not_started (each for the next report run of the account, in order).
 - ``POST /__sandbox/insights/config`` {polls_to_complete, restatement_period_seconds, restatement_days,
-  product_pool_size}.
+  product_pool_size, throttle_pct_per_job}.
 - ``POST /__sandbox/insights/ads`` {account_id, n_ads, ads_per_adset, adsets_per_campaign}: seed extra ads.
 - ``GET /__sandbox/insights/requests``: every insights call with its parameters (POST bodies included).
 - ``GET /__sandbox/insights/report_runs``: the report runs (status, polls, early_reads, rows).
@@ -48,6 +51,7 @@ def register(router: Router) -> None:
             raise gerr.unknown_object(run.id)
         im.log_call(ctx.world, "GET", run.id, "report_run", ctx.params)
         im.poll_report_run(ctx.world, run)
+        ctx.insights_load = im.insights_load(ctx.world, run.account_id)
         fields = im.report_run_fields(run)
         return ctx.select(
             fields,
@@ -72,6 +76,7 @@ def register(router: Router) -> None:
             raise gerr.unknown_object(run.id)
         im.log_call(ctx.world, "GET", run.id, "report_run.insights", ctx.params)
         im.check_readable(ctx.world, run)
+        ctx.insights_load = im.insights_load(ctx.world, run.account_id)
         return ctx.paginate(run.rows, default_limit=INSIGHTS_DEFAULT_LIMIT)
 
     @router.admin("/insights/drift", name="admin.insights.drift.set", methods=("POST",))
@@ -137,10 +142,16 @@ def _register_object(router: Router, kind: str) -> None:
     def sync_insights(ctx: RequestContext) -> dict[str, Any]:
         im.log_call(ctx.world, "GET", ctx.node.id, "insights", ctx.params)
         _query, rows = im.run_query(ctx.world, kind, ctx.node, ctx.params)
+        ctx.insights_load = im.insights_load(ctx.world, _account_id(kind, ctx.node))
         return ctx.paginate(rows, default_limit=INSIGHTS_DEFAULT_LIMIT)
 
     @router.edge(kind, "insights", name=f"{kind}.insights.async", methods=("POST",), family=FAMILY_INSIGHTS)
     def async_insights(ctx: RequestContext) -> dict[str, Any]:
         im.log_call(ctx.world, "POST", ctx.node.id, "insights", ctx.params)
         run = im.create_report_run(ctx.world, kind, ctx.node, ctx.params)
+        ctx.insights_load = im.insights_load(ctx.world, run.account_id)
         return {"report_run_id": run.id}
+
+
+def _account_id(kind: str, node: Any) -> str:
+    return node.id if kind == "ad_account" else node.account_id

@@ -387,8 +387,13 @@ class SandboxApp:
             )
         if family == FAMILY_INSIGHTS:
             util = round(pct) if pct is not None else low(2)
+            load = getattr(ctx, "insights_load", None) or {}  # report jobs in flight (routes_insights)
             response.headers["x-fb-ads-insights-throttle"] = json.dumps(
-                {"app_id_util_pct": util, "acc_id_util_pct": util, "ads_api_access_tier": "standard_access"}
+                {
+                    "app_id_util_pct": max(util, load.get("app_id_util_pct", 0)),
+                    "acc_id_util_pct": max(util, load.get("acc_id_util_pct", 0)),
+                    "ads_api_access_tier": "standard_access",
+                }
             )
 
 

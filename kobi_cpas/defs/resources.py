@@ -13,12 +13,15 @@ import dagster as dg
 from kobi_cpas.meta.config import ENV_ACCESS_TOKEN, ENV_APP_SECRET, endpoint_from_env
 from kobi_cpas.registry import registry_path
 from kobi_cpas.resources import (
+    AlertWebhookResource,
     CatalogSyncResource,
     MetaGraphResource,
     TenantRegistryResource,
     WarehouseResource,
 )
 from kobi_cpas.warehouse import analyst_path_from_env
+
+ENV_ALERT_WEBHOOK_URL = "KOBI_CPAS_ALERT_WEBHOOK_URL"
 
 
 def _from_env(env: Mapping[str, str], cast: Callable[[str], Any], **fields: str) -> dict[str, Any]:
@@ -49,6 +52,10 @@ def location_resources() -> dict[str, dg.ConfigurableResource]:
                 poll_interval_seconds="KOBI_CPAS_POLL_SECONDS",
                 status_check_seconds="KOBI_CPAS_STATUS_CHECK_SECONDS",
             ),
+        ),
+        # The webhook URL is a credential: EnvVar keeps it out of run config; unset, alerts are only recorded.
+        "alert_webhook": AlertWebhookResource(
+            url=dg.EnvVar(ENV_ALERT_WEBHOOK_URL) if env.get(ENV_ALERT_WEBHOOK_URL, "").strip() else None
         ),
     }
 

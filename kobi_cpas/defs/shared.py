@@ -13,6 +13,9 @@ DUCKDB_POOL = "duckdb_write"
 # Definition metadata of a step that owns no table: the analyst tables (owned by other, downstream assets) it
 # writes rows of, comma-separated, or "none".
 WRITES_ROWS_OF = "kobi/writes_rows_of"
+# Definition metadata of a DuckDB-writing step that stays out of the duckdb_write pool because it waits on Meta
+# for minutes: it says how it writes instead (short transactions between the waits).
+SHORT_WRITES = "kobi/short_writes"
 
 
 def column_schema(spec: TableSpec | ViewSpec) -> dg.TableSchema:

@@ -20,6 +20,7 @@ from typing import Any
 
 import duckdb
 
+from kobi_cpas.insights.jobs import DEFAULT_MAX_IN_FLIGHT
 from kobi_cpas.insights.parse import reparse_days
 from kobi_cpas.insights.pull import pull_account_days, restatement_window, today_in_timezone
 from kobi_cpas.meta import DEFAULT_API_VERSION, MetaGraphClient
@@ -42,11 +43,14 @@ def run_insights_benchmark(
     polls_to_complete: int = 2,
     too_much_data_max_days: int | None = None,
     workdir: Path | str | None = None,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    poll_interval: float = 0.0,
 ) -> dict[str, Any]:
     """Run one pull of ``days`` days for an account with ``n_ads`` extra ads; returns the figures as a dict.
 
     ``too_much_data_max_days`` makes the sandbox refuse requests longer than that many days (code 100 subcode
-    1487534), to show what splitting costs.
+    1487534), to show what splitting costs. ``max_in_flight`` report jobs run at once; with ``poll_interval`` > 0
+    the pull's Meta wait (never really slept) is ``job_stats.waited_seconds``: what overlapping jobs save.
     """
     world = World.from_registry(load_registry(DEFAULT_REGISTRY), seed=seed, clock_frozen=True)
     with world.lock:
@@ -84,9 +88,10 @@ def run_insights_benchmark(
                     ad_account_id=BENCH_ACCOUNT,
                     days=window,
                     page_limit=page_limit,
-                    poll_interval=0.0,
-                    max_poll_interval=0.0,
+                    poll_interval=poll_interval,
+                    max_poll_interval=max(60.0, poll_interval),
                     sleep=lambda s: None,
+                    max_in_flight=max_in_flight,
                 )
                 seconds = time.perf_counter() - t0
                 facts = con.execute("SELECT count(*) FROM shared_item_metrics").fetchone()[0]
@@ -124,6 +129,7 @@ def run_insights_benchmark(
         "days": days,
         "page_limit": page_limit,
         "too_much_data_max_days": too_much_data_max_days,
+        "max_in_flight": max_in_flight,
         "api_requests_issued": report.api_requests,
         "http_requests": report.http_requests,
         "sandbox_requests_logged": sandbox_requests,

@@ -471,10 +471,12 @@ def store_sync_errors(con: duckdb.DuckDBPyConnection, fetched: FetchedSyncErrors
                 LEFT JOIN diag_state.sync_rows sr ON sr.sync_id = $sync AND sr.row_number = m.line""",
                 {**params, "j": json.dumps(fetched.batch_entries)},
             )
-        n = con.execute(
-            "SELECT count(*) FROM diag_state.sync_errors WHERE sync_id = ?", [ref.sync_id]
-        ).fetchone()
-        rows = int(n[0]) if n else 0
+        rows = 0
+        if fetched.upload_errors or fetched.batch_entries:
+            n = con.execute(
+                "SELECT count(*) FROM diag_state.sync_errors WHERE sync_id = ?", [ref.sync_id]
+            ).fetchone()
+            rows = int(n[0]) if n else 0
         con.execute(
             "INSERT INTO diag_state.sync_errors_fetched VALUES (?, ?, ?, ?, ?, ?, ?)",
             [ref.sync_id, ref.tenant_id, ref.catalog_id, fetched.status, rows, now, fetched.message],
@@ -496,8 +498,12 @@ def stage_sync_problems(
     """Stage the current ``feed_upload`` and ``batch_request`` problems from the stored sync errors (see the
     module docstring for which are current). A finished sync whose errors are not fetched yet is ignored (it
     neither adds nor supersedes anything) until a poll fetches them."""
-    for source in ("feed_upload", "batch_request"):
-        clear_stage(con, tenant_id, catalog_id, source)
+    sources = ["feed_upload", "batch_request"]
+    for table in ("staged_problems", "staged_sources", "staged_scope"):
+        con.execute(
+            f"DELETE FROM diag_state.{table} WHERE tenant_id = ? AND catalog_id = ? AND list_contains(?, source)",
+            [tenant_id, catalog_id, sources],
+        )
     run(
         con,
         f"""INSERT INTO diag_state.staged_problems ({_STAGE_COLUMNS})
@@ -554,8 +560,16 @@ def stage_sync_problems(
         FROM (SELECT * FROM current_items UNION ALL SELECT * FROM current_files)""",
         {"t": tenant_id, "c": catalog_id, "since": now - lookback},
     )
-    counts = {}
-    for source in ("feed_upload", "batch_request"):
-        _mark_polled(con, tenant_id, catalog_id, source, now)
-        counts[source] = _staged_count(con, tenant_id, catalog_id, source)
-    return counts
+    # Both sources polled in full (as _mark_polled records it), and their staged rows counted, in one go.
+    con.execute(
+        "INSERT INTO diag_state.staged_sources SELECT ?, ?, unnest(?::VARCHAR[]), NULL, false, ?",
+        [tenant_id, catalog_id, sources, now],
+    )
+    staged = dict(
+        con.execute(
+            "SELECT source, count(*) FROM diag_state.staged_problems WHERE tenant_id = ? AND catalog_id = ? "
+            "AND list_contains(?, source) GROUP BY source",
+            [tenant_id, catalog_id, sources],
+        ).fetchall()
+    )
+    return {source: int(staged.get(source, 0)) for source in sources}

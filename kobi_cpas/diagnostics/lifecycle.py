@@ -95,22 +95,16 @@ def merge_problems(
             {"t": tenant_id, "c": catalog_id, "locale": locale},
         )
         existing = "main.catalog_diagnostics d WHERE d.tenant_id = $t AND d.catalog_id = $c"
-        counts.new = _count(
+        row = run(
             con,
-            f"SELECT count(*) FROM _diag_cur c WHERE c.problem_key NOT IN (SELECT d.problem_key FROM {existing})",
+            f"""SELECT count(*) FILTER (WHERE c.problem_key NOT IN (SELECT d.problem_key FROM {existing})),
+                       count(*) FILTER (WHERE c.problem_key IN (SELECT d.problem_key FROM {existing})),
+                       count(*) FILTER (WHERE c.problem_key IN (
+                         SELECT d.problem_key FROM {existing} AND d.resolved_at IS NOT NULL AND d.resolved_at <= $now))
+                FROM _diag_cur c""",
             p,
-        )
-        counts.seen = _count(
-            con,
-            f"SELECT count(*) FROM _diag_cur c WHERE c.problem_key IN (SELECT d.problem_key FROM {existing})",
-            p,
-        )
-        counts.reopened = _count(
-            con,
-            f"""SELECT count(*) FROM _diag_cur c WHERE c.problem_key IN (
-                  SELECT d.problem_key FROM {existing} AND d.resolved_at IS NOT NULL AND d.resolved_at <= $now)""",
-            p,
-        )
+        ).fetchone()
+        counts.new, counts.seen, counts.reopened = (int(v) for v in row) if row else (0, 0, 0)
         # Still present (or back): refresh. Every SET expression reads the row's values before the update.
         run(
             con,

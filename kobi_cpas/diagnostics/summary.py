@@ -11,7 +11,6 @@ from typing import Any
 import duckdb
 
 from kobi_cpas.diagnostics._sql import run
-from kobi_cpas.diagnostics.lifecycle import last_successful_poll
 
 EXAMPLES_PER_PROBLEM = 5
 _PRIORITY_ORDER = "CASE priority WHEN 'HIGH' THEN 1 WHEN 'MEDIUM' THEN 2 ELSE 3 END"
@@ -46,56 +45,62 @@ def catalog_items(
 
 def build_summary(con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: str, now: datetime) -> int:
     """Rebuild the tenant catalog's rows of ``catalog_diagnostics_summary`` from its open problems."""
-    items, _ = catalog_items(con, tenant_id, catalog_id)
     con.execute("BEGIN")
     try:
-        con.execute(
-            "DELETE FROM main.catalog_diagnostics_summary WHERE tenant_id = ? AND catalog_id = ?",
-            [tenant_id, catalog_id],
-        )
-        run(
-            con,
-            f"""INSERT INTO main.catalog_diagnostics_summary (tenant_id, catalog_id, rank, source, error_type,
-                  priority, severity, title, description, call_to_action, affected_items, open_problems,
-                  share_of_items, example_retailer_ids, is_catalog_level, first_seen_at, last_seen_at, observed_at)
-            WITH d AS (
-              SELECT * FROM main.catalog_diagnostics WHERE tenant_id = $t AND catalog_id = $c AND is_open
-            ),
-            per_item AS (
-              SELECT source, error_type, priority, retailer_id, min(first_seen_at) AS f
-              FROM d WHERE retailer_id <> '' GROUP BY ALL
-            ),
-            examples AS (
-              SELECT source, error_type, priority,
-                     list(retailer_id ORDER BY f, retailer_id)[1:{EXAMPLES_PER_PROBLEM}] AS ex
-              FROM per_item GROUP BY ALL
-            ),
-            g AS (
-              SELECT source, error_type, priority, mode(severity) AS severity, mode(title) AS title,
-                     mode(description) AS description, mode(call_to_action) AS call_to_action,
-                     count(DISTINCT retailer_id) FILTER (WHERE retailer_id <> '') AS affected_items,
-                     count(*) AS open_problems, bool_and(retailer_id = '') AS is_catalog_level,
-                     min(first_seen_at) AS first_seen_at, max(last_seen_at) AS last_seen_at
-              FROM d GROUP BY source, error_type, priority
-            )
-            SELECT $t, $c,
-                   row_number() OVER (ORDER BY {_PRIORITY_ORDER}, affected_items DESC, open_problems DESC,
-                                      source, error_type),
-                   source, error_type, priority, severity, title, description, call_to_action, affected_items,
-                   open_problems,
-                   CASE WHEN $items > 0 THEN least(affected_items / $items::DOUBLE, 1.0) END,
-                   coalesce(e.ex, []), is_catalog_level, first_seen_at, last_seen_at, $now
-            FROM g LEFT JOIN examples e USING (source, error_type, priority)""",
-            {"t": tenant_id, "c": catalog_id, "now": now, "items": items},
-        )
-        n = con.execute(
-            "SELECT count(*) FROM main.catalog_diagnostics_summary WHERE tenant_id = ? AND catalog_id = ?",
-            [tenant_id, catalog_id],
-        ).fetchone()
+        n = write_summary(con, tenant_id, catalog_id, now)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
+    return n
+
+
+def write_summary(con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: str, now: datetime) -> int:
+    """``build_summary`` inside the caller's transaction."""
+    items, _ = catalog_items(con, tenant_id, catalog_id)
+    con.execute(
+        "DELETE FROM main.catalog_diagnostics_summary WHERE tenant_id = ? AND catalog_id = ?",
+        [tenant_id, catalog_id],
+    )
+    run(
+        con,
+        f"""INSERT INTO main.catalog_diagnostics_summary (tenant_id, catalog_id, rank, source, error_type,
+              priority, severity, title, description, call_to_action, affected_items, open_problems,
+              share_of_items, example_retailer_ids, is_catalog_level, first_seen_at, last_seen_at, observed_at)
+        WITH d AS (
+          SELECT * FROM main.catalog_diagnostics WHERE tenant_id = $t AND catalog_id = $c AND is_open
+        ),
+        per_item AS (
+          SELECT source, error_type, priority, retailer_id, min(first_seen_at) AS f
+          FROM d WHERE retailer_id <> '' GROUP BY ALL
+        ),
+        examples AS (
+          SELECT source, error_type, priority,
+                 list(retailer_id ORDER BY f, retailer_id)[1:{EXAMPLES_PER_PROBLEM}] AS ex
+          FROM per_item GROUP BY ALL
+        ),
+        g AS (
+          SELECT source, error_type, priority, mode(severity) AS severity, mode(title) AS title,
+                 mode(description) AS description, mode(call_to_action) AS call_to_action,
+                 count(DISTINCT retailer_id) FILTER (WHERE retailer_id <> '') AS affected_items,
+                 count(*) AS open_problems, bool_and(retailer_id = '') AS is_catalog_level,
+                 min(first_seen_at) AS first_seen_at, max(last_seen_at) AS last_seen_at
+          FROM d GROUP BY source, error_type, priority
+        )
+        SELECT $t, $c,
+               row_number() OVER (ORDER BY {_PRIORITY_ORDER}, affected_items DESC, open_problems DESC,
+                                  source, error_type),
+               source, error_type, priority, severity, title, description, call_to_action, affected_items,
+               open_problems,
+               CASE WHEN $items > 0 THEN least(affected_items / $items::DOUBLE, 1.0) END,
+               coalesce(e.ex, []), is_catalog_level, first_seen_at, last_seen_at, $now
+        FROM g LEFT JOIN examples e USING (source, error_type, priority)""",
+        {"t": tenant_id, "c": catalog_id, "now": now, "items": items},
+    )
+    n = con.execute(
+        "SELECT count(*) FROM main.catalog_diagnostics_summary WHERE tenant_id = ? AND catalog_id = ?",
+        [tenant_id, catalog_id],
+    ).fetchone()
     return int(n[0]) if n else 0
 
 
@@ -117,13 +122,6 @@ def current_health(
     reported by Meta (async item errors and ingestion errors). Kobi's own feed errors are counted apart
     (items_with_feed_errors): such an item keeps its last valid version at Meta, or was never sent."""
     items, items_source = catalog_items(con, tenant_id, catalog_id)
-    last_poll = last_successful_poll(con, tenant_id, catalog_id)
-    obs = con.execute(
-        "SELECT groups_json FROM diag_state.catalog_observations WHERE tenant_id = ? AND catalog_id = ? "
-        "ORDER BY observed_at DESC LIMIT 1",
-        [tenant_id, catalog_id],
-    ).fetchone()
-    groups = json.loads(obs[0]) if obs and obs[0] else None
     row = run(
         con,
         f"""WITH d AS (SELECT * FROM main.catalog_diagnostics WHERE tenant_id = $t AND catalog_id = $c AND is_open),
@@ -144,10 +142,17 @@ def current_health(
                (SELECT ts FROM syncs WHERE method = 'replace'), (SELECT ts FROM syncs WHERE method = 'update'),
                (SELECT ts FROM syncs WHERE method = 'batch'),
                (SELECT count(DISTINCT retailer_id) FROM d
-                WHERE retailer_id <> '' AND source = 'kobi_feed_validation' AND priority = 'HIGH')""",
+                WHERE retailer_id <> '' AND source = 'kobi_feed_validation' AND priority = 'HIGH'),
+               -- lifecycle.last_successful_poll of meta_item_check, and the latest diagnostic groups
+               (SELECT max(polled_at) FROM diag_state.poll_log WHERE tenant_id = $t AND catalog_id = $c
+                  AND source = 'meta_item_check' AND status = 'ok' AND full_scope),
+               (SELECT groups_json FROM diag_state.catalog_observations WHERE tenant_id = $t AND catalog_id = $c
+                ORDER BY observed_at DESC LIMIT 1)""",
         {"t": tenant_id, "c": catalog_id},
     ).fetchone()
     assert row is not None
+    last_poll = row[14]
+    groups = json.loads(row[15]) if row[15] else None
     with_high = int(row[1])
     eligible = max(items - with_high, 0) if items is not None else None
     return {
@@ -189,22 +194,30 @@ def build_health(
     con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: str, now: datetime
 ) -> dict[str, Any]:
     """Write (replace) the tenant catalog's ``catalog_health`` row for the UTC day of ``now``; returns it."""
-    h = current_health(con, tenant_id, catalog_id, now)
-    cols = [c.strip() for c in _HEALTH_COLUMNS.split(",")]
     con.execute("BEGIN")
     try:
-        con.execute(
-            "DELETE FROM main.catalog_health WHERE tenant_id = ? AND catalog_id = ? AND day = ?",
-            [tenant_id, catalog_id, h["day"]],
-        )
-        con.execute(
-            f"INSERT INTO main.catalog_health ({_HEALTH_COLUMNS}) VALUES ({', '.join('?' for _ in cols)})",
-            [h[c] for c in cols],
-        )
+        h = write_health(con, tenant_id, catalog_id, now)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
+    return h
+
+
+def write_health(
+    con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: str, now: datetime
+) -> dict[str, Any]:
+    """``build_health`` inside the caller's transaction."""
+    h = current_health(con, tenant_id, catalog_id, now)
+    cols = [c.strip() for c in _HEALTH_COLUMNS.split(",")]
+    con.execute(
+        "DELETE FROM main.catalog_health WHERE tenant_id = ? AND catalog_id = ? AND day = ?",
+        [tenant_id, catalog_id, h["day"]],
+    )
+    con.execute(
+        f"INSERT INTO main.catalog_health ({_HEALTH_COLUMNS}) VALUES ({', '.join('?' for _ in cols)})",
+        [h[c] for c in cols],
+    )
     return h
 
 

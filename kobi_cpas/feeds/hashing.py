@@ -35,6 +35,7 @@ HASH_TYPE = "UBIGINT"
 _SCHEME_VERSION = 2
 # Probe values: ASCII, Turkish letters, blank, NULL, a long value (DuckDB hashes long strings in chunks).
 _PROBE = "hash('kobi', NULL::VARCHAR, '', 'Kiğılı Ayakkabı 1.299,90 TRY', repeat('abcdefghij', 40))"
+_PROBE_BY_VERSION: dict[str, int] = {}
 
 
 def _hash_sql(columns: Sequence[str], qualifier: str | None) -> str:
@@ -58,7 +59,12 @@ def hash_scheme(con: duckdb.DuckDBPyConnection) -> str:
 
     Two databases agree on every item hash exactly when their schemes are equal.
     """
-    (probe,) = con.execute(f"SELECT {_PROBE}").fetchone()  # type: ignore[misc]
+    # Every connection checks the scheme (Warehouse.migrate); the probe is a property of the DuckDB library,
+    # which is loaded once per process, so it is computed once per process and version.
+    probe = _PROBE_BY_VERSION.get(duckdb.__version__)
+    if probe is None:
+        (probe,) = con.execute(f"SELECT {_PROBE}").fetchone()  # type: ignore[misc]
+        _PROBE_BY_VERSION[duckdb.__version__] = probe
     columns = hashlib.sha256(f"{CONTENT_COLUMNS}|{VOLATILE_COLUMNS}".encode()).hexdigest()[:12]
     return f"v{_SCHEME_VERSION}:duckdb-hash:{probe}:cols-{columns}"
 

@@ -40,12 +40,17 @@ from typing import Literal
 
 import duckdb
 
+from kobi_cpas.feeds import plan
 from kobi_cpas.feeds.errors import FeedFileError
 from kobi_cpas.feeds.fields import (
     COLUMNS,
     MAX_LINE_CHARS,
     REQUIRED_COLUMNS,
     canonical_column,
+)
+from kobi_cpas.feeds.plan import (  # noqa: F401 (is_streaming_plan: part of this module's API)
+    insertion_order_preserved,
+    is_streaming_plan,
 )
 from kobi_cpas.feeds.sniff import check_kind
 from kobi_cpas.warehouse.sql import sql_str
@@ -252,6 +257,16 @@ def execute_reading(con: duckdb.DuckDBPyConnection, sql: str, source: FeedSource
         con.execute(sql)
     except duckdb.Error as exc:
         raise translate_duckdb_error(exc, source) from None
+
+
+def create_table_streaming(
+    con: duckdb.DuckDBPyConnection, target: str, select_sql: str, source: FeedSource
+) -> bool:
+    """:func:`kobi_cpas.feeds.plan.create_table_streaming` reading ``source``: its CSV errors become
+    :class:`FeedFileError` naming the file, line and item."""
+    return plan.create_table_streaming(
+        con, target, select_sql, lambda exc: translate_duckdb_error(exc, source)
+    )
 
 
 def translate_duckdb_error(exc: Exception, source: FeedSource) -> Exception:
@@ -504,8 +519,7 @@ def parse_feed(
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {sql_ident(schema)}")
         select = f"SELECT *, NULL::BIGINT AS _row_number FROM ({source.select_sql})"
         with insertion_order_preserved(con):
-            if is_streaming_plan(con, select):
-                execute_reading(con, f"CREATE OR REPLACE TABLE {target} AS {select}", source)
+            if create_table_streaming(con, target, select, source):
                 # Rows were inserted in file order: rowid + 1 is the item number (and much cheaper
                 # than row_number() OVER (), which runs single-threaded).
                 con.execute(f"UPDATE {target} SET _row_number = rowid + 1")
@@ -523,34 +537,3 @@ def parse_feed(
         con.execute(f"DROP TABLE IF EXISTS {target}")
         raise FeedFileError(path, "the file has a header but no items")
     return ParseResult(f"{schema}.{table}", int(count), source.columns_present, source.unknown_columns)
-
-
-_PLAN_OPERATOR_RE = re.compile(r"─ ([A-Z][A-Za-z_ ]+?) ─")
-_STREAMING_OPERATORS = frozenset({"Projection", "Filter", "Read Csv", "Table Scan"})
-
-
-def is_streaming_plan(con: duckdb.DuckDBPyConnection, select_sql: str) -> bool:
-    """True when DuckDB plans ``select_sql`` as scan + projections/filters only.
-
-    Row numbers are taken from ``rowid`` after ``CREATE TABLE AS`` with insertion order preserved; that
-    is only sound when no operator in between may reorder rows. DuckDB's optimizer can turn innocent
-    scalar SQL into joins (e.g. an ``IN`` list or ``list_contains`` over constants becomes a hash join),
-    so the plan is checked, not assumed. An unrecognised plan format counts as not streaming.
-    """
-    plan = "\n".join(str(r[1]) for r in con.execute(f"EXPLAIN {select_sql}").fetchall())
-    ops = set(_PLAN_OPERATOR_RE.findall(plan))
-    return bool(ops) and ops <= _STREAMING_OPERATORS
-
-
-@contextlib.contextmanager
-def insertion_order_preserved(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """Force ``preserve_insertion_order`` (row numbers rely on it) and restore the caller's setting."""
-    (old,) = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()  # type: ignore[misc]
-    if str(old).lower() in ("true", "1"):
-        yield
-        return
-    con.execute("SET preserve_insertion_order = true")
-    try:
-        yield
-    finally:
-        con.execute("SET preserve_insertion_order = false")

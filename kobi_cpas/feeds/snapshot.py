@@ -52,12 +52,12 @@ from kobi_cpas.feeds.errors import FeedFileError
 from kobi_cpas.feeds.fields import REQUIRED_COLUMNS
 from kobi_cpas.feeds.parser import (
     FeedSource,
+    create_table_streaming,
     execute_reading,
-    insertion_order_preserved,
-    is_streaming_plan,
     open_feed_source,
     sql_ident,
 )
+from kobi_cpas.feeds.plan import insertion_order_preserved
 from kobi_cpas.feeds.validate import ISSUE_COLUMNS, finish_validation, items_select_sql, items_view_sql
 
 STAGE_SCHEMA = "feed_stage"
@@ -209,17 +209,18 @@ def _build_items(con: duckdb.DuckDBPyConnection, source: FeedSource, rows_tmp: s
 
     Fast path (one pass over the file): ``CREATE TABLE AS`` with insertion order preserved, then
     ``row_number = rowid + 1`` (``row_number() OVER ()`` would cost a second, single-threaded pass).
-    That needs a plan made of scan + projections only, which :func:`is_streaming_plan` checks; if a
-    future DuckDB plans something else, the safe path copies the file to a plain table first and
-    reads ``rowid`` at its scan, before any operator could reorder rows.
+    That needs a plan made of scan + projections only, which :func:`create_table_streaming` checks on
+    the plan that ran; if a future DuckDB plans something else, that table is discarded and the safe
+    path copies the file to a plain table first and reads ``rowid`` at its scan, before any operator
+    could reorder rows.
     """
     columns = source.columns_present
     select = items_select_sql(source.select_sql, columns=columns)
     with insertion_order_preserved(con):
-        if is_streaming_plan(con, select):
-            execute_reading(con, f"CREATE OR REPLACE TABLE {rows_tmp} AS {select}", source)
+        if create_table_streaming(con, rows_tmp, select, source):
             con.execute(f"UPDATE {rows_tmp} SET row_number = rowid + 1")
             return
+        con.execute(f"DROP TABLE IF EXISTS {rows_tmp}")
         execute_reading(con, f"CREATE OR REPLACE TABLE {raw_tmp} AS {source.select_sql}", source)
     try:
         select = items_select_sql(

@@ -256,60 +256,22 @@ def finish_validation(
                 FROM {items_table} WHERE item_group_id IS NOT NULL GROUP BY item_group_id
             ) WHERE {" OR ".join(f"lo_{c} <> hi_{c}" for c in group_cols)}"""
         )
-        # The items Meta rejects: a reject-column value that differs from the group's first item.
-        rejected = [
-            f"SELECT i.row_number, i.id, i.item_group_id, {sql_str(c)} AS field FROM {items_table} i "
-            f"JOIN (SELECT item_group_id, first_{c} FROM {t_bad} WHERE lo_{c} <> hi_{c}) g USING (item_group_id) "
-            f"WHERE hash(i.{c}) <> g.first_{c}"
-            for c in GROUP_REJECT_COLUMNS
-        ] or ["SELECT NULL::BIGINT, NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR WHERE false"]
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {t_rej} AS SELECT * FROM ({' UNION ALL '.join(rejected)}) "
-            "AS u(row_number, id, item_group_id, field)"
-        )
-        # Cross-row errors (few rows, messages built here): duplicate ids one per later copy; item-group
-        # rejections one per group and property. Columns: see _COMPACT.
         dup_kind = kinds.of("id", "duplicate_id", "error", DUPLICATE_CTA)
-        cross = [
-            f"SELECT i.id, i.row_number, {dup_kind}, "
-            f"'id ' || {show('i.id')} || ' appears ' || d.copies || ' times; this row duplicates row ' "
-            f"|| d.first_row || ', which is used.', {_NO_GROUP} "
-            f"FROM {items_table} i JOIN {t_dup} d ON i.id = d.id AND i.row_number > d.first_row"
-        ]
-        for c in GROUP_REJECT_COLUMNS:
-            # Anchored on the group's first rejected item; the message names how many were rejected.
-            cross.append(
-                f"SELECT r.first_id, r.first_rejected, "
-                f"{kinds.of(c, 'item_group_mismatch', 'error', GROUP_CTA.format(field=c))}, "
-                f"'item_group_id ' || {show('g.item_group_id')} || ' (' || g.members || ' items) has ' "
-                f"|| {_values(c, f'g.lo_{c}', f'g.hi_{c}')} "
-                f"|| '; Meta requires one {c} per group and rejects the ' "
-                f"|| r.n || ' item(s) that differ from the first item (row ' || g.first_row || '), from row ' "
-                f"|| r.first_rejected || ' (' || {show('r.first_id')} || ').', {_NO_GROUP} "
-                f"FROM {t_bad} g JOIN ("
-                f"SELECT item_group_id, count(*) AS n, min(row_number) AS first_rejected, "
-                f"arg_min(id, row_number) AS first_id FROM {t_rej} WHERE field = {sql_str(c)} GROUP BY item_group_id"
-                f") r USING (item_group_id)"
-            )
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {t_cross} AS SELECT * FROM ({' UNION ALL '.join(cross)}) "
-            f"AS u({', '.join(_COMPACT)})"
-        )
-        con.execute(
-            f"""UPDATE {rows_table} SET is_valid = false, error_count = {rows_table}.error_count + e.n
-            FROM (
-                SELECT row_number, count(*)::INTEGER AS n FROM (
-                    SELECT row_number FROM {t_cross} WHERE _kind = {dup_kind}
-                    UNION ALL SELECT row_number FROM {t_rej}
-                ) GROUP BY row_number
-            ) e
-            WHERE {rows_table}.row_number = e.row_number"""
-        )
+        (cross_rows,) = con.execute(  # type: ignore[misc]
+            f"SELECT (SELECT count(*) FROM {t_dup}) + (SELECT count(*) FROM {t_bad})"
+        ).fetchone()
+        if cross_rows:
+            _cross_row_errors(con, items_table, rows_table, t_dup, t_bad, t_rej, t_cross, kinds, dup_kind)
+            parts = [f"SELECT * FROM {t_cross}"]
+        else:
+            # No duplicate id and no disagreeing group (most feeds): no cross-row error, no item to mark.
+            parts = [
+                f"SELECT NULL::VARCHAR, NULL::BIGINT, NULL::INTEGER, NULL::VARCHAR, {_NO_GROUP} WHERE false"
+            ]
         # Warnings (one per group and property, possibly two per group of the feed) stay compact (the group,
         # its member count and the two examples) until after the sort: their messages are built on the way
         # into the issues table, so the sort moves a few dozen bytes per row instead of the message and the
         # call to action.
-        parts = [f"SELECT * FROM {t_cross}"]
         parts += [
             f"SELECT NULL, g.first_row, "
             f"{kinds.of(c, 'item_group_inconsistent', 'warning', GROUP_WARN_CTA.format(field=c))}, NULL, "
@@ -376,6 +338,70 @@ def finish_validation(
         for t in (t_dup, t_bad, t_cross, t_rej):
             con.execute(f"DROP TABLE IF EXISTS {t}")
     return ValidationCounts(int(item_count), int(valid_count), int(item_count - valid_count), counts)
+
+
+def _cross_row_errors(
+    con: duckdb.DuckDBPyConnection,
+    items_table: str,
+    rows_table: str,
+    t_dup: str,
+    t_bad: str,
+    t_rej: str,
+    t_cross: str,
+    kinds: _IssueKinds,
+    dup_kind: str,
+) -> None:
+    """Fill ``t_rej`` (items Meta rejects for their group) and ``t_cross`` (the cross-row errors, columns
+    :data:`_COMPACT`) from the duplicate ids ``t_dup`` and the disagreeing groups ``t_bad``, and mark the
+    items they affect invalid in ``rows_table``."""
+    # The items Meta rejects: a reject-column value that differs from the group's first item.
+    rejected = [
+        f"SELECT i.row_number, i.id, i.item_group_id, {sql_str(c)} AS field FROM {items_table} i "
+        f"JOIN (SELECT item_group_id, first_{c} FROM {t_bad} WHERE lo_{c} <> hi_{c}) g USING (item_group_id) "
+        f"WHERE hash(i.{c}) <> g.first_{c}"
+        for c in GROUP_REJECT_COLUMNS
+    ] or ["SELECT NULL::BIGINT, NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR WHERE false"]
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {t_rej} AS SELECT * FROM ({' UNION ALL '.join(rejected)}) "
+        "AS u(row_number, id, item_group_id, field)"
+    )
+    # Cross-row errors (few rows, messages built here): duplicate ids one per later copy; item-group
+    # rejections one per group and property. Columns: see _COMPACT.
+    cross = [
+        f"SELECT i.id, i.row_number, {dup_kind}, "
+        f"'id ' || {show('i.id')} || ' appears ' || d.copies || ' times; this row duplicates row ' "
+        f"|| d.first_row || ', which is used.', {_NO_GROUP} "
+        f"FROM {items_table} i JOIN {t_dup} d ON i.id = d.id AND i.row_number > d.first_row"
+    ]
+    for c in GROUP_REJECT_COLUMNS:
+        # Anchored on the group's first rejected item; the message names how many were rejected.
+        cross.append(
+            f"SELECT r.first_id, r.first_rejected, "
+            f"{kinds.of(c, 'item_group_mismatch', 'error', GROUP_CTA.format(field=c))}, "
+            f"'item_group_id ' || {show('g.item_group_id')} || ' (' || g.members || ' items) has ' "
+            f"|| {_values(c, f'g.lo_{c}', f'g.hi_{c}')} "
+            f"|| '; Meta requires one {c} per group and rejects the ' "
+            f"|| r.n || ' item(s) that differ from the first item (row ' || g.first_row || '), from row ' "
+            f"|| r.first_rejected || ' (' || {show('r.first_id')} || ').', {_NO_GROUP} "
+            f"FROM {t_bad} g JOIN ("
+            f"SELECT item_group_id, count(*) AS n, min(row_number) AS first_rejected, "
+            f"arg_min(id, row_number) AS first_id FROM {t_rej} WHERE field = {sql_str(c)} GROUP BY item_group_id"
+            f") r USING (item_group_id)"
+        )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {t_cross} AS SELECT * FROM ({' UNION ALL '.join(cross)}) "
+        f"AS u({', '.join(_COMPACT)})"
+    )
+    con.execute(
+        f"""UPDATE {rows_table} SET is_valid = false, error_count = {rows_table}.error_count + e.n
+        FROM (
+            SELECT row_number, count(*)::INTEGER AS n FROM (
+                SELECT row_number FROM {t_cross} WHERE _kind = {dup_kind}
+                UNION ALL SELECT row_number FROM {t_rej}
+            ) GROUP BY row_number
+        ) e
+        WHERE {rows_table}.row_number = e.row_number"""
+    )
 
 
 # The issue rows before the strings of their kind (:class:`_IssueKinds`) are added; group warnings have no

@@ -2,7 +2,9 @@
 
 - ``metrics``: the metric catalog (unit, additive, estimated / in development with the source, family).
 - ``requests``: request plans (two families never mixed, status filtering, windows, time_increment=1).
-- ``jobs``: async report jobs (submit, poll, read; retry, resubmit, split by days, ids, fields).
+- ``jobs``: async report jobs, several in flight per account under Meta's insights throttle (submit, poll
+  round-robin, read; retry, resubmit, split by days, ids, fields); ``pieces``: the job tree's data.
+- ``stage``: pages staged in a local file while jobs run, appended in one statement; connection openers.
 - ``schema``: table specs and DDL (analyst tables in ``main``, raw state in ``raw``).
 - ``parse``: raw pages -> long rows in SQL; ``replace_slices`` (one transaction, complete slices only).
 - ``pull``: ``pull_account_days`` orchestrating it all; account time zone and restatement window helpers.

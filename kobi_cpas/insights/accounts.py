@@ -11,6 +11,7 @@ import duckdb
 
 from kobi_cpas.insights.pull import AccountInfo, account_info
 from kobi_cpas.insights.requests import normalize_account_id
+from kobi_cpas.insights.stage import opener
 from kobi_cpas.meta import MetaGraphClient
 from kobi_cpas.warehouse.specs import TableSpec, col
 from kobi_cpas.warehouse.warehouse import replace_rows
@@ -35,7 +36,7 @@ META_AD_ACCOUNTS = TableSpec(
 
 def fetch_account(
     client: MetaGraphClient,
-    con: duckdb.DuckDBPyConnection,
+    con: Any,
     *,
     tenant_id: str,
     retailer: str | None,
@@ -43,7 +44,7 @@ def fetch_account(
     now: datetime | None = None,
 ) -> AccountInfo:
     """``GET act_<id>?fields=id,name,timezone_name,currency`` (the pull's own request) and its row in
-    meta_ad_accounts, replaced."""
+    meta_ad_accounts, replaced. ``con``: a connection or a callable opening one (opened after Meta answered)."""
     info = account_info(client, ad_account_id)
     record = {
         "ad_account_id": info.ad_account_id,
@@ -54,7 +55,8 @@ def fetch_account(
         "currency": info.currency,
         "fetched_at": now or datetime.now(UTC),
     }
-    replace_rows(con, META_AD_ACCOUNTS, [record], "ad_account_id = ?", [info.ad_account_id])
+    with opener(con)() as db:
+        replace_rows(db, META_AD_ACCOUNTS, [record], "ad_account_id = ?", [info.ad_account_id])
     return info
 
 

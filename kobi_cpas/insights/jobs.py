@@ -1,13 +1,22 @@
 """Async insights report jobs: submit, poll, read, and split what Meta will not answer whole.
 
-For one ``InsightsRequest`` the manager:
+For a set of ``InsightsRequest`` roots of one ad account the manager keeps up to ``max_in_flight`` report jobs
+running at Meta at once (the pattern of Airbyte's Facebook Marketing job manager):
 
-1. submits it (``POST /{object}/insights`` -> ``report_run_id``);
-2. polls ``GET /{report_run_id}`` with growing intervals until async_status == "Job Completed" AND
-   async_percent_completion == 100 (a "Job Running" at 100 % is not done: its results are not readable yet).
-   Waiting is bounded per job (``max_job_wait``) and per manager (``max_total_wait``);
-3. reads ``GET /{report_run_id}/insights`` page by page (the client follows ``paging.next``, empty pages with a
-   next link included) and hands every page to a sink (the pull stores it raw).
+1. it submits a request (``POST /{object}/insights`` -> ``report_run_id``) only while fewer than
+   ``max_in_flight`` jobs are in flight AND the last insights load Meta reported (``x-fb-ads-insights-throttle``
+   ``app_id_util_pct`` / ``acc_id_util_pct`` and the ``ads_insights`` entries of ``X-Business-Use-Case-Usage``)
+   is under ``throttle_threshold``; otherwise it holds submissions back until polls report a lower load (with
+   nothing in flight it waits ``poll_interval`` and then lets one job through, so the value is refreshed);
+2. it polls every job in flight round-robin (``GET /{report_run_id}``), each with its own growing interval,
+   until async_status == "Job Completed" AND async_percent_completion == 100 (a "Job Running" at 100 % is not
+   done: its results are not readable yet). Waiting is bounded per job (``max_job_wait``) and per manager
+   (``max_total_wait``, the sum of the manager's sleeps);
+3. it reads a finished job's ``GET /{report_run_id}/insights`` page by page (the client follows ``paging.next``)
+   and hands every page to a sink.
+
+With ``max_in_flight=1`` requests go out in the one-job-at-a-time order. Results never depend on the order:
+piece ids are deterministic (``r<n>`` roots, ``<parent>.<i>`` children) and pages are keyed by (piece, page).
 
 When Meta will not answer:
 - "Job Skipped": resubmit (up to ``max_skipped_resubmits`` times, then handled as a failure);
@@ -15,21 +24,25 @@ When Meta will not answer:
 - too much data (code 100 subcode 1487534, or HTTP 500 code 1 "Please reduce the amount of data"): split at once.
 Splitting halves the day range first, then the object ids (``filtering`` on campaign.id / adset.id / ad.id IN
 [...], ids discovered with a small synchronous id-only query), then the metric fields. Children keep every other
-parameter of their parent. A piece that cannot be split further fails; its days stay incomplete.
+parameter of their parent and run before the requests queued after them. A piece that cannot be split further
+fails; its days stay incomplete.
 
-Auth, permission and invalid-request errors propagate at once (fail fast with Meta's message and the fix); so do
-``MetaRetryBudgetExceeded`` and ``InsightsWaitBudgetExceeded``. Nothing here imports DuckDB or Dagster.
+Errors: with ``execute``/``run`` every error propagates. ``execute_all`` hands an error to ``on_error(root,
+exc)``: it re-raises (fail fast), returns True (drop that root's remaining work, go on with the others) or
+False (stop everything). Nothing here imports DuckDB or Dagster.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from kobi_cpas.insights.pieces import COMPLETE, FAILED, PENDING, SPLIT, JobStats, Piece
 from kobi_cpas.insights.requests import ID_FILTER_FIELDS, LEVEL_RANK, InsightsRequest
 from kobi_cpas.meta import MetaGraphClient, MetaTooMuchDataError
 
@@ -40,10 +53,18 @@ JOB_FAILED = "Job Failed"
 JOB_SKIPPED = "Job Skipped"
 STATUS_FIELDS = "id,async_status,async_percent_completion,date_start,date_stop"
 
-# Piece statuses: pending (created, not finished: its days are incomplete), complete, failed, split.
-PENDING, COMPLETE, FAILED, SPLIT = "pending", "complete", "failed", "split"
 
 PageSink = Callable[["Piece", int, dict[str, Any]], None]
+ErrorHandler = Callable[["Piece", Exception], bool]
+
+# Meta sets no fixed number of concurrent async jobs: it asks clients to watch x-fb-ads-insights-throttle and
+# slow down before it reaches 100 % (Insights API "Limits and Best Practices"), and says an async job can take up
+# to an hour. Four per account keep its jobs (which share acc_id_util_pct) few while overlapping the waits;
+# Airbyte's connector admits many more behind a 70-90 % gate. 75 % is also where the client starts pacing.
+DEFAULT_MAX_IN_FLIGHT = 4
+DEFAULT_THROTTLE_THRESHOLD = 75.0
+_LOAD_KEYS = ("app_id_util_pct", "acc_id_util_pct")
+_BUC_KEYS = ("call_count", "total_cputime", "total_time")
 
 
 class InsightsError(Exception):
@@ -55,87 +76,29 @@ class InsightsWaitBudgetExceeded(InsightsError):
 
 
 @dataclass
-class Piece:
-    """One node of a request's split tree. Leaves end complete or failed; split parents say how they split."""
+class _Task:
+    """A piece waiting for (re)submission, with its retry counters."""
 
-    piece_id: str
-    request: InsightsRequest
-    parent_id: str | None = None
-    status: str = PENDING
-    split_by: str | None = None  # days | ids | fields
-    reason: str | None = None  # why it split or failed
-    report_run_ids: list[str] = field(default_factory=list)
-    attempts: int = 0  # report runs submitted for it
-    pages: int = 0
-    rows: int = 0
-    error: str | None = None
-    children: list[Piece] = field(default_factory=list)
-
-    def leaves(self) -> list[Piece]:
-        if not self.children:
-            return [self]
-        return [leaf for child in self.children for leaf in child.leaves()]
-
-    def as_dict(self) -> dict[str, Any]:
-        r = self.request
-        return {
-            "piece_id": self.piece_id,
-            "parent_id": self.parent_id,
-            "ad_account_id": r.ad_account_id,
-            "object_id": r.object_id,
-            "level": r.level,
-            "family": r.family,
-            "since": r.since,
-            "until": r.until,
-            "status": self.status,
-            "split_by": self.split_by,
-            "reason": self.reason,
-            "report_run_ids": list(self.report_run_ids),
-            "attempts": self.attempts,
-            "pages": self.pages,
-            "rows": self.rows,
-            "error": self.error,
-            "params": r.params(),
-        }
+    piece: Piece
+    root: Piece
+    depth: int
+    failures: int = 0
+    skips: int = 0
 
 
 @dataclass
-class JobStats:
-    """API requests the manager issued (logical calls; the client's stats count HTTP attempts incl. retries)."""
+class _Job:
+    """A report run in flight at Meta. Times are the manager's own clock: the sum of its sleeps."""
 
-    submits: int = 0
-    polls: int = 0
-    pages: int = 0
-    discovery_calls: int = 0
-    failed_jobs: int = 0
-    skipped_jobs: int = 0
-    timed_out_jobs: int = 0
-    too_much_data: int = 0
-    splits: int = 0
-    waited_seconds: float = 0.0
-
-    @property
-    def api_requests(self) -> int:
-        return self.submits + self.polls + self.pages + self.discovery_calls
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "api_requests": self.api_requests,
-            "submits": self.submits,
-            "polls": self.polls,
-            "pages": self.pages,
-            "discovery_calls": self.discovery_calls,
-            "failed_jobs": self.failed_jobs,
-            "skipped_jobs": self.skipped_jobs,
-            "timed_out_jobs": self.timed_out_jobs,
-            "too_much_data": self.too_much_data,
-            "splits": self.splits,
-            "waited_seconds": round(self.waited_seconds, 3),
-        }
+    task: _Task
+    run_id: str
+    submitted_at: float
+    interval: float
+    next_poll_at: float
 
 
 class ReportJobManager:
-    """Runs insights requests as async report jobs (see the module docstring). Not thread-safe."""
+    """Runs insights requests as async report jobs, several in flight (see the module docstring). One thread."""
 
     def __init__(
         self,
@@ -150,10 +113,14 @@ class ReportJobManager:
         max_failed_retries: int = 1,
         max_skipped_resubmits: int = 3,
         max_split_depth: int = 16,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        throttle_threshold: float = DEFAULT_THROTTLE_THRESHOLD,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if page_limit < 1:
             raise ValueError("page_limit must be >= 1")
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
         self.client = client
         self.page_limit = int(page_limit)
         self.poll_interval = float(poll_interval)
@@ -164,7 +131,10 @@ class ReportJobManager:
         self.max_failed_retries = int(max_failed_retries)
         self.max_skipped_resubmits = int(max_skipped_resubmits)
         self.max_split_depth = int(max_split_depth)
+        self.max_in_flight = int(max_in_flight)
+        self.throttle_threshold = float(throttle_threshold)
         self._sleep = sleep
+        self._now = 0.0
         self.stats = JobStats()
         self.attempt_log: list[dict[str, Any]] = []
         self.pieces: list[Piece] = []  # every piece ever created, in creation order
@@ -188,11 +158,137 @@ class ReportJobManager:
         return roots
 
     def execute(self, root: Piece, sink: PageSink) -> Piece:
-        """Run a prepared root piece to the end."""
-        if root.status != PENDING or root.attempts:
-            raise InsightsError(f"piece {root.piece_id} already ran")
-        self._run_piece(root, sink, depth=0)
+        """Run a prepared root piece to the end; every error propagates."""
+        self.execute_all([root], sink)
         return root
+
+    def execute_all(
+        self, roots: Iterable[Piece], sink: PageSink, on_error: ErrorHandler | None = None
+    ) -> None:
+        """Run prepared root pieces to the end, up to ``max_in_flight`` report jobs at once (in root order)."""
+        tasks = []
+        for root in roots:
+            if root.status != PENDING or root.attempts:
+                raise InsightsError(f"piece {root.piece_id} already ran")
+            tasks.append(_Task(root, root, 0))
+        self._drive(deque(tasks), sink, on_error)
+
+    # -- the scheduler ---------------------------------------------------------------------------------
+
+    def _drive(self, queue: deque[_Task], sink: PageSink, on_error: ErrorHandler | None) -> None:
+        inflight: list[_Job] = []
+        force_one = False
+        while queue or inflight:
+            while queue and len(inflight) < self.max_in_flight and (force_one or self._may_submit()):
+                force_one = False
+                task = queue.popleft()
+                try:
+                    job = self._start(task, queue)
+                except Exception as exc:
+                    if not self._failed(task.root, exc, queue, inflight, on_error):
+                        return
+                    continue
+                if job is not None:
+                    inflight.append(job)
+                    self.stats.max_in_flight_seen = max(self.stats.max_in_flight_seen, len(inflight))
+            if queue and len(inflight) < self.max_in_flight:
+                self.stats.held_back += 1
+                if not inflight:
+                    # Over the threshold with nothing running: wait, then let one job through (its answer
+                    # carries a fresh load figure); the client paces that request by the same headers too.
+                    what = f"the insights load ({self.stats.last_load_pct:.0f} %) to drop"
+                    if not self._wait_for(self.poll_interval, what, queue[0].root, queue, inflight, on_error):
+                        return
+                    force_one = True
+                    continue
+            if not inflight:
+                continue
+            due = [job for job in inflight if job.next_poll_at <= self._now]
+            if not due:
+                nxt = min(inflight, key=lambda j: j.next_poll_at)
+                what = f"report run {nxt.run_id} ({nxt.task.piece.request.describe()})"
+                if not self._wait_for(
+                    nxt.next_poll_at - self._now, what, nxt.task.root, queue, inflight, on_error
+                ):
+                    return
+                continue
+            for job in due:  # round-robin: every due job once per round, in submission order
+                try:
+                    outcome = self._poll(job)
+                    if outcome is None:
+                        continue
+                    inflight.remove(job)
+                    self._finish(job, outcome, queue, sink)
+                except Exception as exc:
+                    if job in inflight:
+                        inflight.remove(job)
+                    if not self._failed(job.task.root, exc, queue, inflight, on_error):
+                        return
+                    break  # the lists changed: start a new round
+
+    def _failed(
+        self,
+        root: Piece,
+        exc: Exception,
+        queue: deque[_Task],
+        inflight: list[_Job],
+        on_error: ErrorHandler | None,
+    ) -> bool:
+        """An error while working on ``root``: propagate, drop the root's remaining work, or stop."""
+        if on_error is None or not on_error(root, exc):
+            if on_error is None:
+                raise exc
+            return False
+        kept = [t for t in queue if t.root is not root]
+        queue.clear()
+        queue.extend(kept)
+        inflight[:] = [j for j in inflight if j.task.root is not root]
+        return True
+
+    def _wait_for(
+        self,
+        delay: float,
+        what: str,
+        root: Piece,
+        queue: deque[_Task],
+        inflight: list[_Job],
+        on_error: ErrorHandler | None,
+    ) -> bool:
+        """Sleep ``delay``; over the wait budget the error is the root's (False: stop everything)."""
+        try:
+            self._wait(delay, what)
+        except InsightsWaitBudgetExceeded as exc:
+            return self._failed(root, exc, queue, inflight, on_error)
+        return True
+
+    def _may_submit(self) -> bool:
+        pct = self.stats.last_load_pct
+        return pct is None or pct < self.throttle_threshold
+
+    def _observe_load(self) -> None:
+        """Remember the insights load of the last answer (throttle header, ads_insights business use case)."""
+        usage = self.client.last_usage
+        if usage is None:
+            return
+        values = [float(v) for k in _LOAD_KEYS if (v := _num(usage.insights.get(k))) is not None]
+        for entries in usage.business.values():
+            for entry in entries:
+                if entry.get("type") == "ads_insights":
+                    values += [float(v) for k in _BUC_KEYS if (v := _num(entry.get(k))) is not None]
+        if values:
+            self.stats.last_load_pct = max(values)
+
+    def _wait(self, delay: float, what: str) -> None:
+        delay = max(0.0, delay)
+        if self.stats.waited_seconds + delay > self.max_total_wait:
+            raise InsightsWaitBudgetExceeded(
+                f"waiting {delay:.1f} s more for {what} would exceed max_total_wait={self.max_total_wait:g} s; "
+                f"{self.stats.waited_seconds:.0f} s already spent polling"
+            )
+        if delay > 0:
+            self._sleep(delay)
+        self._now += delay
+        self.stats.waited_seconds += delay
 
     # -- one piece -----------------------------------------------------------------------------------
 
@@ -208,52 +304,25 @@ class ReportJobManager:
         self.attempt_log.append(entry)
         log.debug("insights %s %s %s", piece.piece_id, event, detail)
 
-    def _run_piece(self, piece: Piece, sink: PageSink, depth: int) -> None:
-        failures = skips = 0
-        while True:
-            try:
-                run_id = self._submit(piece)
-            except MetaTooMuchDataError as exc:
-                self.stats.too_much_data += 1
-                self._log(piece, "too_much_data", at="submit", error=exc.message)
-                self._split(piece, sink, depth, reason=f"too much data: {exc.message}")
-                return
-            outcome = self._poll(piece, run_id)
-            if outcome == "completed":
-                try:
-                    self._read(piece, run_id, sink)
-                except MetaTooMuchDataError as exc:
-                    self.stats.too_much_data += 1
-                    self._log(piece, "too_much_data", at="read", error=exc.message)
-                    self._split(piece, sink, depth, reason=f"too much data: {exc.message}")
-                    return
-                piece.status = COMPLETE
-                self._log(piece, "complete", report_run_id=run_id, pages=piece.pages, rows=piece.rows)
-                return
-            if outcome == "skipped":
-                self.stats.skipped_jobs += 1
-                skips += 1
-                if skips <= self.max_skipped_resubmits:
-                    self._log(piece, "resubmit", report_run_id=run_id, why=JOB_SKIPPED)
-                    continue
-                outcome = "failed"
-            # failed or timed out
-            if outcome == "timeout":
-                self.stats.timed_out_jobs += 1
-            else:
-                self.stats.failed_jobs += 1
-            failures += 1
-            if failures <= self.max_failed_retries:
-                self._log(piece, "retry", report_run_id=run_id, why=outcome)
-                continue
-            self._split(piece, sink, depth, reason=f"job {outcome} {failures} time(s)")
-            return
+    def _start(self, task: _Task, queue: deque[_Task]) -> _Job | None:
+        """Submit a task's piece; too much data at submission splits it at once (no job then)."""
+        piece = task.piece
+        try:
+            run_id = self._submit(piece)
+        except MetaTooMuchDataError as exc:
+            self._observe_load()
+            self.stats.too_much_data += 1
+            self._log(piece, "too_much_data", at="submit", error=exc.message)
+            self._split(task, queue, reason=f"too much data: {exc.message}")
+            return None
+        return _Job(task, run_id, self._now, self.poll_interval, self._now)
 
     def _submit(self, piece: Piece) -> str:
         req = piece.request
         self.stats.submits += 1
         piece.attempts += 1
         answer = self.client.post(req.path, data=req.params())
+        self._observe_load()
         run_id = str(answer.get("report_run_id") or answer.get("id") or "")
         if not run_id:
             raise InsightsError(f"POST {req.path} answered without a report_run_id: {sorted(answer)}")
@@ -261,40 +330,67 @@ class ReportJobManager:
         self._log(piece, "submit", report_run_id=run_id, request=req.describe())
         return run_id
 
-    def _poll(self, piece: Piece, run_id: str) -> str:
-        """'completed', 'failed', 'skipped' or 'timeout' (over max_job_wait)."""
-        waited = 0.0
-        interval = self.poll_interval
-        while True:
-            self.stats.polls += 1
-            status = self.client.get(run_id, {"fields": STATUS_FIELDS})
-            state = str(status.get("async_status") or "")
+    def _poll(self, job: _Job) -> str | None:
+        """One status read: 'completed', 'failed', 'skipped', 'timeout' (over max_job_wait) or None (not yet;
+        the next poll is scheduled)."""
+        piece, run_id = job.task.piece, job.run_id
+        self.stats.polls += 1
+        status = self.client.get(run_id, {"fields": STATUS_FIELDS})
+        self._observe_load()
+        state = str(status.get("async_status") or "")
+        try:
+            pct = int(float(status.get("async_percent_completion") or 0))
+        except (TypeError, ValueError):
+            pct = 0
+        self._log(piece, "poll", report_run_id=run_id, async_status=state, percent=pct)
+        if state == JOB_COMPLETED and pct == 100:
+            return "completed"
+        if state == JOB_FAILED:
+            return "failed"
+        if state == JOB_SKIPPED:
+            return "skipped"
+        # Not started, started, running (even at 100 %), or "completed" below 100 %: not readable yet.
+        delay = min(self.max_poll_interval, job.interval)
+        job.interval *= self.poll_backoff
+        waited = self._now - job.submitted_at
+        if waited + delay > self.max_job_wait:
+            self._log(piece, "job_timeout", report_run_id=run_id, waited=round(waited, 3))
+            return "timeout"
+        job.next_poll_at = self._now + delay
+        return None
+
+    def _finish(self, job: _Job, outcome: str, queue: deque[_Task], sink: PageSink) -> None:
+        task, run_id = job.task, job.run_id
+        piece = task.piece
+        if outcome == "completed":
             try:
-                pct = int(float(status.get("async_percent_completion") or 0))
-            except (TypeError, ValueError):
-                pct = 0
-            self._log(piece, "poll", report_run_id=run_id, async_status=state, percent=pct)
-            if state == JOB_COMPLETED and pct == 100:
-                return "completed"
-            if state == JOB_FAILED:
-                return "failed"
-            if state == JOB_SKIPPED:
-                return "skipped"
-            # Not started, started, running (even at 100 %), or "completed" below 100 %: not readable yet.
-            delay = min(self.max_poll_interval, interval)
-            interval *= self.poll_backoff
-            if waited + delay > self.max_job_wait:
-                self._log(piece, "job_timeout", report_run_id=run_id, waited=round(waited, 3))
-                return "timeout"
-            if self.stats.waited_seconds + delay > self.max_total_wait:
-                raise InsightsWaitBudgetExceeded(
-                    f"waiting {delay:.1f} s more for report run {run_id} ({piece.request.describe()}) would exceed "
-                    f"max_total_wait={self.max_total_wait:g} s; {self.stats.waited_seconds:.0f} s already spent "
-                    "polling"
-                )
-            self._sleep(delay)
-            waited += delay
-            self.stats.waited_seconds += delay
+                self._read(piece, run_id, sink)
+            except MetaTooMuchDataError as exc:
+                self.stats.too_much_data += 1
+                self._log(piece, "too_much_data", at="read", error=exc.message)
+                self._split(task, queue, reason=f"too much data: {exc.message}")
+                return
+            piece.status = COMPLETE
+            self._log(piece, "complete", report_run_id=run_id, pages=piece.pages, rows=piece.rows)
+            return
+        if outcome == "skipped":
+            self.stats.skipped_jobs += 1
+            task.skips += 1
+            if task.skips <= self.max_skipped_resubmits:
+                self._log(piece, "resubmit", report_run_id=run_id, why=JOB_SKIPPED)
+                queue.appendleft(task)
+                return
+            outcome = "failed"
+        if outcome == "timeout":
+            self.stats.timed_out_jobs += 1
+        else:
+            self.stats.failed_jobs += 1
+        task.failures += 1
+        if task.failures <= self.max_failed_retries:
+            self._log(piece, "retry", report_run_id=run_id, why=outcome)
+            queue.appendleft(task)
+            return
+        self._split(task, queue, reason=f"job {outcome} {task.failures} time(s)")
 
     def _read(self, piece: Piece, run_id: str, sink: PageSink) -> None:
         pages = self.client.pages(f"{run_id}/insights", {"limit": self.page_limit})
@@ -305,10 +401,12 @@ class ReportJobManager:
             sink(piece, page_no, {"data": rows})  # never the paging links: Meta's next URLs carry the token
             piece.pages += 1
             piece.rows += len(rows)
+        self._observe_load()
 
     # -- splitting ------------------------------------------------------------------------------------
 
-    def _split(self, piece: Piece, sink: PageSink, depth: int, *, reason: str) -> None:
+    def _split(self, task: _Task, queue: deque[_Task], *, reason: str) -> None:
+        piece, depth = task.piece, task.depth
         if depth >= self.max_split_depth:
             self._fail(piece, f"{reason}; split depth {depth} reached")
             return
@@ -335,12 +433,12 @@ class ReportJobManager:
         self.stats.splits += 1
         piece.status, piece.split_by, piece.reason = SPLIT, how, reason
         self._log(piece, f"split_{how}", reason=reason, children=len(children))
-        # Create every child before running any, so an interrupted pull leaves them pending (incomplete days).
+        # Create every child before running any, so an interrupted pull leaves them pending (incomplete days);
+        # they go first in the queue, as the one-job-at-a-time manager ran them before the next request.
         kids = [
             self._new_piece(f"{piece.piece_id}.{i + 1}", child, piece) for i, child in enumerate(children)
         ]
-        for kid in kids:
-            self._run_piece(kid, sink, depth + 1)
+        queue.extendleft(_Task(kid, task.root, depth + 1) for kid in reversed(kids))
 
     def _fail(self, piece: Piece, reason: str) -> None:
         piece.status, piece.error, piece.reason = FAILED, reason, reason
@@ -401,3 +499,10 @@ class ReportJobManager:
                     ids.add(str(value))
         self._log(piece, "discover_ids", level=level, ids=len(ids))
         return sorted(ids)
+
+
+def _num(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

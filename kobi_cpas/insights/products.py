@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kobi_cpas.insights.schema import PRODUCT_VALUE_WINDOW, ensure_schema
+from kobi_cpas.insights.stage import opener
 from kobi_cpas.meta import (
     MetaAPIError,
     MetaAuthError,
@@ -114,14 +115,18 @@ def lookup_product_items(
 
     Stops at the first failure that is not "unknown object" (after the client's own retries): the rest wait for
     the next run. Token, permission and invalid-request errors raise ``ProductLookupError`` (after caching what
-    was looked up), naming the tenant, retailer and product item."""
-    ensure_schema(con)
+    was looked up), naming the tenant, retailer and product item. ``con``: a connection or a callable opening
+    one: it is opened to read what is pending and again to store the answers, never during the GETs."""
+    connect = opener(con)
+    with connect() as db:
+        ensure_schema(db)
+        pending = pending_product_items(db, tenant_id)
     now = now or datetime.now(UTC)
     report = LookupReport(tenant_id)
     rows: list[tuple[Any, ...]] = []
     fields = ",".join(LOOKUP_FIELDS)
     fatal: ProductLookupError | None = None
-    for retailer, pid in pending_product_items(con, tenant_id):
+    for retailer, pid in pending:
         report.requested += 1
         try:
             node = client.get(pid, {"fields": fields})
@@ -141,7 +146,9 @@ def lookup_product_items(
             break  # more requests would fail the same way or burn the rate budget
         report.found += 1
         rows.append(_row(tenant_id, retailer, pid, node, FOUND, None, now))
-    _store(con, rows)
+    if rows:
+        with connect() as db:
+            _store(db, rows)
     if fatal is not None:
         raise fatal
     return report

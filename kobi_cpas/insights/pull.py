@@ -9,6 +9,10 @@ or unfinished slices keep their previous rows and are listed in the report. Auth
 invalid-request errors propagate at once (fail fast); other failures are collected and, with
 ``raise_on_error=True``, raised as ``InsightsPullError`` (carrying the report) after the complete slices were
 replaced.
+
+The report jobs run several at a time (``jobs.ReportJobManager``). No DuckDB connection is held while they run
+when ``con`` is a connection opener: the pull row is written first, pages are staged in a local file
+(``stage.PageStage``) and written with the piece tree in one short transaction, then the slices are replaced.
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ from zoneinfo import ZoneInfo
 
 from kobi_cpas.insights.jobs import (
     COMPLETE,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_THROTTLE_THRESHOLD,
     FAILED,
     InsightsError,
     InsightsWaitBudgetExceeded,
     Piece,
     ReportJobManager,
 )
-from kobi_cpas.insights.parse import replace_slices, store_page
+from kobi_cpas.insights.parse import replace_slices
 from kobi_cpas.insights.requests import (
     DEFAULT_WINDOWS,
     FAMILIES,
@@ -40,6 +46,7 @@ from kobi_cpas.insights.requests import (
     status_filter,
 )
 from kobi_cpas.insights.schema import ensure_schema
+from kobi_cpas.insights.stage import PageStage, opener
 from kobi_cpas.meta import (
     MetaAPIError,
     MetaAuthError,
@@ -236,17 +243,23 @@ def pull_account_days(
     max_total_wait: float = 4 * 3600.0,
     sleep: Callable[[float], None] = time.sleep,
     raise_on_error: bool = True,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    throttle_threshold: float = DEFAULT_THROTTLE_THRESHOLD,
 ) -> PullReport:
-    """Pull ``days`` (dates in the account's time zone) for ``levels`` x ``families`` into DuckDB ``con``.
+    """Pull ``days`` (dates in the account's time zone) for ``levels`` x ``families`` into DuckDB.
 
-    One async report job per (level, family, run of consecutive days), split only when Meta asks for it; raw
-    pages append to ``raw.insights_pages``; every complete slice is replaced in one transaction.
+    ``con`` is a DuckDB connection or a zero-argument callable returning a context manager that yields one
+    (``WarehouseResource.connection``): with a callable the connection is opened only for the short writes
+    before and after the Meta phase, never while report jobs run. One async report job per (level, family,
+    run of consecutive days), up to ``max_in_flight`` at once, split only when Meta asks for it; pages read from
+    Meta are staged in a local file and appended to ``raw.insights_pages`` in one set-based statement; every
+    complete slice is replaced in one transaction.
     """
     act = normalize_account_id(ad_account_id)
     day_list = sorted(set(days))
     if not day_list:
         raise ValueError("days is empty")
-    ensure_schema(con)
+    connect = opener(con)
     started_at = datetime.now(UTC)
     report = PullReport(
         pull_id=uuid.uuid4().hex,
@@ -258,10 +271,12 @@ def pull_account_days(
         families=[f for f in FAMILIES if f in families],
         started_at=started_at,
     )
-    con.execute(
-        "INSERT INTO raw.insights_pulls VALUES (?, ?, ?, ?, ?, NULL, 'running', NULL)",
-        [report.pull_id, tenant_id, retailer, act, started_at],
-    )
+    with connect() as db:
+        ensure_schema(db)
+        db.execute(
+            "INSERT INTO raw.insights_pulls VALUES (?, ?, ?, ?, ?, NULL, 'running', NULL)",
+            [report.pull_id, tenant_id, retailer, act, started_at],
+        )
     manager = ReportJobManager(
         client,
         page_limit=page_limit,
@@ -269,103 +284,104 @@ def pull_account_days(
         max_poll_interval=max_poll_interval,
         max_job_wait=max_job_wait,
         max_total_wait=max_total_wait,
+        max_in_flight=max_in_flight,
+        throttle_threshold=throttle_threshold,
         sleep=sleep,
     )
     http_before = client.stats.requests
     extra_calls = 0
-
-    def sink(piece: Piece, page_no: int, page: dict[str, Any]) -> None:
-        req = piece.request
-        rows = page.get("data") or []
-        store_page(
-            con,
-            pull_id=report.pull_id,
-            piece_id=piece.piece_id,
-            tenant_id=tenant_id,
-            retailer=retailer,
-            ad_account_id=act,
-            level=req.level,
-            family=req.family,
-            since=req.since,
-            until=req.until,
-            page_no=page_no,
-            payload_json=json.dumps(page, separators=(",", ":"), ensure_ascii=False),
-            row_count=len(rows),
-            pulled_at=started_at,
-        )
-        report.raw_pages += 1
-        report.raw_rows += len(rows)
-
     fail_fast: BaseException | None = None
-    try:
-        if "product" in families and product_scope == "campaign_nodes" and campaign_ids is None:
-            before = client.stats.requests
-            campaign_ids = discover_campaign_ids(client, act, day_list[0], day_list[-1])
-            extra_calls += client.stats.requests - before
-        plan = plan_requests(
-            act,
-            day_list,
-            levels=levels,
-            families=families,
-            windows=windows,
-            product_scope=product_scope,
-            campaign_ids=campaign_ids,
-        )
-        roots = manager.prepare(plan)
-        for root in roots:
-            try:
-                manager.execute(root, sink)
-            except FAIL_FAST:
-                raise
-            except ABORT as exc:
-                report.errors.append(f"{root.request.describe()}: {exc}")
-                break  # more requests would only burn more budget
-            except (MetaAPIError, InsightsError) as exc:
-                report.errors.append(f"{root.request.describe()}: {exc}")
-    except FAIL_FAST as exc:
-        fail_fast = exc
-        report.errors.append(str(exc))
-    finally:
-        for piece in manager.pieces:
-            if piece.status == FAILED:
-                report.errors.append(f"{piece.piece_id} {piece.request.describe()}: {piece.error}")
-        _record_pieces(con, report.pull_id, manager.pieces)
-        report.pieces = [p.as_dict() for p in manager.pieces]
-        report.attempt_log = list(manager.attempt_log)
-        stats = manager.stats.as_dict()
-        stats["api_requests"] += extra_calls
-        stats["discovery_calls"] += extra_calls
-        report.job_stats = stats
-        report.http_requests = client.stats.requests - http_before
+    with PageStage() as stage:
 
-    if fail_fast is None:
-        planned = {(p.request.level, p.request.family) for p in manager.pieces if p.parent_id is None}
-        for level in report.levels:
-            for family in report.families:
-                if (level, family) not in planned:
-                    continue
-                counts = replace_slices(
-                    con,
-                    pull_id=report.pull_id,
-                    tenant_id=tenant_id,
-                    retailer=retailer,
-                    ad_account_id=act,
-                    level=level,
-                    family=family,
-                    days=day_list,
-                    pulled_at=started_at,
-                )
-                for d in day_list:
-                    if d in counts:
-                        report.slices.append(SliceOutcome(level, family, d, "replaced", counts[d]))
-                    else:
-                        report.slices.append(SliceOutcome(level, family, d, "incomplete", 0))
-    report.finished_at = datetime.now(UTC)
-    status = "failed" if fail_fast else ("complete" if report.complete else "partial")
-    con.execute(
-        "UPDATE raw.insights_pulls SET finished_at = ?, status = ?, report = ? WHERE pull_id = ?",
-        [report.finished_at, status, json.dumps(report.as_dict(), default=str), report.pull_id],
-    )
+        def sink(piece: Piece, page_no: int, page: dict[str, Any]) -> None:
+            rows = page.get("data") or []
+            stage.add(piece, page_no, page)
+            report.raw_pages += 1
+            report.raw_rows += len(rows)
+
+        def on_error(root: Piece, exc: Exception) -> bool:
+            if isinstance(exc, FAIL_FAST) or not isinstance(exc, MetaAPIError | InsightsError):
+                raise exc
+            report.errors.append(f"{root.request.describe()}: {exc}")
+            return not isinstance(exc, ABORT)  # after these more requests would only burn more budget
+
+        # The Meta phase: no database connection is open while report jobs run.
+        try:
+            if "product" in families and product_scope == "campaign_nodes" and campaign_ids is None:
+                before = client.stats.requests
+                campaign_ids = discover_campaign_ids(client, act, day_list[0], day_list[-1])
+                extra_calls += client.stats.requests - before
+            plan = plan_requests(
+                act,
+                day_list,
+                levels=levels,
+                families=families,
+                windows=windows,
+                product_scope=product_scope,
+                campaign_ids=campaign_ids,
+            )
+            manager.execute_all(manager.prepare(plan), sink, on_error)
+        except FAIL_FAST as exc:
+            fail_fast = exc
+            report.errors.append(str(exc))
+        finally:
+            for piece in manager.pieces:
+                if piece.status == FAILED:
+                    report.errors.append(f"{piece.piece_id} {piece.request.describe()}: {piece.error}")
+            report.pieces = [p.as_dict() for p in manager.pieces]
+            report.attempt_log = list(manager.attempt_log)
+            stats = manager.stats.as_dict()
+            stats["api_requests"] += extra_calls
+            stats["discovery_calls"] += extra_calls
+            report.job_stats = stats
+            report.http_requests = client.stats.requests - http_before
+            # The write phase: staged pages and the piece tree in one short transaction.
+            with connect() as db:
+                db.execute("BEGIN TRANSACTION")
+                try:
+                    stage.write(
+                        db,
+                        pull_id=report.pull_id,
+                        tenant_id=tenant_id,
+                        retailer=retailer,
+                        ad_account_id=act,
+                        pulled_at=started_at,
+                    )
+                    _record_pieces(db, report.pull_id, manager.pieces)
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+
+    with connect() as db:
+        if fail_fast is None:
+            planned = {(p.request.level, p.request.family) for p in manager.pieces if p.parent_id is None}
+            for level in report.levels:
+                for family in report.families:
+                    if (level, family) not in planned:
+                        continue
+                    counts = replace_slices(
+                        db,
+                        pull_id=report.pull_id,
+                        tenant_id=tenant_id,
+                        retailer=retailer,
+                        ad_account_id=act,
+                        level=level,
+                        family=family,
+                        days=day_list,
+                        pulled_at=started_at,
+                    )
+                    for d in day_list:
+                        if d in counts:
+                            report.slices.append(SliceOutcome(level, family, d, "replaced", counts[d]))
+                        else:
+                            report.slices.append(SliceOutcome(level, family, d, "incomplete", 0))
+        report.finished_at = datetime.now(UTC)
+        status = "failed" if fail_fast else ("complete" if report.complete else "partial")
+        db.execute(
+            "UPDATE raw.insights_pulls SET finished_at = ?, status = ?, report = ? WHERE pull_id = ?",
+            [report.finished_at, status, json.dumps(report.as_dict(), default=str), report.pull_id],
+        )
     if fail_fast is not None:
         raise fail_fast
     if (report.errors or report.incomplete) and raise_on_error:

@@ -28,6 +28,7 @@ from kobi_cpas.insights.metrics import ADDITIVE_METRICS, ROAS_METRICS
 from kobi_cpas.insights.parse import parsed_rows_sql
 from kobi_cpas.insights.requests import DEFAULT_WINDOWS, build_request, normalize_account_id
 from kobi_cpas.insights.schema import ensure_schema
+from kobi_cpas.insights.stage import opener
 from kobi_cpas.meta import MetaGraphClient
 
 SEGMENT_TOTAL_METRICS = ("spend", "impressions", "clicks", "catalog_segment_value", "catalog_segment_actions")
@@ -243,8 +244,8 @@ def record_repull_totals(
     windows: Sequence[str] = DEFAULT_WINDOWS,
 ) -> str:
     """Re-pull the account-level totals of ``days`` synchronously (same parameters as the pull, additive metrics
-    only) and store them in ``raw.insights_repull_totals``; returns the repull id."""
-    ensure_schema(con)
+    only) and store them in ``raw.insights_repull_totals``; returns the repull id. ``con``: a connection or a
+    callable opening one (opened once Meta answered)."""
     act = normalize_account_id(ad_account_id)
     day_list = sorted(set(days))
     repull_id = f"repull-{uuid.uuid4().hex}"
@@ -258,6 +259,22 @@ def record_repull_totals(
         if r.get("date_start") in {d.isoformat() for d in day_list}
     ]
     # Parse with the same SQL as the facts: stage the answer as one raw page of a pseudo pull.
+    with opener(con)() as db:
+        ensure_schema(db)
+        _store_repull(db, repull_id, tenant_id, retailer, act, day_list, rows, pulled_at)
+    return repull_id
+
+
+def _store_repull(
+    con: Any,
+    repull_id: str,
+    tenant_id: str,
+    retailer: str,
+    act: str,
+    day_list: list[date],
+    rows: list[dict[str, Any]],
+    pulled_at: datetime,
+) -> None:
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(
@@ -295,7 +312,6 @@ def record_repull_totals(
     except Exception:
         con.execute("ROLLBACK")
         raise
-    return repull_id
 
 
 REPULL_GAPS_SQL = """

@@ -134,12 +134,15 @@ def build_desired(
               AND coalesce(o.removed_at, $now) + to_days(CAST($ret AS INTEGER)) <= $now),
           (SELECT count(DISTINCT o.id) FROM _old o JOIN _links l ON l.old_id = o.id
               WHERE o.id NOT IN (SELECT id FROM _cur_ids)),
-          (SELECT count(*) FROM _inferred)
+          (SELECT count(*) FROM _inferred),
+          (SELECT count(*) FROM _links)
         FROM _new_desired""",
         {"now": now, "ret": retention_days},
     ).fetchone()
-    # Issues first: _old is a view over the rows replaced just below.
-    if issues_table:
+    *counts, links = stats  # type: ignore[misc]
+    # Issues first: _old is a view over the rows replaced just below. Both kinds come from _links (_inferred
+    # is made from it): without links there is nothing to report.
+    if issues_table and links:
         con.execute(
             f"""INSERT INTO {issues_table} (tenant_id, snapshot_id, retailer_id, row_number, field, severity, code, message, call_to_action)
             SELECT $t, $s, i.new_id, c.row_number, 'previous_id', 'info', 'previous_id_inferred',
@@ -176,4 +179,4 @@ def build_desired(
         con.execute(f"DROP TABLE IF EXISTS {t}")
     for v in ("_old", "_cur"):
         con.execute(f"DROP VIEW IF EXISTS {v}")
-    return DesiredResult(*(int(x or 0) for x in stats))  # type: ignore[arg-type]
+    return DesiredResult(*(int(x or 0) for x in counts))

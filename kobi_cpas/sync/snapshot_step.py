@@ -74,7 +74,8 @@ def _snapshot_id(tenant_id: str, now: datetime, sha: str | None) -> str:
 def refresh_item_state(con: duckdb.DuckDBPyConnection, tenant: Tenant) -> int:
     """Rebuild the analyst table ``catalog_item_state`` for one tenant from the sync state."""
     con.execute("DELETE FROM main.catalog_item_state WHERE tenant_id = ?", [tenant.tenant_id])
-    con.execute(
+    # The tenant's rows were just deleted: the rows inserted are all of them.
+    row = con.execute(
         f"""INSERT INTO main.catalog_item_state
         SELECT $t, coalesce(d.id, m.id), coalesce(d.shard, m.shard), d.item_group_id, d.status, x.change, x.in_flight,
                d.availability, d.price, d.previous_id, d.previous_id_source, m.method, m.synced_at, d.removed_at,
@@ -83,9 +84,6 @@ def refresh_item_state(con: duckdb.DuckDBPyConnection, tenant: Tenant) -> int:
         LEFT JOIN sync_state.desired_items d ON d.tenant_id = $t AND d.id = x.id
         LEFT JOIN sync_state.meta_items m ON m.tenant_id = $t AND m.id = x.id""",
         {"t": tenant.tenant_id, "ret": tenant.sync.retention_days},
-    )
-    row = con.execute(
-        "SELECT count(*) FROM main.catalog_item_state WHERE tenant_id = ?", [tenant.tenant_id]
     ).fetchone()
     return int(row[0]) if row else 0
 

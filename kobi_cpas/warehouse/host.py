@@ -20,6 +20,8 @@ from kobi_cpas.warehouse.sql import sql_str
 _HOST_LOCK = threading.Lock()
 _host: duckdb.DuckDBPyConnection | None = None
 _attached: dict[str, tuple[str, int]] = {}  # resolved work path -> (alias, connections using it)
+# Instance-wide settings (memory_limit, threads) as last SET on _host: each SET costs a statement per connect.
+_settings: dict[str, str] = {}
 
 
 def _reset_host_after_fork() -> None:
@@ -29,6 +31,7 @@ def _reset_host_after_fork() -> None:
     _HOST_LOCK = threading.Lock()
     _host = None
     _attached.clear()
+    _settings.clear()
 
 
 os.register_at_fork(after_in_child=_reset_host_after_fork)
@@ -40,6 +43,7 @@ def attach(path: str) -> duckdb.DuckDBPyConnection:
     with _HOST_LOCK:
         if _host is None:
             _host = duckdb.connect(":memory:")
+            _settings.clear()
         alias, users = _attached.get(path, ("", 0))
         if not users:
             alias = "kobi_work_" + hashlib.sha256(path.encode()).hexdigest()[:16]
@@ -66,3 +70,13 @@ def release(path: str, cur: duckdb.DuckDBPyConnection) -> None:
         _attached.pop(path, None)
         if users and _host is not None:
             _host.execute(f"DETACH DATABASE IF EXISTS {alias}")
+
+
+def configure(cur: duckdb.DuckDBPyConnection, settings: dict[str, str]) -> None:
+    """SET the instance-wide ``settings`` (SQL literals by name) through ``cur``, skipping the ones the
+    instance already has as last set here."""
+    with _HOST_LOCK:
+        for name, value in settings.items():
+            if _settings.get(name) != value:
+                cur.execute(f"SET {name} = {value}")
+                _settings[name] = value

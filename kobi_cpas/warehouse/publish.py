@@ -22,7 +22,7 @@ import duckdb
 
 from kobi_cpas.warehouse.schema import WarehouseSchema
 from kobi_cpas.warehouse.specs import TableSpec
-from kobi_cpas.warehouse.sql import comment_table, qident, sql_str
+from kobi_cpas.warehouse.sql import comment_statements, qident, sql_str
 
 log = logging.getLogger(__name__)
 
@@ -135,46 +135,74 @@ class AnalystPublisher:
 
     def publish_locked(self, con: duckdb.DuckDBPyConnection, schema: WarehouseSchema) -> PublishResult:
         """Build the new analyst file and swap it in; the caller holds the writers' lock."""
+        tables = schema.tables
+        # One read transaction of the work database: the fingerprints, the rows copied and the row counts are
+        # all of the same state, even while other connections of this process write.
+        con.execute("BEGIN")
+        done = False
+        try:
+            fingerprints = table_fingerprints(con, list(tables.values()))
+            state_key = self._state_key(con)
+            state = self._previous_publish(con, state_key)
+            previous: dict[str, str] | None = state["tables"] if state else None
+            result = PublishResult(
+                path=self.analyst_path,
+                row_counts={n: int(fingerprints[n].split(":", 1)[0]) for n in tables},
+                rewritten=[n for n in tables if previous is None or previous.get(n) != fingerprints[n]],
+            )
+            if state and not result.rewritten and _compact(state.get("blocks")):
+                # The analyst file is exactly what this database published, and nothing changed since: the
+                # new file would be the same, so the current one stays (unless its free space, as measured
+                # when it was built, is now past the threshold: the publish below records that, so the next
+                # one rebuilds).
+                result.incremental = True
+                return result
+            done = True  # the build commits (or rolls back) the transaction
+            free, total = self._build_and_swap(con, schema, result, incremental=previous is not None)
+        finally:
+            if not done:
+                con.execute("ROLLBACK")  # it only read
+        # A file that is half free space is rebuilt by the next publish (no state recorded for it).
+        compact = _compact((free, total))
+        self._record_publish(con, state_key, fingerprints if compact else None, (free, total))
+        return result
+
+    def _build_and_swap(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        schema: WarehouseSchema,
+        result: PublishResult,
+        incremental: bool,
+    ) -> tuple[int, int]:
+        """Write the new file from the read transaction open on ``con`` (committed here) and swap it in;
+        returns its [free, total] blocks."""
         token = uuid.uuid4().hex
         tmp = self.analyst_path.with_name(f".{self.analyst_path.name}.{token}.publishing")
         alias = f"kobi_publish_{token[:16]}"  # unique: connections of one process share the attached names
-        result = PublishResult(path=self.analyst_path)
-        tables = schema.tables
-        fingerprints = table_fingerprints(con, list(tables.values()))
-        state_key = self._state_key(con)
-        state = self._previous_publish(con, state_key)
-        previous: dict[str, str] | None = state["tables"] if state else None
-        result.rewritten = [n for n in tables if previous is None or previous.get(n) != fingerprints[n]]
-        if state and not result.rewritten and _compact(state.get("blocks")):
-            # The analyst file is exactly what this database published, and nothing changed since: the new
-            # file would be the same, so the current one stays (unless its free space, as measured when it
-            # was built, is now past the threshold: the publish below records that, so the next one rebuilds).
-            result.incremental = True
-            result.row_counts = {n: int(fingerprints[n].split(":", 1)[0]) for n in tables}
-            return result
+        open_txn = True
+
+        def end(statement: str) -> None:
+            nonlocal open_txn
+            if open_txn:
+                open_txn = False
+                con.execute(statement)
+
         try:
-            if previous is not None:
+            if incremental:
                 shutil.copyfile(self.analyst_path, tmp)
                 result.incremental = True
             con.execute(f"ATTACH {sql_str(str(tmp))} AS {alias}")
             try:
-                # One transaction: hundreds of COMMENT statements in autocommit cost a commit each.
-                con.execute("BEGIN")
                 try:
-                    for name in result.rewritten:
-                        spec = tables[name]
-                        target = f"{alias}.main.{qident(spec.name)}"
-                        con.execute(f"DROP TABLE IF EXISTS {target}")
-                        con.execute(spec.ddl(target))
-                        cols = ", ".join(qident(c) for c in spec.column_names)
-                        con.execute(f"INSERT INTO {target} SELECT {cols} FROM main.{qident(spec.name)}")
-                        comment_table(con, f"{alias}.main", spec)
-                    result.row_counts = row_counts(con, f"{alias}.main", list(tables))
-                    con.execute("COMMIT")
-                except Exception:
-                    con.execute("ROLLBACK")
-                    raise
-                if not result.incremental:
+                    # In the read transaction: the rows copied are those fingerprinted, and hundreds of COMMENT
+                    # statements in autocommit would cost a commit each.
+                    sql = _rewrite_sql(alias, schema, result.rewritten, incremental)
+                    if sql:
+                        con.execute(sql)
+                    end("COMMIT")
+                finally:
+                    end("ROLLBACK")  # before the DETACH, which an aborted transaction would refuse
+                if not incremental:
                     # A copied file already has the views: they are part of the schema in the state key.
                     _create_views(con, alias, schema)
                 con.execute(f"CHECKPOINT {alias}")
@@ -183,7 +211,8 @@ class AnalystPublisher:
                     [alias],
                 ).fetchone()  # type: ignore[misc]
             finally:
-                con.execute(f"DETACH {alias}")
+                # IF EXISTS: attached in the read transaction, the file is detached by its rollback.
+                con.execute(f"DETACH DATABASE IF EXISTS {alias}")
             os.replace(tmp, self.analyst_path)
             with contextlib.suppress(OSError):
                 dir_fd = os.open(self.analyst_path.parent, os.O_RDONLY)
@@ -192,13 +221,11 @@ class AnalystPublisher:
                 finally:
                     os.close(dir_fd)
         finally:
+            end("ROLLBACK")
             for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
                 with contextlib.suppress(FileNotFoundError):
                     leftover.unlink()
-        # A file that is half free space is rebuilt by the next publish (no state recorded for it).
-        compact = _compact((free, total))
-        self._record_publish(con, state_key, fingerprints if compact else None, (free, total))
-        return result
+        return int(free), int(total)
 
     # -- incremental publish state -----------------------------------------------------------------------------
     def _file_identity(self) -> list[int] | None:
@@ -240,6 +267,27 @@ class AnalystPublisher:
             )
         except duckdb.Error as exc:  # the file is published; without this record the next publish is full
             log.warning("could not record the published state (%s); the next publish rebuilds the file", exc)
+
+
+def _rewrite_sql(alias: str, schema: WarehouseSchema, names: list[str], incremental: bool) -> str:
+    """The statements that copy the tables ``names`` from the work database into the new file ``alias``.
+
+    A copied file (``incremental``) already holds every table with this schema's definition and comments (the
+    schema is part of the state key): its rows are replaced, which keeps the comments, instead of dropping and
+    re-commenting the table (a COMMENT costs ~0.5 ms per column)."""
+    statements: list[str] = []
+    for name in names:
+        spec = schema.tables[name]
+        target = f"{alias}.main.{qident(spec.name)}"
+        cols = ", ".join(qident(c) for c in spec.column_names)
+        if incremental:
+            statements.append(f"DELETE FROM {target}")
+        else:
+            statements += [f"DROP TABLE IF EXISTS {target}", spec.ddl(target)]
+        statements.append(f"INSERT INTO {target} SELECT {cols} FROM main.{qident(spec.name)}")
+        if not incremental:
+            statements += comment_statements(f"{alias}.main", spec)
+    return ";\n".join(statements)
 
 
 def _create_views(con: duckdb.DuckDBPyConnection, alias: str, schema: WarehouseSchema) -> None:

@@ -24,9 +24,19 @@ def comment_table(
     table: bool = True,
 ) -> None:
     """COMMENT the table (unless ``table`` is False) and its ``columns`` (default: all of them)."""
+    for statement in comment_statements(prefix, spec, columns, table):
+        con.execute(statement)
+
+
+def comment_statements(
+    prefix: str, spec: TableSpec, columns: set[str] | None = None, table: bool = True
+) -> list[str]:
+    """The COMMENT statements of the table (unless ``table`` is False) and its ``columns`` (default: all)."""
     t = f"{prefix}.{qident(spec.name)}"
-    if table:
-        con.execute(f"COMMENT ON TABLE {t} IS {sql_str(spec.comment)}")
-    for c in spec.columns:
-        if columns is None or c.name in columns:
-            con.execute(f"COMMENT ON COLUMN {t}.{qident(c.name)} IS {sql_str(c.comment)}")
+    out = [f"COMMENT ON TABLE {t} IS {sql_str(spec.comment)}"] if table else []
+    out += [
+        f"COMMENT ON COLUMN {t}.{qident(c.name)} IS {sql_str(c.comment)}"
+        for c in spec.columns
+        if columns is None or c.name in columns
+    ]
+    return out

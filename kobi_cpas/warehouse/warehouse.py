@@ -22,7 +22,7 @@ from pathlib import Path
 
 import duckdb
 
-from kobi_cpas.warehouse.host import attach, release
+from kobi_cpas.warehouse.host import attach, configure, release
 from kobi_cpas.warehouse.publish import AnalystPublisher, PublishResult
 from kobi_cpas.warehouse.schema import WarehouseSchema
 from kobi_cpas.warehouse.specs import TableSpec
@@ -125,11 +125,13 @@ class Warehouse:
                     raise
                 time.sleep(min(delay, remaining))
                 delay = min(delay * 2, 5.0)
+        settings: dict[str, str] = {}
+        if self.memory_limit:
+            settings["memory_limit"] = sql_str(self.memory_limit)
+        if self.threads:
+            settings["threads"] = str(int(self.threads))
         try:
-            if self.memory_limit:
-                con.execute(f"SET memory_limit = {sql_str(self.memory_limit)}")
-            if self.threads:
-                con.execute(f"SET threads = {int(self.threads)}")
+            configure(con, settings)
         except BaseException:
             self._close(con)
             raise
@@ -256,7 +258,7 @@ class Warehouse:
         not change costs seconds each time (3.3 s for one 1M-item tenant, `make bench`). So the new file
         starts as a byte copy of the current analyst file when that file is exactly the one this work database
         last published (same schema, DuckDB version and file identity), and only the tables whose content
-        fingerprint (row count + sum of row hashes) changed are rewritten. Anything else (first publish, a
+        fingerprint (row count + sum of row hashes) changed get their rows replaced. Anything else (first publish, a
         schema change, a file replaced or touched outside, too many free blocks) rebuilds from scratch. When no
         table changed, the current analyst file is already that file and stays as it is.
         Writers are serialised by the publish lock (``publish_lock_path``, held from reading the recorded

@@ -98,7 +98,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "restatement_period_seconds": 3600.0,  # a new data version every hour of world time
     "restatement_days": 28,  # days younger than this keep changing
     "product_pool_size": 60,  # converted products per segment when the brand catalog holds no items
+    # x-fb-ads-insights-throttle acc_id_util_pct per running report job of the account (app_id_util_pct: a
+    # tenth of it per running job of every account), capped at 100
+    "throttle_pct_per_job": 5,
 }
+# A running job stops adding load once no insights call touched it for this many insights calls (abandoned).
+LOAD_WINDOW_CALLS = 200
 DRIFT_KEYS = frozenset(
     {"rollup_skew", "total_skew", "roas_skew", "omit_converted_products", "too_much_data", "jobs", "clear"}
 )

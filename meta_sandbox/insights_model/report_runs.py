@@ -13,6 +13,7 @@ from meta_sandbox.insights_model.constants import (
     JOB_RUNNING,
     JOB_SKIPPED,
     JOB_STARTED,
+    LOAD_WINDOW_CALLS,
     REPORT_RUN_TTL,
 )
 from meta_sandbox.insights_model.knobs import (
@@ -71,7 +72,33 @@ def create_report_run(world: World, kind: str, node: Any, params: dict[str, Any]
         rows=rows,
     )
     world.report_runs[run.id] = run
+    _touch(world, run)
     return run
+
+
+def _touch(world: World, run: ReportRun) -> None:
+    st = state(world)
+    st.setdefault("touched", {})[run.id] = st["log_seq"]
+
+
+_RUNNING = (JOB_NOT_STARTED, JOB_STARTED, JOB_RUNNING)
+
+
+def insights_load(world: World, account_id: str) -> dict[str, int]:
+    """The x-fb-ads-insights-throttle load (capped at 100): ``acc_id_util_pct`` is ``throttle_pct_per_job`` per
+    report job of the account still running; ``app_id_util_pct`` a tenth of that per job of every account (an
+    app has more room than one account, so many tenants pulling at once do not saturate it). A job nobody
+    polled for ``LOAD_WINDOW_CALLS`` insights calls no longer counts (a client gave up on it)."""
+    st = state(world)
+    per_job = int(st["config"]["throttle_pct_per_job"])
+    touched, now = st.setdefault("touched", {}), st["log_seq"]
+    acc = app = 0
+    for run in world.report_runs.values():
+        if run.async_status not in _RUNNING or now - touched.get(run.id, 0) > LOAD_WINDOW_CALLS:
+            continue
+        app += 1
+        acc += run.account_id == account_id
+    return {"app_id_util_pct": min(100, per_job * app // 10), "acc_id_util_pct": min(100, per_job * acc)}
 
 
 def poll_report_run(world: World, run: ReportRun) -> None:
@@ -79,6 +106,7 @@ def poll_report_run(world: World, run: ReportRun) -> None:
     if run.async_status in (JOB_COMPLETED, JOB_FAILED, JOB_SKIPPED) and run.polls >= len(run.script):
         return
     run.polls += 1
+    _touch(world, run)
     status, pct = run.script[min(run.polls, len(run.script)) - 1]
     run.async_status, run.async_percent_completion = status, pct
     if status == JOB_COMPLETED and run.time_completed is None:

@@ -4,7 +4,7 @@ catalog_item_state."""
 import dagster as dg
 
 from kobi_cpas.defs.catalog_sync.common import GROUP, SYNC_KINDS
-from kobi_cpas.defs.catalog_sync.sync_step import read_fatal_errors, sync_context
+from kobi_cpas.defs.catalog_sync.sync_step import fetch_fatal_errors, record_fatal_errors, sync_context
 from kobi_cpas.defs.shared import (
     DUCKDB_POOL,
     OWNERS_DATA,
@@ -79,10 +79,10 @@ def catalog_syncs(
         ctx = sync_context(context, registry, meta, warehouse, catalog_sync, client)
         ctx.apply_run_tags(context.run.tags)
         resolved = methods.resolve_pending(ctx, wait=False)
-        with warehouse.connection() as con:
-            read_fatal_errors(client, con, ctx, resolved, context)
+        fetched = fetch_fatal_errors(ctx, resolved)
     where, params = "tenant_id = ?", [tenant.tenant_id]
     with warehouse.connection() as con:
+        record_fatal_errors(con, ctx, fetched, context)
         refresh_item_state(con, tenant)
         pending = count(
             con,

@@ -1,13 +1,20 @@
 """Names shared by the catalog sync steps: their group, the run tag that serialises one catalog's syncs, and the
 asset arguments of the steps that talk to Meta and write DuckDB."""
 
-from kobi_cpas.defs.shared import DUCKDB_POOL, OWNERS_DATA
+from kobi_cpas.defs.shared import OWNERS_DATA, SHORT_WRITES
 from kobi_cpas.defs.tenants.partitions import tenant_partitions
 
 GROUP = "catalog_sync"
 SHARD_TAG = "kobi/catalog_shard"
 SYNC_KINDS = {"meta", "duckdb"}
-# Shared by the assets that talk to Meta and write DuckDB for one tenant catalog.
+# Shared by the steps that send items to Meta. No duckdb_write pool: they wait on Meta (upload processing,
+# batch handles) for minutes, and a pool slot held meanwhile would stop every other tenant's writes. They open
+# the work database only for short transactions between the waits, and the warehouse waits out another
+# process's file lock (bounded) for each of them.
 SYNC_ASSET = dict(
-    group_name=GROUP, owners=OWNERS_DATA, kinds=SYNC_KINDS, partitions_def=tenant_partitions, pool=DUCKDB_POOL
+    group_name=GROUP,
+    owners=OWNERS_DATA,
+    kinds=SYNC_KINDS,
+    partitions_def=tenant_partitions,
+    metadata={SHORT_WRITES: "waits on Meta outside the work database; writes in short transactions"},
 )

@@ -2,10 +2,15 @@
 update hourly, Batch API every 15 minutes. One schedule per cadence ticks every 15 minutes and launches the
 tenants whose own cron fired since the previous tick, skipping — with the reason — any tenant whose catalog is
 still being synced. Tenants are evaluated one by one: a broken registry entry or one tenant's error is reported
-in the skip reason and the tick log, and the other tenants are still launched."""
+in the skip reason and the tick log, and the other tenants are still launched.
+
+The replace catches up: Meta wants a full replace at least every 24 hours, so a replace that could not start at
+its cron (the catalog was busy) or whose run failed stays due on the following ticks until a replace run since
+that cron fire succeeds, up to ``MAX_REPLACE_ATTEMPTS`` failed runs per fire (a deletion guard that keeps failing
+needs a person, not a run every 15 minutes). Update and batch need no catch-up: their next tick supersedes them."""
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -23,6 +28,8 @@ from kobi_cpas.registry import Tenant
 from kobi_cpas.resources import TenantRegistryResource, WarehouseResource
 
 TICK = timedelta(minutes=15)
+MAX_REPLACE_ATTEMPTS = 3
+REPLACE_FIRE_TAG = "kobi/replace_fire"
 ACTIVE = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -35,6 +42,35 @@ def cron_fired(cron: str, tz: str, start: datetime, end: datetime) -> bool:
     """Did ``cron`` (in time zone ``tz``) fire in (start, end]?"""
     fire = croniter(cron, start.astimezone(ZoneInfo(tz))).get_next(datetime)
     return start.timestamp() < fire.timestamp() <= end.timestamp()
+
+
+def last_fire(cron: str, tz: str, at: datetime) -> datetime:
+    """The latest time ``cron`` (in time zone ``tz``) fired at or before ``at``."""
+    return croniter(cron, (at + timedelta(seconds=1)).astimezone(ZoneInfo(tz))).get_prev(datetime)
+
+
+def replace_due(instance: dg.DagsterInstance, t: Tenant, tick: datetime) -> tuple[datetime, int] | str | None:
+    """Is the tenant's replace due at ``tick``? ``(fire, failed_attempts)`` when no replace run since its last
+    cron fire succeeded (none started, or they failed), the reason when it gave up after
+    ``MAX_REPLACE_ATTEMPTS`` failures, None when a replace since the fire succeeded or one is still running."""
+    fire = last_fire(t.sync.effective_replace_cron, t.sync.timezone, tick)
+    runs = instance.get_run_records(
+        dg.RunsFilter(
+            job_name="catalog_replace_job", tags={"dagster/partition": t.tenant_id}, created_after=fire
+        ),
+        limit=MAX_REPLACE_ATTEMPTS + 5,
+    )
+    statuses = [r.dagster_run.status for r in runs]
+    if dg.DagsterRunStatus.SUCCESS in statuses or any(s in ACTIVE for s in statuses):
+        return None  # done, or still running (the overlap check names it)
+    failed = [r.dagster_run for r in runs if r.dagster_run.status == dg.DagsterRunStatus.FAILURE]
+    if len(failed) >= MAX_REPLACE_ATTEMPTS:
+        return (
+            f"{t.tenant_id}: {len(failed)} replace runs since the replace_cron fired at {fire:%Y-%m-%d %H:%M %Z} "
+            f"failed (last: run {failed[0].run_id[:8]}); no more automatic attempts until the next fire — see "
+            "that run and catalog_diagnostics"
+        )
+    return fire, len(failed)
 
 
 def overlap_reason(instance: dg.DagsterInstance, tenant_id: str) -> str | None:
@@ -74,11 +110,21 @@ def tenant_run_requests(
         return reg
     tick = context.scheduled_execution_time
     known = set(context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
-    requests, skipped, errors = [], [], []
+    requests, skipped, errors, busy = [], [], [], []
 
     def evaluate(t: Tenant) -> dg.RunRequest | str | None:
-        """The tenant's run request, the reason it is skipped, or None when its cron did not fire."""
-        if not cron_fired(cron_of(t), t.sync.timezone, tick - TICK, tick):
+        """The tenant's run request, the reason it is skipped, or None when nothing is due."""
+        tags = {SHARD_TAG: t.tenant_id, "kobi/sync_method": method}
+        run_key = f"{method}:{t.tenant_id}:{tick:%Y%m%dT%H%M}"
+        if method == "replace":
+            due = replace_due(context.instance, t, tick)
+            if due is None or isinstance(due, str):
+                return due
+            fire, attempt = due
+            # Keyed by the fire, not the tick: re-requesting it on later ticks never launches it twice.
+            run_key = f"replace:{t.tenant_id}:{fire.astimezone(UTC):%Y%m%dT%H%M}:{attempt}"
+            tags[REPLACE_FIRE_TAG] = fire.astimezone(UTC).isoformat()
+        elif not cron_fired(cron_of(t), t.sync.timezone, tick - TICK, tick):
             return None
         if t.tenant_id not in known:
             return f"{t.tenant_id}: no partition yet (the tenant sensor adds it)"
@@ -86,12 +132,9 @@ def tenant_run_requests(
             pending_requests_reason(warehouse, t.tenant_id, blocking_methods) if blocking_methods else None
         )
         if reason:
+            busy.append(t.tenant_id)
             return reason
-        return dg.RunRequest(
-            run_key=f"{method}:{t.tenant_id}:{tick:%Y%m%dT%H%M}",
-            partition_key=t.tenant_id,
-            tags={SHARD_TAG: t.tenant_id, "kobi/sync_method": method},
-        )
+        return dg.RunRequest(run_key=run_key, partition_key=t.tenant_id, tags=tags)
 
     for t in reg.tenants:
         _, outcome = evaluate_tenant(t, f"{method} schedule", evaluate, errors)
@@ -105,8 +148,11 @@ def tenant_run_requests(
     log_tenant_problems(context.log, f"{method} tick {tick:%Y-%m-%d %H:%M}", not_evaluated)
     if not requests:
         reason = (
-            ("; ".join(skipped) + " — tick skipped to avoid overlapping syncs of the same catalog")
+            "; ".join(skipped)
+            + (" — tick skipped to avoid overlapping syncs of the same catalog" if busy else "")
             if skipped
+            else f"no tenant's {method} is due at {tick:%Y-%m-%d %H:%M %Z}"
+            if method == "replace"
             else f"no tenant's {method} cron fired in the 15 minutes before {tick:%Y-%m-%d %H:%M %Z}"
         )
         return dg.SkipReason("; ".join([reason, *not_evaluated]))
@@ -138,7 +184,9 @@ catalog_replace_schedule = cadence_schedule(
     "replace",
     lambda t: t.sync.effective_replace_cron,
     ("batch", "update", "replace"),
-    "Full replace upload per tenant at its replace_cron (daily by default, hourly per setting).",
+    "Full replace upload per tenant at its replace_cron (daily by default, hourly per setting); a replace that "
+    f"could not start or failed is retried on the next ticks until one succeeds (at most {MAX_REPLACE_ATTEMPTS} "
+    "failed runs per cron fire).",
 )
 catalog_update_schedule = cadence_schedule(
     "update",

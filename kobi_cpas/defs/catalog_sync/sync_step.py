@@ -7,7 +7,8 @@ import dagster as dg
 
 from kobi_cpas.defs.catalog_sync.common import SHARD_TAG
 from kobi_cpas.defs.shared import md_table
-from kobi_cpas.diagnostics.after_sync import fatal_errors_for_sync
+from kobi_cpas.diagnostics.after_sync import apply_sync_errors, fetch_after_sync, refs_for_records
+from kobi_cpas.diagnostics.collect import FetchedSyncErrors
 from kobi_cpas.resources import (
     CatalogSyncResource,
     MetaGraphResource,
@@ -72,18 +73,25 @@ def _records_md(records: list[SyncRecord]) -> dg.MetadataValue:
     )
 
 
-def read_fatal_errors(client, con, ctx: SyncContext, records: list[SyncRecord], context) -> int:
-    """Right after Meta finished an upload or batch, read its fatal errors and warnings into
-    catalog_diagnostics (Meta's Catalog Integration step 6, "Address fatal ingestion errors")."""
+def fetch_fatal_errors(ctx: SyncContext, records: list[SyncRecord]) -> list[FetchedSyncErrors]:
+    """Right after Meta finished an upload or batch, ask Meta for its fatal errors and warnings (Meta's Catalog
+    Integration step 6, "Address fatal ingestion errors"). Call with no work connection open: network waits."""
+    # Still processing (the status sensor hands it over when Meta is done), or failed: nothing to read.
+    finished = [r for r in records if r.status.startswith("finished")]
+    if not finished:
+        return []
+    return fetch_after_sync(ctx.client, refs_for_records(ctx.tenant_id, ctx.catalog_id, finished, ctx.db))
+
+
+def record_fatal_errors(con, ctx: SyncContext, fetched: list[FetchedSyncErrors], context) -> int:
+    """Store what ``fetch_fatal_errors`` read into catalog_diagnostics (short writes, no Meta call)."""
     total = 0
-    for rec in records:
-        if not rec.status.startswith("finished"):
-            continue  # still processing (the status sensor hands it over when Meta is done), or failed
-        rep = fatal_errors_for_sync(client, con, ctx.tenant_id, ctx.catalog_id, rec.sync_id)
+    for f in fetched:
+        rep = apply_sync_errors(con, ctx.tenant_id, ctx.catalog_id, f)
         total += rep.fatal_errors
         if rep.fatal_errors:
             context.log.warning(
-                f"{rec.method} {rec.sync_id}: {rep.fatal_errors} fatal ingestion error(s); "
+                f"{rep.method} {rep.sync_id}: {rep.fatal_errors} fatal ingestion error(s); "
                 "see catalog_diagnostics"
             )
     return total
@@ -107,8 +115,9 @@ def run_sync(context, registry, meta, warehouse, catalog_sync, fn) -> dg.Materia
         for rec in records:
             if rec.status == SURPLUS_STATUS:
                 context.log.warning(rec.message or f"{rec.sync_id}: surplus deletions")
+        fetched = fetch_fatal_errors(ctx, records)
         with ctx.db() as con:
-            fatal = read_fatal_errors(client, con, ctx, records, context)
+            fatal = record_fatal_errors(con, ctx, fetched, context)
             refresh_item_state(con, ctx.tenant)
             delta = delta_counts(con, ctx.tenant_id)
             warehouse.publish(con)

@@ -18,10 +18,13 @@ from kobi_cpas.sync import methods
 # The upload steps are Meta-side effects, not tables: each records its requests as rows of catalog_syncs (and
 # fatal ingestion errors in catalog_diagnostics, item state in catalog_item_state); those tables' own assets,
 # downstream, are materialized by the same job (catalog_syncs) or the diagnostics schedule.
-_SYNC_WRITES = {WRITES_ROWS_OF: "catalog_syncs, catalog_item_state, catalog_diagnostics"}
+_SYNC_WRITES = {
+    **SYNC_ASSET["metadata"],
+    WRITES_ROWS_OF: "catalog_syncs, catalog_item_state, catalog_diagnostics",
+}
 
 
-@dg.asset(**SYNC_ASSET, deps=["replace_feed_plan"], metadata=_SYNC_WRITES)
+@dg.asset(**{**SYNC_ASSET, "metadata": _SYNC_WRITES}, deps=["replace_feed_plan"])
 def replace_feed_upload(
     context: dg.AssetExecutionContext,
     registry: TenantRegistryResource,
@@ -44,7 +47,7 @@ def replace_feed_upload(
     )
 
 
-@dg.asset(**SYNC_ASSET, deps=["feed_snapshot"], metadata=_SYNC_WRITES)
+@dg.asset(**{**SYNC_ASSET, "metadata": _SYNC_WRITES}, deps=["feed_snapshot"])
 def update_feed_upload(
     context: dg.AssetExecutionContext,
     registry: TenantRegistryResource,
@@ -57,7 +60,7 @@ def update_feed_upload(
     return run_sync(context, registry, meta, warehouse, catalog_sync, methods.run_update)
 
 
-@dg.asset(**SYNC_ASSET, deps=["feed_snapshot"], metadata=_SYNC_WRITES)
+@dg.asset(**{**SYNC_ASSET, "metadata": _SYNC_WRITES}, deps=["feed_snapshot"])
 def price_stock_batch(
     context: dg.AssetExecutionContext,
     registry: TenantRegistryResource,

@@ -7,6 +7,7 @@ from kobi_cpas.resources import TenantRegistryResource
 
 catalog_diagnostics_job = dg.define_asset_job(
     "catalog_diagnostics_job",
+    executor_def=dg.in_process_executor,  # one step: no second process to load the code location
     selection=dg.AssetSelection.assets("catalog_diagnostics").required_multi_asset_neighbors(),
     description="Poll a tenant's catalog diagnostics and refresh the diagnostics tables.",
 )

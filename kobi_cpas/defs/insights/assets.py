@@ -15,6 +15,7 @@ from kobi_cpas.defs.insights.partitions import insights_partitions
 from kobi_cpas.defs.shared import (
     DUCKDB_POOL,
     OWNERS_DATA,
+    SHORT_WRITES,
     md_table,
     specs_by_key,
     table_result,
@@ -43,6 +44,7 @@ from kobi_cpas.insights.schema import (
     SHARED_ITEM_METRICS,
     SHARED_ITEM_PRODUCT_METRICS,
 )
+from kobi_cpas.insights.stage import opener
 from kobi_cpas.insights.tables import CPAS_DASHBOARD, RETAILER_PRODUCT_MATCH_RATES
 from kobi_cpas.resources import (
     CatalogSyncResource,
@@ -67,13 +69,15 @@ def _days_by_tenant(context: dg.AssetExecutionContext) -> dict[str, list[date]]:
     return {t: sorted(set(d)) for t, d in out.items()}
 
 
-def map_converted_products(con, tenant_id: str, client, log) -> LookupReport:
+def map_converted_products(connect, tenant_id: str, client, log) -> LookupReport:
     """The tenant's converted product ids are the retailer's product items: look up the ones never seen (one
-    GET each, cached in retailer_product_items), then match all of them to the brand's feed items."""
+    GET each, cached in retailer_product_items), then match all of them to the brand's feed items. ``connect``
+    opens the work database (or is a connection): it is closed during the GETs."""
     try:
-        report = lookup_product_items(client, con, tenant_id=tenant_id)
+        report = lookup_product_items(client, connect, tenant_id=tenant_id)
     finally:
-        match_to_feed(con, tenant_id)  # whatever was cached before a failure still maps
+        with opener(connect)() as con:
+            match_to_feed(con, tenant_id)  # whatever was cached before a failure still maps
     if report.errors:
         log.warning(f"{tenant_id}: product item lookups stopped, retried next run: {report.errors[0]}")
     return report
@@ -182,11 +186,18 @@ INSIGHTS = specs_by_key(
 )
 
 
+# No duckdb_write pool: the pull waits on Meta's async report jobs (minutes, up to an hour by Meta's docs), and a
+# pool slot held meanwhile would stop every other writer. The work database is opened only for short
+# transactions before and after each wait (pages are staged in a local file meanwhile), and the warehouse waits
+# out another process's file lock (bounded) for each of them.
+_SHORT = "waits on Meta's async report jobs outside the work database; writes in short transactions"
+INSIGHTS = {k: s.merge_attributes(metadata={SHORT_WRITES: _SHORT}) for k, s in INSIGHTS.items()}
+
+
 @dg.multi_asset(
     specs=list(INSIGHTS.values()),
     partitions_def=insights_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=DUCKDB_POOL,
     check_specs=shared_item_metrics_check_specs,
     can_subset=False,
 )
@@ -200,16 +211,19 @@ def shared_item_metrics(
     """Pull CPAS shared-item metrics (catalog_segment_*, converted_product_*, spend, impressions, clicks) for
     every dedicated ad account of the tenant, then look up and match the converted products.
 
-    A run covers any range of days (single-run backfill): one async report job per account, level and request
-    family, split only when Meta asks. Each (account, level, family, day) slice is replaced in one transaction
-    only when all its pieces succeeded; raw pages are kept append-only so any day can be re-parsed."""
+    A run covers any range of days (single-run backfill): async report jobs per account, level and request
+    family, several in flight under Meta's insights throttle, split only when Meta asks. Each (account, level,
+    family, day) slice is replaced in one transaction only when all its pieces succeeded; raw pages are kept
+    append-only so any day can be re-parsed. The work database is never open while a Meta request waits."""
     days_by_tenant = _days_by_tenant(context)
     reports, errors = [], []
     checks: dict[str, list] = defaultdict(list)
     freshness = []
     lookups: list[LookupReport] = []
-    with meta.get_client(logger=context.log) as client, warehouse.connection() as con:
+    connect = warehouse.connection
+    with connect() as con:
         write_metric_catalog(con, "main.insights_metric_catalog")
+    with meta.get_client(logger=context.log) as client:
         for tenant_id, days in days_by_tenant.items():
             _, tenant = registry.tenant(tenant_id)
             for r in tenant.cpas_retailers:
@@ -222,7 +236,7 @@ def shared_item_metrics(
                 try:
                     rep = pull_account_days(
                         client,
-                        con,
+                        connect,
                         tenant_id=tenant_id,
                         retailer=r.retailer,
                         ad_account_id=act,
@@ -235,18 +249,25 @@ def shared_item_metrics(
                 reports.append(rep)
                 # Also recorded in meta_ad_accounts: the insights schedule reads the zone from there.
                 tz = fetch_account(
-                    client, con, tenant_id=tenant_id, retailer=r.retailer, ad_account_id=act
+                    client, connect, tenant_id=tenant_id, retailer=r.retailer, ad_account_id=act
                 ).timezone_name
                 yesterday = max(days)
                 record_repull_totals(
-                    client, con, tenant_id=tenant_id, retailer=r.retailer, ad_account_id=act, days=[yesterday]
+                    client,
+                    connect,
+                    tenant_id=tenant_id,
+                    retailer=r.retailer,
+                    ad_account_id=act,
+                    days=[yesterday],
                 )
-                checks[ROLLUPS] += check_rollups(con, ad_account_id=act, days=days)
-                checks[ROAS] += check_roas(con, ad_account_id=act, days=days)
-                checks[PRODUCTS] += check_product_presence(con, ad_account_id=act, days=days)
-                checks[REPULL] += check_repull(con, ad_account_id=act, days=[yesterday])
-                freshness.append(check_freshness(con, ad_account_id=act, timezone_name=tz))
-            lookups.append(map_converted_products(con, tenant_id, client, context.log))
+                with connect() as con:
+                    checks[ROLLUPS] += check_rollups(con, ad_account_id=act, days=days)
+                    checks[ROAS] += check_roas(con, ad_account_id=act, days=days)
+                    checks[PRODUCTS] += check_product_presence(con, ad_account_id=act, days=days)
+                    checks[REPULL] += check_repull(con, ad_account_id=act, days=[yesterday])
+                    freshness.append(check_freshness(con, ad_account_id=act, timezone_name=tz))
+            lookups.append(map_converted_products(connect, tenant_id, client, context.log))
+    with connect() as con:
         rates = match_rates(con, list(days_by_tenant))
         warehouse.publish(con)
         if errors and not any(r.rows_written for r in reports):

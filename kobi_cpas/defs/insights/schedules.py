@@ -28,6 +28,7 @@ FALLBACK_SOURCE = f"tenant sync.timezone (no {META_AD_ACCOUNTS.name} row yet)"
 
 shared_item_metrics_job = dg.define_asset_job(
     "shared_item_metrics_job",
+    executor_def=dg.in_process_executor,  # one step: no second process to load the code location
     selection=dg.AssetSelection.assets("shared_item_metrics").required_multi_asset_neighbors(),
     description="Pull shared-item metrics for a tenant's date range in one run (the restatement window daily, "
     "any range as a backfill).",

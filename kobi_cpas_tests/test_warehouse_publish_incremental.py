@@ -1,0 +1,132 @@
+"""Incremental publishing replaces the rows of changed tables in a copy of the analyst file: the file it builds
+must hold exactly what a publish from scratch holds (tables, rows, comments, column comments, views), and a
+publish that fails half-way must leave the analyst file, the connection and the process's DuckDB instance as
+they were."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from kobi_cpas.tables import SCHEMA
+from kobi_cpas.warehouse import Warehouse, qident
+from kobi_cpas.warehouse import publish as pmod
+
+
+def _analyst_dump(path: Path) -> dict:
+    """Everything an analyst can see in the file: relations with comments, columns with types and comments,
+    view definitions, and every table's rows."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        tables = con.execute(
+            "SELECT table_name, comment FROM duckdb_tables() WHERE NOT internal ORDER BY ALL"
+        ).fetchall()
+        return {
+            "tables": tables,
+            "columns": con.execute(
+                "SELECT table_name, column_index, column_name, data_type, is_nullable, comment "
+                "FROM duckdb_columns() WHERE NOT internal ORDER BY ALL"
+            ).fetchall(),
+            "views": con.execute(
+                "SELECT view_name, comment, sql FROM duckdb_views() WHERE NOT internal ORDER BY ALL"
+            ).fetchall(),
+            "rows": {
+                name: con.execute(f"SELECT * FROM main.{qident(name)} ORDER BY ALL").fetchall()
+                for name, _ in tables
+            },
+        }
+    finally:
+        con.close()
+
+
+def _write(con: duckdb.DuckDBPyConnection, gen: int) -> None:
+    con.execute("DELETE FROM tenant_registry")
+    con.execute(
+        "INSERT INTO tenant_registry (tenant_id, business_id, catalog_id, registry_hash) "
+        "SELECT 't' || i, 'b', (i % 3)::VARCHAR, ? FROM range(50) r(i)",
+        [f"gen{gen}"],
+    )
+    con.execute(
+        "INSERT INTO feed_snapshots (tenant_id, snapshot_id, taken_at, source) VALUES ('t0', ?, now(), 'x')",
+        [f"s{gen}"],
+    )
+
+
+def test_an_incremental_publish_builds_the_same_file_as_a_publish_from_scratch(tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
+    with wh.connect() as con:
+        _write(con, 0)
+        assert not wh.publish(con).incremental
+        for gen in range(1, 4):
+            _write(con, gen)
+            r = wh.publish(con)
+            assert r.incremental and sorted(r.rewritten) == ["feed_snapshots", "tenant_registry"]
+            assert r.row_counts["tenant_registry"] == 50 and r.row_counts["feed_snapshots"] == gen + 1
+    incremental = _analyst_dump(wh.analyst_path)
+
+    wh.analyst_path.unlink()  # the next publish starts from an empty file
+    with wh.connect() as con:
+        r = wh.publish(con)
+    assert not r.incremental and set(r.rewritten) == set(SCHEMA.tables)
+    from_scratch = _analyst_dump(wh.analyst_path)
+
+    assert incremental == from_scratch
+    assert incremental["rows"]["feed_snapshots"] and {row[0] for row in incremental["tables"]} == set(
+        SCHEMA.tables
+    )
+    documented = [c for c in incremental["columns"] if c[0] in SCHEMA.tables]
+    assert documented and all(c[5] for c in documented)  # every column of every table still has its comment
+
+
+def test_a_publish_failing_half_way_changes_nothing(tmp_path: Path, monkeypatch) -> None:
+    wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
+    with wh.connect() as con:
+        _write(con, 0)
+        wh.publish(con)
+    before = _analyst_dump(wh.analyst_path)
+    identity = wh.analyst_path.stat().st_ino
+
+    real = pmod._rewrite_sql
+    # The rows are already deleted from the copy when the statement fails.
+    monkeypatch.setattr(pmod, "_rewrite_sql", lambda *a: real(*a) + ";\nSELECT * FROM main.no_such_table")
+    with wh.connect() as con:
+        _write(con, 1)
+        with pytest.raises(duckdb.CatalogException, match="no_such_table"):
+            wh.publish(con)
+        # the connection is usable (no transaction left open) and the new file is no longer attached
+        con.execute("BEGIN")
+        con.execute("ROLLBACK")
+        attached = [r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()]
+        assert not [a for a in attached if a.startswith("kobi_publish_")]
+    assert wh.analyst_path.stat().st_ino == identity
+    assert _analyst_dump(wh.analyst_path) == before
+    assert not list(tmp_path.glob("*.publishing*"))
+
+    monkeypatch.setattr(pmod, "_rewrite_sql", real)
+    with wh.connect() as con:
+        r = wh.publish(con)  # the failed one recorded nothing: the next compares against the file it built
+    assert r.incremental and sorted(r.rewritten) == ["feed_snapshots", "tenant_registry"]
+    analyst = duckdb.connect(str(wh.analyst_path), read_only=True)
+    try:
+        assert analyst.execute("SELECT DISTINCT registry_hash FROM tenant_registry").fetchall() == [("gen1",)]
+    finally:
+        analyst.close()
+
+
+def test_instance_settings_follow_each_warehouse(tmp_path: Path) -> None:
+    """memory_limit is instance-wide: a connection gets its warehouse's value whatever the one before set."""
+    small = Warehouse(tmp_path / "a" / "kobi.duckdb", memory_limit="300MB", schema=SCHEMA)
+    big = Warehouse(tmp_path / "b" / "kobi.duckdb", memory_limit="500MB", schema=SCHEMA)
+
+    def limit(wh: Warehouse) -> str:
+        with wh.connect() as con:
+            row = con.execute("SELECT current_setting('memory_limit')").fetchone()
+        assert row is not None
+        return str(row[0])
+
+    first = limit(small)
+    second = limit(big)
+    assert first != second
+    assert limit(small) == first and limit(big) == second
