@@ -216,6 +216,28 @@ def test_feed_gaining_variants_without_previous_id_infers_it_and_reports(h):
     assert "previous_id inferred as 10024" in next(i[4] for i in inferred if i[0] == "10024_1_000")
 
 
+def test_an_inferred_link_stays_with_the_variant_until_the_original_returns(h):
+    h.snapshot(WITHOUT_VARIANTS, T0)
+    h.confirm_all()
+    h.snapshot(WITH_VARIANTS, T0 + timedelta(days=1))
+    h.confirm_all()
+    # the next snapshot has nothing left to infer from (the originals are gone): the links stay, nothing is re-sent
+    h.snapshot([*WITH_VARIANTS, item("zz", "New thing")], T0 + timedelta(days=2))
+    desired = h.desired()
+    assert (
+        desired["10024_2_00F"]["previous_id"] == "10024" and desired["10025_3_F00"]["previous_id"] == "10025"
+    )
+    assert {d["previous_id_source"] for k, d in desired.items() if k != "zz"} == {"inferred"}
+    delta = h.delta()
+    assert (delta.new, delta.changed, delta.unchanged) == (1, 0, 9)
+    # an original back in the feed is an item of its own again: its variants no longer point at it
+    back = next(r for r in WITHOUT_VARIANTS if r["id"] == "10024")
+    h.snapshot([*WITH_VARIANTS, back], T0 + timedelta(days=3))
+    desired = h.desired()
+    assert desired["10024"]["status"] == "active"
+    assert desired["10024_2_00F"]["previous_id"] is None and desired["10025_3_F00"]["previous_id"] == "10025"
+
+
 def test_original_never_deleted_without_a_previous_id_link(h):
     h.snapshot(WITHOUT_VARIANTS, T0)
     h.confirm_all()

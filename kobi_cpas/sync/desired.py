@@ -96,11 +96,18 @@ def build_desired(
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _new_desired AS
         WITH active AS (
-          SELECT {cur_fields}, coalesce(c.previous_id, i.old_id) AS previous_id,
-                 CASE WHEN c.previous_id IS NOT NULL THEN 'feed' WHEN i.old_id IS NOT NULL THEN 'inferred' END AS previous_id_source,
+          SELECT {cur_fields}, coalesce(c.previous_id, i.old_id, o_inferred) AS previous_id,
+                 CASE WHEN c.previous_id IS NOT NULL THEN 'feed'
+                      WHEN i.old_id IS NOT NULL OR o_inferred IS NOT NULL THEN 'inferred' END AS previous_id_source,
                  'active' AS status, $s AS snapshot_id, coalesce(o.first_seen_at, $now) AS first_seen_at,
                  $now AS last_seen_at, NULL::TIMESTAMPTZ AS removed_at
-          FROM _cur c LEFT JOIN _inferred i ON i.new_id = c.id LEFT JOIN _old o ON o.id = c.id
+          -- An inferred link stays while the variant does and the original stays away: the next snapshot infers
+          -- nothing (the original left earlier), and dropping the link would change the item and send it again.
+          FROM _cur c LEFT JOIN _inferred i ON i.new_id = c.id LEFT JOIN _old o ON o.id = c.id,
+               LATERAL (
+                 SELECT CASE WHEN o.previous_id_source = 'inferred' AND o.previous_id NOT IN (SELECT id FROM _cur_ids)
+                             THEN o.previous_id END AS o_inferred
+               )
           WHERE c.is_valid
         ),
         invalid_kept AS (
