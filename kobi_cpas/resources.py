@@ -181,7 +181,13 @@ class MetaGraphResource(dg.ConfigurableResource):
 
 class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB warehouse. Writers use ``connection()`` (always closed) and ``publish()``; every asset that
-    writes runs in the ``duckdb_write`` pool (limit 1) so two writers never collide."""
+    writes runs in the ``duckdb_write`` pool (limit 1) so two writers never collide.
+
+    Inside a run ``publish()`` only records that the analyst file must be rebuilt; the file is published once,
+    when the run's resources are torn down (once per run with the in-process executor, once per step process
+    with the multiprocess one), with everything committed by then, also after a failed step. A publish copies
+    the whole state, so a single one at the end gives analysts the same file. Outside a run (scripts, devenv)
+    ``publish()`` is immediate."""
 
     duckdb_path: str = Field(description="Analyst DuckDB file (KOBI_CPAS_DUCKDB_PATH)")
     lock_timeout_seconds: float = 300.0
@@ -189,12 +195,17 @@ class WarehouseResource(dg.ConfigurableResource):
 
     _scratch: ScratchWarehouse | None = PrivateAttr(default=None)
     _dry_run_id: str | None = PrivateAttr(default=None)
+    _in_run: bool = PrivateAttr(default=False)  # set up for a run: publishing waits for the teardown
+    _publish_due: bool = PrivateAttr(default=False)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """In a dry run (run tag kobi/dry_run=true) every connection goes to a scratch copy of the work
         database and nothing is published but the record of the writes not sent (meta_dry_run_writes)."""
         run = context.dagster_run
-        if run is None or not is_dry_run(run.tags):
+        if run is None:
+            return
+        self._in_run = True
+        if not is_dry_run(run.tags):
             return
         # A re-execution (from failure, or of selected steps) continues on its original run's scratch copy.
         key = run.tags.get(DRY_RUN_SCRATCH_TAG) or run.tags.get("dagster/root_run_id") or run.run_id
@@ -207,16 +218,36 @@ class WarehouseResource(dg.ConfigurableResource):
         )
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._dry_run_id is None:
-            return
         try:
-            stored = self.store_dry_run_writes()
-            if stored:
-                context.log.info(
-                    f"DRY RUN: {stored} write(s) not sent to Meta recorded in meta_dry_run_writes"
-                )
+            if self._dry_run_id is not None:
+                try:
+                    stored = self.store_dry_run_writes()
+                    if stored:
+                        context.log.info(
+                            f"DRY RUN: {stored} write(s) not sent to Meta recorded in meta_dry_run_writes"
+                        )
+                finally:
+                    _leave_dry_run(self._dry_run_id)
         finally:
-            _leave_dry_run(self._dry_run_id)
+            # Also after a failed step or a failed store: what was committed is published.
+            self._publish_at_teardown(context)
+
+    def _publish_at_teardown(self, context: dg.InitResourceContext) -> None:
+        if not self._publish_due:
+            return
+        self._publish_due = False
+        real = self._real()
+        try:
+            real.publish()
+        except Exception as exc:
+            # Dagster turns an exception raised here into an engine event and the run still succeeds: say it
+            # loudly. The previous analyst file stays in place, complete; the next publish copies the full state.
+            context.log.error(
+                f"publishing the analyst file {real.analyst_path} at the end of the run failed: "
+                f"{type(exc).__name__}: {exc}. Analysts still see the previous publish; the next run that "
+                "writes the warehouse publishes everything."
+            )
+            raise
 
     @property
     def dry_run(self) -> bool:
@@ -240,28 +271,38 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def read_published(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
         """Query the published analyst file, read-only: what sensors and schedules read. They never open the
-        work database, which a writer may hold. No file yet -> no rows."""
+        work database, which a writer may hold. No file yet -> no rows. Inside a run it is the file as of
+        the end of the previous run (this run publishes at its end): read the work database instead."""
         return read_analyst(self._real().analyst_path, sql, params)
 
     def publish(self, con: duckdb.DuckDBPyConnection) -> PublishResult:
+        """Publish the analyst file now (outside a run) or at the end of the run (inside one). The result
+        describes a publish done now; a deferred one returns an empty result."""
         if self._scratch is not None:
-            # The scratch copy is never published; the writes recorded so far are (the end of an asset).
+            # The scratch copy is never published; the writes recorded so far are stored (the end of an asset).
             self.store_dry_run_writes()
             return PublishResult(path=self._scratch.analyst_path)
+        if self._in_run:
+            self._publish_due = True
+            return PublishResult(path=self._real().analyst_path)
         return self.get_warehouse().publish(con)
 
     def store_dry_run_writes(self) -> int:
-        """Move the writes this run recorded in this process into meta_dry_run_writes and publish them."""
+        """Move the writes this run recorded in this process into meta_dry_run_writes; they are published with
+        the run's publish (at teardown)."""
         session = _DRY_RUNS.get(self._dry_run_id or "")
         if session is None:
             return 0
         rows = session.ledger.drain()
         try:
-            return record_dry_run_writes(self._real(), rows)
+            stored = record_dry_run_writes(self._real(), rows, publish=not self._in_run)
         except BaseException:
             for row in rows:  # kept for the next attempt (teardown)
                 session.ledger.add(row)
             raise
+        if stored and self._in_run:
+            self._publish_due = True
+        return stored
 
 
 class TenantRegistryResource(dg.ConfigurableResource):

@@ -13,6 +13,7 @@ import pytest
 
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
 from kobi_cpas_tests.sandbox_fixtures import SANDBOX_API_VERSION, SANDBOX_TOKEN, SandboxHandle
+from kobi_cpas_tests.warehouse_template import seed_work_database
 
 
 @dataclass
@@ -80,7 +81,8 @@ def open_instance(dagster_home: Path) -> dg.DagsterInstance:
 
 @pytest.fixture
 def kobi_env(tmp_path: Path, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> KobiEnv:
-    return apply_kobi_env(monkeypatch, tmp_path / "data" / "kobi_cpas.duckdb", sandbox)
+    # A new warehouse whose work database is already migrated (see warehouse_template).
+    return apply_kobi_env(monkeypatch, seed_work_database(tmp_path / "data" / "kobi_cpas.duckdb"), sandbox)
 
 
 @pytest.fixture

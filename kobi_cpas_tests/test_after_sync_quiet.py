@@ -19,6 +19,7 @@ from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 from kobi_cpas_tests.test_diagnostics_support import TENANT, add_sync
 from kobi_cpas_tests.test_sandbox_catalog_feeds import CATALOG
+from kobi_cpas_tests.warehouse_template import seed_work_database
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 GROUP_MISMATCH = {
@@ -98,7 +99,7 @@ def _tables(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[Any, ...]]]:
 def _run(tmp: Path, name: str, full: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, list, int]:
     """The tables after applying the scenario's syncs (``full``: the quiet path switched off), the reports,
     and how many times the full merge ran for them."""
-    wh = Warehouse(tmp / name / ("full" if full else "quiet") / "k.duckdb", schema=SCHEMA)
+    wh = Warehouse(seed_work_database(tmp / name / ("full" if full else "quiet") / "k.duckdb"), schema=SCHEMA)
     merges = []
     real_merge = after_sync.merge_problems
     with monkeypatch.context() as m:
@@ -149,7 +150,7 @@ def test_a_clean_replace_resolves_the_open_upload_problem_of_its_shard(tmp_path,
 
 
 def test_fetched_errors_must_be_those_of_the_stored_sync(tmp_path):
-    wh = Warehouse(tmp_path / "k.duckdb", schema=SCHEMA)
+    wh = Warehouse(seed_work_database(tmp_path / "k.duckdb"), schema=SCHEMA)
     with wh.connect() as con:
         add_sync(con, "r-1", "replace", T0, upload_session_id="s-1")
         stale = SyncRef("r-1", TENANT, CATALOG, "batch", 0, T0, "finished", None, "h-9")

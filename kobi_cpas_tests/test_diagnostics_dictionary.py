@@ -22,6 +22,7 @@ from kobi_cpas.meta import MetaGraphClient
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 from kobi_cpas_tests.test_diagnostics_support import REFERENCE_ERROR, rows
+from kobi_cpas_tests.warehouse_template import seed_work_database
 
 if TYPE_CHECKING:
     from kobi_cpas_tests.sandbox_fixtures import SandboxHandle
@@ -33,7 +34,7 @@ NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 @pytest.fixture
 def wh(tmp_path: Path) -> Warehouse:
-    return Warehouse(tmp_path / "k.duckdb", schema=SCHEMA)
+    return Warehouse(seed_work_database(tmp_path / "k.duckdb"), schema=SCHEMA)
 
 
 def test_catalog_all_errors_reference_row_and_daily_refresh(

@@ -31,6 +31,7 @@ from kobi_cpas_tests.test_sandbox_catalog_feeds import (
     to_csv,
     upload,
 )
+from kobi_cpas_tests.warehouse_template import seed_work_database
 from meta_sandbox import load_fixture
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ COAT_COLUMNS = (*BASE_COLUMNS[:3], "item_group_id", "shipping", *BASE_COLUMNS[3:
 
 @pytest.fixture
 def wh(tmp_path: Path) -> Warehouse:
-    return Warehouse(tmp_path / "k.duckdb", schema=SCHEMA)
+    return Warehouse(seed_work_database(tmp_path / "k.duckdb"), schema=SCHEMA)
 
 
 def coats(express_row_10: bool) -> bytes:

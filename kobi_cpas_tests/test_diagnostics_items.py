@@ -28,6 +28,7 @@ from kobi_cpas_tests.test_diagnostics_support import (
     seed_items,
 )
 from kobi_cpas_tests.test_sandbox_catalog_feeds import CATALOG, catalog_config
+from kobi_cpas_tests.warehouse_template import seed_work_database
 from meta_sandbox import load_fixture
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ HOUR = timedelta(hours=1)
 
 @pytest.fixture
 def wh(tmp_path: Path) -> Warehouse:
-    return Warehouse(tmp_path / "k.duckdb", schema=SCHEMA)
+    return Warehouse(seed_work_database(tmp_path / "k.duckdb"), schema=SCHEMA)
 
 
 @pytest.fixture

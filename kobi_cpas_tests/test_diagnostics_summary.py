@@ -34,6 +34,7 @@ from kobi_cpas_tests.test_diagnostics_support import (
     seed_items,
 )
 from kobi_cpas_tests.test_sandbox_catalog_feeds import CATALOG, catalog_config
+from kobi_cpas_tests.warehouse_template import seed_work_database
 
 if TYPE_CHECKING:
     from kobi_cpas_tests.sandbox_fixtures import SandboxHandle
@@ -45,7 +46,7 @@ KOBI_CTA = "Add a price such as '199.90 TRY' to the item in the feed."
 
 @pytest.fixture
 def wh(tmp_path: Path) -> Warehouse:
-    return Warehouse(tmp_path / "analyst.duckdb", schema=SCHEMA)
+    return Warehouse(seed_work_database(tmp_path / "analyst.duckdb"), schema=SCHEMA)
 
 
 def test_summary_health_markdown_and_checks(

@@ -36,6 +36,7 @@ from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 from kobi_cpas_tests.contract import sdk_contract as sdk
 from kobi_cpas_tests.sandbox_fixtures import SANDBOX_SEED, SANDBOX_TOKEN
+from kobi_cpas_tests.warehouse_template import seed_work_database
 from meta_sandbox import SandboxAdmin, SandboxServer, World
 
 ANATOLIA_BIZ = "1000000000000001"
@@ -205,7 +206,7 @@ def _sync_flows(client: MetaGraphClient, tmp: Path) -> None:
     (tmp / "tenants.yaml").write_text(yaml.safe_dump({"tenants": [tenant_doc]}))
     registry = load_registry(tmp / "tenants.yaml")
     tenant = registry.tenants[0]
-    wh = Warehouse(tmp / "k.duckdb", schema=SCHEMA)
+    wh = Warehouse(seed_work_database(tmp / "k.duckdb"), schema=SCHEMA)
     ctx = SyncContext(tenant=tenant, client=client, warehouse=wh, workdir=tmp / "w", poll_interval=0)
     for step, run in ((0, run_replace), (1, run_update), (2, run_batch)):
         if step:

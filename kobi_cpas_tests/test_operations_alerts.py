@@ -25,6 +25,7 @@ from kobi_cpas.operations.tables import PIPELINE_ALERTS, SYNC_COMPLIANCE
 from kobi_cpas.operations.webhook import post_text
 from kobi_cpas.resources import AlertWebhookResource, WarehouseResource
 from kobi_cpas.sync.tables import CATALOG_SYNCS
+from kobi_cpas_tests.warehouse_template import seed_work_database
 
 TOKEN = "EAAcanaryToken1234567890"
 FEED_KEY = "feedKeyCanary987"
@@ -95,7 +96,7 @@ def test_a_failed_run_reaches_the_webhook_without_secrets_and_is_recorded_once(t
             f"https://kobi:{FEED_PASSWORD}@feeds.example/f.csv?key={FEED_KEY} unreadable"
         )
 
-    wh = WarehouseResource(duckdb_path=str(tmp_path / "k.duckdb"))
+    wh = WarehouseResource(duckdb_path=str(seed_work_database(tmp_path / "k.duckdb")))
     webhook = AlertWebhookResource(url=receiver.url)
     failed = dg.materialize(
         [failing], instance=instance, raise_on_error=False, tags={"kobi/catalog_shard": "anatolia_home"}

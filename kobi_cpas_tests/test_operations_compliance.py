@@ -21,6 +21,7 @@ from kobi_cpas.resources import TenantRegistryResource, WarehouseResource
 from kobi_cpas.sync.tables import CATALOG_SYNCS
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
+from kobi_cpas_tests.warehouse_template import seed_work_database
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
@@ -111,7 +112,7 @@ def test_last_success_is_read_from_real_materializations(tmp_path):
     function at a later time, flip the stopped method to breached; a failed run after it is named."""
     tenants = load_registry(DEFAULT_REGISTRY).registry.tenant_ids
     fresh, other = tenants[0], tenants[1]
-    wh = WarehouseResource(duckdb_path=str(tmp_path / "k.duckdb"))
+    wh = WarehouseResource(duckdb_path=str(seed_work_database(tmp_path / "k.duckdb")))
     with dg.DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions(TENANT_PARTITIONS_NAME, [fresh, other])
         for r in REQUIREMENTS:

@@ -28,6 +28,7 @@ from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 from kobi_cpas_tests.feed_http import LockProbe, Server, http_error, redirect, serve_file, trickle
 from kobi_cpas_tests.sync_harness import TENANT, SyncHarness, synced_world_fixtures
+from kobi_cpas_tests.warehouse_template import seed_work_database
 
 pytest_plugins = ["kobi_cpas_tests.world_snapshot"]
 
@@ -238,7 +239,7 @@ def _local_setup(tmp_path: Path, rows: list[str]):
     )
     feed.write_text(_csv(rows), encoding="utf-8")
     reg = load_registry(reg_path)
-    return feed, reg, reg.tenant("t1"), Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
+    return feed, reg, reg.tenant("t1"), Warehouse(seed_work_database(tmp_path / "kobi.duckdb"), schema=SCHEMA)
 
 
 _HEAD = "id,title,description,availability,condition,price,link,image_link,brand"

@@ -42,6 +42,7 @@ from kobi_cpas.devenv.procs import (
 from kobi_cpas.devenv.stack import StackInfo, local_stack
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
+from kobi_cpas_tests.warehouse_template import seed_work_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -343,7 +344,7 @@ def _plant_stale_publish(wh: Warehouse, size: int = 64 * 1024 * 1024) -> list[Pa
 
 
 def test_next_publish_removes_a_publishing_file_left_by_a_killed_writer(tmp_path: Path) -> None:
-    wh = Warehouse(tmp_path / "data" / "a.duckdb", schema=SCHEMA)
+    wh = Warehouse(seed_work_database(tmp_path / "data" / "a.duckdb"), schema=SCHEMA)
     with wh.connect() as con:
         con.execute(
             "INSERT INTO tenant_registry (tenant_id, business_id, catalog_id, registry_hash) "
@@ -366,7 +367,7 @@ def test_next_publish_removes_a_publishing_file_left_by_a_killed_writer(tmp_path
 
 
 def test_next_connection_removes_it_but_never_the_file_of_a_writer_at_work(tmp_path: Path) -> None:
-    wh = Warehouse(tmp_path / "data" / "a.duckdb", schema=SCHEMA)
+    wh = Warehouse(seed_work_database(tmp_path / "data" / "a.duckdb"), schema=SCHEMA)
     wh.publish()
     stale = _plant_stale_publish(wh, size=8 * 1024 * 1024)
     # Another writer is publishing right now: it holds the publish lock, and its file is not stale.
@@ -382,7 +383,7 @@ def test_next_connection_removes_it_but_never_the_file_of_a_writer_at_work(tmp_p
 
 
 def test_publish_waits_for_the_writer_lock_then_fails_clearly(tmp_path: Path) -> None:
-    wh = Warehouse(tmp_path / "data" / "a.duckdb", lock_timeout=1.0, schema=SCHEMA)
+    wh = Warehouse(seed_work_database(tmp_path / "data" / "a.duckdb"), lock_timeout=1.0, schema=SCHEMA)
     wh.publish()
     with open(wh.publish_lock_path, "a+") as other_writer:
         fcntl.flock(other_writer, fcntl.LOCK_EX)

@@ -206,11 +206,27 @@ def test_upload_processing_by_world_clock(sandbox: SandboxHandle, meta_client: M
     assert (end - start).total_seconds() == 300
 
 
+def test_upload_processing_grows_with_the_file(sandbox: SandboxHandle, meta_client: MetaGraphClient) -> None:
+    sandbox.admin.freeze_clock(True)
+    catalog_config(sandbox, upload_processing_seconds=10, upload_seconds_per_item=2)
+    feed = create_feed(meta_client)
+    rows = [item(f"r{i}") for i in range(3)]
+    upload_id = meta_client.post(f"{feed}/uploads", files={"file": ("f.csv", to_csv(rows), "text/csv")})["id"]
+    sandbox.admin.advance_clock(15)  # past the fixed part, not past 10 + 3 x 2
+    assert "end_time" not in meta_client.get(upload_id, params={"fields": "id,end_time"})
+    sandbox.admin.advance_clock(1)
+    session = meta_client.get(upload_id, params={"fields": "start_time,end_time"})
+    start, end = (datetime.fromisoformat(session[k]) for k in ("start_time", "end_time"))
+    assert (end - start).total_seconds() == 16
+    assert set(sandbox_items(sandbox)) == {"r0", "r1", "r2"}
+
+
 def test_catalog_config_admin(sandbox: SandboxHandle) -> None:
     defaults = requests.get(f"{sandbox.url}/__sandbox/catalog_config", timeout=5).json()
     assert defaults == {
         "upload_pending_polls": 1,
         "upload_processing_seconds": 0.0,
+        "upload_seconds_per_item": 0.0,
         "batch_processing_seconds": 120.0,
         "problem_rate_scale": 1.0,
     }

@@ -45,6 +45,7 @@ from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse, replace_rows
 from kobi_cpas.warehouse.tables import META_CATALOGS
 from kobi_cpas_tests import seed_standin as seed
+from kobi_cpas_tests.warehouse_template import seed_work_database
 
 TENANT = "seed_brand"
 CATALOG = seed.CATALOG_ID
@@ -76,9 +77,32 @@ DICTIONARY_ENTRY = seed.seed_json("catalog_all_errors")["all"][0]
 ITEM_ERROR = seed.seed_json("products_with_errors")["data"][0]["errors"][0]
 
 
+@dataclasses.dataclass
+class _Dispatch:
+    """The module's one stand-in server, answering with the current test's ``SeedStandin`` (stopping a server
+    waits out its poll interval, up to 0.5 s per test)."""
+
+    current: seed.SeedStandin | None = None
+    url: str = ""
+
+    def app(self, environ: dict[str, Any], start_response: Any) -> Any:
+        assert self.current is not None, "a request outside a test"
+        return self.current.app(environ, start_response)
+
+
+@pytest.fixture(scope="module")
+def standin_server() -> Iterator[_Dispatch]:
+    yield from seed.serve(_Dispatch())  # type: ignore[arg-type]  # serve() only uses .app and .url
+
+
 @pytest.fixture
-def standin() -> Iterator[seed.SeedStandin]:
-    yield from seed.serve(seed.SeedStandin(retailer_ids={PID: "10024_1_000"}))
+def standin(standin_server: _Dispatch) -> Iterator[seed.SeedStandin]:
+    """A fresh stand-in (no requests recorded, the lookup's retailer ids) for each test."""
+    standin_server.current = seed.SeedStandin(retailer_ids={PID: "10024_1_000"}, url=standin_server.url)
+    try:
+        yield standin_server.current
+    finally:
+        standin_server.current = None
 
 
 @pytest.fixture
@@ -97,7 +121,7 @@ def client(standin: seed.SeedStandin) -> Iterator[MetaGraphClient]:
 
 @pytest.fixture
 def wh(tmp_path: Path) -> Warehouse:
-    return Warehouse(tmp_path / "k.duckdb", schema=SCHEMA)
+    return Warehouse(seed_work_database(tmp_path / "k.duckdb"), schema=SCHEMA)
 
 
 def add_sync(

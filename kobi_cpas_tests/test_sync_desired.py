@@ -15,6 +15,7 @@ from kobi_cpas.sync.delta import delta_counts
 from kobi_cpas.sync.snapshot_step import take_snapshot
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
+from kobi_cpas_tests.warehouse_template import seed_work_database
 
 HEADER = [
     "id",
@@ -82,7 +83,7 @@ class Harness:
         reg_path.write_text(yaml.safe_dump(data))
         self.reg = load_registry(reg_path)
         self.tenant = self.reg.tenant("t1")
-        self.wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
+        self.wh = Warehouse(seed_work_database(tmp_path / "kobi.duckdb"), schema=SCHEMA)
         self.work = tmp_path / "work"
 
     def snapshot(self, rows: list[dict[str, str]], now: datetime):

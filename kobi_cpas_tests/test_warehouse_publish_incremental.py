@@ -13,6 +13,7 @@ import pytest
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse, qident
 from kobi_cpas.warehouse import publish as pmod
+from kobi_cpas_tests.warehouse_template import seed_work_database
 
 
 def _analyst_dump(path: Path) -> dict:
@@ -55,7 +56,7 @@ def _write(con: duckdb.DuckDBPyConnection, gen: int) -> None:
 
 
 def test_an_incremental_publish_builds_the_same_file_as_a_publish_from_scratch(tmp_path: Path) -> None:
-    wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
+    wh = Warehouse(seed_work_database(tmp_path / "kobi.duckdb"), schema=SCHEMA)
     with wh.connect() as con:
         _write(con, 0)
         assert not wh.publish(con).incremental
@@ -81,7 +82,7 @@ def test_an_incremental_publish_builds_the_same_file_as_a_publish_from_scratch(t
 
 
 def test_a_publish_failing_half_way_changes_nothing(tmp_path: Path, monkeypatch) -> None:
-    wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
+    wh = Warehouse(seed_work_database(tmp_path / "kobi.duckdb"), schema=SCHEMA)
     with wh.connect() as con:
         _write(con, 0)
         wh.publish(con)
@@ -117,8 +118,8 @@ def test_a_publish_failing_half_way_changes_nothing(tmp_path: Path, monkeypatch)
 
 def test_instance_settings_follow_each_warehouse(tmp_path: Path) -> None:
     """memory_limit is instance-wide: a connection gets its warehouse's value whatever the one before set."""
-    small = Warehouse(tmp_path / "a" / "kobi.duckdb", memory_limit="300MB", schema=SCHEMA)
-    big = Warehouse(tmp_path / "b" / "kobi.duckdb", memory_limit="500MB", schema=SCHEMA)
+    small = Warehouse(seed_work_database(tmp_path / "a" / "kobi.duckdb"), memory_limit="300MB", schema=SCHEMA)
+    big = Warehouse(seed_work_database(tmp_path / "b" / "kobi.duckdb"), memory_limit="500MB", schema=SCHEMA)
 
     def limit(wh: Warehouse) -> str:
         with wh.connect() as con:

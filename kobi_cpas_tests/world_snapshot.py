@@ -43,6 +43,7 @@ from kobi_cpas.devenv.postgres import LocalPostgres, PgConnInfo, env_for
 from kobi_cpas_tests.dagster_fixtures import KobiEnv, apply_kobi_env, open_instance
 from kobi_cpas_tests.pg_fixtures import REPO_ROOT
 from kobi_cpas_tests.sandbox_fixtures import SandboxHandle
+from kobi_cpas_tests.warehouse_template import seed_work_database
 from meta_sandbox import SandboxAdmin, SandboxAdminError, SandboxServer
 
 __all__ = [
@@ -118,6 +119,7 @@ def build_world_snapshot(
         built.append(snap)
         prepare_dagster_home(snap.dagster_home, REPO_ROOT)
         snap.analyst_path.parent.mkdir(parents=True)
+        seed_work_database(snap.analyst_path)  # the setup starts on a new warehouse, migrated already
         admin.reset()
         with pytest.MonkeyPatch.context() as mp:
             env = _apply_env(mp, snap, db, _sandbox_handle(sandbox_server, admin))

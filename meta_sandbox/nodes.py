@@ -231,6 +231,8 @@ class CatalogConfig:
 
     upload_pending_polls: int = 1  # status polls answered with end_time null before an upload completes
     upload_processing_seconds: float = 0.0  # > 0: complete by world clock instead of by polls
+    # Meta processes big files longer: world-clock seconds added per row of the file (> 0 also selects the clock rule)
+    upload_seconds_per_item: float = 0.0
     batch_processing_seconds: float = 120.0  # started -> dispatched (half) -> finished
     problem_rate_scale: float = 1.0  # multiplies the generated item problem rates (0 = none)
 

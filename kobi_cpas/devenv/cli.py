@@ -394,5 +394,35 @@ def demo_feeds() -> None:
         click.echo(f"{p} {p.stat().st_size}")
 
 
+@bench.command("fleet")
+@click.option("--tenants", default=20, show_default=True, help="Generated tenants (N).")
+@click.option("--min-items", default=2_000, show_default=True)
+@click.option("--max-items", default=20_000, show_default=True)
+@click.option(
+    "--large", default="100000", show_default=True, help="Comma-separated sizes of the first (large) tenants."
+)
+@click.option("--time-scale", default=60.0, show_default=True, help="Meta's latencies are divided by this.")
+@click.option("--out", default=".bench", show_default=True, type=click.Path(path_type=Path))
+def bench_fleet(
+    tenants: int, min_items: int, max_items: int, large: str, time_scale: float, out: Path
+) -> None:
+    """N generated tenants through the real run queue (daemon, QueuedRunCoordinator, dagster.yaml): per cadence
+    makespan, change-to-Meta latency, DuckDB writer hold, Dagster overhead, memory, requests, capacity."""
+    from kobi_cpas.devenv.fleet_bench import run_fleet_bench
+
+    _interruptible()
+    sizes = tuple(int(s) for s in large.split(",") if s.strip())
+    result = run_fleet_bench(
+        tenants=tenants,
+        min_items=min_items,
+        max_items=max_items,
+        large_items=sizes,
+        out=out,
+        time_scale=time_scale,
+        on_progress=lambda msg: click.echo(msg, err=True),
+    )
+    click.echo(json.dumps({k: result[k] for k in ("tenants", "cycles", "capacity")}, indent=2, default=str))
+
+
 if __name__ == "__main__":
     main()

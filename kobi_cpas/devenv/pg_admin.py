@@ -56,6 +56,10 @@ def create_database(cur: PgCursor, dbname: str, owner: str, template: str | None
     statement = sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(dbname), sql.Identifier(owner))
     if template:
         statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        if cur.connection.server_version >= 150000:
+            # PostgreSQL 15 copies through the WAL by default, block by block; for a small database a file
+            # copy costs a fraction of that (its checkpoint is cheap on a small cluster).
+            statement += sql.SQL(" STRATEGY FILE_COPY")
     cur.execute(statement)
 
 

@@ -27,7 +27,7 @@ import duckdb
 
 from kobi_cpas.diagnostics._sql import run
 from kobi_cpas.diagnostics.collect import clear_stage
-from kobi_cpas.diagnostics.dictionary import DEFAULT_LOCALE, dictionary_joins, resolved_texts_sql
+from kobi_cpas.diagnostics.dictionary import DEFAULT_LOCALE, resolved_texts_from
 
 
 @dataclass
@@ -58,54 +58,79 @@ def merge_problems(
     """Apply the stage of a tenant catalog to ``catalog_diagnostics`` (one transaction), log the poll per
     source in ``diag_state.poll_log`` and clear the stage. Titles, descriptions and CTAs are resolved here
     (dictionary in ``locale``, then en_US, then the generic CTA of the priority)."""
-    texts = resolved_texts_sql("s")
-    p = {"t": tenant_id, "c": catalog_id, "now": now}
-    counts = MergeCounts()
     con.execute("BEGIN")
     try:
-        run(
-            con,
-            f"""CREATE OR REPLACE TEMP TABLE _diag_cur AS
-            WITH known_ids AS (
-              SELECT retailer_id, max(product_item_id) AS product_item_id FROM (
-                SELECT retailer_id, product_item_id FROM diag_state.staged_problems
-                WHERE tenant_id = $t AND catalog_id = $c AND product_item_id IS NOT NULL AND retailer_id <> ''
-                UNION ALL
-                SELECT retailer_id, product_item_id FROM main.catalog_diagnostics
-                WHERE tenant_id = $t AND catalog_id = $c AND product_item_id IS NOT NULL AND retailer_id <> '')
-              GROUP BY 1
-            ),
-            cur AS (
-              SELECT md5(concat_ws('|', s.tenant_id, s.catalog_id, s.retailer_id, s.source, s.error_type, s.field,
-                                   s.variant)) AS problem_key,
-                     s.tenant_id, s.catalog_id, s.retailer_id,
-                     coalesce(s.product_item_id, k.product_item_id) AS product_item_id, s.level, s.source,
-                     s.error_type, s.field, {texts["priority"]} AS priority, s.severity, {texts["title"]} AS title,
-                     {texts["description"]} AS description, {texts["call_to_action"]} AS call_to_action,
-                     {texts["cta_source"]} AS cta_source, s.message, s.row_number, s.column_number, s.sync_id,
-                     s.sync_method, s.upload_session_id, s.handle, s.reported_count, s.reported_at
-              FROM diag_state.staged_problems s
-              {dictionary_joins("s", "$locale")}
-              LEFT JOIN known_ids k ON k.retailer_id = s.retailer_id
-              WHERE s.tenant_id = $t AND s.catalog_id = $c
-            )
-            SELECT * FROM cur
-            QUALIFY row_number() OVER (PARTITION BY problem_key
-                                       ORDER BY reported_at DESC NULLS LAST, sync_id DESC NULLS LAST) = 1""",
-            {"t": tenant_id, "c": catalog_id, "locale": locale},
+        counts = merge_staged(con, tenant_id, catalog_id, now, locale)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return counts
+
+
+def merge_staged(
+    con: duckdb.DuckDBPyConnection,
+    tenant_id: str,
+    catalog_id: str,
+    now: datetime,
+    locale: str = DEFAULT_LOCALE,
+) -> MergeCounts:
+    """``merge_problems`` inside the caller's transaction."""
+    p = {"t": tenant_id, "c": catalog_id, "now": now}
+    counts = MergeCounts()
+    run(
+        con,
+        f"""CREATE OR REPLACE TEMP TABLE _diag_cur AS
+        WITH staged AS (
+          SELECT *, rowid AS stage_rowid FROM diag_state.staged_problems WHERE tenant_id = $t AND catalog_id = $c
+        ),
+        known_ids AS (
+          -- only items of this stage: the history of the catalog (resolved problems are kept) grows for ever
+          SELECT retailer_id, max(product_item_id) AS product_item_id FROM (
+            SELECT retailer_id, product_item_id FROM staged
+            WHERE product_item_id IS NOT NULL AND retailer_id <> ''
+            UNION ALL
+            SELECT retailer_id, product_item_id FROM main.catalog_diagnostics
+            WHERE tenant_id = $t AND catalog_id = $c AND product_item_id IS NOT NULL AND retailer_id <> ''
+              AND retailer_id IN (SELECT retailer_id FROM staged))
+          GROUP BY 1
+        ),
+        cur AS (
+          SELECT md5(concat_ws('|', s.tenant_id, s.catalog_id, s.retailer_id, s.source, s.error_type, s.field,
+                               s.variant)) AS problem_key,
+                 s.tenant_id, s.catalog_id, s.retailer_id,
+                 coalesce(s.product_item_id, k.product_item_id) AS product_item_id, s.level, s.source,
+                 s.error_type, s.field, s.text_priority AS priority, s.severity, s.text_title AS title,
+                 s.text_description AS description, s.text_call_to_action AS call_to_action,
+                 s.text_cta_source AS cta_source, s.message, s.row_number, s.column_number, s.sync_id,
+                 s.sync_method, s.upload_session_id, s.handle, s.reported_count, s.reported_at, s.stage_rowid
+          FROM {resolved_texts_from("staged", "$locale")} s
+          LEFT JOIN known_ids k ON k.retailer_id = s.retailer_id
         )
-        existing = "main.catalog_diagnostics d WHERE d.tenant_id = $t AND d.catalog_id = $c"
-        row = run(
-            con,
-            f"""SELECT count(*) FILTER (WHERE c.problem_key NOT IN (SELECT d.problem_key FROM {existing})),
-                       count(*) FILTER (WHERE c.problem_key IN (SELECT d.problem_key FROM {existing})),
-                       count(*) FILTER (WHERE c.problem_key IN (
-                         SELECT d.problem_key FROM {existing} AND d.resolved_at IS NOT NULL AND d.resolved_at <= $now))
-                FROM _diag_cur c""",
-            p,
-        ).fetchone()
-        counts.new, counts.seen, counts.reopened = (int(v) for v in row) if row else (0, 0, 0)
-        # Still present (or back): refresh. Every SET expression reads the row's values before the update.
+        -- Of rows with one key (e.g. an id listed twice in a feed or an upload), the latest report wins, then
+        -- the first row of the file, then the first staged: explicit, as the order in which the sort meets tied
+        -- rows depends on the plan and on whether the stage is committed yet.
+        SELECT * EXCLUDE (stage_rowid) FROM cur
+        QUALIFY row_number() OVER (PARTITION BY problem_key
+                                   ORDER BY reported_at DESC NULLS LAST, sync_id DESC NULLS LAST,
+                                            row_number NULLS LAST, stage_rowid) = 1""",
+        {"t": tenant_id, "c": catalog_id, "locale": locale},
+    )
+    existing = "main.catalog_diagnostics d WHERE d.tenant_id = $t AND d.catalog_id = $c"
+    row = run(
+        con,
+        f"""SELECT count(*) FILTER (WHERE c.problem_key NOT IN (SELECT d.problem_key FROM {existing})),
+                   count(*) FILTER (WHERE c.problem_key IN (SELECT d.problem_key FROM {existing})),
+                   count(*) FILTER (WHERE c.problem_key IN (
+                     SELECT d.problem_key FROM {existing} AND d.resolved_at IS NOT NULL AND d.resolved_at <= $now)),
+                   count(*) FILTER (WHERE c.level = 'unmapped_item')
+            FROM _diag_cur c""",
+        p,
+    ).fetchone()
+    counts.new, counts.seen, counts.reopened, unmapped = (int(v) for v in row) if row else (0, 0, 0, 0)
+    # Still present (or back): refresh. Every SET expression reads the row's values before the update. Each
+    # statement is skipped when the counts above say it would change no row (the usual hourly poll adds none).
+    if counts.seen:
         run(
             con,
             """UPDATE main.catalog_diagnostics d SET
@@ -127,6 +152,7 @@ def merge_problems(
                WHERE d.tenant_id = $t AND d.catalog_id = $c AND d.problem_key = c.problem_key""",
             p,
         )
+    if counts.new:
         run(
             con,
             f"""INSERT INTO main.catalog_diagnostics (tenant_id, catalog_id, problem_key, retailer_id, product_item_id,
@@ -141,49 +167,46 @@ def merge_problems(
                 FROM _diag_cur c WHERE c.problem_key NOT IN (SELECT d.problem_key FROM {existing})""",
             p,
         )
-        # Gone: resolve open problems of the sources polled in this run, within each poll's scope. An item Meta
-        # reported without a retailer id (an unmapped_item row) may be any open item of the same source and
-        # error type: those stay open until the item is mapped, never resolve silently.
-        gone = """d.tenant_id = $t AND d.catalog_id = $c AND d.resolved_at IS NULL AND d.last_seen_at <= $now
-                 AND d.problem_key NOT IN (SELECT problem_key FROM _diag_cur)
-                 AND EXISTS (
-                   SELECT 1 FROM diag_state.staged_sources ss
-                   WHERE ss.tenant_id = $t AND ss.catalog_id = $c AND ss.source = d.source
-                     AND (ss.priorities IS NULL OR list_contains(ss.priorities, d.priority))
-                     AND (NOT ss.item_scope OR d.retailer_id IN (
-                           SELECT sc.retailer_id FROM diag_state.staged_scope sc
-                           WHERE sc.tenant_id = $t AND sc.catalog_id = $c AND sc.source = d.source)))"""
-        held = """d.level = 'item' AND (d.source, d.error_type) IN (
-                   SELECT (u.source, u.error_type) FROM _diag_cur u WHERE u.level = 'unmapped_item')"""
+    # Gone: resolve open problems of the sources polled in this run, within each poll's scope. An item Meta
+    # reported without a retailer id (an unmapped_item row) may be any open item of the same source and
+    # error type: those stay open until the item is mapped, never resolve silently.
+    gone = """d.tenant_id = $t AND d.catalog_id = $c AND d.resolved_at IS NULL AND d.last_seen_at <= $now
+             AND d.problem_key NOT IN (SELECT problem_key FROM _diag_cur)
+             AND EXISTS (
+               SELECT 1 FROM diag_state.staged_sources ss
+               WHERE ss.tenant_id = $t AND ss.catalog_id = $c AND ss.source = d.source
+                 AND (ss.priorities IS NULL OR list_contains(ss.priorities, d.priority))
+                 AND (NOT ss.item_scope OR d.retailer_id IN (
+                       SELECT sc.retailer_id FROM diag_state.staged_scope sc
+                       WHERE sc.tenant_id = $t AND sc.catalog_id = $c AND sc.source = d.source)))"""
+    resolve = f"""UPDATE main.catalog_diagnostics d SET resolved_at = $now, is_open = false,
+             updated_at = greatest(d.updated_at, $now)
+           WHERE {gone}"""
+    if unmapped:
+        held = """d.level = 'item' AND EXISTS (
+                   SELECT 1 FROM _diag_cur u WHERE u.level = 'unmapped_item' AND u.source = d.source
+                     AND u.error_type = d.error_type)"""
         counts.held_unmapped = _count(
             con, f"SELECT count(*) FROM main.catalog_diagnostics d WHERE {gone} AND {held}", p
         )
-        counts.resolved = _count(
-            con,
-            f"""UPDATE main.catalog_diagnostics d SET resolved_at = $now, is_open = false,
-                 updated_at = greatest(d.updated_at, $now)
-               WHERE {gone} AND NOT ({held})""",
-            p,
-        )
-        run(
-            con,
-            """INSERT INTO diag_state.poll_log
-               SELECT ss.tenant_id, ss.catalog_id, ss.source, $now, 'ok', ss.priorities IS NULL AND NOT ss.item_scope,
-                      (SELECT count(*) FROM _diag_cur c WHERE c.source = ss.source), NULL
-               FROM diag_state.staged_sources ss WHERE ss.tenant_id = $t AND ss.catalog_id = $c""",
-            p,
-        )
-        clear_stage(con, tenant_id, catalog_id)
-        con.execute("DROP TABLE _diag_cur")
-        counts.open_total = _count(
-            con,
-            "SELECT count(*) FROM main.catalog_diagnostics WHERE tenant_id = $t AND catalog_id = $c AND is_open",
-            p,
-        )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+        resolve += f" AND NOT ({held})"
+    # Without an unmapped_item row in the stage nothing is held: the count and the condition are skipped.
+    counts.resolved = _count(con, resolve, p)
+    run(
+        con,
+        """INSERT INTO diag_state.poll_log
+           SELECT ss.tenant_id, ss.catalog_id, ss.source, $now, 'ok', ss.priorities IS NULL AND NOT ss.item_scope,
+                  (SELECT count(*) FROM _diag_cur c WHERE c.source = ss.source), NULL
+           FROM diag_state.staged_sources ss WHERE ss.tenant_id = $t AND ss.catalog_id = $c""",
+        p,
+    )
+    clear_stage(con, tenant_id, catalog_id)
+    con.execute("DROP TABLE _diag_cur")
+    counts.open_total = _count(
+        con,
+        "SELECT count(*) FROM main.catalog_diagnostics WHERE tenant_id = $t AND catalog_id = $c AND is_open",
+        p,
+    )
     return counts
 
 

@@ -18,7 +18,6 @@ from kobi_cpas.diagnostics.collect import (
     _STAGE_COLUMNS,
     DEFAULT_PAGE_LIMIT,
     _mark_polled,
-    _staged_count,
     clear_stage,
 )
 from kobi_cpas.diagnostics.dictionary import PRIORITIES, priority_sql
@@ -124,16 +123,20 @@ def stage_item_errors(
     fetch: ItemErrorsFetch,
     now: datetime,
     gone_product_item_ids: Sequence[str] = (),
+    *,
+    clear: bool = True,
 ) -> int:
     """Stage Meta's item errors (``meta_item_check``), one row per item and error type, set-based from the raw
     pages. A partial fetch (some priorities, or some items) only lets the merge resolve within its scope.
 
     An item still without a retailer id (see ``item_ids.map_retailer_ids``) is staged as an ``unmapped_item``
     row naming its product item id (retailer_id ''), never dropped: dropping it would let the merge resolve the
-    item's open problem although Meta still reports it (``lifecycle.merge_problems`` holds those open)."""
-    clear_stage(con, tenant_id, catalog_id, "meta_item_check")
+    item's open problem although Meta still reports it (``lifecycle.merge_problems`` holds those open).
+    ``clear=False``: the caller has just cleared the whole stage (``clear_stage``)."""
+    if clear:
+        clear_stage(con, tenant_id, catalog_id, "meta_item_check")
     unmapped = [{"pid": k, "why": v} for k, v in fetch.unmapped.items()]
-    run(
+    inserted = run(
         con,
         f"""INSERT INTO diag_state.staged_problems ({_STAGE_COLUMNS})
         WITH raw AS (SELECT unnest(from_json($j::JSON, '{_ITEMS_JSON_TYPE}')) AS p),
@@ -160,7 +163,7 @@ def stage_item_errors(
             "j": json.dumps(fetch.products),
             "u": json.dumps(unmapped),
         },
-    )
+    ).fetchone()
     scope: list[str] | None = None
     if fetch.retailer_scope is not None:
         scope = list(fetch.retailer_scope)
@@ -174,7 +177,8 @@ def stage_item_errors(
                 ).fetchall()
             ]
     _mark_polled(con, tenant_id, catalog_id, "meta_item_check", now, fetch.priorities, scope)
-    return _staged_count(con, tenant_id, catalog_id, "meta_item_check")
+    # The source's staged rows were cleared first: the rows inserted are all of them.
+    return int(inserted[0]) if inserted else 0
 
 
 # -- (e) catalog-level diagnostics ------------------------------------------------------------------------------
@@ -229,12 +233,20 @@ def store_catalog_observation(
 
 
 def stage_catalog_diagnostics(
-    con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: str, obs: CatalogObservation, now: datetime
+    con: duckdb.DuckDBPyConnection,
+    tenant_id: str,
+    catalog_id: str,
+    obs: CatalogObservation,
+    now: datetime,
+    *,
+    clear: bool = True,
 ) -> int:
     """Stage the catalog-level entries of the diagnostics groups (``affected_entity = product_catalog``) as
     ``meta_catalog_diagnostics`` problems of the catalog (retailer_id ''). Item-level groups summarise the item
-    errors, which ``meta_item_check`` already holds item by item."""
-    clear_stage(con, tenant_id, catalog_id, "meta_catalog_diagnostics")
+    errors, which ``meta_item_check`` already holds item by item. ``clear=False``: the caller has just cleared
+    the whole stage (``clear_stage``)."""
+    if clear:
+        clear_stage(con, tenant_id, catalog_id, "meta_catalog_diagnostics")
     rows = [
         [
             tenant_id,

@@ -31,8 +31,8 @@ from kobi_cpas.diagnostics.dictionary import (
     needs_refresh,
     store_error_types,
 )
-from kobi_cpas.diagnostics.lifecycle import MergeCounts, merge_problems, record_poll_failure
-from kobi_cpas.diagnostics.summary import build_health, build_summary
+from kobi_cpas.diagnostics.lifecycle import MergeCounts, merge_staged, record_poll_failure
+from kobi_cpas.diagnostics.summary import write_health, write_summary
 from kobi_cpas.meta.client import MetaGraphClient
 from kobi_cpas.meta.errors import MetaAPIError
 from kobi_cpas.registry.models import Tenant
@@ -143,6 +143,44 @@ def _map_retailer_ids(
         )
 
 
+def _stage_and_merge(
+    con: duckdb.DuckDBPyConnection,
+    report: PollReport,
+    now: datetime,
+    locale: str,
+    lookback: timedelta,
+    sync_errors: bool,
+    items: mc.ItemErrorsFetch | None,
+    observation: mc.CatalogObservation | None,
+) -> None:
+    """The write half of ``poll_catalog``, inside the caller's transaction."""
+    tenant_id, catalog_id = report.tenant_id, report.catalog_id
+    col.clear_stage(con, tenant_id, catalog_id)
+    col.stage_feed_validation(con, tenant_id, catalog_id, now, clear=False)
+    report.sources_polled.append("kobi_feed_validation")
+    if sync_errors:
+        col.stage_sync_problems(con, tenant_id, catalog_id, now, lookback, clear=False)
+        # Syncs whose errors could not be read are simply not counted yet (see stage_sync_problems).
+        report.sources_polled += [
+            s for s in ("feed_upload", "batch_request") if s not in report.sources_failed
+        ]
+    if items is not None:
+        mc.stage_item_errors(con, tenant_id, catalog_id, items, now, clear=False)
+        report.sources_polled.append("meta_item_check")
+        report.item_error_pages = items.pages
+        report.items_with_errors = len({p.get("retailer_id") or p.get("id") for p in items.products})
+    if observation is not None:
+        mc.store_catalog_observation(con, tenant_id, catalog_id, observation, now)
+        mc.stage_catalog_diagnostics(con, tenant_id, catalog_id, observation, now, clear=False)
+        report.sources_polled.append("meta_catalog_diagnostics")
+    for source, message in report.sources_failed.items():
+        record_poll_failure(con, tenant_id, catalog_id, source, now, message)
+    report.merge = merge_staged(con, tenant_id, catalog_id, now, locale)
+    report.summary_rows = write_summary(con, tenant_id, catalog_id, now)
+    report.health = write_health(con, tenant_id, catalog_id, now)
+    prune_state(con, tenant_id, catalog_id, now, lookback)
+
+
 def poll_catalog(
     client: MetaGraphClient,
     warehouse: Warehouse,
@@ -212,30 +250,14 @@ def poll_catalog(
         for fetched in fetched_syncs:
             col.store_sync_errors(con, fetched, now)
             report.syncs_fetched += fetched.status != "pending"
-        col.clear_stage(con, tenant_id, catalog_id)
-        col.stage_feed_validation(con, tenant_id, catalog_id, now)
-        report.sources_polled.append("kobi_feed_validation")
-        if sync_errors:
-            col.stage_sync_problems(con, tenant_id, catalog_id, now, lookback)
-            # Syncs whose errors could not be read are simply not counted yet (see stage_sync_problems).
-            report.sources_polled += [
-                s for s in ("feed_upload", "batch_request") if s not in report.sources_failed
-            ]
-        if items is not None:
-            mc.stage_item_errors(con, tenant_id, catalog_id, items, now)
-            report.sources_polled.append("meta_item_check")
-            report.item_error_pages = items.pages
-            report.items_with_errors = len({p.get("retailer_id") or p.get("id") for p in items.products})
-        if observation is not None:
-            mc.store_catalog_observation(con, tenant_id, catalog_id, observation, now)
-            mc.stage_catalog_diagnostics(con, tenant_id, catalog_id, observation, now)
-            report.sources_polled.append("meta_catalog_diagnostics")
-        for source, message in report.sources_failed.items():
-            record_poll_failure(con, tenant_id, catalog_id, source, now, message)
-        report.merge = merge_problems(con, tenant_id, catalog_id, now, locale)
-        report.summary_rows = build_summary(con, tenant_id, catalog_id, now)
-        report.health = build_health(con, tenant_id, catalog_id, now)
-        prune_state(con, tenant_id, catalog_id, now, lookback)
+        # Stage, merge, summary, health and pruning in one transaction: one commit instead of one per statement.
+        con.execute("BEGIN")
+        try:
+            _stage_and_merge(con, report, now, locale, lookback, sync_errors, items, observation)
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
     return report
 
 
@@ -261,9 +283,15 @@ def check_items(
     fetch, gone = mc.fetch_item_nodes(client, product_item_ids)
     _map_retailer_ids(client, warehouse, tenant_id, catalog_id, fetch)
     with warehouse.connect() as con:
-        col.clear_stage(con, tenant_id, catalog_id)
-        mc.stage_item_errors(con, tenant_id, catalog_id, fetch, now, gone)
-        counts = merge_problems(con, tenant_id, catalog_id, now, locale)
-        build_summary(con, tenant_id, catalog_id, now)
-        build_health(con, tenant_id, catalog_id, now)
+        con.execute("BEGIN")
+        try:
+            col.clear_stage(con, tenant_id, catalog_id)
+            mc.stage_item_errors(con, tenant_id, catalog_id, fetch, now, gone, clear=False)
+            counts = merge_staged(con, tenant_id, catalog_id, now, locale)
+            write_summary(con, tenant_id, catalog_id, now)
+            write_health(con, tenant_id, catalog_id, now)
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
     return counts

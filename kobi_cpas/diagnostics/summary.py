@@ -62,7 +62,7 @@ def write_summary(con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: st
         "DELETE FROM main.catalog_diagnostics_summary WHERE tenant_id = ? AND catalog_id = ?",
         [tenant_id, catalog_id],
     )
-    run(
+    inserted = run(
         con,
         f"""INSERT INTO main.catalog_diagnostics_summary (tenant_id, catalog_id, rank, source, error_type,
               priority, severity, title, description, call_to_action, affected_items, open_problems,
@@ -96,12 +96,9 @@ def write_summary(con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: st
                coalesce(e.ex, []), is_catalog_level, first_seen_at, last_seen_at, $now
         FROM g LEFT JOIN examples e USING (source, error_type, priority)""",
         {"t": tenant_id, "c": catalog_id, "now": now, "items": items},
-    )
-    n = con.execute(
-        "SELECT count(*) FROM main.catalog_diagnostics_summary WHERE tenant_id = ? AND catalog_id = ?",
-        [tenant_id, catalog_id],
     ).fetchone()
-    return int(n[0]) if n else 0
+    # The tenant catalog's rows were deleted first: the rows inserted are all of them.
+    return int(inserted[0]) if inserted else 0
 
 
 _HEALTH_COLUMNS = (

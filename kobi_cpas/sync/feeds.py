@@ -46,27 +46,39 @@ def _owner_elsewhere(ctx: SyncContext, feed_id: str) -> str | None:
     return row[0] if row else None
 
 
-def ensure_feed(ctx: SyncContext, shard: int) -> str:
+def recorded_feeds(con: duckdb.DuckDBPyConnection, tenant_id: str) -> dict[int, str]:
+    """Shard -> the feed id Kobi's state records for the tenant."""
+    out: dict[int, str] = {}
+    for shard, feed_id in con.execute(
+        "SELECT shard, feed_id FROM sync_state.feeds WHERE tenant_id = ?", [tenant_id]
+    ).fetchall():
+        out.setdefault(int(shard), feed_id)
+    return out
+
+
+def ensure_feed(ctx: SyncContext, shard: int, recorded: dict[int, str] | None = None) -> str:
     """The Meta product feed Kobi owns for this tenant and shard: the recorded one, else a new one.
 
     The recorded id is checked first (one GET): a feed deleted in Commerce Manager, or a catalog rebuilt,
     would otherwise fail every upload until someone cleared the record by hand. A feed with Kobi's name that
     the state does not record blocks the sync (``SyncBlocked``) unless the run adopts it by tag.
+    ``recorded``: :func:`recorded_feeds` as the caller just read them (read here when None; this only ever
+    changes the row of its own shard).
     """
     name = feed_name(ctx.shards, shard)
-    with ctx.db() as con:
-        row = con.execute(
-            "SELECT feed_id FROM sync_state.feeds WHERE tenant_id = ? AND shard = ?", [ctx.tenant_id, shard]
-        ).fetchone()
-    if row:
+    if recorded is None:
+        with ctx.db() as con:
+            recorded = recorded_feeds(con, ctx.tenant_id)
+    known = recorded.get(shard)
+    if known is not None:
         try:
-            ctx.client.get(str(row[0]), params={"fields": "id"})
-            return row[0]
+            ctx.client.get(str(known), params={"fields": "id"})
+            return known
         except MetaInvalidRequestError as exc:
             if exc.error_subcode != UNKNOWN_OBJECT_SUBCODE:
                 raise
             ctx.progress(
-                f"Meta product feed {row[0]} no longer exists; looking for '{name}' in catalog {ctx.catalog_id}"
+                f"Meta product feed {known} no longer exists; looking for '{name}' in catalog {ctx.catalog_id}"
             )
             with ctx.db() as con:
                 con.execute(

@@ -17,7 +17,10 @@ DuckDB connections are short: Meta calls (uploads, polling) happen with the work
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 
@@ -41,6 +44,7 @@ from kobi_cpas.sync.feeds import (
     export_sql,
     poll_upload,
     record_inflight,
+    recorded_feeds,
     upload_error_rows,
     upload_file,
     write_feed_file,
@@ -63,6 +67,7 @@ from kobi_cpas.sync.pending import (
     drop_rejected,
     pending_syncs,
     resolve_pending,
+    settled_db,
 )
 from kobi_cpas.sync.pending import where as _where
 
@@ -79,6 +84,7 @@ __all__ = [
     "run_batch",
     "run_replace",
     "run_update",
+    "settled_db",
 ]
 
 META_BATCH_LIMIT = 5000
@@ -89,14 +95,24 @@ _poll_upload = poll_upload
 _upload_error_rows = upload_error_rows
 
 
-def _remove_stale_exports(ctx: SyncContext) -> None:
-    with ctx.db() as con:
-        removed = remove_stale_exports(con, ctx.tenant_id, ctx.workdir)
+def _report_removed(ctx: SyncContext, removed: list[Path]) -> None:
     if removed:
         ctx.progress(
             f"removed {len(removed)} stale upload file(s) of runs that ended before uploading them: "
             + ", ".join(p.name for p in removed[:5])
         )
+
+
+@contextlib.contextmanager
+def _planning_db(
+    ctx: SyncContext, only_method: str | None = None, *, wait: bool = True
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """What every method starts with: pending requests settled, stale upload files removed, then the
+    connection the method plans in (one connection for all three when nothing is pending)."""
+    with settled_db(ctx, only_method, wait=wait) as (con, _):
+        removed = remove_stale_exports(con, ctx.tenant_id, ctx.workdir)
+        yield con
+    _report_removed(ctx, removed)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -175,11 +191,10 @@ def plan_replace(con: duckdb.DuckDBPyConnection, tenant: Tenant) -> list[Replace
 
 def run_replace(ctx: SyncContext, *, override_guard: bool = False) -> list[SyncRecord]:
     override = override_guard or ctx.override_guard
-    resolve_pending(ctx)
-    _remove_stale_exports(ctx)
-    with ctx.db() as con:
+    with _planning_db(ctx) as con:
         plans = plan_replace(con, ctx.tenant)
         snapshot_id = current_snapshot_id(con, ctx.tenant_id)
+        feeds = recorded_feeds(con, ctx.tenant_id)
     if snapshot_id is None:
         raise SyncBlocked(f"tenant '{ctx.tenant_id}': no feed snapshot yet; materialize feed_snapshot first")
     blocked = [p.blocked_reason for p in plans if p.blocked_reason]
@@ -198,17 +213,25 @@ def run_replace(ctx: SyncContext, *, override_guard: bool = False) -> list[SyncR
     records: list[SyncRecord] = []
     for plan in plans:
         records.append(
-            _upload_shard(ctx, "replace", plan.shard, "tenant_id = $t AND shard = $s", snapshot_id, "items")
+            _upload_shard(
+                ctx, "replace", plan.shard, "tenant_id = $t AND shard = $s", snapshot_id, "items", feeds
+            )
         )
     return records
 
 
 def _upload_shard(
-    ctx: SyncContext, method: str, shard: int, where: str, snapshot_id: str | None, what: str
+    ctx: SyncContext,
+    method: str,
+    shard: int,
+    where: str,
+    snapshot_id: str | None,
+    what: str,
+    feeds: dict[int, str] | None = None,
 ) -> SyncRecord:
     """One feed upload of a shard: export the rows (recorded as in flight before anything is sent), upload
     (update_only for the update method), poll until Meta finishes, confirm the items Meta accepted."""
-    feed_id = ensure_feed(ctx, shard)
+    feed_id = ensure_feed(ctx, shard, feeds)
     rec = SyncRecord(new_sync_id(method), method, shard, 0, "submitted")
     with ctx.db() as con:
         con.execute("BEGIN")
@@ -240,12 +263,11 @@ def _upload_shard(
 
 def run_update(ctx: SyncContext) -> list[SyncRecord]:
     """New and changed items (full rows) as an update_only upload per shard. Never deletes."""
-    resolve_pending(ctx)
-    _remove_stale_exports(ctx)
     records: list[SyncRecord] = []
-    with ctx.db() as con:
+    with _planning_db(ctx) as con:
         check_flips(con, ctx.tenant, "update", override=ctx.override_guard, progress=ctx.progress)
         snapshot_id = current_snapshot_id(con, ctx.tenant_id)
+        feeds = recorded_feeds(con, ctx.tenant_id)
         shards = [
             r[0]
             for r in con.execute(
@@ -258,7 +280,7 @@ def run_update(ctx: SyncContext) -> list[SyncRecord]:
         "WHERE change IN ('new', 'changed') AND NOT in_flight)"
     )
     for shard in shards:
-        records.append(_upload_shard(ctx, "update", shard, where, snapshot_id, "new/changed items"))
+        records.append(_upload_shard(ctx, "update", shard, where, snapshot_id, "new/changed items", feeds))
     return records
 
 
@@ -290,9 +312,7 @@ def batch_requests_sql(chunk_size: int) -> str:
 def run_batch(ctx: SyncContext, chunk_size: int | None = None) -> list[SyncRecord]:
     """Volatile-only changes as items_batch UPDATE requests (allow_upsert=false), at most 5,000 per call."""
     size = min(chunk_size or ctx.tenant.sync.batch_chunk_size, META_BATCH_LIMIT)
-    resolve_pending(ctx, only_method="batch", wait=False)
-    _remove_stale_exports(ctx)
-    with ctx.db() as con:
+    with _planning_db(ctx, "batch", wait=False) as con:
         check_flips(con, ctx.tenant, "batch", override=ctx.override_guard, progress=ctx.progress)
         snapshot_id = current_snapshot_id(con, ctx.tenant_id)
         chunks = con.execute(batch_requests_sql(size), {"t": ctx.tenant_id}).fetchall()

@@ -10,7 +10,9 @@ after ``SyncContext.batch_max_age`` (2 h) / ``upload_max_age`` (6 h) ends as ``f
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -283,15 +285,22 @@ def pending_syncs(
     ]
 
 
-def resolve_pending(ctx: SyncContext, only_method: str | None = None, wait: bool = True) -> list[SyncRecord]:
+def resolve_pending(
+    ctx: SyncContext,
+    only_method: str | None = None,
+    wait: bool = True,
+    pending: list[SyncRecord] | None = None,
+) -> list[SyncRecord]:
     """Settle requests an earlier run left unconfirmed, before computing anything new.
 
     A request still 'submitted' never got an answer from Meta (the run died while sending): its items are
     released and go out again with the next request. Uploads and batches Meta knows are polled (``wait``:
     until the poll budget runs out, then the sync is blocked so it does not overlap them); one Meta refuses or
-    that outlived its max age becomes terminal and no longer holds the tenant."""
-    with ctx.db() as con:
-        pending = pending_syncs(con, ctx.tenant_id, only_method)
+    that outlived its max age becomes terminal and no longer holds the tenant. ``pending``: the requests as
+    :func:`pending_syncs` just read them (read here when None)."""
+    if pending is None:
+        with ctx.db() as con:
+            pending = pending_syncs(con, ctx.tenant_id, only_method)
     resolved = []
     for rec in pending:
         if rec.status == "submitted" and not (rec.upload_session_id or rec.handle):
@@ -317,3 +326,30 @@ def resolve_pending(ctx: SyncContext, only_method: str | None = None, wait: bool
             else:
                 resolved.append(rec)
     return resolved
+
+
+@contextlib.contextmanager
+def settled_db(
+    ctx: SyncContext,
+    only_method: str | None = None,
+    *,
+    wait: bool = True,
+    after_settling: Callable[[list[SyncRecord]], object] | None = None,
+) -> Iterator[tuple[duckdb.DuckDBPyConnection, list[SyncRecord]]]:
+    """A work connection opened once the tenant's pending requests are settled (:func:`resolve_pending`),
+    with the requests resolved now.
+
+    Usually nothing is pending: the connection that found that is the one yielded, one attach of the work
+    database instead of two. Otherwise it is closed while the requests are settled and ``after_settling``
+    runs with them (both wait on Meta: no connection is held meanwhile), then a new one is opened."""
+    with contextlib.ExitStack() as stack:
+        con = stack.enter_context(ctx.db())
+        pending = pending_syncs(con, ctx.tenant_id, only_method)
+        resolved: list[SyncRecord] = []
+        if pending:
+            stack.close()
+            resolved = resolve_pending(ctx, only_method, wait=wait, pending=pending)
+            if after_settling is not None:
+                after_settling(resolved)
+            con = stack.enter_context(ctx.db())
+        yield con, resolved

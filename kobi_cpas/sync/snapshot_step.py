@@ -33,7 +33,7 @@ from kobi_cpas.feeds.snapshot import (
     stage_table_names,
 )
 from kobi_cpas.registry import LoadedRegistry, Tenant
-from kobi_cpas.sync.delta import DeltaCounts, delta_counts, delta_sql
+from kobi_cpas.sync.delta import DeltaCounts, delta_counts_of, delta_sql
 from kobi_cpas.sync.desired import DesiredResult, build_desired
 from kobi_cpas.sync.feed_download import FeedFileManifest, download_feed, feed_source
 from kobi_cpas.sync.shrink_guard import OVERRIDE_SHRINK_TAG, ShrinkVerdict, confirms_held, evaluate_shrink
@@ -73,6 +73,22 @@ def _snapshot_id(tenant_id: str, now: datetime, sha: str | None) -> str:
 
 def refresh_item_state(con: duckdb.DuckDBPyConnection, tenant: Tenant) -> int:
     """Rebuild the analyst table ``catalog_item_state`` for one tenant from the sync state."""
+    return _refresh_item_state_from(con, tenant, f"({delta_sql()})")
+
+
+def refresh_item_state_and_delta(con: duckdb.DuckDBPyConnection, tenant: Tenant) -> DeltaCounts:
+    """:func:`refresh_item_state` and :func:`delta_counts` from one evaluation of the delta (planning it
+    costs more than reading a tenant's rows twice)."""
+    # Not dropped on an error: a statement after a failed one in the caller's transaction would fail too and
+    # hide the error; the temp table goes with the connection.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _kobi_delta AS {delta_sql()}", {"t": tenant.tenant_id})
+    _refresh_item_state_from(con, tenant, "_kobi_delta")
+    counts = delta_counts_of(con, "_kobi_delta")
+    con.execute("DROP TABLE _kobi_delta")
+    return counts
+
+
+def _refresh_item_state_from(con: duckdb.DuckDBPyConnection, tenant: Tenant, delta: str) -> int:
     con.execute("DELETE FROM main.catalog_item_state WHERE tenant_id = ?", [tenant.tenant_id])
     # The tenant's rows were just deleted: the rows inserted are all of them.
     row = con.execute(
@@ -80,7 +96,7 @@ def refresh_item_state(con: duckdb.DuckDBPyConnection, tenant: Tenant) -> int:
         SELECT $t, coalesce(d.id, m.id), coalesce(d.shard, m.shard), d.item_group_id, d.status, x.change, x.in_flight,
                d.availability, d.price, d.previous_id, d.previous_id_source, m.method, m.synced_at, d.removed_at,
                d.removed_at + to_days(CAST($ret AS INTEGER))
-        FROM ({delta_sql()}) x
+        FROM {delta} x
         LEFT JOIN sync_state.desired_items d ON d.tenant_id = $t AND d.id = x.id
         LEFT JOIN sync_state.meta_items m ON m.tenant_id = $t AND m.id = x.id""",
         {"t": tenant.tenant_id, "ret": tenant.sync.retention_days},
@@ -244,7 +260,8 @@ def ingest_snapshot(
             n_shards=tenant.sync.shards,
             issues_table="main.feed_item_issues" if ingest is not None else None,
         )
-        delta = delta_counts(con, tid)
+        # The item state depends only on the sync state, final once desired_items is rebuilt.
+        delta = refresh_item_state_and_delta(con, tenant)
         con.execute("DELETE FROM sync_state.source_state WHERE tenant_id = ?", [tid])
         con.execute(
             "INSERT INTO sync_state.source_state VALUES (?, ?, ?, ?, ?, ?)",
@@ -281,7 +298,6 @@ def ingest_snapshot(
                 note,
             ],
         )
-        refresh_item_state(con, tenant)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")

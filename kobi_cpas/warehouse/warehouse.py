@@ -254,7 +254,7 @@ class Warehouse:
     def publish(self, con: duckdb.DuckDBPyConnection | None = None) -> PublishResult:
         """Build a new analyst file with every analyst table and view and atomically swap it in.
 
-        Incremental when possible: every asset that writes publishes, and copying a million-row table that did
+        Incremental when possible: every run that writes publishes, and copying a million-row table that did
         not change costs seconds each time (3.3 s for one 1M-item tenant, `make bench`). So the new file
         starts as a byte copy of the current analyst file when that file is exactly the one this work database
         last published (same schema, DuckDB version and file identity), and only the tables whose content

@@ -44,7 +44,8 @@ def create_upload(
         filename=filename,
         url=url,
         parsed=parsed,
-        processing_seconds=float(cfg.upload_processing_seconds),
+        processing_seconds=float(cfg.upload_processing_seconds)
+        + float(cfg.upload_seconds_per_item) * len(parsed.rows),
         pending_polls=int(cfg.upload_pending_polls),
     )
     world.feed_uploads[upload.id] = upload

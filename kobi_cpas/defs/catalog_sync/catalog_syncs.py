@@ -15,6 +15,7 @@ from kobi_cpas.defs.shared import (
     table_spec,
 )
 from kobi_cpas.defs.tenants.partitions import tenant_partitions
+from kobi_cpas.diagnostics.collect import FetchedSyncErrors
 from kobi_cpas.resources import (
     CatalogSyncResource,
     MetaGraphResource,
@@ -75,42 +76,47 @@ def catalog_syncs(
 ):
     """Resolve the tenant's requests still processing at Meta, then record catalog_syncs and catalog_item_state."""
     _, tenant = registry.tenant(context.partition_key)
+    fetched: list[FetchedSyncErrors] = []
+
+    def fetch(resolved: list[methods.SyncRecord]) -> None:
+        fetched.extend(fetch_fatal_errors(ctx, resolved))
+
+    where, params = "tenant_id = ?", [tenant.tenant_id]
     with meta.get_client(logger=context.log) as client:
         ctx = sync_context(context, registry, meta, warehouse, catalog_sync, client)
         ctx.apply_run_tags(context.run.tags)
-        resolved = methods.resolve_pending(ctx, wait=False)
-        fetched = fetch_fatal_errors(ctx, resolved)
-    where, params = "tenant_id = ?", [tenant.tenant_id]
-    with warehouse.connection() as con:
-        record_fatal_errors(con, ctx, fetched, context)
-        refresh_item_state(con, tenant)
-        pending = count(
-            con,
-            "SELECT count(*) FROM main.catalog_syncs WHERE tenant_id = ? AND status IN ('submitted', 'processing')",
-            params,
-        )
-        warehouse.publish(con)
-        yield table_result(
-            SYNCS["catalog_syncs"],
-            con,
-            where,
-            params,
-            "SELECT method, shard, started_at, finished_at, items_sent, status, errors_count, "
-            "coalesce(upload_session_id, handle) AS session_or_handle FROM main.catalog_syncs WHERE tenant_id = ? "
-            "ORDER BY started_at DESC LIMIT 10",
-            metadata={"resolved_now": len(resolved), "still_processing": pending},
-        )
-        changes = con.execute(
-            "SELECT change, count(*) FROM main.catalog_item_state WHERE tenant_id = ? GROUP BY ALL ORDER BY 1",
-            params,
-        ).fetchall()
-        yield table_result(
-            SYNCS["catalog_item_state"],
-            con,
-            where,
-            params,
-            "SELECT retailer_id, shard, desired_status, change, in_flight, availability, price, meta_method, "
-            "meta_synced_at FROM main.catalog_item_state WHERE tenant_id = ? "
-            "ORDER BY change IS NULL, change, retailer_id LIMIT 11",
-            metadata={"by_change": dg.MetadataValue.md(md_table(changes, ["change", "items"]))},
-        )
+        # One work connection when nothing is pending (the usual end of an upload job); otherwise Meta is
+        # asked about the pending requests, and for their fatal errors, with none open.
+        with methods.settled_db(ctx, wait=False, after_settling=fetch) as (con, resolved):
+            record_fatal_errors(con, ctx, fetched, context)
+            refresh_item_state(con, tenant)
+            pending = count(
+                con,
+                "SELECT count(*) FROM main.catalog_syncs WHERE tenant_id = ? AND status IN ('submitted', 'processing')",
+                params,
+            )
+            warehouse.publish(con)
+            yield table_result(
+                SYNCS["catalog_syncs"],
+                con,
+                where,
+                params,
+                "SELECT method, shard, started_at, finished_at, items_sent, status, errors_count, "
+                "coalesce(upload_session_id, handle) AS session_or_handle FROM main.catalog_syncs WHERE tenant_id = ? "
+                "ORDER BY started_at DESC LIMIT 10",
+                metadata={"resolved_now": len(resolved), "still_processing": pending},
+            )
+            changes = con.execute(
+                "SELECT change, count(*) FROM main.catalog_item_state WHERE tenant_id = ? GROUP BY ALL ORDER BY 1",
+                params,
+            ).fetchall()
+            yield table_result(
+                SYNCS["catalog_item_state"],
+                con,
+                where,
+                params,
+                "SELECT retailer_id, shard, desired_status, change, in_flight, availability, price, meta_method, "
+                "meta_synced_at FROM main.catalog_item_state WHERE tenant_id = ? "
+                "ORDER BY change IS NULL, change, retailer_id LIMIT 11",
+                metadata={"by_change": dg.MetadataValue.md(md_table(changes, ["change", "items"]))},
+            )

@@ -15,10 +15,9 @@ from kobi_cpas.resources import (
     TenantRegistryResource,
     WarehouseResource,
 )
-from kobi_cpas.sync.delta import delta_counts
 from kobi_cpas.sync.guards import SURPLUS_STATUS
 from kobi_cpas.sync.methods import SyncBlocked, SyncContext, SyncRecord
-from kobi_cpas.sync.snapshot_step import refresh_item_state
+from kobi_cpas.sync.snapshot_step import refresh_item_state, refresh_item_state_and_delta
 
 
 def sync_context(
@@ -118,8 +117,7 @@ def run_sync(context, registry, meta, warehouse, catalog_sync, fn) -> dg.Materia
         fetched = fetch_fatal_errors(ctx, records)
         with ctx.db() as con:
             fatal = record_fatal_errors(con, ctx, fetched, context)
-            refresh_item_state(con, ctx.tenant)
-            delta = delta_counts(con, ctx.tenant_id)
+            delta = refresh_item_state_and_delta(con, ctx.tenant)
             warehouse.publish(con)
     return dg.MaterializeResult(
         metadata={

@@ -1,0 +1,192 @@
+"""Figures of a fleet benchmark cycle and the capacity extrapolated from them."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import yaml
+
+from kobi_cpas.devenv.fleet_bench_fleet import FleetTenant, feed_path
+
+BATCH_LIMIT = 5000  # items per items_batch call
+WINDOWS_S = {"replace": 86_400.0, "update": 3_600.0, "batch": 900.0}
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))], 3)
+
+
+def _dist(values: list[float]) -> dict[str, float | None]:
+    return {
+        "p50": _pct(values, 0.5),
+        "p95": _pct(values, 0.95),
+        "max": _pct(values, 1.0),
+        "mean": round(statistics.fmean(values), 3) if values else None,
+    }
+
+
+def meta_diff(admin: Any, workdir: Path, t: FleetTenant) -> dict[str, int]:
+    """How the tenant's feed differs from its catalog at the sandbox: ids only in the feed (new), only at Meta and
+    still offered (removed), and in both with another price or availability (changed)."""
+    con = duckdb.connect()
+    try:
+        rows = con.execute(
+            "SELECT id, price, availability FROM read_csv(?, header=true, all_varchar=true, delim=',', "
+            "quote='\"', escape='\"')",
+            [str(feed_path(workdir, t.tenant_id))],
+        ).fetchall()
+    finally:
+        con.close()
+    feed = {r[0]: (r[1], r[2]) for r in rows}
+    meta = {
+        rid: (v.get("price"), v.get("availability")) for rid, v in admin.catalog_items(t.catalog_id).items()
+    }
+    return {
+        "new": sum(1 for rid in feed if rid not in meta),
+        # Items gone from the feed stay at Meta as out of stock for the tenant's retention_days.
+        "removed": sum(1 for rid, v in meta.items() if rid not in feed and v[1] != "out of stock"),
+        "changed": sum(1 for rid, v in feed.items() if rid in meta and meta[rid] != v),
+    }
+
+
+def _reached(method: str, after: dict[str, int]) -> bool:
+    """Did the cycle's method bring to Meta what it is responsible for?"""
+    if method == "update":
+        return after["new"] == 0
+    if method == "batch":
+        return after["changed"] == 0
+    return after == {"new": 0, "removed": 0, "changed": 0}
+
+
+def cadence_figures(
+    *,
+    method: str,
+    fleet: list[FleetTenant],
+    runs: list[dict[str, Any]],
+    workers: dict[str, tuple[float, int]],
+    cpu: dict[str, float],
+    bench_process_cpu: float,
+    peak_rss: int,
+    t0: float,
+    t1: float,
+    written: dict[str, float],
+    applied: dict[str, tuple[float | None, int]],
+    before: dict[str, dict[str, int]],
+    after: dict[str, dict[str, int]],
+    requests: list[dict[str, Any]],
+) -> dict[str, Any]:
+    n = len(fleet)
+    latency = [applied[t][0] - written[t] for t in written if applied[t][0] is not None]
+    hold: dict[str, float] = {}
+    wait: dict[str, float] = {}
+    for r in runs:
+        hold[r["tenant"]] = hold.get(r["tenant"], 0.0) + r["writer_hold_s"]
+        wait[r["tenant"]] = wait.get(r["tenant"], 0.0) + r["writer_wait_s"]
+    worker_cpu = [c for c, _ in workers.values()]
+    if method == "batch":
+        minimum = sum(math.ceil(before[t.tenant_id]["changed"] / BATCH_LIMIT) for t in fleet)
+    elif method == "update":
+        minimum = sum(1 for t in fleet if before[t.tenant_id]["new"])
+    else:
+        minimum = n  # one replace upload per tenant
+    by_route: dict[str, int] = {}
+    for r in requests:
+        key = f"{r['method']} {r.get('route') or r['path']}"
+        by_route[key] = by_route.get(key, 0) + 1
+    total_cpu = sum(cpu.values())
+    ends = [r["end"] for r in runs if r["end"]]
+    reached = sum(1 for t in fleet if _reached(method, after[t.tenant_id]))
+    return {
+        "runs": len(runs),
+        "runs_succeeded": sum(1 for r in runs if r["success"]),
+        "makespan_s": round(max(ends) - t0, 3) if ends else None,
+        "until_meta_applied_s": round(t1 - t0, 3),
+        "change_to_meta_latency_s": {**_dist(latency), "tenants_measured": len(latency)},
+        "duckdb_writer_hold_per_tenant_s": _dist(list(hold.values())),
+        "duckdb_writer_wait_per_tenant_s": _dist(list(wait.values())),
+        "run_wall_s": _dist([r["wall_s"] for r in runs]),
+        "run_queued_s": _dist([r["queued_s"] for r in runs]),
+        "dagster_overhead_per_run_s": _dist([r["overhead_s"] for r in runs]),
+        "run_worker_cpu_s": {**_dist(worker_cpu), "runs_sampled": len(worker_cpu)},
+        "run_worker_peak_rss_mb": round(max((m for _, m in workers.values()), default=0) / 2**20, 1),
+        "cpu_s": {**{k: round(v, 2) for k, v in sorted(cpu.items())}, "total": round(total_cpu, 2)},
+        "cpu_per_tenant_s": round(total_cpu / n, 3) if n else 0.0,
+        "bench_process_cpu_s": round(bench_process_cpu, 2),
+        "peak_memory_mb": round(peak_rss / 2**20, 1),
+        "api_requests": {
+            "total": len(requests),
+            "writes": sum(1 for r in requests if r["method"] in ("POST", "DELETE")),
+            "minimum_writes": minimum,
+            "by_route": dict(sorted(by_route.items(), key=lambda kv: -kv[1])),
+        },
+        "delta_before": {
+            k: sum(before[t.tenant_id][k] for t in fleet) for k in ("new", "changed", "removed")
+        },
+        "delta_after": {k: sum(after[t.tenant_id][k] for t in fleet) for k in ("new", "changed", "removed")},
+        "changes_reached_meta": f"{reached}/{n}",
+    }
+
+
+def _max_concurrent_runs() -> int:
+    cfg = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    return int(cfg["concurrency"]["runs"]["max_concurrent_runs"])
+
+
+def capacity(cycles: dict[str, Any], fleet: list[FleetTenant], cores: int) -> dict[str, Any]:
+    """The largest N whose every cadence fits its window, extrapolated linearly from the per-tenant costs
+    measured at this N: CPU (run workers + daemon/webserver/code server + Postgres) per tenant per cycle, and run
+    slots (max_concurrent_runs x run wall time). A cadence's runs must fit its window on the cores left by the
+    other cadences' steady load."""
+    n = len(fleet)
+    rate = {  # runs per tenant per hour
+        "replace": statistics.fmean(1.0 if t.replace_cadence == "hourly" else 1 / 24 for t in fleet),
+        "update": 1.0,
+        "batch": statistics.fmean(60 / int(t.batch_cron.split()[0].removeprefix("*/")) for t in fleet),
+    }
+    cost = {k: cycles[k]["cpu_per_tenant_s"] for k in rate}
+    wall = {k: cycles[k]["run_wall_s"]["mean"] or 0.0 for k in rate}
+    slots = _max_concurrent_runs()
+    cpu_hour = sum(cost[k] * rate[k] for k in rate)
+    slot_hour = sum(wall[k] * rate[k] for k in rate)
+    bounds = []
+    for k, window in WINDOWS_S.items():
+        others = (cpu_hour - cost[k] * rate[k]) * window / 3600
+        bounds.append(("cpu", k, cores * window / (cost[k] + others) if cost[k] + others else math.inf))
+        others_slots = (slot_hour - wall[k] * rate[k]) * window / 3600
+        per = wall[k] + others_slots
+        bounds.append(("run_slots", k, slots * window / per if per else math.inf))
+    kind, cadence, limit = min(bounds, key=lambda b: b[2])
+    share = {k: round(cost[k] * rate[k] / cpu_hour, 3) if cpu_hour else 0.0 for k in rate}
+    return {
+        "max_tenants": int(limit),
+        "extrapolated_from_tenants": n,
+        "note": f"extrapolated linearly from the per-tenant costs measured at N={n} on {cores} cores; not measured "
+        "at that N",
+        "bound": {
+            "resource": kind,
+            "cadence": cadence,
+            "window_s": WINDOWS_S[cadence],
+            "cpu_per_tenant_run_s": cost[cadence],
+            "run_wall_mean_s": wall[cadence],
+        },
+        "per_tenant_per_hour": {
+            "runs": {k: round(v, 3) for k, v in rate.items()},
+            "cpu_s": round(cpu_hour, 2),
+            "run_slot_s": round(slot_hour, 2),
+            "cpu_share_by_cadence": share,
+        },
+        "bounds": [{"resource": b[0], "cadence": b[1], "max_tenants": int(b[2])} for b in bounds],
+        "max_concurrent_runs": slots,
+        "makespan_scaled": {
+            k: int(n * WINDOWS_S[k] / cycles[k]["makespan_s"]) if cycles[k]["makespan_s"] else None
+            for k in rate
+        },
+    }

@@ -1,0 +1,28 @@
+"""The fleet benchmark runs two tiny tenants end to end through the real run queue and reports every figure."""
+
+import json
+
+import pytest
+
+from kobi_cpas.devenv.fleet_bench import CYCLES, run_fleet_bench
+
+pytestmark = pytest.mark.bench
+
+
+def test_fleet_benchmark_two_tiny_tenants(tmp_path):
+    result = run_fleet_bench(tenants=2, min_items=200, max_items=400, large_items=(), out=tmp_path)
+    assert json.loads((tmp_path / "bench.json").read_text())["fleet"]["tenants"] == 2
+    assert list(result["cycles"]) == [name for name, _, _ in CYCLES]
+    for name, cycle in result["cycles"].items():
+        assert cycle["runs"] == 2 and cycle["runs_succeeded"] == 2, name
+        assert cycle["changes_reached_meta"] == "2/2", (name, cycle["delta_after"])
+        assert cycle["makespan_s"] > 0
+        assert cycle["duckdb_writer_hold_per_tenant_s"]["max"] > 0
+        assert cycle["run_worker_cpu_s"]["runs_sampled"] >= 1
+        assert cycle["api_requests"]["writes"] >= cycle["api_requests"]["minimum_writes"]
+    # every change of the last replace reached Meta: nothing left to send
+    assert result["cycles"]["replace"]["delta_after"] == {"new": 0, "changed": 0, "removed": 0}
+    assert result["cycles"]["update"]["change_to_meta_latency_s"]["tenants_measured"] >= 1
+    cap = result["capacity"]
+    assert cap["extrapolated_from_tenants"] == 2 and cap["max_tenants"] > 0
+    assert cap["bound"]["cadence"] in ("replace", "update", "batch")

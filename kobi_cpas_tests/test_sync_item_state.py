@@ -1,0 +1,75 @@
+"""catalog_item_state and the delta counts built from one evaluation of the delta are those built separately."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import duckdb
+
+from kobi_cpas.sync.delta import DeltaCounts, delta_counts
+from kobi_cpas.sync.snapshot_step import refresh_item_state, refresh_item_state_and_delta
+from kobi_cpas.sync.state import DDL
+from kobi_cpas.sync.tables import CATALOG_ITEM_STATE
+
+
+def _state() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    for ddl in DDL:
+        con.execute(ddl)
+    con.execute(CATALOG_ITEM_STATE.ddl("main.catalog_item_state"))
+    # id -> (desired status or None, desired hashes, Meta's hashes or None, in flight with the desired hashes)
+    items = {
+        "new": ("active", (1, 1), None, False),
+        "changed": ("active", (2, 2), (9, 2), False),
+        "volatile": ("active", (3, 3), (3, 9), True),
+        "same": ("active", (4, 4), (4, 4), False),
+        "kept": ("invalid_kept", (5, 5), (5, 5), False),
+        "flip": ("removed_retained", (6, 6), (6, 9), False),
+        "gone": (None, None, (7, 7), False),
+    }
+    for tenant in ("t1", "t2"):
+        for i, (id_, (status, want, held, flying)) in enumerate(items.items()):
+            if status:
+                con.execute(
+                    "INSERT INTO sync_state.desired_items (tenant_id, shard, id, item_group_id, availability, price, "
+                    "content_hash, volatile_hash, status, removed_at) VALUES (?, ?, ?, 'g', 'in stock', '1.00 TRY', "
+                    "?, ?, ?, CASE WHEN ? = 'removed_retained' THEN now() END)",
+                    [tenant, i % 2, id_, *want, status, status],
+                )
+            if held:
+                con.execute(
+                    "INSERT INTO sync_state.meta_items VALUES (?, ?, ?, ?, ?, 'replace', 's0', now())",
+                    [tenant, id_, i % 2, *held],
+                )
+            if flying:
+                con.execute(
+                    "INSERT INTO sync_state.inflight_items VALUES ('b1', ?, ?, 0, 'batch', NULL, ?, ?)",
+                    [tenant, id_, *want],
+                )
+    return con
+
+
+def _rows(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    return con.execute("SELECT * FROM main.catalog_item_state ORDER BY ALL").fetchall()
+
+
+def test_item_state_and_delta_in_one_pass_equal_the_separate_ones():
+    tenant = SimpleNamespace(tenant_id="t1", sync=SimpleNamespace(retention_days=7))
+    con = _state()
+    refresh_item_state(con, tenant)
+    separate, counts = _rows(con), delta_counts(con, "t1")
+    con.execute("DELETE FROM main.catalog_item_state")
+    assert refresh_item_state_and_delta(con, tenant) == counts
+    assert _rows(con) == separate
+    assert counts == DeltaCounts(
+        new=1, changed=1, volatile_only=2, unchanged=2, removed=1, in_flight=1, retention_flips=1
+    )
+    assert len(separate) == 7 and {r[0] for r in separate} == {"t1"}
+    # the temp table is gone and a second call (in a transaction) gives the same
+    con.execute("BEGIN")
+    assert refresh_item_state_and_delta(con, tenant) == counts
+    con.execute("COMMIT")
+    assert _rows(con) == separate
+    assert con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = '_kobi_delta'"
+    ).fetchone() == (0,)
