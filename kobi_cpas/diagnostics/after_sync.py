@@ -28,6 +28,7 @@ from kobi_cpas.diagnostics.dictionary import DEFAULT_LOCALE
 from kobi_cpas.diagnostics.lifecycle import MergeCounts, merge_problems
 from kobi_cpas.diagnostics.summary import build_health, build_summary, write_health, write_summary
 from kobi_cpas.meta.client import MetaGraphClient
+from kobi_cpas.warehouse.sql import transaction
 
 SYNC_SOURCES = ("feed_upload", "batch_request")
 
@@ -243,8 +244,7 @@ def _quiet_merge(
     could_change, open_total, has_summary = bool(row[0]), int(row[1]), bool(row[2])
     if could_change:
         return None
-    con.execute("BEGIN")
-    try:
+    with transaction(con):
         # What merge_problems logs for a full poll of each source that found nothing.
         con.execute(
             "INSERT INTO diag_state.poll_log SELECT ?, ?, unnest(?::VARCHAR[]), ?, 'ok', true, 0, NULL",
@@ -253,8 +253,4 @@ def _quiet_merge(
         if open_total or has_summary:
             write_summary(con, tenant_id, catalog_id, now)
         write_health(con, tenant_id, catalog_id, now)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return MergeCounts(open_total=open_total)

@@ -47,6 +47,7 @@ from kobi_cpas.diagnostics.dictionary import (
 )
 from kobi_cpas.meta.client import MetaGraphClient
 from kobi_cpas.meta.errors import UNKNOWN_OBJECT_SUBCODE, MetaInvalidRequestError
+from kobi_cpas.warehouse.sql import transaction
 
 SOURCES: tuple[str, ...] = (
     "kobi_feed_validation",
@@ -359,8 +360,7 @@ def store_sync_errors(con: duckdb.DuckDBPyConnection, fetched: FetchedSyncErrors
     ref = fetched.ref
     if fetched.status == "pending":
         return 0
-    con.execute("BEGIN")
-    try:
+    with transaction(con):
         con.execute("DELETE FROM diag_state.sync_errors WHERE sync_id = ?", [ref.sync_id])
         con.execute("DELETE FROM diag_state.sync_errors_fetched WHERE sync_id = ?", [ref.sync_id])
         params = {
@@ -476,10 +476,6 @@ def store_sync_errors(con: duckdb.DuckDBPyConnection, fetched: FetchedSyncErrors
             "INSERT INTO diag_state.sync_errors_fetched VALUES (?, ?, ?, ?, ?, ?, ?)",
             [ref.sync_id, ref.tenant_id, ref.catalog_id, fetched.status, rows, now, fetched.message],
         )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return rows
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import duckdb
 
 from kobi_cpas.meta.client import MetaGraphClient
-from kobi_cpas.warehouse.sql import sql_str
+from kobi_cpas.warehouse.sql import sql_str, transaction
 
 PRIORITIES: tuple[str, ...] = ("HIGH", "MEDIUM", "LOW")
 DEFAULT_LOCALE = "en_US"
@@ -294,8 +294,7 @@ def store_error_types(
     con: duckdb.DuckDBPyConnection, entries: list[dict[str, Any]], locale: str, now: datetime
 ) -> int:
     """Replace the locale's rows of ``catalog_error_types`` with ``entries`` (set-based, from JSON)."""
-    con.execute("BEGIN")
-    try:
+    with transaction(con):
         con.execute("DELETE FROM main.catalog_error_types WHERE locale = ?", [locale])
         con.execute(
             f"""INSERT INTO main.catalog_error_types (locale, error_type, error_priority, title, description,
@@ -309,10 +308,6 @@ def store_error_types(
             [json.dumps(entries), locale, now],
         )
         n = con.execute("SELECT count(*) FROM main.catalog_error_types WHERE locale = ?", [locale]).fetchone()
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return int(n[0]) if n else 0
 
 

@@ -28,6 +28,7 @@ import duckdb
 from kobi_cpas.diagnostics._sql import run
 from kobi_cpas.diagnostics.collect import clear_stage
 from kobi_cpas.diagnostics.dictionary import DEFAULT_LOCALE, resolved_texts_from
+from kobi_cpas.warehouse.sql import transaction
 
 
 @dataclass
@@ -58,13 +59,8 @@ def merge_problems(
     """Apply the stage of a tenant catalog to ``catalog_diagnostics`` (one transaction), log the poll per
     source in ``diag_state.poll_log`` and clear the stage. Titles, descriptions and CTAs are resolved here
     (dictionary in ``locale``, then en_US, then the generic CTA of the priority)."""
-    con.execute("BEGIN")
-    try:
+    with transaction(con):
         counts = merge_staged(con, tenant_id, catalog_id, now, locale)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return counts
 
 

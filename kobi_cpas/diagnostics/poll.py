@@ -37,6 +37,7 @@ from kobi_cpas.meta.client import MetaGraphClient
 from kobi_cpas.meta.errors import MetaAPIError
 from kobi_cpas.registry.models import Tenant
 from kobi_cpas.warehouse import Warehouse
+from kobi_cpas.warehouse.sql import transaction
 
 log = logging.getLogger(__name__)
 POLL_LOG_RETENTION = timedelta(days=30)
@@ -251,13 +252,8 @@ def poll_catalog(
             col.store_sync_errors(con, fetched, now)
             report.syncs_fetched += fetched.status != "pending"
         # Stage, merge, summary, health and pruning in one transaction: one commit instead of one per statement.
-        con.execute("BEGIN")
-        try:
+        with transaction(con):
             _stage_and_merge(con, report, now, locale, lookback, sync_errors, items, observation)
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
     return report
 
 
@@ -282,16 +278,10 @@ def check_items(
     now = now or datetime.now(UTC)
     fetch, gone = mc.fetch_item_nodes(client, product_item_ids)
     _map_retailer_ids(client, warehouse, tenant_id, catalog_id, fetch)
-    with warehouse.connect() as con:
-        con.execute("BEGIN")
-        try:
-            col.clear_stage(con, tenant_id, catalog_id)
-            mc.stage_item_errors(con, tenant_id, catalog_id, fetch, now, gone, clear=False)
-            counts = merge_staged(con, tenant_id, catalog_id, now, locale)
-            write_summary(con, tenant_id, catalog_id, now)
-            write_health(con, tenant_id, catalog_id, now)
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+    with warehouse.connect() as con, transaction(con):
+        col.clear_stage(con, tenant_id, catalog_id)
+        mc.stage_item_errors(con, tenant_id, catalog_id, fetch, now, gone, clear=False)
+        counts = merge_staged(con, tenant_id, catalog_id, now, locale)
+        write_summary(con, tenant_id, catalog_id, now)
+        write_health(con, tenant_id, catalog_id, now)
     return counts

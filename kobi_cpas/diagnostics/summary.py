@@ -11,6 +11,7 @@ from typing import Any
 import duckdb
 
 from kobi_cpas.diagnostics._sql import run
+from kobi_cpas.warehouse.sql import transaction
 
 EXAMPLES_PER_PROBLEM = 5
 _PRIORITY_ORDER = "CASE priority WHEN 'HIGH' THEN 1 WHEN 'MEDIUM' THEN 2 ELSE 3 END"
@@ -45,13 +46,8 @@ def catalog_items(
 
 def build_summary(con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: str, now: datetime) -> int:
     """Rebuild the tenant catalog's rows of ``catalog_diagnostics_summary`` from its open problems."""
-    con.execute("BEGIN")
-    try:
+    with transaction(con):
         n = write_summary(con, tenant_id, catalog_id, now)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return n
 
 
@@ -191,13 +187,8 @@ def build_health(
     con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: str, now: datetime
 ) -> dict[str, Any]:
     """Write (replace) the tenant catalog's ``catalog_health`` row for the UTC day of ``now``; returns it."""
-    con.execute("BEGIN")
-    try:
+    with transaction(con):
         h = write_health(con, tenant_id, catalog_id, now)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return h
 
 

@@ -16,6 +16,7 @@ import duckdb
 from kobi_cpas.feeds.redact import redact_text
 from kobi_cpas.meta.redact import redact
 from kobi_cpas.operations.tables import PIPELINE_ALERTS
+from kobi_cpas.warehouse.sql import transaction
 
 MAX_ATTEMPTS = 20
 MAX_MESSAGE_CHARS = 1000
@@ -169,27 +170,23 @@ def upsert_alerts(con: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, An
         "SELECT * FROM staged_alerts QUALIFY row_number() OVER "
         "(PARTITION BY alert_id ORDER BY delivery_attempts DESC, resolved_at NULLS LAST) = 1"
     )
-    con.execute("BEGIN")
     try:
-        con.execute(
-            f"""UPDATE main.pipeline_alerts a SET delivery_status = s.delivery_status,
-                delivery_attempts = s.delivery_attempts, last_attempt_at = s.last_attempt_at,
-                delivered_at = s.delivered_at, delivery_error = s.delivery_error
-            FROM ({latest}) s
-            WHERE a.alert_id = s.alert_id AND s.delivery_attempts > a.delivery_attempts
-              AND a.delivery_status <> 'delivered'"""
-        )
-        con.execute(
-            f"""UPDATE main.pipeline_alerts a SET resolved_at = s.resolved_at FROM ({latest}) s
-            WHERE a.alert_id = s.alert_id AND a.resolved_at IS NULL AND s.resolved_at IS NOT NULL"""
-        )
-        con.execute(
-            f"""INSERT INTO main.pipeline_alerts ({cols}) SELECT {cols} FROM ({latest}) s
-            WHERE NOT EXISTS (SELECT 1 FROM main.pipeline_alerts a WHERE a.alert_id = s.alert_id)"""
-        )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+        with transaction(con):
+            con.execute(
+                f"""UPDATE main.pipeline_alerts a SET delivery_status = s.delivery_status,
+                    delivery_attempts = s.delivery_attempts, last_attempt_at = s.last_attempt_at,
+                    delivered_at = s.delivered_at, delivery_error = s.delivery_error
+                FROM ({latest}) s
+                WHERE a.alert_id = s.alert_id AND s.delivery_attempts > a.delivery_attempts
+                  AND a.delivery_status <> 'delivered'"""
+            )
+            con.execute(
+                f"""UPDATE main.pipeline_alerts a SET resolved_at = s.resolved_at FROM ({latest}) s
+                WHERE a.alert_id = s.alert_id AND a.resolved_at IS NULL AND s.resolved_at IS NOT NULL"""
+            )
+            con.execute(
+                f"""INSERT INTO main.pipeline_alerts ({cols}) SELECT {cols} FROM ({latest}) s
+                WHERE NOT EXISTS (SELECT 1 FROM main.pipeline_alerts a WHERE a.alert_id = s.alert_id)"""
+            )
     finally:
         con.execute("DROP TABLE IF EXISTS staged_alerts")

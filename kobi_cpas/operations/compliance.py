@@ -13,7 +13,7 @@ from datetime import datetime
 import duckdb
 
 from kobi_cpas.operations.tables import SLACK_SECONDS, SYNC_COMPLIANCE
-from kobi_cpas.warehouse.sql import sql_str
+from kobi_cpas.warehouse.sql import sql_str, transaction
 
 HOUR = 3600
 DAY = 24 * HOUR
@@ -142,13 +142,8 @@ def build_compliance(
         now,
         now,
     ]
-    con.execute("BEGIN")
-    try:
+    with transaction(con):
         con.execute("DELETE FROM main.sync_compliance")
         con.execute(f"INSERT INTO main.sync_compliance ({cols}) SELECT {cols} FROM ({sql})", params)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     row = con.execute("SELECT count(*) FROM main.sync_compliance").fetchone()
     return int(row[0]) if row else 0

@@ -37,6 +37,7 @@ from kobi_cpas.sync.delta import DeltaCounts, delta_counts_of, delta_sql
 from kobi_cpas.sync.desired import DesiredResult, build_desired
 from kobi_cpas.sync.feed_download import FeedFileManifest, download_feed, feed_source
 from kobi_cpas.sync.shrink_guard import OVERRIDE_SHRINK_TAG, ShrinkVerdict, confirms_held, evaluate_shrink
+from kobi_cpas.warehouse.sql import transaction
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +227,7 @@ def ingest_snapshot(
             else:
                 return _record_held(con, tenant, manifest, snapshot_id, now, ingest, shrink)
 
-    con.execute("BEGIN")
-    try:
+    with transaction(con):
         if ingest is not None:
             fields = ", ".join(f'"{c}"' for c in _FEED_FIELDS)
             con.execute("DELETE FROM main.feed_items WHERE tenant_id = ?", [tid])
@@ -298,10 +298,6 @@ def ingest_snapshot(
                 note,
             ],
         )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return SnapshotOutcome(
         tid,
         snapshot_id,

@@ -28,7 +28,7 @@ from typing import Any
 import duckdb
 
 from kobi_cpas.warehouse.publish import PublishResult
-from kobi_cpas.warehouse.sql import qident
+from kobi_cpas.warehouse.sql import qident, transaction
 from kobi_cpas.warehouse.tables import META_DRY_RUN_WRITES
 from kobi_cpas.warehouse.warehouse import Warehouse
 
@@ -123,17 +123,12 @@ def record_dry_run_writes(real: Warehouse, rows: Sequence[dict[str, Any]], publi
     spec = META_DRY_RUN_WRITES
     cols = spec.column_names
     with real.connect() as con:
-        con.execute("BEGIN")
-        try:
+        with transaction(con):
             con.executemany(
                 f"INSERT INTO main.{qident(spec.name)} ({', '.join(qident(c) for c in cols)}) "
                 f"VALUES ({', '.join('?' for _ in cols)})",
                 [[r.get(c) for c in cols] for r in rows],
             )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
         if publish:
             real.publish(con)
     return len(rows)

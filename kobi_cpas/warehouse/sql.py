@@ -1,10 +1,25 @@
-"""SQL text for what DuckDB takes no parameters in: string literals, identifiers and comments."""
+"""SQL text for what DuckDB takes no parameters in (string literals, identifiers and comments), and transactions."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import duckdb
 
 from kobi_cpas.warehouse.specs import TableSpec
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN; COMMIT when the body finishes, ROLLBACK (and re-raise) when it raises."""
+    con.execute("BEGIN")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
 
 
 def sql_str(value: str) -> str:

@@ -26,7 +26,7 @@ from kobi_cpas.warehouse.host import attach, configure, release
 from kobi_cpas.warehouse.publish import AnalystPublisher, PublishResult
 from kobi_cpas.warehouse.schema import WarehouseSchema
 from kobi_cpas.warehouse.specs import TableSpec
-from kobi_cpas.warehouse.sql import comment_table, qident, sql_str
+from kobi_cpas.warehouse.sql import comment_table, qident, sql_str, transaction
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +183,7 @@ class Warehouse:
         con.execute(
             "CREATE TABLE IF NOT EXISTS kobi_internal.schema_meta (key VARCHAR PRIMARY KEY, value VARCHAR)"
         )
-        con.execute("BEGIN")
-        try:
+        with transaction(con):
             for ddl in schema.internal_ddl:
                 con.execute(ddl)
             existing = self._main_columns(con)
@@ -209,10 +208,6 @@ class Warehouse:
                 "INSERT OR REPLACE INTO kobi_internal.schema_meta VALUES ('fingerprint', ?)",
                 [fp],
             )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
 
     @staticmethod
     def _main_columns(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, tuple[str, str | None]]]:
@@ -321,8 +316,7 @@ def replace_rows(
     """Delete-then-insert one slice of an analyst table in one transaction, so re-runs give the same rows.
     ``records`` map column names to values (missing columns are NULL)."""
     cols = spec.column_names
-    con.execute("BEGIN")
-    try:
+    with transaction(con):
         con.execute(f"DELETE FROM main.{qident(spec.name)} WHERE {where}", params)
         if records:
             con.executemany(
@@ -330,10 +324,6 @@ def replace_rows(
                 f"VALUES ({', '.join('?' for _ in cols)})",
                 [[r.get(c) for c in cols] for r in records],
             )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
 
 
 def read_analyst(analyst_path: Path | str, sql: str, params: list | None = None) -> list[tuple]:
