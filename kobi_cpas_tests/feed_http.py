@@ -85,44 +85,32 @@ def redirect(location: str) -> Handler:
     return route
 
 
-def trickle(
-    stop: threading.Event,
-    *,
-    total: float = 60.0,
-    headers_too: bool = False,
-    on_start=None,
-    done: threading.Event | None = None,
-) -> Handler:
-    """Send one byte every 0.2 s for up to ``total`` seconds (then the rest of a valid CSV); ``done`` is set once
-    the whole body was sent."""
-    body = b"id,title\n" + b"x" * 4000 + b"\n"
+def trickle(stop: threading.Event, *, headers_too: bool = False, on_start=None) -> Handler:
+    """Send one byte every 0.2 s (of the headers too with ``headers_too``) until the server stops: the declared
+    body is never all sent, so however slow the machine, a reader can only end the download through its own
+    deadline."""
+    size = 10**9
 
     def route(h: http.server.BaseHTTPRequestHandler) -> None:
-        ends = time.monotonic() + total
         if headers_too:
-            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode()
             for i in range(len(head)):
-                if stop.is_set() or time.monotonic() > ends:
-                    h.wfile.write(head[i:])
-                    break
+                if stop.is_set():
+                    return
                 h.wfile.write(head[i : i + 1])
                 h.wfile.flush()
                 time.sleep(0.2)
         else:
             h.send_response(200)
-            h.send_header("Content-Length", str(len(body)))
+            h.send_header("Content-Length", str(size))
             h.end_headers()
         if on_start:
             on_start()
-        sent = 0
-        while sent < len(body) and not stop.is_set() and time.monotonic() < ends:
-            h.wfile.write(body[sent : sent + 1])
+        h.wfile.write(b"id,title\n")
+        while not stop.is_set():
+            h.wfile.write(b"x")
             h.wfile.flush()
-            sent += 1
             time.sleep(0.2)
-        h.wfile.write(body[sent:])
-        if done is not None:
-            done.set()
 
     return route
 

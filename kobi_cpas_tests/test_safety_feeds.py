@@ -10,7 +10,6 @@ import logging
 import os
 import random
 import socket
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,22 +37,20 @@ pytest_plugins = ["kobi_cpas_tests.world_snapshot"]
 @pytest.mark.parametrize("headers_too", [False, True], ids=["body", "headers"])
 def test_trickling_download_stops_at_the_total_deadline(tmp_path, headers_too):
     with Server() as srv:
-        done = threading.Event()
-        srv.routes["/slow.csv"] = trickle(srv.stop, total=60.0, headers_too=headers_too, done=done)
+        # The server never finishes sending: the fetch can only end through its total deadline.
+        srv.routes["/slow.csv"] = trickle(srv.stop, headers_too=headers_too)
         with pytest.raises(FeedFetchError) as ei:
             fetch_feed(
                 srv.url + "/slow.csv?token=s3cret",
                 tmp_path / "f.csv",
                 limits=FetchLimits(deadline_seconds=1.0),
             )
-        # The reader gave up while the server was still sending (it would trickle for 60 s).
-        assert not done.is_set()
     msg = str(ei.value)
     assert "deadline" in msg and "1 s" in msg and "s3cret" not in msg
     assert not (tmp_path / "f.csv").exists()
-    for _ in range(100):  # the abandoned worker removes its partial file once its socket is shut down
-        if not list(tmp_path.glob("*.partial")):
-            break
+    # The abandoned worker removes its partial file once the server closed its socket (no time bound here:
+    # pytest-timeout ends a hung test).
+    while list(tmp_path.glob("*.partial")):
         time.sleep(0.1)
     assert not list(tmp_path.glob("*.partial"))
 
@@ -143,9 +140,7 @@ def test_slow_feed_stops_at_deadline_and_never_holds_the_work_database(synced):
         with h.wh.connect():  # the probe tells a held work database from a free one
             assert not probe.free(h.wh.work_path)
         assert probe.free(h.wh.work_path)
-        srv.routes["/slow.csv"] = trickle(
-            srv.stop, total=25.0, on_start=lambda: seen.append(probe.free(h.wh.work_path))
-        )
+        srv.routes["/slow.csv"] = trickle(srv.stop, on_start=lambda: seen.append(probe.free(h.wh.work_path)))
         _set_feed(h, source=srv.url + "/slow.csv?access_key=k1", download_deadline_seconds=3)
         res = h.run("catalog_update_job")
     assert seen == [True]  # the download ran with the work database closed
