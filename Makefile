@@ -49,7 +49,7 @@ validate: install
 # (--dist loadfile): end-to-end modules build their starting world once per module, not once per worker.
 # Benchmark harness tests (marker `bench`) run with `make bench`.
 test: lint validate
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not bench"
+	$(PY) -m pytest -q -n 3 --dist loadfile -m "not bench"
 
 # The fleet benchmark: 10 tenants of 2k-20k items, one of them 100k, through the run queue (~10 min here);
 # `kobi-cpas bench fleet --tenants 300 --min-items 5000 --max-items 50000 --large 200000,1000000` for the full shape.

@@ -6,3 +6,24 @@ pytest_plugins = [
     "kobi_cpas_tests.sandbox_fixtures",
     "kobi_cpas_tests.dagster_fixtures",
 ]
+
+# The modules that run the most Dagster jobs are handed to the xdist workers first, longest first, so that the
+# workers finish together instead of one of them running a long module alone at the end. Other modules follow
+# in their usual order; tests inside a module keep theirs.
+_LONGEST_FIRST = (
+    "test_safety_sync",
+    "test_safety_feeds",
+    "test_cpas_insights_e2e",
+    "test_catalog_sync_e2e",
+    "test_dry_run",
+    "test_warehouse_publish_once",
+    "test_warehouse",
+    "test_safety_stack",
+    "test_sensors_and_diagnostics_e2e",
+    "test_fleet_isolation",
+)
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))

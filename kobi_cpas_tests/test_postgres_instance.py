@@ -90,7 +90,9 @@ def test_instance_state_survives_new_instance_and_server_restart(
 
     first = dg.DagsterInstance.from_config(str(pg_dagster_home))
     try:
-        assert type(first.run_storage).__name__ == "PostgresRunStorage"
+        assert type(first.run_storage).__name__ == "SchemaCachingPostgresRunStorage"
+        assert type(first.event_log_storage).__name__ == "SchemaCachingPostgresEventLogStorage"
+        assert type(first.schedule_storage).__name__ == "PostgresScheduleStorage"
         result = dg.materialize(
             [pg_probe],
             instance=first,
@@ -373,11 +375,13 @@ def test_real_dagster_yaml_reads_every_connection_field_from_the_environment() -
     import yaml
 
     config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
-    fields = config["storage"]["postgres"]["postgres_db"]
-    assert {name: fields[name] for name in ("hostname", "port", "username", "password", "db_name")} == {
-        "hostname": {"env": "DAGSTER_PG_HOST"},
-        "port": {"env": "DAGSTER_PG_PORT"},
-        "username": {"env": "DAGSTER_PG_USER"},
-        "password": {"env": "DAGSTER_PG_PASSWORD"},
-        "db_name": {"env": "DAGSTER_PG_DB"},
-    }
+    assert "storage" not in config  # Dagster rejects `storage` beside the per-storage entries
+    for key in ("run_storage", "event_log_storage", "schedule_storage"):
+        fields = config[key]["config"]["postgres_db"]
+        assert {name: fields[name] for name in ("hostname", "port", "username", "password", "db_name")} == {
+            "hostname": {"env": "DAGSTER_PG_HOST"},
+            "port": {"env": "DAGSTER_PG_PORT"},
+            "username": {"env": "DAGSTER_PG_USER"},
+            "password": {"env": "DAGSTER_PG_PASSWORD"},
+            "db_name": {"env": "DAGSTER_PG_DB"},
+        }, key
