@@ -91,7 +91,9 @@ def test_a_publish_failing_half_way_changes_nothing(tmp_path: Path, monkeypatch)
 
     real = pmod._rewrite_sql
     # The rows are already deleted from the copy when the statement fails.
-    monkeypatch.setattr(pmod, "_rewrite_sql", lambda *a: real(*a) + ";\nSELECT * FROM main.no_such_table")
+    monkeypatch.setattr(
+        pmod, "_rewrite_sql", lambda *a, **k: real(*a, **k) + ";\nSELECT * FROM main.no_such_table"
+    )
     with wh.connect() as con:
         _write(con, 1)
         with pytest.raises(duckdb.CatalogException, match="no_such_table"):
@@ -131,3 +133,87 @@ def test_instance_settings_follow_each_warehouse(tmp_path: Path) -> None:
     second = limit(big)
     assert first != second
     assert limit(small) == first and limit(big) == second
+
+
+def _schema_of(con: duckdb.DuckDBPyConnection, database: str) -> dict:
+    """Tables and columns (types, nullability, comments) of the analyst tables in ``database``."""
+    names = sorted(SCHEMA.tables)
+    return {
+        "tables": con.execute(
+            "SELECT table_name, comment FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main' "
+            "AND list_contains(?, table_name) ORDER BY ALL",
+            [database, names],
+        ).fetchall(),
+        "columns": con.execute(
+            "SELECT table_name, column_index, column_name, data_type, is_nullable, comment FROM duckdb_columns() "
+            "WHERE database_name = ? AND schema_name = 'main' AND list_contains(?, table_name) ORDER BY ALL",
+            [database, names],
+        ).fetchall(),
+    }
+
+
+def _templates(wh: Warehouse) -> list[Path]:
+    return sorted(wh.work_dir.glob("analyst-template-*"))
+
+
+def test_a_publish_from_scratch_copies_the_schema_template_built_once(tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)  # a new work database: no template yet
+    with wh.connect() as con:
+        _write(con, 0)
+        assert not wh.publish(con).incremental
+        work = _schema_of(con, con.execute("SELECT current_database()").fetchone()[0])
+    (template,) = _templates(wh)
+    built = (template.stat().st_ino, template.stat().st_mtime_ns)
+
+    # The template: every analyst table as the migration declared it in the work database, no rows, the views.
+    t = duckdb.connect(str(template), read_only=True)
+    try:
+        assert _schema_of(t, t.execute("SELECT current_database()").fetchone()[0]) == work
+        assert all(
+            t.execute(f"SELECT count(*) FROM main.{qident(n)}").fetchone() == (0,) for n in SCHEMA.tables
+        )
+        assert {
+            r[0] for r in t.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+        } == set(SCHEMA.views)
+    finally:
+        t.close()
+    first = _analyst_dump(wh.analyst_path)
+    assert first["rows"]["tenant_registry"] and first["rows"]["feed_snapshots"]
+
+    wh.analyst_path.unlink()
+    with wh.connect() as con:
+        r = wh.publish(con)
+    assert not r.incremental and set(r.rewritten) == set(SCHEMA.tables)
+    assert _templates(wh) == [template] and (template.stat().st_ino, template.stat().st_mtime_ns) == built
+    assert _analyst_dump(wh.analyst_path) == first
+
+
+def test_a_schema_change_gets_a_new_template_and_the_old_one_goes(tmp_path: Path, monkeypatch) -> None:
+    from dataclasses import replace
+
+    from kobi_cpas.warehouse.specs import col
+
+    wh = Warehouse(seed_work_database(tmp_path / "kobi.duckdb"), schema=SCHEMA)
+    with wh.connect() as con:
+        _write(con, 0)
+        wh.publish(con)
+    (old,) = _templates(wh)
+    spec = SCHEMA.tables["feed_snapshots"]
+    monkeypatch.setitem(
+        SCHEMA.tables,
+        "feed_snapshots",
+        replace(spec, columns=(*spec.columns, col("extra", "INTEGER", "an extra"))),
+    )
+    with wh.connect() as con:  # migrates: a new schema fingerprint
+        r = wh.publish(con)
+    assert not r.incremental  # the schema is part of the state: the old file is not built on
+    (new,) = _templates(wh)
+    assert new != old
+    analyst = duckdb.connect(str(wh.analyst_path), read_only=True)
+    try:
+        assert analyst.execute(
+            "SELECT comment FROM duckdb_columns() WHERE table_name = 'feed_snapshots' AND column_name = 'extra'"
+        ).fetchall() == [("an extra",)]
+        assert analyst.execute("SELECT count(*) FROM feed_snapshots").fetchone() == (1,)
+    finally:
+        analyst.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -79,10 +80,15 @@ def table_fingerprints(con: duckdb.DuckDBPyConnection, specs: list[TableSpec]) -
 @dataclass(frozen=True)
 class AnalystPublisher:
     """Publishes work databases to one analyst file: its writers' lock, the ``.publishing`` files writers
-    build, and the state each work database records of the file it published last."""
+    build, and the state each work database records of the file it published last.
+
+    ``template_dir`` (the work database's folder) keeps an empty analyst file of the current schema: every table,
+    comment and view, no rows. A publish from scratch copies it and inserts the rows instead of running the DDL
+    and hundreds of COMMENT statements again (~0.3 s of CPU, ten times a whole incremental publish)."""
 
     analyst_path: Path
     lock_timeout: float
+    template_dir: Path
 
     @property
     def lock_path(self) -> Path:
@@ -136,6 +142,7 @@ class AnalystPublisher:
     def publish_locked(self, con: duckdb.DuckDBPyConnection, schema: WarehouseSchema) -> PublishResult:
         """Build the new analyst file and swap it in; the caller holds the writers' lock."""
         tables = schema.tables
+        template = self.ensure_template(con, schema)
         # One read transaction of the work database: the fingerprints, the rows copied and the row counts are
         # all of the same state, even while other connections of this process write.
         con.execute("BEGIN")
@@ -158,7 +165,7 @@ class AnalystPublisher:
                 result.incremental = True
                 return result
             done = True  # the build commits (or rolls back) the transaction
-            free, total = self._build_and_swap(con, schema, result, incremental=previous is not None)
+            free, total = self._build_and_swap(con, tables, result, template if previous is None else None)
         finally:
             if not done:
                 con.execute("ROLLBACK")  # it only read
@@ -170,12 +177,13 @@ class AnalystPublisher:
     def _build_and_swap(
         self,
         con: duckdb.DuckDBPyConnection,
-        schema: WarehouseSchema,
+        tables: dict[str, TableSpec],
         result: PublishResult,
-        incremental: bool,
+        template: Path | None,
     ) -> tuple[int, int]:
         """Write the new file from the read transaction open on ``con`` (committed here) and swap it in;
-        returns its [free, total] blocks."""
+        returns its [free, total] blocks. The new file starts as a copy of the analyst file (incremental) or,
+        given ``template``, of the empty analyst file of the schema."""
         token = uuid.uuid4().hex
         tmp = self.analyst_path.with_name(f".{self.analyst_path.name}.{token}.publishing")
         alias = f"kobi_publish_{token[:16]}"  # unique: connections of one process share the attached names
@@ -188,23 +196,20 @@ class AnalystPublisher:
                 con.execute(statement)
 
         try:
-            if incremental:
-                shutil.copyfile(self.analyst_path, tmp)
-                result.incremental = True
+            shutil.copyfile(template or self.analyst_path, tmp)
+            result.incremental = template is None
             con.execute(f"ATTACH {sql_str(str(tmp))} AS {alias}")
             try:
                 try:
-                    # In the read transaction: the rows copied are those fingerprinted, and hundreds of COMMENT
-                    # statements in autocommit would cost a commit each.
-                    sql = _rewrite_sql(alias, schema, result.rewritten, incremental)
+                    # In the read transaction: the rows copied are those fingerprinted. The template's tables are
+                    # empty, so only tables with rows are filled.
+                    names = [n for n in result.rewritten if template is None or result.row_counts[n]]
+                    sql = _rewrite_sql(alias, tables, names, empty=template is not None)
                     if sql:
                         con.execute(sql)
                     end("COMMIT")
                 finally:
                     end("ROLLBACK")  # before the DETACH, which an aborted transaction would refuse
-                if not incremental:
-                    # A copied file already has the views: they are part of the schema in the state key.
-                    _create_views(con, alias, schema)
                 con.execute(f"CHECKPOINT {alias}")
                 free, total = con.execute(
                     "SELECT free_blocks, total_blocks FROM pragma_database_size() WHERE database_name = ?",
@@ -214,18 +219,49 @@ class AnalystPublisher:
                 # IF EXISTS: attached in the read transaction, the file is detached by its rollback.
                 con.execute(f"DETACH DATABASE IF EXISTS {alias}")
             os.replace(tmp, self.analyst_path)
-            with contextlib.suppress(OSError):
-                dir_fd = os.open(self.analyst_path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
+            _fsync_dir(self.analyst_path.parent)
         finally:
             end("ROLLBACK")
             for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
                 with contextlib.suppress(FileNotFoundError):
                     leftover.unlink()
         return int(free), int(total)
+
+    # -- the empty analyst file of the schema ------------------------------------------------------------------
+    def ensure_template(self, con: duckdb.DuckDBPyConnection, schema: WarehouseSchema) -> Path:
+        """The empty analyst file of ``schema`` in ``template_dir``, built when missing (under the writers'
+        lock, held by the caller). Named by the schema fingerprint and DuckDB version, so a schema change gets a
+        new one; the older ones are removed then."""
+        key = self._schema_key(con)
+        path = self.template_dir / f"analyst-template-{hashlib.sha256(key.encode()).hexdigest()[:16]}.duckdb"
+        if path.exists():
+            return path
+        for stale in self.template_dir.glob("analyst-template-*"):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.building")
+        alias = f"kobi_template_{uuid.uuid4().hex[:16]}"
+        cur = con.cursor()  # its own transaction: the caller's connection may be in one
+        try:
+            cur.execute(f"ATTACH {sql_str(str(tmp))} AS {alias}")
+            cur.execute("BEGIN")  # hundreds of COMMENT statements in autocommit would cost a commit each
+            statements: list[str] = []
+            for spec in schema.tables.values():
+                statements += [
+                    spec.ddl(f"{alias}.main.{qident(spec.name)}"),
+                    *comment_statements(f"{alias}.main", spec),
+                ]
+            cur.execute(";\n".join(statements))
+            cur.execute("COMMIT")
+            _create_views(cur, alias, schema)
+            cur.execute(f"DETACH DATABASE {alias}")  # checkpoints the file
+            os.replace(tmp, path)
+        finally:
+            cur.close()
+            for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
+        return path
 
     # -- incremental publish state -----------------------------------------------------------------------------
     def _file_identity(self) -> list[int] | None:
@@ -235,9 +271,13 @@ class AnalystPublisher:
             return None
         return [st.st_ino, st.st_size, st.st_mtime_ns]
 
-    def _state_key(self, con: duckdb.DuckDBPyConnection) -> str:
+    @staticmethod
+    def _schema_key(con: duckdb.DuckDBPyConnection) -> str:
         row = con.execute("SELECT value FROM kobi_internal.schema_meta WHERE key = 'fingerprint'").fetchone()
-        return f"{row[0] if row else ''}|duckdb-{duckdb.__version__}|{self.analyst_path.resolve()}"
+        return f"{row[0] if row else ''}|duckdb-{duckdb.__version__}"
+
+    def _state_key(self, con: duckdb.DuckDBPyConnection) -> str:
+        return f"{self._schema_key(con)}|{self.analyst_path.resolve()}"
 
     def _previous_publish(self, con: duckdb.DuckDBPyConnection, key: str) -> dict | None:
         """The recorded state (``tables``: table fingerprints, ``blocks``: [free, total] blocks) of the current
@@ -269,30 +309,35 @@ class AnalystPublisher:
             log.warning("could not record the published state (%s); the next publish rebuilds the file", exc)
 
 
-def _rewrite_sql(alias: str, schema: WarehouseSchema, names: list[str], incremental: bool) -> str:
-    """The statements that copy the tables ``names`` from the work database into the new file ``alias``.
-
-    A copied file (``incremental``) already holds every table with this schema's definition and comments (the
-    schema is part of the state key): its rows are replaced, which keeps the comments, instead of dropping and
-    re-commenting the table (a COMMENT costs ~0.5 ms per column)."""
+def _rewrite_sql(alias: str, tables: dict[str, TableSpec], names: list[str], empty: bool) -> str:
+    """The statements that copy the tables ``names`` from the work database into the new file ``alias``, which
+    holds every table with this schema's definition and comments already (a copy of the analyst file or of the
+    schema's template: the schema is part of the state key). Rows are replaced, which keeps the comments;
+    ``empty``: the file's tables have no rows yet."""
     statements: list[str] = []
     for name in names:
-        spec = schema.tables[name]
+        spec = tables[name]
         target = f"{alias}.main.{qident(spec.name)}"
-        cols = ", ".join(qident(c) for c in spec.column_names)
-        if incremental:
+        if not empty:
             statements.append(f"DELETE FROM {target}")
-        else:
-            statements += [f"DROP TABLE IF EXISTS {target}", spec.ddl(target)]
+        cols = ", ".join(qident(c) for c in spec.column_names)
         statements.append(f"INSERT INTO {target} SELECT {cols} FROM main.{qident(spec.name)}")
-        if not incremental:
-            statements += comment_statements(f"{alias}.main", spec)
     return ";\n".join(statements)
 
 
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (where the platform allows opening a directory)."""
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
 def _create_views(con: duckdb.DuckDBPyConnection, alias: str, schema: WarehouseSchema) -> None:
-    """Create the views in the attached new file. Their SQL names tables without a catalog, resolved in
-    the file itself (this connection's default database is the new file while they are created)."""
+    """Create the views in the attached file ``alias``. Their SQL names tables without a catalog, resolved in
+    the file itself (this connection's default database is that file while they are created)."""
     vcon = con.cursor()
     try:
         vcon.execute(f"USE {alias}")

@@ -288,7 +288,7 @@ class Warehouse:
 
     def _publisher(self) -> AnalystPublisher:
         # Built per use: analyst_path and lock_timeout are plain attributes a caller may change.
-        return AnalystPublisher(self.analyst_path, self.lock_timeout)
+        return AnalystPublisher(self.analyst_path, self.lock_timeout, self.work_dir)
 
     # -- analyst side ------------------------------------------------------------------------------------------
     def analyst_row_counts(self) -> dict[str, int]:
