@@ -4,7 +4,6 @@ asking Postgres's catalog on every run, and still sees a table that appears late
 from __future__ import annotations
 
 import collections
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,7 +100,6 @@ def test_runs_ask_the_catalog_only_with_dagster_postgres_own_class(
     finally:
         ours.dispose()
         plain.dispose()
-    shutil.rmtree(tmp_path / "plain_home")
 
 
 def test_a_table_created_later_is_seen(pg_dagster_home: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -156,9 +155,11 @@ def test_high_usage_and_slow(sandbox: SandboxHandle, sandbox_token: str) -> None
     resp = requests.get(f"{sandbox.graph_url}/{CATALOG}", headers=headers, timeout=5)
     assert resp.status_code == 200 and resp.json()["id"] == CATALOG
     assert json.loads(resp.headers["X-App-Usage"])["total_cputime"] == 95
-    started = time.monotonic()
-    resp = requests.get(f"{sandbox.graph_url}/{CATALOG}", headers=headers, timeout=5)
-    assert resp.status_code == 200 and time.monotonic() - started >= 0.3
+    for _ in range(2):  # the slow call, then a normal one: the script is used up
+        resp = requests.get(f"{sandbox.graph_url}/{CATALOG}", headers=headers, timeout=5)
+        assert resp.status_code == 200 and resp.json()["id"] == CATALOG
+    # The sandbox records which fault each call got (how long a delay lasts is the machine's business).
+    assert [r["fault"] for r in sandbox.admin.requests(route="catalog.get")] == ["high_usage", "slow", None]
 
 
 @pytest.mark.parametrize(

@@ -142,14 +142,15 @@ class AnalystPublisher:
     def publish_locked(self, con: duckdb.DuckDBPyConnection, schema: WarehouseSchema) -> PublishResult:
         """Build the new analyst file and swap it in; the caller holds the writers' lock."""
         tables = schema.tables
-        template = self.ensure_template(con, schema)
+        schema_key = self._schema_key(con)
+        template = self.ensure_template(con, schema, schema_key)
         # One read transaction of the work database: the fingerprints, the rows copied and the row counts are
         # all of the same state, even while other connections of this process write.
         con.execute("BEGIN")
         done = False
         try:
             fingerprints = table_fingerprints(con, list(tables.values()))
-            state_key = self._state_key(con)
+            state_key = f"{schema_key}|{self.analyst_path.resolve()}"
             state = self._previous_publish(con, state_key)
             previous: dict[str, str] | None = state["tables"] if state else None
             result = PublishResult(
@@ -228,11 +229,14 @@ class AnalystPublisher:
         return int(free), int(total)
 
     # -- the empty analyst file of the schema ------------------------------------------------------------------
-    def ensure_template(self, con: duckdb.DuckDBPyConnection, schema: WarehouseSchema) -> Path:
+    def ensure_template(
+        self, con: duckdb.DuckDBPyConnection, schema: WarehouseSchema, schema_key: str | None = None
+    ) -> Path:
         """The empty analyst file of ``schema`` in ``template_dir``, built when missing (under the writers'
-        lock, held by the caller). Named by the schema fingerprint and DuckDB version, so a schema change gets a
-        new one; the older ones are removed then."""
-        key = self._schema_key(con)
+        lock, held by the caller). Named by ``schema_key`` (read from the work database when not given: the
+        schema fingerprint and DuckDB version), so a schema change gets a new one; the older ones are removed
+        then."""
+        key = schema_key or self._schema_key(con)
         path = self.template_dir / f"analyst-template-{hashlib.sha256(key.encode()).hexdigest()[:16]}.duckdb"
         if path.exists():
             return path
@@ -275,9 +279,6 @@ class AnalystPublisher:
     def _schema_key(con: duckdb.DuckDBPyConnection) -> str:
         row = con.execute("SELECT value FROM kobi_internal.schema_meta WHERE key = 'fingerprint'").fetchone()
         return f"{row[0] if row else ''}|duckdb-{duckdb.__version__}"
-
-    def _state_key(self, con: duckdb.DuckDBPyConnection) -> str:
-        return f"{self._schema_key(con)}|{self.analyst_path.resolve()}"
 
     def _previous_publish(self, con: duckdb.DuckDBPyConnection, key: str) -> dict | None:
         """The recorded state (``tables``: table fingerprints, ``blocks``: [free, total] blocks) of the current
