@@ -6,7 +6,9 @@ workers (one per run: the DefaultRunLauncher asks a code server, which starts a 
 to their run by the pid Dagster reports in the run's "Started process for run" event; every other process of a tree counts towards its tree ("dagster":
 daemon, webserver and code servers; "postgres": the postmaster and its backends). A process's CPU is the last
 value sampled before it exited, so each process loses at most one sampling interval of CPU (reported as the
-interval)."""
+interval). Postgres is counted exactly instead: a backend may live for milliseconds (one per connection of a
+client without a pool), too short to sample, so the group's CPU is its live processes' plus what the postmaster
+reaped from its exited children (``cutime + cstime``)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,13 @@ class ProcSample:
     cpu: float = 0.0  # user + system seconds, last sample
     rss: int = 0  # bytes, last sample
     peak_rss: int = 0
+    reaped: float = 0.0  # user + system seconds of exited children the process waited for, last sample
+    alive: bool = True
+
+
+# Groups whose root waits for every child (the postmaster): their exited processes are counted through the root's
+# reaped time, not through their last sample.
+_REAPED_BY_ROOT = frozenset({"postgres"})
 
 
 @dataclass
@@ -78,6 +87,8 @@ class ProcessProbe:
             roots += [("dagster", pid) for pid in marked_processes(self.marker, stats)]
         seen: set[int] = set()
         with self._lock:
+            for sample in self.procs.values():
+                sample.alive = False
             for group, root in roots:
                 todo = [root]
                 while todo:
@@ -98,6 +109,8 @@ class ProcessProbe:
                         sample.group = "run_worker" if worker else group
                     sample.pid = pid
                     sample.cpu = (int(f[11]) + int(f[12])) / _TICK
+                    sample.reaped = (int(f[13]) + int(f[14])) / _TICK if pid == root else 0.0
+                    sample.alive = True
                     sample.rss = int(f[21]) * _PAGE
                     sample.peak_rss = max(sample.peak_rss, sample.rss)
                     total += sample.rss
@@ -108,7 +121,10 @@ class ProcessProbe:
         out: dict[str, float] = {}
         with self._lock:
             for s in self.procs.values():
-                out[s.group] = out.get(s.group, 0.0) + s.cpu
+                # an exited process's whole CPU is in its root's reaped time by now
+                reaped = s.group in _REAPED_BY_ROOT
+                cpu = (s.cpu if s.alive or not reaped else 0.0) + s.reaped
+                out[s.group] = out.get(s.group, 0.0) + cpu
         return out
 
     def run_workers(self, run_of_pid: dict[int, str] | None = None) -> dict[str, ProcSample]:
