@@ -123,7 +123,7 @@ class ProcessProbe:
             for s in self.procs.values():
                 # an exited process's whole CPU is in its root's reaped time by now
                 reaped = s.group in _REAPED_BY_ROOT
-                cpu = (s.cpu if s.alive or not reaped else 0.0) + s.reaped
+                cpu = (s.cpu if s.alive else 0.0) + s.reaped if reaped else s.cpu
                 out[s.group] = out.get(s.group, 0.0) + cpu
         return out
 
