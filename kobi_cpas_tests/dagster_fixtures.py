@@ -67,14 +67,11 @@ def apply_kobi_env(
 
 
 def open_instance(dagster_home: Path) -> dg.DagsterInstance:
-    """The Dagster instance of ``dagster_home`` with a small connection pool and the project's pool limits
-    (dispose it after use)."""
+    """The Dagster instance of ``dagster_home`` (its storages pool their connections, as in every process)
+    with the project's pool limits (dispose it after use)."""
     from kobi_cpas.devenv.instance import ensure_pools
 
     instance = dg.DagsterInstance.from_config(str(dagster_home))
-    # dagster-postgres opens a new connection per query by default; in one long-lived process (as here, and in
-    # the webserver, which calls this) a small pool removes that cost. The database is dropped after the test.
-    instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=5)
     ensure_pools(instance)
     return instance
 

@@ -1,9 +1,13 @@
-"""The instance's event log storage (kobi_cpas.instance_storage) stores what dagster-postgres's stores, without
-asking Postgres's catalog on every run, and still sees a table that appears later."""
+"""The instance's storages (kobi_cpas.instance_storage) store what dagster-postgres's store, over one pooled
+connection instead of a new one per query, without asking Postgres's catalog on every run, and still see a
+table that appears later; a forked child never shares its parent's connection."""
 
 from __future__ import annotations
 
 import collections
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +18,11 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from kobi_cpas.devenv.postgres import conninfo_from_env
-from kobi_cpas.instance_storage import SchemaCachingPostgresEventLogStorage, SchemaCachingPostgresRunStorage
+from kobi_cpas.instance_storage import (
+    PooledPostgresEventLogStorage,
+    PooledPostgresRunStorage,
+    PooledPostgresScheduleStorage,
+)
 
 pytest_plugins = ["kobi_cpas_tests.pg_fixtures"]
 
@@ -32,58 +40,73 @@ def probe(context) -> dg.MaterializeResult:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def catalog_queries() -> Iterator[collections.Counter[str]]:
-    """Statements sent through SQLAlchemy, counted as catalog (pg_catalog) or other."""
+    """Statements sent through SQLAlchemy, counted as catalog (pg_catalog) or other, and the connections
+    opened to Postgres ("connections")."""
     seen: collections.Counter[str] = collections.Counter()
 
     def count(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
         seen["catalog" if "pg_catalog" in statement else "other"] += 1
 
+    def connected(dbapi_connection, connection_record) -> None:  # type: ignore[no-untyped-def]
+        seen["connections"] += 1
+
     event.listen(Engine, "before_cursor_execute", count)
+    event.listen(Engine, "connect", connected)
     try:
         yield seen
     finally:
         event.remove(Engine, "before_cursor_execute", count)
+        event.remove(Engine, "connect", connected)
 
 
 def _dagster_postgres_home(pg_dagster_home: Path, tmp_path: Path) -> Path:
-    """A DAGSTER_HOME like the repository's, with dagster-postgres's own run and event log classes."""
+    """A DAGSTER_HOME like the repository's, with dagster-postgres's own storage classes."""
     home = tmp_path / "plain_home"
     home.mkdir()
     text = (pg_dagster_home / "dagster.yaml").read_text()
-    for kind, module in (("EventLog", "event_log"), ("Run", "run_storage")):
-        ours = f"module: kobi_cpas.instance_storage\n  class: SchemaCachingPostgres{kind}Storage"
+    for kind, module in (("EventLog", "event_log"), ("Run", "run_storage"), ("Schedule", "schedule_storage")):
+        ours = f"module: kobi_cpas.instance_storage\n  class: PooledPostgres{kind}Storage"
         assert ours in text
         text = text.replace(ours, f"module: dagster_postgres.{module}\n  class: Postgres{kind}Storage")
     (home / "dagster.yaml").write_text(text)
     return home
 
 
-def _materialize_three(instance: dg.DagsterInstance, prefix: str, seen: collections.Counter[str]) -> int:
-    """Catalog queries of the second and third runs (the first may meet a cold schema)."""
+def _materialize_three(
+    instance: dg.DagsterInstance, prefix: str, seen: collections.Counter[str]
+) -> tuple[int, int]:
+    """Catalog queries and connections opened by the second and third runs (the first may meet a cold schema
+    and an empty pool)."""
     keys = [f"{prefix}{i}" for i in range(3)]
     instance.add_dynamic_partitions("probe_tenant", keys)
-    catalog = 0
+    catalog = connections = 0
     for i, key in enumerate(keys):
-        before = seen["catalog"]
+        before = seen.copy()
         assert dg.materialize([probe], instance=instance, partition_key=key).success
         if i:
-            catalog += seen["catalog"] - before
-    return catalog
+            catalog += seen["catalog"] - before["catalog"]
+            connections += seen["connections"] - before["connections"]
+    return catalog, connections
 
 
-def test_runs_ask_the_catalog_only_with_dagster_postgres_own_class(
+def test_runs_reconnect_and_ask_the_catalog_only_with_dagster_postgres_own_classes(
     pg_dagster_home: Path, tmp_path: Path, catalog_queries: collections.Counter[str]
 ) -> None:
     ours = dg.DagsterInstance.from_config(str(pg_dagster_home))
     plain = dg.DagsterInstance.from_config(str(_dagster_postgres_home(pg_dagster_home, tmp_path)))
     try:
-        assert isinstance(ours.event_log_storage, SchemaCachingPostgresEventLogStorage)
-        assert isinstance(ours.run_storage, SchemaCachingPostgresRunStorage)
-        assert not isinstance(plain.event_log_storage, SchemaCachingPostgresEventLogStorage)
-        assert not isinstance(plain.run_storage, SchemaCachingPostgresRunStorage)
-        # Without the cache every run asks the catalog dozens of times; with it, no run does.
-        assert _materialize_three(plain, "p", catalog_queries) >= 20
-        assert _materialize_three(ours, "o", catalog_queries) == 0
+        assert isinstance(ours.event_log_storage, PooledPostgresEventLogStorage)
+        assert isinstance(ours.run_storage, PooledPostgresRunStorage)
+        assert isinstance(ours.schedule_storage, PooledPostgresScheduleStorage)
+        assert not isinstance(plain.event_log_storage, PooledPostgresEventLogStorage)
+        assert not isinstance(plain.run_storage, PooledPostgresRunStorage)
+        assert not isinstance(plain.schedule_storage, PooledPostgresScheduleStorage)
+        # Without the cache every run asks the catalog dozens of times; with it, no run does. Without the pool
+        # every storage call opens a connection (a Postgres backend); with it, warm runs open none.
+        plain_catalog, plain_connections = _materialize_three(plain, "p", catalog_queries)
+        ours_catalog, ours_connections = _materialize_three(ours, "o", catalog_queries)
+        assert plain_catalog >= 20 and ours_catalog == 0
+        assert plain_connections >= 50 and ours_connections == 0, (plain_connections, ours_connections)
         # Both stored the same facts: a materialization with its row count and a check result per partition.
         for instance, prefix in ((ours, "o"), (plain, "p")):
             for i in range(3):
@@ -106,7 +129,7 @@ def test_a_table_created_later_is_seen(pg_dagster_home: Path) -> None:
     instance = dg.DagsterInstance.from_config(str(pg_dagster_home))
     try:
         storage = instance.event_log_storage
-        assert isinstance(storage, SchemaCachingPostgresEventLogStorage)
+        assert isinstance(storage, PooledPostgresEventLogStorage)
         assert storage.has_table("event_logs") and storage.has_table("event_logs")
         assert not storage.has_table("kobi_probe_table")
         info = conninfo_from_env()
@@ -120,5 +143,81 @@ def test_a_table_created_later_is_seen(pg_dagster_home: Path) -> None:
             cur.execute("ALTER TABLE asset_keys ADD COLUMN kobi_probe_column int")
         assert storage.has_asset_key_col("kobi_probe_column")
         assert instance.run_storage.has_run_stats_index_cols()
+    finally:
+        instance.dispose()
+
+
+def _backend_pid(storage: PooledPostgresEventLogStorage) -> int:
+    with storage.index_connection() as conn:
+        return int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+
+# Run in a process of its own: forking this test process (threads, gRPC, DuckDB of earlier tests) is unsafe
+# for reasons unrelated to the pool.
+_FORK_SCRIPT = r"""
+import json, os, sys
+import dagster as dg
+
+def backend(storage):
+    with storage.index_connection() as conn:
+        return int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+instance = dg.DagsterInstance.from_config(sys.argv[1])
+storage = instance.event_log_storage
+parent = backend(storage)
+again = backend(storage)
+read, write = os.pipe()
+child = os.fork()
+if child == 0:
+    code = 1
+    try:
+        os.close(read)
+        os.write(write, str(backend(storage)).encode())
+        code = 0
+    finally:
+        os._exit(code)
+os.close(write)
+with os.fdopen(read) as pipe:
+    child_backend = int(pipe.read() or 0)
+_, status = os.waitpid(child, 0)
+after = backend(storage)
+runs = len(instance.get_runs(limit=1))
+instance.dispose()
+print(json.dumps({"class": type(storage).__name__, "parent": parent, "again": again, "child": child_backend,
+                  "child_exit": os.waitstatus_to_exitcode(status), "after": after, "runs": runs}))
+"""
+
+
+def test_a_forked_child_opens_its_own_connection_and_leaves_its_parents_alone(pg_dagster_home: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _FORK_SCRIPT, str(pg_dagster_home)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["class"] == "PooledPostgresEventLogStorage"
+    assert seen["again"] == seen["parent"]  # pooled: the same backend answers again
+    assert seen["child_exit"] == 0
+    assert seen["child"] not in (0, seen["parent"])  # its own connection, not the parent's socket
+    # The parent's connection survived the child's exit (the child never closed the parent's session).
+    assert seen["after"] == seen["parent"]
+    assert seen["runs"] == 0
+
+
+def test_a_restarted_postgres_costs_a_reconnect_not_an_error(
+    pg_dagster_home: Path, local_postgres_server
+) -> None:  # type: ignore[no-untyped-def]
+    instance = dg.DagsterInstance.from_config(str(pg_dagster_home))
+    try:
+        storage = instance.event_log_storage
+        assert isinstance(storage, PooledPostgresEventLogStorage)
+        before = _backend_pid(storage)
+        local_postgres_server.stop()
+        local_postgres_server.start()
+        # The pooled connection died with the server; the ping before use replaces it.
+        assert _backend_pid(storage) != before
+        assert instance.get_runs(limit=1) == []
     finally:
         instance.dispose()

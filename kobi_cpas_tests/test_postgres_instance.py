@@ -90,9 +90,9 @@ def test_instance_state_survives_new_instance_and_server_restart(
 
     first = dg.DagsterInstance.from_config(str(pg_dagster_home))
     try:
-        assert type(first.run_storage).__name__ == "SchemaCachingPostgresRunStorage"
-        assert type(first.event_log_storage).__name__ == "SchemaCachingPostgresEventLogStorage"
-        assert type(first.schedule_storage).__name__ == "PostgresScheduleStorage"
+        assert type(first.run_storage).__name__ == "PooledPostgresRunStorage"
+        assert type(first.event_log_storage).__name__ == "PooledPostgresEventLogStorage"
+        assert type(first.schedule_storage).__name__ == "PooledPostgresScheduleStorage"
         result = dg.materialize(
             [pg_probe],
             instance=first,
