@@ -45,8 +45,9 @@ validate: install
 	DAGSTER_HOME=$$tmp $(VENV)/bin/dagster definitions validate -w workspace.yaml 2>&1 | grep -v SupersessionWarning; \
 	rc=$${PIPESTATUS[0]}; rm -rf $$tmp; exit $$rc
 
-# Two workers (the machine's cores; more only add per-worker start-up). One module per worker at a time
-# (--dist loadfile): end-to-end modules build their starting world once per module, not once per worker.
+# Three workers on two cores: the third fills the time the others wait on Postgres, HTTP and subprocesses (four
+# only add per-worker start-up). One module per worker at a time (--dist loadfile): end-to-end modules build their
+# starting world once per module, not once per worker.
 # Benchmark harness tests (marker `bench`) run with `make bench`.
 test: lint validate
 	$(PY) -m pytest -q -n 3 --dist loadfile -m "not bench"
