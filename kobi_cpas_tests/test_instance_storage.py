@@ -221,3 +221,24 @@ def test_a_restarted_postgres_costs_a_reconnect_not_an_error(
         assert instance.get_runs(limit=1) == []
     finally:
         instance.dispose()
+
+
+def test_a_dagster_yaml_naming_the_earlier_classes_still_loads_the_pooled_ones(
+    pg_dagster_home: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "earlier_home"
+    home.mkdir()
+    text = (pg_dagster_home / "dagster.yaml").read_text()
+    for kind in ("EventLog", "Run"):
+        assert f"class: PooledPostgres{kind}Storage" in text
+        text = text.replace(
+            f"class: PooledPostgres{kind}Storage", f"class: SchemaCachingPostgres{kind}Storage"
+        )
+    (home / "dagster.yaml").write_text(text)
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        assert isinstance(instance.event_log_storage, PooledPostgresEventLogStorage)
+        assert isinstance(instance.run_storage, PooledPostgresRunStorage)
+        assert instance.get_runs(limit=1) == []
+    finally:
+        instance.dispose()
