@@ -61,6 +61,10 @@ class _Pooled:
     _token_provider: Any
     _engine: Engine
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # dagster-postgres's: builds its engine, creates missing tables
+        self._use_pool()
+
     def _use_pool(self) -> None:
         unpooled = self._engine
         self._engine = create_pg_engine(
@@ -107,10 +111,6 @@ class PooledPostgresEventLogStorage(_Pooled, _SchemaFacts, PostgresEventLogStora
     """``PostgresEventLogStorage`` over a connection pool, remembering which tables and ``asset_keys`` columns
     exist."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._use_pool()
-
     def has_table(self, table_name: str) -> bool:
         return self._known("table", super().has_table, table_name)
 
@@ -121,10 +121,6 @@ class PooledPostgresEventLogStorage(_Pooled, _SchemaFacts, PostgresEventLogStora
 class PooledPostgresRunStorage(_Pooled, _SchemaFacts, PostgresRunStorage):
     """``PostgresRunStorage`` over a connection pool, remembering which ``runs`` and backfill columns and
     tables exist."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._use_pool()
 
     def has_run_stats_index_cols(self) -> bool:
         return self._known("run_stats_index_cols", super().has_run_stats_index_cols)
@@ -144,10 +140,6 @@ class PooledPostgresRunStorage(_Pooled, _SchemaFacts, PostgresRunStorage):
 
 class PooledPostgresScheduleStorage(_Pooled, PostgresScheduleStorage):
     """``PostgresScheduleStorage`` (sensor and schedule ticks, cursors, pool limits) over a connection pool."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._use_pool()
 
 
 # The names of earlier copies of dagster.yaml (a deployed DAGSTER_HOME keeps its copy until the next deploy).
