@@ -30,6 +30,7 @@ from kobi_cpas.operations.webhook import Delivery, post_text
 from kobi_cpas.registry import LoadedRegistry, RegistryError, load_registry
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import PublishResult, Warehouse, read_analyst
+from kobi_cpas.warehouse.host import WRITER_TIME_PREFIX, WriterTime, writer_time
 from kobi_cpas.warehouse.scratch import ScratchWarehouse, open_scratch, record_dry_run_writes
 
 # -- dry runs ------------------------------------------------------------------------------------------------
@@ -180,8 +181,9 @@ class MetaGraphResource(dg.ConfigurableResource):
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB warehouse. Writers use ``connection()`` (always closed) and ``publish()``; every asset that
-    writes runs in the ``duckdb_write`` pool (limit 1) so two writers never collide.
+    """The DuckDB warehouse. Writers use ``connection()`` (always closed) and ``publish()``. Processes take turns
+    on the work database through its writers' lock, held only while a connection is open (never across a wait
+    on Meta); how long this run waited for it and held it is logged at the end of the run.
 
     Inside a run ``publish()`` only records that the analyst file must be rebuilt; the file is published once,
     when the run's resources are torn down (once per run with the in-process executor, once per step process
@@ -190,13 +192,18 @@ class WarehouseResource(dg.ConfigurableResource):
     ``publish()`` is immediate."""
 
     duckdb_path: str = Field(description="Analyst DuckDB file (KOBI_CPAS_DUCKDB_PATH)")
-    lock_timeout_seconds: float = 300.0
+    lock_timeout_seconds: float = Field(
+        default=600.0,
+        description="How long a connection waits for other processes' writes (a million-item tenant's snapshot "
+        "holds the writer for about a minute; up to three other runs may be ahead)",
+    )
     memory_limit: str | None = None
 
     _scratch: ScratchWarehouse | None = PrivateAttr(default=None)
     _dry_run_id: str | None = PrivateAttr(default=None)
     _in_run: bool = PrivateAttr(default=False)  # set up for a run: publishing waits for the teardown
     _publish_due: bool = PrivateAttr(default=False)
+    _writer_time: WriterTime | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """In a dry run (run tag kobi/dry_run=true) every connection goes to a scratch copy of the work
@@ -205,6 +212,7 @@ class WarehouseResource(dg.ConfigurableResource):
         if run is None:
             return
         self._in_run = True
+        self._writer_time = writer_time()
         if not is_dry_run(run.tags):
             return
         # A re-execution (from failure, or of selected steps) continues on its original run's scratch copy.
@@ -230,7 +238,21 @@ class WarehouseResource(dg.ConfigurableResource):
                     _leave_dry_run(self._dry_run_id)
         finally:
             # Also after a failed step or a failed store: what was committed is published.
-            self._publish_at_teardown(context)
+            try:
+                self._publish_at_teardown(context)
+            finally:
+                self._log_writer_time(context)
+
+    def _log_writer_time(self, context: dg.InitResourceContext) -> None:
+        if self._writer_time is None:
+            return
+        spent = writer_time().since(self._writer_time)
+        self._writer_time = None
+        if spent.holds:
+            context.log.info(
+                f"{WRITER_TIME_PREFIX} waited {spent.waited_s:.3f} s, held {spent.held_s:.3f} s "
+                f"over {spent.holds} hold(s)"
+            )
 
     def _publish_at_teardown(self, context: dg.InitResourceContext) -> None:
         if not self._publish_due:

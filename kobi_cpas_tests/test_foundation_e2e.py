@@ -162,12 +162,13 @@ def test_tenant_sensor_adds_and_removes_partitions(kobi_env, pg_instance, tmp_pa
 
 
 def test_make_run_releases_pool_slots_of_orphaned_runs(pg_instance):
-    """A killed `make dev` leaves a STARTED run holding the duckdb_write slot; the next make run must not wait
-    for it forever."""
+    """A killed `make dev` leaves a STARTED run holding a pool slot (of a pool an operator added); the next make
+    run must not wait for it forever."""
     import uuid
 
-    from kobi_cpas.devenv.instance import release_orphaned_slots
+    from kobi_cpas.devenv.instance import ensure_pools, release_orphaned_slots
 
+    ensure_pools(pg_instance, {"exports": 1})
     run_id = str(uuid.uuid4())
     pg_instance.add_run(
         dg.DagsterRun(job_name="catalog_batch_job", run_id=run_id, status=dg.DagsterRunStatus.STARTED)
@@ -177,14 +178,14 @@ def test_make_run_releases_pool_slots_of_orphaned_runs(pg_instance):
     worker.wait(timeout=60)
     start = dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, "catalog_batch_job", pid=worker.pid)
     pg_instance.report_dagster_event(start, run_id)
-    claim = pg_instance.event_log_storage.claim_concurrency_slot("duckdb_write", run_id, "price_stock_batch")
+    claim = pg_instance.event_log_storage.claim_concurrency_slot("exports", run_id, "price_stock_batch")
     assert claim.is_claimed
-    blocked = pg_instance.event_log_storage.claim_concurrency_slot("duckdb_write", str(uuid.uuid4()), "x")
+    blocked = pg_instance.event_log_storage.claim_concurrency_slot("exports", str(uuid.uuid4()), "x")
     assert not blocked.is_claimed  # limit 1: everything else waits
     assert run_id in release_orphaned_slots(pg_instance, same_host=True)  # the local Postgres: one machine
     assert pg_instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
     assert not [
         s
-        for s in pg_instance.event_log_storage.get_concurrency_info("duckdb_write").claimed_slots
+        for s in pg_instance.event_log_storage.get_concurrency_info("exports").claimed_slots
         if s.run_id == run_id
     ]

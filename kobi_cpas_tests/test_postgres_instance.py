@@ -149,8 +149,9 @@ def test_concurrency_block_and_pools_are_live(pg_dagster_home: Path) -> None:
         assert instance.get_settings("telemetry") == {"enabled": False}
 
         assert instance.event_log_storage.get_pool_limits() == []  # fresh database
-        assert ensure_pools(instance) == {"duckdb_write": 1}
-        assert ensure_pools(instance) == {}  # idempotent
+        assert ensure_pools(instance) == {}  # the project declares none
+        assert ensure_pools(instance, {"exports": 1}) == {"exports": 1}
+        assert ensure_pools(instance, {"exports": 1}) == {}  # idempotent
         assert ensure_pools(instance, {"meta_api": 3}) == {"meta_api": 3}
     finally:
         instance.dispose()
@@ -159,8 +160,8 @@ def test_concurrency_block_and_pools_are_live(pg_dagster_home: Path) -> None:
     reopened = dg.DagsterInstance.from_config(str(pg_dagster_home))
     try:
         limits = {p.name: (p.limit, p.from_default) for p in reopened.event_log_storage.get_pool_limits()}
-        assert limits == {"duckdb_write": (1, False), "meta_api": (3, False)}
-        assert reopened.event_log_storage.get_concurrency_info("duckdb_write").slot_count == 1
+        assert limits == {"exports": (1, False), "meta_api": (3, False)}
+        assert reopened.event_log_storage.get_concurrency_info("exports").slot_count == 1
     finally:
         reopened.dispose()
 
@@ -168,12 +169,12 @@ def test_concurrency_block_and_pools_are_live(pg_dagster_home: Path) -> None:
 def test_ensure_pools_rejects_bad_limits(pg_dagster_home: Path) -> None:
     instance = dg.DagsterInstance.from_config(str(pg_dagster_home))
     try:
-        with pytest.raises(ValueError, match="duckdb_write"):
-            ensure_pools(instance, {"duckdb_write": -1})
+        with pytest.raises(ValueError, match="exports"):
+            ensure_pools(instance, {"exports": -1})
         assert instance.event_log_storage.get_pool_limits() == []
     finally:
         instance.dispose()
-    assert PROJECT_POOLS["duckdb_write"] == 1
+    assert PROJECT_POOLS == {}  # DuckDB writers take turns on the warehouse's writers' lock, not on a pool
 
 
 # ---- LocalPostgres

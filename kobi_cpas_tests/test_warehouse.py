@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import duckdb
@@ -147,9 +149,9 @@ def test_writer_waits_for_lock_then_fails_clearly(tmp_path, monkeypatch):
     wh = Warehouse(tmp_path / "a.duckdb", lock_timeout=1.5, schema=SCHEMA)
     tries: list[str] = []
 
-    def counting_attach(path: str) -> duckdb.DuckDBPyConnection:
+    def counting_attach(path: str, timeout: float) -> duckdb.DuckDBPyConnection:
         tries.append(path)
-        return wmod_attach(path)
+        return wmod_attach(path, timeout)
 
     wmod_attach = wmod.attach
     monkeypatch.setattr(wmod, "attach", counting_attach)
@@ -192,7 +194,8 @@ class _FakeClock:
         self.sleeps.append(seconds)
         self.now += seconds
 
-    def attach(self, path: str) -> duckdb.DuckDBPyConnection:
+    def attach(self, path: str, timeout: float) -> duckdb.DuckDBPyConnection:
+        assert timeout == pytest.approx(1.5 - self.now)  # the writers' lock gets what is left of the budget
         self.tries.append(self.now)
         self.now += self.try_cost
         raise duckdb.IOException(f'IO Error: Could not set lock on file "{path}": Conflicting lock is held')
@@ -230,6 +233,120 @@ def test_lock_released_after_each_connection_and_shared_by_nested_ones(tmp_path)
     with wh.connect() as con:
         assert con.execute("SELECT count(*) FROM x").fetchone() == (0,)
         assert con.execute("SELECT count(*) FROM meta_catalogs").fetchone() == (1,)
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys
+    from kobi_cpas.tables import SCHEMA
+    from kobi_cpas.warehouse import Warehouse
+    with Warehouse(sys.argv[1], schema=SCHEMA).connect() as con:
+        con.execute("INSERT INTO meta_catalogs (tenant_id, catalog_id, observed_at) VALUES ('holder', '1', now())")
+        print("held", flush=True)
+        sys.stdin.read()
+    """
+)
+
+
+def test_writers_of_two_processes_take_turns_asleep(tmp_path):
+    """A process that wants the work database while another writes it waits on the writers' lock, using (almost)
+    no CPU, gets in as soon as the other lets go, and counts how long it waited and held it."""
+    from kobi_cpas.warehouse.host import writer_lock_path, writer_time
+
+    wh = Warehouse(tmp_path / "a.duckdb", schema=SCHEMA)
+    with wh.connect():
+        pass
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(wh.analyst_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    got: list[tuple[float, float]] = []  # (cpu seconds of this thread while waiting, wall seconds waited)
+
+    def write() -> None:
+        cpu, wall = time.thread_time(), time.monotonic()
+        with wh.connect() as con:
+            got.append((time.thread_time() - cpu, time.monotonic() - wall))
+            con.execute(
+                "INSERT INTO meta_catalogs (tenant_id, catalog_id, observed_at) VALUES ('second', '1', now())"
+            )
+
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert writer_lock_path(str(wh.work_path.resolve())).exists()
+        before = writer_time()
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(timeout=2.0)
+        assert writer.is_alive() and not got  # still waiting: the holder has not let go
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    writer.join(timeout=120)
+    (cpu, waited), spent = got[0], writer_time().since(before)
+    assert waited >= 2.0 and spent.waited_s >= 2.0 and spent.holds == 1 and spent.held_s > 0
+    assert cpu < 0.25 * waited, f"waiting for the writer took {cpu:.2f} s of CPU in {waited:.2f} s"
+    with wh.connect() as con:
+        rows = con.execute("SELECT tenant_id FROM meta_catalogs ORDER BY observed_at").fetchall()
+    assert rows == [("holder",), ("second",)]
+
+
+def test_writer_lock_wait_is_bounded_and_names_the_file(tmp_path):
+    wh = Warehouse(tmp_path / "a.duckdb", lock_timeout=1.0, schema=SCHEMA)
+    with wh.connect():
+        pass
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(wh.analyst_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(TimeoutError, match=r"warehouse\.duckdb .*more than 1s"), wh.connect():
+            pass
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+
+
+FORKED_WRITER = textwrap.dedent(
+    """
+    import os, subprocess, sys
+    from kobi_cpas.tables import SCHEMA
+    from kobi_cpas.warehouse import Warehouse
+
+    def waits_out(timeout):
+        try:
+            with Warehouse(sys.argv[1], lock_timeout=timeout, schema=SCHEMA).connect():
+                return False
+        except TimeoutError:
+            return True
+
+    with Warehouse(sys.argv[1], schema=SCHEMA).connect():
+        pid = os.fork()
+        if pid == 0:  # the child inherits the parent's open lock file, but not the right to write
+            os._exit(0 if waits_out(0.5) else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the forked child wrote while its parent held the lock"
+        other = subprocess.run([sys.executable, "-c", sys.argv[2], sys.argv[1]], timeout=120)
+        assert other.returncode == 0, "the parent lost the lock when its child exited"
+    print("ok", flush=True)
+    """
+)
+OTHER_WAITS = "import sys\nfrom kobi_cpas.tables import SCHEMA\nfrom kobi_cpas.warehouse import Warehouse\ntry:\n    Warehouse(sys.argv[1], lock_timeout=0.5, schema=SCHEMA).connect().__enter__()\n    sys.exit(4)\nexcept TimeoutError:\n    pass\n"
+
+
+def test_a_forked_child_does_not_share_its_parents_writer_lock(tmp_path):
+    # In a script of its own: forking the pytest worker (threads, gRPC of earlier tests) is not safe.
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_WRITER, str(tmp_path / "a.duckdb"), OTHER_WAITS],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 READER = textwrap.dedent(

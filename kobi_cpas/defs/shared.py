@@ -9,12 +9,11 @@ import duckdb
 from kobi_cpas.warehouse.specs import TableSpec, ViewSpec
 
 OWNERS_DATA = ["team:kobi-data"]
-DUCKDB_POOL = "duckdb_write"
 # Definition metadata of a step that owns no table: the analyst tables (owned by other, downstream assets) it
 # writes rows of, comma-separated, or "none".
 WRITES_ROWS_OF = "kobi/writes_rows_of"
-# Definition metadata of a DuckDB-writing step that stays out of the duckdb_write pool because it waits on Meta
-# for minutes: it says how it writes instead (short transactions between the waits).
+# Definition metadata of a DuckDB-writing step that also waits on Meta for minutes: how it keeps the writers'
+# lock out of those waits (short transactions between them).
 SHORT_WRITES = "kobi/short_writes"
 
 

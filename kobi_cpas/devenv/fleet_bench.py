@@ -11,7 +11,7 @@ definitions without schedules and sensors (`fleet_bench_fleet.defs`), so only th
 Cycles, each preceded by writing every tenant's feed: the initial replace (a full first sync), then update, batch
 and replace, each after a change of 1 % volatile, 0.2 % new and 0.2 % removed items per tenant. Per cycle:
 makespan, change-to-Meta latency per tenant (feed written -> the cycle's last upload or batch of the tenant
-applied at the sandbox), DuckDB writer (pool ``duckdb_write``) hold and wait per tenant from the event log,
+applied at the sandbox), DuckDB writers' lock hold and wait per tenant (each run logs them at its end),
 Dagster overhead per run (run wall time minus step time; run worker CPU sampled from /proc, see
 fleet_bench_probe), CPU of the daemon/webserver/code server and of Postgres, peak memory, Graph API requests
 against the minimum, and whether every change reached the sandbox. Capacity is extrapolated from the per-tenant
@@ -43,6 +43,7 @@ from kobi_cpas.devenv.fleet_bench_fleet import (
 )
 from kobi_cpas.devenv.fleet_bench_probe import ProcessProbe, marked_processes, self_cpu
 from kobi_cpas.devenv.fleet_bench_report import cadence_figures, capacity, meta_diff
+from kobi_cpas.warehouse.host import WRITER_TIME_PREFIX
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCATION = "kobi_fleet_bench"
@@ -82,18 +83,6 @@ def _stop(proc: subprocess.Popen[bytes], marker: str) -> None:
     for pid in marked_processes(marker):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def _pool_steps(pool: str = "duckdb_write") -> set[str]:
-    """Step keys (op names) of the catalog sync jobs that hold ``pool``."""
-    from kobi_cpas.definitions import defs
-
-    out = set()
-    for ad in defs().resolve_asset_graph().assets_defs:
-        op = getattr(ad, "op", None) if ad.is_executable else None
-        if op is not None and getattr(op, "pool", None) == pool:
-            out.add(op.name)
-    return out
 
 
 def _submit_all(client: Any, job: str, method: str, tenants: list[FleetTenant], bench_id: str) -> list[str]:
@@ -139,33 +128,32 @@ def _wait_runs(instance: Any, run_ids: list[str], timeout: float) -> list[Any]:
 _WORKER_PID = re.compile(r"(?:Started process for run|Executing steps in process) \(pid: (\d+)\)")
 
 
-def _run_timings(instance: Any, record: Any, pool_steps: set[str]) -> dict[str, Any]:
+# What the warehouse resource logs at the end of a run (WRITER_TIME_PREFIX): the writers' lock waited and held.
+_WRITER_TIME = re.compile(re.escape(WRITER_TIME_PREFIX) + r" waited ([\d.]+) s, held ([\d.]+) s")
+
+
+def _run_timings(instance: Any, record: Any) -> dict[str, Any]:
     from dagster import DagsterEventType
 
     run = record.dagster_run
-    kinds = {
-        DagsterEventType.STEP_START,
-        DagsterEventType.STEP_SUCCESS,
-        DagsterEventType.STEP_FAILURE,
-        DagsterEventType.ENGINE_EVENT,
-    }
     start: dict[str, float] = {}
     steps: dict[str, float] = {}
-    blocked: dict[str, float] = {}
+    waited = held = 0.0
     worker_pid: int | None = None
-    for e in instance.all_logs(run.run_id, of_type=kinds):
-        ev, key = e.dagster_event, e.step_key
-        pid = _WORKER_PID.match(e.user_message or "")
+    for e in instance.all_logs(run.run_id):
+        ev, key, message = e.dagster_event, e.step_key, e.user_message or ""
+        pid = _WORKER_PID.match(message)
         if pid and worker_pid is None:
             worker_pid = int(pid.group(1))
+        writer = _WRITER_TIME.search(message)
+        if writer:
+            waited, held = waited + float(writer.group(1)), held + float(writer.group(2))
         if ev is None or key is None:
             continue
         if ev.event_type == DagsterEventType.STEP_START:
             start[key] = e.timestamp
         elif ev.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
             steps[key] = e.timestamp - start.get(key, e.timestamp)
-        elif (e.user_message or "").startswith("Step blocked by limit for pool"):
-            blocked.setdefault(key, e.timestamp)
     wall = (record.end_time or 0.0) - (record.start_time or 0.0)
     return {
         "run_id": run.run_id,
@@ -179,8 +167,8 @@ def _run_timings(instance: Any, record: Any, pool_steps: set[str]) -> dict[str, 
         "queued_s": (record.start_time or 0.0) - record.create_timestamp.timestamp(),
         "step_s": sum(steps.values()),
         "overhead_s": wall - sum(steps.values()),
-        "writer_hold_s": sum(v for k, v in steps.items() if k in pool_steps),
-        "writer_wait_s": sum(start.get(k, t) - t for k, t in blocked.items()),
+        "writer_hold_s": held,
+        "writer_wait_s": waited,
     }
 
 
@@ -267,7 +255,6 @@ def run_fleet_bench(
             instance = dg.DagsterInstance.get()
             ensure_pools(instance)
             sync_tenant_partitions(instance)
-            pool_steps = _pool_steps()
             workspace = workdir / "workspace.yaml"
             workspace.write_text(
                 "load_from:\n  - python_module:\n      module_name: kobi_cpas.devenv.fleet_bench_fleet\n"
@@ -303,7 +290,7 @@ def run_fleet_bench(
                 on_progress(f"cycle {name}: submitting {len(fleet)} {job} runs")
                 run_ids = _submit_all(client, job, method, fleet, bench_id)
                 records = _wait_runs(instance, run_ids, run_timeout)
-                runs = [_run_timings(instance, r, pool_steps) for r in records]
+                runs = [_run_timings(instance, r) for r in records]
                 applied: dict[str, tuple[float | None, int]] = {}
                 settle_until = time.monotonic() + 30 + 2 * META_BATCH_S / time_scale
                 for t in fleet:  # batches and uploads Meta is still processing when the run ends

@@ -37,10 +37,10 @@ from kobi_cpas.devenv.procs import (
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-#: Pools the project's assets declare, with their limits.
-#: duckdb_write: DuckDB allows one writing process per file, so every step that writes the work
-#: database holds this pool's only slot.
-PROJECT_POOLS: Mapping[str, int] = {"duckdb_write": 1}
+#: Pools the project's assets declare, with their limits: none. DuckDB writers take turns on the warehouse's
+#: writers' lock instead (kobi_cpas.warehouse.host): a step waiting for a pool slot makes Dagster's in-process
+#: executor spin on a core. Operators may still add pools of their own (`ensure_pools(instance, {...})`).
+PROJECT_POOLS: Mapping[str, int] = {}
 
 #: Run tags naming the process that executes a run (see `owner_tags`).
 OWNER_HOST_TAG = "kobi/owner_host"
@@ -153,7 +153,7 @@ def owner_gone(owner: RunOwner) -> bool:
 
 def release_orphaned_slots(instance: Any, *, same_host: bool = False) -> list[str]:
     """Free pool slots held by runs that can no longer finish — e.g. a `make dev` killed mid-run leaves its
-    run STARTED and its `duckdb_write` slot claimed, and the next `make run` would wait for it forever.
+    run STARTED and its pool slots claimed, and the next run needing them would wait for it forever.
 
     A run that is not finished counts as orphaned only when its owning process (`run_owner`) is provably gone
     from this host: runs of live processes (another `make run`, the UI's run workers), of other hosts and of

@@ -108,18 +108,18 @@ class Warehouse:
     # -- connections -------------------------------------------------------------------------------------------
     def _open(self) -> duckdb.DuckDBPyConnection:
         """A connection to the work database (release it with ``_close``), waiting up to ``lock_timeout`` while
-        another process holds DuckDB's file lock."""
+        another process writes it (asleep on the writers' lock, see ``host``)."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         path = str(self.work_path.resolve())
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.2
         while True:
             try:
-                con = attach(path)
+                con = attach(path, deadline - time.monotonic())
                 break
             except duckdb.IOException as exc:
-                # Another process (a run outside the duckdb_write pool) holds the lock: wait, bounded. The
-                # last sleep is cut to the deadline, so the whole budget is used however slow each try is.
+                # A process that ignores the writers' lock (a DuckDB client opened by hand) has the file open:
+                # retry, bounded. The last sleep is cut to the deadline, so the whole budget is used.
                 remaining = deadline - time.monotonic()
                 if "lock" not in str(exc).lower() or remaining <= 0:
                     raise

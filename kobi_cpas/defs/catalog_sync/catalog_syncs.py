@@ -6,7 +6,6 @@ import dagster as dg
 from kobi_cpas.defs.catalog_sync.common import GROUP, SYNC_KINDS
 from kobi_cpas.defs.catalog_sync.sync_step import fetch_fatal_errors, record_fatal_errors, sync_context
 from kobi_cpas.defs.shared import (
-    DUCKDB_POOL,
     OWNERS_DATA,
     count,
     md_table,
@@ -64,7 +63,6 @@ SYNCS = specs_by_key(
 @dg.multi_asset(
     specs=list(SYNCS.values()),
     partitions_def=tenant_partitions,
-    pool=DUCKDB_POOL,
     can_subset=False,
 )
 def catalog_syncs(

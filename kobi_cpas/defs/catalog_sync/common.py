@@ -7,10 +7,9 @@ from kobi_cpas.defs.tenants.partitions import tenant_partitions
 GROUP = "catalog_sync"
 SHARD_TAG = "kobi/catalog_shard"
 SYNC_KINDS = {"meta", "duckdb"}
-# Shared by the steps that send items to Meta. No duckdb_write pool: they wait on Meta (upload processing,
-# batch handles) for minutes, and a pool slot held meanwhile would stop every other tenant's writes. They open
-# the work database only for short transactions between the waits, and the warehouse waits out another
-# process's file lock (bounded) for each of them.
+# Shared by the steps that send items to Meta. They wait on Meta (upload processing, batch handles) for minutes,
+# and the writers' lock held meanwhile would stop every other tenant's writes: they open the work database only
+# for short transactions between the waits.
 SYNC_ASSET = dict(
     group_name=GROUP,
     owners=OWNERS_DATA,

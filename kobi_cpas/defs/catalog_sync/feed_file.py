@@ -24,7 +24,7 @@ def feed_file(
     catalog_sync: CatalogSyncResource,
 ) -> dg.MaterializeResult:
     """The tenant's feed file as fetched now into its workdir, with a JSON manifest (outcome, validators, sha256,
-    size, failure message) that feed_snapshot ingests. Outside the duckdb_write pool and with no database open:
+    size, failure message) that feed_snapshot ingests. With no database open (the writers' lock is not held):
     a slow feed server costs only this step, bounded by the tenant's total deadline and size cap
     (feed.download_deadline_seconds, feed.max_bytes). A failed download is recorded, not raised: feed_snapshot
     turns it into a failed snapshot, a FEED_FILE_ERROR diagnostic and a failing feed_file_readable check."""

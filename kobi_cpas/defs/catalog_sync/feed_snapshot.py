@@ -14,7 +14,6 @@ from kobi_cpas.defs.catalog_sync.checks import (
 )
 from kobi_cpas.defs.catalog_sync.common import GROUP
 from kobi_cpas.defs.shared import (
-    DUCKDB_POOL,
     OWNERS_DATA,
     specs_by_key,
     table_result,
@@ -81,7 +80,6 @@ FEED = specs_by_key(
 @dg.multi_asset(
     specs=list(FEED.values()),
     partitions_def=tenant_partitions,
-    pool=DUCKDB_POOL,
     check_specs=feed_snapshot_check_specs,
     can_subset=False,
 )

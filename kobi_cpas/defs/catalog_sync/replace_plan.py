@@ -4,7 +4,7 @@ import dagster as dg
 
 from kobi_cpas.defs.catalog_sync.checks import DELETION_GUARD, OVERRIDE_TAG, replace_plan_check_specs
 from kobi_cpas.defs.catalog_sync.common import GROUP
-from kobi_cpas.defs.shared import DUCKDB_POOL, OWNERS_DATA, WRITES_ROWS_OF, md_table
+from kobi_cpas.defs.shared import OWNERS_DATA, WRITES_ROWS_OF, md_table
 from kobi_cpas.defs.tenants.partitions import tenant_partitions
 from kobi_cpas.resources import TenantRegistryResource, WarehouseResource
 from kobi_cpas.sync.methods import plan_replace
@@ -15,7 +15,6 @@ from kobi_cpas.sync.methods import plan_replace
     owners=OWNERS_DATA,
     kinds={"duckdb"},
     partitions_def=tenant_partitions,
-    pool=DUCKDB_POOL,
     deps=["feed_snapshot"],
     check_specs=replace_plan_check_specs,
     metadata={WRITES_ROWS_OF: "none"},

@@ -5,7 +5,7 @@ import dagster as dg
 
 from kobi_cpas.catalogs.reads import read_catalog
 from kobi_cpas.defs.catalogs.checks import API_VERSION_CHECK, EVENT_SOURCE_CHECK, meta_catalogs_check_specs
-from kobi_cpas.defs.shared import DUCKDB_POOL, OWNERS_DATA, preview, table_definition_metadata
+from kobi_cpas.defs.shared import OWNERS_DATA, preview, table_definition_metadata
 from kobi_cpas.defs.tenants.partitions import tenant_partitions
 from kobi_cpas.meta.versions import VersionState, version_status
 from kobi_cpas.resources import MetaGraphResource, TenantRegistryResource, WarehouseResource
@@ -18,7 +18,6 @@ from kobi_cpas.warehouse.tables import META_CATALOGS
     owners=OWNERS_DATA,
     kinds={"meta", "duckdb"},
     partitions_def=tenant_partitions,
-    pool=DUCKDB_POOL,
     check_specs=meta_catalogs_check_specs,
     metadata=table_definition_metadata(META_CATALOGS),
     deps=["tenant_registry"],

@@ -29,7 +29,7 @@ from kobi_cpas.defs.cpas.checks import (
     execution_manifest_check_specs,
     product_sets_check_specs,
 )
-from kobi_cpas.defs.shared import DUCKDB_POOL, OWNERS_DATA, md_table, table_definition_metadata
+from kobi_cpas.defs.shared import OWNERS_DATA, md_table, table_definition_metadata
 from kobi_cpas.defs.tenants.partitions import tenant_partitions
 from kobi_cpas.resources import MetaGraphResource, TenantRegistryResource, WarehouseResource
 from kobi_cpas.warehouse import replace_rows
@@ -42,7 +42,6 @@ TENANT_CPAS_ASSET = dict(
     owners=OWNERS,
     kinds={"meta", "duckdb"},
     partitions_def=tenant_partitions,
-    pool=DUCKDB_POOL,
 )
 
 
@@ -188,7 +187,6 @@ def execution_manifest(
     group_name=GROUP,
     owners=OWNERS,
     kinds={"meta", "duckdb"},
-    pool=DUCKDB_POOL,
     deps=["tenant_registry"],
     metadata=table_definition_metadata(CPAS_RETAILER_DIRECTORY),
 )

@@ -23,7 +23,6 @@ from kobi_cpas.cpas import (
     validate_rule,
 )
 from kobi_cpas.cpas.tables import EXECUTION_MANIFEST
-from kobi_cpas.defs.shared import DUCKDB_POOL
 from kobi_cpas.meta.errors import MetaSegmentNotCompliantError
 from kobi_cpas.resources import MetaGraphResource, TenantRegistryResource, WarehouseResource
 from kobi_cpas.warehouse import replace_rows, sql_str
@@ -164,7 +163,6 @@ class CreateCampaignConfig(dg.Config):
 
 
 @dg.op(
-    pool=DUCKDB_POOL,
     description="Build the PAUSED campaign from the template, QC it, create it only when "
     "clean, then record it in execution_manifest.",
 )

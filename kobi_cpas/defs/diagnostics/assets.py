@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from kobi_cpas.defs.diagnostics.checks import catalog_diagnostics_check_specs
-from kobi_cpas.defs.shared import DUCKDB_POOL, OWNERS_DATA, specs_by_key, table_result, table_spec
+from kobi_cpas.defs.shared import OWNERS_DATA, specs_by_key, table_result, table_spec
 from kobi_cpas.defs.tenants.partitions import tenant_partitions
 from kobi_cpas.diagnostics.checks import run_checks
 from kobi_cpas.diagnostics.poll import poll_tenant
@@ -101,7 +101,6 @@ DIAG = specs_by_key(
 @dg.multi_asset(
     specs=list(DIAG.values()),
     partitions_def=tenant_partitions,
-    pool=DUCKDB_POOL,
     check_specs=catalog_diagnostics_check_specs,
     can_subset=False,
 )

@@ -13,7 +13,6 @@ from kobi_cpas.defs.insights.checks import (
 )
 from kobi_cpas.defs.insights.partitions import insights_partitions
 from kobi_cpas.defs.shared import (
-    DUCKDB_POOL,
     OWNERS_DATA,
     SHORT_WRITES,
     md_table,
@@ -186,10 +185,9 @@ INSIGHTS = specs_by_key(
 )
 
 
-# No duckdb_write pool: the pull waits on Meta's async report jobs (minutes, up to an hour by Meta's docs), and a
-# pool slot held meanwhile would stop every other writer. The work database is opened only for short
-# transactions before and after each wait (pages are staged in a local file meanwhile), and the warehouse waits
-# out another process's file lock (bounded) for each of them.
+# The pull waits on Meta's async report jobs (minutes, up to an hour by Meta's docs), and the writers' lock held
+# meanwhile would stop every other writer: the work database is opened only for short transactions before and
+# after each wait (pages are staged in a local file meanwhile).
 _SHORT = "waits on Meta's async report jobs outside the work database; writes in short transactions"
 INSIGHTS = {k: s.merge_attributes(metadata={SHORT_WRITES: _SHORT}) for k, s in INSIGHTS.items()}
 
@@ -406,7 +404,7 @@ DASHBOARD = specs_by_key(
 )
 
 
-@dg.multi_asset(specs=list(DASHBOARD.values()), pool=DUCKDB_POOL)
+@dg.multi_asset(specs=list(DASHBOARD.values()))
 def cpas_dashboard(warehouse: WarehouseResource):
     """Refresh the CPAS dashboard view's metadata (row count, ROAS by retailer) after its inputs changed."""
     relation = f"({CPAS_DASHBOARD.sql})"

@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 
 from kobi_cpas.defs.operations.common import GROUP, failed_runs, last_successes
-from kobi_cpas.defs.shared import DUCKDB_POOL, OWNERS_DATA, specs_by_key, table_result, table_spec
+from kobi_cpas.defs.shared import OWNERS_DATA, specs_by_key, table_result, table_spec
 from kobi_cpas.operations.alerts import COLUMNS, upsert_alerts
 from kobi_cpas.operations.compliance import REQUIREMENTS, build_compliance
 from kobi_cpas.operations.tables import PIPELINE_ALERTS, SYNC_COMPLIANCE
@@ -39,7 +39,7 @@ OPS = specs_by_key(
 )
 
 
-@dg.multi_asset(specs=[OPS["sync_compliance"]], pool=DUCKDB_POOL)
+@dg.multi_asset(specs=[OPS["sync_compliance"]])
 def sync_compliance(
     context: dg.AssetExecutionContext, registry: TenantRegistryResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -103,7 +103,7 @@ def _row(alert: AlertRowConfig) -> dict[str, Any]:
     return row
 
 
-@dg.multi_asset(specs=[OPS["pipeline_alerts"]], pool=DUCKDB_POOL)
+@dg.multi_asset(specs=[OPS["pipeline_alerts"]])
 def pipeline_alerts(
     context: dg.AssetExecutionContext, config: PipelineAlertsConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:

@@ -4,7 +4,7 @@ recorded in pipeline_alerts.
 Breaches are read by a sensor from the published sync_compliance (read-only, like every sensor here: a sensor
 never opens the work database a writer may hold), so the alert matches what analysts see, the compliance asset
 stays free of side effects, and one place owns delivery, retries and episodes. The sensors POST; the rows reach
-the table through a pipeline_alerts run (in the duckdb_write pool) carrying them in its run config. A failed
+the table through a pipeline_alerts run (a writer like any other) carrying them in its run config. A failed
 POST is recorded and retried by pipeline_alerts_sensor on its next evaluation; nothing raises out of a sensor.
 """
 

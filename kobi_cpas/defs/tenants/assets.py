@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from kobi_cpas.defs.shared import DUCKDB_POOL, OWNERS_DATA, count, preview, table_definition_metadata
+from kobi_cpas.defs.shared import OWNERS_DATA, count, preview, table_definition_metadata
 from kobi_cpas.feeds.reader import redact_source
 from kobi_cpas.resources import TenantRegistryResource, WarehouseResource
 from kobi_cpas.warehouse import replace_rows
@@ -13,7 +13,6 @@ from kobi_cpas.warehouse.tables import TENANT_REGISTRY
     group_name="tenants",
     owners=OWNERS_DATA,
     kinds={"yaml", "duckdb"},
-    pool=DUCKDB_POOL,
     metadata=table_definition_metadata(TENANT_REGISTRY),
 )
 def tenant_registry(
