@@ -9,6 +9,11 @@ PG_EXTRA := $(shell command -v initdb >/dev/null 2>&1 || command -v pg_ctl >/dev
 
 .PHONY: install run dev test lint fmt bench validate sandbox clean
 
+# Machines that set PYTHONDONTWRITEBYTECODE make every process (test workers and their subprocesses, code servers,
+# run workers) compile the project's modules from source again, ~0.2 s of CPU each (the venv's packages are
+# compiled at install). Processes started from here keep their bytecode in __pycache__ (git-ignored).
+unexport PYTHONDONTWRITEBYTECODE
+
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 

@@ -189,7 +189,11 @@ class WarehouseResource(dg.ConfigurableResource):
     when the run's resources are torn down (once per run with the in-process executor, once per step process
     with the multiprocess one), with everything committed by then, also after a failed step. A publish copies
     the whole state, so a single one at the end gives analysts the same file. Outside a run (scripts, devenv)
-    ``publish()`` is immediate."""
+    ``publish()`` is immediate.
+
+    With ``publish_interval_seconds`` > 0 a run only marks the file due, and ``analyst_publish_sensor`` publishes
+    at most once per interval: a publish costs in proportion to the whole warehouse, so a fleet of hundreds of
+    tenants cannot afford one per run."""
 
     duckdb_path: str = Field(description="Analyst DuckDB file (KOBI_CPAS_DUCKDB_PATH)")
     lock_timeout_seconds: float = Field(
@@ -198,6 +202,12 @@ class WarehouseResource(dg.ConfigurableResource):
         "holds the writer for about a minute; up to three other runs may be ahead)",
     )
     memory_limit: str | None = None
+    publish_interval_seconds: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="0: publish the analyst file at the end of every run that wrote. More: runs mark it due and "
+        "analyst_publish_sensor publishes at most once per this many seconds (KOBI_CPAS_PUBLISH_INTERVAL_SECONDS)",
+    )
 
     _scratch: ScratchWarehouse | None = PrivateAttr(default=None)
     _dry_run_id: str | None = PrivateAttr(default=None)
@@ -259,6 +269,13 @@ class WarehouseResource(dg.ConfigurableResource):
             return
         self._publish_due = False
         real = self._real()
+        if self.publish_interval_seconds > 0:
+            real.publish_due.mark()
+            context.log.info(
+                f"analyst file {real.analyst_path} marked due: analyst_publish_sensor publishes it "
+                f"(at most once every {self.publish_interval_seconds:.0f} s)"
+            )
+            return
         try:
             real.publish()
         except Exception as exc:
@@ -282,6 +299,15 @@ class WarehouseResource(dg.ConfigurableResource):
             memory_limit=self.memory_limit,
             schema=SCHEMA,
         )
+
+    def publish_now(self) -> PublishResult:
+        """Publish the analyst file now, also inside a run (the publish job's only work)."""
+        return self._real().publish()
+
+    def publish_wait_reason(self) -> str | None:
+        """Why the analyst file needs no publish yet (None: it does), from files beside the work database:
+        sensors never open the work database."""
+        return self._real().publish_due.wait_reason(self.publish_interval_seconds)
 
     def get_warehouse(self) -> Warehouse:
         return self._scratch if self._scratch is not None else self._real()

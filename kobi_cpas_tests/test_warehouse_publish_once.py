@@ -5,6 +5,7 @@ Outside a run (scripts, devenv, tests using the resource directly) ``publish`` s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -212,3 +213,115 @@ def test_a_run_without_a_publish_request_does_not_publish(
     assert publishes == []
     assert dg.materialize([reads_only, writes_twice], resources={"warehouse": resource}).success
     assert publishes == [resource.get_warehouse().analyst_path]
+
+
+# ---- a publish interval: runs mark the file due, the sensor publishes at most once per interval
+
+
+@dg.asset
+def writes_a_catalog(warehouse: WarehouseResource) -> None:
+    with warehouse.connection() as con:
+        con.execute(
+            "INSERT INTO meta_catalogs (tenant_id, catalog_id, observed_at) VALUES ('t', "
+            "(SELECT count(*) + 1 FROM meta_catalogs)::VARCHAR, now())"
+        )
+        warehouse.publish(con)
+
+
+def _analyst_catalogs(resource: WarehouseResource) -> int:
+    rows = read_analyst(resource.get_warehouse().analyst_path, "SELECT count(*) FROM meta_catalogs")
+    return int(rows[0][0]) if rows else -1
+
+
+def _sensor(resource: WarehouseResource, instance: dg.DagsterInstance) -> dg.RunRequest | dg.SkipReason:
+    from kobi_cpas.defs.warehouse.publish import analyst_publish_sensor
+
+    with dg.build_sensor_context(instance=instance, resources={"warehouse": resource}) as context:
+        return analyst_publish_sensor(context)
+
+
+def _publish_run(resource: WarehouseResource, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    from kobi_cpas.defs.warehouse.publish import analyst_publish_job
+
+    return analyst_publish_job.execute_in_process(
+        instance=instance, resources={"warehouse": resource}, raise_on_error=False
+    )
+
+
+def test_with_a_publish_interval_runs_mark_the_file_due_and_the_sensor_publishes_once_per_interval(
+    tmp_path: Path, publishes: list[Path]
+) -> None:
+    resource = WarehouseResource(
+        duckdb_path=str(tmp_path / "data" / "kobi_cpas.duckdb"), publish_interval_seconds=1.0
+    )
+    analyst = resource.get_warehouse().analyst_path
+    with dg.DagsterInstance.ephemeral() as instance:
+        nothing = _sensor(resource, instance)
+        assert isinstance(nothing, dg.SkipReason) and "no run wrote" in str(nothing.skip_message)
+
+        assert dg.materialize([writes_a_catalog], resources={"warehouse": resource}).success
+        assert publishes == [] and not analyst.exists()  # the run only marked the file due
+        assert isinstance(_sensor(resource, instance), dg.RunRequest)
+        published = _publish_run(resource, instance)
+        assert published.success and publishes == [analyst]
+        assert _analyst_catalogs(resource) == 1
+
+        done = _sensor(resource, instance)
+        assert isinstance(done, dg.SkipReason) and "no run wrote the warehouse since the last publish" in str(
+            done.skip_message
+        )
+        # two more runs inside the interval: one publish covers both, once the interval has passed
+        for _ in range(2):
+            assert dg.materialize([writes_a_catalog], resources={"warehouse": resource}).success
+        # the same files seen with a longer interval: the writes wait for it
+        patient = WarehouseResource(duckdb_path=resource.duckdb_path, publish_interval_seconds=600.0)
+        waiting = _sensor(patient, instance)
+        assert isinstance(waiting, dg.SkipReason) and "wait for the next publish" in str(waiting.skip_message)
+        time.sleep(1.1)
+        assert isinstance(_sensor(resource, instance), dg.RunRequest)
+        assert _publish_run(resource, instance).success
+        assert publishes == [analyst, analyst] and _analyst_catalogs(resource) == 3
+
+
+def test_a_failed_publish_run_is_retried_once_per_interval_not_on_every_evaluation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resource = WarehouseResource(
+        duckdb_path=str(tmp_path / "data" / "kobi_cpas.duckdb"), publish_interval_seconds=600.0
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert dg.materialize([writes_a_catalog], resources={"warehouse": resource}).success
+
+        def broken(self: AnalystPublisher, con: duckdb.DuckDBPyConnection, schema) -> object:
+            raise OSError(28, "No space left on device (simulated)")
+
+        with monkeypatch.context() as m:
+            m.setattr(AnalystPublisher, "publish_locked", broken)
+            assert not _publish_run(resource, instance).success
+        retry = _sensor(resource, instance)
+        assert isinstance(retry, dg.SkipReason) and "failed; the next attempt comes 600 s after it" in str(
+            retry.skip_message
+        )
+
+
+def test_without_a_publish_interval_the_sensor_says_runs_publish(tmp_path: Path) -> None:
+    resource = WarehouseResource(duckdb_path=str(tmp_path / "data" / "kobi_cpas.duckdb"))
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert dg.materialize([writes_a_catalog], resources={"warehouse": resource}).success
+        assert _analyst_catalogs(resource) == 1  # published by the run itself
+        skip = _sensor(resource, instance)
+        assert isinstance(skip, dg.SkipReason) and "every run publishes" in str(skip.skip_message)
+
+
+def test_publish_due_reasons(tmp_path: Path) -> None:
+    from kobi_cpas.warehouse.publish_due import PublishDue
+
+    due = PublishDue(tmp_path / "work")
+    assert "no publish recorded" in str(due.wait_reason(300, now=1000.0))
+    due.mark(at=900.0)
+    assert due.wait_reason(300, now=1000.0) is None  # written, never published
+    due.record_published(950.0)  # a publish that started reading after that write
+    assert "since the last publish at" in str(due.wait_reason(300, now=1000.0))
+    due.mark(at=960.0)  # a write committed after that publish read the database
+    assert "wait for the next publish at 1970-01-01 00:20:50 UTC" in str(due.wait_reason(300, now=1000.0))
+    assert due.wait_reason(300, now=1250.0) is None

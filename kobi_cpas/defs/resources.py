@@ -42,7 +42,10 @@ def location_resources() -> dict[str, dg.ConfigurableResource]:
             # Tests shrink the retry waits (never the logic) with KOBI_CPAS_META_BACKOFF_SCALE.
             **_from_env(env, float, backoff_scale="KOBI_CPAS_META_BACKOFF_SCALE"),
         ),
-        "warehouse": WarehouseResource(duckdb_path=str(analyst.resolve())),
+        "warehouse": WarehouseResource(
+            duckdb_path=str(analyst.resolve()),
+            **_from_env(env, float, publish_interval_seconds="KOBI_CPAS_PUBLISH_INTERVAL_SECONDS"),
+        ),
         "registry": TenantRegistryResource(path=str(registry_path())),
         "catalog_sync": CatalogSyncResource(
             workdir=str((analyst.parent / ".kobi_work" / "feeds").resolve()),

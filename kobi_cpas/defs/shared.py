@@ -9,6 +9,13 @@ import duckdb
 from kobi_cpas.warehouse.specs import TableSpec, ViewSpec
 
 OWNERS_DATA = ["team:kobi-data"]
+# Run statuses of a run that is queued or running.
+ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 # Definition metadata of a step that owns no table: the analyst tables (owned by other, downstream assets) it
 # writes rows of, comma-separated, or "none".
 WRITES_ROWS_OF = "kobi/writes_rows_of"

@@ -402,9 +402,21 @@ def demo_feeds() -> None:
     "--large", default="100000", show_default=True, help="Comma-separated sizes of the first (large) tenants."
 )
 @click.option("--time-scale", default=60.0, show_default=True, help="Meta's latencies are divided by this.")
+@click.option(
+    "--publish-interval",
+    default=300.0,
+    show_default=True,
+    help="KOBI_CPAS_PUBLISH_INTERVAL_SECONDS of the runs (0: every run publishes the analyst file at its end).",
+)
 @click.option("--out", default=".bench", show_default=True, type=click.Path(path_type=Path))
 def bench_fleet(
-    tenants: int, min_items: int, max_items: int, large: str, time_scale: float, out: Path
+    tenants: int,
+    min_items: int,
+    max_items: int,
+    large: str,
+    time_scale: float,
+    publish_interval: float,
+    out: Path,
 ) -> None:
     """N generated tenants through the real run queue (daemon, QueuedRunCoordinator, dagster.yaml): per cadence
     makespan, change-to-Meta latency, DuckDB writer hold, Dagster overhead, memory, requests, capacity."""
@@ -419,6 +431,7 @@ def bench_fleet(
         large_items=sizes,
         out=out,
         time_scale=time_scale,
+        publish_interval=publish_interval,
         on_progress=lambda msg: click.echo(msg, err=True),
     )
     click.echo(json.dumps({k: result[k] for k in ("tenants", "cycles", "capacity")}, indent=2, default=str))

@@ -42,7 +42,7 @@ from kobi_cpas.devenv.fleet_bench_fleet import (
     write_registry,
 )
 from kobi_cpas.devenv.fleet_bench_probe import ProcessProbe, marked_processes, self_cpu
-from kobi_cpas.devenv.fleet_bench_report import cadence_figures, capacity, meta_diff
+from kobi_cpas.devenv.fleet_bench_report import cadence_figures, capacity, meta_diff, publish_figures
 from kobi_cpas.warehouse.host import WRITER_TIME_PREFIX
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -108,6 +108,12 @@ def _submit_all(client: Any, job: str, method: str, tenants: list[FleetTenant], 
                     raise
                 time.sleep(2)
     return ids
+
+
+def _submit_publish(client: Any, bench_id: str) -> str:
+    return client.submit_job_execution(
+        "analyst_publish_job", repository_location_name=LOCATION, tags={BENCH_TAG: bench_id}
+    )
 
 
 def _wait_runs(instance: Any, run_ids: list[str], timeout: float) -> list[Any]:
@@ -198,6 +204,7 @@ def run_fleet_bench(
     large_items: tuple[int, ...] = (100_000,),
     out: Path = Path(".bench"),
     time_scale: float = 60.0,
+    publish_interval: float = 300.0,
     run_timeout: float = 3600.0,
     on_progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
@@ -228,6 +235,7 @@ def run_fleet_bench(
             "KOBI_CPAS_DUCKDB_PATH": str(workdir / "kobi_cpas.duckdb"),
             "DAGSTER_HOME": str(workdir / "dagster_home"),
             "KOBI_CPAS_POLL_SECONDS": os.environ.get("KOBI_CPAS_POLL_SECONDS") or "0.5",
+            "KOBI_CPAS_PUBLISH_INTERVAL_SECONDS": str(publish_interval),
         }
     )
     world = World.from_registry(load_registry(registry).registry, seed=42)
@@ -325,6 +333,21 @@ def run_fleet_bench(
                     after=after,
                     requests=requests,
                 )
+                if publish_interval > 0:  # what the publish sensor does once per interval, measured alone
+                    c0 = probe.cpu_by_group()
+                    (publish_run,) = _wait_runs(instance, [_submit_publish(client, bench_id)], run_timeout)
+                    timing = _run_timings(instance, publish_run)
+                    worker = probe.run_workers(
+                        {timing["worker_pid"]: timing["run_id"]} if timing["worker_pid"] else {}
+                    )
+                    c1 = probe.cpu_by_group()
+                    cycles[name]["analyst_publish"] = publish_figures(
+                        timing,
+                        worker.get(timing["run_id"]),
+                        {g: c1.get(g, 0.0) - c0.get(g, 0.0) for g in set(c0) | set(c1)},
+                        workdir / "kobi_cpas.duckdb",
+                        publish_interval,
+                    )
                 c = cycles[name]
                 on_progress(
                     f"cycle {name}: makespan {c['makespan_s']:.1f}s, {c['runs_succeeded']}/{c['runs']} runs ok, "
@@ -354,6 +377,7 @@ def run_fleet_bench(
         },
         "cores": os.cpu_count() or 1,
         "cycles": cycles,
+        "publish_interval_s": publish_interval,
         "capacity": capacity(cycles, fleet, os.cpu_count() or 1),
         "workdir": str(workdir),
     }

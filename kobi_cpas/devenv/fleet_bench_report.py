@@ -135,6 +135,20 @@ def cadence_figures(
     }
 
 
+def publish_figures(
+    timing: dict[str, Any], worker: Any, cpu: dict[str, float], analyst: Path, interval: float
+) -> dict[str, Any]:
+    """One analyst publish after a cycle (what the publish sensor runs at most once per ``interval``)."""
+    return {
+        "success": timing["success"],
+        "wall_s": round(timing["wall_s"], 3),
+        "run_worker_cpu_s": round(worker.cpu, 2) if worker is not None else None,
+        "cpu_s": round(sum(cpu.values()), 2),
+        "analyst_file_mb": round(analyst.stat().st_size / 2**20, 1) if analyst.exists() else 0.0,
+        "per_hour": round(3600 / interval, 2),
+    }
+
+
 def _max_concurrent_runs() -> int:
     cfg = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
     return int(cfg["concurrency"]["runs"]["max_concurrent_runs"])
@@ -144,8 +158,12 @@ def capacity(cycles: dict[str, Any], fleet: list[FleetTenant], cores: int) -> di
     """The largest N whose every cadence fits its window, extrapolated linearly from the per-tenant costs
     measured at this N: CPU (run workers + daemon/webserver/code server + Postgres) per tenant per cycle, and run
     slots (max_concurrent_runs x run wall time). A cadence's runs must fit its window on the cores left by the
-    other cadences' steady load."""
+    other cadences' steady load and by the analyst publishes (one per publish interval, each costing in
+    proportion to the whole warehouse: the last cycle's publish, scaled by N / this N)."""
     n = len(fleet)
+    published = [c["analyst_publish"] for c in cycles.values() if c.get("analyst_publish")]
+    # Per tenant per hour: a publish of N tenants' data costs N x (this publish / n), per_hour times an hour.
+    publish_hour = published[-1]["cpu_s"] * published[-1]["per_hour"] / n if published and n else 0.0
     rate = {  # runs per tenant per hour
         "replace": statistics.fmean(1.0 if t.replace_cadence == "hourly" else 1 / 24 for t in fleet),
         "update": 1.0,
@@ -154,7 +172,7 @@ def capacity(cycles: dict[str, Any], fleet: list[FleetTenant], cores: int) -> di
     cost = {k: cycles[k]["cpu_per_tenant_s"] for k in rate}
     wall = {k: cycles[k]["run_wall_s"]["mean"] or 0.0 for k in rate}
     slots = _max_concurrent_runs()
-    cpu_hour = sum(cost[k] * rate[k] for k in rate)
+    cpu_hour = sum(cost[k] * rate[k] for k in rate) + publish_hour
     slot_hour = sum(wall[k] * rate[k] for k in rate)
     bounds = []
     for k, window in WINDOWS_S.items():
@@ -180,6 +198,7 @@ def capacity(cycles: dict[str, Any], fleet: list[FleetTenant], cores: int) -> di
         "per_tenant_per_hour": {
             "runs": {k: round(v, 3) for k, v in rate.items()},
             "cpu_s": round(cpu_hour, 2),
+            "analyst_publish_cpu_s": round(publish_hour, 2),
             "run_slot_s": round(slot_hour, 2),
             "cpu_share_by_cadence": share,
         },

@@ -24,6 +24,7 @@ import duckdb
 
 from kobi_cpas.warehouse.host import attach, configure, release
 from kobi_cpas.warehouse.publish import AnalystPublisher, PublishResult
+from kobi_cpas.warehouse.publish_due import PublishDue
 from kobi_cpas.warehouse.schema import WarehouseSchema
 from kobi_cpas.warehouse.specs import TableSpec
 from kobi_cpas.warehouse.sql import comment_table, qident, sql_str, transaction
@@ -263,13 +264,14 @@ class Warehouse:
         if con is None:
             with self.connect() as own:
                 return self.publish(own)
-        started = time.monotonic()
+        started, started_at = time.monotonic(), time.time()
         self.analyst_path.parent.mkdir(parents=True, exist_ok=True)
         publisher = self._publisher()
         with publisher.lock(wait=True):
             publisher.remove_publishing_files()
             result = publisher.publish_locked(con, self.schema)
         result.seconds = time.monotonic() - started
+        self.publish_due.record_published(started_at)
         log.info(
             "published %d analyst tables to %s in %.2fs (%s: %d rewritten)",
             len(result.row_counts),
@@ -279,6 +281,11 @@ class Warehouse:
             len(result.rewritten),
         )
         return result
+
+    @property
+    def publish_due(self) -> PublishDue:
+        """Whether runs wrote since the last publish (read without opening the work database)."""
+        return PublishDue(self.work_dir)
 
     @property
     def publish_lock_path(self) -> Path:

@@ -17,6 +17,7 @@ import dagster as dg
 from croniter import croniter
 
 from kobi_cpas.defs.catalog_sync.common import SHARD_TAG
+from kobi_cpas.defs.shared import ACTIVE
 from kobi_cpas.defs.tenants.evaluation import (
     evaluate_tenant,
     log_tenant_problems,
@@ -30,12 +31,6 @@ from kobi_cpas.resources import TenantRegistryResource, WarehouseResource
 TICK = timedelta(minutes=15)
 MAX_REPLACE_ATTEMPTS = 3
 REPLACE_FIRE_TAG = "kobi/replace_fire"
-ACTIVE = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 
 
 def cron_fired(cron: str, tz: str, start: datetime, end: datetime) -> bool:
