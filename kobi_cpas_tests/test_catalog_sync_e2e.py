@@ -169,3 +169,26 @@ def test_a_stale_cached_feed_id_is_rediscovered_not_fatal(synced):
             "SELECT feed_id FROM sync_state.feeds WHERE tenant_id = ?", [TENANT]
         ).fetchall() == [(real,)]
     h.assert_catalog_equals_desired()
+
+
+def test_schedule_skips_tenant_with_a_request_still_processing_at_meta(harness):
+    from kobi_cpas.defs.catalog_sync.schedules import catalog_batch_schedule
+
+    h = harness()
+    tick = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    # what an update run leaves when Meta is still processing its upload (published at the run's end)
+    with h.wh.connect() as con:
+        con.execute(
+            "INSERT INTO catalog_syncs (sync_id, tenant_id, catalog_id, method, shard, started_at, status) "
+            "VALUES ('u1', ?, ?, 'update', 0, now(), 'processing')",
+            [TENANT, CATALOG],
+        )
+        h.wh.publish(con)
+    skipped = tick_schedule(catalog_batch_schedule, h.instance, scheduled_execution_time=tick)
+    assert isinstance(skipped, dg.SkipReason)
+    assert f"{TENANT}: 1 update request(s) still processing at Meta" in skipped.skip_message
+    with h.wh.connect() as con:  # Meta finished it (the status job records that): the tenant is due again
+        con.execute("UPDATE catalog_syncs SET status = 'finished', finished_at = now() WHERE sync_id = 'u1'")
+        h.wh.publish(con)
+    requests = tick_schedule(catalog_batch_schedule, h.instance, scheduled_execution_time=tick)
+    assert [r.partition_key for r in requests] == [TENANT]

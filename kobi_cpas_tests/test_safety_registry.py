@@ -126,17 +126,17 @@ def test_one_tenants_exception_does_not_stop_the_others(kobi_env, pg_instance, t
     _add_partitions(pg_instance, GOOD, BAD)
     real = schedules.overlap_reason
 
-    def flaky(instance: dg.DagsterInstance, tenant_id: str) -> str | None:
+    def flaky(instance: dg.DagsterInstance, tenant_id: str, *active: object) -> str | None:
         if tenant_id == GOOD:
             raise ConnectionError("run storage hiccup for https://u:s3cr3tpw@db.example/x")
-        return real(instance, tenant_id)
+        return real(instance, tenant_id, *active)
 
     monkeypatch.setattr(schedules, "overlap_reason", flaky)
     assert [r.partition_key for r in _tick(catalog_batch_schedule, pg_instance, TICK, kobi_env, path)] == [
         BAD
     ]
 
-    monkeypatch.setattr(schedules, "overlap_reason", lambda instance, tenant_id: flaky(instance, GOOD))
+    monkeypatch.setattr(schedules, "overlap_reason", lambda instance, tenant_id, *_: flaky(instance, GOOD))
     skipped = _tick(catalog_batch_schedule, pg_instance, TICK, kobi_env, path)
     assert isinstance(skipped, dg.SkipReason)
     for tenant_id in (GOOD, BAD):

@@ -110,6 +110,33 @@ def _submit_all(client: Any, job: str, method: str, tenants: list[FleetTenant], 
     return ids
 
 
+def _schedule_ticks(instance: Any) -> dict[str, dict[str, float]]:
+    """One tick of each cadence schedule over the whole fleet (the bench submits its runs itself, so the daemon's
+    schedule evaluations are measured here, in this process): CPU seconds and run requests."""
+    from datetime import UTC, datetime
+
+    import dagster as dg
+
+    from kobi_cpas.defs.catalog_sync import schedules
+    from kobi_cpas.defs.resources import location_resources
+
+    now = datetime.now(UTC)
+    tick = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
+    out: dict[str, dict[str, float]] = {}
+    for method in ("replace", "update", "batch"):
+        schedule = getattr(schedules, f"catalog_{method}_schedule")
+        cpu = time.process_time()
+        with dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=tick, resources=location_resources()
+        ) as context:
+            result = schedule(context)
+        out[method] = {
+            "cpu_s": round(time.process_time() - cpu, 3),
+            "run_requests": len(result) if isinstance(result, list) else 0,
+        }
+    return out
+
+
 def _submit_publish(client: Any, bench_id: str) -> str:
     return client.submit_job_execution(
         "analyst_publish_job", repository_location_name=LOCATION, tags={BENCH_TAG: bench_id}
@@ -295,6 +322,7 @@ def run_fleet_bench(
                 cpu0, me0 = probe.cpu_by_group(), self_cpu()
                 probe.reset_peak()
                 t0 = time.time()
+                ticks = _schedule_ticks(instance)  # before the runs: every tenant is due, none is busy
                 on_progress(f"cycle {name}: submitting {len(fleet)} {job} runs")
                 run_ids = _submit_all(client, job, method, fleet, bench_id)
                 records = _wait_runs(instance, run_ids, run_timeout)
@@ -333,6 +361,7 @@ def run_fleet_bench(
                     after=after,
                     requests=requests,
                 )
+                cycles[name]["schedule_tick"] = ticks
                 if publish_interval > 0:  # what the publish sensor does once per interval, measured alone
                     c0 = probe.cpu_by_group()
                     (publish_run,) = _wait_runs(instance, [_submit_publish(client, bench_id)], run_timeout)

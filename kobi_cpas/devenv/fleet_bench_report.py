@@ -158,12 +158,16 @@ def capacity(cycles: dict[str, Any], fleet: list[FleetTenant], cores: int) -> di
     """The largest N whose every cadence fits its window, extrapolated linearly from the per-tenant costs
     measured at this N: CPU (run workers + daemon/webserver/code server + Postgres) per tenant per cycle, and run
     slots (max_concurrent_runs x run wall time). A cadence's runs must fit its window on the cores left by the
-    other cadences' steady load and by the analyst publishes (one per publish interval, each costing in
-    proportion to the whole warehouse: the last cycle's publish, scaled by N / this N)."""
+    other cadences' steady load, by the analyst publishes (one per publish interval, each costing in
+    proportion to the whole warehouse: the last cycle's publish, scaled by N / this N) and by the daemon's
+    schedule ticks (each cadence schedule every 15 minutes over every tenant)."""
     n = len(fleet)
     published = [c["analyst_publish"] for c in cycles.values() if c.get("analyst_publish")]
     # Per tenant per hour: a publish of N tenants' data costs N x (this publish / n), per_hour times an hour.
     publish_hour = published[-1]["cpu_s"] * published[-1]["per_hour"] / n if published and n else 0.0
+    # The daemon evaluates each cadence schedule every 15 minutes over every tenant.
+    ticks = [c["schedule_tick"] for c in cycles.values() if c.get("schedule_tick")]
+    tick_hour = sum(t["cpu_s"] for t in ticks[-1].values()) * 4 / n if ticks and n else 0.0
     rate = {  # runs per tenant per hour
         "replace": statistics.fmean(1.0 if t.replace_cadence == "hourly" else 1 / 24 for t in fleet),
         "update": 1.0,
@@ -172,7 +176,7 @@ def capacity(cycles: dict[str, Any], fleet: list[FleetTenant], cores: int) -> di
     cost = {k: cycles[k]["cpu_per_tenant_s"] for k in rate}
     wall = {k: cycles[k]["run_wall_s"]["mean"] or 0.0 for k in rate}
     slots = _max_concurrent_runs()
-    cpu_hour = sum(cost[k] * rate[k] for k in rate) + publish_hour
+    cpu_hour = sum(cost[k] * rate[k] for k in rate) + publish_hour + tick_hour
     slot_hour = sum(wall[k] * rate[k] for k in rate)
     bounds = []
     for k, window in WINDOWS_S.items():
@@ -199,6 +203,7 @@ def capacity(cycles: dict[str, Any], fleet: list[FleetTenant], cores: int) -> di
             "runs": {k: round(v, 3) for k, v in rate.items()},
             "cpu_s": round(cpu_hour, 2),
             "analyst_publish_cpu_s": round(publish_hour, 2),
+            "schedule_ticks_cpu_s": round(tick_hour, 3),
             "run_slot_s": round(slot_hour, 2),
             "cpu_share_by_cadence": share,
         },

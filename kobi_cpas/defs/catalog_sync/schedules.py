@@ -9,7 +9,7 @@ its cron (the catalog was busy) or whose run failed stays due on the following t
 that cron fire succeeds, up to ``MAX_REPLACE_ATTEMPTS`` failed runs per fire (a deletion guard that keeps failing
 needs a person, not a run every 15 minutes). Update and batch need no catch-up: their next tick supersedes them."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -68,24 +68,47 @@ def replace_due(instance: dg.DagsterInstance, t: Tenant, tick: datetime) -> tupl
     return fire, len(failed)
 
 
-def overlap_reason(instance: dg.DagsterInstance, tenant_id: str) -> str | None:
-    runs = instance.get_run_records(dg.RunsFilter(tags={SHARD_TAG: tenant_id}, statuses=ACTIVE), limit=3)
-    if runs:
-        r = runs[0].dagster_run
-        return (
-            f"{tenant_id}: catalog sync run {r.run_id[:8]} ({r.job_name}, {r.status.value}) still in progress"
-        )
+def active_shard_runs(instance: dg.DagsterInstance) -> dict[str, dg.DagsterRun]:
+    """The queued or running sync run of each catalog shard, in one query (a tick evaluates every tenant)."""
+    out: dict[str, dg.DagsterRun] = {}
+    for record in instance.get_run_records(dg.RunsFilter(statuses=ACTIVE)):
+        shard = record.dagster_run.tags.get(SHARD_TAG)
+        if shard:
+            out.setdefault(shard, record.dagster_run)
+    return out
+
+
+def overlap_reason(
+    instance: dg.DagsterInstance, tenant_id: str, active: Mapping[str, dg.DagsterRun] | None = None
+) -> str | None:
+    """Why the tenant's catalog is busy (a sync run queued or running), from ``active_shard_runs`` when given."""
+    if active is None:
+        runs = instance.get_run_records(dg.RunsFilter(tags={SHARD_TAG: tenant_id}, statuses=ACTIVE), limit=1)
+        run = runs[0].dagster_run if runs else None
+    else:
+        run = active.get(tenant_id)
+    if run is not None:
+        return f"{tenant_id}: catalog sync run {run.run_id[:8]} ({run.job_name}, {run.status.value}) still in progress"
     return None
 
 
-def pending_requests_reason(
-    warehouse: WarehouseResource, tenant_id: str, methods: tuple[str, ...]
-) -> str | None:
-    rows = warehouse.read_published(
-        "SELECT method, count(*) FROM catalog_syncs WHERE tenant_id = ? AND status IN ('submitted', 'processing') "
-        f"AND method IN ({', '.join('?' for _ in methods)}) GROUP BY method",
-        [tenant_id, *methods],
-    )
+def processing_requests(warehouse: WarehouseResource, methods: tuple[str, ...]) -> dict[str, list[tuple]]:
+    """Per tenant, (method, count) of its requests still processing at Meta, from the published file in one
+    query."""
+    out: dict[str, list[tuple]] = {}
+    if not methods:
+        return out
+    for tenant_id, method, n in warehouse.read_published(
+        "SELECT tenant_id, method, count(*) FROM catalog_syncs WHERE status IN ('submitted', 'processing') "
+        f"AND method IN ({', '.join('?' for _ in methods)}) GROUP BY ALL ORDER BY ALL",
+        list(methods),
+    ):
+        out.setdefault(tenant_id, []).append((method, n))
+    return out
+
+
+def pending_requests_reason(tenant_id: str, processing: Mapping[str, list[tuple]]) -> str | None:
+    rows = processing.get(tenant_id)
     if rows:
         what = ", ".join(f"{n} {m}" for m, n in rows)
         return f"{tenant_id}: {what} request(s) still processing at Meta; feeds must not overlap them"
@@ -105,6 +128,10 @@ def tenant_run_requests(
         return reg
     tick = context.scheduled_execution_time
     known = set(context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
+    # What every tenant's evaluation needs, read once for the fleet: the shards' active runs, the requests
+    # still processing at Meta.
+    active = active_shard_runs(context.instance)
+    processing = processing_requests(warehouse, blocking_methods)
     requests, skipped, errors, busy = [], [], [], []
 
     def evaluate(t: Tenant) -> dg.RunRequest | str | None:
@@ -123,8 +150,8 @@ def tenant_run_requests(
             return None
         if t.tenant_id not in known:
             return f"{t.tenant_id}: no partition yet (the tenant sensor adds it)"
-        reason = overlap_reason(context.instance, t.tenant_id) or (
-            pending_requests_reason(warehouse, t.tenant_id, blocking_methods) if blocking_methods else None
+        reason = overlap_reason(context.instance, t.tenant_id, active) or pending_requests_reason(
+            t.tenant_id, processing
         )
         if reason:
             busy.append(t.tenant_id)
