@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -248,13 +250,10 @@ HOLDER = textwrap.dedent(
 )
 
 
-def test_writers_of_two_processes_take_turns_asleep(tmp_path):
-    """A process that wants the work database while another writes it waits on the writers' lock, using (almost)
-    no CPU, gets in as soon as the other lets go, and counts how long it waited and held it."""
-    from kobi_cpas.warehouse.host import writer_lock_path, writer_time
-
-    wh = Warehouse(tmp_path / "a.duckdb", schema=SCHEMA)
-    with wh.connect():
+@contextlib.contextmanager
+def _held_by_another_process(wh: Warehouse) -> Iterator[None]:
+    """Another process writes ``wh`` (holding its writers' lock) until the block ends."""
+    with wh.connect():  # the file and its schema exist before the holder starts
         pass
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(wh.analyst_path)],
@@ -262,6 +261,21 @@ def test_writers_of_two_processes_take_turns_asleep(tmp_path):
         stdout=subprocess.PIPE,
         text=True,
     )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=60)
+
+
+def test_writers_of_two_processes_take_turns_asleep(tmp_path):
+    """A process that wants the work database while another writes it waits on the writers' lock, using (almost)
+    no CPU, gets in as soon as the other lets go, and counts how long it waited and held it."""
+    from kobi_cpas.warehouse.host import writer_lock_path, writer_time
+
+    wh = Warehouse(tmp_path / "a.duckdb", schema=SCHEMA)
     got: list[tuple[float, float]] = []  # (cpu seconds of this thread while waiting, wall seconds waited)
 
     def write() -> None:
@@ -272,17 +286,13 @@ def test_writers_of_two_processes_take_turns_asleep(tmp_path):
                 "INSERT INTO meta_catalogs (tenant_id, catalog_id, observed_at) VALUES ('second', '1', now())"
             )
 
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with _held_by_another_process(wh):
         assert writer_lock_path(str(wh.work_path.resolve())).exists()
         before = writer_time()
         writer = threading.Thread(target=write)
         writer.start()
         writer.join(timeout=2.0)
         assert writer.is_alive() and not got  # still waiting: the holder has not let go
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=60)
     writer.join(timeout=120)
     (cpu, waited), spent = got[0], writer_time().since(before)
     assert waited >= 2.0 and spent.waited_s >= 2.0 and spent.holds == 1 and spent.held_s > 0
@@ -294,21 +304,12 @@ def test_writers_of_two_processes_take_turns_asleep(tmp_path):
 
 def test_writer_lock_wait_is_bounded_and_names_the_file(tmp_path):
     wh = Warehouse(tmp_path / "a.duckdb", lock_timeout=1.0, schema=SCHEMA)
-    with wh.connect():
+    with (
+        _held_by_another_process(wh),
+        pytest.raises(TimeoutError, match=r"warehouse\.duckdb .*more than 1s"),
+        wh.connect(),
+    ):
         pass
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(wh.analyst_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(TimeoutError, match=r"warehouse\.duckdb .*more than 1s"), wh.connect():
-            pass
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=60)
 
 
 FORKED_WRITER = textwrap.dedent(
