@@ -20,9 +20,12 @@ def test_fleet_benchmark_two_tiny_tenants(tmp_path):
         assert cycle["duckdb_writer_hold_per_tenant_s"]["max"] > 0
         assert cycle["run_worker_cpu_s"]["runs_sampled"] >= 1
         assert cycle["api_requests"]["writes"] >= cycle["api_requests"]["minimum_writes"]
+        assert cycle["analyst_publish"]["success"] and cycle["analyst_publish"]["cpu_s"] > 0, name
+        assert set(cycle["schedule_tick"]) == {"replace", "update", "batch"}, name
     # every change of the last replace reached Meta: nothing left to send
     assert result["cycles"]["replace"]["delta_after"] == {"new": 0, "changed": 0, "removed": 0}
     assert result["cycles"]["update"]["change_to_meta_latency_s"]["tenants_measured"] >= 1
     cap = result["capacity"]
     assert cap["extrapolated_from_tenants"] == 2 and cap["max_tenants"] > 0
+    assert cap["per_tenant_per_hour"]["analyst_publish_cpu_s"] > 0
     assert cap["bound"]["cadence"] in ("replace", "update", "batch")
