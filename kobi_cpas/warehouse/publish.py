@@ -1,4 +1,4 @@
-"""Publishing the work database to the analyst file: the writers' lock, the incremental publish state and its
+"""Publishing the work database to the analyst file: the publish lock, the incremental publish state and its
 table fingerprints, and the free-space rule that decides when the analyst file is rebuilt from scratch.
 
 ``Warehouse.publish`` is the entry point; this module is the machinery behind it."""
@@ -79,7 +79,7 @@ def table_fingerprints(con: duckdb.DuckDBPyConnection, specs: list[TableSpec]) -
 
 @dataclass(frozen=True)
 class AnalystPublisher:
-    """Publishes work databases to one analyst file: its writers' lock, the ``.publishing`` files writers
+    """Publishes work databases to one analyst file: its publish lock, the ``.publishing`` files writers
     build, and the state each work database records of the file it published last.
 
     ``template_dir`` (the work database's folder) keeps an empty analyst file of the current schema: every table,
@@ -100,7 +100,7 @@ class AnalystPublisher:
 
     @contextlib.contextmanager
     def lock(self, wait: bool) -> Iterator[bool]:
-        """Hold the writers' lock; yields False (holding nothing) when `wait` is False and another writer has
+        """Hold the publish lock; yields False (holding nothing) when `wait` is False and another writer has
         it. Waiting is bounded by `lock_timeout`."""
         deadline = time.monotonic() + self.lock_timeout
         with open(self.lock_path, "a+") as handle:
@@ -140,7 +140,7 @@ class AnalystPublisher:
                 self.remove_publishing_files()
 
     def publish_locked(self, con: duckdb.DuckDBPyConnection, schema: WarehouseSchema) -> PublishResult:
-        """Build the new analyst file and swap it in; the caller holds the writers' lock."""
+        """Build the new analyst file and swap it in; the caller holds the publish lock."""
         tables = schema.tables
         schema_key = self._schema_key(con)
         template = self.ensure_template(con, schema, schema_key)
@@ -232,7 +232,7 @@ class AnalystPublisher:
     def ensure_template(
         self, con: duckdb.DuckDBPyConnection, schema: WarehouseSchema, schema_key: str | None = None
     ) -> Path:
-        """The empty analyst file of ``schema`` in ``template_dir``, built when missing (under the writers'
+        """The empty analyst file of ``schema`` in ``template_dir``, built when missing (under the publish
         lock, held by the caller). Named by ``schema_key`` (read from the work database when not given: the
         schema fingerprint and DuckDB version), so a schema change gets a new one; the older ones are removed
         then."""

@@ -289,8 +289,8 @@ class Warehouse:
 
     @property
     def publish_lock_path(self) -> Path:
-        """The writers' lock (``fcntl.flock``), beside the analyst file so it covers every work database that
-        publishes to it."""
+        """The publish lock (``fcntl.flock``; not the work database's writers' lock), beside the analyst file so
+        it covers every work database that publishes to it."""
         return self._publisher().lock_path
 
     def _publisher(self) -> AnalystPublisher:
