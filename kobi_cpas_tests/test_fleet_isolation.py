@@ -1,7 +1,6 @@
-"""One tenant waiting on Meta never blocks another tenant's writes: the steps that send items to Meta stay out of
-the duckdb_write pool and hold the work database only between their waits. Two tenants' replace runs on the
-real jobs, each in its own process, on a Postgres-backed instance (whose pools the executor enforces) interleave,
-as their event timestamps show."""
+"""One tenant waiting on Meta never blocks another tenant's writes: the steps that send items to Meta hold the
+work database (and its writers' lock) only between their waits. Two tenants' replace runs on the real jobs, each
+in its own process, on a Postgres-backed instance interleave, as their event timestamps show."""
 
 from __future__ import annotations
 

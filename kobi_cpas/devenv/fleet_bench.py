@@ -122,12 +122,13 @@ def _schedule_ticks(instance: Any) -> dict[str, dict[str, float]]:
 
     now = datetime.now(UTC)
     tick = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
+    resources = location_resources()
     out: dict[str, dict[str, float]] = {}
     for method in ("replace", "update", "batch"):
         schedule = getattr(schedules, f"catalog_{method}_schedule")
         cpu = time.process_time()
         with dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=tick, resources=location_resources()
+            instance=instance, scheduled_execution_time=tick, resources=resources
         ) as context:
             result = schedule(context)
         out[method] = {

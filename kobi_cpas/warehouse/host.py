@@ -146,6 +146,8 @@ def _register(path: str, waited: float) -> tuple[str, duckdb.DuckDBPyConnection]
 
 
 def release(path: str, cur: duckdb.DuckDBPyConnection) -> None:
+    with _HOST_LOCK:
+        registered = _attached.get(path, ("", 0))[1] > 0
     try:
         cur.close()  # rolls back a transaction left open
         with _HOST_LOCK:
@@ -160,8 +162,9 @@ def release(path: str, cur: duckdb.DuckDBPyConnection) -> None:
             if users and _host is not None:
                 _host.execute(f"DETACH DATABASE IF EXISTS {alias}")
     finally:
+        # The lock count follows the user count: a release with no user counted gives nothing back.
         lock = _writer_locks.get(path)
-        if lock is not None and lock.is_locked:
+        if registered and lock is not None:
             lock.release()
 
 
