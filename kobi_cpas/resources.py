@@ -28,6 +28,7 @@ from kobi_cpas.meta.dry_run import (
 )
 from kobi_cpas.operations.webhook import Delivery, post_text
 from kobi_cpas.registry import LoadedRegistry, RegistryError, load_registry
+from kobi_cpas.sync.shard_lock import ShardBusy, ShardHold
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import PublishResult, Warehouse, read_analyst
 from kobi_cpas.warehouse.host import WRITER_TIME_PREFIX, WriterTime, writer_time
@@ -396,6 +397,40 @@ class CatalogSyncResource(dg.ConfigurableResource):
         default=120.0,
         description="KOBI_CPAS_STATUS_CHECK_SECONDS: at most one status run per tenant in each such interval",
     )
+    batch_tenants_per_run: int = Field(
+        default=20,
+        ge=1,
+        description="KOBI_CPAS_BATCH_TENANTS_PER_RUN: due tenants per fleet run of the batch cadence (a run's "
+        "fixed cost is shared by this many tenants; 1 gives every tenant its own run)",
+    )
+    shard_wait_seconds: float = Field(
+        default=900.0,
+        description="How long a tenant's own sync run waits for another process syncing the same catalog (a "
+        "fleet run syncing it) before it fails",
+    )
+
+    _holds: dict[str, ShardHold] = PrivateAttr(default_factory=dict)
+
+    def hold_shard(self, tenant_id: str, log: Any) -> None:
+        """Take the tenant's sync lock for the rest of this run (given back at teardown): one sync of a catalog
+        at a time, also against runs that sync many tenants. Waits up to ``shard_wait_seconds``."""
+        if tenant_id in self._holds:
+            return
+        hold = ShardHold(self.workdir, tenant_id)
+        try:
+            hold.acquire(0)
+        except ShardBusy:
+            log.info(f"tenant '{tenant_id}': another process is syncing its catalog; waiting for it")
+            try:
+                hold.acquire(self.shard_wait_seconds)
+            except ShardBusy as exc:
+                raise dg.Failure(description=str(exc)) from None
+        self._holds[tenant_id] = hold
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        for hold in self._holds.values():
+            hold.release()
+        self._holds.clear()
 
 
 class AlertWebhookResource(dg.ConfigurableResource):

@@ -135,6 +135,19 @@ def tick_schedule(
         return schedule(ctx)
 
 
+def requested_tenants(requests: object) -> list[str]:
+    """The tenants a tick's run requests sync: their partitions, or the tenants of the batch cadence's fleet
+    runs (in their run config)."""
+    from kobi_cpas.defs.catalog_sync.fleet import FLEET_OP
+
+    assert isinstance(requests, list), requests
+    out: list[str] = []
+    for r in requests:
+        fleet = (r.run_config or {}).get("ops", {}).get(FLEET_OP)
+        out.extend(fleet["config"]["tenants"] if fleet else [r.partition_key])
+    return out
+
+
 # ---- Sensor state as the daemon stores it: the one place the tests use Dagster internals.
 # Dagster has no public API that persists a sensor tick's cursor or reads the stored instigator state back:
 # only the sensor daemon, the UI and GraphQL do it (build_sensor_context evaluates a sensor without storing

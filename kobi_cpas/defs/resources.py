@@ -55,6 +55,7 @@ def location_resources() -> dict[str, dg.ConfigurableResource]:
                 poll_interval_seconds="KOBI_CPAS_POLL_SECONDS",
                 status_check_seconds="KOBI_CPAS_STATUS_CHECK_SECONDS",
             ),
+            **_from_env(env, int, batch_tenants_per_run="KOBI_CPAS_BATCH_TENANTS_PER_RUN"),
         ),
         # The webhook URL is a credential: EnvVar keeps it out of run config; unset, alerts are only recorded.
         "alert_webhook": AlertWebhookResource(

@@ -408,6 +408,12 @@ def demo_feeds() -> None:
     show_default=True,
     help="KOBI_CPAS_PUBLISH_INTERVAL_SECONDS of the runs (0: every run publishes the analyst file at its end).",
 )
+@click.option(
+    "--batch-tenants-per-run",
+    default=20,
+    show_default=True,
+    help="KOBI_CPAS_BATCH_TENANTS_PER_RUN: tenants per fleet run of the batch cadence (1: a run per tenant).",
+)
 @click.option("--out", default=".bench", show_default=True, type=click.Path(path_type=Path))
 def bench_fleet(
     tenants: int,
@@ -416,6 +422,7 @@ def bench_fleet(
     large: str,
     time_scale: float,
     publish_interval: float,
+    batch_tenants_per_run: int,
     out: Path,
 ) -> None:
     """N generated tenants through the real run queue (daemon, QueuedRunCoordinator, dagster.yaml): per cadence
@@ -432,6 +439,7 @@ def bench_fleet(
         out=out,
         time_scale=time_scale,
         publish_interval=publish_interval,
+        batch_tenants_per_run=batch_tenants_per_run,
         on_progress=lambda msg: click.echo(msg, err=True),
     )
     click.echo(json.dumps({k: result[k] for k in ("tenants", "cycles", "capacity")}, indent=2, default=str))

@@ -55,7 +55,7 @@ META_UPLOAD_FIXED_S, META_UPLOAD_PER_ITEM_S, META_BATCH_S = 60.0, 0.002, 120.0
 CYCLES = (
     ("initial_replace", "catalog_replace_job", "replace"),
     ("update", "catalog_update_job", "update"),
-    ("batch", "catalog_batch_job", "batch"),
+    ("batch", "catalog_batch_fleet_job", "batch"),  # as the batch schedule launches it: a run per group
     ("replace", "catalog_replace_job", "replace"),
 )
 
@@ -85,23 +85,38 @@ def _stop(proc: subprocess.Popen[bytes], marker: str) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _submit_all(client: Any, job: str, method: str, tenants: list[FleetTenant], bench_id: str) -> list[str]:
+def _submit_all(
+    client: Any, job: str, method: str, tenants: list[FleetTenant], bench_id: str, per_run: int
+) -> list[str]:
+    """Submit the cycle's runs as the schedules request them: a run per tenant, or (batch) a fleet run per
+    group of ``per_run`` tenants."""
+    from datetime import UTC, datetime
+
     from dagster_graphql import DagsterGraphQLClientError
 
     from kobi_cpas.defs.catalog_sync.common import SHARD_TAG
+    from kobi_cpas.defs.catalog_sync.fleet import fleet_run_requests
 
+    submissions: list[tuple[dict[str, str], dict[str, Any] | None]] = []
+    if job == "catalog_batch_fleet_job":
+        for request in fleet_run_requests(
+            [t.tenant_id for t in tenants], per_run, datetime.now(UTC), {"kobi/sync_method": method}
+        ):
+            submissions.append(({**request.tags, BENCH_TAG: bench_id}, dict(request.run_config)))
+    else:
+        for t in tenants:
+            tags = {"dagster/partition": t.tenant_id, SHARD_TAG: t.tenant_id, "kobi/sync_method": method}
+            submissions.append(({**tags, BENCH_TAG: bench_id}, None))
     ids = []
-    for t in tenants:
-        tags = {
-            "dagster/partition": t.tenant_id,
-            SHARD_TAG: t.tenant_id,
-            "kobi/sync_method": method,
-            BENCH_TAG: bench_id,
-        }
+    for tags, run_config in submissions:
         deadline = time.monotonic() + 180
         while True:  # the first submission may come before the code location has loaded
             try:
-                ids.append(client.submit_job_execution(job, repository_location_name=LOCATION, tags=tags))
+                ids.append(
+                    client.submit_job_execution(
+                        job, repository_location_name=LOCATION, tags=tags, run_config=run_config
+                    )
+                )
                 break
             except DagsterGraphQLClientError:
                 if time.monotonic() > deadline:
@@ -169,6 +184,8 @@ _WRITER_TIME = re.compile(re.escape(WRITER_TIME_PREFIX) + r" waited ([\d.]+) s, 
 def _run_timings(instance: Any, record: Any) -> dict[str, Any]:
     from dagster import DagsterEventType
 
+    from kobi_cpas.defs.catalog_sync.fleet import fleet_tenants
+
     run = record.dagster_run
     start: dict[str, float] = {}
     steps: dict[str, float] = {}
@@ -192,7 +209,7 @@ def _run_timings(instance: Any, record: Any) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "worker_pid": worker_pid,
-        "tenant": run.tags.get("dagster/partition"),
+        "tenants": fleet_tenants(run) or [run.tags.get("dagster/partition")],
         "success": run.status.value == "SUCCESS",
         "created": record.create_timestamp.timestamp(),
         "start": record.start_time,
@@ -233,6 +250,7 @@ def run_fleet_bench(
     out: Path = Path(".bench"),
     time_scale: float = 60.0,
     publish_interval: float = 300.0,
+    batch_tenants_per_run: int = 20,
     run_timeout: float = 3600.0,
     on_progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
@@ -264,6 +282,7 @@ def run_fleet_bench(
             "DAGSTER_HOME": str(workdir / "dagster_home"),
             "KOBI_CPAS_POLL_SECONDS": os.environ.get("KOBI_CPAS_POLL_SECONDS") or "0.5",
             "KOBI_CPAS_PUBLISH_INTERVAL_SECONDS": str(publish_interval),
+            "KOBI_CPAS_BATCH_TENANTS_PER_RUN": str(batch_tenants_per_run),
         }
     )
     world = World.from_registry(load_registry(registry).registry, seed=42)
@@ -325,7 +344,7 @@ def run_fleet_bench(
                 t0 = time.time()
                 ticks = _schedule_ticks(instance)  # before the runs: every tenant is due, none is busy
                 on_progress(f"cycle {name}: submitting {len(fleet)} {job} runs")
-                run_ids = _submit_all(client, job, method, fleet, bench_id)
+                run_ids = _submit_all(client, job, method, fleet, bench_id, batch_tenants_per_run)
                 records = _wait_runs(instance, run_ids, run_timeout)
                 runs = [_run_timings(instance, r) for r in records]
                 applied: dict[str, tuple[float | None, int]] = {}
@@ -408,6 +427,7 @@ def run_fleet_bench(
         "cores": os.cpu_count() or 1,
         "cycles": cycles,
         "publish_interval_s": publish_interval,
+        "batch_tenants_per_run": batch_tenants_per_run,
         "capacity": capacity(cycles, fleet, os.cpu_count() or 1),
         "workdir": str(workdir),
     }

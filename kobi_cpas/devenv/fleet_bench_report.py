@@ -87,9 +87,11 @@ def cadence_figures(
     latency = [applied[t][0] - written[t] for t in written if applied[t][0] is not None]
     hold: dict[str, float] = {}
     wait: dict[str, float] = {}
-    for r in runs:
-        hold[r["tenant"]] = hold.get(r["tenant"], 0.0) + r["writer_hold_s"]
-        wait[r["tenant"]] = wait.get(r["tenant"], 0.0) + r["writer_wait_s"]
+    for r in runs:  # a fleet run's waits and holds are shared evenly by its tenants
+        share = len(r["tenants"]) or 1
+        for t in r["tenants"]:
+            hold[t] = hold.get(t, 0.0) + r["writer_hold_s"] / share
+            wait[t] = wait.get(t, 0.0) + r["writer_wait_s"] / share
     worker_cpu = [c for c, _ in workers.values()]
     if method == "batch":
         minimum = sum(math.ceil(before[t.tenant_id]["changed"] / BATCH_LIMIT) for t in fleet)
@@ -113,6 +115,8 @@ def cadence_figures(
         "duckdb_writer_hold_per_tenant_s": _dist(list(hold.values())),
         "duckdb_writer_wait_per_tenant_s": _dist(list(wait.values())),
         "run_wall_s": _dist([r["wall_s"] for r in runs]),
+        "tenants_per_run": round(n / len(runs), 2) if runs else 0.0,
+        "run_slot_per_tenant_s": round(sum(r["wall_s"] for r in runs) / n, 3) if n else 0.0,
         "run_queued_s": _dist([r["queued_s"] for r in runs]),
         "dagster_overhead_per_run_s": _dist([r["overhead_s"] for r in runs]),
         "run_worker_cpu_s": {**_dist(worker_cpu), "runs_sampled": len(worker_cpu)},
@@ -174,7 +178,8 @@ def capacity(cycles: dict[str, Any], fleet: list[FleetTenant], cores: int) -> di
         "batch": statistics.fmean(60 / int(t.batch_cron.split()[0].removeprefix("*/")) for t in fleet),
     }
     cost = {k: cycles[k]["cpu_per_tenant_s"] for k in rate}
-    wall = {k: cycles[k]["run_wall_s"]["mean"] or 0.0 for k in rate}
+    # A run slot is taken for the run's wall time; a fleet run's is shared by its tenants.
+    wall = {k: cycles[k].get("run_slot_per_tenant_s", cycles[k]["run_wall_s"]["mean"]) or 0.0 for k in rate}
     slots = _max_concurrent_runs()
     cpu_hour = sum(cost[k] * rate[k] for k in rate) + publish_hour + tick_hour
     slot_hour = sum(wall[k] * rate[k] for k in rate)
@@ -197,7 +202,7 @@ def capacity(cycles: dict[str, Any], fleet: list[FleetTenant], cores: int) -> di
             "cadence": cadence,
             "window_s": WINDOWS_S[cadence],
             "cpu_per_tenant_run_s": cost[cadence],
-            "run_wall_mean_s": wall[cadence],
+            "run_slot_per_tenant_s": wall[cadence],
         },
         "per_tenant_per_hour": {
             "runs": {k: round(v, 3) for k, v in rate.items()},

@@ -1,9 +1,12 @@
 """The step every sync job ends with: Meta's verdict on requests still processing, recorded in catalog_syncs and
 catalog_item_state."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 
 from kobi_cpas.defs.catalog_sync.common import GROUP, SYNC_KINDS
+from kobi_cpas.defs.catalog_sync.step import TenantStep, tenant_step
 from kobi_cpas.defs.catalog_sync.sync_step import fetch_fatal_errors, record_fatal_errors, sync_context
 from kobi_cpas.defs.shared import (
     OWNERS_DATA,
@@ -73,20 +76,33 @@ def catalog_syncs(
     catalog_sync: CatalogSyncResource,
 ):
     """Resolve the tenant's requests still processing at Meta, then record catalog_syncs and catalog_item_state."""
-    _, tenant = registry.tenant(context.partition_key)
+    step = tenant_step(context, catalog_sync)
+    yield from syncs_results(step, registry, meta, warehouse, catalog_sync)
+
+
+def syncs_results(
+    step: TenantStep,
+    registry: TenantRegistryResource,
+    meta: MetaGraphResource,
+    warehouse: WarehouseResource,
+    catalog_sync: CatalogSyncResource,
+) -> Iterator[dg.MaterializeResult]:
+    """Ask Meta about the tenant's requests still processing; the results of catalog_syncs and
+    catalog_item_state."""
+    _, tenant = registry.tenant(step.tenant_id)
     fetched: list[FetchedSyncErrors] = []
 
     def fetch(resolved: list[methods.SyncRecord]) -> None:
         fetched.extend(fetch_fatal_errors(ctx, resolved))
 
     where, params = "tenant_id = ?", [tenant.tenant_id]
-    with meta.get_client(logger=context.log) as client:
-        ctx = sync_context(context, registry, meta, warehouse, catalog_sync, client)
-        ctx.apply_run_tags(context.run.tags)
+    with meta.get_client(logger=step.log) as client:
+        ctx = sync_context(step, registry, warehouse, catalog_sync, client)
+        ctx.apply_run_tags(step.run_tags)
         # One work connection when nothing is pending (the usual end of an upload job); otherwise Meta is
         # asked about the pending requests, and for their fatal errors, with none open.
         with methods.settled_db(ctx, wait=False, after_settling=fetch) as (con, resolved):
-            record_fatal_errors(con, ctx, fetched, context)
+            record_fatal_errors(con, ctx, fetched, step)
             refresh_item_state(con, tenant)
             pending = count(
                 con,

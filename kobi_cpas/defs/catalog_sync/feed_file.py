@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from kobi_cpas.defs.catalog_sync.common import GROUP
+from kobi_cpas.defs.catalog_sync.step import TenantStep, tenant_step
 from kobi_cpas.defs.shared import OWNERS_DATA
 from kobi_cpas.defs.tenants.partitions import tenant_partitions
 from kobi_cpas.resources import CatalogSyncResource, TenantRegistryResource
@@ -28,15 +29,22 @@ def feed_file(
     a slow feed server costs only this step, bounded by the tenant's total deadline and size cap
     (feed.download_deadline_seconds, feed.max_bytes). A failed download is recorded, not raised: feed_snapshot
     turns it into a failed snapshot, a FEED_FILE_ERROR diagnostic and a failing feed_file_readable check."""
-    reg, tenant = registry.tenant(context.partition_key)
+    return download_feed_file(tenant_step(context, catalog_sync), registry, catalog_sync)
+
+
+def download_feed_file(
+    step: TenantStep, registry: TenantRegistryResource, catalog_sync: CatalogSyncResource
+) -> dg.MaterializeResult:
+    """Fetch the tenant's feed into its workdir; the feed_file materialization (its manifest as metadata)."""
+    reg, tenant = registry.tenant(step.tenant_id)
     manifest = download_feed(reg, tenant, Path(catalog_sync.workdir) / tenant.tenant_id)
     if manifest.ok:
-        context.log.info(
+        step.log.info(
             f"feed {manifest.source}: {'not modified' if manifest.not_modified else 'fetched'}, "
             f"{manifest.size_bytes or 0:,} bytes in {manifest.duration_seconds:.1f} s"
         )
     else:
-        context.log.warning(manifest.message or "feed download failed")
+        step.log.warning(manifest.message or "feed download failed")
     return dg.MaterializeResult(
         metadata={
             "outcome": manifest.outcome,

@@ -1,6 +1,7 @@
 """The feed ingest step: feed_snapshot and the two other feed tables it writes (feed_items, feed_item_issues),
 with the results of its checks."""
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from kobi_cpas.defs.catalog_sync.checks import (
     feed_snapshot_check_specs,
 )
 from kobi_cpas.defs.catalog_sync.common import GROUP
+from kobi_cpas.defs.catalog_sync.step import TenantStep, tenant_step
 from kobi_cpas.defs.shared import (
     OWNERS_DATA,
     specs_by_key,
@@ -92,12 +94,25 @@ def feed_snapshot(
 ):
     """Ingest the downloaded feed file into feed_snapshots, feed_items and feed_item_issues in one transaction
     (and the sync state the uploads read)."""
-    reg, tenant = registry.tenant(context.partition_key)
+    step = tenant_step(context, catalog_sync)
+    yield from snapshot_results(step, config.force, registry, warehouse, catalog_sync)
+
+
+def snapshot_results(
+    step: TenantStep,
+    force: bool,
+    registry: TenantRegistryResource,
+    warehouse: WarehouseResource,
+    catalog_sync: CatalogSyncResource,
+) -> Iterator[dg.MaterializeResult]:
+    """Ingest the tenant's downloaded feed; the results of feed_snapshot, feed_item_issues and (when the
+    snapshot was applied) feed_items, the first carrying the three checks."""
+    reg, tenant = registry.tenant(step.tenant_id)
     tid = tenant.tenant_id
     workdir = Path(catalog_sync.workdir) / tid
     # Before the database is opened: no waiting inside it (a URL is only ever fetched by feed_file).
     manifest = current_manifest(reg, tenant, workdir)
-    override = context.run.tags.get(OVERRIDE_SHRINK_TAG, "").lower() == "true"
+    override = step.tag_is_true(OVERRIDE_SHRINK_TAG)
     with warehouse.connection() as con:
         outcome = ingest_snapshot(
             con,
@@ -105,7 +120,7 @@ def feed_snapshot(
             workdir=workdir,
             manifest=manifest,
             now=datetime.now(UTC),
-            force=config.force,
+            force=force,
             override_shrink_guard=override,
         )
         warehouse.publish(con)
@@ -119,11 +134,11 @@ def feed_snapshot(
         applied = outcome.status not in ("failed", "held")
         shrink = outcome.shrink
         if failed:
-            context.log.error(outcome.message or "feed snapshot failed")
+            step.log.error(outcome.message or "feed snapshot failed")
         elif not applied:
-            context.log.warning(outcome.message or "feed snapshot held")
+            step.log.warning(outcome.message or "feed snapshot held")
         else:
-            context.log.info(f"snapshot {outcome.snapshot_id}: {outcome.status}; delta {outcome.delta}")
+            step.log.info(f"snapshot {outcome.snapshot_id}: {outcome.status}; delta {outcome.delta}")
         ingest = outcome.ingest
         if applied:
             invalid = _invalid_share_result(item_count, invalid_count)

@@ -17,6 +17,7 @@ import dagster as dg
 from croniter import croniter
 
 from kobi_cpas.defs.catalog_sync.common import SHARD_TAG
+from kobi_cpas.defs.catalog_sync.fleet import fleet_run_requests, fleet_tenants
 from kobi_cpas.defs.shared import ACTIVE
 from kobi_cpas.defs.tenants.evaluation import (
     evaluate_tenant,
@@ -26,7 +27,7 @@ from kobi_cpas.defs.tenants.evaluation import (
 )
 from kobi_cpas.defs.tenants.partitions import TENANT_PARTITIONS_NAME
 from kobi_cpas.registry import Tenant
-from kobi_cpas.resources import TenantRegistryResource, WarehouseResource
+from kobi_cpas.resources import CatalogSyncResource, TenantRegistryResource, WarehouseResource
 
 TICK = timedelta(minutes=15)
 MAX_REPLACE_ATTEMPTS = 3
@@ -68,13 +69,16 @@ def replace_due(instance: dg.DagsterInstance, t: Tenant, tick: datetime) -> tupl
     return fire, len(failed)
 
 
-def active_shard_runs(instance: dg.DagsterInstance) -> dict[str, dg.DagsterRun]:
-    """The queued or running sync run of each catalog shard, in one query (a tick evaluates every tenant)."""
+def active_shard_runs(instance: dg.DagsterInstance, fleet: bool = False) -> dict[str, dg.DagsterRun]:
+    """The queued or running sync run of each catalog shard, in one query (a tick evaluates every tenant); with
+    ``fleet``, also the fleet run each tenant is in. A tenant's own run does not skip a tick for a fleet run: the
+    fleet run holds the tenant's sync lock only while it syncs it, and the tenant's run waits for that."""
     out: dict[str, dg.DagsterRun] = {}
     for record in instance.get_run_records(dg.RunsFilter(statuses=ACTIVE)):
-        shard = record.dagster_run.tags.get(SHARD_TAG)
-        if shard:
-            out.setdefault(shard, record.dagster_run)
+        run = record.dagster_run
+        shards = [run.tags[SHARD_TAG]] if run.tags.get(SHARD_TAG) else fleet_tenants(run) if fleet else []
+        for shard in shards:
+            out.setdefault(shard, run)
     return out
 
 
@@ -119,6 +123,7 @@ def tenant_run_requests(
     context: dg.ScheduleEvaluationContext,
     registry: TenantRegistryResource,
     warehouse: WarehouseResource,
+    catalog_sync: CatalogSyncResource,
     method: str,
     cron_of: Callable[[Tenant], str],
     blocking_methods: tuple[str, ...],
@@ -130,7 +135,7 @@ def tenant_run_requests(
     known = set(context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
     # What every tenant's evaluation needs, read once for the fleet: the shards' active runs, the requests
     # still processing at Meta.
-    active = active_shard_runs(context.instance)
+    active = active_shard_runs(context.instance, fleet=method == "batch")
     processing = processing_requests(warehouse, blocking_methods)
     requests, skipped, errors, busy = [], [], [], []
 
@@ -178,6 +183,13 @@ def tenant_run_requests(
             else f"no tenant's {method} cron fired in the 15 minutes before {tick:%Y-%m-%d %H:%M %Z}"
         )
         return dg.SkipReason("; ".join([reason, *not_evaluated]))
+    if method == "batch":  # fleet runs: a run per group of due tenants
+        return fleet_run_requests(
+            [r.partition_key or "" for r in requests],
+            catalog_sync.batch_tenants_per_run,
+            tick,
+            {"kobi/sync_method": method},
+        )
     return requests
 
 
@@ -185,16 +197,22 @@ def cadence_schedule(
     method: str, cron_of: Callable[[Tenant], str], blocking_methods: tuple[str, ...], description: str
 ) -> dg.ScheduleDefinition:
     """A 15-minute tick launching `catalog_<method>_job` for each tenant whose own cron fired since the last
-    tick, skipping (with the reason) tenants whose catalog is busy with any of ``blocking_methods``."""
+    tick (batch: `catalog_batch_fleet_job` per group of such tenants), skipping (with the reason) tenants whose
+    catalog is busy with any of ``blocking_methods``."""
 
     def evaluate(
-        context: dg.ScheduleEvaluationContext, registry: TenantRegistryResource, warehouse: WarehouseResource
+        context: dg.ScheduleEvaluationContext,
+        registry: TenantRegistryResource,
+        warehouse: WarehouseResource,
+        catalog_sync: CatalogSyncResource,
     ):
-        return tenant_run_requests(context, registry, warehouse, method, cron_of, blocking_methods)
+        return tenant_run_requests(
+            context, registry, warehouse, catalog_sync, method, cron_of, blocking_methods
+        )
 
     return dg.schedule(
         name=f"catalog_{method}_schedule",
-        job_name=f"catalog_{method}_job",
+        job_name="catalog_batch_fleet_job" if method == "batch" else f"catalog_{method}_job",
         cron_schedule="*/15 * * * *",
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
@@ -221,5 +239,6 @@ catalog_batch_schedule = cadence_schedule(
     "batch",
     lambda t: t.sync.batch_cron,
     ("update", "replace"),
-    "Batch API price/stock updates every 15 minutes per tenant (batch_cron).",
+    "Batch API price/stock updates every 15 minutes per tenant (batch_cron), the due tenants synced in fleet "
+    "runs of batch_tenants_per_run tenants each.",
 )

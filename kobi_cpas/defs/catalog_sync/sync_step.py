@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from kobi_cpas.defs.catalog_sync.common import SHARD_TAG
+from kobi_cpas.defs.catalog_sync.step import TenantStep
 from kobi_cpas.defs.shared import md_table
 from kobi_cpas.diagnostics.after_sync import apply_sync_errors, fetch_after_sync, refs_for_records
 from kobi_cpas.diagnostics.collect import FetchedSyncErrors
@@ -21,38 +22,37 @@ from kobi_cpas.sync.snapshot_step import refresh_item_state, refresh_item_state_
 
 
 def sync_context(
-    context: dg.AssetExecutionContext,
+    step: TenantStep,
     registry: TenantRegistryResource,
-    meta: MetaGraphResource,
     warehouse: WarehouseResource,
     catalog_sync: CatalogSyncResource,
     client,
 ) -> SyncContext:
-    _, tenant = registry.tenant(context.partition_key)
+    _, tenant = registry.tenant(step.tenant_id)
     return SyncContext(
         tenant=tenant,
         client=client,
         warehouse=warehouse.get_warehouse(),
         workdir=Path(catalog_sync.workdir) / tenant.tenant_id,
-        run_id=context.run_id,
-        progress=context.log.info,
+        run_id=step.run_id,
+        progress=step.log.info,
         poll_interval=catalog_sync.poll_interval_seconds,
         poll_timeout=catalog_sync.poll_timeout_seconds,
     )
 
 
-def _guard_overlap(context: dg.AssetExecutionContext) -> None:
+def _guard_overlap(step: TenantStep) -> None:
     """Fail fast when another sync run of the same tenant catalog is in progress (UI launches carry no
     concurrency tag; the schedules skip such ticks before launching)."""
-    tenant_id = context.partition_key
-    active = context.instance.get_run_records(
+    tenant_id = step.tenant_id
+    active = step.instance.get_run_records(
         dg.RunsFilter(
             tags={SHARD_TAG: tenant_id},
             statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING],
         ),
         limit=5,
     )
-    others = [r.dagster_run.run_id for r in active if r.dagster_run.run_id != context.run_id]
+    others = [r.dagster_run.run_id for r in active if r.dagster_run.run_id != step.run_id]
     if others:
         raise dg.Failure(
             description=f"tenant '{tenant_id}': another catalog sync run is in progress ({', '.join(others)}); "
@@ -82,27 +82,34 @@ def fetch_fatal_errors(ctx: SyncContext, records: list[SyncRecord]) -> list[Fetc
     return fetch_after_sync(ctx.client, refs_for_records(ctx.tenant_id, ctx.catalog_id, finished, ctx.db))
 
 
-def record_fatal_errors(con, ctx: SyncContext, fetched: list[FetchedSyncErrors], context) -> int:
+def record_fatal_errors(con, ctx: SyncContext, fetched: list[FetchedSyncErrors], step: TenantStep) -> int:
     """Store what ``fetch_fatal_errors`` read into catalog_diagnostics (short writes, no Meta call)."""
     total = 0
     for f in fetched:
         rep = apply_sync_errors(con, ctx.tenant_id, ctx.catalog_id, f)
         total += rep.fatal_errors
         if rep.fatal_errors:
-            context.log.warning(
+            step.log.warning(
                 f"{rep.method} {rep.sync_id}: {rep.fatal_errors} fatal ingestion error(s); "
                 "see catalog_diagnostics"
             )
     return total
 
 
-def run_sync(context, registry, meta, warehouse, catalog_sync, fn) -> dg.MaterializeResult:
+def run_sync(
+    step: TenantStep,
+    registry: TenantRegistryResource,
+    meta: MetaGraphResource,
+    warehouse: WarehouseResource,
+    catalog_sync: CatalogSyncResource,
+    fn,
+) -> dg.MaterializeResult:
     """Run the sync method ``fn`` on the tenant's catalog, then read Meta's fatal errors, refresh the item state
     and publish; a blocked sync publishes what was settled and fails the step."""
-    _guard_overlap(context)
-    with meta.get_client(logger=context.log) as client:
-        ctx = sync_context(context, registry, meta, warehouse, catalog_sync, client)
-        ctx.apply_run_tags(context.run.tags)  # kobi/adopt_feed, kobi/override_deletion_guard
+    _guard_overlap(step)
+    with meta.get_client(logger=step.log) as client:
+        ctx = sync_context(step, registry, warehouse, catalog_sync, client)
+        ctx.apply_run_tags(step.run_tags)  # kobi/adopt_feed, kobi/override_deletion_guard
         try:
             records = fn(ctx)
         except SyncBlocked as exc:
@@ -113,10 +120,10 @@ def run_sync(context, registry, meta, warehouse, catalog_sync, fn) -> dg.Materia
             raise dg.Failure(description=str(exc)) from None
         for rec in records:
             if rec.status == SURPLUS_STATUS:
-                context.log.warning(rec.message or f"{rec.sync_id}: surplus deletions")
+                step.log.warning(rec.message or f"{rec.sync_id}: surplus deletions")
         fetched = fetch_fatal_errors(ctx, records)
         with ctx.db() as con:
-            fatal = record_fatal_errors(con, ctx, fetched, context)
+            fatal = record_fatal_errors(con, ctx, fetched, step)
             delta = refresh_item_state_and_delta(con, ctx.tenant)
             warehouse.publish(con)
     return dg.MaterializeResult(

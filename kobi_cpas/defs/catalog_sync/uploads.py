@@ -5,6 +5,7 @@ import dagster as dg
 
 from kobi_cpas.defs.catalog_sync.checks import OVERRIDE_TAG
 from kobi_cpas.defs.catalog_sync.common import SYNC_ASSET
+from kobi_cpas.defs.catalog_sync.step import tenant_step
 from kobi_cpas.defs.catalog_sync.sync_step import run_sync
 from kobi_cpas.defs.shared import WRITES_ROWS_OF
 from kobi_cpas.resources import (
@@ -36,9 +37,10 @@ def replace_feed_upload(
     finishes: the daily (or hourly) full sync. Items gone from the source stay as out of stock until their
     retention ends; the deletion guard upstream stops accidental wipes. A step at Meta, not a table: its
     requests are rows of catalog_syncs."""
-    override = context.run.tags.get(OVERRIDE_TAG, "").lower() == "true"
+    step = tenant_step(context, catalog_sync)
+    override = step.tag_is_true(OVERRIDE_TAG)
     return run_sync(
-        context,
+        step,
         registry,
         meta,
         warehouse,
@@ -57,7 +59,8 @@ def update_feed_upload(
 ) -> dg.MaterializeResult:
     """New and changed items as an update_only upload (the hourly delta sync). Never deletes; new items enter
     the catalog only through feeds. A step at Meta, not a table: its requests are rows of catalog_syncs."""
-    return run_sync(context, registry, meta, warehouse, catalog_sync, methods.run_update)
+    step = tenant_step(context, catalog_sync)
+    return run_sync(step, registry, meta, warehouse, catalog_sync, methods.run_update)
 
 
 @dg.asset(**{**SYNC_ASSET, "metadata": _SYNC_WRITES}, deps=["feed_snapshot"])
@@ -71,4 +74,5 @@ def price_stock_batch(
     """Volatile-only changes (price, sale price, availability, quantity) as Batch API UPDATE requests,
     allow_upsert=false, at most 5,000 per call, one request per item: the 15-minute near-real-time sync.
     Handles are confirmed later by catalog_syncs (the batch status sensor). A step at Meta, not a table."""
-    return run_sync(context, registry, meta, warehouse, catalog_sync, methods.run_batch)
+    step = tenant_step(context, catalog_sync)
+    return run_sync(step, registry, meta, warehouse, catalog_sync, methods.run_batch)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from kobi_cpas.defs.catalog_sync.common import SHARD_TAG
+from kobi_cpas.defs.catalog_sync.fleet import FAILED_TENANTS_TAG
 from kobi_cpas.operations.compliance import (
     INSIGHTS_LOOKBACK_DAYS,
     REQUIREMENTS,
@@ -27,6 +28,7 @@ JOB_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "catalog_replace_job": ("full_replace",),
     "catalog_update_job": ("delta_update",),
     "catalog_batch_job": ("volatile_batch",),
+    "catalog_batch_fleet_job": ("volatile_batch",),
     "catalog_feed_change_job": ("delta_update", "volatile_batch"),
     "catalog_diagnostics_job": ("diagnostics",),
     "shared_item_metrics_job": ("insights",),
@@ -45,6 +47,14 @@ def tenant_of_run(tags: Mapping[str, str]) -> str | None:
         return tags[SHARD_TAG]
     key = tags.get("dagster/partition")
     return key if key and "|" not in key else None
+
+
+def tenants_of_run(tags: Mapping[str, str]) -> list[str]:
+    """The tenants a failed run failed for: its tenant, or those a fleet run names as failed."""
+    if tags.get(FAILED_TENANTS_TAG):
+        return tags[FAILED_TENANTS_TAG].split(",")
+    tenant = tenant_of_run(tags)
+    return [tenant] if tenant else []
 
 
 def _partitions(asset_key: str, tenant_id: str, now: datetime) -> list[str]:
@@ -86,8 +96,8 @@ def failed_runs(instance: dg.DagsterInstance, tenant_ids: Sequence[str], now: da
     out: list[FailedRun] = []
     for rec in records:
         run = rec.dagster_run
-        tenant = tenant_of_run(run.tags)
-        if tenant not in wanted:
+        tenants = [t for t in tenants_of_run(run.tags) if t in wanted]
+        if not tenants:
             continue
         when = datetime.fromtimestamp(rec.end_time, UTC) if rec.end_time else rec.update_timestamp
         names = {
@@ -96,5 +106,5 @@ def failed_runs(instance: dg.DagsterInstance, tenant_ids: Sequence[str], now: da
             if (req := REQUIREMENTS_BY_ASSET.get(key.to_user_string())) is not None
         }
         names.update(JOB_REQUIREMENTS.get(run.job_name, ()))
-        out.extend(FailedRun(tenant, name, run.run_id, when) for name in sorted(names))
+        out.extend(FailedRun(t, name, run.run_id, when) for t in tenants for name in sorted(names))
     return out
