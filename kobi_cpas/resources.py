@@ -405,8 +405,8 @@ class CatalogSyncResource(dg.ConfigurableResource):
     )
     shard_wait_seconds: float = Field(
         default=900.0,
-        description="How long a tenant's own sync run waits for another process syncing the same catalog (a "
-        "fleet run syncing it) before it fails",
+        description="KOBI_CPAS_SHARD_WAIT_SECONDS: how long a tenant's own sync run waits for another process "
+        "syncing the same catalog (a fleet run syncing it, another run of the tenant) before it fails",
     )
 
     _holds: dict[str, ShardHold] = PrivateAttr(default_factory=dict)

@@ -68,10 +68,10 @@ class Fleet:
             instance=self.instance, partition_key=tenant, raise_on_error=False
         )
 
-    def run_fleet(self, tenants: list[str]) -> dg.ExecuteInProcessResult:
-        return self.defs.resolve_job_def("catalog_batch_fleet_job").execute_in_process(
+    def run_fleet(self, tenants: list[str], method: str = "batch") -> dg.ExecuteInProcessResult:
+        return self.defs.resolve_job_def("catalog_fleet_job").execute_in_process(
             instance=self.instance,
-            run_config={"ops": {FLEET_OP: {"config": {"tenants": tenants}}}},
+            run_config={"ops": {FLEET_OP: {"config": {"tenants": tenants, "method": method}}}},
             raise_on_error=False,
         )
 
@@ -115,7 +115,7 @@ def test_one_run_syncs_each_tenant_on_its_partition_and_isolates_a_failed_one(fl
     )
     assert A not in failure.description and B not in failure.description
     run = fleet.instance.get_run_by_id(result.run_id)
-    assert run is not None and run.tags[FAILED_TENANTS_TAG] == C and run.tags[FLEET_TAG] == "batch"
+    assert run is not None and run.tags[FAILED_TENANTS_TAG] == C
     # the compliance view holds only the failed tenant's volatile batch up by this run
     late = failed_runs(fleet.instance, list(CATALOGS), datetime.now(UTC))
     assert [(f.tenant_id, f.requirement, f.run_id) for f in late] == [(C, "volatile_batch", result.run_id)]
@@ -132,13 +132,23 @@ def test_one_run_syncs_each_tenant_on_its_partition_and_isolates_a_failed_one(fl
     )
     assert latest.records[0].run_id == result.run_id
 
-    # Meta applies the handles; the next fleet run confirms them and sends nothing twice
+    # Meta applies the handles; a status fleet run confirms them (nothing sent), the next batch sends nothing twice
     fleet.admin.advance_clock(130)
-    again = fleet.run_fleet([A, B])
-    assert again.success
+    status = fleet.run_fleet([A, B], method="status")
+    assert status.success
+    assert set(_materialized(status, "catalog_syncs")) == {A, B} and not _materialized(
+        status, "price_stock_batch"
+    )
     assert fleet.prices_at_meta(A, ids[A]) == {"9911.00 TRY"} and fleet.prices_at_meta(B, ids[B]) == {
         "9922.00 TRY"
     }
+    with fleet.env.resources()["warehouse"].connection() as con:
+        pending = con.execute(
+            "SELECT count(*) FROM main.catalog_syncs WHERE status IN ('submitted', 'processing')"
+        ).fetchone()
+    assert pending == (0,)
+    again = fleet.run_fleet([A, B])
+    assert again.success
     assert fleet.batch_calls(A) == 1 and fleet.batch_calls(B) == 1
     assert _materialized(again, "price_stock_batch")[A]["items_sent"].value == 0
     assert FAILED_TENANTS_TAG not in fleet.instance.get_run_by_id(again.run_id).tags
@@ -166,7 +176,7 @@ def _hold_in_other_process(workdir: str, tenant: str) -> subprocess.Popen[str]:
     return holder
 
 
-def test_a_tenant_another_process_is_syncing_is_skipped_and_its_own_run_waits(fleet):
+def test_a_tenant_another_process_is_syncing_is_skipped_and_its_own_run_waits(fleet, monkeypatch):
     ids = fleet.set_prices(A, "9999.00 TRY")
     fleet.set_prices(B, "9998.00 TRY")
     fleet.admin.clear_requests()
@@ -177,10 +187,18 @@ def test_a_tenant_another_process_is_syncing_is_skipped_and_its_own_run_waits(fl
         assert result.success  # a busy tenant is not a failure: the next tick takes it
         assert fleet.batch_calls(A) == 1 and fleet.batch_calls(B) == 0
         assert set(_materialized(result, "price_stock_batch")) == {A}
-        # a tenant's own run waits for the holder, bounded, and names the tenant and the lock
-        resource = CatalogSyncResource(workdir=workdir, shard_wait_seconds=0.3)
-        with pytest.raises(dg.Failure, match=f"tenant '{B}'.*lock"):
-            resource.hold_shard(B, dg.get_dagster_logger())
+        # a tenant's own run waits for the holder, bounded, then fails naming the tenant and the lock, having
+        # sent nothing
+        monkeypatch.setenv("KOBI_CPAS_SHARD_WAIT_SECONDS", "0.3")
+        fleet.defs = fleet.env.defs()
+        own = fleet.run_job("catalog_batch_job", B)
+        assert not own.success and fleet.batch_calls(B) == 0
+        failure = next(e for e in own.all_events if e.is_step_failure).step_failure_data.user_failure_data
+        assert (
+            failure is not None
+            and f"tenant '{B}'" in failure.description
+            and ".sync.lock" in failure.description
+        )
     finally:
         holder.communicate("")
     fleet.admin.advance_clock(130)
@@ -221,7 +239,7 @@ def test_the_batch_schedule_launches_one_run_per_group_of_due_tenants(fleet):
     assert len({r.run_key for r in requests}) == 2
     # a fleet run still holding C: C is not put in a second one
     running = dg.DagsterRun(
-        job_name="catalog_batch_fleet_job",
+        job_name="catalog_fleet_job",
         run_id=str(uuid.uuid4()),
         tags={FLEET_TAG: "batch"},
         run_config=requests[1].run_config,

@@ -15,7 +15,7 @@ from kobi_cpas.devenv.pipeline import materialize_all
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
-from kobi_cpas_tests.dagster_fixtures import tick_sensor
+from kobi_cpas_tests.dagster_fixtures import requested_tenants, tick_sensor
 
 
 def _one_tenant_registry(tmp_path: Path) -> tuple[Path, Path]:
@@ -77,12 +77,14 @@ def test_sync_status_sensor_waits_two_minutes_for_batches(kobi_env, pg_instance)
         [("b2", "bosphorus_outdoor", "batch", now - timedelta(minutes=3), "processing")],
     )
     due = tick_sensor(sync_status_sensor, pg_instance, resources)
-    assert [r.partition_key for r in due] == ["bosphorus_outdoor"]
-    # the interval of the run key comes from the catalog_sync resource: one status run per tenant per interval
-    bucket = int(due[0].run_key.rsplit(":", 1)[1])
+    assert requested_tenants(due) == ["bosphorus_outdoor"]
+    assert due[0].run_config["ops"]["sync_tenants"]["config"]["method"] == "status"
+    # the interval of the run key comes from the catalog_sync resource: one status run per group per interval
+    bucket = int(due[0].run_key.split(":")[1])
     assert bucket == int(now.timestamp() // 120) or bucket == int(now.timestamp() // 120) + 1
     yearly = tick_sensor(sync_status_sensor, pg_instance, kobi_env.resources(status_check_seconds=10**9))
-    assert [r.run_key for r in yearly] == ["sync-status:bosphorus_outdoor:1"]
+    assert [r.run_key.rsplit(":", 1)[0] for r in yearly] == ["status:1"]
+    assert requested_tenants(yearly) == ["bosphorus_outdoor"]
 
 
 def test_catalog_diagnostics_asset_tables_and_checks(kobi_env, pg_instance):

@@ -54,6 +54,7 @@ def location_resources() -> dict[str, dg.ConfigurableResource]:
                 float,
                 poll_interval_seconds="KOBI_CPAS_POLL_SECONDS",
                 status_check_seconds="KOBI_CPAS_STATUS_CHECK_SECONDS",
+                shard_wait_seconds="KOBI_CPAS_SHARD_WAIT_SECONDS",
             ),
             **_from_env(env, int, batch_tenants_per_run="KOBI_CPAS_BATCH_TENANTS_PER_RUN"),
         ),

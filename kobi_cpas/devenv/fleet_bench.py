@@ -55,7 +55,7 @@ META_UPLOAD_FIXED_S, META_UPLOAD_PER_ITEM_S, META_BATCH_S = 60.0, 0.002, 120.0
 CYCLES = (
     ("initial_replace", "catalog_replace_job", "replace"),
     ("update", "catalog_update_job", "update"),
-    ("batch", "catalog_batch_fleet_job", "batch"),  # as the batch schedule launches it: a run per group
+    ("batch", "catalog_fleet_job", "batch"),  # as the batch schedule launches it: a run per group
     ("replace", "catalog_replace_job", "replace"),
 )
 
@@ -98,9 +98,9 @@ def _submit_all(
     from kobi_cpas.defs.catalog_sync.fleet import fleet_run_requests
 
     submissions: list[tuple[dict[str, str], dict[str, Any] | None]] = []
-    if job == "catalog_batch_fleet_job":
+    if job == "catalog_fleet_job":
         for request in fleet_run_requests(
-            [t.tenant_id for t in tenants], per_run, datetime.now(UTC), {"kobi/sync_method": method}
+            [t.tenant_id for t in tenants], per_run, f"{datetime.now(UTC):%Y%m%dT%H%M%S}", method
         ):
             submissions.append(({**request.tags, BENCH_TAG: bench_id}, dict(request.run_config)))
     else:

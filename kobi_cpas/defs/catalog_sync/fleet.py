@@ -1,4 +1,4 @@
-"""Fleet runs of the Batch API cadence: one run syncs many due tenants, one after another.
+"""Fleet runs: one run syncs many due tenants, one after another (the Batch API cadence and the status checks).
 
 A run costs a few seconds of CPU before it does any work (a Python process, Dagster, the code location, the run's
 events), several times what a 15-minute batch of one tenant costs. Every tenant every 15 minutes in its own run is
@@ -13,8 +13,9 @@ isolated: the others are synced, and the run fails at the end naming the failed 
 rule that syncs of one catalog never overlap: a tenant another process is syncing is skipped (the next tick takes
 it), and a tenant's own run waits while the fleet run syncs it."""
 
+import hashlib
 from collections.abc import Generator, Iterable, Iterator, Sequence
-from datetime import datetime
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
@@ -34,15 +35,19 @@ from kobi_cpas.resources import (
 from kobi_cpas.sync import methods
 from kobi_cpas.sync.shard_lock import ShardBusy, ShardHold
 
-FLEET_TAG = "kobi/fleet"  # on fleet runs: the cadence they sync ("batch")
+FLEET_TAG = "kobi/fleet"  # on fleet runs: what they sync per tenant ("batch" or "status")
 FAILED_TENANTS_TAG = "kobi/failed_tenants"  # added to a fleet run that failed: the tenants that failed
-FLEET_OP = "sync_due_tenants_batch"
+FLEET_OP = "sync_tenants"
+FLEET_JOB = "catalog_fleet_job"
 _BLOCKING = {(str(s.asset_key.to_user_string()), s.name) for s in feed_snapshot_check_specs if s.blocking}
 
 
-class FleetBatchConfig(dg.Config):
-    tenants: list[str] = Field(
-        description="The tenants to sync, in this order (the batch schedule's due tenants)"
+class FleetSyncConfig(dg.Config):
+    tenants: list[str] = Field(description="The tenants to sync, in this order (the due tenants of the tick)")
+    method: Literal["batch", "status"] = Field(
+        default="batch",
+        description="batch: catalog_batch_job's steps per tenant; status: catalog_sync_status_job's (Meta's verdict "
+        "on requests still processing)",
     )
 
 
@@ -100,16 +105,16 @@ def sync_tenant_batch(
 
 
 @dg.op(name=FLEET_OP, tags={"kind": "meta"})
-def sync_due_tenants_batch(
+def sync_tenants(
     context: dg.OpExecutionContext,
-    config: FleetBatchConfig,
+    config: FleetSyncConfig,
     registry: TenantRegistryResource,
     meta: MetaGraphResource,
     warehouse: WarehouseResource,
     catalog_sync: CatalogSyncResource,
 ) -> Iterator[FleetEvent | dg.Output[None]]:
-    """Sync the Batch API cadence of each tenant in the config, one after another, each isolated from the others'
-    failures; fails at the end naming the tenants that failed."""
+    """Sync each tenant in the config (its batch, or its status check), one after another, each isolated from the
+    others' failures; fails at the end naming the tenants that failed."""
     synced: list[str] = []
     skipped: list[str] = []
     failed: dict[str, str] = {}
@@ -126,15 +131,19 @@ def sync_due_tenants_batch(
             continue
         try:
             with hold:
-                yield from sync_tenant_batch(step, registry, meta, warehouse, catalog_sync)
+                if config.method == "status":
+                    statuses = syncs_results(step, registry, meta, warehouse, catalog_sync)
+                    yield from _emit(step, statuses, "catalog_syncs")
+                else:
+                    yield from sync_tenant_batch(step, registry, meta, warehouse, catalog_sync)
             synced.append(tenant_id)
         except Exception as exc:  # one tenant's failure never stops the others
             message = exc.description if isinstance(exc, dg.Failure) and exc.description else str(exc)
             failed[tenant_id] = f"{type(exc).__name__}: {message}".strip()
-            context.log.error(f"tenant '{tenant_id}': batch sync failed: {failed[tenant_id]}")
+            context.log.error(f"tenant '{tenant_id}': {config.method} failed: {failed[tenant_id]}")
     summary = {"synced": len(synced), "skipped_busy": len(skipped), "failed": len(failed)}
     context.log.info(
-        f"fleet batch: {len(synced)} synced, {len(skipped)} skipped (busy), {len(failed)} failed"
+        f"fleet {config.method}: {len(synced)} synced, {len(skipped)} skipped (busy), {len(failed)} failed"
         + (f": {', '.join(failed)}" if failed else "")
     )
     if failed:
@@ -149,33 +158,34 @@ def sync_due_tenants_batch(
 
 @dg.job(
     executor_def=dg.in_process_executor,
-    tags={FLEET_TAG: "batch"},
-    description="The Batch API cadence for many tenants in one run (launched by catalog_batch_schedule): per "
-    "tenant the steps of catalog_batch_job, its materializations on its partition, its failures isolated.",
+    description="Many tenants' catalog syncs in one run: the Batch API cadence (catalog_batch_schedule) or the "
+    "status checks of requests still processing at Meta (sync_status_sensor). Per tenant the steps of its own "
+    "job, its materializations and checks on its partition, its failures isolated.",
 )
-def catalog_batch_fleet_job() -> None:
-    sync_due_tenants_batch()
+def catalog_fleet_job() -> None:
+    sync_tenants()
 
 
 def fleet_run_requests(
-    tenant_ids: Sequence[str], per_run: int, tick: datetime, tags: dict[str, str]
+    tenant_ids: Sequence[str], per_run: int, key: str, method: str = "batch"
 ) -> list[dg.RunRequest]:
-    """The fleet runs of a tick: the due tenants in groups of ``per_run``, each keyed by the tick and group."""
+    """The fleet runs of a tick: the due tenants in groups of ``per_run``, each keyed by ``key`` (the tick) and
+    its tenants, so a re-evaluation never launches a group twice."""
     per_run = max(1, per_run)
     groups = [list(tenant_ids[i : i + per_run]) for i in range(0, len(tenant_ids), per_run)]
     return [
         dg.RunRequest(
-            run_key=f"batch:{tick:%Y%m%dT%H%M}:{n}",
-            run_config={"ops": {FLEET_OP: {"config": {"tenants": group}}}},
-            tags={**tags, FLEET_TAG: "batch"},
+            run_key=f"{method}:{key}:{hashlib.sha256(','.join(group).encode()).hexdigest()[:12]}",
+            run_config={"ops": {FLEET_OP: {"config": {"tenants": group, "method": method}}}},
+            tags={FLEET_TAG: method, "kobi/sync_method": method},
         )
-        for n, group in enumerate(groups)
+        for group in groups
     ]
 
 
 def fleet_tenants(run: dg.DagsterRun) -> list[str]:
     """The tenants a fleet run syncs (from its run config); [] for any other run."""
-    if run.tags.get(FLEET_TAG) is None:
+    if run.job_name != FLEET_JOB:
         return []
     config = (run.run_config or {}).get("ops", {}).get(FLEET_OP, {}).get("config", {})
     return list(config.get("tenants", []))

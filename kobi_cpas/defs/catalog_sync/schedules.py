@@ -184,12 +184,8 @@ def tenant_run_requests(
         )
         return dg.SkipReason("; ".join([reason, *not_evaluated]))
     if method == "batch":  # fleet runs: a run per group of due tenants
-        return fleet_run_requests(
-            [r.partition_key or "" for r in requests],
-            catalog_sync.batch_tenants_per_run,
-            tick,
-            {"kobi/sync_method": method},
-        )
+        tenants = [r.partition_key or "" for r in requests]
+        return fleet_run_requests(tenants, catalog_sync.batch_tenants_per_run, f"{tick:%Y%m%dT%H%M}")
     return requests
 
 
@@ -197,7 +193,7 @@ def cadence_schedule(
     method: str, cron_of: Callable[[Tenant], str], blocking_methods: tuple[str, ...], description: str
 ) -> dg.ScheduleDefinition:
     """A 15-minute tick launching `catalog_<method>_job` for each tenant whose own cron fired since the last
-    tick (batch: `catalog_batch_fleet_job` per group of such tenants), skipping (with the reason) tenants whose
+    tick (batch: `catalog_fleet_job` per group of such tenants), skipping (with the reason) tenants whose
     catalog is busy with any of ``blocking_methods``."""
 
     def evaluate(
@@ -212,7 +208,7 @@ def cadence_schedule(
 
     return dg.schedule(
         name=f"catalog_{method}_schedule",
-        job_name="catalog_batch_fleet_job" if method == "batch" else f"catalog_{method}_job",
+        job_name="catalog_fleet_job" if method == "batch" else f"catalog_{method}_job",
         cron_schedule="*/15 * * * *",
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,

@@ -11,7 +11,8 @@ from pathlib import Path
 import dagster as dg
 
 from kobi_cpas.defs.catalog_sync.common import SHARD_TAG
-from kobi_cpas.defs.catalog_sync.schedules import overlap_reason
+from kobi_cpas.defs.catalog_sync.fleet import fleet_run_requests
+from kobi_cpas.defs.catalog_sync.schedules import active_shard_runs, overlap_reason
 from kobi_cpas.defs.tenants.evaluation import (
     evaluate_tenant,
     log_tenant_problems,
@@ -96,11 +97,11 @@ def feed_source_sensor(context: dg.SensorEvaluationContext, registry: TenantRegi
 
 
 @dg.sensor(
-    job_name="catalog_sync_status_job",
+    job_name="catalog_fleet_job",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Checks Batch API handles (after ~2 minutes) and upload sessions still processing until Meta "
-    "finishes, then confirms their items.",
+    "finishes, then confirms their items: a fleet run (status) per group of due tenants.",
 )
 def sync_status_sensor(
     context: dg.SensorEvaluationContext, warehouse: WarehouseResource, catalog_sync: CatalogSyncResource
@@ -120,20 +121,16 @@ def sync_status_sensor(
             due[tenant_id] = due.get(tenant_id, 0) + int(n)
         else:
             waiting.append(f"{tenant_id}: {n} {method} request(s), first check at {ready_at:%H:%M:%S}")
-    runs = []
-    # One status run per tenant per interval: the run key repeats within it, so Dagster launches it once.
+    # One status check per group of tenants per interval: the run key repeats within it, so Dagster launches it
+    # once. A tenant with a sync run active (its own, or a fleet run holding it) is left to that run.
     bucket = int(now.timestamp() // max(1, int(catalog_sync.status_check_seconds)))
+    active = active_shard_runs(context.instance, fleet=True)
+    ready = []
     for tenant_id in sorted(due):
-        if overlap_reason(context.instance, tenant_id):
+        if tenant_id in active:
             waiting.append(f"{tenant_id}: a sync run is active; it confirms its own requests")
-            continue
-        runs.append(
-            dg.RunRequest(
-                run_key=f"sync-status:{tenant_id}:{bucket}",
-                partition_key=tenant_id,
-                tags={SHARD_TAG: tenant_id, "kobi/sync_method": "status"},
-            )
-        )
-    if not runs:
+        else:
+            ready.append(tenant_id)
+    if not ready:
         return dg.SkipReason("; ".join(waiting))
-    return runs
+    return fleet_run_requests(ready, catalog_sync.batch_tenants_per_run, str(bucket), "status")

@@ -1,11 +1,10 @@
-"""What every step that talks to Meta shares: its sync context, the overlap guard, the read of Meta's fatal
+"""What every step that talks to Meta shares: its sync context, the read of Meta's fatal
 ingestion errors and the run of one sync method with its publish and metadata."""
 
 from pathlib import Path
 
 import dagster as dg
 
-from kobi_cpas.defs.catalog_sync.common import SHARD_TAG
 from kobi_cpas.defs.catalog_sync.step import TenantStep
 from kobi_cpas.defs.shared import md_table
 from kobi_cpas.diagnostics.after_sync import apply_sync_errors, fetch_after_sync, refs_for_records
@@ -39,25 +38,6 @@ def sync_context(
         poll_interval=catalog_sync.poll_interval_seconds,
         poll_timeout=catalog_sync.poll_timeout_seconds,
     )
-
-
-def _guard_overlap(step: TenantStep) -> None:
-    """Fail fast when another sync run of the same tenant catalog is in progress (UI launches carry no
-    concurrency tag; the schedules skip such ticks before launching)."""
-    tenant_id = step.tenant_id
-    active = step.instance.get_run_records(
-        dg.RunsFilter(
-            tags={SHARD_TAG: tenant_id},
-            statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING],
-        ),
-        limit=5,
-    )
-    others = [r.dagster_run.run_id for r in active if r.dagster_run.run_id != step.run_id]
-    if others:
-        raise dg.Failure(
-            description=f"tenant '{tenant_id}': another catalog sync run is in progress ({', '.join(others)}); "
-            "syncs of one catalog never overlap — wait for it and re-run"
-        )
 
 
 def _records_md(records: list[SyncRecord]) -> dg.MetadataValue:
@@ -106,7 +86,8 @@ def run_sync(
 ) -> dg.MaterializeResult:
     """Run the sync method ``fn`` on the tenant's catalog, then read Meta's fatal errors, refresh the item state
     and publish; a blocked sync publishes what was settled and fails the step."""
-    _guard_overlap(step)
+    # No other sync of this catalog runs meanwhile: the step holds the tenant's sync lock (tenant_step, or the
+    # fleet run while it syncs this tenant).
     with meta.get_client(logger=step.log) as client:
         ctx = sync_context(step, registry, warehouse, catalog_sync, client)
         ctx.apply_run_tags(step.run_tags)  # kobi/adopt_feed, kobi/override_deletion_guard

@@ -28,7 +28,7 @@ JOB_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "catalog_replace_job": ("full_replace",),
     "catalog_update_job": ("delta_update",),
     "catalog_batch_job": ("volatile_batch",),
-    "catalog_batch_fleet_job": ("volatile_batch",),
+    "catalog_fleet_job": ("volatile_batch",),
     "catalog_feed_change_job": ("delta_update", "volatile_batch"),
     "catalog_diagnostics_job": ("diagnostics",),
     "shared_item_metrics_job": ("insights",),
