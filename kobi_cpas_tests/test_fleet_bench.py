@@ -27,7 +27,10 @@ def test_fleet_benchmark_two_tiny_tenants(tmp_path):
     # every change of the last replace reached Meta: nothing left to send
     assert result["cycles"]["replace"]["delta_after"] == {"new": 0, "changed": 0, "removed": 0}
     assert result["cycles"]["update"]["change_to_meta_latency_s"]["tenants_measured"] >= 1
+    status = result["cycles"]["batch"]["status_check"]
+    assert status["runs"] == status["runs_succeeded"] == 1 and status["cpu_per_tenant_s"] > 0
     cap = result["capacity"]
     assert cap["extrapolated_from_tenants"] == 2 and cap["max_tenants"] > 0
     assert cap["per_tenant_per_hour"]["analyst_publish_cpu_s"] > 0
+    assert cap["per_tenant_per_hour"]["status_check_cpu_s"] > 0
     assert cap["bound"]["cadence"] in ("replace", "update", "batch")

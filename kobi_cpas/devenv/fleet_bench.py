@@ -42,7 +42,13 @@ from kobi_cpas.devenv.fleet_bench_fleet import (
     write_registry,
 )
 from kobi_cpas.devenv.fleet_bench_probe import ProcessProbe, marked_processes, self_cpu
-from kobi_cpas.devenv.fleet_bench_report import cadence_figures, capacity, meta_diff, publish_figures
+from kobi_cpas.devenv.fleet_bench_report import (
+    cadence_figures,
+    capacity,
+    meta_diff,
+    publish_figures,
+    status_figures,
+)
 from kobi_cpas.warehouse.host import WRITER_TIME_PREFIX
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -382,6 +388,20 @@ def run_fleet_bench(
                     requests=requests,
                 )
                 cycles[name]["schedule_tick"] = ticks
+                if method == "batch":  # what sync_status_sensor launches ~2 minutes after each batch
+                    c0 = probe.cpu_by_group()
+                    status_ids = _submit_all(
+                        client, "catalog_fleet_job", "status", fleet, bench_id, batch_tenants_per_run
+                    )
+                    status_runs = [
+                        _run_timings(instance, r) for r in _wait_runs(instance, status_ids, run_timeout)
+                    ]
+                    c1 = probe.cpu_by_group()
+                    cycles[name]["status_check"] = status_figures(
+                        status_runs,
+                        {g: c1.get(g, 0.0) - c0.get(g, 0.0) for g in set(c0) | set(c1)},
+                        len(fleet),
+                    )
                 if publish_interval > 0:  # what the publish sensor does once per interval, measured alone
                     c0 = probe.cpu_by_group()
                     (publish_run,) = _wait_runs(instance, [_submit_publish(client, bench_id)], run_timeout)
