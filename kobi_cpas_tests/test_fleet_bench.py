@@ -33,4 +33,7 @@ def test_fleet_benchmark_two_tiny_tenants(tmp_path):
     assert cap["extrapolated_from_tenants"] == 2 and cap["max_tenants"] > 0
     assert cap["per_tenant_per_hour"]["analyst_publish_cpu_s"] > 0
     assert cap["per_tenant_per_hour"]["status_check_cpu_s"] > 0
+    diagnostics = result["cycles"]["update"]["diagnostics_poll"]
+    assert diagnostics["runs"] == diagnostics["runs_succeeded"] == 2
+    assert cap["per_tenant_per_hour"]["diagnostics_poll_cpu_s"] > 0
     assert cap["bound"]["cadence"] in ("replace", "update", "batch")

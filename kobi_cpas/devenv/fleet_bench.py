@@ -66,6 +66,13 @@ CYCLES = (
 )
 
 
+#: Per cycle method: runs measured alone after the cycle, (figures key, job, method).
+_EXTRA_RUNS = {
+    "batch": ("status_check", "catalog_fleet_job", "status"),
+    "update": ("diagnostics_poll", "catalog_diagnostics_job", "diagnostics"),
+}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -388,17 +395,21 @@ def run_fleet_bench(
                     requests=requests,
                 )
                 cycles[name]["schedule_tick"] = ticks
-                if method == "batch":  # what sync_status_sensor launches ~2 minutes after each batch
+                # What else runs at a cadence's rate: the status checks sync_status_sensor launches ~2 minutes after
+                # each batch, and the hourly diagnostics poll (measured after the update cycle).
+                extra = _EXTRA_RUNS.get(method)
+                if extra:
+                    key, extra_job, extra_method = extra
                     c0 = probe.cpu_by_group()
-                    status_ids = _submit_all(
-                        client, "catalog_fleet_job", "status", fleet, bench_id, batch_tenants_per_run
+                    extra_ids = _submit_all(
+                        client, extra_job, extra_method, fleet, bench_id, batch_tenants_per_run
                     )
-                    status_runs = [
-                        _run_timings(instance, r) for r in _wait_runs(instance, status_ids, run_timeout)
+                    extra_runs = [
+                        _run_timings(instance, r) for r in _wait_runs(instance, extra_ids, run_timeout)
                     ]
                     c1 = probe.cpu_by_group()
-                    cycles[name]["status_check"] = status_figures(
-                        status_runs,
+                    cycles[name][key] = status_figures(
+                        extra_runs,
                         {g: c1.get(g, 0.0) - c0.get(g, 0.0) for g in set(c0) | set(c1)},
                         len(fleet),
                     )

@@ -154,7 +154,8 @@ def publish_figures(
 
 
 def status_figures(runs: list[dict[str, Any]], cpu: dict[str, float], n: int) -> dict[str, Any]:
-    """The status checks after a batch cycle (Meta's verdict on the batches, confirmed per tenant)."""
+    """Runs measured alone after a cycle: the status checks after a batch cycle (Meta's verdict on the batches),
+    the diagnostics polls after an update cycle."""
     total = sum(cpu.values())
     return {
         "runs": len(runs),
@@ -174,7 +175,8 @@ def capacity(cycles: dict[str, Any], fleet: list[FleetTenant], cores: int) -> di
     """The largest N whose every cadence fits its window, extrapolated linearly from the per-tenant costs
     measured at this N: CPU (run workers + daemon/webserver/code server + Postgres) per tenant per cycle, and run
     slots (max_concurrent_runs x run wall time). A cadence's runs must fit its window on the cores left by the
-    other cadences' steady load, by the status checks confirming each batch, by the analyst publishes (one per
+    other cadences' steady load, by the status checks confirming each batch and the hourly diagnostics polls, by
+    the analyst publishes (one per
     publish interval, each costing in proportion to the whole warehouse: the last cycle's publish, scaled by
     N / this N) and by the daemon's schedule ticks (each cadence schedule every 15 minutes over every tenant)."""
     n = len(fleet)
@@ -189,16 +191,23 @@ def capacity(cycles: dict[str, Any], fleet: list[FleetTenant], cores: int) -> di
         "update": 1.0,
         "batch": statistics.fmean(60 / int(t.batch_cron.split()[0].removeprefix("*/")) for t in fleet),
     }
-    # Each batch is confirmed by a status check ~2 minutes later (sync_status_sensor), at the batch's rate.
+    # Each batch is confirmed by a status check ~2 minutes later (sync_status_sensor), at the batch's rate; the
+    # diagnostics are polled hourly.
     status = cycles.get("batch", {}).get("status_check") or {}
+    diagnostics = cycles.get("update", {}).get("diagnostics_poll") or {}
     status_hour = status.get("cpu_per_tenant_s", 0.0) * rate["batch"]
+    diagnostics_hour = diagnostics.get("cpu_per_tenant_s", 0.0)
     cost = {k: cycles[k]["cpu_per_tenant_s"] for k in rate}
     # A run slot is taken for the run's wall time; a fleet run's is shared by its tenants.
     wall = {k: cycles[k].get("run_slot_per_tenant_s", cycles[k]["run_wall_s"]["mean"]) or 0.0 for k in rate}
     slots = _max_concurrent_runs()
-    cpu_hour = sum(cost[k] * rate[k] for k in rate) + publish_hour + tick_hour + status_hour
+    cpu_hour = (
+        sum(cost[k] * rate[k] for k in rate) + publish_hour + tick_hour + status_hour + diagnostics_hour
+    )
     slot_hour = (
-        sum(wall[k] * rate[k] for k in rate) + status.get("run_slot_per_tenant_s", 0.0) * rate["batch"]
+        sum(wall[k] * rate[k] for k in rate)
+        + status.get("run_slot_per_tenant_s", 0.0) * rate["batch"]
+        + diagnostics.get("run_slot_per_tenant_s", 0.0)
     )
     bounds = []
     for k, window in WINDOWS_S.items():
@@ -226,6 +235,7 @@ def capacity(cycles: dict[str, Any], fleet: list[FleetTenant], cores: int) -> di
             "cpu_s": round(cpu_hour, 2),
             "analyst_publish_cpu_s": round(publish_hour, 2),
             "status_check_cpu_s": round(status_hour, 2),
+            "diagnostics_poll_cpu_s": round(diagnostics_hour, 2),
             "schedule_ticks_cpu_s": round(tick_hour, 3),
             "run_slot_s": round(slot_hour, 2),
             "cpu_share_by_cadence": share,
