@@ -187,6 +187,11 @@ def test_a_tenant_another_process_is_syncing_is_skipped_and_its_own_run_waits(fl
         assert result.success  # a busy tenant is not a failure: the next tick takes it
         assert fleet.batch_calls(A) == 1 and fleet.batch_calls(B) == 0
         assert set(_materialized(result, "price_stock_batch")) == {A}
+        # a diagnostics poll syncs nothing: it takes no lock and polls the busy tenant too, on its partition
+        polled = fleet.run_fleet([A, B], method="diagnostics")
+        assert polled.success and set(_materialized(polled, "catalog_diagnostics")) == {A, B}
+        assert {e.partition for e in polled.get_asset_check_evaluations()} == {A, B}
+        assert not _materialized(polled, "price_stock_batch") and fleet.batch_calls(B) == 0
         # a tenant's own run waits for the holder, bounded, then fails naming the tenant and the lock, having
         # sent nothing
         monkeypatch.setenv("KOBI_CPAS_SHARD_WAIT_SECONDS", "0.3")

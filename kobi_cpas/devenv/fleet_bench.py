@@ -69,7 +69,7 @@ CYCLES = (
 #: Per cycle method: runs measured alone after the cycle, (figures key, job, method).
 _EXTRA_RUNS = {
     "batch": ("status_check", "catalog_fleet_job", "status"),
-    "update": ("diagnostics_poll", "catalog_diagnostics_job", "diagnostics"),
+    "update": ("diagnostics_poll", "catalog_fleet_job", "diagnostics"),
 }
 
 
@@ -356,7 +356,7 @@ def run_fleet_bench(
                 probe.reset_peak()
                 t0 = time.time()
                 ticks = _schedule_ticks(instance)  # before the runs: every tenant is due, none is busy
-                on_progress(f"cycle {name}: submitting {len(fleet)} {job} runs")
+                on_progress(f"cycle {name}: submitting {job} runs for {len(fleet)} tenants")
                 run_ids = _submit_all(client, job, method, fleet, bench_id, batch_tenants_per_run)
                 records = _wait_runs(instance, run_ids, run_timeout)
                 runs = [_run_timings(instance, r) for r in records]

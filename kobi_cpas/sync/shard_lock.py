@@ -58,6 +58,7 @@ class ShardHold:
         self.tenant_id = tenant_id
         self.path = shard_lock_path(workdir_root, tenant_id)
         self._lock = _lock(self.path)
+        self._held = 0  # acquisitions of this hold not yet released
         self.waited_s = 0.0
 
     def acquire(self, timeout: float) -> None:
@@ -70,10 +71,13 @@ class ShardHold:
                 f"tenant '{self.tenant_id}': another process has been syncing its catalog for more than "
                 f"{timeout:.0f} s (lock {self.path}); syncs of one catalog never overlap"
             ) from None
+        self._held += 1
         self.waited_s += time.monotonic() - started
 
     def release(self) -> None:
-        if self._lock.is_locked:
+        """Give back what this hold took (nothing when it took nothing)."""
+        while self._held:
+            self._held -= 1
             self._lock.release()
 
     def __enter__(self) -> ShardHold:

@@ -1,17 +1,18 @@
-"""Fleet runs: one run syncs many due tenants, one after another (the Batch API cadence and the status checks).
+"""Fleet runs: one run serves many due tenants, one after another (the Batch API cadence, the status checks that
+confirm the batches, the hourly diagnostics poll).
 
 A run costs a few seconds of CPU before it does any work (a Python process, Dagster, the code location, the run's
 events), several times what a 15-minute batch of one tenant costs. Every tenant every 15 minutes in its own run is
-what bounded the tenants one machine serves, so the batch schedule launches a run per group of due tenants
-instead (``CatalogSyncResource.batch_tenants_per_run``).
+what bounded the tenants one machine serves, so the batch schedule, the status sensor and the diagnostics schedule
+launch a run per group of due tenants instead (``CatalogSyncResource.batch_tenants_per_run``).
 
-Each tenant still gets what its own run would give: the same steps (feed_file, feed_snapshot, price_stock_batch,
-catalog_syncs) through the same code, its own materializations and check results on its partition (the UI shows
-them on the tenant's assets), the blocking checks stopping its batch. A tenant's failure is logged, named and
-isolated: the others are synced, and the run fails at the end naming the failed tenants (tag
-``kobi/failed_tenants``, read by the run-failure alert and the compliance view). The tenant's sync lock keeps the
-rule that syncs of one catalog never overlap: a tenant another process is syncing is skipped (the next tick takes
-it), and a tenant's own run waits while the fleet run syncs it."""
+Each tenant still gets what its own run would give: the same steps through the same code, its own
+materializations and check results on its partition (the UI shows them on the tenant's assets), the blocking
+checks stopping its batch. A tenant's failure is logged, named and isolated: the others go on, and the run fails
+at the end naming the failed tenants (tag ``kobi/failed_tenants``, read by the compliance view; the run-failure
+alert quotes the failure). The tenant's sync lock keeps the rule that syncs of one catalog never overlap: a tenant
+another process is syncing is skipped (the next tick takes it), and a tenant's own run waits while the fleet run
+syncs it. A diagnostics poll syncs nothing and takes no lock."""
 
 import hashlib
 from collections.abc import Generator, Iterable, Iterator, Sequence
@@ -26,6 +27,7 @@ from kobi_cpas.defs.catalog_sync.feed_file import download_feed_file
 from kobi_cpas.defs.catalog_sync.feed_snapshot import snapshot_results
 from kobi_cpas.defs.catalog_sync.step import TenantStep
 from kobi_cpas.defs.catalog_sync.sync_step import run_sync
+from kobi_cpas.defs.diagnostics.assets import diagnostics_results
 from kobi_cpas.resources import (
     CatalogSyncResource,
     MetaGraphResource,
@@ -35,7 +37,7 @@ from kobi_cpas.resources import (
 from kobi_cpas.sync import methods
 from kobi_cpas.sync.shard_lock import ShardBusy, ShardHold
 
-FLEET_TAG = "kobi/fleet"  # on fleet runs: what they sync per tenant ("batch" or "status")
+FLEET_TAG = "kobi/fleet"  # on fleet runs: what they do per tenant ("batch", "status" or "diagnostics")
 FAILED_TENANTS_TAG = "kobi/failed_tenants"  # added to a fleet run that failed: the tenants that failed
 FLEET_OP = "sync_tenants"
 FLEET_JOB = "catalog_fleet_job"
@@ -44,10 +46,10 @@ _BLOCKING = {(str(s.asset_key.to_user_string()), s.name) for s in feed_snapshot_
 
 class FleetSyncConfig(dg.Config):
     tenants: list[str] = Field(description="The tenants to sync, in this order (the due tenants of the tick)")
-    method: Literal["batch", "status"] = Field(
+    method: Literal["batch", "status", "diagnostics"] = Field(
         default="batch",
         description="batch: catalog_batch_job's steps per tenant; status: catalog_sync_status_job's (Meta's verdict "
-        "on requests still processing)",
+        "on requests still processing); diagnostics: catalog_diagnostics_job's (a poll, no sync: no lock taken)",
     )
 
 
@@ -104,6 +106,23 @@ def sync_tenant_batch(
     yield from _emit(step, syncs_results(step, registry, meta, warehouse, catalog_sync), "catalog_syncs")
 
 
+def _tenant_events(
+    method: str,
+    step: TenantStep,
+    registry: TenantRegistryResource,
+    meta: MetaGraphResource,
+    warehouse: WarehouseResource,
+    catalog_sync: CatalogSyncResource,
+) -> Iterator[FleetEvent]:
+    if method == "status":
+        yield from _emit(step, syncs_results(step, registry, meta, warehouse, catalog_sync), "catalog_syncs")
+    elif method == "diagnostics":
+        polled = diagnostics_results(step.tenant_id, step.log, registry, meta, warehouse)
+        yield from _emit(step, polled, "catalog_diagnostics")
+    else:
+        yield from sync_tenant_batch(step, registry, meta, warehouse, catalog_sync)
+
+
 @dg.op(name=FLEET_OP, tags={"kind": "meta"})
 def sync_tenants(
     context: dg.OpExecutionContext,
@@ -113,8 +132,8 @@ def sync_tenants(
     warehouse: WarehouseResource,
     catalog_sync: CatalogSyncResource,
 ) -> Iterator[FleetEvent | dg.Output[None]]:
-    """Sync each tenant in the config (its batch, or its status check), one after another, each isolated from the
-    others' failures; fails at the end naming the tenants that failed."""
+    """Sync each tenant in the config (its batch, its status check or its diagnostics poll), one after another,
+    each isolated from the others' failures; fails at the end naming the tenants that failed."""
     synced: list[str] = []
     skipped: list[str] = []
     failed: dict[str, str] = {}
@@ -122,7 +141,8 @@ def sync_tenants(
         step = TenantStep(tenant_id, context.run_id, context.run.tags, context.log, context.instance)
         hold = ShardHold(catalog_sync.workdir, tenant_id)
         try:
-            hold.acquire(0)  # never wait: the next tick takes a busy tenant
+            if config.method != "diagnostics":  # a poll reads Meta and writes its own tables: no sync lock
+                hold.acquire(0)  # never wait: the next tick takes a busy tenant
         except ShardBusy:
             skipped.append(tenant_id)
             context.log.info(
@@ -131,11 +151,7 @@ def sync_tenants(
             continue
         try:
             with hold:
-                if config.method == "status":
-                    statuses = syncs_results(step, registry, meta, warehouse, catalog_sync)
-                    yield from _emit(step, statuses, "catalog_syncs")
-                else:
-                    yield from sync_tenant_batch(step, registry, meta, warehouse, catalog_sync)
+                yield from _tenant_events(config.method, step, registry, meta, warehouse, catalog_sync)
             synced.append(tenant_id)
         except Exception as exc:  # one tenant's failure never stops the others
             message = exc.description if isinstance(exc, dg.Failure) and exc.description else str(exc)
@@ -158,9 +174,10 @@ def sync_tenants(
 
 @dg.job(
     executor_def=dg.in_process_executor,
-    description="Many tenants' catalog syncs in one run: the Batch API cadence (catalog_batch_schedule) or the "
-    "status checks of requests still processing at Meta (sync_status_sensor). Per tenant the steps of its own "
-    "job, its materializations and checks on its partition, its failures isolated.",
+    description="Many tenants' catalog work in one run: the Batch API cadence (catalog_batch_schedule), the status "
+    "checks of requests still processing at Meta (sync_status_sensor) or the hourly diagnostics poll "
+    "(catalog_diagnostics_schedule). Per tenant the steps of its own job, its materializations and checks on its "
+    "partition, its failures isolated.",
 )
 def catalog_fleet_job() -> None:
     sync_tenants()
@@ -181,6 +198,14 @@ def fleet_run_requests(
         )
         for group in groups
     ]
+
+
+def fleet_method(run: dg.DagsterRun) -> str | None:
+    """What a fleet run does per tenant (from its run config); None for any other run."""
+    if run.job_name != FLEET_JOB:
+        return None
+    config = (run.run_config or {}).get("ops", {}).get(FLEET_OP, {}).get("config", {})
+    return str(config.get("method", "batch"))
 
 
 def fleet_tenants(run: dg.DagsterRun) -> list[str]:

@@ -1,4 +1,6 @@
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 
@@ -112,12 +114,24 @@ def catalog_diagnostics(
 ):
     """Poll every diagnostics source of the tenant's catalog, then rebuild the summary and today's health row
     (and the error dictionary when it is due)."""
-    _, tenant = registry.tenant(context.partition_key)
+    yield from diagnostics_results(context.partition_key, context.log, registry, meta, warehouse)
+
+
+def diagnostics_results(
+    tenant_id: str,
+    log: Any,
+    registry: TenantRegistryResource,
+    meta: MetaGraphResource,
+    warehouse: WarehouseResource,
+) -> Iterator[dg.MaterializeResult]:
+    """Poll the tenant's diagnostics; the results of its four tables (the first carrying the checks). Shared by
+    the tenant's own run and the fleet runs."""
+    _, tenant = registry.tenant(tenant_id)
     now = datetime.now(UTC)
-    with meta.get_client(logger=context.log) as client:
+    with meta.get_client(logger=log) as client:
         report = poll_tenant(client, warehouse.get_warehouse(), tenant, now=now)
     for source, err in report.sources_failed.items():
-        context.log.warning(f"{source} not polled ({err}); its problems stay as they were, none resolved")
+        log.warning(f"{source} not polled ({err}); its problems stay as they were, none resolved")
     where, params = "tenant_id = ?", [tenant.tenant_id]
     with warehouse.connection() as con:
         outcomes = run_checks(con, tenant, now)

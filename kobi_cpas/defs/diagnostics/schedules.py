@@ -1,9 +1,11 @@
-"""Hourly diagnostics poll per tenant (Meta recommends polling the diagnostics API about hourly)."""
+"""Hourly diagnostics poll per tenant (Meta recommends polling the diagnostics API about hourly), in fleet runs:
+a run per group of tenants shares a run's fixed cost (see defs/catalog_sync/fleet.py)."""
 
 import dagster as dg
 
+from kobi_cpas.defs.catalog_sync.fleet import FLEET_JOB, fleet_run_requests
 from kobi_cpas.defs.tenants.evaluation import every_tenant
-from kobi_cpas.resources import TenantRegistryResource
+from kobi_cpas.resources import CatalogSyncResource, TenantRegistryResource
 
 catalog_diagnostics_job = dg.define_asset_job(
     "catalog_diagnostics_job",
@@ -14,11 +16,19 @@ catalog_diagnostics_job = dg.define_asset_job(
 
 
 @dg.schedule(
-    job=catalog_diagnostics_job,
+    job_name=FLEET_JOB,
     cron_schedule="40 * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every tenant's catalog diagnostics, hourly.",
+    description="Every tenant's catalog diagnostics, hourly: a catalog_fleet_job run per group of "
+    "batch_tenants_per_run tenants (catalog_diagnostics_job polls one tenant from the UI).",
 )
-def catalog_diagnostics_schedule(context: dg.ScheduleEvaluationContext, registry: TenantRegistryResource):
-    return every_tenant(context, registry, "diagnostics", "%Y%m%dT%H")
+def catalog_diagnostics_schedule(
+    context: dg.ScheduleEvaluationContext, registry: TenantRegistryResource, catalog_sync: CatalogSyncResource
+):
+    requests = every_tenant(context, registry, "diagnostics", "%Y%m%dT%H")
+    if isinstance(requests, dg.SkipReason):
+        return requests
+    period = context.scheduled_execution_time.strftime("%Y%m%dT%H")
+    tenants = [r.partition_key or "" for r in requests]
+    return fleet_run_requests(tenants, catalog_sync.batch_tenants_per_run, period, "diagnostics")

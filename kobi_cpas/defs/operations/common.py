@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from kobi_cpas.defs.catalog_sync.common import SHARD_TAG
-from kobi_cpas.defs.catalog_sync.fleet import FAILED_TENANTS_TAG
+from kobi_cpas.defs.catalog_sync.fleet import FAILED_TENANTS_TAG, fleet_method
 from kobi_cpas.operations.compliance import (
     INSIGHTS_LOOKBACK_DAYS,
     REQUIREMENTS,
@@ -28,10 +28,17 @@ JOB_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "catalog_replace_job": ("full_replace",),
     "catalog_update_job": ("delta_update",),
     "catalog_batch_job": ("volatile_batch",),
-    "catalog_fleet_job": ("volatile_batch",),
     "catalog_feed_change_job": ("delta_update", "volatile_batch"),
     "catalog_diagnostics_job": ("diagnostics",),
     "shared_item_metrics_job": ("insights",),
+}
+
+
+# The requirement a failed fleet run holds up, by what it did per tenant.
+FLEET_REQUIREMENTS: dict[str, tuple[str, ...]] = {
+    "batch": ("volatile_batch",),
+    "status": ("volatile_batch",),
+    "diagnostics": ("diagnostics",),
 }
 
 
@@ -106,5 +113,6 @@ def failed_runs(instance: dg.DagsterInstance, tenant_ids: Sequence[str], now: da
             if (req := REQUIREMENTS_BY_ASSET.get(key.to_user_string())) is not None
         }
         names.update(JOB_REQUIREMENTS.get(run.job_name, ()))
+        names.update(FLEET_REQUIREMENTS.get(fleet_method(run) or "", ()))
         out.extend(FailedRun(t, name, run.run_id, when) for t in tenants for name in sorted(names))
     return out
