@@ -9,8 +9,8 @@ launch a run per group of due tenants instead (``CatalogSyncResource.batch_tenan
 Each tenant still gets what its own run would give: the same steps through the same code, its own
 materializations and check results on its partition (the UI shows them on the tenant's assets), the blocking
 checks stopping its batch. A tenant's failure is logged, named and isolated: the others go on, and the run fails
-at the end naming the failed tenants (tag ``kobi/failed_tenants``, read by the compliance view; the run-failure
-alert quotes the failure). The tenant's sync lock keeps the rule that syncs of one catalog never overlap: a tenant
+at the end naming the failed tenants (the run-failure alert quotes them; sync_compliance holds a requirement up by
+the run only for the tenants not synced since it started). The tenant's sync lock keeps the rule that syncs of one catalog never overlap: a tenant
 another process is syncing is skipped (the next tick takes it), and a tenant's own run waits while the fleet run
 syncs it. A diagnostics poll syncs nothing and takes no lock."""
 
@@ -38,7 +38,6 @@ from kobi_cpas.sync import methods
 from kobi_cpas.sync.shard_lock import ShardBusy, ShardHold
 
 FLEET_TAG = "kobi/fleet"  # on fleet runs: what they do per tenant ("batch", "status" or "diagnostics")
-FAILED_TENANTS_TAG = "kobi/failed_tenants"  # added to a fleet run that failed: the tenants that failed
 FLEET_OP = "sync_tenants"
 FLEET_JOB = "catalog_fleet_job"
 _BLOCKING = {(str(s.asset_key.to_user_string()), s.name) for s in feed_snapshot_check_specs if s.blocking}
@@ -163,7 +162,6 @@ def sync_tenants(
         + (f": {', '.join(failed)}" if failed else "")
     )
     if failed:
-        context.instance.add_run_tags(context.run_id, {FAILED_TENANTS_TAG: ",".join(sorted(failed))})
         raise dg.Failure(
             description=f"{len(failed)} of {len(config.tenants)} tenant(s) failed; the others were synced: "
             + "; ".join(f"{t}: {m}" for t, m in failed.items()),

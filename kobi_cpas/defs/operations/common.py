@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from kobi_cpas.defs.catalog_sync.common import SHARD_TAG
-from kobi_cpas.defs.catalog_sync.fleet import FAILED_TENANTS_TAG, fleet_method
+from kobi_cpas.defs.catalog_sync.fleet import fleet_method, fleet_tenants
 from kobi_cpas.operations.compliance import (
     INSIGHTS_LOOKBACK_DAYS,
     REQUIREMENTS,
@@ -56,14 +56,6 @@ def tenant_of_run(tags: Mapping[str, str]) -> str | None:
     return key if key and "|" not in key else None
 
 
-def tenants_of_run(tags: Mapping[str, str]) -> list[str]:
-    """The tenants a failed run failed for: its tenant, or those a fleet run names as failed."""
-    if tags.get(FAILED_TENANTS_TAG):
-        return tags[FAILED_TENANTS_TAG].split(",")
-    tenant = tenant_of_run(tags)
-    return [tenant] if tenant else []
-
-
 def _partitions(asset_key: str, tenant_id: str, now: datetime) -> list[str]:
     if asset_key != "shared_item_metrics":
         return [tenant_id]
@@ -103,10 +95,15 @@ def failed_runs(instance: dg.DagsterInstance, tenant_ids: Sequence[str], now: da
     out: list[FailedRun] = []
     for rec in records:
         run = rec.dagster_run
-        tenants = [t for t in tenants_of_run(run.tags) if t in wanted]
+        fleet = fleet_tenants(run)
+        tenants = [t for t in fleet or [tenant_of_run(run.tags)] if t in wanted]
         if not tenants:
             continue
         when = datetime.fromtimestamp(rec.end_time, UTC) if rec.end_time else rec.update_timestamp
+        if fleet and rec.start_time:
+            # A failed fleet run holds up only the tenants it did not sync: dated at its start, it is later than
+            # the last success of those alone (the others succeeded during the run).
+            when = datetime.fromtimestamp(rec.start_time, UTC)
         names = {
             req.name
             for key in run.asset_selection or ()
