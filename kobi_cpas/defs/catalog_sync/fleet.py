@@ -86,25 +86,6 @@ def _emit(
     return blocked
 
 
-def sync_tenant_batch(
-    step: TenantStep,
-    registry: TenantRegistryResource,
-    meta: MetaGraphResource,
-    warehouse: WarehouseResource,
-    catalog_sync: CatalogSyncResource,
-) -> Iterator[FleetEvent]:
-    """catalog_batch_job's steps for one tenant: download, snapshot (its blocking checks stop here), batch,
-    status, with their events. Raises on the tenant's failure."""
-    yield from _emit(step, [download_feed_file(step, registry, catalog_sync)], "feed_file")
-    snapshot = snapshot_results(step, False, registry, warehouse, catalog_sync)
-    blocked = yield from _emit(step, snapshot, "feed_snapshot")
-    if blocked:
-        raise TenantFailed("; ".join(blocked))
-    batch = run_sync(step, registry, meta, warehouse, catalog_sync, methods.run_batch)
-    yield from _emit(step, [batch], "price_stock_batch")
-    yield from _emit(step, syncs_results(step, registry, meta, warehouse, catalog_sync), "catalog_syncs")
-
-
 def _tenant_events(
     method: str,
     step: TenantStep,
@@ -113,13 +94,22 @@ def _tenant_events(
     warehouse: WarehouseResource,
     catalog_sync: CatalogSyncResource,
 ) -> Iterator[FleetEvent]:
-    if method == "status":
-        yield from _emit(step, syncs_results(step, registry, meta, warehouse, catalog_sync), "catalog_syncs")
-    elif method == "diagnostics":
+    """What the tenant's own job does, with its events; raises on the tenant's failure. batch: download, snapshot
+    (its blocking checks stop the tenant here), batch, status; status: Meta's verdict on requests still
+    processing; diagnostics: the poll."""
+    if method == "diagnostics":
         polled = diagnostics_results(step.tenant_id, step.log, registry, meta, warehouse)
         yield from _emit(step, polled, "catalog_diagnostics")
-    else:
-        yield from sync_tenant_batch(step, registry, meta, warehouse, catalog_sync)
+        return
+    if method == "batch":
+        yield from _emit(step, [download_feed_file(step, registry, catalog_sync)], "feed_file")
+        snapshot = snapshot_results(step, False, registry, warehouse, catalog_sync)
+        blocked = yield from _emit(step, snapshot, "feed_snapshot")
+        if blocked:
+            raise TenantFailed("; ".join(blocked))
+        batch = run_sync(step, registry, meta, warehouse, catalog_sync, methods.run_batch)
+        yield from _emit(step, [batch], "price_stock_batch")
+    yield from _emit(step, syncs_results(step, registry, meta, warehouse, catalog_sync), "catalog_syncs")
 
 
 @dg.op(name=FLEET_OP, tags={"kind": "meta"})
