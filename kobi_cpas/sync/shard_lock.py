@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 
 import filelock
@@ -59,11 +58,9 @@ class ShardHold:
         self.path = shard_lock_path(workdir_root, tenant_id)
         self._lock = _lock(self.path)
         self._held = 0  # acquisitions of this hold not yet released
-        self.waited_s = 0.0
 
     def acquire(self, timeout: float) -> None:
         """Take the lock, waiting up to ``timeout`` seconds (0: do not wait); ``ShardBusy`` after that."""
-        started = time.monotonic()
         try:
             self._lock.acquire(timeout=max(timeout, 0.0), poll_interval=0.1)
         except filelock.Timeout:
@@ -72,7 +69,6 @@ class ShardHold:
                 f"{timeout:.0f} s (lock {self.path}); syncs of one catalog never overlap"
             ) from None
         self._held += 1
-        self.waited_s += time.monotonic() - started
 
     def release(self) -> None:
         """Give back what this hold took (nothing when it took nothing)."""

@@ -188,17 +188,18 @@ def fleet_run_requests(
     ]
 
 
-def fleet_method(run: dg.DagsterRun) -> str | None:
-    """What a fleet run does per tenant (from its run config); None for any other run."""
+def _fleet_config(run: dg.DagsterRun) -> dict | None:
     if run.job_name != FLEET_JOB:
         return None
-    config = (run.run_config or {}).get("ops", {}).get(FLEET_OP, {}).get("config", {})
-    return str(config.get("method", "batch"))
+    return (run.run_config or {}).get("ops", {}).get(FLEET_OP, {}).get("config", {})
+
+
+def fleet_method(run: dg.DagsterRun) -> str | None:
+    """What a fleet run does per tenant (from its run config); None for any other run."""
+    config = _fleet_config(run)
+    return None if config is None else str(config.get("method", "batch"))
 
 
 def fleet_tenants(run: dg.DagsterRun) -> list[str]:
     """The tenants a fleet run syncs (from its run config); [] for any other run."""
-    if run.job_name != FLEET_JOB:
-        return []
-    config = (run.run_config or {}).get("ops", {}).get(FLEET_OP, {}).get("config", {})
-    return list(config.get("tenants", []))
+    return list((_fleet_config(run) or {}).get("tenants", []))
