@@ -7,6 +7,7 @@ find them. Order matters: tables are created and published in this order, and in
 
 from __future__ import annotations
 
+from kobi_cpas.cpas import state as cpas_state
 from kobi_cpas.cpas import tables as cpas_tables
 from kobi_cpas.diagnostics import tables as diagnostics_tables
 from kobi_cpas.insights import accounts as insights_accounts
@@ -35,6 +36,7 @@ SCHEMA = WarehouseSchema.build(
         *insights_tables.INTERNAL_DDL,
         *sync_state.DDL,
         *sync_guards.DDL,  # sync_state.surplus_deletions, after the sync_state schema
+        *cpas_state.DDL,
     ),
     data_migrations=(sync_state.DATA_MIGRATION,),
 )

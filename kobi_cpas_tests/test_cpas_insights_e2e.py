@@ -66,7 +66,11 @@ def _world_catalog(world, retailer: str, compliant: bool) -> tuple[str, str]:
     raise AssertionError(f"no {'compliant' if compliant else 'non-compliant'} parent for {retailer}")
 
 
-def _segment_config(parent: str, owner: str, retailer: str = "trendyol", rule: dict | None = None) -> dict:
+# A retailer the registry does not list for the tenant: no segment is known for the pair, so the job creates one.
+NEW_PAIR = "n11"
+
+
+def _segment_config(parent: str, owner: str, retailer: str = NEW_PAIR, rule: dict | None = None) -> dict:
     return {
         "ops": {
             "create_and_share_segment": {
@@ -115,7 +119,7 @@ def test_segment_from_non_compliant_parent_fails_with_clear_message(loaded, kobi
     parent, owner = _world_catalog(kobi_env.sandbox.world, "n11", compliant=False)
     kobi_env.sandbox.admin.clear_requests()
     res = loaded.resolve_job_def("create_catalog_segment_job").execute_in_process(
-        run_config=_segment_config(parent, owner, retailer="trendyol"),
+        run_config=_segment_config(parent, owner),
         instance=pg_instance,
         raise_on_error=False,
     )

@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from kobi_cpas.cpas import DRIFT_CODES, expected_membership, read_account_usage, reconcile_partnership
+from kobi_cpas.cpas.api_onboarding import ensure_api_segment
 from kobi_cpas.meta import MetaGraphClient
 from kobi_cpas.registry import CpasRetailer, OnboardingMode, PartnershipStatus, Tenant, load_registry
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
@@ -233,3 +234,31 @@ def test_drift_codes_documented() -> None:
         "ad_account_missing",
         "ad_account_mixed_retailers",
     }
+
+
+def test_api_segment_on_a_non_compliant_parent_is_a_call_to_action_sent_once(
+    meta_client: MetaGraphClient, sandbox: SandboxHandle, bosphorus: Tenant
+) -> None:
+    parent = next(
+        c
+        for c in sandbox.world.catalogs.values()
+        if not c.is_catalog_segment and not c.collaborative_ads_compliant
+    )
+    r = bosphorus.retailer("hepsiburada").model_copy(
+        update={
+            "onboarding_mode": OnboardingMode.api,
+            "retailer_business_id": parent.business_id,
+            "parent_catalog_id": parent.id,
+            "segment_filter": {"brand": {"eq": "Bosphorus Outdoor"}},
+        }
+    )
+    sandbox.admin.clear_requests()
+    step = ensure_api_segment(meta_client, bosphorus, r, expected_count=12)
+    assert step.segment_id is None and step.origin is None and not step.shared_now
+    assert "bosphorus_outdoor x hepsiburada" in (step.blocked or "")
+    assert "not Collaborative Ads compliant" in (step.blocked or "")
+    assert (
+        sandbox.admin.count_requests(route="cpas.business.owned_product_catalogs.create") == 1
+    )  # never retried
+    row = reconcile(meta_client, bosphorus, r, api_blocked=step.blocked)
+    assert row.drift == ("api_step_blocked",) and row.next_action == step.blocked

@@ -14,7 +14,8 @@ Observed status:
 * ``revoked`` — the registry says accepted (or revoked) but the segment is gone or no longer shared.
 
 Drift codes (:data:`DRIFT_CODES`): ``segment_missing``, ``not_a_segment``, ``unshared``, ``segment_empty``, ``count_mismatch``, ``ad_account_missing``, ``ad_account_mixed_retailers`` and
-``registry_outdated`` (Meta shows accepted while the registry says pending or revoked).
+``registry_outdated`` (Meta shows accepted while the registry says pending or revoked) and ``api_step_blocked``
+(an ``api`` partnership whose segment Kobi could not create or share: the reason is the next action).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ DRIFT_CODES = (
     "ad_account_missing",
     "ad_account_mixed_retailers",
     "registry_outdated",
+    "api_step_blocked",
 )
 
 
@@ -64,6 +66,9 @@ class PartnershipRow:
     drift: tuple[str, ...]
     next_action: str | None  # exact instructions for a person (None: nothing to do)
     observed_at: datetime
+    segment_id_source: str | None = (
+        None  # registry | created | found (set by the caller, who knows the state)
+    )
 
     def as_record(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -94,6 +99,7 @@ def reconcile_partnership(
     retailers: RetailerDirectory = DEFAULT_DIRECTORY,
     now: datetime | None = None,
     account_usage: AccountUsage | None = None,
+    api_blocked: str | None = None,
 ) -> PartnershipRow:
     """Observe one partnership on Meta and say what to do about it.
 
@@ -101,6 +107,8 @@ def reconcile_partnership(
     (:func:`kobi_cpas.registry.filters.expected_membership`), or None to skip the count check. ``tolerance`` is a
     share of it, ``tolerance_abs`` an absolute number of products; the larger applies. ``account_usage`` may
     be passed when the caller already read the ad account (:func:`~kobi_cpas.cpas.accounts.read_account_usage`).
+    ``api_blocked``: why the api-mode step (:mod:`~kobi_cpas.cpas.api_onboarding`) could not create or share the
+    segment, reported as the ``api_step_blocked`` drift with that call to action.
     """
     observed_at = now or datetime.now(UTC)
     r = retailer_cfg
@@ -125,6 +133,8 @@ def reconcile_partnership(
             drift.append("not_a_segment")
         else:
             shares = read_segment_shares(client, r.catalog_segment_id)
+    elif declared == "accepted":
+        drift.append("segment_missing")  # accepted, but no segment declared nor recorded
     seg_ok = segment is not None and bool(segment.get("is_catalog_segment"))
     share_state = shares.status_for(brand_biz) if seg_ok else "not_shared"
     tasks: tuple[str, ...] = ()
@@ -168,7 +178,11 @@ def reconcile_partnership(
                 drift.append("ad_account_mixed_retailers")
 
     ctx = _Ctx(tenant, r, retailer_name, brand_name, segment, expected_count, meta_count, usage, retailer_biz)
-    actions.extend(_status_actions(ctx, observed, share_state, mode))
+    if api_blocked:
+        drift.append("api_step_blocked")
+        actions.append(api_blocked)
+    if not (api_blocked and not seg_ok):  # else the blocked step already says what to do
+        actions.extend(_status_actions(ctx, observed, share_state, mode))
     for code in drift:
         fn = _DRIFT_ACTIONS.get(code)
         if fn is not None:
@@ -282,8 +296,8 @@ def _status_actions(c: _Ctx, observed: str, share_state: str, mode: str) -> list
         return [
             f"Kobi will create the {_create_segment_text(c)} under {c.retailer_name}'s business "
             f"{c.r.retailer_business_id} and share it with {c.brand} (ADVERTISE) automatically on the next run; "
-            "then the brand accepts it in Collaboration Center and you set catalog_segment_id and "
-            "partnership_status: accepted in the registry."
+            "then the brand accepts it in Collaboration Center. Kobi records the segment id (cpas_state): the "
+            "registry needs none."
         ]
     if segment_exists:
         return [
@@ -300,6 +314,13 @@ def _status_actions(c: _Ctx, observed: str, share_state: str, mode: str) -> list
 
 
 def _a_missing(c: _Ctx) -> str:
+    if c.r.catalog_segment_id is None:
+        return (
+            f"No catalog segment is known for {c.tenant.tenant_id} x {c.r.retailer} (none in the registry, none "
+            "recorded by Kobi) although the registry says accepted: launch create_catalog_segment_job for the pair "
+            f"(it finds {c.retailer_name}'s segment by name or creates it, and records it), or set "
+            "catalog_segment_id in the registry."
+        )
     return (
         f"Catalog segment {c.seg} no longer exists on Meta (deleted by {c.retailer_name}, or Kobi lost access): ask "
         f"{c.retailer_name} to recreate and re-share it with {c.brand}, then update catalog_segment_id in the "

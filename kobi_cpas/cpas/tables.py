@@ -50,6 +50,12 @@ CPAS_PARTNERSHIPS = TableSpec(
             "What to do next, with exact instructions; NULL when nothing is needed",
         ),
         col("observed_at", "TIMESTAMPTZ", "When Kobi read Meta", False),
+        col(
+            "segment_id_source",
+            "VARCHAR",
+            "Where catalog_segment_id comes from: registry (declared), created or found (recorded by Kobi: "
+            "created through the API, or found under the retailer's business by Kobi's name); NULL: none yet",
+        ),
     ),
 )
 

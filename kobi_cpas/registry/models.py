@@ -191,11 +191,10 @@ class CpasRetailer(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _accepted_needs_ids(self) -> CpasRetailer:
-        if self.partnership_status == PartnershipStatus.accepted and not (
-            self.catalog_segment_id and self.dedicated_ad_account_id
-        ):
-            raise ValueError("an accepted partnership needs catalog_segment_id and dedicated_ad_account_id")
+    def _accepted_needs_account(self) -> CpasRetailer:
+        # The segment id may be left out: Kobi records the segment it created or found (cpas_state.segments).
+        if self.partnership_status == PartnershipStatus.accepted and not self.dedicated_ad_account_id:
+            raise ValueError("an accepted partnership needs dedicated_ad_account_id")
         return self
 
 

@@ -1,6 +1,8 @@
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import dagster as dg
+import duckdb
 
 from kobi_cpas.cpas import (
     DeclaredProductSet,
@@ -13,6 +15,9 @@ from kobi_cpas.cpas import (
     read_existing_product_sets,
     reconcile_partnership,
 )
+from kobi_cpas.cpas.api_onboarding import ApiSegmentStep, ensure_api_segment, wants_api_segment
+from kobi_cpas.cpas.partnerships import PartnershipRow
+from kobi_cpas.cpas.state import SegmentRecord, record_segment
 from kobi_cpas.cpas.tables import (
     CPAS_PARTNERSHIPS,
     CPAS_PRODUCT_SETS,
@@ -29,8 +34,10 @@ from kobi_cpas.defs.cpas.checks import (
     execution_manifest_check_specs,
     product_sets_check_specs,
 )
+from kobi_cpas.defs.cpas.state import tenant_with_state
 from kobi_cpas.defs.shared import OWNERS_DATA, md_table, table_definition_metadata
 from kobi_cpas.defs.tenants.partitions import tenant_partitions
+from kobi_cpas.registry.models import CpasRetailer
 from kobi_cpas.resources import MetaGraphResource, TenantRegistryResource, WarehouseResource
 from kobi_cpas.warehouse import replace_rows
 
@@ -60,26 +67,48 @@ def cpas_partnerships(
     """Each retailer partnership of the tenant reconciled against Meta (daily): the segment exists and is a
     segment, it is shared with the brand's business with ADVERTISE, the dedicated ad account exists and promotes
     only this retailer's segments, and the segment's product count matches the rule applied to the feed.
-    Steps Meta offers only in its UI come out as next_action with exact instructions."""
-    _, tenant = registry.tenant(context.partition_key)
+    For ``api`` partnerships Kobi first creates (or finds) the missing segment and shares it. The segments used
+    are recorded in ``cpas_state.segments``, so the registry may omit their ids. Steps Meta offers only in its UI
+    come out as next_action with exact instructions."""
+    tenant, recorded = tenant_with_state(registry, warehouse, context.partition_key)
     now = datetime.now(UTC)
-    rows = []
     with warehouse.connection() as con:
         expected: dict[str, int | None] = {}
         for r in tenant.cpas_retailers:
             expected[r.retailer] = (
                 expected_membership(con, r.segment_filter, "main.feed_items", tenant.tenant_id)[0]
-                if r.segment_filter
+                if r.segment_filter and _has_snapshot(con, tenant.tenant_id)
                 else None
             )
+    rows: list[PartnershipRow] = []
+    steps: dict[str, ApiSegmentStep] = {}
     with meta.get_client(logger=context.log) as client:
         for r in tenant.cpas_retailers:
-            rows.append(
-                reconcile_partnership(client, tenant, r, expected[r.retailer], COUNT_TOLERANCE, now=now)
+            if wants_api_segment(r):
+                step = steps[r.retailer] = ensure_api_segment(client, tenant, r, expected[r.retailer])
+                if step.origin:
+                    context.log.info(
+                        f"{tenant.tenant_id} x {r.retailer}: segment {step.segment_id} {step.origin}"
+                        f"{', shared with the brand' if step.shared_now else ''}"
+                    )
+                if step.segment_id and not r.catalog_segment_id:
+                    r = r.model_copy(update={"catalog_segment_id": step.segment_id})
+            row = reconcile_partnership(
+                client,
+                tenant,
+                r,
+                expected[r.retailer],
+                COUNT_TOLERANCE,
+                now=now,
+                api_blocked=steps[r.retailer].blocked if r.retailer in steps else None,
             )
+            rows.append(replace(row, segment_id_source=_source(r, recorded, steps.get(r.retailer))))
     records = [row.as_record() for row in rows]
     with warehouse.connection() as con:
         replace_rows(con, CPAS_PARTNERSHIPS, records, "tenant_id = ?", [tenant.tenant_id])
+        for row in rows:
+            if row.catalog_segment_id:
+                record_segment(con, _segment_record(row, steps.get(row.retailer), context.run_id, now))
         warehouse.publish(con)
     mismatched = [r for r in rows if "count_mismatch" in r.drift or "segment_empty" in r.drift]
     drifting = [r for r in rows if r.drift]
@@ -130,6 +159,47 @@ def cpas_partnerships(
     )
 
 
+def _has_snapshot(con: duckdb.DuckDBPyConnection, tenant_id: str) -> bool:
+    return (
+        con.execute("SELECT 1 FROM main.feed_items WHERE tenant_id = ? LIMIT 1", [tenant_id]).fetchone()
+        is not None
+    )
+
+
+def _source(r: CpasRetailer, recorded: dict[str, SegmentRecord], step: ApiSegmentStep | None) -> str | None:
+    """Where the partnership's segment id comes from (the segment_id_source column)."""
+    if step is not None and step.origin:
+        return step.origin
+    if r.catalog_segment_id is None:
+        return None
+    rec = recorded.get(r.retailer)
+    return rec.origin if rec is not None and rec.catalog_segment_id == r.catalog_segment_id else "registry"
+
+
+def _segment_record(
+    row: PartnershipRow, step: ApiSegmentStep | None, run_id: str, now: datetime
+) -> SegmentRecord:
+    assert row.catalog_segment_id
+    if row.shared_with_business_id is None:
+        share = "not_shared"
+    else:
+        share = "accepted" if row.partnership_status == "accepted" else "pending"
+    return SegmentRecord(
+        tenant_id=row.tenant_id,
+        retailer=row.retailer,
+        catalog_segment_id=row.catalog_segment_id,
+        parent_catalog_id=row.parent_catalog_id,
+        owner_business_id=step.owner_business_id if step else None,
+        segment_name=step.segment_name if step else None,
+        origin=row.segment_id_source or "registry",
+        share_status=share,
+        shared_with_business_id=row.shared_with_business_id,
+        recorded_at=now,
+        observed_at=now,
+        run_id=run_id,
+    )
+
+
 @dg.asset(
     **TENANT_CPAS_ASSET,
     deps=["cpas_partnerships"],
@@ -144,7 +214,7 @@ def execution_manifest(
 ) -> dg.MaterializeResult:
     """The tenant's CPAS campaigns, ad sets and ads (archived and deleted included) in each dedicated ad account
     whose promoted object is a catalog segment, each QC'd against Meta's collaborative-ads constraints."""
-    _, tenant = registry.tenant(context.partition_key)
+    tenant, _ = tenant_with_state(registry, warehouse, context.partition_key)
     now = datetime.now(UTC)
     rows = []
     with meta.get_client(logger=context.log) as client:
@@ -237,7 +307,7 @@ def cpas_product_sets(
 ) -> dg.MaterializeResult:
     """The tenant's declared product sets (registry `product_sets`) synced to its catalog or a retailer's segment:
     created, updated, deleted when removed from the declaration — never while live unless explicitly allowed."""
-    _, tenant = registry.tenant(context.partition_key)
+    tenant, _ = tenant_with_state(registry, warehouse, context.partition_key)
     declared = [DeclaredProductSet.model_validate(p) for p in tenant.product_sets]
     targets = product_set_targets(tenant)
     now = datetime.now(UTC)

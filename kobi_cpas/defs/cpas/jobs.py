@@ -22,8 +22,13 @@ from kobi_cpas.cpas import (
     share_segment,
     validate_rule,
 )
+from kobi_cpas.cpas.graph import get_or_none
+from kobi_cpas.cpas.state import SegmentRecord, record_segment
 from kobi_cpas.cpas.tables import EXECUTION_MANIFEST
+from kobi_cpas.defs.cpas.state import tenant_with_state
 from kobi_cpas.meta.errors import MetaSegmentNotCompliantError
+from kobi_cpas.registry.filters import canonical_json
+from kobi_cpas.registry.models import CpasRetailer
 from kobi_cpas.resources import MetaGraphResource, TenantRegistryResource, WarehouseResource
 from kobi_cpas.warehouse import replace_rows, sql_str
 
@@ -31,12 +36,18 @@ from kobi_cpas.warehouse import replace_rows, sql_str
 class CreateSegmentConfig(dg.Config):
     tenant_id: str = Field(description="Kobi tenant (the brand)")
     retailer: str = Field(description="Retailer as in the registry, e.g. trendyol")
-    parent_catalog_id: str = Field(description="The retailer's Collaborative Ads compliant catalog")
-    owner_business_id: str = Field(
-        description="Business owning the parent catalog (retailer or marketing partner)"
+    parent_catalog_id: str | None = Field(
+        default=None,
+        description="The retailer's Collaborative Ads compliant catalog (default: the registry's)",
     )
-    segment_filter: str = Field(
-        description='Product-set rule as JSON, e.g. {"brand": {"i_contains": "acme"}}'
+    owner_business_id: str | None = Field(
+        default=None,
+        description="Business owning the parent catalog, retailer or marketing partner (default: the "
+        "registry's retailer_business_id)",
+    )
+    segment_filter: str | None = Field(
+        default=None,
+        description='Product-set rule as JSON, e.g. {"brand": {"i_contains": "acme"}} (default: the registry\'s)',
     )
     brand_business_id: str | None = Field(
         default=None, description="Brand business to share with (default: the tenant's)"
@@ -50,6 +61,11 @@ class CreateSegmentConfig(dg.Config):
     )
     name: str | None = Field(
         default=None, description="Segment name (default: 'Kobi CPAS | <tenant> | <retailer>')"
+    )
+    replace_missing_segment: bool = Field(
+        default=False,
+        description="When the pair's known segment (registry or recorded) no longer exists on Meta, create a "
+        "new one instead of failing",
     )
 
 
@@ -89,8 +105,10 @@ def create_and_share_segment(
     meta: MetaGraphResource,
     warehouse: WarehouseResource,
 ) -> dict:
-    _, tenant = registry.tenant(config.tenant_id)
-    rule = parse_segment_filter(config.segment_filter, tenant.tenant_id)
+    tenant, recorded = tenant_with_state(registry, warehouse, config.tenant_id)
+    declared = next((r for r in tenant.cpas_retailers if r.retailer == config.retailer.lower()), None)
+    parent, owner, rule_text = _segment_inputs(config, tenant.tenant_id, declared)
+    rule = parse_segment_filter(rule_text, tenant.tenant_id)
     count, sample = _preview(warehouse.duckdb_path, rule, tenant.tenant_id)
     context.log.info(f"preview: {count} items of {tenant.tenant_id}'s feed match the rule, e.g. {sample[:5]}")
     if count == 0:
@@ -99,7 +117,122 @@ def create_and_share_segment(
             "an empty segment cannot be advertised; check the rule"
         )
     name = config.name or segment_name(tenant.tenant_id, config.retailer)
-    utm = {
+    brand_business = config.brand_business_id or tenant.business_id
+    # declared, or recorded by an earlier launch (also for a retailer the registry does not list yet)
+    recorded_pair = recorded.get(config.retailer.lower())
+    known = (declared.catalog_segment_id if declared else None) or (
+        recorded_pair.catalog_segment_id if recorded_pair else None
+    )
+    with meta.get_client(logger=context.log) as client:
+        segment_id, origin = _known_segment(client, known, config, tenant.tenant_id)
+        if segment_id is None:
+            try:
+                segment_id, created = find_or_create_segment(
+                    client, business_id=owner, parent_catalog_id=parent, name=name, filter=rule
+                )
+            except MetaSegmentNotCompliantError as exc:
+                raise dg.Failure(description=str(exc)) from None
+            origin = "created" if created else "found"
+        shared = share_segment(
+            client,
+            segment_id,
+            brand_business,
+            config.permitted_tasks,
+            _utm(config) or None,
+            config.collab_terms,
+        )
+    now = datetime.now(UTC)
+    with warehouse.connection() as con:
+        record_segment(
+            con,
+            SegmentRecord(
+                tenant_id=tenant.tenant_id,
+                retailer=config.retailer.lower(),
+                catalog_segment_id=segment_id,
+                parent_catalog_id=parent,
+                owner_business_id=owner,
+                segment_name=name,
+                origin=origin,
+                share_status="pending" if shared else None,
+                shared_with_business_id=brand_business,
+                recorded_at=now,
+                observed_at=now,
+                run_id=context.run_id,
+            ),
+        )
+    created = origin == "created"
+    context.log.info(
+        f"segment {segment_id} {_ORIGIN_TEXT[origin]}; "
+        f"{'shared now' if shared else 'already shared'} with {brand_business}. Recorded for "
+        f"{tenant.tenant_id} x {config.retailer} (cpas_state.segments): the CPAS assets use it, the registry "
+        "needs no id."
+    )
+    context.add_output_metadata(
+        {
+            "segment_id": segment_id,
+            "origin": origin,
+            "created": created,
+            "shared_now": shared,
+            "expected_product_count": count,
+            "sample_retailer_ids": ", ".join(sample[:10]),
+        }
+    )
+    return {"segment_id": segment_id, "created": created}
+
+
+_ORIGIN_TEXT = {
+    "created": "created",
+    "found": "found under the retailer's business by name",
+    "registry": "already known for the pair (reused)",
+    "recorded": "already known for the pair (reused)",
+}
+
+
+def _segment_inputs(
+    config: CreateSegmentConfig, tenant_id: str, declared: CpasRetailer | None
+) -> tuple[str, str, str]:
+    """Parent catalog, owner business and rule (JSON text): the launch's config, else the registry's."""
+    parent = config.parent_catalog_id or (declared.parent_catalog_id if declared else None)
+    owner = config.owner_business_id or (declared.retailer_business_id if declared else None)
+    rule = config.segment_filter or (
+        canonical_json(declared.segment_filter) if declared and declared.segment_filter else None
+    )
+    missing = [
+        n
+        for n, v in (("parent_catalog_id", parent), ("owner_business_id", owner), ("segment_filter", rule))
+        if not v
+    ]
+    if missing:
+        raise dg.Failure(
+            description=f"tenant '{tenant_id}', retailer '{config.retailer}': set {', '.join(missing)} in the "
+            "launch config or in the registry (owner_business_id: the registry's retailer_business_id)"
+        )
+    assert parent and owner and rule
+    return parent, owner, rule
+
+
+def _known_segment(
+    client, known: str | None, config: CreateSegmentConfig, tenant_id: str
+) -> tuple[str | None, str]:
+    """The pair's segment already known (declared or recorded) when Meta still has it: (id, origin), else
+    (None, "")."""
+    if not known:
+        return None, ""
+    node = get_or_none(client, known, {"fields": "id,is_catalog_segment"})
+    if node is not None and node.get("is_catalog_segment"):
+        return known, "registry"  # record_segment keeps the origin of an id recorded before
+    if config.replace_missing_segment:
+        return None, ""
+    raise dg.Failure(
+        description=f"tenant '{tenant_id}', retailer '{config.retailer}': the pair's segment {known} "
+        f"{'is not a catalog segment' if node is not None else 'no longer exists on Meta (or Kobi lost access)'}"
+        "; nothing was created. Launch again with replace_missing_segment: true to create a new one, or fix "
+        "catalog_segment_id in the registry."
+    )
+
+
+def _utm(config: CreateSegmentConfig) -> dict[str, str]:
+    return {
         k: v
         for k, v in (
             ("campaign_source", config.utm_source),
@@ -108,40 +241,6 @@ def create_and_share_segment(
         )
         if v
     }
-    with meta.get_client(logger=context.log) as client:
-        try:
-            segment_id, created = find_or_create_segment(
-                client,
-                business_id=config.owner_business_id,
-                parent_catalog_id=config.parent_catalog_id,
-                name=name,
-                filter=rule,
-            )
-        except MetaSegmentNotCompliantError as exc:
-            raise dg.Failure(description=str(exc)) from None
-        shared = share_segment(
-            client,
-            segment_id,
-            config.brand_business_id or tenant.business_id,
-            config.permitted_tasks,
-            utm or None,
-            config.collab_terms,
-        )
-    context.log.info(
-        f"segment {segment_id} {'created' if created else 'already existed'}; "
-        f"{'shared now' if shared else 'already shared'} with {config.brand_business_id or tenant.business_id}. "
-        f'Put catalog_segment_id: "{segment_id}" under {config.retailer} in the registry.'
-    )
-    context.add_output_metadata(
-        {
-            "segment_id": segment_id,
-            "created": created,
-            "shared_now": shared,
-            "expected_product_count": count,
-            "sample_retailer_ids": ", ".join(sample[:10]),
-        }
-    )
-    return {"segment_id": segment_id, "created": created}
 
 
 @dg.job(
@@ -173,7 +272,7 @@ def create_cpas_campaign(
     meta: MetaGraphResource,
     warehouse: WarehouseResource,
 ) -> dict:
-    _, tenant = registry.tenant(config.tenant_id)
+    tenant, _ = tenant_with_state(registry, warehouse, config.tenant_id)
     try:
         retailer_cfg = tenant.retailer(config.retailer)
     except KeyError as exc:

@@ -1,0 +1,110 @@
+"""What Kobi created or observed for each partnership, kept as state instead of hand edits of the registry.
+
+The registry declares intent (retailer, parent catalog, rule, onboarding mode) and may omit the catalog segment id.
+``cpas_state.segments`` holds, per tenant and retailer, the segment Kobi created, found under the retailer's
+business or read from the registry, and how it was last seen shared. The segment job and the daily
+reconciliation write it; every CPAS step reads the registry through :func:`with_recorded_segments`, so a
+segment Kobi created is used everywhere without anyone copying its id.
+
+A segment id declared in the registry wins over a recorded one (a person's decision): the reconciliation then
+records the declared one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+
+import duckdb
+
+from kobi_cpas.registry.models import Tenant
+from kobi_cpas.warehouse.sql import transaction
+
+# Internal DDL (kobi_cpas.tables lists it).
+DDL = (
+    "CREATE SCHEMA IF NOT EXISTS cpas_state",
+    """CREATE TABLE IF NOT EXISTS cpas_state.segments (
+  tenant_id VARCHAR NOT NULL,
+  retailer VARCHAR NOT NULL,
+  catalog_segment_id VARCHAR NOT NULL,
+  parent_catalog_id VARCHAR,
+  owner_business_id VARCHAR,         -- business the segment was created or found under
+  segment_name VARCHAR,
+  origin VARCHAR NOT NULL,           -- created (Kobi's POST), found (by name, before creating) or registry
+  share_status VARCHAR,              -- not_shared, pending or accepted, for the brand's business, as last seen
+  shared_with_business_id VARCHAR,
+  recorded_at TIMESTAMPTZ NOT NULL,  -- when the segment id was first recorded
+  observed_at TIMESTAMPTZ NOT NULL,  -- when Kobi last read it on Meta
+  run_id VARCHAR,                    -- the Dagster run that last wrote the row
+  PRIMARY KEY (tenant_id, retailer)
+)""",
+)
+
+ORIGINS = ("created", "found", "registry")
+
+
+@dataclass(frozen=True)
+class SegmentRecord:
+    tenant_id: str
+    retailer: str
+    catalog_segment_id: str
+    parent_catalog_id: str | None
+    owner_business_id: str | None
+    segment_name: str | None
+    origin: str
+    share_status: str | None
+    shared_with_business_id: str | None
+    recorded_at: datetime
+    observed_at: datetime
+    run_id: str | None = None
+
+
+_COLUMNS = [f.name for f in fields(SegmentRecord)]
+
+
+def read_segments(con: duckdb.DuckDBPyConnection, tenant_id: str) -> dict[str, SegmentRecord]:
+    """The tenant's recorded segments by retailer."""
+    rows = con.execute(
+        f"SELECT {', '.join(_COLUMNS)} FROM cpas_state.segments WHERE tenant_id = ?", [tenant_id]
+    ).fetchall()
+    return {r[1]: SegmentRecord(*r) for r in rows}
+
+
+def record_segment(con: duckdb.DuckDBPyConnection, rec: SegmentRecord) -> None:
+    """Upsert the pair's row. A new segment id restarts ``recorded_at``; the same one keeps the first."""
+    if rec.origin not in ORIGINS:
+        raise ValueError(f"origin must be one of {ORIGINS}, not {rec.origin!r}")
+    with transaction(con):
+        cur = con.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM cpas_state.segments WHERE tenant_id = ? AND retailer = ?",
+            [rec.tenant_id, rec.retailer],
+        ).fetchone()
+        values = {f: getattr(rec, f) for f in _COLUMNS}
+        old = dict(zip(_COLUMNS, cur, strict=True)) if cur is not None else None
+        if old is not None and old["catalog_segment_id"] == rec.catalog_segment_id:
+            # the same segment seen again: when and how it was first recorded stays, and what only its creation
+            # knew (owner business, name) is not forgotten by a later observation
+            values["recorded_at"], values["origin"] = old["recorded_at"], old["origin"]
+            for k in ("parent_catalog_id", "owner_business_id", "segment_name"):
+                values[k] = values[k] if values[k] is not None else old[k]
+        con.execute(
+            "DELETE FROM cpas_state.segments WHERE tenant_id = ? AND retailer = ?",
+            [rec.tenant_id, rec.retailer],
+        )
+        con.execute(
+            f"INSERT INTO cpas_state.segments ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})",
+            [values[c] for c in _COLUMNS],
+        )
+
+
+def with_recorded_segments(tenant: Tenant, recorded: dict[str, SegmentRecord]) -> Tenant:
+    """The tenant with each retailer's missing ``catalog_segment_id`` filled from the recorded state."""
+    retailers = []
+    changed = False
+    for r in tenant.cpas_retailers:
+        rec = recorded.get(r.retailer)
+        if r.catalog_segment_id is None and rec is not None:
+            r = r.model_copy(update={"catalog_segment_id": rec.catalog_segment_id})
+            changed = True
+        retailers.append(r)
+    return tenant.model_copy(update={"cpas_retailers": retailers}) if changed else tenant

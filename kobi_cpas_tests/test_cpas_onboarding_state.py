@@ -1,0 +1,222 @@
+"""Partnerships as state, not hand edits, through Dagster against the sandbox: an ``api`` partnership gets its
+segment created and shared by the daily CPAS run, recorded in cpas_state.segments and used from there (a second
+run creates nothing); the segment job reuses the pair's known segment instead of creating a second one; an
+``api`` rule that matches nothing creates nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+import yaml
+
+from kobi_cpas.devenv.pipeline import materialize_all
+from kobi_cpas.registry.loader import DEFAULT_REGISTRY
+from kobi_cpas.tables import SCHEMA
+from kobi_cpas.warehouse import Warehouse
+
+pytest_plugins = ["kobi_cpas_tests.world_snapshot"]
+
+BRAND = "bosphorus_outdoor"
+BRAND_BIZ = "1000000000000002"
+RETAILER = "hepsiburada"  # pending, no segment in the demo registry
+HB_BIZ, HB_PARENT = "9000000000000002", "9100000000000002"
+CREATE_ROUTE = "cpas.business.owned_product_catalogs.create"
+SHARE_ROUTE = "cpas.catalog.agencies.share"
+
+
+def _sync_catalogs(kobi_env, instance) -> None:
+    """The demo tenants with their feeds synced (the api rule is checked against feed_items)."""
+    report = materialize_all(
+        kobi_env.defs(),
+        instance,
+        on_progress=lambda m: None,
+        stages=[
+            ["tenant_registry"],
+            ["feed_snapshot", "replace_feed_plan", "replace_feed_upload", "catalog_syncs"],
+        ],
+    )
+    assert report.ok, report.runs
+
+
+@pytest.fixture(scope="module")
+def synced_world(build_world_snapshot):
+    return build_world_snapshot("cpas_onboarding", _sync_catalogs)
+
+
+@pytest.fixture
+def restored(synced_world, restore_world):
+    return restore_world(synced_world)
+
+
+def _registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **pair: object) -> Path:
+    """The demo registry with the brand's hepsiburada partnership updated by ``pair``, in effect for the test."""
+    data = yaml.safe_load(Path(DEFAULT_REGISTRY).read_text())
+    tenant = next(t for t in data["tenants"] if t["tenant_id"] == BRAND)
+    r = next(r for r in tenant["cpas_retailers"] if r["retailer"] == RETAILER)
+    r.update(pair)
+    path = tmp_path / "tenants.yaml"
+    path.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("KOBI_CPAS_TENANTS", str(path))
+    return path
+
+
+def _run_cpas(restored, partition: str = BRAND) -> dg.ExecuteInProcessResult:
+    job = restored.env.defs().resolve_job_def("cpas_daily_job")
+    result = job.execute_in_process(instance=restored.instance, partition_key=partition, raise_on_error=False)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    return result
+
+
+def _partnership(analyst: Path, tenant: str, retailer: str) -> dict:
+    con = duckdb.connect(str(analyst), read_only=True)
+    try:
+        cur = con.execute(
+            "SELECT * FROM cpas_partnerships WHERE tenant_id = ? AND retailer = ?", [tenant, retailer]
+        )
+        cols = [d[0] for d in cur.description]
+        (row,) = cur.fetchall()
+        return dict(zip(cols, row, strict=True))
+    finally:
+        con.close()
+
+
+def _state(analyst: Path, tenant: str) -> dict[str, dict]:
+    with Warehouse(analyst, schema=SCHEMA).connect() as con:
+        cur = con.execute("SELECT * FROM cpas_state.segments WHERE tenant_id = ?", [tenant])
+        cols = [d[0] for d in cur.description]
+        return {r[cols.index("retailer")]: dict(zip(cols, r, strict=True)) for r in cur.fetchall()}
+
+
+def test_an_api_partnership_gets_its_segment_created_shared_and_recorded_once(
+    restored, tmp_path, monkeypatch
+):
+    _registry(
+        tmp_path, monkeypatch, onboarding_mode="api", segment_filter={"brand": {"eq": "Bosphorus Outdoor"}}
+    )
+    admin, world = restored.env.sandbox.admin, restored.env.sandbox.world
+    admin.clear_requests()
+
+    _run_cpas(restored)
+    assert admin.count_requests(route=CREATE_ROUTE) == 1 and admin.count_requests(route=SHARE_ROUTE) == 1
+    row = _partnership(restored.env.analyst_path, BRAND, RETAILER)
+    segment_id = row["catalog_segment_id"]
+    assert segment_id and row["segment_id_source"] == "created"
+    seg = world.catalogs[segment_id]
+    assert seg.is_catalog_segment and seg.parent_catalog_id == HB_PARENT and seg.business_id == HB_BIZ
+    assert row["partnership_status"] == "pending" and row["shared_with_business_id"] == BRAND_BIZ
+    assert row["next_action"].startswith(f"Kobi has created and shared Hepsiburada's segment {segment_id}")
+    assert row["segment_product_count"] == row["expected_product_count"] > 0
+    state = _state(restored.env.analyst_path, BRAND)[RETAILER]
+    assert (state["catalog_segment_id"], state["origin"], state["share_status"]) == (
+        segment_id,
+        "created",
+        "pending",
+    )
+    assert (state["owner_business_id"], state["parent_catalog_id"]) == (HB_BIZ, HB_PARENT)
+    first_recorded = state["recorded_at"]
+
+    # The next run finds the recorded segment: nothing is created or shared again.
+    _run_cpas(restored)
+    assert admin.count_requests(route=CREATE_ROUTE) == 1 and admin.count_requests(route=SHARE_ROUTE) == 1
+    again = _partnership(restored.env.analyst_path, BRAND, RETAILER)
+    assert (again["catalog_segment_id"], again["segment_id_source"]) == (segment_id, "created")
+
+    # The brand accepts in Collaboration Center: observed on the next run and kept in the state.
+    admin.cpas.accept_share(segment_id, BRAND_BIZ)
+    _run_cpas(restored)
+    accepted = _partnership(restored.env.analyst_path, BRAND, RETAILER)
+    assert accepted["partnership_status"] == "accepted" and "registry_outdated" in accepted["drift"]
+    state = _state(restored.env.analyst_path, BRAND)[RETAILER]
+    assert (state["share_status"], state["origin"], state["recorded_at"]) == (
+        "accepted",
+        "created",
+        first_recorded,
+    )
+    assert state["owner_business_id"] == HB_BIZ  # what only the creation knew is not forgotten
+
+
+def test_an_api_rule_matching_no_item_creates_nothing_and_says_why(restored, tmp_path, monkeypatch):
+    _registry(tmp_path, monkeypatch, onboarding_mode="api", segment_filter={"brand": {"eq": "No Such Brand"}})
+    admin = restored.env.sandbox.admin
+    admin.clear_requests()
+    result = _run_cpas(restored)
+    assert admin.count_requests(route=CREATE_ROUTE) == 0
+    row = _partnership(restored.env.analyst_path, BRAND, RETAILER)
+    assert row["catalog_segment_id"] is None and row["drift"] == "api_step_blocked"
+    assert "matches no item of the tenant's feed snapshot" in row["next_action"]
+    assert RETAILER not in _state(restored.env.analyst_path, BRAND)
+    drift = next(c for c in result.get_asset_check_evaluations() if c.check_name == "no_partnership_drift")
+    assert not drift.passed and "api_step_blocked" in (drift.description or "")
+
+
+def _segment_run(restored, **config: object) -> dg.ExecuteInProcessResult:
+    job = restored.env.defs().resolve_job_def("create_catalog_segment_job")
+    return job.execute_in_process(
+        run_config={"ops": {"create_and_share_segment": {"config": {"tenant_id": BRAND, **config}}}},
+        instance=restored.instance,
+        raise_on_error=False,
+    )
+
+
+def test_the_segment_job_takes_the_registry_inputs_and_reuses_the_pairs_segment(
+    restored, tmp_path, monkeypatch
+):
+    # The registry declares the pair's inputs but no id: the launch needs nothing else.
+    _registry(tmp_path, monkeypatch, segment_filter={"brand": {"eq": "Bosphorus Outdoor"}})
+    admin, world = restored.env.sandbox.admin, restored.env.sandbox.world
+    admin.clear_requests()
+    first = _segment_run(restored, retailer=RETAILER)
+    assert first.success
+    out = first.output_for_node("create_and_share_segment")
+    assert out["created"] is True and world.catalogs[out["segment_id"]].parent_catalog_id == HB_PARENT
+    assert _state(restored.env.analyst_path, BRAND)[RETAILER]["origin"] == "created"
+
+    # Launched again for the pair, even under another name: the recorded segment is reused, not duplicated.
+    again = _segment_run(restored, retailer=RETAILER, name="Another name")
+    assert again.success
+    assert again.output_for_node("create_and_share_segment") == {
+        "segment_id": out["segment_id"],
+        "created": False,
+    }
+    assert admin.count_requests(route=CREATE_ROUTE) == 1
+
+    # The daily reconciliation uses the recorded id although the registry has none.
+    _run_cpas(restored)
+    row = _partnership(restored.env.analyst_path, BRAND, RETAILER)
+    assert (row["catalog_segment_id"], row["segment_id_source"]) == (out["segment_id"], "created")
+    assert row["partnership_status"] == "pending" and row["shared_with_business_id"] == BRAND_BIZ
+
+
+def test_the_segment_job_reuses_a_declared_segment_and_never_replaces_a_missing_one_unasked(
+    restored, tmp_path, monkeypatch
+):
+    _registry(tmp_path, monkeypatch)
+    admin = restored.env.sandbox.admin
+    admin.clear_requests()
+    # bosphorus_outdoor x trendyol declares segment 3000000000000003 in the demo registry
+    declared = _segment_run(restored, retailer="trendyol")
+    assert declared.success
+    assert declared.output_for_node("create_and_share_segment") == {
+        "segment_id": "3000000000000003",
+        "created": False,
+    }
+    assert admin.count_requests(route=CREATE_ROUTE) == 0
+    assert _state(restored.env.analyst_path, BRAND)["trendyol"]["origin"] == "registry"
+
+    # a declared segment Meta no longer has: the job fails, names it, and creates nothing
+    _registry(
+        tmp_path,
+        monkeypatch,
+        catalog_segment_id="3999999999999999",
+        segment_filter={"brand": {"eq": "Bosphorus Outdoor"}},
+    )
+    missing = _segment_run(restored, retailer=RETAILER)
+    assert not missing.success
+    failure = next(e for e in missing.all_events if e.is_step_failure)
+    data = failure.event_specific_data
+    text = f"{data.error.message if data.error else ''} {data.user_failure_data.description if data.user_failure_data else ''}"
+    assert "3999999999999999" in text and "replace_missing_segment" in text
+    assert admin.count_requests(route=CREATE_ROUTE) == 0
