@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -136,3 +137,24 @@ def test_declared_sets_are_validated() -> None:
         plan_product_sets(
             [DeclaredProductSet(name="a"), DeclaredProductSet(name="a")], {}, targets={"catalog": "1"}
         )
+
+
+def test_a_timed_out_create_is_not_retried_into_a_second_set(
+    sandbox: SandboxHandle, make_meta_client, tenant: Tenant
+) -> None:
+    client = make_meta_client(timeout=0.2, max_retries=5)
+    sets = declared()[:1]
+    sandbox.admin.add_fault("timeout", route="cpas.catalog.product_sets.create", times=1, seconds=0.6)
+    _, results = sync(client, tenant, sets)
+    assert [(r.action.kind, r.status) for r in results] == [("create", "failed")]
+    assert (
+        sandbox.admin.count_requests(route="cpas.catalog.product_sets.create") == 1
+    )  # sent once, never retried
+    name = results[0].action.name
+    # Meta applies the call after the client gave up. No time bound here: pytest-timeout ends a hung test.
+    while not any(ps.name == name for ps in list(sandbox.world.product_sets.values())):
+        time.sleep(0.05)
+    actions, again = sync(client, tenant, sets)
+    assert [a.kind for a in actions] == ["keep"] and [r.status for r in again] == ["skipped"]
+    assert sandbox.admin.count_requests(route="cpas.catalog.product_sets.create") == 1
+    assert sum(ps.name == name for ps in sandbox.world.product_sets.values()) == 1

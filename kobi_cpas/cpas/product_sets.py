@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from kobi_cpas.cpas.graph import GraphClient
+from kobi_cpas.cpas.graph import GraphClient, post_once
 from kobi_cpas.meta.errors import ErrorKind, MetaAPIError, MetaAuthError
 from kobi_cpas.registry.filters import canonical_json
 from kobi_cpas.registry.models import Tenant
@@ -192,6 +192,27 @@ def read_existing_product_sets(
     return out
 
 
+def _find_by_name(client: GraphClient, catalog_id: str, name: str) -> str | None:
+    for ps in client.paginate(f"{catalog_id}/product_sets", {"fields": "id,name", "limit": 200}):
+        if ps.get("name") == name:
+            return str(ps["id"])
+    return None
+
+
+def _create_once(client: GraphClient, a: Action, data: Mapping[str, Any]) -> str:
+    """POST the new set once. Meta: "an error doesn't necessarily mean the set was not created", so after an
+    error that may have been applied (timeout, 5xx) the set is looked up by its name before the error counts:
+    an automatic retry would create a second set, which the next run would delete as a duplicate."""
+    try:
+        return str(post_once(client, f"{a.catalog_id}/product_sets", data)["id"])
+    except MetaAPIError as exc:
+        if exc.retryable:
+            found = _find_by_name(client, str(a.catalog_id), a.name)
+            if found is not None:
+                return found
+        raise
+
+
 def apply_product_set_actions(client: GraphClient, actions: Iterable[Action]) -> list[ActionResult]:
     """Run the actions. Meta errors on one action are reported (``failed``; a live set's refused delete is
     ``refused``) and the others still run; only an invalid token (MetaAuthError) stops everything."""
@@ -207,7 +228,7 @@ def apply_product_set_actions(client: GraphClient, actions: Iterable[Action]) ->
                     data["filter"] = canonical_json(a.filter)
                 if a.metadata:
                     data["metadata"] = a.metadata
-                new_id = str(client.post(f"{a.catalog_id}/product_sets", data=data)["id"])
+                new_id = _create_once(client, a, data)
                 results.append(ActionResult(replace(a, product_set_id=new_id), "done", new_id, "created"))
             elif a.kind == "update":
                 data = {"name": a.name, "filter": canonical_json(a.filter) if a.filter is not None else None}
