@@ -13,6 +13,7 @@ from kobi_cpas.diagnostics import tables as diagnostics_tables
 from kobi_cpas.insights import accounts as insights_accounts
 from kobi_cpas.insights import schema as insights_schema
 from kobi_cpas.insights import tables as insights_tables
+from kobi_cpas.onboarding import tables as onboarding_tables
 from kobi_cpas.operations import tables as operations_tables
 from kobi_cpas.sync import guards as sync_guards
 from kobi_cpas.sync import state as sync_state
@@ -29,6 +30,7 @@ SCHEMA = WarehouseSchema.build(
         insights_accounts.META_AD_ACCOUNTS,
         *sync_tables.ANALYST_TABLES,
         *operations_tables.ANALYST_TABLES,
+        *onboarding_tables.ANALYST_TABLES,
     ),
     views=insights_tables.VIEWS,
     internal_ddl=(

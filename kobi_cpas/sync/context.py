@@ -16,6 +16,7 @@ import duckdb
 
 from kobi_cpas.meta.client import MetaGraphClient
 from kobi_cpas.registry.models import Tenant
+from kobi_cpas.sync.existing_catalog import CONFIRM_EXISTING_TAG
 from kobi_cpas.sync.feeds import ADOPT_FEED_TAG, parse_adopt_tag
 from kobi_cpas.sync.guards import DEFAULT_BATCH_MAX_AGE, DEFAULT_UPLOAD_MAX_AGE, OVERRIDE_TAG
 from kobi_cpas.warehouse import Warehouse
@@ -42,6 +43,7 @@ class SyncContext:
     # Set from the run tags (apply_run_tags): feeds a person adopted, and the deletion guard override.
     adopt_feed_ids: frozenset[str] = frozenset()
     override_guard: bool = False
+    confirm_existing: bool = False  # a person confirmed the first upload to a catalog holding items
 
     @property
     def tenant_id(self) -> str:
@@ -56,10 +58,11 @@ class SyncContext:
         return self.tenant.sync.shards
 
     def apply_run_tags(self, tags: Mapping[str, str]) -> SyncContext:
-        """Read the person's decisions from the run tags: ``kobi/adopt_feed=<feed_id>[,<feed_id>]`` and
-        ``kobi/override_deletion_guard=true``."""
+        """Read the person's decisions from the run tags: ``kobi/adopt_feed=<feed_id>[,<feed_id>]``,
+        ``kobi/override_deletion_guard=true`` and ``kobi/confirm_existing_catalog=true``."""
         self.adopt_feed_ids = parse_adopt_tag(tags.get(ADOPT_FEED_TAG))
         self.override_guard = str(tags.get(OVERRIDE_TAG, "")).lower() == "true"
+        self.confirm_existing = str(tags.get(CONFIRM_EXISTING_TAG, "")).lower() == "true"
         return self
 
     @contextlib.contextmanager

@@ -38,6 +38,7 @@ from kobi_cpas.sync.context import (
     release,
 )
 from kobi_cpas.sync.delta import delta_sql
+from kobi_cpas.sync.existing_catalog import existing_catalog_block, kobi_feed_ids
 from kobi_cpas.sync.feeds import (
     FEED_NAME,
     ensure_feed,
@@ -197,6 +198,7 @@ def run_replace(ctx: SyncContext, *, override_guard: bool = False) -> list[SyncR
         feeds = recorded_feeds(con, ctx.tenant_id)
     if snapshot_id is None:
         raise SyncBlocked(f"tenant '{ctx.tenant_id}': no feed snapshot yet; materialize feed_snapshot first")
+    _first_upload_guard(ctx, feeds)
     blocked = [p.blocked_reason for p in plans if p.blocked_reason]
     if blocked and not override:  # checked for every shard before any upload
         raise SyncBlocked(
@@ -261,6 +263,19 @@ def _upload_shard(
 # Update
 
 
+def _first_upload_guard(ctx: SyncContext, feeds: dict[int, str]) -> None:
+    """Before the tenant's first upload: a catalog that already holds items waits for a person's yes."""
+    if feeds or ctx.confirm_existing:  # feeds recorded: not the tenant's first upload
+        return
+    with ctx.db() as con:
+        known = kobi_feed_ids(con)
+    # a feed the person adopts by run tag is Kobi's own (e.g. after a lost work database)
+    known.update(dict.fromkeys(ctx.adopt_feed_ids, ctx.tenant_id))
+    why = existing_catalog_block(ctx.client, ctx.tenant_id, ctx.catalog_id, known)
+    if why is not None:
+        raise SyncBlocked(why)
+
+
 def run_update(ctx: SyncContext) -> list[SyncRecord]:
     """New and changed items (full rows) as an update_only upload per shard. Never deletes."""
     records: list[SyncRecord] = []
@@ -279,6 +294,8 @@ def run_update(ctx: SyncContext) -> list[SyncRecord]:
         f"tenant_id = $t AND shard = $s AND id IN (SELECT id FROM ({delta_sql()}) "
         "WHERE change IN ('new', 'changed') AND NOT in_flight)"
     )
+    if shards:
+        _first_upload_guard(ctx, feeds)
     for shard in shards:
         records.append(_upload_shard(ctx, "update", shard, where, snapshot_id, "new/changed items", feeds))
     return records
