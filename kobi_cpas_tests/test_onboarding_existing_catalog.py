@@ -8,14 +8,18 @@ from __future__ import annotations
 import csv
 import io
 import time
+from datetime import UTC, datetime
 
+import dagster as dg
 import duckdb
 import pytest
 
 from kobi_cpas.meta.client import MetaGraphClient
+from kobi_cpas_tests.dagster_fixtures import requested_tenants, tick_schedule
 from kobi_cpas_tests.sync_harness import CATALOG, TENANT, SyncHarness
 
 EXISTING = 500
+BRAND_BIZ = "1000000000000001"  # anatolia_home's business
 CONFIRM = {"kobi/confirm_existing_catalog": "true"}
 
 
@@ -127,3 +131,29 @@ def test_an_empty_catalog_needs_no_confirmation(harness):
     assert h.run("tenant_onboarding_job").success
     (existing,) = _findings(h)["existing_items"]
     assert existing["status"] == "ok" and existing["item_count"] > 0  # Kobi's own items, after its first sync
+
+
+def test_a_tenant_whose_preflight_blocks_is_not_synced_until_it_passes_again(harness):
+    from kobi_cpas.defs.catalog_sync.schedules import catalog_batch_schedule
+
+    h = harness
+    h.write_feed(20)
+    tick = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    assert requested_tenants(
+        tick_schedule(catalog_batch_schedule, h.instance, scheduled_execution_time=tick)
+    ) == [TENANT]
+    # the brand's business no longer lets Kobi's system user in
+    fault = h.admin.add_fault("permission_error", path_regex=f"/{BRAND_BIZ}$", method="GET", rate=1.0)
+    assert h.run("tenant_onboarding_job").success
+    (business,) = _findings(h)["business"]
+    assert business["status"] == "blocking" and "System users" in business["next_action"]
+    skipped = tick_schedule(catalog_batch_schedule, h.instance, scheduled_execution_time=tick)
+    assert isinstance(skipped, dg.SkipReason)
+    assert f"{TENANT}: its preflight blocks it (business" in skipped.skip_message
+    assert "materialize tenant_onboarding again" in skipped.skip_message
+    # fixed at Meta and checked again: synced on the next tick
+    h.admin.remove_fault(fault)
+    assert h.run("tenant_onboarding_job").success
+    assert requested_tenants(
+        tick_schedule(catalog_batch_schedule, h.instance, scheduled_execution_time=tick)
+    ) == [TENANT]

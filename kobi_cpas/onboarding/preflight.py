@@ -23,7 +23,7 @@ from kobi_cpas.catalogs.reads import NO_EVENT_SOURCE_CTA, SEGMENT_AS_CATALOG_CTA
 from kobi_cpas.cpas.accounts import read_account_usage
 from kobi_cpas.cpas.graph import get_or_none
 from kobi_cpas.meta.client import MetaGraphClient
-from kobi_cpas.meta.errors import MetaAPIError, MetaAuthError
+from kobi_cpas.meta.errors import MetaInvalidRequestError, MetaPermissionError
 from kobi_cpas.onboarding.existing import ExistingCounts
 from kobi_cpas.registry.models import PartnershipStatus, Tenant
 from kobi_cpas.sync.existing_catalog import CONFIRM_EXISTING_TAG as CONFIRM_TAG
@@ -60,9 +60,8 @@ def _read(client: MetaGraphClient, node: str, fields: str) -> tuple[dict[str, An
     """The node, or None and why Meta refused it (missing, no permission)."""
     try:
         found = get_or_none(client, node, {"fields": fields})
-    except MetaAuthError:
-        raise  # a dead token is not a finding about one object: it stops the run
-    except MetaAPIError as exc:
+    except (MetaPermissionError, MetaInvalidRequestError) as exc:
+        # a finding about this object; a dead token or an outage is not one, and stops the run instead
         return None, str(exc)
     return found, None if found is not None else "does not exist or Kobi's system user cannot see it"
 

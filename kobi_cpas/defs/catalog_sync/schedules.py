@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+import duckdb
 from croniter import croniter
 
 from kobi_cpas.defs.catalog_sync.common import SHARD_TAG
@@ -119,6 +120,18 @@ def pending_requests_reason(tenant_id: str, processing: Mapping[str, list[tuple]
     return None
 
 
+def preflight_blocks(warehouse: WarehouseResource) -> dict[str, str]:
+    """Per tenant, its blocking preflight findings (``tenant_onboarding``, published), in one query."""
+    try:
+        rows = warehouse.read_published(
+            "SELECT tenant_id, string_agg(check_name || ' ' || object_id || ': ' || finding, '; ' "
+            "ORDER BY check_name, object_id) FROM tenant_onboarding WHERE status = 'blocking' GROUP BY tenant_id"
+        )
+    except duckdb.CatalogException:  # an analyst file published before the table existed
+        return {}
+    return {str(t): str(why) for t, why in rows}
+
+
 def tenant_run_requests(
     context: dg.ScheduleEvaluationContext,
     registry: TenantRegistryResource,
@@ -137,6 +150,7 @@ def tenant_run_requests(
     # still processing at Meta.
     active = active_shard_runs(context.instance, fleet=method == "batch")
     processing = processing_requests(warehouse, blocking_methods)
+    preflight = preflight_blocks(warehouse)
     requests, skipped, errors, busy = [], [], [], []
 
     def evaluate(t: Tenant) -> dg.RunRequest | str | None:
@@ -155,6 +169,11 @@ def tenant_run_requests(
             return None
         if t.tenant_id not in known:
             return f"{t.tenant_id}: no partition yet (the tenant sensor adds it)"
+        if t.tenant_id in preflight:
+            return (
+                f"{t.tenant_id}: its preflight blocks it ({preflight[t.tenant_id]}); fix that, then materialize "
+                "tenant_onboarding again"
+            )
         reason = overlap_reason(context.instance, t.tenant_id, active) or pending_requests_reason(
             t.tenant_id, processing
         )
