@@ -23,7 +23,9 @@ CONFIRM_EXISTING_TAG = "kobi/confirm_existing_catalog"
 
 def kobi_feed_ids(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """Every feed Kobi's state records, any tenant: feed id -> tenant id."""
-    return {str(f): str(t) for f, t in con.execute("SELECT feed_id, tenant_id FROM sync_state.feeds").fetchall()}
+    return {
+        str(f): str(t) for f, t in con.execute("SELECT feed_id, tenant_id FROM sync_state.feeds").fetchall()
+    }
 
 
 def catalog_feeds(client: MetaGraphClient, catalog_id: str) -> list[dict[str, Any]]:
