@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from kobi_cpas.cpas.graph import GraphClient, get_or_none
+from kobi_cpas.cpas.graph import GraphClient, get_or_none, post_once
+from kobi_cpas.meta.errors import MetaAPIError
 from kobi_cpas.registry.models import Tenant
 
 Source = Literal["directory", "suggested", "request"]
@@ -179,25 +180,39 @@ def send_collaboration_request(
     phone_number: str,
     requester_agency_or_brand: str = "AGENCY",
 ) -> tuple[str, bool]:
-    """Ask a retailer to collaborate, unless an open request (PENDING/APPROVED) to it exists. -> (id, sent)."""
+    """Ask a retailer to collaborate, unless an open request (PENDING/APPROVED) to it exists. -> (id, sent).
+
+    The creating POST is sent once: after an error that may have been applied (timeout, 5xx) the open request is
+    looked up again before the error counts, so two launches never send two requests."""
+    open_id = _open_request(client, tenant.business_id, receiver_business_id)
+    if open_id is not None:
+        return open_id, False
+    data = {
+        "brands": list(brands),
+        "contact_email": contact_email,
+        "contact_first_name": contact_first_name,
+        "contact_last_name": contact_last_name,
+        "phone_number": phone_number,
+        "receiver_business": receiver_business_id,
+        "requester_agency_or_brand": requester_agency_or_brand,
+    }
+    try:
+        answer = post_once(client, f"{tenant.business_id}/collaborative_ads_collaboration_requests", data)
+    except MetaAPIError as exc:
+        if exc.retryable:
+            again = _open_request(client, tenant.business_id, receiver_business_id)
+            if again is not None:
+                return again, True
+        raise
+    return str(answer["id"]), True
+
+
+def _open_request(client: GraphClient, business_id: str, receiver_business_id: str) -> str | None:
     for req in client.paginate(
-        f"{tenant.business_id}/collaborative_ads_collaboration_requests",
+        f"{business_id}/collaborative_ads_collaboration_requests",
         {"fields": "id,receiver_business,status", "limit": 100},
     ):
-        if (req.get("receiver_business") or {}).get("id") == receiver_business_id and str(
-            req.get("status")
-        ) in OPEN_REQUEST_STATUSES:
-            return str(req["id"]), False
-    answer = client.post(
-        f"{tenant.business_id}/collaborative_ads_collaboration_requests",
-        data={
-            "brands": list(brands),
-            "contact_email": contact_email,
-            "contact_first_name": contact_first_name,
-            "contact_last_name": contact_last_name,
-            "phone_number": phone_number,
-            "receiver_business": receiver_business_id,
-            "requester_agency_or_brand": requester_agency_or_brand,
-        },
-    )
-    return str(answer["id"]), True
+        receiver = (req.get("receiver_business") or {}).get("id")
+        if receiver == receiver_business_id and str(req.get("status")) in OPEN_REQUEST_STATUSES:
+            return str(req["id"])
+    return None
