@@ -1,7 +1,8 @@
 """Onboarding a brand whose Ads catalog already holds 500 items from another tool's feed, through Dagster against
 the sandbox: the preflight reports the items, the other feed and what the first replace keeps, links and leaves;
-the first sync sends nothing until a person confirms; after it nothing of the other feed is deleted and the
-catalog holds the feed's items plus the ones Kobi leaves."""
+the first sync sends nothing until a person confirms; after it nothing of the other feed is deleted, the feed's
+variants of existing items carry their previous_id, and the catalog holds the feed's items plus the ones Kobi
+leaves."""
 
 from __future__ import annotations
 
@@ -115,6 +116,12 @@ def test_a_catalog_holding_another_feeds_items_is_reported_and_waits_for_a_perso
     assert set(desired) <= set(at_meta) and set(at_meta) == set(desired) | set(existing_ids)
     for rid in kept[:20]:
         assert at_meta[rid]["title"] == desired[rid]["title"]
+    # the feed's variants of existing items arrive linked to them: their ad learnings carry over
+    variants = {rid: base for base in bases for rid in desired if rid.startswith(f"{base}-")}
+    assert set(variants.values()) == set(bases)
+    assert {rid: at_meta[rid].get("previous_id") for rid in variants} == variants
+    assert {rid: desired[rid]["previous_id"] for rid in variants} == variants
+    assert not any(d["previous_id"] for rid, d in desired.items() if rid not in variants)
 
     # from now on the tenant is live: no confirmation asked, the preflight says so
     assert h.run("tenant_onboarding_job").success
@@ -122,6 +129,11 @@ def test_a_catalog_holding_another_feeds_items_is_reported_and_waits_for_a_perso
     assert after["status"] == "ok"
     h.write_feed(301)
     assert h.run("catalog_replace_job").success
+    # the links stay with the next snapshots (dropping one would change the item and send it again)
+    later = h.desired()
+    assert {rid: later[rid]["previous_id"] for rid in variants if rid in later} == {
+        rid: base for rid, base in variants.items() if rid in later
+    }
 
 
 def test_an_empty_catalog_needs_no_confirmation(harness):

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import duckdb
 
-from kobi_cpas.meta.client import MetaGraphClient
+from kobi_cpas.sync.existing_catalog import read_existing_ids
 
-PAGE = 500
+__all__ = ["ExistingCounts", "compare_existing", "read_existing_ids"]
 
 
 @dataclass(frozen=True)
@@ -25,15 +25,6 @@ class ExistingCounts:
     linked: int
     left: int
     new: int
-
-
-def read_existing_ids(client: MetaGraphClient, catalog_id: str) -> list[str]:
-    """Every item id (retailer_id) the catalog holds."""
-    return [
-        str(p["retailer_id"])
-        for p in client.paginate(f"{catalog_id}/products", params={"fields": "retailer_id", "limit": PAGE})
-        if p.get("retailer_id") is not None
-    ]
 
 
 def compare_existing(

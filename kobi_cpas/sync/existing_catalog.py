@@ -8,6 +8,10 @@ not empty blocks the sync (``SyncBlocked``) until a run carries ``kobi/confirm_e
 ``tenant_onboarding`` asset shows the person what the first replace would keep, link and leave, and which other
 feeds to switch off. Kobi never deletes another tool's feed or items: a replace upload deletes only the items of
 its own feed.
+
+At the confirmed first upload Kobi adopts the existing ids as the history its variant links are drawn from: a
+feed item that replaces an existing item by variants (``X`` in the catalog, ``X-S`` and ``X-M`` in the feed) is
+sent with ``previous_id`` = ``X``, as for an item that left Kobi's own feed, so the ad learnings carry over.
 """
 
 from __future__ import annotations
@@ -16,9 +20,54 @@ from typing import Any
 
 import duckdb
 
+from kobi_cpas.feeds.hashing import content_hash_sql
 from kobi_cpas.meta.client import MetaGraphClient
 
 CONFIRM_EXISTING_TAG = "kobi/confirm_existing_catalog"
+PAGE = 500
+
+
+def read_existing_ids(client: MetaGraphClient, catalog_id: str) -> list[str]:
+    """Every item id (retailer_id) the catalog holds."""
+    return [
+        str(p["retailer_id"])
+        for p in client.paginate(f"{catalog_id}/products", params={"fields": "retailer_id", "limit": PAGE})
+        if p.get("retailer_id") is not None
+    ]
+
+
+def link_variants_to_existing(con: duckdb.DuckDBPyConnection, tenant_id: str, existing_ids: list[str]) -> int:
+    """Give ``previous_id`` to the tenant's desired items that replace an existing item by variants: the item's
+    id starts with an existing id the feed no longer sends, followed by ``_`` or ``-`` (the longest such id
+    wins, as in Kobi's own variant inference). A ``previous_id`` the feed gives is never changed. -> items linked.
+    """
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE _existing_links AS
+        WITH ex AS (SELECT DISTINCT unnest($ids::VARCHAR[]) AS id),
+             d AS (SELECT id FROM sync_state.desired_items WHERE tenant_id = $t),
+             gone AS (SELECT id FROM ex ANTI JOIN d USING (id))
+        SELECT d.id AS new_id, arg_max(g.id, length(g.id)) AS old_id
+        FROM sync_state.desired_items d JOIN gone g
+          ON starts_with(d.id, g.id || '_') OR starts_with(d.id, g.id || '-')
+        WHERE d.tenant_id = $t AND d.status = 'active' AND d.previous_id IS NULL
+        GROUP BY d.id""",
+        {"ids": existing_ids, "t": tenant_id},
+    )
+    (n,) = con.execute("SELECT count(*) FROM _existing_links").fetchone() or (0,)
+    if n:
+        con.execute(
+            """UPDATE sync_state.desired_items d SET previous_id = l.old_id, previous_id_source = 'inferred'
+            FROM _existing_links l WHERE d.tenant_id = $t AND d.id = l.new_id""",
+            {"t": tenant_id},
+        )
+        # the link is part of the item's content: its hash changes with it
+        con.execute(
+            f"""UPDATE sync_state.desired_items SET content_hash = {content_hash_sql()}
+            WHERE tenant_id = $t AND id IN (SELECT new_id FROM _existing_links)""",
+            {"t": tenant_id},
+        )
+    con.execute("DROP TABLE _existing_links")
+    return int(n)
 
 
 def kobi_feed_ids(con: duckdb.DuckDBPyConnection) -> dict[str, str]:

@@ -38,7 +38,12 @@ from kobi_cpas.sync.context import (
     release,
 )
 from kobi_cpas.sync.delta import delta_sql
-from kobi_cpas.sync.existing_catalog import existing_catalog_block, kobi_feed_ids
+from kobi_cpas.sync.existing_catalog import (
+    existing_catalog_block,
+    kobi_feed_ids,
+    link_variants_to_existing,
+    read_existing_ids,
+)
 from kobi_cpas.sync.feeds import (
     FEED_NAME,
     ensure_feed,
@@ -264,8 +269,19 @@ def _upload_shard(
 
 
 def _first_upload_guard(ctx: SyncContext, feeds: dict[int, str]) -> None:
-    """Before the tenant's first upload: a catalog that already holds items waits for a person's yes."""
-    if feeds or ctx.confirm_existing:  # feeds recorded: not the tenant's first upload
+    """Before the tenant's first upload: a catalog that already holds items waits for a person's yes; with it,
+    the feed's variants of existing items are linked to them by ``previous_id``."""
+    if feeds:  # feeds recorded: not the tenant's first upload
+        return
+    if ctx.confirm_existing:
+        existing = read_existing_ids(ctx.client, ctx.catalog_id)  # paged, before the database is opened
+        if existing:
+            with ctx.db() as con:
+                linked = link_variants_to_existing(con, ctx.tenant_id, existing)
+            ctx.progress(
+                f"{_where(ctx)}: first upload to a catalog holding {len(existing):,} items, confirmed by run tag; "
+                f"{linked:,} variant(s) sent with previous_id of the existing item they replace"
+            )
         return
     with ctx.db() as con:
         known = kobi_feed_ids(con)
