@@ -62,6 +62,32 @@ def test_three_methods_end_to_end(synced):
     assert h.requests("catalog.items_batch") == 0 and h.requests("product_feed.uploads.create") == 0
 
 
+def test_rich_text_description_and_video_reach_meta(synced):
+    """Catalog Integration step 2's commerce fields are validated and sent, not dropped as unknown columns;
+    a malformed video is a warning and the item is still sent (Meta reports an unfetchable video on the item)."""
+    h = synced()
+    video = '[{"url": "https://cdn.example.com/v/1.mp4", "tag": ["360"]}]'
+    h.write_feed(
+        300,
+        "ALTER TABLE f ADD COLUMN rich_text_description VARCHAR; ALTER TABLE f ADD COLUMN video VARCHAR;"
+        "UPDATE f SET rich_text_description = '<p>Soft <b>linen</b>, 200 thread count</p>', "
+        f"video = '{video}' WHERE id = (SELECT min(id) FROM f);"
+        "UPDATE f SET video = 'https://cdn.example.com/v/2.mp4' WHERE id = (SELECT max(id) FROM f);",
+    )
+    assert h.run("catalog_update_job").success
+    at_meta = h.meta_items()
+    first, last = min(at_meta), max(at_meta)
+    assert at_meta[first]["rich_text_description"] == "<p>Soft <b>linen</b>, 200 thread count</p>"
+    assert at_meta[first]["video"] == video
+    assert at_meta[last]["video"] == "https://cdn.example.com/v/2.mp4"
+    with h.wh.connect() as con:
+        warned = con.execute(
+            "SELECT retailer_id, field, severity FROM main.feed_item_issues WHERE tenant_id = ? AND code = ?",
+            [h.tenant, "invalid_video"],
+        ).fetchall()
+    assert warned == [(last, "video", "warning")]
+
+
 def test_deletion_guard_blocks_then_override(synced):
     h = synced(retention_days=0, max_delete_share=0.05)  # 300 items replaced
     h.write_feed(300, "DELETE FROM f WHERE id IN (SELECT id FROM f ORDER BY id LIMIT 40)")  # ~13 % gone

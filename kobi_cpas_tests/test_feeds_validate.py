@@ -38,6 +38,8 @@ ITEMS: list[tuple[str, dict[str, str]]] = [
             "age_group": "All Ages",
             "item_group_id": "GOK",
             "shipping": "TR::Std:0 TRY",
+            "rich_text_description": "<p>A <b>light</b> linen shirt.</p>",
+            "video": '[{"url": "https://cdn.example.com/1.mp4", "tag": ["360"]}, {"url": "https://cdn.example.com/2.mp4"}]',
         },
     ),
     (
@@ -87,6 +89,8 @@ ITEMS: list[tuple[str, dict[str, str]]] = [
     ("qty-decimal", {"quantity_to_sell_on_facebook": "3.5"}),
     ("qty-zero", {"quantity_to_sell_on_facebook": "0"}),
     ("no-category", {"google_product_category": ""}),
+    ("video-bare-url", {"video": "https://cdn.example.com/1.mp4"}),
+    ("video-ftp", {"video": '[{"url": "ftp://cdn.example.com/1.mp4"}]'}),
     ("dup", {"title": "first copy"}),
     ("dup", {"title": "second copy"}),
     ("gm-1", {"item_group_id": "GM", "brand": "Acme", "shipping": "TR::Std:0 TRY"}),
@@ -140,6 +144,9 @@ EXPECTED_ERRORS = {
 EXPECTED_WARNINGS = {
     ("date-no-sale", "sale_price_effective_date", "sale_dates_without_sale_price"),
     ("no-category", "google_product_category", "missing_category"),
+    # Meta reports a video it cannot fetch on the item and keeps the item: a warning, the item is sent.
+    ("video-bare-url", "video", "invalid_video"),
+    ("video-ftp", "video", "invalid_video"),
     # No Meta source requires one brand per group: a warning for the group, both items stay valid.
     (None, "brand", "item_group_inconsistent"),
 }

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-FieldKind = Literal["text", "enum", "price", "url", "url_list", "date_range", "int"]
+FieldKind = Literal["text", "enum", "price", "url", "url_list", "date_range", "int", "video"]
 
 
 GroupRule = Literal["reject", "warn"]
@@ -99,6 +99,14 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("image_link", required=True, kind="url"),
     FieldSpec("additional_image_link", kind="url_list", description="Comma-separated URLs."),
     FieldSpec("brand", required=True, max_length=100, group_rule="warn", group_source=VARIANT_GUIDE_SOURCE),
+    # Catalog Integration step 2: "add rich_text_description if description is over 200 characters" (HTML shown
+    # in Shops instead of description); Meta documents no length limit of its own for it.
+    FieldSpec("rich_text_description", description="HTML description shown in Shops instead of description."),
+    # Nested fields take a JSON-encoded value in one column (Meta's catalog feed reference, "Nested or
+    # multi-value fields"): a list of {"url": ..., "tag": [...]}.
+    FieldSpec(
+        "video", kind="video", description='JSON list of videos: [{"url": "https://...", "tag": ["..."]}]'
+    ),
     FieldSpec("google_product_category"),
     FieldSpec("fb_product_category"),
     FieldSpec("item_group_id", description="Groups the variants of one product."),

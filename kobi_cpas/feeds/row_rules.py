@@ -110,6 +110,20 @@ def _url_check(col: str, pattern: str) -> str:
     return f"CASE WHEN {fast} THEN true ELSE regexp_full_match({col}, {sql_str(pattern)}) END"
 
 
+def _video_check(col: str) -> str:
+    """SQL: is ``col`` (not NULL) a JSON list of objects, each with an http(s) ``url`` and, if any, a list of
+    string ``tag``s."""
+    each = (
+        f"list_bool_and(list_transform(CAST(json_extract({col}, '$[*]') AS JSON[]), lambda v: "
+        "json_type(v) = 'OBJECT' AND coalesce(regexp_full_match(json_extract_string(v, '$.url'), "
+        f"{sql_str(URL_RE)}), false) AND coalesce(json_type(v, '$.tag') = 'ARRAY', json_extract(v, '$.tag') IS NULL)))"
+    )
+    return (
+        f"coalesce(CASE WHEN json_valid({col}) AND json_type({col}) = 'ARRAY' AND json_array_length({col}) > 0 "
+        f"THEN {each} END, false)"
+    )
+
+
 def _build_rules() -> tuple[Rule, ...]:
     rules: list[Rule] = []
     for f in FIELDS:
@@ -224,6 +238,21 @@ def _build_rules() -> tuple[Rule, ...]:
                     f"Check that {f.name} begins with http:// or https://, contains no spaces and no "
                     "user name or password"
                     + (", and separate several links with commas." if f.kind == "url_list" else "."),
+                )
+            )
+    for f in FIELDS:
+        if f.kind == "video":
+            # A warning, not an error: Meta fetches videos after ingestion and reports a bad one on the item
+            # (video_fetch_status) without rejecting it, so the item is sent as it is.
+            rules.append(
+                Rule(
+                    "invalid_video",
+                    f.name,
+                    "warning",
+                    f"{f.name} IS NOT NULL AND NOT {_video_check(f.name)}",
+                    f"'{f.name} ' || {show(f.name)} || ' is not a JSON list of videos with http(s) urls.'",
+                    f'Write {f.name} as a JSON list, e.g. [{{"url": "https://example.com/v.mp4", "tag": '
+                    '["360"]}], one object per video, each with an http(s) url and optional tags.',
                 )
             )
     for f in FIELDS:
