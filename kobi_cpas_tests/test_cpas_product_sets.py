@@ -158,3 +158,35 @@ def test_a_timed_out_create_is_not_retried_into_a_second_set(
     assert [a.kind for a in actions] == ["keep"] and [r.status for r in again] == ["skipped"]
     assert sandbox.admin.count_requests(route="cpas.catalog.product_sets.create") == 1
     assert sum(ps.name == name for ps in sandbox.world.product_sets.values()) == 1
+
+
+def test_a_set_is_published_to_the_declared_shops_and_kept_there(
+    sandbox: SandboxHandle, meta_client: MetaGraphClient, tenant: Tenant
+) -> None:
+    """Catalog Integration, product set collections step 2: publish_to_shops from the declared shop ids."""
+    shop, other_shop = "5550000000000001", "5550000000000002"
+    sets = [DeclaredProductSet(name="Shop picks", publish_to_shops=(shop,))]
+    _, results = sync(meta_client, tenant, sets)
+    (created,) = [r for r in results if r.action.kind == "create"]
+    node = meta_client.get(str(created.product_set_id), {"fields": "publish_to_shops"})
+    assert node["publish_to_shops"] == [{"shop_id": shop}]
+
+    actions, _ = sync(meta_client, tenant, sets)
+    assert [a.kind for a in actions if a.name == "Kobi | Shop picks"] == ["keep"]
+
+    # a second shop declared: the set is updated, not created again
+    actions, results = sync(
+        meta_client, tenant, [DeclaredProductSet(name="Shop picks", publish_to_shops=(shop, other_shop))]
+    )
+    (update,) = [a for a in actions if a.name == "Kobi | Shop picks"]
+    assert update.kind == "update" and "publish_to_shops" in update.reason
+    node = meta_client.get(str(created.product_set_id), {"fields": "publish_to_shops"})
+    assert {s["shop_id"] for s in node["publish_to_shops"]} == {shop, other_shop}
+    # no shops declared: the set's shops are left as they are
+    actions, _ = sync(meta_client, tenant, [DeclaredProductSet(name="Shop picks")])
+    assert [a.kind for a in actions if a.name == "Kobi | Shop picks"] == ["keep"]
+
+
+def test_a_shop_id_must_be_a_graph_id() -> None:
+    with pytest.raises(ValidationError, match="publish_to_shops"):
+        DeclaredProductSet(name="Shop picks", publish_to_shops=("my-shop",))

@@ -209,6 +209,7 @@ def product_set_fields(world: World, ps: ProductSet) -> dict[str, Any]:
         "filter": canonical_json(ps.filter) if ps.filter is not None else None,
         "product_count": lambda: product_set_count(world, ps),
         "latest_metadata": dict(ps.metadata) if ps.metadata else None,
+        "publish_to_shops": [dict(s) for s in ps.publish_to_shops] or None,
         "product_catalog": {"id": catalog.id, "name": catalog.name} if catalog else {"id": ps.catalog_id},
     }
 

@@ -41,6 +41,14 @@ def register(router: Router) -> None:
             )
         return meta
 
+    def shops_param(ctx: RequestContext) -> list[dict[str, Any]] | None:
+        shops = ctx.json_param("publish_to_shops")
+        if shops is None:
+            return None
+        if not isinstance(shops, list) or not all(isinstance(s, dict) and s.get("shop_id") for s in shops):
+            raise gerr.invalid_parameter('Param publish_to_shops must be a JSON array of {"shop_id": ...}')
+        return shops
+
     @router.edge("catalog", "product_sets", name="cpas.catalog.product_sets.list", family=FAMILY_CATALOG)
     def list_product_sets(ctx: RequestContext) -> dict[str, Any]:
         sets = sorted(
@@ -67,6 +75,7 @@ def register(router: Router) -> None:
             filter=rule,
             metadata=meta or {},
             created_time=ctx.now(),
+            publish_to_shops=shops_param(ctx) or [],
         )
         ctx.world.product_sets[ps.id] = ps
         return {"id": ps.id}
@@ -85,14 +94,8 @@ def register(router: Router) -> None:
         meta = metadata_param(ctx)
         if meta is not None:
             ps.metadata = meta
-        shops = ctx.json_param("publish_to_shops")
+        shops = shops_param(ctx)
         if shops is not None:
-            if not isinstance(shops, list) or not all(
-                isinstance(s, dict) and s.get("shop_id") for s in shops
-            ):
-                raise gerr.invalid_parameter(
-                    'Param publish_to_shops must be a JSON array of {"shop_id": ...}'
-                )
             ps.publish_to_shops = shops
         return {"id": ps.id}
 

@@ -45,6 +45,7 @@ class Action:
     metadata: dict[str, str] | None = None
     allow_live_deletion: bool = False
     reason: str = ""
+    publish_to_shops: tuple[str, ...] = ()  # shop ids; empty: shops left as they are
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ def plan_product_sets(
                     meta,
                     d.allow_live_deletion,
                     "new",
+                    d.publish_to_shops,
                 )
             )
             continue
@@ -139,6 +141,8 @@ def plan_product_sets(
             changes.append("filter")
         if meta is not None and dict(first.get("latest_metadata") or {}) != meta:
             changes.append("metadata")
+        if d.publish_to_shops and _shop_ids(first.get("publish_to_shops")) != set(d.publish_to_shops):
+            changes.append("publish_to_shops")
         kind: ActionKind = "update" if changes else "keep"
         actions.append(
             Action(
@@ -151,6 +155,7 @@ def plan_product_sets(
                 meta,
                 d.allow_live_deletion,
                 f"{', '.join(changes)} changed" if changes else "up to date",
+                d.publish_to_shops,
             )
         )
         for dup in current[1:]:
@@ -176,17 +181,23 @@ def plan_product_sets(
     return actions
 
 
+def _shop_ids(raw: Any) -> set[str]:
+    """The shop ids of a set's ``publish_to_shops`` as Meta lists it (a list of {"shop_id": ...})."""
+    return {str(s.get("shop_id")) for s in raw or () if isinstance(s, Mapping) and s.get("shop_id")}
+
+
 def read_existing_product_sets(
     client: GraphClient, targets: Mapping[str, str | None]
 ) -> dict[str, list[dict[str, Any]]]:
-    """target -> the product sets Meta lists on its catalog (id, name, filter, latest_metadata, product_count)."""
+    """target -> the product sets Meta lists on its catalog (id, name, filter, latest_metadata, product_count,
+    publish_to_shops)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for target, catalog_id in targets.items():
         if catalog_id:
             out[target] = list(
                 client.paginate(
                     f"{catalog_id}/product_sets",
-                    {"fields": "id,name,filter,latest_metadata,product_count", "limit": 200},
+                    {"fields": "id,name,filter,latest_metadata,product_count,publish_to_shops", "limit": 200},
                 )
             )
     return out
@@ -213,6 +224,10 @@ def _create_once(client: GraphClient, a: Action, data: Mapping[str, Any]) -> str
         raise
 
 
+def _shops_param(a: Action) -> list[dict[str, str]]:
+    return [{"shop_id": shop} for shop in a.publish_to_shops]
+
+
 def apply_product_set_actions(client: GraphClient, actions: Iterable[Action]) -> list[ActionResult]:
     """Run the actions. Meta errors on one action are reported (``failed``; a live set's refused delete is
     ``refused``) and the others still run; only an invalid token (MetaAuthError) stops everything."""
@@ -228,12 +243,16 @@ def apply_product_set_actions(client: GraphClient, actions: Iterable[Action]) ->
                     data["filter"] = canonical_json(a.filter)
                 if a.metadata:
                     data["metadata"] = a.metadata
+                if a.publish_to_shops:
+                    data["publish_to_shops"] = _shops_param(a)
                 new_id = _create_once(client, a, data)
                 results.append(ActionResult(replace(a, product_set_id=new_id), "done", new_id, "created"))
             elif a.kind == "update":
                 data = {"name": a.name, "filter": canonical_json(a.filter) if a.filter is not None else None}
                 if a.metadata:
                     data["metadata"] = a.metadata
+                if a.publish_to_shops:
+                    data["publish_to_shops"] = _shops_param(a)
                 client.post(str(a.product_set_id), data={k: v for k, v in data.items() if v is not None})
                 results.append(ActionResult(a, "done", a.product_set_id, a.reason))
             else:  # delete

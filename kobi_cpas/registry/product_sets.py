@@ -3,7 +3,7 @@ kobi_cpas.cpas.product_sets reconciles with Meta. They live with the registry, w
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -37,6 +37,11 @@ class DeclaredProductSet(BaseModel):
         default=False, description="delete even while an ad or shop uses it (allow_live_product_set_deletion)"
     )
     absent: bool = Field(default=False, description="the set must not exist: delete it (with the flag above)")
+    publish_to_shops: tuple[Annotated[str, Field(pattern=r"^[0-9]{1,32}$")], ...] = Field(
+        default=(),
+        description="ids of the brand's shops that show the set as a collection (Meta's publish_to_shops); "
+        "empty: Kobi leaves the set's shops as they are",
+    )
 
     @field_validator("filter")
     @classmethod
