@@ -139,3 +139,44 @@ def test_the_item_check_job_reads_chosen_items_and_updates_catalog_diagnostics(s
     )
     assert again.output_for_node("check_catalog_items")["open_problems"] == 0
     assert isinstance(again, dg.ExecuteInProcessResult)
+
+
+def _users_config(**config: object) -> dict:
+    return {"ops": {"assign_catalog_users_op": {"config": {"tenant_id": TENANT, **config}}}}
+
+
+def test_the_brands_people_are_assigned_to_its_segments_once(kobi_env, pg_instance):
+    tenant = load_registry(DEFAULT_REGISTRY).registry.tenant(TENANT)
+    segments = {r.retailer: r.catalog_segment_id for r in tenant.cpas_retailers if r.catalog_segment_id}
+    assert segments, "the demo tenant has an accepted segment"
+    job = kobi_env.defs().resolve_job_def("assign_catalog_users_job")
+    people = ["100000000000777", "100000000000778"]
+    kobi_env.sandbox.admin.clear_requests()
+
+    first = job.execute_in_process(run_config=_users_config(user_ids=people), instance=pg_instance)
+    assert first.success
+    assigned = kobi_env.sandbox.world.catalog_assigned_users
+    for segment_id in segments.values():
+        assert {u: list(t) for u, t in assigned[segment_id].items() if u in people} == {
+            u: ["ADVERTISE"] for u in people
+        }
+    assert kobi_env.sandbox.admin.count_requests(route="cpas.catalog.assigned_users.add") == 2 * len(segments)
+
+    again = job.execute_in_process(
+        run_config=_users_config(user_ids=[*people, "100000000000779"], tasks=["ADVERTISE", "AA_ANALYZE"]),
+        instance=pg_instance,
+    )
+    out = again.output_for_node("assign_catalog_users_op")
+    assert {r: v["already"] for r, v in out.items()} == {r: people for r in segments}
+    assert {r: v["assigned"] for r, v in out.items()} == {r: ["100000000000779"] for r in segments}
+    assert kobi_env.sandbox.admin.count_requests(route="cpas.catalog.assigned_users.add") == 3 * len(segments)
+
+    bad = job.execute_in_process(
+        run_config=_users_config(user_ids=people, tasks=["OWN"]), instance=pg_instance, raise_on_error=False
+    )
+    assert not bad.success
+    failure = next(e for e in bad.all_events if e.is_step_failure).event_specific_data
+    assert "'tasks'" in str(failure.user_failure_data.description) and TENANT in str(
+        failure.user_failure_data.description
+    )
+    assert kobi_env.sandbox.admin.count_requests(route="cpas.catalog.assigned_users.add") == 3 * len(segments)

@@ -184,14 +184,16 @@ def register_sharing(router: Router) -> None:
 
     @router.edge("catalog", "assigned_users", name="cpas.catalog.assigned_users.list", family=FAMILY_CATALOG)
     def list_assigned_users(ctx: RequestContext) -> dict[str, Any]:
+        # Meta lists the users of one business (required) with AssignedUser's fields: no tasks.
+        business = required_param(ctx, "business")
         users = ctx.world.catalog_assigned_users.get(ctx.node.id, {})
         items = [
             ctx.select(
-                {"id": uid, "name": f"User {uid}", "tasks": list(tasks), "user_type": "SYSTEM_USER"},
+                {"id": uid, "name": f"User {uid}", "user_type": "SYSTEM_USER", "business": {"id": business}},
                 "AssignedUser",
-                defaults=("id", "name", "tasks"),
+                defaults=("id", "name"),
             )
-            for uid, tasks in sorted(users.items())
+            for uid in sorted(users)
         ]
         return ctx.paginate(items)
 
