@@ -220,3 +220,80 @@ def test_the_segment_job_reuses_a_declared_segment_and_never_replaces_a_missing_
     text = f"{data.error.message if data.error else ''} {data.user_failure_data.description if data.user_failure_data else ''}"
     assert "3999999999999999" in text and "replace_missing_segment" in text
     assert admin.count_requests(route=CREATE_ROUTE) == 0
+
+
+def _steps(analyst: Path, tenant: str, retailer: str) -> dict[str, tuple]:
+    con = duckdb.connect(str(analyst), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT step, meta_mode, mode, status, next_action FROM cpas_onboarding_steps "
+            "WHERE tenant_id = ? AND retailer = ? ORDER BY step_order",
+            [tenant, retailer],
+        ).fetchall()
+    finally:
+        con.close()
+    return {r[0]: r[1:] for r in rows}
+
+
+def test_the_onboarding_step_matrix_follows_the_partnership(restored, tmp_path, monkeypatch):
+    _registry(
+        tmp_path,
+        monkeypatch,
+        onboarding_mode="api",
+        segment_filter={"brand": {"eq": "Bosphorus Outdoor"}},
+        onboarding_steps={"collaboration_request": "manual"},
+    )
+    admin = restored.env.sandbox.admin
+    _run_cpas(restored)
+    steps = _steps(restored.env.analyst_path, BRAND, RETAILER)
+    assert list(steps) == [
+        "retailer_program",
+        "collaboration_request",
+        "segment_shared",
+        "brand_accepts",
+        "dedicated_ad_account",
+        "people_assigned",
+        "campaign",
+    ]
+    # Meta's bound and the partnership's decision per step: the person's choice wins where it automates less
+    assert {k: v[:2] for k, v in steps.items()} == {
+        "retailer_program": ("manual", "manual"),
+        "collaboration_request": ("api", "manual"),
+        "segment_shared": ("api", "api"),
+        "brand_accepts": ("manual", "manual"),
+        "dedicated_ad_account": ("hybrid", "hybrid"),
+        "people_assigned": ("api", "api"),
+        "campaign": ("api", "api"),
+    }
+    status = {k: v[2] for k, v in steps.items()}
+    assert status["segment_shared"] == "done"  # created and shared by this run
+    assert status["brand_accepts"] == "todo" and "Accept assets" in steps["brand_accepts"][3]
+    assert status["people_assigned"] == status["campaign"] == "waiting"
+
+    # accepted, then the brand's people assigned: those steps are done on the next run
+    segment_id = _partnership(restored.env.analyst_path, BRAND, RETAILER)["catalog_segment_id"]
+    admin.cpas.accept_share(segment_id, BRAND_BIZ)
+    _registry(
+        tmp_path,
+        monkeypatch,
+        onboarding_mode="api",
+        segment_filter={"brand": {"eq": "Bosphorus Outdoor"}},
+        partnership_status="accepted",
+        dedicated_ad_account_id="act_3000000000000099",
+    )
+    _run_cpas(restored)
+    status = {k: v[2] for k, v in _steps(restored.env.analyst_path, BRAND, RETAILER).items()}
+    assert status["brand_accepts"] == "done" and status["people_assigned"] == "todo"
+    users = restored.env.defs().resolve_job_def("assign_catalog_users_job")
+    config = {"tenant_id": BRAND, "retailer": RETAILER, "user_ids": ["100000000000555"]}
+    assert users.execute_in_process(
+        run_config={"ops": {"assign_catalog_users_op": {"config": config}}}, instance=restored.instance
+    ).success
+    _run_cpas(restored)
+    steps = _steps(restored.env.analyst_path, BRAND, RETAILER)
+    assert steps["people_assigned"][2] == "done" and steps["people_assigned"][3] is None
+    # an ad account Meta does not know blocks its step, with the partnership's call to action
+    assert (
+        steps["dedicated_ad_account"][2] == "blocked"
+        and "act_3000000000000099" in steps["dedicated_ad_account"][3]
+    )

@@ -405,3 +405,18 @@ def test_a_returned_registry_can_be_changed_without_changing_the_next_one(tmp_pa
     assert again.registry.tenant_ids == DEMO_IDS
     assert again.tenant(DEMO_IDS[0]).cpas_retailers
     assert again.problems == []
+
+
+def test_an_onboarding_step_cannot_be_more_automated_than_meta_allows():
+    from pydantic import ValidationError
+
+    from kobi_cpas.registry.models import CpasRetailer
+
+    ok = CpasRetailer(
+        retailer="trendyol", onboarding_steps={"segment_shared": "hybrid", "campaign": "manual"}
+    )
+    assert ok.onboarding_steps == {"segment_shared": "hybrid", "campaign": "manual"}
+    with pytest.raises(ValidationError, match="brand_accepts' cannot be api: Meta allows manual"):
+        CpasRetailer(retailer="trendyol", onboarding_steps={"brand_accepts": "api"})
+    with pytest.raises(ValidationError, match="unknown onboarding step 'accept'"):
+        CpasRetailer(retailer="trendyol", onboarding_steps={"accept": "manual"})

@@ -132,4 +132,45 @@ CPAS_PRODUCT_SETS = TableSpec(
     ),
 )
 
-ANALYST_TABLES = (CPAS_PARTNERSHIPS, CPAS_RETAILER_DIRECTORY, EXECUTION_MANIFEST, CPAS_PRODUCT_SETS)
+CPAS_ONBOARDING_STEPS = TableSpec(
+    name="cpas_onboarding_steps",
+    domain="cpas",
+    comment="One row per tenant, retailer and onboarding step: how far Meta lets the step be automated, what "
+    "this partnership decided (api, hybrid or manual), where it stands and what to do next.",
+    key=("tenant_id", "retailer", "step"),
+    columns=(
+        col("tenant_id", "VARCHAR", "Kobi tenant id", False),
+        col("retailer", "VARCHAR", "Marketplace retailer", False),
+        col("step_order", "INTEGER", "Position of the step in the onboarding (1 = first)", False),
+        col(
+            "step",
+            "VARCHAR",
+            "retailer_program, collaboration_request, segment_shared, brand_accepts, dedicated_ad_account, "
+            "people_assigned or campaign",
+            False,
+        ),
+        col(
+            "meta_mode",
+            "VARCHAR",
+            "The most automation Meta's API allows for the step: api, hybrid or manual",
+        ),
+        col("mode", "VARCHAR", "What this partnership decided: api (Kobi through the API), hybrid or manual"),
+        col(
+            "status",
+            "VARCHAR",
+            "done; todo (a person or a Kobi job acts next); waiting (on the retailer or an earlier step); blocked "
+            "(something is wrong: see next_action)",
+            False,
+        ),
+        col("next_action", "VARCHAR", "What to do, and who does it (NULL when done)"),
+        col("observed_at", "TIMESTAMPTZ", "When Kobi read Meta", False),
+    ),
+)
+
+ANALYST_TABLES = (
+    CPAS_PARTNERSHIPS,
+    CPAS_RETAILER_DIRECTORY,
+    EXECUTION_MANIFEST,
+    CPAS_PRODUCT_SETS,
+    CPAS_ONBOARDING_STEPS,
+)

@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterError, croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kobi_cpas.registry.onboarding_steps import check_step_modes
+
 TENANT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 GRAPH_ID_RE = re.compile(r"^[0-9]{1,32}$")
 AD_ACCOUNT_RE = re.compile(r"^act_[0-9]{1,32}$")
@@ -160,6 +162,11 @@ class CpasRetailer(_Strict):
     segment_filter: dict[str, Any] | None = Field(
         default=None, description="product-set rule of the segment (Meta's rule language)"
     )
+    onboarding_steps: dict[str, str] = Field(
+        default_factory=dict,
+        description="per onboarding step, api, hybrid or manual where this partnership automates less than "
+        "Meta allows (see kobi_cpas/registry/onboarding_steps.py)",
+    )
 
     _ids = field_validator(
         "catalog_segment_id",
@@ -177,6 +184,11 @@ class CpasRetailer(_Strict):
         if not RETAILER_RE.match(v):
             raise ValueError("must be lower-case letters, digits, '_' or '-' (e.g. 'trendyol')")
         return v
+
+    @field_validator("onboarding_steps")
+    @classmethod
+    def _steps(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_step_modes(v)
 
     @field_validator("dedicated_ad_account_id")
     @classmethod

@@ -1,5 +1,5 @@
-"""Daily CPAS reconciliation: partnerships, execution manifest and product sets per tenant, and the retailer
-directory."""
+"""Daily CPAS reconciliation: partnerships, execution manifest, product sets and onboarding steps per tenant,
+and the retailer directory."""
 
 import dagster as dg
 
@@ -8,9 +8,11 @@ from kobi_cpas.resources import TenantRegistryResource
 
 cpas_daily_job = dg.define_asset_job(
     "cpas_daily_job",
-    selection=dg.AssetSelection.assets("cpas_partnerships", "execution_manifest", "cpas_product_sets"),
+    selection=dg.AssetSelection.assets(
+        "cpas_partnerships", "execution_manifest", "cpas_product_sets", "cpas_onboarding_steps"
+    ),
     description="Reconcile the tenant's partnerships against Meta, rebuild its execution manifest with QC, sync "
-    "its declared product sets.",
+    "its declared product sets, and say where each partnership's onboarding stands.",
 )
 cpas_directory_job = dg.define_asset_job(
     "cpas_directory_job",
