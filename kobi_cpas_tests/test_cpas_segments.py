@@ -186,10 +186,14 @@ def test_share_validation_unshare_and_assigned_users(
     assert meta_client.post(f"{seg}/assigned_users", data={"user": "123456", "tasks": ["ADVERTISE"]}) == {
         "success": True
     }
-    users = list(meta_client.paginate(f"{seg}/assigned_users", {"fields": "id,tasks"}))
-    assert users == [{"id": "123456", "tasks": ["ADVERTISE"]}]
+    # Meta lists one business's users (business is required), with AssignedUser's fields: no tasks
+    listed = {"business": ANATOLIA_BIZ, "fields": "id,user_type"}
+    users = list(meta_client.paginate(f"{seg}/assigned_users", listed))
+    assert users == [{"id": "123456", "user_type": "SYSTEM_USER"}]
+    with pytest.raises(MetaInvalidRequestError, match="business"):
+        list(meta_client.paginate(f"{seg}/assigned_users", {"fields": "id"}))
     meta_client.delete(f"{seg}/assigned_users", {"user": "123456"})
-    assert list(meta_client.paginate(f"{seg}/assigned_users")) == []
+    assert list(meta_client.paginate(f"{seg}/assigned_users", listed)) == []
 
 
 def test_segment_count_follows_brand_items(
