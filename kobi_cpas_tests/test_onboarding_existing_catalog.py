@@ -106,6 +106,14 @@ def test_a_catalog_holding_another_feeds_items_is_reported_and_waits_for_a_perso
     assert "kobi/confirm_existing_catalog=true" in existing["next_action"]
     assert [(r["object_id"], r["item_count"]) for r in found["other_feed"]] == [(other_feed, EXISTING)]
     assert {r["status"] for r in found["business"] + found["catalog"]} == {"ok"}
+    # onsite checkout or not, as the catalog's commerce_merchant_settings say
+    cms = h.env.sandbox.world.catalogs[CATALOG].commerce_merchant_settings
+    (checkout,) = found["checkout"]
+    assert cms and cms["id"] in checkout["finding"]
+    assert checkout["finding"].startswith("onsite checkout") is (cms["cta"] == "ONSITE_CHECKOUT")
+    assert ("quantity_to_sell_on_facebook" in (checkout["next_action"] or "")) is (
+        cms["cta"] == "ONSITE_CHECKOUT"
+    )
 
     confirmed = h.run("catalog_replace_job", tags=CONFIRM)
     assert confirmed.success, _failure(confirmed)

@@ -5,6 +5,7 @@ Checks (``check_name``):
 
 * ``business`` — the brand's business is readable (blocking otherwise: nothing else can work);
 * ``catalog`` — the catalog is readable, a product (``commerce``) catalog and not a catalog segment (blocking);
+* ``checkout`` — whether the catalog's shop sells with onsite checkout (``commerce_merchant_settings.cta``);
 * ``event_sources`` — a pixel or app is connected to the catalog (warning: catalog ads cannot match events);
 * ``ad_account`` — each retailer's dedicated ad account is readable (blocking for an accepted partnership,
   warning for a pending one) and promotes only that retailer's segments (blocking);
@@ -95,7 +96,9 @@ def check_access(client: MetaGraphClient, tenant: Tenant) -> list[Finding]:
 
 def _check_catalog(client: MetaGraphClient, tenant: Tenant, grant: str) -> list[Finding]:
     cid = tenant.catalog_id
-    node, why = _read(client, cid, "id,name,vertical,product_count,is_catalog_segment")
+    node, why = _read(
+        client, cid, "id,name,vertical,product_count,is_catalog_segment,commerce_merchant_settings{id,cta}"
+    )
     if node is None:
         return [
             Finding(
@@ -137,6 +140,7 @@ def _check_catalog(client: MetaGraphClient, tenant: Tenant, grant: str) -> list[
                 "catalog", cid, "ok", f"catalog '{node.get('name')}' readable, {count:,} items", None, count
             )
         )
+    out.append(_checkout_finding(cid, node.get("commerce_merchant_settings") or {}))
     sources = list(client.paginate(f"{cid}/external_event_sources", params={"fields": "id,name,source_type"}))
     if sources:
         names = ", ".join(f"{s.get('source_type', 'source')} {s['id']}" for s in sources)
@@ -152,6 +156,30 @@ def _check_catalog(client: MetaGraphClient, tenant: Tenant, grant: str) -> list[
             )
         )
     return out
+
+
+def _checkout_finding(catalog_id: str, cms: dict[str, Any]) -> Finding:
+    """Whether the catalog sells with onsite checkout (Catalog Integration step 1 reads
+    commerce_merchant_settings{id,cta}): such a shop needs stock counts, not only availability."""
+    if not cms:
+        return Finding("checkout", catalog_id, "ok", "no shop on the catalog (no commerce_merchant_settings)")
+    if str(cms.get("cta") or "").upper() == "ONSITE_CHECKOUT":
+        return Finding(
+            "checkout",
+            catalog_id,
+            "ok",
+            f"onsite checkout (commerce_merchant_settings {cms.get('id')}): Meta sells from "
+            "quantity_to_sell_on_facebook",
+            "Send quantity_to_sell_on_facebook for every item in the feed: an item without it cannot be bought "
+            "on the shop.",
+        )
+    return Finding(
+        "checkout",
+        catalog_id,
+        "ok",
+        f"offsite shop (commerce_merchant_settings {cms.get('id')}, cta {cms.get('cta')}): buyers check out on "
+        "the brand's website",
+    )
 
 
 def _check_account(

@@ -16,7 +16,7 @@ TENANT_ONBOARDING = TableSpec(
         col(
             "check_name",
             "VARCHAR",
-            "business, catalog, event_sources, ad_account, other_feed or existing_items",
+            "business, catalog, checkout, event_sources, ad_account, other_feed or existing_items",
             False,
         ),
         col(
