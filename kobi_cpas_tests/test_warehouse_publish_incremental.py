@@ -217,3 +217,53 @@ def test_a_schema_change_gets_a_new_template_and_the_old_one_goes(tmp_path: Path
         assert analyst.execute("SELECT count(*) FROM feed_snapshots").fetchone() == (1,)
     finally:
         analyst.close()
+
+
+def _storage_version(path: Path) -> str:
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH '{path}' AS f (READ_ONLY)")
+        (tags,) = con.execute("SELECT tags FROM duckdb_databases() WHERE database_name = 'f'").fetchone()
+        return tags["storage_version"]
+    finally:
+        con.close()
+
+
+def test_analysts_open_the_published_file_with_the_duckdb_cli_make_installs(tmp_path: Path) -> None:
+    """The analyst file is in a storage format older readers take, from scratch and after incremental
+    publishes, and the DuckDB command line installed into the venv reads it as the printed command does."""
+    import subprocess
+    import sys
+
+    from kobi_cpas.devenv.cli import duckdb_cli
+
+    wh = Warehouse(seed_work_database(tmp_path / "kobi.duckdb"), schema=SCHEMA)
+    with wh.connect() as con:
+        _write(con, 0)
+        wh.publish(con)
+        assert _storage_version(wh.analyst_path).startswith(pmod.ANALYST_STORAGE_VERSION)
+        _write(con, 1)
+        assert wh.publish(con).incremental
+    assert _storage_version(wh.analyst_path).startswith(pmod.ANALYST_STORAGE_VERSION)
+
+    cli = Path(sys.executable).parent / "duckdb"
+    assert cli.exists(), "make installs the DuckDB command line into the venv (duckdb-cli)"
+    assert Path(duckdb_cli()).resolve() == cli.resolve()
+    out = subprocess.run(
+        [
+            str(cli),
+            "-readonly",
+            str(wh.analyst_path),
+            "-csv",
+            "-noheader",
+            "-c",
+            "SELECT count(*) FROM tenant_registry; SELECT comment IS NOT NULL FROM duckdb_tables() "
+            "WHERE table_name = 'tenant_registry'",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["50", "true"]

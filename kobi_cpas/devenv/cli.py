@@ -87,13 +87,25 @@ def main(verbose: bool) -> None:
     )
 
 
+def duckdb_cli() -> str:
+    """The DuckDB command line installed beside this Python (by `make`), relative to the working directory when
+    it is inside it, so the printed command works as printed; else the one on PATH."""
+    cli = Path(sys.executable).parent / "duckdb"
+    if not cli.exists():
+        return "duckdb"
+    try:
+        return str(cli.relative_to(Path.cwd()))
+    except ValueError:
+        return str(cli)
+
+
 def print_tables(analyst_path: Path) -> None:
     from kobi_cpas.tables import SCHEMA
     from kobi_cpas.warehouse import Warehouse
 
     counts = Warehouse(analyst_path, schema=SCHEMA).analyst_row_counts()
     click.echo(f"\nAnalyst DuckDB file: {analyst_path.resolve()}")
-    click.echo(f"  open it with:  duckdb -readonly {analyst_path.resolve()}")
+    click.echo(f"  open it with:  {duckdb_cli()} -readonly {analyst_path.resolve()}")
     width = max((len(n) for n in counts), default=10)
     for name, n in counts.items():
         click.echo(f"  {name.ljust(width)}  {n:>10,} rows")

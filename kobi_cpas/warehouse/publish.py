@@ -38,6 +38,11 @@ class PublishResult:
     incremental: bool = False
 
 
+# The analyst file is written in this storage format, not the newest the running DuckDB knows: analysts open it
+# with their own tools (the DuckDB CLI, DBeaver, notebooks on an older DuckDB), and a file in a newer format is
+# refused by every older reader. DuckDB 1.4 and later read it; the DuckDB CLI installed by `make` is one of them.
+ANALYST_STORAGE_VERSION = "v1.4.0"
+
 # Rebuild the analyst file from scratch once this share of its blocks is free (left by rewritten tables).
 _MAX_FREE_BLOCK_SHARE = 0.5
 
@@ -247,7 +252,9 @@ class AnalystPublisher:
         alias = f"kobi_template_{uuid.uuid4().hex[:16]}"
         cur = con.cursor()  # its own transaction: the caller's connection may be in one
         try:
-            cur.execute(f"ATTACH {sql_str(str(tmp))} AS {alias}")
+            cur.execute(
+                f"ATTACH {sql_str(str(tmp))} AS {alias} (STORAGE_VERSION {sql_str(ANALYST_STORAGE_VERSION)})"
+            )
             cur.execute("BEGIN")  # hundreds of COMMENT statements in autocommit would cost a commit each
             statements: list[str] = []
             for spec in schema.tables.values():
@@ -278,7 +285,8 @@ class AnalystPublisher:
     @staticmethod
     def _schema_key(con: duckdb.DuckDBPyConnection) -> str:
         row = con.execute("SELECT value FROM kobi_internal.schema_meta WHERE key = 'fingerprint'").fetchone()
-        return f"{row[0] if row else ''}|duckdb-{duckdb.__version__}"
+        # the storage version too: a file published in another format is rebuilt from the template, not built on
+        return f"{row[0] if row else ''}|duckdb-{duckdb.__version__}|storage-{ANALYST_STORAGE_VERSION}"
 
     def _previous_publish(self, con: duckdb.DuckDBPyConnection, key: str) -> dict | None:
         """The recorded state (``tables``: table fingerprints, ``blocks``: [free, total] blocks) of the current
