@@ -188,3 +188,21 @@ def test_no_secret_in_resource_config(monkeypatch, tmp_path):
     meta = d.resources["meta"]
     # the resource holds an EnvVar reference, never the value
     assert "EAAsecret" not in repr(meta.access_token) and "META_ACCESS_TOKEN" in repr(meta.access_token)
+
+
+def test_markdown_the_ui_renders_keeps_angle_brackets_and_asterisks():
+    """Column descriptions and preview cells are Markdown in the UI: '<amount>' must not be taken for an HTML
+    tag, '*' for emphasis; the DuckDB comments stay plain text."""
+    from kobi_cpas.defs.shared import column_schema, md_escape, md_table
+    from kobi_cpas.tables import SCHEMA
+
+    assert md_escape("Price as '<amount> <ISO 4217>'") == "Price as '&lt;amount&gt; &lt;ISO 4217&gt;'"
+    assert md_escape("converted_product_* and *bold*") == "converted_product\\_\\* and \\*bold\\*"
+    assert md_escape("tenant_id, act_123") == "tenant_id, act_123"  # inside a word '_' emphasises nothing
+    assert md_escape("_x_ a & b") == "\\_x\\_ a &amp; b"
+    feed_items = SCHEMA.tables["feed_items"]
+    price = next(c for c in column_schema(feed_items).columns if c.name == "price")
+    assert "&lt;amount&gt;" in price.description
+    assert "<amount>" in next(c.comment for c in feed_items.columns if c.name == "price")
+    table = md_table([('is not in the format "<amount> <currency>"', "a|b")], ["hint", "x"])
+    assert "&lt;amount&gt; &lt;currency&gt;" in table and "a\\|b" in table

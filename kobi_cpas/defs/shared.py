@@ -24,9 +24,27 @@ WRITES_ROWS_OF = "kobi/writes_rows_of"
 SHORT_WRITES = "kobi/short_writes"
 
 
+def md_escape(text: str) -> str:
+    """Plain text (a column comment, a value, a call to action) made safe inside Markdown the UI renders:
+    ``<amount>`` is not swallowed as an HTML tag and ``*`` or a leading ``_`` start no emphasis."""
+    out = text.replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    out = out.replace("*", "\\*").replace("`", "\\`")
+    # '_' emphasises only at a word's edge (CommonMark): act_<digits> and tenant_id stay as they are
+    return "".join(
+        "\\_"
+        if ch == "_" and (i == 0 or not out[i - 1].isalnum() or i + 1 == len(out) or not out[i + 1].isalnum())
+        else ch
+        for i, ch in enumerate(out)
+    )
+
+
 def column_schema(spec: TableSpec | ViewSpec) -> dg.TableSchema:
+    # The UI renders column descriptions as Markdown; the comments stay plain text in DuckDB.
     return dg.TableSchema(
-        columns=[dg.TableColumn(c.name, c.type, description=c.comment) for c in spec.columns]
+        columns=[
+            dg.TableColumn(c.name, c.type, description=md_escape(c.comment) if c.comment else c.comment)
+            for c in spec.columns
+        ]
     )
 
 
@@ -103,11 +121,11 @@ def md_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], max_rows: in
     """A small Markdown table; cells are escaped and shortened so previews stay readable."""
 
     def cell(v: Any) -> str:
-        s = "" if v is None else str(v)
-        s = s.replace("|", "\\|").replace("\n", " ")
-        return s if len(s) <= 80 else s[:77] + "..."
+        s = "" if v is None else str(v).replace("\n", " ")
+        s = s if len(s) <= 80 else s[:77] + "..."
+        return md_escape(s).replace("|", "\\|")
 
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out = ["| " + " | ".join(md_escape(h) for h in headers) + " |", "|" + "---|" * len(headers)]
     for r in list(rows)[:max_rows]:
         out.append("| " + " | ".join(cell(v) for v in r) + " |")
     if len(rows) > max_rows:
