@@ -29,8 +29,9 @@ install: $(STAMP)
 run: install
 	$(PY) -m kobi_cpas.devenv.cli run
 
+# make dev UI_PORT=3001 SANDBOX_PORT=8766 runs beside something else holding the default ports.
 dev: install
-	$(PY) -m kobi_cpas.devenv.cli dev
+	$(PY) -m kobi_cpas.devenv.cli dev $(if $(UI_PORT),--port $(UI_PORT)) $(if $(SANDBOX_PORT),--sandbox-port $(SANDBOX_PORT))
 
 sandbox: install
 	$(PY) -m kobi_cpas.devenv.cli sandbox

@@ -390,3 +390,37 @@ def test_publish_waits_for_the_writer_lock_then_fails_clearly(tmp_path: Path) ->
         with pytest.raises(TimeoutError, match=str(wh.analyst_path)):
             wh.publish()
     assert wh.publish().row_counts  # and publishes once the lock is free
+
+
+def test_make_dev_refuses_a_busy_ui_port_and_a_second_daemon_on_one_instance(tmp_path: Path) -> None:
+    from kobi_cpas.devenv.stack import DevSessionError, dev_session
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(DevSessionError, match=f"UI port {port} is in use.*UI_PORT="):
+            with dev_session(tmp_path, port):
+                pytest.fail("started on a busy port")
+    free = port  # released with the socket
+    with dev_session(tmp_path, free):
+        # a second make dev on the same instance names the first one instead of starting another daemon
+        with pytest.raises(
+            DevSessionError, match=f"already running .*pid {os.getpid()}, UI http://localhost:{free}"
+        ):
+            with dev_session(tmp_path, free + 1):
+                pytest.fail("a second daemon started")
+    with dev_session(tmp_path, free):  # the first one gone, the next one starts
+        pass
+
+
+def test_make_dev_takes_its_ports_from_make_variables() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        ["make", "-n", "-W", ".venv/.kobi-installed", "dev", "UI_PORT=3011", "SANDBOX_PORT=8777"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "cli dev --port 3011 --sandbox-port 8777" in out

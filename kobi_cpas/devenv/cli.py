@@ -23,7 +23,7 @@ import click
 import psycopg2
 
 from kobi_cpas.devenv.postgres import DEFAULT_PORT, LocalPostgres, LocalPostgresError, PgConnInfo, env_for
-from kobi_cpas.devenv.stack import REPO_ROOT, local_stack
+from kobi_cpas.devenv.stack import REPO_ROOT, DevSessionError, StackInfo, dev_session, local_stack
 
 
 def _interruptible() -> None:
@@ -185,42 +185,57 @@ def run(tenants: tuple[str, ...], dry_run: bool) -> None:
 
 
 @main.command()
-@click.option("--port", default=3000, show_default=True)
+@click.option("--port", default=3000, show_default=True, envvar="KOBI_CPAS_UI_PORT", help="Dagster UI port.")
+@click.option(
+    "--sandbox-port",
+    default=8765,
+    show_default=True,
+    envvar="KOBI_CPAS_SANDBOX_PORT",
+    help="Meta sandbox port (a running sandbox there is reused; another program there: a free port is used).",
+)
 @_friendly
-def dev(port: int) -> None:
+def dev(port: int, sandbox_port: int) -> None:
     """Dagster UI + daemon on localhost against the sandbox; schedules and sensors live. Ctrl-C stops all."""
     _interruptible()
-    with local_stack(sandbox_port=int(os.environ.get("KOBI_CPAS_SANDBOX_PORT", "8765"))) as info:
-        click.echo(f"postgres: {info.postgres}\nmeta:     {info.meta}\nUI:       http://localhost:{port}")
-        cmd = [
-            sys.executable,
-            "-m",
-            "dagster",
-            "dev",
-            "-w",
-            str(REPO_ROOT / "workspace.yaml"),
-            "-p",
-            str(port),
-        ]
-        # Own process group, so an interrupt reaches the webserver, daemon and code servers like a Ctrl-C would.
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=dict(os.environ), start_new_session=True)
-        try:
-            proc.wait()
-        except KeyboardInterrupt:
-            click.echo("stopping Dagster...")
-            family = _descendants(proc.pid)
-            # dagster dev shuts its webserver, daemon and code servers down on SIGINT; escalate if it hangs.
-            for sig, wait in ((signal.SIGINT, 30), (signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, sig)
-                try:
-                    proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-            for pid in family:  # code servers in their own sessions
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
+    try:
+        with dev_session(REPO_ROOT / ".local", port), local_stack(sandbox_port=sandbox_port) as info:
+            _dev(port, info)
+    except DevSessionError as exc:
+        _fail(str(exc))
+
+
+def _dev(port: int, info: StackInfo) -> None:
+    """The Dagster UI and daemon in their own process group until Ctrl-C."""
+    click.echo(f"postgres: {info.postgres}\nmeta:     {info.meta}\nUI:       http://localhost:{port}")
+    cmd = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-w",
+        str(REPO_ROOT / "workspace.yaml"),
+        "-p",
+        str(port),
+    ]
+    # Own process group, so an interrupt reaches the webserver, daemon and code servers like a Ctrl-C would.
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=dict(os.environ), start_new_session=True)
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        click.echo("stopping Dagster...")
+        family = _descendants(proc.pid)
+        # dagster dev shuts its webserver, daemon and code servers down on SIGINT; escalate if it hangs.
+        for sig, wait in ((signal.SIGINT, 30), (signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        for pid in family:  # code servers in their own sessions
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
 
 @main.command()

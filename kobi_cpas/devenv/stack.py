@@ -164,6 +164,43 @@ def _start_sandbox(state_dir: Path, port: int, seed: int) -> tuple[str, Any]:
         return "", SandboxServer(world, port=port).start()
 
 
+DEV_LOCK_FILE = "dev.lock"
+
+
+class DevSessionError(RuntimeError):
+    """`make dev` cannot start: its UI port is taken, or another `make dev` runs on this instance."""
+
+
+@contextlib.contextmanager
+def dev_session(state_dir: Path, ui_port: int) -> Iterator[None]:
+    """Held for the life of one `make dev`: a second one on the same state dir would start a second daemon on the
+    same Dagster instance (two daemons launch every schedule tick twice), so it is refused with the first one's
+    address; a UI port another program holds is refused before anything starts."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / DEV_LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            other = handle.read().strip() or "unknown"
+            raise DevSessionError(
+                f"make dev is already running on this Dagster instance ({other}); open its UI, or stop it "
+                "(Ctrl-C) before starting another"
+            ) from None
+        try:
+            if not port_is_free(ui_port):
+                raise DevSessionError(
+                    f"UI port {ui_port} is in use by another program: start with `make dev UI_PORT=<free port>`"
+                )
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}, UI http://localhost:{ui_port}\n")
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def local_stack(
     repo_root: Path = REPO_ROOT,
