@@ -399,17 +399,16 @@ def test_make_dev_refuses_a_busy_ui_port_and_a_second_daemon_on_one_instance(tmp
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        with pytest.raises(DevSessionError, match=f"UI port {port} is in use.*UI_PORT="):
-            with dev_session(tmp_path, port):
-                pytest.fail("started on a busy port")
+        busy_port = pytest.raises(DevSessionError, match=f"UI port {port} is in use.*UI_PORT=")
+        with busy_port, dev_session(tmp_path, port):
+            pytest.fail("started on a busy port")
     free = port  # released with the socket
-    with dev_session(tmp_path, free):
-        # a second make dev on the same instance names the first one instead of starting another daemon
-        with pytest.raises(
-            DevSessionError, match=f"already running .*pid {os.getpid()}, UI http://localhost:{free}"
-        ):
-            with dev_session(tmp_path, free + 1):
-                pytest.fail("a second daemon started")
+    # a second make dev on the same instance names the first one instead of starting another daemon
+    second = pytest.raises(
+        DevSessionError, match=f"already running .*pid {os.getpid()}, UI http://localhost:{free}"
+    )
+    with dev_session(tmp_path, free), second, dev_session(tmp_path, free + 1):
+        pytest.fail("a second daemon started")
     with dev_session(tmp_path, free):  # the first one gone, the next one starts
         pass
 
