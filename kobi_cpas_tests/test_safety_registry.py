@@ -288,7 +288,7 @@ def test_sensors_and_schedules_read_settings_only_through_resources(kobi_env):
     sync = {"registry", "warehouse", "catalog_sync"}
     expected = {
         "tenant_partitions_sensor": {"registry"},
-        "feed_source_sensor": {"registry"},
+        "feed_source_sensor": {"registry", "warehouse"},
         "sync_status_sensor": {"warehouse", "catalog_sync"},
         "catalog_replace_schedule": sync,
         "catalog_update_schedule": sync,

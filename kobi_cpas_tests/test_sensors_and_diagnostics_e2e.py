@@ -48,6 +48,22 @@ def test_feed_source_sensor_starts_a_sync_only_when_the_feed_changes(kobi_env, p
     assert [r.partition_key for r in changed.run_requests] == ["anatolia_home"]
     assert changed.run_requests[0].run_key != first.run_requests[0].run_key
 
+    # A sensor without a cursor (its first tick after `make dev` starts) compares with the last snapshot: a
+    # feed unchanged since then launches nothing, a feed changed after it does.
+    wh = Warehouse(kobi_env.analyst_path, schema=SCHEMA)
+    with wh.connect() as con:
+        con.execute(
+            "INSERT INTO feed_snapshots (tenant_id, snapshot_id, taken_at, source) "
+            "VALUES ('anatolia_home', 's-after', now(), 'x')"
+        )
+        wh.publish(con)
+    quiet = tick_sensor(feed_source_sensor, pg_instance, resources)
+    assert not quiet.run_requests and "no feed source changed" in quiet.skip_reason.skip_message
+    time.sleep(0.01)
+    feed.write_text(feed.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    again = tick_sensor(feed_source_sensor, pg_instance, resources, cursor=quiet.cursor)
+    assert [r.partition_key for r in again.run_requests] == ["anatolia_home"]
+
 
 def _write_sync_rows(analyst: Path, rows: list[tuple]) -> None:
     wh = Warehouse(analyst, schema=SCHEMA)

@@ -6,6 +6,7 @@ the warehouse resource, and the registry through the registry resource (the ones
 
 import json
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import dagster as dg
@@ -47,19 +48,41 @@ def source_fingerprint(reg: LoadedRegistry, tenant: Tenant, timeout: float = 10.
     return f"{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_ctime_ns}"
 
 
+def source_modified_at(fingerprint: str, is_url: bool) -> datetime | None:
+    """When the source last changed, as its fingerprint says: a file's mtime, a URL's Last-Modified (None when
+    the server sends none)."""
+    parts = fingerprint.split("|")
+    try:
+        if is_url:
+            return parsedate_to_datetime(parts[1]) if len(parts) > 1 and parts[1] else None
+        return datetime.fromtimestamp(int(parts[1]) / 1e9, UTC)
+    except (ValueError, TypeError, IndexError):
+        return None
+
+
+def _last_snapshots(warehouse: WarehouseResource) -> dict[str, datetime]:
+    rows = warehouse.read_published("SELECT tenant_id, max(taken_at) FROM feed_snapshots GROUP BY tenant_id")
+    return {str(t): at for t, at in rows if at is not None}
+
+
 @dg.sensor(
     job_name="catalog_feed_change_job",
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Starts a feed snapshot plus the update feed and Batch API syncs when a tenant's feed changes.",
 )
-def feed_source_sensor(context: dg.SensorEvaluationContext, registry: TenantRegistryResource):
+def feed_source_sensor(
+    context: dg.SensorEvaluationContext, registry: TenantRegistryResource, warehouse: WarehouseResource
+):
     reg = read_registry(registry, "registry invalid")
     if isinstance(reg, dg.SkipReason):
         return reg
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     known = set(context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
     runs, notes, errors = [], [], []
+    # A tenant the sensor has not seen yet (its first tick, a new sensor cursor) is compared with its last
+    # snapshot instead: a source unchanged since then launches nothing.
+    snapshots = _last_snapshots(warehouse) if any(t.tenant_id not in seen for t in reg.tenants) else {}
 
     def evaluate(t: Tenant) -> None:
         fp = source_fingerprint(reg, t)
@@ -68,6 +91,11 @@ def feed_source_sensor(context: dg.SensorEvaluationContext, registry: TenantRegi
             return
         if seen.get(t.tenant_id) == fp:
             return
+        if t.tenant_id not in seen:
+            modified, snapshot = source_modified_at(fp, t.feed.is_url), snapshots.get(t.tenant_id)
+            if modified is not None and snapshot is not None and modified <= snapshot:
+                seen[t.tenant_id] = fp  # the baseline: unchanged since the last snapshot
+                return
         if t.tenant_id not in known:
             notes.append(f"{t.tenant_id}: no partition yet")
             return
