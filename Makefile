@@ -14,12 +14,21 @@ PG_EXTRA := $(shell command -v initdb >/dev/null 2>&1 || command -v pg_ctl >/dev
 # compiled at install). Processes started from here keep their bytecode in __pycache__ (git-ignored).
 unexport PYTHONDONTWRITEBYTECODE
 
+# A venv whose Python does not run, or is older than 3.11 (made by another python3 earlier), is made again.
+ifneq ($(wildcard $(PY)),)
+ifneq ($(shell $(PY) -c 'import sys; print(sys.version_info >= (3, 11))' 2>/dev/null),True)
+$(info $(VENV) was made by a Python that is missing or older than 3.11: making it again)
+$(shell rm -rf $(VENV))
+endif
+endif
+
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # uv installs the same packages as pip from the same index, several times faster on a fresh machine; it compiles
 # the bytecode as pip does, since every test worker and subprocess would otherwise compile Dagster again.
 $(STAMP): pyproject.toml | $(PY)
+	@echo "installing the project and its dependencies into $(VENV) (a minute or two on a fresh machine)..."
 	$(PY) -m pip install --quiet --disable-pip-version-check uv
 	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -e ".[dev$(PG_EXTRA)]"
 	touch $(STAMP)

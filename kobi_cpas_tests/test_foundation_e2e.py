@@ -66,12 +66,21 @@ def test_token_never_leaks_with_faults(kobi_env, pg_instance, caplog, capfd):
         type="OAuthException",
     )
     caplog.set_level(logging.DEBUG)
-    report = materialize_all(kobi_env.defs(), pg_instance, stages=FOUNDATION, on_progress=lambda m: None)
+    progress: list[str] = []
+    report = materialize_all(kobi_env.defs(), pg_instance, stages=FOUNDATION, on_progress=progress.append)
     # the faulted tenant fails, the others succeed after retries
     outcome = {(label, key): ok for label, key, ok, _ in report.runs}
     assert outcome[("meta_catalogs", "anatolia_home")] is True
     assert outcome[("meta_catalogs", "cappadocia_ceramics")] is False
     assert admin.count_requests(route="catalog.get") >= 4
+    # one progress line per run ("run 3/7 [...]"), then its outcome; a failure says why, in one line
+    starts = [m for m in progress if m.startswith("run ")]
+    assert starts[0].startswith(f"run 1/{len(report.runs)} [") and len(starts) == len(report.runs)
+    ((label, key, why),) = report.failures
+    assert (label, key) == ("meta_catalogs", "cappadocia_ceramics")
+    assert "Malformed access token" in why and "Traceback" not in why and "\n" not in why
+    assert any(m.startswith("  FAILED in ") and "Malformed access token" in m for m in progress)
+    assert kobi_env.token not in " ".join(progress)
 
     token = kobi_env.token
     out, err = capfd.readouterr()

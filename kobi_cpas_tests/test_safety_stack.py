@@ -423,3 +423,21 @@ def test_make_dev_takes_its_ports_from_make_variables() -> None:
         check=True,
     ).stdout
     assert "cli dev --port 3011 --sandbox-port 8777" in out
+
+
+def test_make_remakes_a_venv_of_a_python_that_is_missing_or_too_old(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copy(repo / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "pyproject.toml").write_text("")
+    fake = tmp_path / ".venv" / "bin" / "python"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("#!/bin/sh\necho 'Python 3.9.2' >&2\nexec python3 -c 'print(False)'\n")  # an old Python
+    fake.chmod(0o755)
+    out = subprocess.run(
+        ["make", "-n", "install"], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
+    assert "made by a Python that is missing or older than 3.11" in out
+    assert "-m venv .venv" in out and not fake.exists()
+    # a good venv is left alone
+    good = subprocess.run(["make", "-n", "install"], cwd=repo, capture_output=True, text=True, check=True)
+    assert "making it again" not in good.stdout and "-m venv" not in good.stdout

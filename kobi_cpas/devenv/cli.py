@@ -178,10 +178,37 @@ def run(tenants: tuple[str, ...], dry_run: bool) -> None:
         print_dry_run_writes(analyst_path_from_env(), report.run_ids, report.dry_run_scratch)
     failed = [r for r in report.runs if not r[2]]
     click.echo(f"\n{len(report.runs)} runs, {len(failed)} failed, {time.monotonic() - started:.1f}s")
+    for label, pkey, why in report.failures:
+        click.echo(f"  failed: [{label}] {pkey or ''}: {why}", err=True)
+    print_next_steps(analyst_path_from_env())
     if failed:
-        for label, pkey, _, _ in failed:
-            click.echo(f"  failed: [{label}] {pkey or ''}", err=True)
         sys.exit(1)
+
+
+# Three of the README's example queries, which return rows on the demo data.
+NEXT_QUERIES = (
+    "SELECT tenant_id, code, field, count(*) AS items FROM feed_item_issues GROUP BY ALL ORDER BY items DESC LIMIT 5;",
+    "SELECT tenant_id, method, status, items_sent, started_at FROM catalog_syncs ORDER BY started_at DESC LIMIT 5;",
+    "SELECT tenant_id, retailer, step, status, next_action FROM cpas_onboarding_steps WHERE status <> 'done';",
+)
+
+
+def print_next_steps(analyst_path: Path) -> None:
+    click.echo("\nNext:")
+    click.echo("  the Dagster UI, schedules and sensors live:  make dev   (http://localhost:3000)")
+    click.echo(f"  the analyst file:  {duckdb_cli()} -readonly {_shown(analyst_path)}")
+    click.echo("  e.g.")
+    for q in NEXT_QUERIES:
+        click.echo(f"    {q}")
+    click.echo("  more queries and every table: README.md, 'The analyst DuckDB file'")
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it is inside it (as the README writes it)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path.resolve())
 
 
 @main.command()

@@ -29,6 +29,8 @@ class PipelineReport:
         default_factory=list
     )  # (group, partition, ok, secs)
     run_ids: list[str] = field(default_factory=list)
+    # Why each failed run failed: (group, partition, the first step failure's message, without its traceback).
+    failures: list[tuple[str, str | None, str]] = field(default_factory=list)
     # Set for a dry run: the scratch key its runs share (the work database copy under .kobi_work/dry_run/).
     dry_run_scratch: str | None = None
 
@@ -156,38 +158,62 @@ def materialize_all(
     if dry_run:
         report.dry_run_scratch = f"cli-{uuid.uuid4().hex[:12]}"
         dry_tags = {DRY_RUN_TAG: "true", DRY_RUN_SCRATCH_TAG: report.dry_run_scratch}
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    # Each failure is one line of its own below (the step and its message); the stack traces stay in the run's
+    # event log (the Dagster UI) instead of filling the terminal.
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    # Every run of the plan first, so each progress line can say "run 3/15".
+    todo = []
     for keys in plan:
         for pdef, gkeys in _group(graph, keys):
-            label = ", ".join(k.to_user_string() for k in gkeys)
             for pkey, extra_tags in _partition_runs(pdef, instance):
                 where = pkey or extra_tags.get("dagster/asset_partition_range_start", "")
                 if tenants and where and not any(t in where.split("|") for t in tenants):
                     continue
-                started = time.monotonic()
-                span = (
-                    (
-                        f" {extra_tags['dagster/asset_partition_range_start']} .. "
-                        f"{extra_tags['dagster/asset_partition_range_end']}"
-                    )
-                    if extra_tags
-                    else ""
-                )
-                on_progress(f"materializing [{label}]" + (f" partition {pkey}" if pkey else "") + span)
-                result = dg.materialize(
-                    assets_defs,
-                    instance=instance,
-                    partition_key=pkey,
-                    selection=dg.AssetSelection.assets(*gkeys),
-                    raise_on_error=raise_on_error,
-                    # The owner tags let a later `make run` tell this live run from an orphaned one.
-                    tags={"kobi/launched_by": "make-run", **owner_tags(), **extra_tags, **dry_tags},
-                    run_config=quiet,
-                )
-                report.runs.append(
-                    (label, pkey or span.strip() or None, result.success, time.monotonic() - started)
-                )
-                report.run_ids.append(result.run_id)
-                if not result.success:
-                    on_progress(f"  FAILED (run {result.run_id}): open it in the Dagster UI (make dev)")
+                todo.append((gkeys, pkey, extra_tags))
+    for i, (gkeys, pkey, extra_tags) in enumerate(todo, start=1):
+        label = ", ".join(k.to_user_string() for k in gkeys)
+        started = time.monotonic()
+        span = (
+            (
+                f" {extra_tags['dagster/asset_partition_range_start']} .. "
+                f"{extra_tags['dagster/asset_partition_range_end']}"
+            )
+            if extra_tags
+            else ""
+        )
+        what = f"[{label}]" + (f" partition {pkey}" if pkey else "") + span
+        on_progress(f"run {i}/{len(todo)} {what}")
+        result = dg.materialize(
+            assets_defs,
+            instance=instance,
+            partition_key=pkey,
+            selection=dg.AssetSelection.assets(*gkeys),
+            raise_on_error=raise_on_error,
+            # The owner tags let a later `make run` tell this live run from an orphaned one.
+            tags={"kobi/launched_by": "make-run", **owner_tags(), **extra_tags, **dry_tags},
+            run_config=quiet,
+        )
+        secs = time.monotonic() - started
+        report.runs.append((label, pkey or span.strip() or None, result.success, secs))
+        report.run_ids.append(result.run_id)
+        if result.success:
+            on_progress(f"  ok in {secs:.1f}s")
+        else:
+            why = failure_reason(result)
+            report.failures.append((label, pkey or span.strip() or None, why))
+            on_progress(f"  FAILED in {secs:.1f}s (run {result.run_id}): {why}")
     return report
+
+
+def failure_reason(result: dg.ExecuteInProcessResult) -> str:
+    """The first failed step's message, without its stack trace (the Dagster UI keeps the whole of it)."""
+    for event in result.all_events:
+        if event.is_step_failure:
+            data = event.step_failure_data
+            failure = data.user_failure_data
+            if failure is not None and failure.description:
+                return f"{event.step_key}: {failure.description}"
+            if data.error is not None:
+                cause = data.error.cause or data.error
+                return f"{event.step_key}: {cause.message.strip().splitlines()[-1] if cause.message else cause.cls_name}"
+    return "the run failed before a step ran"
