@@ -441,3 +441,15 @@ def test_make_remakes_a_venv_of_a_python_that_is_missing_or_too_old(tmp_path: Pa
     # a good venv is left alone
     good = subprocess.run(["make", "-n", "install"], cwd=repo, capture_output=True, text=True, check=True)
     assert "making it again" not in good.stdout and "-m venv" not in good.stdout
+
+
+def test_the_local_stack_uses_the_repos_analyst_file_from_any_directory(tmp_path, monkeypatch) -> None:
+    from kobi_cpas.devenv.stack import REPO_ROOT, analyst_path
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KOBI_CPAS_DUCKDB_PATH", raising=False)
+    assert analyst_path() == REPO_ROOT / "data" / "kobi_cpas.duckdb"
+    monkeypatch.setenv("KOBI_CPAS_DUCKDB_PATH", "elsewhere/a.duckdb")
+    assert analyst_path() == REPO_ROOT / "elsewhere" / "a.duckdb"
+    monkeypatch.setenv("KOBI_CPAS_DUCKDB_PATH", str(tmp_path / "b.duckdb"))
+    assert analyst_path() == tmp_path / "b.duckdb"

@@ -23,7 +23,14 @@ import click
 import psycopg2
 
 from kobi_cpas.devenv.postgres import DEFAULT_PORT, LocalPostgres, LocalPostgresError, PgConnInfo, env_for
-from kobi_cpas.devenv.stack import REPO_ROOT, DevSessionError, StackInfo, dev_session, local_stack
+from kobi_cpas.devenv.stack import (
+    REPO_ROOT,
+    DevSessionError,
+    StackInfo,
+    analyst_path,
+    dev_session,
+    local_stack,
+)
 
 
 def _interruptible() -> None:
@@ -150,7 +157,6 @@ def run(tenants: tuple[str, ...], dry_run: bool) -> None:
     from kobi_cpas.devenv.instance import ensure_pools, release_orphaned_slots
     from kobi_cpas.devenv.pipeline import materialize_all
     from kobi_cpas.registry import load_registry
-    from kobi_cpas.warehouse import analyst_path_from_env
 
     _interruptible()
     reg = load_registry()  # fail early, with the clear message, on a bad registry
@@ -173,14 +179,14 @@ def run(tenants: tuple[str, ...], dry_run: bool) -> None:
             report = materialize_all(defs, instance, tenants=list(tenants) or None, dry_run=dry_run)
         finally:
             instance.dispose()
-    print_tables(analyst_path_from_env())
+    print_tables(analyst_path())
     if dry_run:
-        print_dry_run_writes(analyst_path_from_env(), report.run_ids, report.dry_run_scratch)
+        print_dry_run_writes(analyst_path(), report.run_ids, report.dry_run_scratch)
     failed = [r for r in report.runs if not r[2]]
     click.echo(f"\n{len(report.runs)} runs, {len(failed)} failed, {time.monotonic() - started:.1f}s")
     for label, pkey, why in report.failures:
         click.echo(f"  failed: [{label}] {pkey or ''}: {why}", err=True)
-    print_next_steps(analyst_path_from_env())
+    print_next_steps(analyst_path())
     if failed:
         sys.exit(1)
 
@@ -394,9 +400,8 @@ def postgres_status(data_dir: Path | None, port: int | None) -> None:
 @main.command()
 def tables() -> None:
     """Print the analyst DuckDB file and its tables with row counts."""
-    from kobi_cpas.warehouse import analyst_path_from_env
 
-    print_tables(analyst_path_from_env())
+    print_tables(analyst_path())
 
 
 @main.group(invoke_without_command=True)

@@ -40,6 +40,7 @@ from kobi_cpas.devenv.postgres import LocalPostgres, PgConnInfo, env_for
 from kobi_cpas.devenv.procs import process_token, same_process_alive
 from kobi_cpas.meta.config import DEFAULT_BASE_URL, ENV_BASE_URL
 from kobi_cpas.registry import load_registry
+from kobi_cpas.warehouse.warehouse import DEFAULT_ANALYST_PATH
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,14 @@ def _start_sandbox(state_dir: Path, port: int, seed: int) -> tuple[str, Any]:
 DEV_LOCK_FILE = "dev.lock"
 
 
+def analyst_path(repo_root: Path = REPO_ROOT) -> Path:
+    """The local stack's analyst file: KOBI_CPAS_DUCKDB_PATH, a relative one (or the default `data/...`) taken
+    from the repo, so a command run from another directory uses the same file as the Dagster history beside it."""
+    given = os.environ.get("KOBI_CPAS_DUCKDB_PATH")
+    path = Path(given).expanduser() if given else DEFAULT_ANALYST_PATH
+    return path if path.is_absolute() else repo_root / path
+
+
 class DevSessionError(RuntimeError):
     """`make dev` cannot start: its UI port is taken, or another `make dev` runs on this instance."""
 
@@ -244,6 +253,7 @@ def local_stack(
             info.sandbox_url = url
         else:
             info.meta = os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+        info.env["KOBI_CPAS_DUCKDB_PATH"] = str(analyst_path(repo_root))
         dagster_home = Path(os.environ.get("DAGSTER_HOME") or state_dir / "dagster_home")
         prepare_dagster_home(dagster_home, repo_root)
         info.env["DAGSTER_HOME"] = str(dagster_home)
