@@ -88,6 +88,39 @@ def test_rich_text_description_and_video_reach_meta(synced):
     assert warned == [(last, "video", "warning")]
 
 
+def test_feed_items_carry_typed_prices_beside_the_text(synced):
+    from decimal import Decimal
+
+    h = synced()
+
+    def rows():
+        with h.wh.connect() as con:
+            return con.execute(
+                "SELECT price, price_amount, currency, sale_price, sale_price_amount, quantity_to_sell_on_facebook, "
+                "quantity FROM main.feed_items WHERE tenant_id = ?",
+                [h.tenant],
+            ).fetchall()
+
+    def check(found):
+        assert len(found) == 300
+        for price, amount, cur, sale, sale_amount, qty_text, qty in found:
+            assert (amount, cur) == (Decimal(price.split()[0]), price.split()[1])
+            assert sale_amount == (Decimal(sale.split()[0]) if sale else None)
+            assert qty == (int(qty_text) if qty_text else None)
+        assert any(r[4] is not None for r in found) and any(r[6] is not None for r in found)
+
+    check(rows())
+    # rows stored before the typed columns existed get them at the next snapshot, even of an unchanged feed
+    with h.wh.connect() as con:
+        con.execute(
+            "UPDATE main.feed_items SET price_amount = NULL, currency = NULL, sale_price_amount = NULL, "
+            "quantity = NULL WHERE tenant_id = ?",
+            [h.tenant],
+        )
+    assert h.run("catalog_update_job").success
+    check(rows())
+
+
 def test_deletion_guard_blocks_then_override(synced):
     h = synced(retention_days=0, max_delete_share=0.05)  # 300 items replaced
     h.write_feed(300, "DELETE FROM f WHERE id IN (SELECT id FROM f ORDER BY id LIMIT 40)")  # ~13 % gone

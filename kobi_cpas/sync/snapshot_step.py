@@ -42,6 +42,13 @@ from kobi_cpas.warehouse.sql import transaction
 log = logging.getLogger(__name__)
 
 _FEED_FIELDS = [c for c in COLUMNS if c != "id"]
+# The typed columns of feed_items from the validated text ("299.00 TRY"; valid rows only, so the casts hold).
+TYPED_COLUMNS = {
+    "price_amount": "TRY_CAST(split_part(price, ' ', 1) AS DECIMAL(18,2))",
+    "currency": "nullif(split_part(price, ' ', 2), '')",
+    "sale_price_amount": "TRY_CAST(split_part(sale_price, ' ', 1) AS DECIMAL(18,2))",
+    "quantity": "TRY_CAST(quantity_to_sell_on_facebook AS BIGINT)",
+}
 FILE_ERROR_CODE = "feed_file_error"
 SHRINK_CODE = "feed_shrink_held"
 _FILE_CTA = (
@@ -234,8 +241,9 @@ def ingest_snapshot(
             # Valid rows are unique by id (the validator flags every later copy of an id as an error), so
             # no de-duplication here: a window over whole rows cost seconds per million items.
             con.execute(
-                f"""INSERT INTO main.feed_items (tenant_id, snapshot_id, retailer_id, {fields}, content_hash, volatile_hash)
-                SELECT tenant_id, snapshot_id, id, {fields}, content_hash, volatile_hash
+                f"""INSERT INTO main.feed_items (tenant_id, snapshot_id, retailer_id, {fields}, content_hash, volatile_hash,
+                    {", ".join(TYPED_COLUMNS)})
+                SELECT tenant_id, snapshot_id, id, {fields}, content_hash, volatile_hash, {", ".join(TYPED_COLUMNS.values())}
                 FROM {items_table} WHERE is_valid AND id IS NOT NULL"""
             )
             con.execute("DELETE FROM main.feed_item_issues WHERE tenant_id = ?", [tid])
@@ -245,6 +253,12 @@ def ingest_snapshot(
                 f"severity, code, message, call_to_action FROM {issues_table}"
             )
         else:
+            # Rows stored before feed_items had its typed columns get them now (nothing matches afterwards).
+            typed = ", ".join(f"{c} = {expr}" for c, expr in TYPED_COLUMNS.items())
+            con.execute(
+                f"UPDATE main.feed_items SET {typed} WHERE tenant_id = ? AND price_amount IS NULL AND price IS NOT NULL",
+                [tid],
+            )
             # The source is readable again and unchanged: earlier file-level failures are over.
             con.execute(
                 "DELETE FROM main.feed_item_issues WHERE tenant_id = ? AND retailer_id IS NULL AND code IN (?, ?)",

@@ -94,6 +94,11 @@ FEED_ITEMS = TableSpec(
         *_field_cols(),
         col("content_hash", "UBIGINT", "Hash of the non-volatile fields (changes when any of them does)"),
         col("volatile_hash", "UBIGINT", "Hash of price, sale price, its dates, availability and quantity"),
+        # Typed beside the text Meta takes, for analysts' sums and comparisons.
+        col("price_amount", "DECIMAL(18,2)", "price as a number, in currency"),
+        col("currency", "VARCHAR", "ISO 4217 currency of price and sale_price, e.g. TRY"),
+        col("sale_price_amount", "DECIMAL(18,2)", "sale_price as a number, in currency (NULL: not on sale)"),
+        col("quantity", "BIGINT", "quantity_to_sell_on_facebook as a number (NULL: not given)"),
     ),
 )
 
