@@ -200,9 +200,14 @@ NEXT_QUERIES = (
 
 
 def print_next_steps(analyst_path: Path) -> None:
+    from kobi_cpas.defs.operations.assets import REPORT_FILE
+
     click.echo("\nNext:")
     click.echo("  the Dagster UI, schedules and sensors live:  make dev   (http://localhost:3000)")
     click.echo(f"  the analyst file:  {duckdb_cli()} -readonly {_shown(analyst_path)}")
+    report = analyst_path.with_name(REPORT_FILE)
+    if report.exists():
+        click.echo(f"  the report (charts per tenant), in a browser:  {_shown(report)}")
     click.echo("  e.g.")
     for q in NEXT_QUERIES:
         click.echo(f"    {q}")

@@ -334,17 +334,24 @@ def replace_rows(
 
 
 def read_analyst(analyst_path: Path | str, sql: str, params: list | None = None) -> list[tuple]:
-    """Query the published analyst file from a long-lived process (sensors, schedules).
-
-    Opens it afresh through ATTACH (``duckdb.connect(path)`` would reuse a cached instance still pointing at an
-    older published file) and read-only, so it never blocks a writer. Missing file -> no rows."""
-    path = Path(analyst_path)
-    if not path.exists():
+    """Query the published analyst file from a long-lived process (sensors, schedules). Missing file -> no
+    rows."""
+    if not Path(analyst_path).exists():
         return []
+    with open_analyst(analyst_path) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+@contextlib.contextmanager
+def open_analyst(analyst_path: Path | str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to the published analyst file, its tables and views unqualified.
+
+    Opened afresh through ATTACH (``duckdb.connect(path)`` would reuse a cached instance still pointing at an
+    older published file) and read-only, so it never blocks a writer."""
     con = duckdb.connect()
     try:
-        con.execute(f"ATTACH {sql_str(str(path))} AS analyst (READ_ONLY)")
+        con.execute(f"ATTACH {sql_str(str(analyst_path))} AS analyst (READ_ONLY)")
         con.execute("USE analyst")
-        return con.execute(sql, params or []).fetchall()
+        yield con
     finally:
         con.close()

@@ -9,6 +9,7 @@ from kobi_cpas.defs.operations.common import GROUP, failed_runs, last_successes
 from kobi_cpas.defs.shared import OWNERS_DATA, specs_by_key, table_result, table_spec
 from kobi_cpas.operations.alerts import COLUMNS, upsert_alerts
 from kobi_cpas.operations.compliance import REQUIREMENTS, build_compliance
+from kobi_cpas.operations.report import read_report_data, write_report
 from kobi_cpas.operations.tables import PIPELINE_ALERTS, SYNC_COMPLIANCE
 from kobi_cpas.resources import TenantRegistryResource, WarehouseResource
 
@@ -119,3 +120,30 @@ def pipeline_alerts(
             "delivery_status, message FROM main.pipeline_alerts ORDER BY created_at DESC LIMIT 11",
             metadata={"alerts_merged": len(rows)},
         )
+
+
+REPORT_FILE = "kobi_cpas_report.html"
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS_DATA,
+    kinds={"plotly", "html"},
+    deps=["catalog_health", "catalog_diagnostics_summary", "sync_compliance", "shared_item_metrics"],
+)
+def analyst_report(warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """A static HTML page next to the analyst file, per tenant: catalog health over time, the top problems with
+    their calls to action, sync compliance with Meta's cadences and ROAS by retailer over time, as charts that
+    open offline in any browser (Plotly, its JavaScript inlined)."""
+    with warehouse.connection() as con:
+        data = read_report_data(con)  # read, then the database is let go before drawing
+    path = warehouse.get_warehouse().analyst_path.with_name(REPORT_FILE)
+    charts = write_report(data, path, datetime.now(UTC))
+    return dg.MaterializeResult(
+        metadata={
+            "report": dg.MetadataValue.path(str(path.resolve())),
+            "open": dg.MetadataValue.url(path.resolve().as_uri()),
+            "tenants": len(data),
+            "charts": len(charts),
+        }
+    )
