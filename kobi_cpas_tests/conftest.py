@@ -1,6 +1,12 @@
 """Shared fixtures: one real PostgreSQL and one Meta sandbox server per test session, and the code location
 running against them."""
 
+import os
+
+# The tests pull fixed dates (e.g. 2026-11-10): the date partitions must reach back to them whatever day the suite
+# runs, so they start at a fixed date here instead of three months back (set before the code location loads).
+os.environ.setdefault("KOBI_CPAS_INSIGHTS_START_DATE", "2025-01-01")
+
 pytest_plugins = [
     "kobi_cpas_tests.pg_fixtures",
     "kobi_cpas_tests.sandbox_fixtures",
@@ -21,6 +27,9 @@ _LONGEST_FIRST = (
     "test_safety_stack",
     "test_sensors_and_diagnostics_e2e",
     "test_fleet_isolation",
+    "test_fleet_batch",
+    "test_cpas_onboarding_state",
+    "test_onboarding_existing_catalog",
 )
 
 

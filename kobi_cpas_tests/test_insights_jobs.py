@@ -362,3 +362,22 @@ def test_account_timezones_of_a_file_published_before_the_table(tmp_path) -> Non
     duckdb.connect(str(old)).close()
     assert account_timezones(lambda sql, params: read_analyst(old, sql, params), [ACT]) == {}
     assert account_timezones(lambda sql, params: pytest.fail("read without accounts"), []) == {}
+
+
+def test_date_partitions_start_where_the_history_does(monkeypatch):
+    from datetime import date
+
+    from kobi_cpas.defs.insights.partitions import START_DATE_ENV, insights_start_date
+
+    monkeypatch.delenv(START_DATE_ENV, raising=False)
+    assert (
+        insights_start_date(date(2026, 12, 4)) == "2026-09-01"
+    )  # three months back, not years of empty days
+    assert insights_start_date(date(2026, 2, 28)) == "2025-11-01"
+    monkeypatch.setenv(START_DATE_ENV, "2024-06-01")  # the brands' ads history, to backfill from
+    assert insights_start_date(date(2026, 12, 4)) == "2024-06-01"
+    monkeypatch.setenv(START_DATE_ENV, "June 2024")
+    with pytest.raises(
+        ValueError, match="KOBI_CPAS_INSIGHTS_START_DATE='June 2024' is not a date as YYYY-MM-DD"
+    ):
+        insights_start_date()
