@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import duckdb
@@ -220,3 +220,20 @@ def synced_world_fixtures(
         return make
 
     return world, synced
+
+
+def sync_demo_catalogs(kobi_env: Any, instance: Any) -> None:
+    """A world setup: the demo tenants with their feeds synced to the sandbox (feed_items exist for rules,
+    previews and product joins)."""
+    from kobi_cpas.devenv.pipeline import materialize_all
+
+    report = materialize_all(
+        kobi_env.defs(),
+        instance,
+        on_progress=lambda m: None,
+        stages=[
+            ["tenant_registry"],
+            ["feed_snapshot", "replace_feed_plan", "replace_feed_upload", "catalog_syncs"],
+        ],
+    )
+    assert report.ok, report.runs

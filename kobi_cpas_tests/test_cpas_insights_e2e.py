@@ -11,32 +11,17 @@ import duckdb
 import pytest
 
 from kobi_cpas.defs.insights.partitions import range_tags
-from kobi_cpas.devenv.pipeline import materialize_all
+from kobi_cpas_tests.sync_harness import sync_demo_catalogs
 
 TENANT = "anatolia_home"
 
-
 pytest_plugins = ["kobi_cpas_tests.world_snapshot"]
-
-
-def _sync_catalogs(kobi_env, instance) -> None:
-    """The demo tenants with their feeds synced (feed_items exist for previews and product joins)."""
-    report = materialize_all(
-        kobi_env.defs(),
-        instance,
-        on_progress=lambda m: None,
-        stages=[
-            ["tenant_registry"],
-            ["feed_snapshot", "replace_feed_plan", "replace_feed_upload", "catalog_syncs"],
-        ],
-    )
-    assert report.ok, report.runs
 
 
 @pytest.fixture(scope="module")
 def synced_world(build_world_snapshot):
     """Built once per module; each test gets it back exactly (sandbox, warehouse files, Dagster database)."""
-    return build_world_snapshot("cpas_synced", _sync_catalogs)
+    return build_world_snapshot("cpas_synced", sync_demo_catalogs)
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import duckdb
 import pytest
 import yaml
 
-from kobi_cpas.devenv.pipeline import materialize_all
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
+from kobi_cpas_tests.sync_harness import sync_demo_catalogs
 
 pytest_plugins = ["kobi_cpas_tests.world_snapshot"]
 
@@ -27,23 +27,9 @@ CREATE_ROUTE = "cpas.business.owned_product_catalogs.create"
 SHARE_ROUTE = "cpas.catalog.agencies.share"
 
 
-def _sync_catalogs(kobi_env, instance) -> None:
-    """The demo tenants with their feeds synced (the api rule is checked against feed_items)."""
-    report = materialize_all(
-        kobi_env.defs(),
-        instance,
-        on_progress=lambda m: None,
-        stages=[
-            ["tenant_registry"],
-            ["feed_snapshot", "replace_feed_plan", "replace_feed_upload", "catalog_syncs"],
-        ],
-    )
-    assert report.ok, report.runs
-
-
 @pytest.fixture(scope="module")
 def synced_world(build_world_snapshot):
-    return build_world_snapshot("cpas_onboarding", _sync_catalogs)
+    return build_world_snapshot("cpas_onboarding", sync_demo_catalogs)
 
 
 @pytest.fixture
