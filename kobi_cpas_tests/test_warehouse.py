@@ -444,7 +444,7 @@ def test_publish_rewrites_only_the_tables_that_changed(tmp_path: Path):
             "'c1', '', '', 'spend', '', 'default', 12.5, false, 'TRY', 'p1', now())"
         )
         assert wh.publish(con).rewritten == ["shared_item_metrics"]
-    assert _analyst_rows(wh, "SELECT sum(spend) FROM cpas_dashboard") == [(12.5,)]
+    assert _analyst_rows(wh, "SELECT sum(spend), any_value(currency) FROM cpas_dashboard") == [(12.5, "TRY")]
     assert _analyst_rows(wh, "SELECT catalog_id FROM tenant_registry WHERE tenant_id = 't7'") == [("3",)]
     assert _analyst_rows(wh, "SELECT count(*) FROM tenant_registry") == [(5000,)]
     assert _analyst_rows(wh, "SELECT count(*) FROM feed_snapshots") == [(1,)]

@@ -344,7 +344,7 @@ GROUP BY date, tenant_id, retailer, ad_account_id, action_converted_product_id, 
 # Segment KPIs per campaign and day, wide (one attribution window), with ROAS recomputed as value / spend. Roll it up
 # further with sum(value) / sum(spend), never by summing ROAS.
 CAMPAIGN_DAY_KPIS_SQL = """
-SELECT date, tenant_id, retailer, ad_account_id, campaign_id,
+SELECT date, tenant_id, retailer, ad_account_id, campaign_id, any_value(account_currency) AS currency,
        sum(value) FILTER (WHERE metric = 'spend') AS spend,
        sum(value) FILTER (WHERE metric = 'catalog_segment_value' AND action_type = 'omni_purchase'
                           AND attribution_window = $window) AS purchase_value,
@@ -431,6 +431,7 @@ CPAS_DASHBOARD_SQL = (
     GROUP BY ALL
 )
 SELECT k.date, k.tenant_id, k.retailer, k.ad_account_id, k.campaign_id, seg.campaign_name, seg.catalog_segment_id,
+       k.currency,
        k.spend, k.purchase_value, k.purchases, k.add_to_cart, k.add_to_cart_value, k.view_content,
        k.view_content_value, k.meta_omni_purchase_roas, k.roas_recomputed,
        prod.converted_product_value, prod.matched_product_value,

@@ -59,6 +59,7 @@ CPAS_DASHBOARD = ViewSpec(
             "VARCHAR",
             "Catalog segment the campaign promotes (from execution_manifest)",
         ),
+        col("currency", "VARCHAR", "The ad account's currency (ISO 4217) of spend and every value"),
         col("spend", "DECIMAL", "Spend in the account currency"),
         col(
             "purchase_value",
