@@ -152,7 +152,13 @@ def test_tenant_sensor_adds_and_removes_partitions(kobi_env, pg_instance, tmp_pa
         "bosphorus_outdoor",
         "cappadocia_ceramics",
     ]
-    assert len(result.run_requests) == 1
+    # the registry reloaded once, and each tenant that joined gets its preflight run on its partition
+    assert sorted((r.job_name, r.partition_key) for r in result.run_requests) == [
+        ("tenant_onboarding_job", "anatolia_home"),
+        ("tenant_onboarding_job", "bosphorus_outdoor"),
+        ("tenant_onboarding_job", "cappadocia_ceramics"),
+        ("tenant_registry_job", None),
+    ]
     # unchanged registry: skip with a reason
     again = tick_sensor(tenant_partitions_sensor, pg_instance, kobi_env.resources(), cursor=result.cursor)
     assert isinstance(again, dg.SkipReason) and "registry unchanged" in again.skip_message
@@ -163,6 +169,7 @@ def test_tenant_sensor_adds_and_removes_partitions(kobi_env, pg_instance, tmp_pa
     p.write_text(yaml.safe_dump(data))
     changed = tick_sensor(tenant_partitions_sensor, pg_instance, kobi_env.resources(p), cursor=result.cursor)
     assert [list(r.partition_keys) for r in changed.dynamic_partitions_requests] == [["cappadocia_ceramics"]]
+    assert [r.job_name for r in changed.run_requests] == ["tenant_registry_job"]  # no preflight for a leaver
     # a broken registry never drops partitions
     p.write_text("tenants: [{tenant_id: 'bad id!'}]")
     broken = tick_sensor(tenant_partitions_sensor, pg_instance, kobi_env.resources(p), cursor=result.cursor)

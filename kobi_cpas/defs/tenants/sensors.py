@@ -3,6 +3,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from kobi_cpas.defs.onboarding.assets import tenant_onboarding_job
 from kobi_cpas.defs.tenants.evaluation import log_tenant_problems, read_registry, registry_notes
 from kobi_cpas.defs.tenants.partitions import TENANT_PARTITIONS_NAME, tenant_partitions
 from kobi_cpas.resources import TenantRegistryResource
@@ -23,10 +24,11 @@ def plan_partition_changes(
 
 
 @dg.sensor(
-    job_name="tenant_registry_job",
+    jobs=[tenant_registry_job, tenant_onboarding_job],
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Keeps the tenant partitions equal to the registry and reloads tenant_registry when it changes.",
+    description="Keeps the tenant partitions equal to the registry, reloads tenant_registry when it changes, and "
+    "runs the preflight (tenant_onboarding) of each tenant that joins.",
 )
 def tenant_partitions_sensor(
     context: dg.SensorEvaluationContext, registry: TenantRegistryResource
@@ -65,8 +67,19 @@ def tenant_partitions_sensor(
     if remove:
         requests.append(tenant_partitions.build_delete_request(remove))
     context.log.info(f"tenant partitions: add {add or '-'}, remove {remove or '-'}")
+    runs = (
+        [dg.RunRequest(run_key=f"registry-{reg.content_hash}", job_name=tenant_registry_job.name)]
+        if changed
+        else []
+    )
+    # A new tenant's preflight right away: what blocks it, and whether its catalog already holds items, is known
+    # before its first sync is due.
+    runs += [
+        dg.RunRequest(run_key=f"onboarding-{t}", job_name=tenant_onboarding_job.name, partition_key=t)
+        for t in add
+    ]
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"registry-{reg.content_hash}")] if changed else [],
+        run_requests=runs,
         dynamic_partitions_requests=requests,
         cursor=json.dumps({"hash": reg.content_hash, "tenants": wanted}),
     )
