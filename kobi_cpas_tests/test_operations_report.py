@@ -121,6 +121,8 @@ def test_each_chart_carries_its_tenants_series(report) -> None:
     compliance = {t["name"]: t for t in plots[chart_id("anatolia_home", "compliance")]}
     assert compliance["minutes since last success"]["x"] == ["full_replace_24h", "price_stock_15min"]
     assert compliance["minutes since last success"]["y"] == [60.0, None]  # never succeeded: no bar
+    assert compliance["minutes since last success"]["marker"]["color"] == ["#2e7d32", "#c62828"]  # ok, late
+    assert health["eligible share"]["x"] == ["2026-11-01", "2026-11-02", "2026-11-03"]
 
 
 def test_calls_to_action_are_escaped_and_the_page_is_offline(report) -> None:

@@ -72,23 +72,50 @@ def read_report_data(con: duckdb.DuckDBPyConnection) -> dict[str, TenantReport]:
     }
 
 
+STATUS_COLOURS = {"ok": "#2e7d32"}  # any other status (breached, never) is drawn red
+LATE = "#c62828"
+
+
 def _layout(title: str, **extra: Any) -> dict[str, Any]:
-    return {"title": {"text": title}, "height": 320, "margin": {"l": 50, "r": 20, "t": 50, "b": 40}, **extra}
+    return {
+        "title": {"text": title},
+        "height": 340,
+        "margin": {"l": 55, "r": 55, "t": 45, "b": 40},
+        "showlegend": True,
+        "legend": {"orientation": "h", "y": -0.2},
+        **extra,
+    }
 
 
 def health_chart(r: TenantReport) -> go.Figure:
-    days = [row[0] for row in r.health]
+    # days as text on a category axis: one day of history is one bar, not an axis of milliseconds
+    days = [str(row[0]) for row in r.health]
     fig = go.Figure(
         [
-            go.Bar(x=days, y=[row[3] for row in r.health], name="items with HIGH problems", yaxis="y2"),
-            go.Scatter(x=days, y=[row[2] for row in r.health], name="eligible share", mode="lines+markers"),
+            go.Bar(x=days, y=[row[3] for row in r.health], name="items with HIGH problems"),
+            # on the overlaying axis, so the line is drawn over the bars
+            go.Scatter(
+                x=days,
+                y=[row[2] for row in r.health],
+                name="eligible share",
+                mode="lines+markers",
+                yaxis="y2",
+            ),
         ]
     )
     fig.update_layout(
         _layout(
             "Catalog health",
-            yaxis={"title": {"text": "eligible share"}, "tickformat": ".0%", "range": [0, 1]},
-            yaxis2={"title": {"text": "items"}, "overlaying": "y", "side": "right"},
+            yaxis={"title": {"text": "items"}, "rangemode": "tozero"},
+            yaxis2={
+                "title": {"text": "eligible share"},
+                "tickformat": ".0%",
+                "range": [0, 1.05],
+                "overlaying": "y",
+                "side": "right",
+            },
+            xaxis={"type": "category"},
+            bargap=0.6,
         )
     )
     return fig
@@ -100,7 +127,12 @@ def compliance_chart(r: TenantReport) -> go.Figure:
     age = [None if row[1] is None else row[1] / 60 for row in r.compliance]
     fig = go.Figure(
         [
-            go.Bar(x=names, y=age, name="minutes since last success"),
+            go.Bar(
+                x=names,
+                y=age,
+                name="minutes since last success",
+                marker={"color": [STATUS_COLOURS.get(str(row[3]), LATE) for row in r.compliance]},
+            ),
             go.Scatter(
                 x=names,
                 y=[row[2] / 60 for row in r.compliance],
@@ -151,7 +183,7 @@ def chart_id(tenant_id: str, chart: str) -> str:
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2em;color:#222}h2{border-top:1px solid #ccc;padding-top:1em}"
     "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;"
-    "vertical-align:top}.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:1em}"
+    "vertical-align:top}.grid{display:grid;grid-template-columns:1fr;gap:1em;max-width:1100px}"
 )
 
 
@@ -169,7 +201,14 @@ def write_report(data: dict[str, TenantReport], path: Path, generated_at: dateti
         ):
             cid = chart_id(r.tenant_id, name)
             charts[cid] = [str(t.name) for t in fig.data]
-            divs.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=cid))
+            divs.append(
+                fig.to_html(
+                    full_html=False,
+                    include_plotlyjs=False,
+                    div_id=cid,
+                    config={"displayModeBar": False, "responsive": True},
+                )
+            )
         sections.append(
             f"<h2>{html.escape(r.tenant_id)}</h2><div class='grid'>{''.join(divs)}</div>"
             f"<h3>Top problems and what to do</h3>{_problems_table(r)}"
