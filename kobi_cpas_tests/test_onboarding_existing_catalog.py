@@ -80,7 +80,9 @@ def test_a_catalog_holding_another_feeds_items_is_reported_and_waits_for_a_perso
     template = rows[0]
     others = [f"SHOP-{i:04d}" for i in range(EXISTING - len(kept) - len(bases))]
     existing_ids = kept + bases + others
-    other_feed = _other_tools_feed(h, meta_client, [{**template, "id": i} for i in existing_ids])
+    other_feed = _other_tools_feed(
+        h, meta_client, [{**template, "id": i, "availability": "in stock"} for i in existing_ids]
+    )
     assert len(h.meta_items()) == EXISTING
     h.admin.clear_requests()
 
@@ -130,6 +132,24 @@ def test_a_catalog_holding_another_feeds_items_is_reported_and_waits_for_a_perso
     assert {rid: at_meta[rid].get("previous_id") for rid in variants} == variants
     assert {rid: desired[rid]["previous_id"] for rid in variants} == variants
     assert not any(d["previous_id"] for rid, d in desired.items() if rid not in variants)
+    # the items the feed does not send are what the brand no longer sells: out of stock (only that field is
+    # written, through the Batch API), kept, recorded; the variants' originals and the kept ones are not touched
+    assert h.requests("catalog.items_batch") == 1
+    h.admin.advance_clock(130)  # Meta applies a batch after ~2 minutes
+    at_meta = h.meta_items()
+    assert {rid: at_meta[rid]["availability"] for rid in others} == dict.fromkeys(others, "out of stock")
+    assert {at_meta[rid]["title"] for rid in others} == {
+        template["title"]
+    }  # its other values stay the feed's
+    assert {at_meta[rid]["availability"] for rid in bases} == {"in stock"}
+    with h.wh.connect() as con:
+        adopted = [
+            r[0]
+            for r in con.execute(
+                "SELECT retailer_id FROM sync_state.adopted_items WHERE tenant_id = ? ORDER BY 1", [TENANT]
+            ).fetchall()
+        ]
+    assert adopted == sorted(others)
 
     # from now on the tenant is live: no confirmation asked, the preflight says so
     assert h.run("tenant_onboarding_job").success

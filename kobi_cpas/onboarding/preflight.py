@@ -261,7 +261,8 @@ def existing_items_finding(catalog_id: str, first_upload: bool, counts: Existing
     summary = (
         f"{c.existing:,} items already in the catalog: the feed sends {c.kept:,} of them again (their values are "
         f"overwritten), {c.linked:,} come back as variants (linked by previous_id), {c.left:,} are not in the "
-        f"feed (left in their own feed, never deleted by Kobi); {c.new:,} feed items are new"
+        f"feed (marked out of stock by the confirmed first sync and kept in their own feed, never deleted by Kobi); "
+        f"{c.new:,} feed items are new"
     )
     if c.existing == 0:
         return Finding("existing_items", catalog_id, "ok", "the catalog is empty", None, 0, c)

@@ -11,11 +11,16 @@ its own feed.
 
 At the confirmed first upload Kobi adopts the existing ids as the history its variant links are drawn from: a
 feed item that replaces an existing item by variants (``X`` in the catalog, ``X-S`` and ``X-M`` in the feed) is
-sent with ``previous_id`` = ``X``, as for an item that left Kobi's own feed, so the ad learnings carry over.
+sent with ``previous_id`` = ``X``, as for an item that left Kobi's own feed, so the ad learnings carry over. An
+existing item the feed does not send at all is what a brand no longer sells: it is marked ``out of stock``
+through the Batch API (only its availability: its other values are the other feed's) and kept, never deleted by
+Kobi, like an item that left Kobi's own feed; ``sync_state.adopted_items`` records which.
 """
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -24,6 +29,7 @@ from kobi_cpas.feeds.hashing import content_hash_sql
 from kobi_cpas.meta.client import MetaGraphClient
 
 CONFIRM_EXISTING_TAG = "kobi/confirm_existing_catalog"
+OUT_OF_STOCK = "out of stock"
 PAGE = 500
 
 
@@ -34,6 +40,41 @@ def read_existing_ids(client: MetaGraphClient, catalog_id: str) -> list[str]:
         for p in client.paginate(f"{catalog_id}/products", params={"fields": "retailer_id", "limit": PAGE})
         if p.get("retailer_id") is not None
     ]
+
+
+def left_existing_ids(con: duckdb.DuckDBPyConnection, tenant_id: str, existing_ids: list[str]) -> list[str]:
+    """Existing ids the tenant's replace view neither sends nor links a variant to (after
+    :func:`link_variants_to_existing`), not yet adopted."""
+    return [
+        str(r[0])
+        for r in con.execute(
+            """WITH ex AS (SELECT DISTINCT unnest($ids::VARCHAR[]) AS id)
+            SELECT id FROM ex
+            WHERE id NOT IN (SELECT id FROM sync_state.desired_items WHERE tenant_id = $t)
+              AND id NOT IN (SELECT previous_id FROM sync_state.desired_items
+                             WHERE tenant_id = $t AND previous_id IS NOT NULL)
+              AND id NOT IN (SELECT retailer_id FROM sync_state.adopted_items WHERE tenant_id = $t)
+            ORDER BY id""",
+            {"ids": existing_ids, "t": tenant_id},
+        ).fetchall()
+    ]
+
+
+def out_of_stock_requests(ids: list[str]) -> str:
+    """The items_batch ``requests`` marking ``ids`` out of stock: UPDATE with only the availability."""
+    return json.dumps(
+        [{"method": "UPDATE", "data": {"id": rid, "availability": OUT_OF_STOCK}} for rid in ids],
+        separators=(",", ":"),
+    )
+
+
+def record_adopted(
+    con: duckdb.DuckDBPyConnection, tenant_id: str, ids: list[str], now: datetime, run_id: str, handle: str
+) -> None:
+    con.execute(
+        "INSERT INTO sync_state.adopted_items SELECT $t, unnest($ids::VARCHAR[]), $now, $run, $handle",
+        {"t": tenant_id, "ids": ids, "now": now, "run": run_id, "handle": handle},
+    )
 
 
 def link_variants_to_existing(con: duckdb.DuckDBPyConnection, tenant_id: str, existing_ids: list[str]) -> int:

@@ -41,8 +41,11 @@ from kobi_cpas.sync.delta import delta_sql
 from kobi_cpas.sync.existing_catalog import (
     existing_catalog_block,
     kobi_feed_ids,
+    left_existing_ids,
     link_variants_to_existing,
+    out_of_stock_requests,
     read_existing_ids,
+    record_adopted,
 )
 from kobi_cpas.sync.feeds import (
     FEED_NAME,
@@ -274,14 +277,7 @@ def _first_upload_guard(ctx: SyncContext, feeds: dict[int, str]) -> None:
     if feeds:  # feeds recorded: not the tenant's first upload
         return
     if ctx.confirm_existing:
-        existing = read_existing_ids(ctx.client, ctx.catalog_id)  # paged, before the database is opened
-        if existing:
-            with ctx.db() as con:
-                linked = link_variants_to_existing(con, ctx.tenant_id, existing)
-            ctx.progress(
-                f"{_where(ctx)}: first upload to a catalog holding {len(existing):,} items, confirmed by run tag; "
-                f"{linked:,} variant(s) sent with previous_id of the existing item they replace"
-            )
+        _adopt_existing_catalog(ctx)
         return
     with ctx.db() as con:
         known = kobi_feed_ids(con)
@@ -290,6 +286,37 @@ def _first_upload_guard(ctx: SyncContext, feeds: dict[int, str]) -> None:
     why = existing_catalog_block(ctx.client, ctx.tenant_id, ctx.catalog_id, known)
     if why is not None:
         raise SyncBlocked(why)
+
+
+def _adopt_existing_catalog(ctx: SyncContext) -> None:
+    """The confirmed first upload to a catalog that holds items: the feed's variants of existing items get their
+    previous_id, and the existing items the feed does not send are marked out of stock (Batch API, availability
+    only) and recorded; none is deleted."""
+    existing = read_existing_ids(ctx.client, ctx.catalog_id)  # paged, before the database is opened
+    if not existing:
+        return
+    with ctx.db() as con:
+        linked = link_variants_to_existing(con, ctx.tenant_id, existing)
+        left = left_existing_ids(con, ctx.tenant_id, existing)
+    for start in range(0, len(left), META_BATCH_LIMIT):
+        chunk = left[start : start + META_BATCH_LIMIT]
+        # An UPDATE of one field is idempotent: a retry after a timeout cannot apply anything twice.
+        resp = ctx.client.post(
+            f"{ctx.catalog_id}/items_batch",
+            data={
+                "item_type": "PRODUCT_ITEM",
+                "allow_upsert": "false",
+                "requests": out_of_stock_requests(chunk),
+            },
+        )
+        handle = ",".join(str(h) for h in resp.get("handles") or [])
+        with ctx.db() as con:
+            record_adopted(con, ctx.tenant_id, chunk, ctx.now(), ctx.run_id, handle)
+    ctx.progress(
+        f"{_where(ctx)}: first upload to a catalog holding {len(existing):,} items, confirmed by run tag; "
+        f"{linked:,} variant(s) sent with previous_id of the existing item they replace; {len(left):,} existing "
+        "item(s) the feed does not send marked out of stock (kept, not deleted)"
+    )
 
 
 def run_update(ctx: SyncContext) -> list[SyncRecord]:

@@ -73,6 +73,15 @@ DDL = (
   snapshot_id VARCHAR
 )""",
     "CREATE TABLE IF NOT EXISTS sync_state.hash_scheme (scheme VARCHAR NOT NULL)",
+    # Items a brand's catalog held before Kobi's first upload that the feed does not send: marked out of stock
+    # (Batch API) at the confirmed first upload, never deleted by Kobi (they stay in their own feed).
+    """CREATE TABLE IF NOT EXISTS sync_state.adopted_items (
+  tenant_id VARCHAR NOT NULL,
+  retailer_id VARCHAR NOT NULL,
+  adopted_at TIMESTAMPTZ NOT NULL,
+  run_id VARCHAR,
+  handle VARCHAR                       -- the items_batch handle that marked it out of stock
+)""",
 )
 
 
