@@ -310,6 +310,11 @@ def _adopt_existing_catalog(ctx: SyncContext) -> None:
             },
         )
         handle = ",".join(str(h) for h in resp.get("handles") or [])
+        refused = [v for v in resp.get("validation_status") or [] if v.get("errors")]
+        for v in refused[:5]:
+            ctx.progress(
+                f"{_where(ctx)}: Meta refused to mark {v.get('retailer_id')} out of stock: {batch_message(v)}"
+            )
         with ctx.db() as con:
             record_adopted(con, ctx.tenant_id, chunk, ctx.now(), ctx.run_id, handle)
     ctx.progress(
