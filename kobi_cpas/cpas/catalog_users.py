@@ -34,15 +34,21 @@ def assigned_user_ids(client: GraphClient, catalog_id: str, business_id: str) ->
     }
 
 
+def check_catalog_tasks(tasks: Iterable[str]) -> list[str]:
+    """The tasks, each once; ValueError naming the allowed ones when one is unknown or none is given."""
+    wanted = list(dict.fromkeys(tasks))
+    bad = [t for t in wanted if t not in CATALOG_TASKS]
+    if bad or not wanted:
+        raise ValueError(f"each one of {', '.join(CATALOG_TASKS)} (got {bad or 'none'})")
+    return wanted
+
+
 def assign_catalog_users(
     client: GraphClient, catalog_id: str, business_id: str, user_ids: Iterable[str], tasks: Iterable[str]
 ) -> AssignedUsers:
     """Assign each of ``user_ids`` (business or system users of ``business_id``) to the catalog with ``tasks``,
     unless Meta already lists it."""
-    wanted_tasks = list(dict.fromkeys(tasks))
-    bad = [t for t in wanted_tasks if t not in CATALOG_TASKS]
-    if bad or not wanted_tasks:
-        raise ValueError(f"tasks: each one of {', '.join(CATALOG_TASKS)} (got {bad or 'none'})")
+    wanted_tasks = check_catalog_tasks(tasks)
     present = assigned_user_ids(client, catalog_id, business_id)
     wanted = list(dict.fromkeys(str(u) for u in user_ids))
     new = [u for u in wanted if u not in present]

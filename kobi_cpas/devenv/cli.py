@@ -98,12 +98,15 @@ def duckdb_cli() -> str:
     """The DuckDB command line installed beside this Python (by `make`), relative to the working directory when
     it is inside it, so the printed command works as printed; else the one on PATH."""
     cli = Path(sys.executable).parent / "duckdb"
-    if not cli.exists():
-        return "duckdb"
+    return shown_path(cli) if cli.exists() else "duckdb"
+
+
+def shown_path(path: Path) -> str:
+    """A path relative to the working directory when it is inside it (as the README writes it)."""
     try:
-        return str(cli.relative_to(Path.cwd()))
+        return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
-        return str(cli)
+        return str(path.resolve())
 
 
 def print_tables(analyst_path: Path) -> None:
@@ -204,22 +207,14 @@ def print_next_steps(analyst_path: Path) -> None:
 
     click.echo("\nNext:")
     click.echo("  the Dagster UI, schedules and sensors live:  make dev   (http://localhost:3000)")
-    click.echo(f"  the analyst file:  {duckdb_cli()} -readonly {_shown(analyst_path)}")
+    click.echo(f"  the analyst file:  {duckdb_cli()} -readonly {shown_path(analyst_path)}")
     report = analyst_path.with_name(REPORT_FILE)
     if report.exists():
-        click.echo(f"  the report (charts per tenant), in a browser:  {_shown(report)}")
+        click.echo(f"  the report (charts per tenant), in a browser:  {shown_path(report)}")
     click.echo("  e.g.")
     for q in NEXT_QUERIES:
         click.echo(f"    {q}")
     click.echo("  more queries and every table: README.md, 'The analyst DuckDB file'")
-
-
-def _shown(path: Path) -> str:
-    """A path relative to the working directory when it is inside it (as the README writes it)."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path.resolve())
 
 
 @main.command()

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from kobi_cpas.sync.existing_catalog import read_existing_ids
-
-__all__ = ["ExistingCounts", "compare_existing", "read_existing_ids"]
+from kobi_cpas.sync.desired import variant_of_sql
 
 
 @dataclass(frozen=True)
@@ -32,13 +30,13 @@ def compare_existing(
 ) -> ExistingCounts:
     """Compare the catalog's ids with the tenant's latest valid snapshot (``main.feed_items``)."""
     row = con.execute(
-        """WITH ex AS (SELECT DISTINCT unnest($ids::VARCHAR[]) AS id),
+        f"""WITH ex AS (SELECT DISTINCT unnest($ids::VARCHAR[]) AS id),
         feed AS (SELECT retailer_id AS id, previous_id FROM main.feed_items WHERE tenant_id = $t),
         kept AS (SELECT id FROM ex SEMI JOIN feed USING (id)),
         gone AS (SELECT id FROM ex ANTI JOIN feed USING (id)),
         linked AS (
           SELECT DISTINCT g.id FROM gone g JOIN feed f
-            ON f.previous_id = g.id OR starts_with(f.id, g.id || '_') OR starts_with(f.id, g.id || '-')
+            ON f.previous_id = g.id OR {variant_of_sql("f.id", "g.id")}
         )
         SELECT (SELECT count(*) FROM ex), (SELECT count(*) FROM kept), (SELECT count(*) FROM linked),
                (SELECT count(*) FROM gone) - (SELECT count(*) FROM linked),

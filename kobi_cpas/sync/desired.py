@@ -36,6 +36,13 @@ class DesiredResult:
     previous_id_inferred: int
 
 
+def variant_of_sql(new_id: str, old_id: str) -> str:
+    """SQL: ``new_id`` is a variant of ``old_id`` by Kobi's id rule (the old id, then ``_`` or ``-``:
+    ``10024`` -> ``10024_1_000``). The one definition of the rule, for the replace view and for a catalog that
+    already held items."""
+    return f"(starts_with({new_id}, {old_id} || '_') OR starts_with({new_id}, {old_id} || '-'))"
+
+
 def _q(c: str) -> str:
     return f'"{c}"'
 
@@ -66,14 +73,14 @@ def build_desired(
     con.execute("CREATE OR REPLACE TEMP TABLE _cur_ids AS SELECT DISTINCT id FROM _cur")
     # Links from vanished items to the variants that replace them.
     con.execute(
-        """CREATE OR REPLACE TEMP TABLE _links AS
+        f"""CREATE OR REPLACE TEMP TABLE _links AS
         WITH vanished AS (SELECT o.id FROM _old o ANTI JOIN _cur_ids c USING (id)),
              fresh AS (SELECT c.id, c.previous_id FROM _cur c ANTI JOIN _old o USING (id) WHERE c.is_valid)
         SELECT previous_id AS old_id, id AS new_id, 'feed' AS how FROM _cur WHERE is_valid AND previous_id IS NOT NULL
         UNION ALL
         SELECT v.id, f.id, 'inferred'
         FROM fresh f JOIN vanished v
-          ON f.id <> v.id AND (starts_with(f.id, v.id || '_') OR starts_with(f.id, v.id || '-'))
+          ON f.id <> v.id AND {variant_of_sql("f.id", "v.id")}
         WHERE f.previous_id IS NULL"""
     )
     # An inferred id must be unambiguous: take the longest matching vanished id.

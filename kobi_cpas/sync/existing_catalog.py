@@ -19,7 +19,6 @@ Kobi, like an item that left Kobi's own feed; ``sync_state.adopted_items`` recor
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -27,9 +26,10 @@ import duckdb
 
 from kobi_cpas.feeds.hashing import content_hash_sql
 from kobi_cpas.meta.client import MetaGraphClient
+from kobi_cpas.sync.desired import OUT_OF_STOCK, variant_of_sql
+from kobi_cpas.warehouse.sql import sql_str
 
 CONFIRM_EXISTING_TAG = "kobi/confirm_existing_catalog"
-OUT_OF_STOCK = "out of stock"
 PAGE = 500
 
 
@@ -42,30 +42,28 @@ def read_existing_ids(client: MetaGraphClient, catalog_id: str) -> list[str]:
     ]
 
 
-def left_existing_ids(con: duckdb.DuckDBPyConnection, tenant_id: str, existing_ids: list[str]) -> list[str]:
-    """Existing ids the tenant's replace view neither sends nor links a variant to (after
-    :func:`link_variants_to_existing`), not yet adopted."""
-    return [
-        str(r[0])
-        for r in con.execute(
-            """WITH ex AS (SELECT DISTINCT unnest($ids::VARCHAR[]) AS id)
-            SELECT id FROM ex
-            WHERE id NOT IN (SELECT id FROM sync_state.desired_items WHERE tenant_id = $t)
-              AND id NOT IN (SELECT previous_id FROM sync_state.desired_items
-                             WHERE tenant_id = $t AND previous_id IS NOT NULL)
-              AND id NOT IN (SELECT retailer_id FROM sync_state.adopted_items WHERE tenant_id = $t)
-            ORDER BY id""",
-            {"ids": existing_ids, "t": tenant_id},
-        ).fetchall()
-    ]
-
-
-def out_of_stock_requests(ids: list[str]) -> str:
-    """The items_batch ``requests`` marking ``ids`` out of stock: UPDATE with only the availability."""
-    return json.dumps(
-        [{"method": "UPDATE", "data": {"id": rid, "availability": OUT_OF_STOCK}} for rid in ids],
-        separators=(",", ":"),
-    )
+def left_existing_batches(
+    con: duckdb.DuckDBPyConnection, tenant_id: str, existing_ids: list[str], chunk_size: int
+) -> list[tuple[list[str], str]]:
+    """The existing ids the tenant's replace view neither sends nor links a variant to (after
+    :func:`link_variants_to_existing`), not yet adopted, in chunks of ``chunk_size``: (ids, the items_batch
+    ``requests`` marking them out of stock, an UPDATE of the availability only)."""
+    rows = con.execute(
+        f"""WITH ex AS (SELECT DISTINCT unnest($ids::VARCHAR[]) AS id),
+        todo AS (
+          SELECT id, (row_number() OVER (ORDER BY id) - 1) // {int(chunk_size)} AS chunk FROM ex
+          WHERE id NOT IN (SELECT id FROM sync_state.desired_items WHERE tenant_id = $t)
+            AND id NOT IN (SELECT previous_id FROM sync_state.desired_items
+                           WHERE tenant_id = $t AND previous_id IS NOT NULL)
+            AND id NOT IN (SELECT retailer_id FROM sync_state.adopted_items WHERE tenant_id = $t)
+        )
+        SELECT list(id ORDER BY id),
+               to_json(list({{'method': 'UPDATE', 'data': {{'id': id, 'availability': {sql_str(OUT_OF_STOCK)}}}}}
+                             ORDER BY id))::VARCHAR
+        FROM todo GROUP BY chunk ORDER BY chunk""",
+        {"ids": existing_ids, "t": tenant_id},
+    ).fetchall()
+    return [([str(i) for i in ids], str(requests)) for ids, requests in rows]
 
 
 def record_adopted(
@@ -83,13 +81,13 @@ def link_variants_to_existing(con: duckdb.DuckDBPyConnection, tenant_id: str, ex
     wins, as in Kobi's own variant inference). A ``previous_id`` the feed gives is never changed. -> items linked.
     """
     con.execute(
-        """CREATE OR REPLACE TEMP TABLE _existing_links AS
+        f"""CREATE OR REPLACE TEMP TABLE _existing_links AS
         WITH ex AS (SELECT DISTINCT unnest($ids::VARCHAR[]) AS id),
              d AS (SELECT id FROM sync_state.desired_items WHERE tenant_id = $t),
              gone AS (SELECT id FROM ex ANTI JOIN d USING (id))
         SELECT d.id AS new_id, arg_max(g.id, length(g.id)) AS old_id
         FROM sync_state.desired_items d JOIN gone g
-          ON starts_with(d.id, g.id || '_') OR starts_with(d.id, g.id || '-')
+          ON {variant_of_sql("d.id", "g.id")}
         WHERE d.tenant_id = $t AND d.status = 'active' AND d.previous_id IS NULL
         GROUP BY d.id""",
         {"ids": existing_ids, "t": tenant_id},

@@ -41,9 +41,8 @@ from kobi_cpas.sync.delta import delta_sql
 from kobi_cpas.sync.existing_catalog import (
     existing_catalog_block,
     kobi_feed_ids,
-    left_existing_ids,
+    left_existing_batches,
     link_variants_to_existing,
-    out_of_stock_requests,
     read_existing_ids,
     record_adopted,
 )
@@ -297,17 +296,12 @@ def _adopt_existing_catalog(ctx: SyncContext) -> None:
         return
     with ctx.db() as con:
         linked = link_variants_to_existing(con, ctx.tenant_id, existing)
-        left = left_existing_ids(con, ctx.tenant_id, existing)
-    for start in range(0, len(left), META_BATCH_LIMIT):
-        chunk = left[start : start + META_BATCH_LIMIT]
+        batches = left_existing_batches(con, ctx.tenant_id, existing, META_BATCH_LIMIT)
+    for chunk, requests in batches:
         # An UPDATE of one field is idempotent: a retry after a timeout cannot apply anything twice.
         resp = ctx.client.post(
             f"{ctx.catalog_id}/items_batch",
-            data={
-                "item_type": "PRODUCT_ITEM",
-                "allow_upsert": "false",
-                "requests": out_of_stock_requests(chunk),
-            },
+            data={"item_type": "PRODUCT_ITEM", "allow_upsert": "false", "requests": requests},
         )
         handle = ",".join(str(h) for h in resp.get("handles") or [])
         refused = [v for v in resp.get("validation_status") or [] if v.get("errors")]
@@ -319,7 +313,8 @@ def _adopt_existing_catalog(ctx: SyncContext) -> None:
             record_adopted(con, ctx.tenant_id, chunk, ctx.now(), ctx.run_id, handle)
     ctx.progress(
         f"{_where(ctx)}: first upload to a catalog holding {len(existing):,} items, confirmed by run tag; "
-        f"{linked:,} variant(s) sent with previous_id of the existing item they replace; {len(left):,} existing "
+        f"{linked:,} variant(s) sent with previous_id of the existing item they replace; "
+        f"{sum(len(ids) for ids, _ in batches):,} existing "
         "item(s) the feed does not send marked out of stock (kept, not deleted)"
     )
 

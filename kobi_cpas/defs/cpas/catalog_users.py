@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from kobi_cpas.cpas.catalog_users import CATALOG_TASKS, assign_catalog_users
+from kobi_cpas.cpas.catalog_users import CATALOG_TASKS, assign_catalog_users, check_catalog_tasks
 from kobi_cpas.defs.cpas.state import tenant_with_state
 from kobi_cpas.resources import MetaGraphResource, TenantRegistryResource, WarehouseResource
 
@@ -30,9 +30,10 @@ def assign_catalog_users_op(
 ) -> dict:
     tenant, _ = tenant_with_state(registry, warehouse, config.tenant_id)
     where = f"tenant '{tenant.tenant_id}'"
-    bad = [t for t in config.tasks if t not in CATALOG_TASKS]
-    if bad or not config.tasks:
-        raise dg.Failure(description=f"{where}, config field 'tasks': each one of {', '.join(CATALOG_TASKS)}")
+    try:
+        tasks = check_catalog_tasks(config.tasks)
+    except ValueError as exc:
+        raise dg.Failure(description=f"{where}, config field 'tasks': {exc}") from None
     if not config.user_ids or not all(u.isdigit() for u in config.user_ids):
         raise dg.Failure(description=f"{where}, config field 'user_ids': numeric Meta user ids")
     retailers = [r for r in tenant.cpas_retailers if config.retailer is None or r.retailer == config.retailer]
@@ -49,7 +50,7 @@ def assign_catalog_users_op(
     out: dict[str, dict[str, list[str]]] = {}
     with meta.get_client(logger=context.log) as client:
         for retailer, segment_id in sorted(segments.items()):
-            done = assign_catalog_users(client, segment_id, tenant.business_id, config.user_ids, config.tasks)
+            done = assign_catalog_users(client, segment_id, tenant.business_id, config.user_ids, tasks)
             out[retailer] = {"assigned": list(done.assigned), "already": list(done.already)}
             context.log.info(
                 f"{where}, {retailer} segment {segment_id}: assigned {len(done.assigned)}, "

@@ -4,11 +4,11 @@ import dagster as dg
 
 from kobi_cpas.defs.shared import OWNERS_DATA, md_table, table_definition_metadata
 from kobi_cpas.defs.tenants.partitions import tenant_partitions
-from kobi_cpas.onboarding.existing import compare_existing, read_existing_ids
+from kobi_cpas.onboarding.existing import compare_existing
 from kobi_cpas.onboarding.preflight import check_access, check_feeds, existing_items_finding
 from kobi_cpas.onboarding.tables import TENANT_ONBOARDING
 from kobi_cpas.resources import MetaGraphResource, TenantRegistryResource, WarehouseResource
-from kobi_cpas.sync.existing_catalog import catalog_feeds, kobi_feed_ids
+from kobi_cpas.sync.existing_catalog import catalog_feeds, kobi_feed_ids, read_existing_ids
 from kobi_cpas.warehouse import replace_rows
 
 PREFLIGHT_CHECK = "preflight_not_blocking"
