@@ -24,6 +24,23 @@ from kobi_cpas.devenv.postgres import LocalPostgres, PgConnInfo, env_for
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _db_counter = itertools.count(1)
 
+# Appended to the tests' copy of dagster.yaml: Dagster's documented no-op compute log manager. Capturing a step's
+# stdout and stderr starts two `tail` processes per step and waits for them at its end, ~5 % of the suite's CPU;
+# no test reads the captured files, and everything the project reports goes through the event log.
+_NO_COMPUTE_LOGS = """
+compute_logs:
+  module: dagster._core.storage.noop_compute_log_manager
+  class: NoOpComputeLogManager
+"""
+
+
+def dagster_home_for_tests(dagster_home: Path) -> Path:
+    """``dagster_home`` holding the repository's dagster.yaml, with stdout/stderr capture of steps turned off."""
+    home = prepare_dagster_home(dagster_home, REPO_ROOT)
+    config = home / "dagster.yaml"
+    config.write_text(config.read_text() + _NO_COMPUTE_LOGS)
+    return home
+
 
 @pytest.fixture(scope="session")
 def local_postgres_server() -> Iterator[LocalPostgres]:
@@ -56,7 +73,7 @@ def dagster_template_db(
 
     name = "dagster_template"
     info = local_postgres_server.create_database(name)
-    home = prepare_dagster_home(tmp_path_factory.mktemp("dagster_template_home"), REPO_ROOT)
+    home = dagster_home_for_tests(tmp_path_factory.mktemp("dagster_template_home"))
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env_for(info).items():
             mp.setenv(key, value)
@@ -82,7 +99,7 @@ def pg_dagster_home(
     slug = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())
     dbname = f"t{next(_db_counter)}_{slug}"[:63]
     info = local_postgres_server.create_database(dbname, template=dagster_template_db)
-    home = prepare_dagster_home(tmp_path_factory.mktemp("dagster_home"), REPO_ROOT)
+    home = dagster_home_for_tests(tmp_path_factory.mktemp("dagster_home"))
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env_for(info).items():
             mp.setenv(key, value)

@@ -38,10 +38,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from kobi_cpas.devenv.instance import prepare_dagster_home
 from kobi_cpas.devenv.postgres import LocalPostgres, PgConnInfo, env_for
 from kobi_cpas_tests.dagster_fixtures import KobiEnv, apply_kobi_env, open_instance
-from kobi_cpas_tests.pg_fixtures import REPO_ROOT
+from kobi_cpas_tests.pg_fixtures import dagster_home_for_tests
 from kobi_cpas_tests.sandbox_fixtures import SandboxHandle
 from kobi_cpas_tests.warehouse_template import seed_work_database
 from meta_sandbox import SandboxAdmin, SandboxAdminError, SandboxServer
@@ -117,7 +116,7 @@ def build_world_snapshot(
         snap = WorldSnapshot(name=dbname, template_db=dbname, live=root / "live", frozen=root / "frozen")
         db = local_postgres_server.create_database(dbname, template=dagster_template_db)
         built.append(snap)
-        prepare_dagster_home(snap.dagster_home, REPO_ROOT)
+        dagster_home_for_tests(snap.dagster_home)
         snap.analyst_path.parent.mkdir(parents=True)
         seed_work_database(snap.analyst_path)  # the setup starts on a new warehouse, migrated already
         admin.reset()
