@@ -40,20 +40,41 @@ def test_three_methods_end_to_end(synced):
         300,
         "UPDATE f SET title = title || ' (2026 edition)' WHERE id = (SELECT min(id) FROM f);"
         f"UPDATE f SET price = '1.00 TRY', sale_price = NULL, sale_price_effective_date = NULL WHERE id IN (SELECT id FROM f ORDER BY id DESC LIMIT {k});"
-        "INSERT INTO f SELECT * REPLACE ('NEW-1' AS id, NULL AS item_group_id) FROM f LIMIT 1;",
+        "INSERT INTO f SELECT * REPLACE ('NEW-1' AS id, NULL AS item_group_id) FROM f LIMIT 1;"
+        # two in-stock items leave the feed: retained out of stock (a volatile-only change), counted as removed
+        f"DELETE FROM f WHERE id IN (SELECT id FROM f WHERE availability = 'in stock' AND id NOT IN "
+        f"(SELECT id FROM f ORDER BY id DESC LIMIT {k}) ORDER BY id DESC LIMIT 2);",
     )
     h.admin.clear_requests()
-    assert h.run("catalog_update_job").success
+    update = h.run("catalog_update_job")
+    assert update.success
+    (snap,) = [
+        e.materialization.metadata
+        for e in update.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey("feed_snapshot")
+    ]
+    counts = {
+        k: snap[k].value for k in ("new", "changed", "volatile_only", "removed", "dropped_from_catalog")
+    }
+    assert counts == {"new": 1, "changed": 1, "volatile_only": k + 2, "removed": 2, "dropped_from_catalog": 0}
+    assert set(snap["seconds_by_stage"].value) == {
+        "ingest",
+        "feed_tables",
+        "replace_view",
+        "item_state",
+        "commit",
+        "publish",
+    }
     assert h.requests("product_feed.uploads.create") == 1  # exactly one update upload...
     assert h.run("catalog_batch_job").success
-    assert h.requests("catalog.items_batch") == math.ceil(k / 40)  # ...and ceil(K / chunk) batch calls
+    assert h.requests("catalog.items_batch") == math.ceil((k + 2) / 40)  # ...and ceil(K / chunk) batch calls
     assert h.requests("product_feed.uploads.create") == 1  # unchanged items never sent
     # batches finish ~2 minutes later at Meta; the status job confirms them
     h.admin.advance_clock(130)
     assert h.run("catalog_sync_status_job").success
     h.assert_catalog_equals_desired()
     methods = [(m, s) for m, s, _, _ in h.syncs()]
-    assert methods.count(("batch", "finished")) == math.ceil(k / 40)
+    assert methods.count(("batch", "finished")) == math.ceil((k + 2) / 40)
     assert ("update", "finished") in methods
     # re-running every sync sends nothing more: idempotent
     h.admin.clear_requests()

@@ -139,8 +139,9 @@ def test_delta_classifies_new_changed_volatile_unchanged_removed(h):
     ]
     out = h.snapshot(rows, T0 + timedelta(hours=1))
     d = out.delta
-    # d left the source: retained as out of stock, so Meta gets a volatile-only change, not a delete.
-    assert (d.new, d.changed, d.volatile_only, d.unchanged, d.removed) == (1, 1, 2, 1, 0)
+    # d left the source: retained as out of stock, so Meta gets a volatile-only change, not a delete; it is
+    # counted as removed from the feed all the same.
+    assert (d.new, d.changed, d.volatile_only, d.unchanged, d.removed, d.dropped) == (1, 1, 2, 1, 1, 0)
 
 
 def test_removed_item_retained_out_of_stock_then_dropped(tmp_path):
@@ -158,7 +159,7 @@ def test_removed_item_retained_out_of_stock_then_dropped(tmp_path):
     assert "b" in h.desired()
     h.snapshot([item("a", "Coat")], T0 + timedelta(days=91, hours=1))
     assert "b" not in h.desired()
-    assert h.delta().removed == 1  # the next replace feed deletes it from Meta
+    assert h.delta().dropped == 1  # the next replace feed deletes it from Meta
 
 
 def test_item_turning_invalid_keeps_last_valid_version_and_is_flagged(h):

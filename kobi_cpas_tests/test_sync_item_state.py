@@ -62,7 +62,7 @@ def test_item_state_and_delta_in_one_pass_equal_the_separate_ones():
     assert refresh_item_state_and_delta(con, tenant) == counts
     assert _rows(con) == separate
     assert counts == DeltaCounts(
-        new=1, changed=1, volatile_only=2, unchanged=2, removed=1, in_flight=1, retention_flips=1
+        new=1, changed=1, volatile_only=2, unchanged=2, dropped=1, in_flight=1, retention_flips=1
     )
     assert len(separate) == 7 and {r[0] for r in separate} == {"t1"}
     # the temp table is gone and a second call (in a transaction) gives the same

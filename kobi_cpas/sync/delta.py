@@ -5,6 +5,8 @@ changed        non-volatile content differs                     -> update feed
 volatile_only  only price / sale price / availability / qty     -> Batch API (UPDATE, allow_upsert=false)
 unchanged      identical                                        -> nothing
 removed        held by Meta, not in the replace view            -> dropped by the next replace feed
+               (counted as ``dropped``: ``DeltaCounts.removed`` counts the items that left the feed, most
+               of which stay in the replace view as out of stock for the retention period)
 
 A *retention flip* is an item that left the source (desired status ``removed_retained``, sent as out of stock)
 whose out-of-stock version Meta does not hold yet: the sync that sends it takes a live item out of stock, so
@@ -29,7 +31,8 @@ class DeltaCounts:
     changed: int = 0
     volatile_only: int = 0
     unchanged: int = 0
-    removed: int = 0
+    removed: int = 0  # items of the last snapshot that left the feed (retained out of stock or dropped)
+    dropped: int = 0  # held by Meta and out of the replace view: the next replace feed deletes them
     in_flight: int = 0
     retention_flips: int = 0
 
@@ -64,13 +67,14 @@ def delta_counts(con: duckdb.DuckDBPyConnection, tenant_id: str) -> DeltaCounts:
 
 
 def delta_counts_of(con: duckdb.DuckDBPyConnection, relation: str, params: dict | None = None) -> DeltaCounts:
-    """The counts of ``relation``, rows of :func:`delta_sql` (e.g. a table they were stored in)."""
+    """The counts of ``relation``, rows of :func:`delta_sql` (e.g. a table they were stored in); ``removed``
+    is the snapshot's to set, from the items that left its feed."""
     rows = con.execute(
         f"""SELECT change, count(*), count(*) FILTER (WHERE in_flight), count(*) FILTER (WHERE retention_flip)
             FROM {relation} GROUP BY change""",
         params or {},
     ).fetchall()
-    counts = {r[0]: int(r[1]) for r in rows}
+    counts = {("dropped" if r[0] == "removed" else r[0]): int(r[1]) for r in rows}
     return DeltaCounts(
         **counts, in_flight=sum(int(r[2]) for r in rows), retention_flips=sum(int(r[3]) for r in rows)
     )

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -73,6 +74,9 @@ class SnapshotOutcome:
     message: str | None = None
     shrink: ShrinkVerdict | None = None
     removed_from_feed: int = 0  # previously valid items that left the feed
+    # Wall seconds of each stage of an applied snapshot: ingest (parse, validate, hash), feed_tables
+    # (feed_items and the issues), replace_view (desired_items), item_state (the delta and catalog_item_state).
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _snapshot_id(tenant_id: str, now: datetime, sha: str | None) -> str:
@@ -234,6 +238,15 @@ def ingest_snapshot(
             else:
                 return _record_held(con, tenant, manifest, snapshot_id, now, ingest, shrink)
 
+    stages = {"ingest": ingest.duration_seconds} if ingest else {}
+    started = time.perf_counter()
+
+    def stage(name: str) -> None:
+        nonlocal started
+        now_ = time.perf_counter()
+        stages[name] = now_ - started
+        started = now_
+
     with transaction(con):
         if ingest is not None:
             fields = ", ".join(f'"{c}"' for c in _FEED_FIELDS)
@@ -264,6 +277,7 @@ def ingest_snapshot(
                 "DELETE FROM main.feed_item_issues WHERE tenant_id = ? AND retailer_id IS NULL AND code IN (?, ?)",
                 [tid, FILE_ERROR_CODE, SHRINK_CODE],
             )
+        stage("feed_tables")
         desired = build_desired(
             con,
             tenant_id=tid,
@@ -274,8 +288,10 @@ def ingest_snapshot(
             n_shards=tenant.sync.shards,
             issues_table="main.feed_item_issues" if ingest is not None else None,
         )
+        stage("replace_view")
         # The item state depends only on the sync state, final once desired_items is rebuilt.
-        delta = refresh_item_state_and_delta(con, tenant)
+        delta = replace(refresh_item_state_and_delta(con, tenant), removed=removed)
+        stage("item_state")
         con.execute("DELETE FROM sync_state.source_state WHERE tenant_id = ?", [tid])
         con.execute(
             "INSERT INTO sync_state.source_state VALUES (?, ?, ?, ?, ?, ?)",
@@ -312,6 +328,7 @@ def ingest_snapshot(
                 note,
             ],
         )
+    stage("commit")
     return SnapshotOutcome(
         tid,
         snapshot_id,
@@ -323,6 +340,7 @@ def ingest_snapshot(
         note,
         shrink=shrink,
         removed_from_feed=removed,
+        stage_seconds={k: round(v, 3) for k, v in stages.items()},
     )
 
 

@@ -204,13 +204,15 @@ class AnalystPublisher:
         try:
             shutil.copyfile(template or self.analyst_path, tmp)
             result.incremental = template is None
+            names = [n for n in result.rewritten if template is None or result.row_counts[n]]
+            if result.incremental:
+                _empty_tables(tmp, [tables[n] for n in names])
             con.execute(f"ATTACH {sql_str(str(tmp))} AS {alias}")
             try:
                 try:
                     # In the read transaction: the rows copied are those fingerprinted. The template's tables are
                     # empty, so only tables with rows are filled.
-                    names = [n for n in result.rewritten if template is None or result.row_counts[n]]
-                    sql = _rewrite_sql(alias, tables, names, empty=template is not None)
+                    sql = _rewrite_sql(alias, tables, names)
                     if sql:
                         con.execute(sql)
                     end("COMMIT")
@@ -318,17 +320,30 @@ class AnalystPublisher:
             log.warning("could not record the published state (%s); the next publish rebuilds the file", exc)
 
 
-def _rewrite_sql(alias: str, tables: dict[str, TableSpec], names: list[str], empty: bool) -> str:
+def _empty_tables(path: Path, specs: list[TableSpec]) -> None:
+    """Delete every row of ``specs``' tables in the file ``path`` and checkpoint it, which frees their blocks
+    for the rows copied next. Deleting and inserting in one transaction would keep both versions' blocks
+    until the checkpoint, so every other incremental publish would double the file."""
+    if not specs:
+        return
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH {sql_str(str(path))} AS f")
+        con.execute(";\n".join(f"DELETE FROM f.main.{qident(spec.name)}" for spec in specs))
+        con.execute("CHECKPOINT f")
+    finally:
+        con.close()
+
+
+def _rewrite_sql(alias: str, tables: dict[str, TableSpec], names: list[str]) -> str:
     """The statements that copy the tables ``names`` from the work database into the new file ``alias``, which
-    holds every table with this schema's definition and comments already (a copy of the analyst file or of the
-    schema's template: the schema is part of the state key). Rows are replaced, which keeps the comments;
-    ``empty``: the file's tables have no rows yet."""
+    holds every table with this schema's definition and comments already (a copy of the analyst file with
+    those tables emptied, or the schema's empty template: the schema is part of the state key). Rows are
+    replaced, which keeps the comments."""
     statements: list[str] = []
     for name in names:
         spec = tables[name]
         target = f"{alias}.main.{qident(spec.name)}"
-        if not empty:
-            statements.append(f"DELETE FROM {target}")
         cols = ", ".join(qident(c) for c in spec.column_names)
         statements.append(f"INSERT INTO {target} SELECT {cols} FROM main.{qident(spec.name)}")
     return ";\n".join(statements)

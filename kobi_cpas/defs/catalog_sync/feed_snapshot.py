@@ -1,6 +1,7 @@
 """The feed ingest step: feed_snapshot and the two other feed tables it writes (feed_items, feed_item_issues),
 with the results of its checks."""
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,7 +124,9 @@ def snapshot_results(
             force=force,
             override_shrink_guard=override,
         )
+        started = time.perf_counter()
         warehouse.publish(con)
+        outcome.stage_seconds["publish"] = round(time.perf_counter() - started, 3)
         snap = con.execute(
             "SELECT item_count, valid_count, invalid_count FROM main.feed_snapshots WHERE tenant_id = ? "
             "AND status = 'ok' ORDER BY taken_at DESC LIMIT 1",
@@ -220,7 +223,9 @@ def _snapshot_metadata(outcome, item_count: int, valid_count: int, invalid_count
         "volatile_only": delta.volatile_only if delta else 0,
         "unchanged": delta.unchanged if delta else 0,
         "removed": delta.removed if delta else 0,
+        "dropped_from_catalog": delta.dropped if delta else 0,
         "retained_out_of_stock": desired.removed_retained if desired else 0,
         "invalid_kept_last_valid": desired.invalid_kept if desired else 0,
         "previous_id_inferred": desired.previous_id_inferred if desired else 0,
+        "seconds_by_stage": outcome.stage_seconds,
     }

@@ -1,0 +1,23 @@
+"""The snapshot benchmark measures what it claims: the delta it finds is the change made to the file (volatile,
+new and removed items), run after run."""
+
+from __future__ import annotations
+
+import pytest
+
+from kobi_cpas.devenv.bench import bench_snapshot
+
+pytestmark = pytest.mark.bench
+
+
+def test_snapshot_benchmark_is_exact_and_repeatable(tmp_path):
+    first = bench_snapshot(5_000, tmp_path)
+    second = bench_snapshot(5_000, tmp_path)  # same folder: an earlier run's state must not leak in
+    for res in (first, second):
+        assert res["expected"]["new"] > 0 and res["expected"]["removed"] > 0
+        assert res["expected"]["volatile_only_at_least"] > 0
+        assert res["delta_exact"], (res["delta"], res["expected"])
+        assert res["batch_calls_exact"]
+        assert res["batch_items_planned"] == res["delta"]["volatile_only"]
+        assert res["file_growth"] <= 1.1
+    assert first["delta"] == second["delta"]
