@@ -625,3 +625,50 @@ def test_the_sync_clients_upload_helpers_work_against_the_sandbox(
     assert session is not None and session["error_count"] == 1
     assert methods._upload_error_rows(ctx, upload_id) == [2]  # type: ignore[arg-type]
     assert set(sandbox_items(sandbox)) == {"a", "c"}
+
+
+class _ReadRecorder(io.BufferedReader):
+    """A file handle that records the size of every read."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(io.FileIO(path, "rb"))
+        self.reads: list[int] = []
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        self.reads.append(len(chunk))
+        return chunk
+
+
+def test_a_feed_file_is_streamed_to_meta_in_chunks_never_read_whole(
+    sandbox: SandboxHandle, meta_client: MetaGraphClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "feed.csv"
+    rows = [item(f"r{i}", description="x" * 500) for i in range(6000)]  # ~3.5 MB
+    path.write_bytes(to_csv(rows))
+    feed = create_feed(meta_client)
+    with _ReadRecorder(path) as handle:
+        upload_id = meta_client.post(f"{feed}/uploads", files={"file": ("feed.csv", handle, "text/csv")})[
+            "id"
+        ]
+    assert sum(handle.reads) == path.stat().st_size  # all of it reached Meta...
+    assert max(handle.reads) <= 1 << 20 < path.stat().st_size  # ...a chunk at a time
+    meta_client.get(upload_id, params={"fields": "end_time"})  # Meta answers "pending" to the first poll
+    session = meta_client.get(upload_id, params={"fields": "num_detected_items,end_time"})
+    assert session["num_detected_items"] == 6000
+
+
+def test_a_throttled_upload_is_sent_again_whole(
+    sandbox: SandboxHandle, make_meta_client: Any, tmp_path: Path
+) -> None:
+    client = make_meta_client(max_retries=3)
+    path = tmp_path / "feed.csv"
+    path.write_bytes(to_csv([item(f"r{i}", description="y" * 300) for i in range(3000)]))
+    feed = create_feed(client)
+    sandbox.admin.add_fault("throttle", route="product_feed.uploads.create", times=1)
+    with path.open("rb") as handle:
+        upload_id = client.post(f"{feed}/uploads", files={"file": ("feed.csv", handle, "text/csv")})["id"]
+    assert sandbox.admin.count_requests(route="product_feed.uploads.create") == 2  # refused, then sent again
+    client.get(upload_id, params={"fields": "end_time"})  # Meta answers "pending" to the first poll
+    session = client.get(upload_id, params={"fields": "num_detected_items,end_time"})
+    assert session["num_detected_items"] == 3000

@@ -28,6 +28,7 @@ from urllib.parse import unquote_plus, urlsplit
 
 import requests
 import tenacity
+from requests_toolbelt import MultipartEncoder
 
 from kobi_cpas.meta.errors import (
     ErrorKind,
@@ -444,6 +445,12 @@ class MetaGraphClient:
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
         }
+        body: Any = data
+        if files:
+            # Streamed from the file handles in chunks: requests' own `files=` builds the whole multipart body in
+            # memory, twice a million-item feed file.
+            body = MultipartEncoder(fields={**(data or {}), **files})
+            headers["Content-Type"] = body.content_type
         with self._lock:
             self.stats.requests += 1
         started = time.monotonic()
@@ -452,9 +459,8 @@ class MetaGraphClient:
                 method,
                 url,
                 params=query or None,
-                data=data,
+                data=body,
                 json=json_body,
-                files=files,
                 headers=headers,
                 timeout=self.timeout,
             )

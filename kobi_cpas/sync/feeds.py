@@ -167,9 +167,10 @@ def record_inflight(con: duckdb.DuckDBPyConnection, ctx: SyncContext, sync_id: s
 
 def upload_file(ctx: SyncContext, feed_id: str, path: Path, update_only: bool) -> str:
     data = {"update_only": "true"} if update_only else {}
-    # Bytes (not a file handle), so a retried POST sends the whole file again.
-    body = path.read_bytes()
-    resp = ctx.client.post(f"{feed_id}/uploads", data=data, files={"file": (path.name, body, "text/csv")})
+    # A handle, streamed by the client (a file of a million items is never held in memory); the client seeks it
+    # back to the start before a retried POST.
+    with path.open("rb") as body:
+        resp = ctx.client.post(f"{feed_id}/uploads", data=data, files={"file": (path.name, body, "text/csv")})
     return str(resp["id"])
 
 
