@@ -144,6 +144,32 @@ def test_delta_classifies_new_changed_volatile_unchanged_removed(h):
     assert (d.new, d.changed, d.volatile_only, d.unchanged, d.removed, d.dropped) == (1, 1, 2, 1, 1, 0)
 
 
+def test_feed_items_rewrite_only_what_changed_and_equal_the_valid_items(h):
+    first = h.snapshot([item("a", "Coat"), item("b", "Pants"), item("c", "Hat"), item("d", "Scarf")], T0)
+    rows = [
+        item("a", "Coat"),  # unchanged
+        item("b", "Pants (new cut)"),  # content changed
+        item("c", "Hat", price="199.00 TRY"),  # price changed
+        item("d", "Scarf", price="$5"),  # turned invalid: not a feed item any more
+        item("e", "Gloves"),  # new
+    ]
+    second = h.snapshot(rows, T0 + timedelta(hours=1))
+    with h.wh.connect() as con:
+        got = dict(
+            con.execute(
+                "SELECT retailer_id, snapshot_id || '|' || title || '|' || price FROM main.feed_items "
+                "WHERE tenant_id = 't1'"
+            ).fetchall()
+        )
+    s1, s2 = first.snapshot_id, second.snapshot_id
+    assert got == {
+        "a": f"{s1}|Coat|299.00 TRY",  # the unchanged row was not rewritten
+        "b": f"{s2}|Pants (new cut)|299.00 TRY",
+        "c": f"{s2}|Hat|199.00 TRY",
+        "e": f"{s2}|Gloves|299.00 TRY",
+    }
+
+
 def test_removed_item_retained_out_of_stock_then_dropped(tmp_path):
     h = Harness(tmp_path, retention_days=90)
     h.snapshot([item("a", "Coat"), item("b", "Pants", qty="7")], T0)

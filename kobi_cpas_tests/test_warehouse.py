@@ -479,16 +479,16 @@ def test_incremental_publishes_keep_the_file_the_size_of_a_fresh_one_and_a_fragm
     from kobi_cpas.warehouse import publish as pmod
 
     wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
-    with wh.connect() as con:  # 100,000 rows of ~200 bytes (a 100k-item feed_items is of that order)
+    with wh.connect() as con:  # 100,000 rows, as many as the items of a 100k-item feed
         con.execute(
             "INSERT INTO tenant_registry (tenant_id, business_id, catalog_id, registry_hash) "
-            "SELECT 't' || i, '1', '2', 'gen000-' || repeat('x', 200) FROM range(100000) r(i)"
+            "SELECT 't' || i, '1', '2', 'gen000-' || repeat('x', 20) FROM range(100000) r(i)"
         )
         assert not wh.publish(con).incremental
     sizes = []
     for gen in range(1, 21):  # the big table changes every time: each publish rewrites it whole
         with wh.connect() as con:
-            con.execute("UPDATE tenant_registry SET registry_hash = ?", [f"gen{gen:03d}-{'x' * 200}"])
+            con.execute("UPDATE tenant_registry SET registry_hash = ?", [f"gen{gen:03d}-{'x' * 20}"])
             assert wh.publish(con).incremental
         sizes.append(wh.analyst_path.stat().st_size)
     assert _analyst_rows(wh, "SELECT DISTINCT left(registry_hash, 6) FROM tenant_registry") == [("gen020",)]

@@ -151,6 +151,46 @@ print(json.dumps(out))
 """
 
 
+_REPLACE_PHASE = """
+import json, sys, time
+from pathlib import Path
+from kobi_cpas.meta.client import MetaGraphClient
+from kobi_cpas.meta.versions import DEFAULT_API_VERSION
+from kobi_cpas.registry import load_registry
+from kobi_cpas.sync.methods import SyncContext, run_replace
+from kobi_cpas.sync.snapshot_step import take_snapshot
+from kobi_cpas.tables import SCHEMA
+from kobi_cpas.warehouse import Warehouse
+
+def peak():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+phase, work, url = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+reg = load_registry(work / "tenants.yaml")
+tenant = reg.tenants[0]
+wh = Warehouse(work / "kobi.duckdb", schema=SCHEMA)
+out = {}
+t = time.perf_counter()
+if phase == "snapshot":
+    with wh.connect() as con:
+        s = take_snapshot(con, registry=reg, tenant=tenant, workdir=work / "w", force=True)
+    if s.status != "ok":
+        raise SystemExit(f"snapshot {s.status}: {s.message}")
+else:
+    client = MetaGraphClient(url, DEFAULT_API_VERSION, "bench-token", timeout=600)
+    ctx = SyncContext(tenant=tenant, client=client, warehouse=wh, workdir=work / "w", poll_interval=0.5,
+                      poll_timeout=3600)
+    out["records"] = [r.status for r in run_replace(ctx)]
+    client.close()
+out["seconds"] = time.perf_counter() - t
+out["peak_rss_mb"] = peak()
+print(json.dumps(out))
+"""
+
+
 def _subprocess_json(code: str, *args: str) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
@@ -184,6 +224,42 @@ def bench_snapshot(n: int, out: Path) -> dict:
     res["second_to_first"] = res["second_snapshot_seconds"] / res["first_snapshot_seconds"]
     res["file_growth"] = res["incremental_file_mb"] / res["rebuilt_file_mb"]
     return res
+
+
+def bench_replace_upload(n: int, out: Path) -> dict:
+    """A replace upload of an ``n``-item feed through the real sync method, in its own process (its peak memory
+    alone) against a sandbox in this one; the snapshot before it runs in another process."""
+    import yaml
+
+    from kobi_cpas.feeds.generator import generate_feed
+    from kobi_cpas.registry import load_registry
+    from meta_sandbox import SandboxServer, World
+    from meta_sandbox.admin import SandboxAdmin
+
+    work = Path(tempfile.mkdtemp(dir=out))
+    feed = out / "snapshot" / f"snap_a_{n}.csv"
+    if not feed.exists():
+        feed.parent.mkdir(parents=True, exist_ok=True)
+        generate_feed(feed, n, seed=42)
+    demo = yaml.safe_load((REPO_ROOT / "kobi_cpas" / "data" / "demo" / "tenants.yaml").read_text())
+    t = demo["tenants"][0]
+    t["feed"] = {"source": str(feed), "format": "csv", "feeds_root": str(feed.parent)}
+    (work / "tenants.yaml").write_text(yaml.safe_dump({"tenants": [t]}))
+    reg = load_registry(work / "tenants.yaml")
+    with SandboxServer(World.from_registry(reg.registry)) as server:
+        SandboxAdmin(server.url).catalog_config(problem_rate_scale=0)
+        snap = _subprocess_json(_REPLACE_PHASE, "snapshot", str(work), server.url)
+        res = _subprocess_json(_REPLACE_PHASE, "replace", str(work), server.url)
+        at_meta = len(SandboxAdmin(server.url, timeout=600).catalog_items(reg.tenants[0].catalog_id))
+    return {
+        "n_items": n,
+        "file_mb": feed.stat().st_size / 2**20,
+        "replace_seconds": res["seconds"],
+        "replace_peak_rss_mb": res["peak_rss_mb"],
+        "snapshot_peak_rss_mb": snap["peak_rss_mb"],
+        "records": res["records"],
+        "items_at_meta": at_meta,
+    }
 
 
 def bench_request_counts(n: int, out: Path) -> dict:
@@ -283,6 +359,8 @@ def run_benchmarks(scale: int = 1_000_000, out: Path = Path(".bench"), request_s
         flush=True,
     )
     report["snapshot"] = bench_snapshot(scale, out)
+    print(f"[2b/3] a replace upload of the {scale:,}-item feed, its peak memory ...", flush=True)
+    report["replace_upload"] = bench_replace_upload(scale, out)
     print(f"[3/3] request counts against the sandbox at {request_scale:,} items ...", flush=True)
     report["requests"] = bench_request_counts(request_scale, out)
     for name, fn in EXTRA_BENCHMARKS:
@@ -341,11 +419,25 @@ def _print(r: dict) -> None:
         f"{d['publish_full_seconds']:.2f} s)"
     )
     print(f"  peak memory        {d['peak_rss_mb']:7.0f} MB (target <= 1536 MB)")
+    u = r["replace_upload"]
+    print(
+        f"replace upload of {u['n_items']:,} items ({u['file_mb']:.0f} MB feed): {u['replace_seconds']:.1f} s, "
+        f"peak {u['replace_peak_rss_mb']:.0f} MB (target <= 1536 MB; the snapshot before it {u['snapshot_peak_rss_mb']:.0f} "
+        f"MB); {u['items_at_meta']:,} items at Meta, shards {u['records']}"
+    )
     print(
         f"requests at {q['n_items']:,} items: {q['volatile_only_items']:,} volatile-only -> {q['items_batch_calls']} "
         f"items_batch calls (expected {q['expected_items_batch_calls']}), {q['update_uploads']} update upload, "
         f"{q['requests_on_rerun']} requests on re-run; exact: {q['exact']}"
     )
     for key in r:
-        if key not in ("ingest", "ingest_variants", "snapshot", "requests", "scale", "cpu_count"):
+        if key not in (
+            "ingest",
+            "ingest_variants",
+            "snapshot",
+            "replace_upload",
+            "requests",
+            "scale",
+            "cpu_count",
+        ):
             print(f"{key}: {json.dumps(r[key], default=str)[:400]}")

@@ -88,6 +88,16 @@ def build_desired(
         """CREATE OR REPLACE TEMP TABLE _inferred AS
         SELECT new_id, arg_max(old_id, length(old_id)) AS old_id FROM _links WHERE how = 'inferred' GROUP BY new_id"""
     )
+    # What the new rows need from the old ones, copied before they are deleted (the replace view's rows are
+    # inserted straight from the query below, without a temporary copy of a million wide rows): for every old
+    # item the few columns an active item keeps, and whole rows only for the items kept in their last version
+    # (turned invalid, or left the feed).
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _old_k AS SELECT id, first_seen_at, previous_id, previous_id_source FROM _old"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _old_x AS SELECT * FROM _old o ANTI JOIN _cur c ON c.id = o.id AND c.is_valid"
+    )
     shard = shard_sql(n_shards)
     field_list = ", ".join(_q(c) for c in _FIELDS)
     cur_fields = ", ".join(f"c.{_q(c)}" for c in _FIELDS)
@@ -100,8 +110,7 @@ def build_desired(
         else f"o.{_q(c)}"
         for c in _FIELDS
     )
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _new_desired AS
+    new_rows = f"""
         WITH active AS (
           SELECT {cur_fields}, coalesce(c.previous_id, i.old_id, o_inferred) AS previous_id,
                  CASE WHEN c.previous_id IS NOT NULL THEN 'feed'
@@ -110,7 +119,7 @@ def build_desired(
                  $now AS last_seen_at, NULL::TIMESTAMPTZ AS removed_at
           -- An inferred link stays while the variant does and the original stays away: the next snapshot infers
           -- nothing (the original left earlier), and dropping the link would change the item and send it again.
-          FROM _cur c LEFT JOIN _inferred i ON i.new_id = c.id LEFT JOIN _old o ON o.id = c.id,
+          FROM _cur c LEFT JOIN _inferred i ON i.new_id = c.id LEFT JOIN _old_k o ON o.id = c.id,
                LATERAL (
                  SELECT CASE WHEN o.previous_id_source = 'inferred' AND o.previous_id NOT IN (SELECT id FROM _cur_ids)
                              THEN o.previous_id END AS o_inferred
@@ -120,13 +129,13 @@ def build_desired(
         invalid_kept AS (
           SELECT {old_fields}, o.previous_id, o.previous_id_source, 'invalid_kept' AS status, o.snapshot_id,
                  o.first_seen_at, $now AS last_seen_at, NULL::TIMESTAMPTZ AS removed_at
-          FROM _old o
-          WHERE o.id IN (SELECT id FROM _cur_ids) AND o.id NOT IN (SELECT id FROM _cur WHERE is_valid)
+          FROM _old_x o
+          WHERE o.id IN (SELECT id FROM _cur_ids)
         ),
         retained AS (
           SELECT {removed_fields}, o.previous_id, o.previous_id_source, 'removed_retained' AS status, o.snapshot_id,
                  o.first_seen_at, o.last_seen_at, coalesce(o.removed_at, $now) AS removed_at
-          FROM _old o
+          FROM _old_x o
           WHERE o.id NOT IN (SELECT id FROM _cur_ids)
             AND o.id NOT IN (SELECT old_id FROM _links WHERE old_id IS NOT NULL)
             AND coalesce(o.removed_at, $now) + to_days(CAST($ret AS INTEGER)) > $now
@@ -135,27 +144,20 @@ def build_desired(
         SELECT $t AS tenant_id, {shard} AS shard, {field_list}, previous_id,
                {content_hash_sql()} AS content_hash, {volatile_hash_sql()} AS volatile_hash,
                status, snapshot_id, first_seen_at, last_seen_at, removed_at, previous_id_source
-        FROM u""",
-        p,
-    )
-    stats = con.execute(
+        FROM u"""
+    # The items that leave the replace view: gone from the feed past their retention, or replaced by variants.
+    dropped, replaced, inferred, links = con.execute(
         """SELECT
-          count(*) FILTER (WHERE status = 'active'),
-          count(*) FILTER (WHERE status = 'invalid_kept'),
-          count(*) FILTER (WHERE status = 'removed_retained'),
-          (SELECT count(*) FROM _old o WHERE o.id NOT IN (SELECT id FROM _cur_ids)
+          (SELECT count(*) FROM _old_x o WHERE o.id NOT IN (SELECT id FROM _cur_ids)
               AND o.id NOT IN (SELECT old_id FROM _links WHERE old_id IS NOT NULL)
               AND coalesce(o.removed_at, $now) + to_days(CAST($ret AS INTEGER)) <= $now),
-          (SELECT count(DISTINCT o.id) FROM _old o JOIN _links l ON l.old_id = o.id
+          (SELECT count(DISTINCT o.id) FROM _old_x o JOIN _links l ON l.old_id = o.id
               WHERE o.id NOT IN (SELECT id FROM _cur_ids)),
           (SELECT count(*) FROM _inferred),
-          (SELECT count(*) FROM _links)
-        FROM _new_desired""",
+          (SELECT count(*) FROM _links)""",
         {"now": now, "ret": retention_days},
-    ).fetchone()
-    *counts, links = stats  # type: ignore[misc]
-    # Issues first: _old is a view over the rows replaced just below. Both kinds come from _links (_inferred
-    # is made from it): without links there is nothing to report.
+    ).fetchone()  # type: ignore[misc]
+    # Both kinds of issue come from _links (_inferred is made from it): without links there is nothing to report.
     if issues_table and links:
         con.execute(
             f"""INSERT INTO {issues_table} (tenant_id, snapshot_id, retailer_id, row_number, field, severity, code, message, call_to_action)
@@ -169,7 +171,7 @@ def build_desired(
                    l.new_id || ' replaces ' || l.old_id || ' (previous_id from the feed); ' || l.old_id
                    || ' leaves the catalog with its learnings carried over', NULL
             FROM _links l JOIN _cur c ON c.id = l.new_id AND c.is_valid
-            WHERE l.how = 'feed' AND l.old_id IN (SELECT id FROM _old) AND l.old_id NOT IN (SELECT id FROM _cur_ids)""",
+            WHERE l.how = 'feed' AND l.old_id IN (SELECT id FROM _old_k) AND l.old_id NOT IN (SELECT id FROM _cur_ids)""",
             {"t": tenant_id, "s": snapshot_id},
         )
     con.execute("DELETE FROM sync_state.desired_items WHERE tenant_id = $t", {"t": tenant_id})
@@ -188,9 +190,17 @@ def build_desired(
             "previous_id_source",
         ]
     )
-    con.execute(f"INSERT INTO sync_state.desired_items ({cols}) SELECT {cols} FROM _new_desired")
-    for t in ("_cur_ids", "_links", "_inferred", "_new_desired"):
+    con.execute(f"INSERT INTO sync_state.desired_items ({cols}) SELECT {cols} FROM ({new_rows})", p)
+    active, invalid_kept, retained = con.execute(
+        """SELECT count(*) FILTER (WHERE status = 'active'), count(*) FILTER (WHERE status = 'invalid_kept'),
+                  count(*) FILTER (WHERE status = 'removed_retained')
+           FROM sync_state.desired_items WHERE tenant_id = $t""",
+        {"t": tenant_id},
+    ).fetchone()  # type: ignore[misc]
+    for t in ("_cur_ids", "_links", "_inferred", "_old_k", "_old_x"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
     for v in ("_old", "_cur"):
         con.execute(f"DROP VIEW IF EXISTS {v}")
-    return DesiredResult(*(int(x or 0) for x in counts))
+    return DesiredResult(
+        *(int(x or 0) for x in (active, invalid_kept, retained, dropped, replaced, inferred))
+    )

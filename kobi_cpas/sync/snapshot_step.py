@@ -249,16 +249,7 @@ def ingest_snapshot(
 
     with transaction(con):
         if ingest is not None:
-            fields = ", ".join(f'"{c}"' for c in _FEED_FIELDS)
-            con.execute("DELETE FROM main.feed_items WHERE tenant_id = ?", [tid])
-            # Valid rows are unique by id (the validator flags every later copy of an id as an error), so
-            # no de-duplication here: a window over whole rows cost seconds per million items.
-            con.execute(
-                f"""INSERT INTO main.feed_items (tenant_id, snapshot_id, retailer_id, {fields}, content_hash, volatile_hash,
-                    {", ".join(TYPED_COLUMNS)})
-                SELECT tenant_id, snapshot_id, id, {fields}, content_hash, volatile_hash, {", ".join(TYPED_COLUMNS.values())}
-                FROM {items_table} WHERE is_valid AND id IS NOT NULL"""
-            )
+            _apply_feed_items(con, tid, items_table)
             con.execute("DELETE FROM main.feed_item_issues WHERE tenant_id = ?", [tid])
             con.execute(
                 "INSERT INTO main.feed_item_issues (tenant_id, snapshot_id, retailer_id, row_number, field, severity, "
@@ -266,17 +257,17 @@ def ingest_snapshot(
                 f"severity, code, message, call_to_action FROM {issues_table}"
             )
         else:
-            # Rows stored before feed_items had its typed columns get them now (nothing matches afterwards).
-            typed = ", ".join(f"{c} = {expr}" for c, expr in TYPED_COLUMNS.items())
-            con.execute(
-                f"UPDATE main.feed_items SET {typed} WHERE tenant_id = ? AND price_amount IS NULL AND price IS NOT NULL",
-                [tid],
-            )
             # The source is readable again and unchanged: earlier file-level failures are over.
             con.execute(
                 "DELETE FROM main.feed_item_issues WHERE tenant_id = ? AND retailer_id IS NULL AND code IN (?, ?)",
                 [tid, FILE_ERROR_CODE, SHRINK_CODE],
             )
+        # Rows stored before feed_items had its typed columns get them now (nothing matches afterwards).
+        typed = ", ".join(f"{c} = {expr}" for c, expr in TYPED_COLUMNS.items())
+        con.execute(
+            f"UPDATE main.feed_items SET {typed} WHERE tenant_id = ? AND price_amount IS NULL AND price IS NOT NULL",
+            [tid],
+        )
         stage("feed_tables")
         desired = build_desired(
             con,
@@ -341,6 +332,29 @@ def ingest_snapshot(
         shrink=shrink,
         removed_from_feed=removed,
         stage_seconds={k: round(v, 3) for k, v in stages.items()},
+    )
+
+
+def _apply_feed_items(con: duckdb.DuckDBPyConnection, tenant_id: str, items_table: str) -> None:
+    """Make the tenant's feed_items the valid items of ``items_table``, writing only what changed: the rows of
+    items that left the feed, turned invalid or changed (by their hashes, over every field) are deleted, and
+    the new versions inserted. An unchanged item keeps its row, and with it the snapshot it arrived in."""
+    fields = ", ".join(f'"{c}"' for c in _FEED_FIELDS)
+    con.execute(
+        f"""DELETE FROM main.feed_items f WHERE f.tenant_id = $t AND NOT EXISTS (
+              SELECT 1 FROM {items_table} s WHERE s.is_valid AND s.id = f.retailer_id
+                AND s.content_hash = f.content_hash AND s.volatile_hash = f.volatile_hash)""",
+        {"t": tenant_id},
+    )
+    # Valid rows are unique by id (the validator flags every later copy of an id as an error), so no
+    # de-duplication here: a window over whole rows cost seconds per million items.
+    con.execute(
+        f"""INSERT INTO main.feed_items (tenant_id, snapshot_id, retailer_id, {fields}, content_hash, volatile_hash,
+            {", ".join(TYPED_COLUMNS)})
+        SELECT tenant_id, snapshot_id, id, {fields}, content_hash, volatile_hash, {", ".join(TYPED_COLUMNS.values())}
+        FROM {items_table} s WHERE is_valid AND id IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM main.feed_items f WHERE f.tenant_id = $t AND f.retailer_id = s.id)""",
+        {"t": tenant_id},
     )
 
 

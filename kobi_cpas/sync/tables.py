@@ -89,7 +89,12 @@ FEED_ITEMS = TableSpec(
     key=("tenant_id", "retailer_id"),
     columns=(
         col("tenant_id", "VARCHAR", "Kobi tenant id", False),
-        col("snapshot_id", "VARCHAR", "Snapshot the row comes from", False),
+        col(
+            "snapshot_id",
+            "VARCHAR",
+            "Snapshot in which the item's current version arrived (an unchanged item keeps its row)",
+            False,
+        ),
         col("retailer_id", "VARCHAR", "The item's id in the feed (Meta's retailer_id)", False),
         *_field_cols(),
         col("content_hash", "UBIGINT", "Hash of the non-volatile fields (changes when any of them does)"),

@@ -45,6 +45,10 @@ ANALYST_STORAGE_VERSION = "v1.4.0"
 
 # Rebuild the analyst file from scratch once this share of its blocks is free (left by rewritten tables).
 _MAX_FREE_BLOCK_SHARE = 0.5
+# Rewritten tables of at least this many rows are emptied and checkpointed before their rows are copied, which
+# keeps the file the size of a fresh one (~17 ms of CPU per publish). Smaller rewrites skip it: their old and
+# new blocks coexist until the checkpoint, a few MB at most, freed for the next publish to reuse.
+_EMPTY_FIRST_ROWS = 50_000
 
 
 def _compact(blocks: list[int] | tuple[int, int] | None) -> bool:
@@ -205,14 +209,18 @@ class AnalystPublisher:
             shutil.copyfile(template or self.analyst_path, tmp)
             result.incremental = template is None
             names = [n for n in result.rewritten if template is None or result.row_counts[n]]
-            if result.incremental:
+            # The file's copies of the tables rewritten are empty before their rows are copied: the template's
+            # are, big ones are emptied first (their blocks freed), small ones are emptied with the copy.
+            emptied = not result.incremental
+            if result.incremental and sum(result.row_counts[n] for n in names) >= _EMPTY_FIRST_ROWS:
                 _empty_tables(tmp, [tables[n] for n in names])
+                emptied = True
             con.execute(f"ATTACH {sql_str(str(tmp))} AS {alias}")
             try:
                 try:
                     # In the read transaction: the rows copied are those fingerprinted. The template's tables are
                     # empty, so only tables with rows are filled.
-                    sql = _rewrite_sql(alias, tables, names)
+                    sql = _rewrite_sql(alias, tables, names, emptied)
                     if sql:
                         con.execute(sql)
                     end("COMMIT")
@@ -335,15 +343,17 @@ def _empty_tables(path: Path, specs: list[TableSpec]) -> None:
         con.close()
 
 
-def _rewrite_sql(alias: str, tables: dict[str, TableSpec], names: list[str]) -> str:
+def _rewrite_sql(alias: str, tables: dict[str, TableSpec], names: list[str], emptied: bool) -> str:
     """The statements that copy the tables ``names`` from the work database into the new file ``alias``, which
-    holds every table with this schema's definition and comments already (a copy of the analyst file with
-    those tables emptied, or the schema's empty template: the schema is part of the state key). Rows are
-    replaced, which keeps the comments."""
+    holds every table with this schema's definition and comments already (a copy of the analyst file or the
+    schema's empty template: the schema is part of the state key). Rows are replaced, which keeps the
+    comments; ``emptied``: the file's copies of those tables hold no rows already."""
     statements: list[str] = []
     for name in names:
         spec = tables[name]
         target = f"{alias}.main.{qident(spec.name)}"
+        if not emptied:
+            statements.append(f"DELETE FROM {target}")
         cols = ", ".join(qident(c) for c in spec.column_names)
         statements.append(f"INSERT INTO {target} SELECT {cols} FROM main.{qident(spec.name)}")
     return ";\n".join(statements)
