@@ -11,8 +11,9 @@ pytestmark = pytest.mark.bench
 
 
 def test_snapshot_benchmark_is_exact_and_repeatable(tmp_path):
-    first = bench_snapshot(5_000, tmp_path)
-    second = bench_snapshot(5_000, tmp_path)  # same folder: an earlier run's state must not leak in
+    # past the size from which the analyst file's rewritten tables are emptied before the copy
+    first = bench_snapshot(60_000, tmp_path)
+    second = bench_snapshot(60_000, tmp_path)  # same folder: an earlier run's state must not leak in
     for res in (first, second):
         assert res["expected"]["new"] > 0 and res["expected"]["removed"] > 0
         assert res["expected"]["volatile_only_at_least"] > 0
@@ -21,3 +22,11 @@ def test_snapshot_benchmark_is_exact_and_repeatable(tmp_path):
         assert res["batch_items_planned"] == res["delta"]["volatile_only"]
         assert res["file_growth"] <= 1.1
     assert first["delta"] == second["delta"]
+
+
+def test_replace_upload_benchmark_delivers_every_item_and_reports_its_own_peak(tmp_path):
+    from kobi_cpas.devenv.bench import bench_replace_upload
+
+    res = bench_replace_upload(4_000, tmp_path)
+    assert res["records"] == ["finished"] and res["items_at_meta"] == 4_000
+    assert 0 < res["replace_peak_rss_mb"] < 1536

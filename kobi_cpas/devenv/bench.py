@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from kobi_cpas.feeds.bench import PEAK_SNIPPET
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -50,7 +52,9 @@ def _insights(scale: int, out: Path) -> dict:
 # Extra phases: (name, fn(scale, out) -> dict); each domain adds its own.
 EXTRA_BENCHMARKS: list[tuple[str, Callable[[int, Path], dict]]] = [("insights", _insights)]
 
-_SNAPSHOT_PHASE = """
+_SNAPSHOT_PHASE = (
+    PEAK_SNIPPET
+    + """
 import json, shutil, sys, time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -61,12 +65,6 @@ from kobi_cpas.sync.methods import batch_requests_sql
 from kobi_cpas.sync.snapshot_step import take_snapshot
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
-
-def peak():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 n, work = int(sys.argv[1]), Path(sys.argv[2])
 a, b = work / f"snap_a_{n}.csv", work / f"snap_b_{n}.csv"
@@ -146,12 +144,15 @@ with wh.connect() as con:
     wh.publish(con)
     out["publish_full_seconds"] = time.perf_counter() - t
     out["rebuilt_file_mb"] = wh.analyst_path.stat().st_size / 2**20
-out["peak_rss_mb"] = peak()
+out["peak_rss_mb"] = PEAK()
 print(json.dumps(out))
 """
+)
 
 
-_REPLACE_PHASE = """
+_REPLACE_PHASE = (
+    PEAK_SNIPPET
+    + """
 import json, sys, time
 from pathlib import Path
 from kobi_cpas.meta.client import MetaGraphClient
@@ -161,12 +162,6 @@ from kobi_cpas.sync.methods import SyncContext, run_replace
 from kobi_cpas.sync.snapshot_step import take_snapshot
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
-
-def peak():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 phase, work, url = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 reg = load_registry(work / "tenants.yaml")
@@ -186,9 +181,10 @@ else:
     out["records"] = [r.status for r in run_replace(ctx)]
     client.close()
 out["seconds"] = time.perf_counter() - t
-out["peak_rss_mb"] = peak()
+out["peak_rss_mb"] = PEAK()
 print(json.dumps(out))
 """
+)
 
 
 def _subprocess_json(code: str, *args: str) -> dict:

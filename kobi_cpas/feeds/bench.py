@@ -23,7 +23,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Peak RSS of this process only: VmHWM belongs to the address space created by exec, whereas
 # ru_maxrss survives fork+exec and would report the parent's peak.
-_PEAK = """
+PEAK_SNIPPET = """
 def CPU():
     import resource
     r = resource.getrusage(resource.RUSAGE_SELF)
@@ -43,7 +43,7 @@ def PEAK():
 """
 
 _PHASE_BARE = (
-    _PEAK
+    PEAK_SNIPPET
     + """
 import duckdb, json, sys, time
 csv_path, db_path, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
@@ -62,7 +62,7 @@ print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rows": rows, "peak_rs
 )
 
 _PHASE_INGEST = (
-    _PEAK
+    PEAK_SNIPPET
     + """
 import duckdb, json, resource, sys, time
 from kobi_cpas.feeds.snapshot import ingest_feed
