@@ -131,3 +131,16 @@ def test_variant_mismatch_shape_stays_valid(tmp_path):
     assert results[False][0] == results[True][0] == 2_000
     assert results[False][2] == {}
     assert results[True][2] == {"brand": results[True][1], "title": results[True][1]}
+
+
+@pytest.mark.bench
+def test_benchmark_shapes_read_the_same_items_as_tsv_and_longer_texts_with_invalid_ones(tmp_path):
+    clean = run_ingest_benchmark(4_000, tmp_path, repeat=1, warmup=0)
+    tsv = run_ingest_benchmark(4_000, tmp_path, repeat=1, warmup=0, shape="tsv")
+    rich = run_ingest_benchmark(4_000, tmp_path, repeat=1, warmup=0, shape="rich")
+    assert tsv["ingest_valid"] == clean["ingest_valid"] and tsv["ingest_issues"] == clean["ingest_issues"]
+    assert rich["feed_mb"] > 2 * clean["feed_mb"]  # longer texts, more columns
+    invalid_share = 1 - rich["ingest_valid"] / 4_000
+    assert 0.06 < invalid_share - (1 - clean["ingest_valid"] / 4_000) < 0.09  # ~7.5 % more items invalid
+    with pytest.raises(ValueError, match="unknown feed shape"):
+        run_ingest_benchmark(10, tmp_path, shape="xlsx")

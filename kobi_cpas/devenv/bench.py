@@ -350,6 +350,9 @@ def run_benchmarks(scale: int = 1_000_000, out: Path = Path(".bench"), request_s
         flush=True,
     )
     report["ingest_variants"] = run_ingest_benchmark(scale, out / "feeds", repeat=3, variant_mismatch=True)
+    for shape in ("tsv", "rich"):
+        print(f"[1c/3] the same as {shape} at {scale:,} items ...", flush=True)
+        report[f"ingest_{shape}"] = run_ingest_benchmark(scale, out / "feeds", repeat=2, shape=shape)
     print(
         f"[2/3] the feed_snapshot step at {scale:,} items, twice (1 % volatile, 0.2 % new, 0.2 % removed) ...",
         flush=True,
@@ -392,6 +395,13 @@ def _print(r: dict) -> None:
         f"CPU-time ratio {v['cpu_ratio']:.2f} x; peak {v['ingest_peak_rss_mb']:.0f} MB "
         f"(clean shape: {i['median_paired_ratio']:.2f} x, {i['ingest_peak_rss_mb']:.0f} MB)"
     )
+    for shape in ("tsv", "rich"):
+        x = r[f"ingest_{shape}"]
+        print(
+            f"feed ingest, {shape} shape ({x['feed_mb']:.0f} MB, {x['ingest_valid']:,} valid, issues "
+            f"{x['ingest_issues']}): ratio {x['ratio']:.2f} x, median of paired runs {x['median_paired_ratio']:.2f} x, "
+            f"CPU-time ratio {x['cpu_ratio']:.2f} x, peak {x['ingest_peak_rss_mb']:.0f} MB (target <= 1.25 x)"
+        )
     stages = lambda st: ", ".join(f"{k} {v:.2f}" for k, v in st.items())  # noqa: E731
     print(
         f"feed_snapshot step at {r['scale']:,} items (bare read of the same file {d['bare_read_seconds']:.2f} s):"

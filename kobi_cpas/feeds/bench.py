@@ -17,7 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from kobi_cpas.feeds.generator import generate_feed
+import duckdb
+
+from kobi_cpas.feeds.generator import generate_feed, mutation_predicate_sql
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,7 +74,7 @@ con.execute("SET enable_progress_bar = false")
 for k, v in settings.items():
     con.execute(f"SET {k} = '{v}'")
 t, c = time.perf_counter(), CPU()
-r = ingest_feed(con, tenant_id="bench", snapshot_id="s1", path=csv_path, fmt="csv", source_label="bench")
+r = ingest_feed(con, tenant_id="bench", snapshot_id="s1", path=csv_path, fmt=sys.argv[4], source_label="bench")
 con.execute("CHECKPOINT")
 seconds, cpu = time.perf_counter() - t, CPU() - c
 con.close()
@@ -82,13 +84,13 @@ print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rows": r.item_count, 
 )
 
 
-def _run_phase(code: str, csv_path: Path, db_path: Path, settings: dict[str, str]) -> dict:
+def _run_phase(code: str, csv_path: Path, db_path: Path, settings: dict[str, str], fmt: str = "csv") -> dict:
     for p in (db_path, db_path.with_name(db_path.name + ".wal")):
         p.unlink(missing_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
     out = subprocess.run(
-        [sys.executable, "-c", code, str(csv_path), str(db_path), json.dumps(settings)],
+        [sys.executable, "-c", code, str(csv_path), str(db_path), json.dumps(settings), fmt],
         capture_output=True,
         text=True,
         env=env,
@@ -103,6 +105,41 @@ def _run_phase(code: str, csv_path: Path, db_path: Path, settings: dict[str, str
     return result
 
 
+# Feed shapes of the ingest benchmark: the generator's own (clean), variant groups whose brand and title differ
+# (variants), the same items as TSV (tsv), and an exporter of longer texts (rich): descriptions four times as long
+# with an HTML rich_text_description, five more text columns, and 7.5 % more items invalid (a price without
+# currency, or an unknown availability).
+SHAPES = ("clean", "variants", "tsv", "rich")
+
+
+def _reshape(src: Path, dst: Path, shape: str, seed: int) -> None:
+    con = duckdb.connect()
+    try:
+        rel = f"read_csv('{src}', header=true, all_varchar=true)"
+        if shape == "tsv":
+            con.execute(f"COPY (SELECT * FROM {rel}) TO '{dst}' (HEADER, DELIMITER '\t')")
+            return
+        bad_price = mutation_predicate_sql(seed + 1, 0.05)
+        bad_availability = mutation_predicate_sql(seed + 2, 0.025)
+        con.execute(
+            f"""COPY (
+                SELECT * REPLACE (
+                         description || ' ' || description || ' ' || description || ' ' || description AS description,
+                         CASE WHEN {bad_price} THEN split_part(price, ' ', 1) ELSE price END AS price,
+                         CASE WHEN {bad_availability} THEN 'sometimes' ELSE availability END AS availability),
+                       '<p>' || title || '</p><ul><li>' || description || '</li></ul>' AS rich_text_description,
+                       'Collection ' || (md5_number_lower(id) % 40) AS custom_label_1,
+                       'Season ' || (md5_number_lower(id || 's') % 4) AS custom_label_2,
+                       'Warehouse ' || (md5_number_lower(id || 'w') % 9) AS custom_label_3,
+                       'Margin band ' || (md5_number_lower(id || 'm') % 5) AS custom_label_4,
+                       google_product_category || ' > ' || coalesce(color, 'Any') AS product_type
+                FROM {rel}
+            ) TO '{dst}' (HEADER, DELIMITER ',')"""
+        )
+    finally:
+        con.close()
+
+
 def run_ingest_benchmark(
     n_items: int,
     workdir: str | Path,
@@ -114,6 +151,7 @@ def run_ingest_benchmark(
     repeat: int = 1,
     warmup: int = 1,
     variant_mismatch: bool = False,
+    shape: str | None = None,
 ) -> dict:
     """Generate an ``n_items`` CSV in ``workdir``, then time (a) bare ``CREATE TABLE t AS SELECT * FROM
     read_csv(file)`` and (b) ``ingest_feed`` (parse + validate + hash + store), each into a fresh
@@ -127,13 +165,22 @@ def run_ingest_benchmark(
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    shape = "variants" if variant_mismatch else "clean"
-    csv_path = workdir / f"bench_feed_{n_items}_{seed}_{shape}.csv"
+    shape = shape or ("variants" if variant_mismatch else "clean")
+    if shape not in SHAPES:
+        raise ValueError(f"unknown feed shape {shape!r}: one of {', '.join(SHAPES)}")
+    fmt = "tsv" if shape == "tsv" else "csv"
+    csv_path = workdir / f"bench_feed_{n_items}_{seed}_{shape}.{fmt}"
     t = time.perf_counter()
     if not csv_path.exists():
-        generate_feed(
-            csv_path, n_items, seed=seed, error_share=error_share, variant_mismatch=variant_mismatch
+        generated = (
+            csv_path if shape in ("clean", "variants") else workdir / f"bench_feed_{n_items}_{seed}_base.csv"
         )
+        if not generated.exists():
+            generate_feed(
+                generated, n_items, seed=seed, error_share=error_share, variant_mismatch=shape == "variants"
+            )
+        if generated != csv_path:
+            _reshape(generated, csv_path, shape, seed)
     generate_seconds = time.perf_counter() - t
     # Warm the page cache for both phases alike.
     with csv_path.open("rb") as f:
@@ -145,8 +192,8 @@ def run_ingest_benchmark(
     bares: list[dict] = []
     ingests: list[dict] = []
     for _ in range(max(0, warmup) + max(1, repeat)):
-        bares.append(_run_phase(_PHASE_BARE, csv_path, workdir / "bench_bare.duckdb", s))
-        ingests.append(_run_phase(_PHASE_INGEST, csv_path, workdir / "bench_ingest.duckdb", s))
+        bares.append(_run_phase(_PHASE_BARE, csv_path, workdir / "bench_bare.duckdb", s, fmt))
+        ingests.append(_run_phase(_PHASE_INGEST, csv_path, workdir / "bench_ingest.duckdb", s, fmt))
     warm = [(b["seconds"], i["seconds"]) for b, i in zip(bares[:warmup], ingests[:warmup], strict=True)]
     bares, ingests = bares[max(0, warmup) :], ingests[max(0, warmup) :]
     bare = min(bares, key=lambda r: r["seconds"])
