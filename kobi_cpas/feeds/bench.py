@@ -115,6 +115,7 @@ SHAPES = ("clean", "variants", "tsv", "rich")
 def _reshape(src: Path, dst: Path, shape: str, seed: int) -> None:
     con = duckdb.connect()
     try:
+        con.execute("SET enable_progress_bar = false")
         rel = f"read_csv('{src}', header=true, all_varchar=true)"
         if shape == "tsv":
             con.execute(f"COPY (SELECT * FROM {rel}) TO '{dst}' (HEADER, DELIMITER '\t')")
