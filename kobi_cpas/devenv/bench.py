@@ -59,17 +59,15 @@ import json, shutil, sys, time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 import duckdb, yaml
-from kobi_cpas.feeds.generator import generate_feed, mutate_volatile, mutation_predicate_sql
+from kobi_cpas.feeds.generator import mutate_volatile, mutation_predicate_sql
 from kobi_cpas.registry import load_registry
 from kobi_cpas.sync.methods import batch_requests_sql
 from kobi_cpas.sync.snapshot_step import take_snapshot
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 
-n, work = int(sys.argv[1]), Path(sys.argv[2])
-a, b = work / f"snap_a_{n}.csv", work / f"snap_b_{n}.csv"
-if not a.exists():
-    generate_feed(a, n, seed=42)
+a, work = Path(sys.argv[1]), Path(sys.argv[2])
+b = work / f"{a.stem}_changed.csv"
 # The fleet benchmark's change: 1 % of the items with another price or stock, 0.2 % new, 0.2 % removed.
 mutate_volatile(a, work / "volatile.csv", seed=7, share=0.01)
 REMOVED, NEW = mutation_predicate_sql(11, 0.002), mutation_predicate_sql(13, 0.002)
@@ -202,7 +200,7 @@ def bench_snapshot(n: int, out: Path) -> dict:
     """The whole feed_snapshot step at ``n`` items, first and second snapshot, against a bare read."""
     work = out / "snapshot"
     work.mkdir(parents=True, exist_ok=True)
-    res = _subprocess_json(_SNAPSHOT_PHASE, str(n), str(work))
+    res = _subprocess_json(_SNAPSHOT_PHASE, str(_snapshot_feed(out, n)), str(work))
     d, e = res["delta"], res["expected"]
     # The volatile mutation also turns some items out of stock, and the removed ones that were in stock turn
     # out of stock (retention): volatile-only holds at least the mutated items, nothing is content-changed.
@@ -222,26 +220,40 @@ def bench_snapshot(n: int, out: Path) -> dict:
     return res
 
 
+def _demo_tenant_registry(work: Path, feed: Path) -> Path:
+    """A registry of the demo's first tenant (its ids exist in the sandbox world) fed from ``feed``, written to
+    ``work``/tenants.yaml."""
+    import yaml
+
+    demo = yaml.safe_load((REPO_ROOT / "kobi_cpas" / "data" / "demo" / "tenants.yaml").read_text())
+    tenant = demo["tenants"][0]
+    tenant["feed"] = {"source": str(feed), "format": "csv", "feeds_root": str(feed.parent)}
+    path = work / "tenants.yaml"
+    path.write_text(yaml.safe_dump({"tenants": [tenant]}))
+    return path
+
+
+def _snapshot_feed(out: Path, n: int) -> Path:
+    """The ``n``-item feed of the snapshot and replace upload benchmarks (seed 42), generated once."""
+    from kobi_cpas.feeds.generator import generate_feed
+
+    feed = out / "snapshot" / f"snap_a_{n}.csv"
+    if not feed.exists():
+        feed.parent.mkdir(parents=True, exist_ok=True)
+        generate_feed(feed, n, seed=42)
+    return feed
+
+
 def bench_replace_upload(n: int, out: Path) -> dict:
     """A replace upload of an ``n``-item feed through the real sync method, in its own process (its peak memory
     alone) against a sandbox in this one; the snapshot before it runs in another process."""
-    import yaml
-
-    from kobi_cpas.feeds.generator import generate_feed
     from kobi_cpas.registry import load_registry
     from meta_sandbox import SandboxServer, World
     from meta_sandbox.admin import SandboxAdmin
 
     work = Path(tempfile.mkdtemp(dir=out))
-    feed = out / "snapshot" / f"snap_a_{n}.csv"
-    if not feed.exists():
-        feed.parent.mkdir(parents=True, exist_ok=True)
-        generate_feed(feed, n, seed=42)
-    demo = yaml.safe_load((REPO_ROOT / "kobi_cpas" / "data" / "demo" / "tenants.yaml").read_text())
-    t = demo["tenants"][0]
-    t["feed"] = {"source": str(feed), "format": "csv", "feeds_root": str(feed.parent)}
-    (work / "tenants.yaml").write_text(yaml.safe_dump({"tenants": [t]}))
-    reg = load_registry(work / "tenants.yaml")
+    feed = _snapshot_feed(out, n)
+    reg = load_registry(_demo_tenant_registry(work, feed))
     with SandboxServer(World.from_registry(reg.registry)) as server:
         SandboxAdmin(server.url).catalog_config(problem_rate_scale=0)
         snap = _subprocess_json(_REPLACE_PHASE, "snapshot", str(work), server.url)
@@ -261,7 +273,6 @@ def bench_replace_upload(n: int, out: Path) -> dict:
 def bench_request_counts(n: int, out: Path) -> dict:
     """Run the real sync methods against an in-process sandbox and count the requests it received."""
     import duckdb
-    import yaml
 
     from kobi_cpas.feeds.generator import generate_feed
     from kobi_cpas.meta.client import MetaGraphClient
@@ -277,12 +288,7 @@ def bench_request_counts(n: int, out: Path) -> dict:
     work = Path(tempfile.mkdtemp(dir=out))
     feed = work / "feed.csv"
     generate_feed(feed, n, seed=3)
-    demo = yaml.safe_load((REPO_ROOT / "kobi_cpas" / "data" / "demo" / "tenants.yaml").read_text())
-    t = demo["tenants"][0]
-    t["feed"] = {"source": str(feed), "format": "csv"}
-    reg_path = work / "tenants.yaml"
-    reg_path.write_text(yaml.safe_dump({"tenants": [t]}))
-    reg = load_registry(reg_path)
+    reg = load_registry(_demo_tenant_registry(work, feed))
     tenant = reg.tenants[0]
     wh = Warehouse(work / "kobi.duckdb", schema=SCHEMA)
     result: dict = {"n_items": n}
