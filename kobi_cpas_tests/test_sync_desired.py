@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kobi_cpas.feeds.hashing import content_hash_sql, volatile_hash_sql
 from kobi_cpas.registry import load_registry
 from kobi_cpas.sync.delta import delta_counts
 from kobi_cpas.sync.snapshot_step import take_snapshot
+from kobi_cpas.sync.state import shard_sql
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 from kobi_cpas_tests.warehouse_template import seed_work_database
@@ -66,7 +68,7 @@ def item(
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, retention_days: int = 90):
+    def __init__(self, tmp_path: Path, retention_days: int = 90, shards: int = 1):
         self.feed = tmp_path / "feed.csv"
         data = {
             "tenants": [
@@ -75,7 +77,7 @@ class Harness:
                     "business_id": "1",
                     "catalog_id": "2",
                     "feed": {"source": str(self.feed), "format": "csv"},
-                    "sync": {"retention_days": retention_days},
+                    "sync": {"retention_days": retention_days, "shards": shards},
                 }
             ]
         }
@@ -168,6 +170,42 @@ def test_feed_items_rewrite_only_what_changed_and_equal_the_valid_items(h):
         "c": f"{s2}|Hat|199.00 TRY",
         "e": f"{s2}|Gloves|299.00 TRY",
     }
+
+
+def test_a_snapshot_rewrites_only_the_replace_view_rows_that_change(tmp_path):
+    h = Harness(tmp_path, shards=2)
+    first = h.snapshot([item(x, x.upper(), group="g" + x) for x in "abcdf"], T0)
+    rows = [
+        item("a", "A", group="ga"),  # unchanged
+        item("b", "B (new cut)", group="gb"),  # content changed
+        item("c", "C", group="gc", price="199.00 TRY"),  # price changed
+        item("f", "F", group="gf", price="$5"),  # turned invalid: kept in its last valid version
+        item("e", "E", group="ge"),  # new; d left the feed
+    ]
+    second = h.snapshot(rows, T0 + timedelta(hours=1))
+    s1, s2 = first.snapshot_id, second.snapshot_id
+    got = {k: (v["status"], v["snapshot_id"], v["last_seen_at"]) for k, v in h.desired().items()}
+    assert got == {
+        "a": ("active", s1, None),  # its row was not rewritten
+        "b": ("active", s2, None),
+        "c": ("active", s2, None),
+        "d": ("removed_retained", s1, T0),  # last in the feed at the first snapshot
+        "e": ("active", s2, None),
+        "f": ("invalid_kept", s1, None),
+    }
+    # The tenant's shard count changes: every row moves to its new shard, changed or not.
+    with h.wh.connect() as con:
+        moving = con.execute(f"SELECT count(*) FROM sync_state.desired_items WHERE shard <> {shard_sql(3)}")
+        assert moving.fetchone()[0] >= 2  # type: ignore[index]
+    h.tenant = h.tenant.model_copy(update={"sync": h.tenant.sync.model_copy(update={"shards": 3})})
+    h.snapshot(rows, T0 + timedelta(hours=2))
+    with h.wh.connect() as con:
+        # Every stored hash and shard is that of the row's own values, whichever way the row was written.
+        assert con.execute(
+            f"""SELECT count(*), count(*) FILTER (WHERE content_hash <> {content_hash_sql()}
+                  OR volatile_hash <> {volatile_hash_sql()} OR shard <> {shard_sql(3)})
+                FROM sync_state.desired_items"""
+        ).fetchone() == (6, 0)
 
 
 def test_removed_item_retained_out_of_stock_then_dropped(tmp_path):

@@ -1,4 +1,5 @@
-"""catalog_item_state and the delta counts built from one evaluation of the delta are those built separately."""
+"""catalog_item_state and the delta counts built from one evaluation of the delta are those built separately,
+and a refresh rewrites only the rows that differ."""
 
 from __future__ import annotations
 
@@ -71,5 +72,27 @@ def test_item_state_and_delta_in_one_pass_equal_the_separate_ones():
     con.execute("COMMIT")
     assert _rows(con) == separate
     assert con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = '_kobi_delta'"
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE '_kobi_state%'"
     ).fetchone() == (0,)
+
+
+def test_a_refresh_rewrites_only_the_rows_that_differ_and_equals_one_from_scratch():
+    tenant = SimpleNamespace(tenant_id="t1", sync=SimpleNamespace(retention_days=7))
+    con = _state()
+    refresh_item_state(con, tenant)
+    before = dict(con.execute("SELECT retailer_id, rowid FROM main.catalog_item_state").fetchall())
+    # Meta confirms the changed item, and the item that was gone leaves Meta.
+    con.execute("UPDATE sync_state.meta_items SET content_hash = 2 WHERE tenant_id = 't1' AND id = 'changed'")
+    con.execute("DELETE FROM sync_state.meta_items WHERE tenant_id = 't1' AND id = 'gone'")
+    counts = refresh_item_state_and_delta(con, tenant)
+    after = dict(con.execute("SELECT retailer_id, rowid FROM main.catalog_item_state").fetchall())
+    assert set(after) == set(before) - {"gone"}
+    # The rows of the items whose state did not change stay where they were; the changed one is new.
+    assert {k for k in after if after[k] != before[k]} == {"changed"}
+    incremental = _rows(con)
+    con.execute("DELETE FROM main.catalog_item_state")
+    assert refresh_item_state_and_delta(con, tenant) == counts
+    assert _rows(con) == incremental
+    assert counts == DeltaCounts(
+        new=1, changed=0, volatile_only=2, unchanged=3, in_flight=1, retention_flips=1
+    )

@@ -38,15 +38,19 @@ _PROBE = "hash('kobi', NULL::VARCHAR, '', 'Kiğılı Ayakkabı 1.299,90 TRY', re
 _PROBE_BY_VERSION: dict[str, int] = {}
 
 
-def _hash_sql(columns: Sequence[str], qualifier: str | None) -> str:
+def _hash_sql(
+    columns: Sequence[str], qualifier: str | None, overrides: Mapping[str, str] | None = None
+) -> str:
     prefix = f"{qualifier}." if qualifier else ""
+    args = ((overrides or {}).get(c, f"{prefix}{c}") for c in columns)
     # ::VARCHAR pins the argument type: a string literal (e.g. a constant in a SELECT) hashes as VARCHAR.
-    return f"hash({', '.join(f'{prefix}{c}::VARCHAR' for c in columns)})"
+    return f"hash({', '.join(f'{a}::VARCHAR' for a in args)})"
 
 
-def content_hash_sql(qualifier: str | None = None) -> str:
-    """SQL expression of the content hash over the normalised columns (optionally ``qualifier.col``)."""
-    return _hash_sql(CONTENT_COLUMNS, qualifier)
+def content_hash_sql(qualifier: str | None = None, overrides: Mapping[str, str] | None = None) -> str:
+    """SQL expression of the content hash over the normalised columns (optionally ``qualifier.col``);
+    ``overrides`` gives other expressions for some columns (the hash of the item as it would be with them)."""
+    return _hash_sql(CONTENT_COLUMNS, qualifier, overrides)
 
 
 def volatile_hash_sql(qualifier: str | None = None) -> str:

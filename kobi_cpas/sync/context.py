@@ -160,7 +160,9 @@ def release(ctx: SyncContext, rec: SyncRecord, status: str, message: str) -> Non
 
 
 def current_snapshot_id(con: duckdb.DuckDBPyConnection, tenant_id: str) -> str | None:
+    """The snapshot the tenant's replace view was last brought to (its rows keep the snapshot their values
+    arrived in, so the newest of those is not it)."""
     row = con.execute(
-        "SELECT max(snapshot_id) FROM sync_state.desired_items WHERE tenant_id = ?", [tenant_id]
+        "SELECT snapshot_id FROM sync_state.source_state WHERE tenant_id = ?", [tenant_id]
     ).fetchone()
     return row[0] if row else None

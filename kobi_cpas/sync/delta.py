@@ -41,24 +41,31 @@ class DeltaCounts:
         return self.new + self.changed + self.volatile_only + self.unchanged
 
 
+def change_sql(d: str = "d", m: str = "m") -> str:
+    """SQL: the change class of an item of the replace view ``d`` against Meta's ``m`` (rows of a full join)."""
+    return f"""CASE WHEN {d}.id IS NULL THEN 'removed'
+                WHEN {m}.id IS NULL THEN 'new'
+                WHEN {d}.content_hash <> {m}.content_hash THEN 'changed'
+                WHEN {d}.volatile_hash <> {m}.volatile_hash THEN 'volatile_only'
+                ELSE 'unchanged' END"""
+
+
+def retention_flip_sql(d: str = "d", m: str = "m") -> str:
+    """SQL: the item left the source and Meta holds a version of it that is not out of stock yet."""
+    return f"""coalesce({d}.status = 'removed_retained' AND {m}.id IS NOT NULL
+             AND ({d}.content_hash <> {m}.content_hash OR {d}.volatile_hash <> {m}.volatile_hash), false)"""
+
+
 def delta_sql(tenant_param: str = "$t") -> str:
     """One row per item: id, shard, change, in_flight, retention_flip."""
     return f"""
     WITH d AS (SELECT id, shard, content_hash, volatile_hash, status FROM sync_state.desired_items WHERE tenant_id = {tenant_param}),
          m AS (SELECT id, shard, content_hash, volatile_hash FROM sync_state.meta_items WHERE tenant_id = {tenant_param}),
          f AS (SELECT DISTINCT id, content_hash, volatile_hash FROM sync_state.inflight_items WHERE tenant_id = {tenant_param})
-    SELECT d.id, d.shard,
-           CASE WHEN m.id IS NULL THEN 'new'
-                WHEN d.content_hash <> m.content_hash THEN 'changed'
-                WHEN d.volatile_hash <> m.volatile_hash THEN 'volatile_only'
-                ELSE 'unchanged' END AS change,
-           f.id IS NOT NULL AS in_flight,
-           d.status = 'removed_retained' AND m.id IS NOT NULL
-             AND (d.content_hash <> m.content_hash OR d.volatile_hash <> m.volatile_hash) AS retention_flip
-    FROM d LEFT JOIN m USING (id)
+    SELECT coalesce(d.id, m.id) AS id, coalesce(d.shard, m.shard) AS shard, {change_sql()} AS change,
+           f.id IS NOT NULL AS in_flight, {retention_flip_sql()} AS retention_flip
+    FROM d FULL JOIN m ON m.id = d.id
     LEFT JOIN f ON f.id = d.id AND f.content_hash = d.content_hash AND f.volatile_hash = d.volatile_hash
-    UNION ALL
-    SELECT m.id, m.shard, 'removed', false, false FROM m ANTI JOIN d USING (id)
     """
 
 
@@ -67,13 +74,18 @@ def delta_counts(con: duckdb.DuckDBPyConnection, tenant_id: str) -> DeltaCounts:
 
 
 def delta_counts_of(con: duckdb.DuckDBPyConnection, relation: str, params: dict | None = None) -> DeltaCounts:
-    """The counts of ``relation``, rows of :func:`delta_sql` (e.g. a table they were stored in); ``removed``
-    is the snapshot's to set, from the items that left its feed."""
+    """The counts of ``relation``, rows of :func:`delta_sql` (e.g. a table they were stored in)."""
     rows = con.execute(
         f"""SELECT change, count(*), count(*) FILTER (WHERE in_flight), count(*) FILTER (WHERE retention_flip)
             FROM {relation} GROUP BY change""",
         params or {},
     ).fetchall()
+    return delta_counts_from(rows)
+
+
+def delta_counts_from(rows: list[tuple]) -> DeltaCounts:
+    """Counts from rows of (change, items, in flight, retention flips); ``removed`` is the snapshot's to set,
+    from the items that left its feed."""
     counts = {("dropped" if r[0] == "removed" else r[0]): int(r[1]) for r in rows}
     return DeltaCounts(
         **counts, in_flight=sum(int(r[2]) for r in rows), retention_flips=sum(int(r[3]) for r in rows)

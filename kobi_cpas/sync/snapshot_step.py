@@ -34,10 +34,11 @@ from kobi_cpas.feeds.snapshot import (
     stage_table_names,
 )
 from kobi_cpas.registry import LoadedRegistry, Tenant
-from kobi_cpas.sync.delta import DeltaCounts, delta_counts_of, delta_sql
+from kobi_cpas.sync.delta import DeltaCounts, change_sql, delta_counts_from, retention_flip_sql
 from kobi_cpas.sync.desired import DesiredResult, build_desired
 from kobi_cpas.sync.feed_download import FeedFileManifest, download_feed, feed_source
 from kobi_cpas.sync.shrink_guard import OVERRIDE_SHRINK_TAG, ShrinkVerdict, confirms_held, evaluate_shrink
+from kobi_cpas.sync.tables import CATALOG_ITEM_STATE
 from kobi_cpas.warehouse.sql import transaction
 
 log = logging.getLogger(__name__)
@@ -84,36 +85,58 @@ def _snapshot_id(tenant_id: str, now: datetime, sha: str | None) -> str:
 
 
 def refresh_item_state(con: duckdb.DuckDBPyConnection, tenant: Tenant) -> int:
-    """Rebuild the analyst table ``catalog_item_state`` for one tenant from the sync state."""
-    return _refresh_item_state_from(con, tenant, f"({delta_sql()})")
+    """Bring the analyst table ``catalog_item_state`` of one tenant to the sync state; returns its row count."""
+    counts = refresh_item_state_and_delta(con, tenant)
+    return counts.total + counts.dropped
 
 
 def refresh_item_state_and_delta(con: duckdb.DuckDBPyConnection, tenant: Tenant) -> DeltaCounts:
-    """:func:`refresh_item_state` and :func:`delta_counts` from one evaluation of the delta (planning it
-    costs more than reading a tenant's rows twice)."""
+    """Bring ``catalog_item_state`` of one tenant to the sync state, rewriting only the rows that differ, and
+    count the delta from the same evaluation (planning it costs more than reading a tenant's rows twice)."""
+    spec_cols = ", ".join(CATALOG_ITEM_STATE.column_names)
+    row_hash = f"hash({spec_cols})"
     # Not dropped on an error: a statement after a failed one in the caller's transaction would fail too and
     # hide the error; the temp table goes with the connection.
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _kobi_delta AS {delta_sql()}", {"t": tenant.tenant_id})
-    _refresh_item_state_from(con, tenant, "_kobi_delta")
-    counts = delta_counts_of(con, "_kobi_delta")
-    con.execute("DROP TABLE _kobi_delta")
-    return counts
-
-
-def _refresh_item_state_from(con: duckdb.DuckDBPyConnection, tenant: Tenant, delta: str) -> int:
-    con.execute("DELETE FROM main.catalog_item_state WHERE tenant_id = ?", [tenant.tenant_id])
-    # The tenant's rows were just deleted: the rows inserted are all of them.
-    row = con.execute(
-        f"""INSERT INTO main.catalog_item_state
-        SELECT $t, coalesce(d.id, m.id), coalesce(d.shard, m.shard), d.item_group_id, d.status, x.change, x.in_flight,
-               d.availability, d.price, d.previous_id, d.previous_id_source, m.method, m.synced_at, d.removed_at,
-               d.removed_at + to_days(CAST($ret AS INTEGER))
-        FROM {delta} x
-        LEFT JOIN sync_state.desired_items d ON d.tenant_id = $t AND d.id = x.id
-        LEFT JOIN sync_state.meta_items m ON m.tenant_id = $t AND m.id = x.id""",
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _kobi_state AS
+        WITH d AS (SELECT id, shard, item_group_id, status, availability, price, previous_id, previous_id_source,
+                          removed_at, content_hash, volatile_hash
+                   FROM sync_state.desired_items WHERE tenant_id = $t),
+             m AS (SELECT id, shard, content_hash, volatile_hash, method, synced_at
+                   FROM sync_state.meta_items WHERE tenant_id = $t),
+             f AS (SELECT DISTINCT id, content_hash, volatile_hash FROM sync_state.inflight_items WHERE tenant_id = $t)
+        SELECT *, {row_hash} AS row_hash FROM (
+          SELECT $t AS tenant_id, coalesce(d.id, m.id) AS retailer_id, coalesce(d.shard, m.shard) AS shard,
+                 d.item_group_id, d.status AS desired_status, {change_sql()} AS change, f.id IS NOT NULL AS in_flight,
+                 d.availability, d.price, d.previous_id, d.previous_id_source, m.method AS meta_method,
+                 m.synced_at AS meta_synced_at, d.removed_at, d.removed_at + to_days(CAST($ret AS INTEGER)) AS drop_after,
+                 {retention_flip_sql()} AS retention_flip
+          FROM d FULL JOIN m ON m.id = d.id
+          LEFT JOIN f ON f.id = d.id AND f.content_hash = d.content_hash AND f.volatile_hash = d.volatile_hash)""",
         {"t": tenant.tenant_id, "ret": tenant.sync.retention_days},
-    ).fetchone()
-    return int(row[0]) if row else 0
+    )
+    # Only the rows that differ are rewritten: after a snapshot or a sync most of a big catalog's rows stay.
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _kobi_state_old AS
+        SELECT retailer_id, {row_hash} AS row_hash FROM main.catalog_item_state WHERE tenant_id = $t""",
+        {"t": tenant.tenant_id},
+    )
+    con.execute(
+        """DELETE FROM main.catalog_item_state WHERE tenant_id = $t AND retailer_id IN (
+             SELECT retailer_id FROM _kobi_state_old o ANTI JOIN _kobi_state n USING (retailer_id, row_hash))""",
+        {"t": tenant.tenant_id},
+    )
+    con.execute(
+        f"""INSERT INTO main.catalog_item_state ({spec_cols})
+        SELECT {spec_cols} FROM _kobi_state n ANTI JOIN _kobi_state_old o USING (retailer_id, row_hash)"""
+    )
+    rows = con.execute(
+        """SELECT change, count(*), count(*) FILTER (WHERE in_flight), count(*) FILTER (WHERE retention_flip)
+           FROM _kobi_state GROUP BY change"""
+    ).fetchall()
+    con.execute("DROP TABLE _kobi_state")
+    con.execute("DROP TABLE _kobi_state_old")
+    return delta_counts_from(rows)
 
 
 def take_snapshot(
@@ -179,7 +202,7 @@ def ingest_snapshot(
             con, tenant, source, now, manifest.message or f"tenant '{tid}': download failed", _DOWNLOAD_CTA
         )
     prev = con.execute(
-        "SELECT etag, last_modified, sha256, snapshot_id FROM sync_state.source_state WHERE tenant_id = ?",
+        "SELECT etag, last_modified, sha256, snapshot_id, fetched_at FROM sync_state.source_state WHERE tenant_id = ?",
         [tid],
     ).fetchone()
     items_table, issues_table = stage_table_names(tid)
@@ -278,6 +301,7 @@ def ingest_snapshot(
             retention_days=tenant.sync.retention_days,
             n_shards=tenant.sync.shards,
             issues_table="main.feed_item_issues" if ingest is not None else None,
+            last_seen=prev[4] if prev else None,
         )
         stage("replace_view")
         # The item state depends only on the sync state, final once desired_items is rebuilt.

@@ -31,9 +31,9 @@ DDL = (
   content_hash UBIGINT NOT NULL,
   volatile_hash UBIGINT NOT NULL,
   status VARCHAR NOT NULL,             -- active | invalid_kept | removed_retained
-  snapshot_id VARCHAR,                 -- snapshot the values come from
+  snapshot_id VARCHAR,                 -- snapshot the values came in (an unchanged item keeps its row)
   first_seen_at TIMESTAMPTZ,
-  last_seen_at TIMESTAMPTZ,            -- last time the item was in the source
+  last_seen_at TIMESTAMPTZ,            -- last time the item was in the source; NULL while it is
   removed_at TIMESTAMPTZ,              -- first time it was missing from the source
   previous_id_source VARCHAR           -- feed | inferred | NULL
 )""",
