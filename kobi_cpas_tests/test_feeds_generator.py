@@ -138,7 +138,14 @@ def test_benchmark_shapes_read_the_same_items_as_tsv_and_longer_texts_with_inval
     clean = run_ingest_benchmark(4_000, tmp_path, repeat=1, warmup=0)
     tsv = run_ingest_benchmark(4_000, tmp_path, repeat=1, warmup=0, shape="tsv")
     rich = run_ingest_benchmark(4_000, tmp_path, repeat=1, warmup=0, shape="rich")
-    assert tsv["ingest_valid"] == clean["ingest_valid"] and tsv["ingest_issues"] == clean["ingest_issues"]
+    xml = run_ingest_benchmark(4_000, tmp_path, repeat=1, warmup=0, shape="xml")
+    for other in (tsv, xml):
+        assert (
+            other["ingest_valid"] == clean["ingest_valid"]
+            and other["ingest_issues"] == clean["ingest_issues"]
+        )
+    # The XML's bare read lands every item, with as many fields as the CSV's (empty ones are left out of the XML)
+    assert xml["bare_rows"] == clean["bare_rows"] == 4_000 and xml["bare_columns"] == clean["bare_columns"]
     assert rich["feed_mb"] > 2 * clean["feed_mb"]  # longer texts, more columns
     invalid_share = 1 - rich["ingest_valid"] / 4_000
     assert 0.06 < invalid_share - (1 - clean["ingest_valid"] / 4_000) < 0.09  # ~7.5 % more items invalid

@@ -58,8 +58,9 @@ con.execute(f"CREATE TABLE t AS SELECT * FROM read_csv('{csv_path}')")
 con.execute("CHECKPOINT")
 seconds, cpu = time.perf_counter() - t, CPU() - c
 rows = con.execute("SELECT count(*) FROM t").fetchone()[0]
+columns = len(con.execute("DESCRIBE t").fetchall())
 con.close()
-print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rows": rows, "peak_rss_mb": PEAK()}))
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rows": rows, "columns": columns, "peak_rss_mb": PEAK()}))
 """
 )
 
@@ -80,6 +81,52 @@ seconds, cpu = time.perf_counter() - t, CPU() - c
 con.close()
 print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rows": r.item_count, "valid": r.valid_count,
                   "issues": r.issue_counts, "peak_rss_mb": PEAK()}))
+"""
+)
+
+
+# The bare read of an XML feed: DuckDB has no XML reader, so the least work that lands the file's rows in a
+# table is a stream parse with the same C parser the ingest uses (ElementTree.iterparse), each item's children
+# written as a CSV row as they are, then one read_csv. No field mapping, validation or hashing.
+_PHASE_BARE_XML = (
+    PEAK_SNIPPET
+    + """
+import csv, duckdb, json, os, sys, tempfile, time
+import xml.etree.ElementTree as ET
+xml_path, db_path, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+con = duckdb.connect(db_path)
+con.execute("SET enable_progress_bar = false")
+for k, v in settings.items():
+    con.execute(f"SET {k} = '{v}'")
+t, c = time.perf_counter(), CPU()
+fd, tmp = tempfile.mkstemp(suffix=".csv", dir=os.path.dirname(db_path))
+names, depth = {}, 0  # tag -> column, in order of first appearance
+with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+    w = csv.writer(out)
+    for event, elem in ET.iterparse(xml_path, events=("start", "end")):
+        if event == "start":
+            depth += 1
+            continue
+        depth -= 1
+        if depth == 2:  # an <item> of <rss><channel>
+            row = [None] * len(names)
+            for ch in elem:
+                i = names.setdefault(ch.tag, len(names))
+                if i == len(row):
+                    row.append(None)
+                row[i] = ch.text
+            w.writerow(row)
+            elem.clear()
+# Columns only ever grow, so earlier rows are short: null_padding fills them.
+cols = [n.rsplit("}", 1)[-1] for n in names]
+con.execute(f"CREATE TABLE t AS SELECT * FROM read_csv('{tmp}', header=false, names={cols}, all_varchar=true, null_padding=true)")
+con.execute("CHECKPOINT")
+os.unlink(tmp)
+seconds, cpu = time.perf_counter() - t, CPU() - c
+rows = con.execute("SELECT count(*) FROM t").fetchone()[0]
+columns = len(con.execute("DESCRIBE t").fetchall())
+con.close()
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rows": rows, "columns": columns, "peak_rss_mb": PEAK()}))
 """
 )
 
@@ -108,8 +155,30 @@ def _run_phase(code: str, csv_path: Path, db_path: Path, settings: dict[str, str
 # Feed shapes of the ingest benchmark: the generator's own (clean), variant groups whose brand and title differ
 # (variants), the same items as TSV (tsv), and an exporter of longer texts (rich): descriptions four times as long
 # with an HTML rich_text_description, five more text columns, and 7.5 % more items invalid (a price without
-# currency, or an unknown availability).
-SHAPES = ("clean", "variants", "tsv", "rich")
+# currency, or an unknown availability), and the same items as an RSS 2.0 XML feed with g: elements (xml).
+SHAPES = ("clean", "variants", "tsv", "rich", "xml")
+_XML_HEAD = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0" xmlns:g="http://base.google.com/ns/1.0">\n'
+    "<channel>\n<title>Kobi bench feed</title>\n"
+)
+
+
+def _write_xml(con: duckdb.DuckDBPyConnection, rel: str, dst: Path) -> None:
+    """The rows of ``rel`` as an RSS 2.0 feed, one <item> of <g:field> elements per row (empty fields left out),
+    each line built in SQL."""
+    cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall()]
+
+    def esc(c: str) -> str:
+        return f"replace(replace(replace(\"{c}\", '&', '&amp;'), '<', '&lt;'), '>', '&gt;')"
+
+    parts = " || ".join(f"coalesce('<g:{c}>' || {esc(c)} || '</g:{c}>', '')" for c in cols)
+    cur = con.execute(f"SELECT '<item>' || {parts} || '</item>' FROM {rel}")
+    with dst.open("w", encoding="utf-8") as out:
+        out.write(_XML_HEAD)
+        while batch := cur.fetchmany(50_000):
+            out.write("\n".join(r[0] for r in batch))
+            out.write("\n")
+        out.write("</channel>\n</rss>\n")
 
 
 def _reshape(src: Path, dst: Path, shape: str, seed: int) -> None:
@@ -119,6 +188,9 @@ def _reshape(src: Path, dst: Path, shape: str, seed: int) -> None:
         rel = f"read_csv('{src}', header=true, all_varchar=true)"
         if shape == "tsv":
             con.execute(f"COPY (SELECT * FROM {rel}) TO '{dst}' (HEADER, DELIMITER '\t')")
+            return
+        if shape == "xml":
+            _write_xml(con, rel, dst)
             return
         bad_price = mutation_predicate_sql(seed + 1, 0.05)
         bad_availability = mutation_predicate_sql(seed + 2, 0.025)
@@ -156,7 +228,8 @@ def run_ingest_benchmark(
 ) -> dict:
     """Generate an ``n_items`` CSV in ``workdir``, then time (a) bare ``CREATE TABLE t AS SELECT * FROM
     read_csv(file)`` and (b) ``ingest_feed`` (parse + validate + hash + store), each into a fresh
-    DuckDB file and each in its own subprocess, both followed by a CHECKPOINT.
+    DuckDB file and each in its own subprocess, both followed by a CHECKPOINT. For the ``xml`` shape the bare
+    read is the stream parse described at ``_PHASE_BARE_XML`` (DuckDB has no XML reader).
 
     Returns seconds (fastest of ``repeat`` alternating runs) and peak RSS (MB, highest run) per phase,
     ``ratio`` = ingest / bare, and the feed size. ``warmup`` pairs run first and are reported but not counted:
@@ -169,10 +242,10 @@ def run_ingest_benchmark(
     shape = shape or ("variants" if variant_mismatch else "clean")
     if shape not in SHAPES:
         raise ValueError(f"unknown feed shape {shape!r}: one of {', '.join(SHAPES)}")
-    fmt = "tsv" if shape == "tsv" else "csv"
+    fmt = shape if shape in ("tsv", "xml") else "csv"
     csv_path = workdir / f"bench_feed_{n_items}_{seed}_{shape}.{fmt}"
     t = time.perf_counter()
-    # tsv and rich are made from the clean shape's file (generated once for all three)
+    # tsv, rich and xml are made from the clean shape's file (generated once for all of them)
     base = csv_path if shape == "variants" else workdir / f"bench_feed_{n_items}_{seed}_clean.csv"
     if not base.exists():
         generate_feed(base, n_items, seed=seed, error_share=error_share, variant_mismatch=shape == "variants")
@@ -189,7 +262,8 @@ def run_ingest_benchmark(
     bares: list[dict] = []
     ingests: list[dict] = []
     for _ in range(max(0, warmup) + max(1, repeat)):
-        bares.append(_run_phase(_PHASE_BARE, csv_path, workdir / "bench_bare.duckdb", s, fmt))
+        bare_code = _PHASE_BARE_XML if fmt == "xml" else _PHASE_BARE
+        bares.append(_run_phase(bare_code, csv_path, workdir / "bench_bare.duckdb", s, fmt))
         ingests.append(_run_phase(_PHASE_INGEST, csv_path, workdir / "bench_ingest.duckdb", s, fmt))
     warm = [(b["seconds"], i["seconds"]) for b, i in zip(bares[:warmup], ingests[:warmup], strict=True)]
     bares, ingests = bares[max(0, warmup) :], ingests[max(0, warmup) :]
@@ -202,6 +276,8 @@ def run_ingest_benchmark(
         "feed_mb": csv_path.stat().st_size / 2**20,
         "generate_seconds": generate_seconds,
         "bare_read_csv_seconds": bare["seconds"],
+        "bare_rows": bare["rows"],
+        "bare_columns": bare["columns"],
         "ingest_seconds": ingest["seconds"],
         "ratio": ingest["seconds"] / bare["seconds"] if bare["seconds"] else float("inf"),
         # Each ingest run against the bare run just before it: robust to one lucky or unlucky run.
