@@ -36,6 +36,8 @@ class PublishResult:
     # Tables copied from the work database; the others came unchanged with the previous analyst file.
     rewritten: list[str] = field(default_factory=list)
     incremental: bool = False
+    # Rewritten tables whose changed rows alone were replaced, with how many rows were deleted and inserted.
+    by_rows: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 # The analyst file is written in this storage format, not the newest the running DuckDB knows: analysts open it
@@ -49,6 +51,23 @@ _MAX_FREE_BLOCK_SHARE = 0.5
 # keeps the file the size of a fresh one (~17 ms of CPU per publish). Smaller rewrites skip it: their old and
 # new blocks coexist until the checkpoint, a few MB at most, freed for the next publish to reuse.
 _EMPTY_FIRST_ROWS = 50_000
+# A changed table of at least this many rows, with a key, gets only its changed rows replaced (by key and row hash):
+# a 1 % change of a million-row table then costs two narrow hash passes instead of a copy of every row.
+_BY_ROWS_MIN_ROWS = 50_000
+# A deleted row keeps its space until its row group is rewritten, and each publish's new rows take at least a
+# block, so the file grows. Once it is this share larger than after its last compaction, the next publish copies
+# whole (emptied first) every table holding deleted rows, which brings the file back to a fresh one's size. A
+# table with more of its rows changed than this share is copied whole right away.
+_MAX_GROWTH_SHARE = 0.03
+
+
+@dataclass
+class _Churn:
+    """What the analyst file holds beyond its rows: per table the rows deleted from it by key since it was last
+    copied whole, and the file's size when no table held any (its last compaction)."""
+
+    tables: dict[str, int] = field(default_factory=dict)
+    compact_bytes: int | None = None
 
 
 def _compact(blocks: list[int] | tuple[int, int] | None) -> bool:
@@ -175,13 +194,17 @@ class AnalystPublisher:
                 result.incremental = True
                 return result
             done = True  # the build commits (or rolls back) the transaction
-            free, total = self._build_and_swap(con, tables, result, template if previous is None else None)
+            recorded = (state or {}).get("churn") or {}
+            churn = _Churn(dict(recorded.get("tables") or {}), recorded.get("compact_bytes"))
+            free, total = self._build_and_swap(
+                con, tables, result, template if previous is None else None, churn
+            )
         finally:
             if not done:
                 con.execute("ROLLBACK")  # it only read
         # A file that is half free space is rebuilt by the next publish (no state recorded for it).
         compact = _compact((free, total))
-        self._record_publish(con, state_key, fingerprints if compact else None, (free, total))
+        self._record_publish(con, state_key, fingerprints if compact else None, (free, total), churn)
         return result
 
     def _build_and_swap(
@@ -190,10 +213,11 @@ class AnalystPublisher:
         tables: dict[str, TableSpec],
         result: PublishResult,
         template: Path | None,
+        churn: _Churn,
     ) -> tuple[int, int]:
         """Write the new file from the read transaction open on ``con`` (committed here) and swap it in;
         returns its [free, total] blocks. The new file starts as a copy of the analyst file (incremental) or,
-        given ``template``, of the empty analyst file of the schema."""
+        given ``template``, of the empty analyst file of the schema. ``churn`` is updated in place."""
         token = uuid.uuid4().hex
         tmp = self.analyst_path.with_name(f".{self.analyst_path.name}.{token}.publishing")
         alias = f"kobi_publish_{token[:16]}"  # unique: connections of one process share the attached names
@@ -206,24 +230,49 @@ class AnalystPublisher:
                 con.execute(statement)
 
         try:
-            shutil.copyfile(template or self.analyst_path, tmp)
             result.incremental = template is None
             names = [n for n in result.rewritten if template is None or result.row_counts[n]]
-            # The file's copies of the tables rewritten are empty before their rows are copied: the template's
+            if not result.incremental:
+                churn.tables.clear()
+            elif churn.compact_bytes is None or (
+                self.analyst_path.stat().st_size > (1 + _MAX_GROWTH_SHARE) * churn.compact_bytes
+            ):
+                # Compaction: the tables holding deleted rows are copied whole, changed or not (an unchanged
+                # one's rows are those in the file).
+                names += [n for n in churn.tables if n in tables and n not in names and result.row_counts[n]]
+                churn.tables.clear()
+            else:
+                # Before the copy: the analyst file is read as it is, and the copy starts after.
+                _plan_by_rows(con, self.analyst_path, tables, names, result, churn.tables)
+            shutil.copyfile(template or self.analyst_path, tmp)
+            whole = [n for n in names if n not in result.by_rows]
+            # The file's copies of the tables copied whole are empty before their rows are copied: the template's
             # are, big ones are emptied first (their blocks freed), small ones are emptied with the copy.
             emptied = not result.incremental
-            if result.incremental and sum(result.row_counts[n] for n in names) >= _EMPTY_FIRST_ROWS:
-                _empty_tables(tmp, [tables[n] for n in names])
+            if result.incremental and sum(result.row_counts[n] for n in whole) >= _EMPTY_FIRST_ROWS:
+                _empty_tables(tmp, [tables[n] for n in whole])
                 emptied = True
             con.execute(f"ATTACH {sql_str(str(tmp))} AS {alias}")
             try:
                 try:
                     # In the read transaction: the rows copied are those fingerprinted. The template's tables are
                     # empty, so only tables with rows are filled.
-                    sql = _rewrite_sql(alias, tables, names, emptied)
+                    sql = ";\n".join(
+                        filter(
+                            None,
+                            [
+                                _rewrite_sql(alias, tables, whole, emptied),
+                                _by_rows_sql(alias, tables, result),
+                            ],
+                        )
+                    )
                     if sql:
                         con.execute(sql)
+                    _check_by_rows(con, alias, tables, result)
                     end("COMMIT")
+                    for name in names:
+                        if name not in result.by_rows:
+                            churn.tables.pop(name, None)  # copied whole: the file holds no deleted rows of it
                 finally:
                     end("ROLLBACK")  # before the DETACH, which an aborted transaction would refuse
                 con.execute(f"CHECKPOINT {alias}")
@@ -236,6 +285,8 @@ class AnalystPublisher:
                 con.execute(f"DETACH DATABASE IF EXISTS {alias}")
             os.replace(tmp, self.analyst_path)
             _fsync_dir(self.analyst_path.parent)
+            if not churn.tables:
+                churn.compact_bytes = self.analyst_path.stat().st_size
         finally:
             end("ROLLBACK")
             for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
@@ -317,8 +368,15 @@ class AnalystPublisher:
         key: str,
         tables: dict[str, str] | None,
         blocks: tuple[int, int] | None = None,
+        churn: _Churn | None = None,
     ) -> None:
-        state = {"key": key, "file": self._file_identity(), "tables": tables, "blocks": blocks}
+        state = {
+            "key": key,
+            "file": self._file_identity(),
+            "tables": tables,
+            "blocks": blocks,
+            "churn": {"tables": churn.tables, "compact_bytes": churn.compact_bytes} if churn else {},
+        }
         try:
             con.execute(
                 "INSERT OR REPLACE INTO kobi_internal.schema_meta VALUES ('published', ?)",
@@ -341,6 +399,105 @@ def _empty_tables(path: Path, specs: list[TableSpec]) -> None:
         con.execute("CHECKPOINT f")
     finally:
         con.close()
+
+
+def _by_rows_table(name: str, kind: str) -> str:
+    return qident(f"_kobi_publish_{kind}_{name}")
+
+
+def _plan_by_rows(
+    con: duckdb.DuckDBPyConnection,
+    previous_file: Path,
+    tables: dict[str, TableSpec],
+    names: list[str],
+    result: PublishResult,
+    churn: dict[str, int],
+) -> None:
+    """Choose the changed tables whose changed rows alone are replaced, in the read transaction open on ``con``:
+    big tables with a key, with at most ``_MAX_GROWTH_SHARE`` of their rows changed. The keys of their rows to delete (in the file, not in the work database) and to insert
+    (the other way round), compared by key and row hash, are left in temporary tables for :func:`_by_rows_sql`.
+    Fills ``result.by_rows`` and adds the deletions to ``churn``."""
+    candidates = [n for n in names if tables[n].key and result.row_counts[n] >= _BY_ROWS_MIN_ROWS]
+    if not candidates:
+        return
+    prev = f"kobi_previous_{uuid.uuid4().hex[:16]}"
+    con.execute(f"ATTACH {sql_str(str(previous_file))} AS {prev} (READ_ONLY)")
+    try:
+        for name in candidates:
+            spec = tables[name]
+            key = ", ".join(qident(c) for c in spec.key)
+            row_hash = f"hash({', '.join(qident(c) for c in spec.column_names)})"
+            new, old = _by_rows_table(name, "new"), _by_rows_table(name, "old")
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {new} AS SELECT {key}, {row_hash} AS _h FROM main.{qident(name)}"
+            )
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {old} AS SELECT {key}, {row_hash} AS _h FROM {prev}.main.{qident(name)}"
+            )
+            # The rows to go and to come, in place of the hashes (a key column may be NULL).
+            same = " AND ".join([_same("a", "b", spec.key), "a._h = b._h"])
+            for kind, a, b in (("gone", old, new), ("come", new, old)):
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE {_by_rows_table(name, kind)} AS "
+                    f"SELECT {', '.join(f'a.{qident(c)}' for c in spec.key)} FROM {a} a ANTI JOIN {b} b ON {same}"
+                )
+            con.execute(f"DROP TABLE {new}; DROP TABLE {old}")
+            gone, come = con.execute(
+                f"SELECT (SELECT count(*) FROM {_by_rows_table(name, 'gone')}), "
+                f"(SELECT count(*) FROM {_by_rows_table(name, 'come')})"
+            ).fetchone()  # type: ignore[misc]
+            if gone <= _MAX_GROWTH_SHARE * result.row_counts[name]:
+                result.by_rows[name] = (int(gone), int(come))
+                churn[name] = churn.get(name, 0) + int(gone)
+            else:
+                _drop_by_rows_tables(con, [name])
+    finally:
+        con.execute(f"DETACH DATABASE IF EXISTS {prev}")
+
+
+def _same(a: str, b: str, columns: tuple[str, ...]) -> str:
+    return " AND ".join(f"{a}.{qident(c)} IS NOT DISTINCT FROM {b}.{qident(c)}" for c in columns)
+
+
+def _by_rows_sql(alias: str, tables: dict[str, TableSpec], result: PublishResult) -> str:
+    statements: list[str] = []
+    for name in result.by_rows:
+        spec = tables[name]
+        target = f"{alias}.main.{qident(name)}"
+        match = _same("k", "t", spec.key)
+        cols = ", ".join(f"t.{qident(c)}" for c in spec.column_names)
+        statements.append(f"DELETE FROM {target} t USING {_by_rows_table(name, 'gone')} k WHERE {match}")
+        statements.append(
+            f"INSERT INTO {target} SELECT {cols} FROM main.{qident(name)} t SEMI JOIN {_by_rows_table(name, 'come')} k "
+            f"ON {match}"
+        )
+    return ";\n".join(statements)
+
+
+def _check_by_rows(
+    con: duckdb.DuckDBPyConnection, alias: str, tables: dict[str, TableSpec], result: PublishResult
+) -> None:
+    """A table whose rows were replaced by key holds as many rows as the work database's, or it is copied whole
+    (a key that does not identify its rows would otherwise leave rows behind)."""
+    names = list(result.by_rows)
+    for name in names:
+        (n,) = con.execute(f"SELECT count(*) FROM {alias}.main.{qident(name)}").fetchone()  # type: ignore[misc]
+        if n != result.row_counts[name]:
+            log.warning(
+                "analyst table %s: %d rows after replacing changed rows, not %d; copied whole",
+                name,
+                n,
+                result.row_counts[name],
+            )
+            con.execute(_rewrite_sql(alias, tables, [name], emptied=False))
+            del result.by_rows[name]
+    _drop_by_rows_tables(con, names)
+
+
+def _drop_by_rows_tables(con: duckdb.DuckDBPyConnection, names: list[str]) -> None:
+    for name in names:
+        for kind in ("gone", "come"):
+            con.execute(f"DROP TABLE IF EXISTS {_by_rows_table(name, kind)}")
 
 
 def _rewrite_sql(alias: str, tables: dict[str, TableSpec], names: list[str], emptied: bool) -> str:

@@ -254,7 +254,8 @@ class Warehouse:
         not change costs seconds each time (3.3 s for one 1M-item tenant, `make bench`). So the new file
         starts as a byte copy of the current analyst file when that file is exactly the one this work database
         last published (same schema, DuckDB version and file identity), and only the tables whose content
-        fingerprint (row count + sum of row hashes) changed get their rows replaced. Anything else (first publish, a
+        fingerprint (row count + sum of row hashes) changed get their rows replaced: a big table with a key only
+        its changed rows (see ``publish._plan_by_rows``), the others whole. Anything else (first publish, a
         schema change, a file replaced or touched outside, too many free blocks) rebuilds from scratch. When no
         table changed, the current analyst file is already that file and stays as it is.
         Writers are serialised by the publish lock (``publish_lock_path``, held from reading the recorded

@@ -27,6 +27,9 @@ def publish_analyst_file(context: dg.OpExecutionContext, warehouse: WarehouseRes
             "incremental": result.incremental,
             "tables_rewritten": len(result.rewritten),
             "rewritten": ", ".join(result.rewritten) or "none",
+            # Tables of which only the changed rows were replaced: rows deleted and inserted.
+            "rows_replaced": ", ".join(f"{n} -{g:,}/+{c:,}" for n, (g, c) in result.by_rows.items())
+            or "none",
         },
     )
 
