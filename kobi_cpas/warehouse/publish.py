@@ -415,7 +415,7 @@ def _plan_by_rows(
 ) -> None:
     """Choose the changed tables whose changed rows alone are replaced, in the read transaction open on ``con``:
     big tables with a key, with at most ``_MAX_GROWTH_SHARE`` of their rows changed. The keys of their rows to delete (in the file, not in the work database) and to insert
-    (the other way round), compared by key and row hash, are left in temporary tables for :func:`_by_rows_sql`.
+    (the other way round), compared by key and row hash, are left in a temporary table for :func:`_by_rows_sql`.
     Fills ``result.by_rows`` and adds the deletions to ``churn``."""
     candidates = [n for n in names if tables[n].key and result.row_counts[n] >= _BY_ROWS_MIN_ROWS]
     if not candidates:
@@ -425,26 +425,19 @@ def _plan_by_rows(
     try:
         for name in candidates:
             spec = tables[name]
-            key = ", ".join(qident(c) for c in spec.key)
-            row_hash = f"hash({', '.join(qident(c) for c in spec.column_names)})"
-            new, old = _by_rows_table(name, "new"), _by_rows_table(name, "old")
+            hashes = f"{_key_hash(spec)} AS k, hash({', '.join(qident(c) for c in spec.column_names)}) AS h"
+            diff = _by_rows_table(name, "diff")
+            # One pass over both sides: the rows of the file without an identical row in the work database go,
+            # those of the work database without one in the file come.
             con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {new} AS SELECT {key}, {row_hash} AS _h FROM main.{qident(name)}"
+                f"""CREATE OR REPLACE TEMP TABLE {diff} AS
+                SELECT coalesce(o.k, n.k) AS k, o.k IS NULL AS come
+                FROM (SELECT {hashes} FROM {prev}.main.{qident(name)}) o
+                FULL JOIN (SELECT {hashes} FROM main.{qident(name)}) n ON o.k = n.k AND o.h = n.h
+                WHERE o.k IS NULL OR n.k IS NULL"""
             )
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {old} AS SELECT {key}, {row_hash} AS _h FROM {prev}.main.{qident(name)}"
-            )
-            # The rows to go and to come, in place of the hashes (a key column may be NULL).
-            same = " AND ".join([_same("a", "b", spec.key), "a._h = b._h"])
-            for kind, a, b in (("gone", old, new), ("come", new, old)):
-                con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE {_by_rows_table(name, kind)} AS "
-                    f"SELECT {', '.join(f'a.{qident(c)}' for c in spec.key)} FROM {a} a ANTI JOIN {b} b ON {same}"
-                )
-            con.execute(f"DROP TABLE {new}; DROP TABLE {old}")
             gone, come = con.execute(
-                f"SELECT (SELECT count(*) FROM {_by_rows_table(name, 'gone')}), "
-                f"(SELECT count(*) FROM {_by_rows_table(name, 'come')})"
+                f"SELECT count(*) FILTER (WHERE NOT come), count(*) FILTER (WHERE come) FROM {diff}"
             ).fetchone()  # type: ignore[misc]
             if gone <= _MAX_GROWTH_SHARE * result.row_counts[name]:
                 result.by_rows[name] = (int(gone), int(come))
@@ -455,8 +448,10 @@ def _plan_by_rows(
         con.execute(f"DETACH DATABASE IF EXISTS {prev}")
 
 
-def _same(a: str, b: str, columns: tuple[str, ...]) -> str:
-    return " AND ".join(f"{a}.{qident(c)} IS NOT DISTINCT FROM {b}.{qident(c)}" for c in columns)
+def _key_hash(spec: TableSpec, qualifier: str = "") -> str:
+    """SQL: the hash of a row's key (NULL-safe; two keys sharing a hash make the row counts differ, which
+    :func:`_check_by_rows` turns into a whole copy)."""
+    return f"hash({', '.join(qualifier + qident(c) for c in spec.key)})"
 
 
 def _by_rows_sql(alias: str, tables: dict[str, TableSpec], result: PublishResult) -> str:
@@ -464,12 +459,14 @@ def _by_rows_sql(alias: str, tables: dict[str, TableSpec], result: PublishResult
     for name in result.by_rows:
         spec = tables[name]
         target = f"{alias}.main.{qident(name)}"
-        match = _same("k", "t", spec.key)
-        cols = ", ".join(f"t.{qident(c)}" for c in spec.column_names)
-        statements.append(f"DELETE FROM {target} t USING {_by_rows_table(name, 'gone')} k WHERE {match}")
+        diff = _by_rows_table(name, "diff")
+        cols = ", ".join(qident(c) for c in spec.column_names)
         statements.append(
-            f"INSERT INTO {target} SELECT {cols} FROM main.{qident(name)} t SEMI JOIN {_by_rows_table(name, 'come')} k "
-            f"ON {match}"
+            f"DELETE FROM {target} WHERE {_key_hash(spec)} IN (SELECT k FROM {diff} WHERE NOT come)"
+        )
+        statements.append(
+            f"INSERT INTO {target} SELECT {cols} FROM main.{qident(name)} "
+            f"WHERE {_key_hash(spec)} IN (SELECT k FROM {diff} WHERE come)"
         )
     return ";\n".join(statements)
 
@@ -496,8 +493,7 @@ def _check_by_rows(
 
 def _drop_by_rows_tables(con: duckdb.DuckDBPyConnection, names: list[str]) -> None:
     for name in names:
-        for kind in ("gone", "come"):
-            con.execute(f"DROP TABLE IF EXISTS {_by_rows_table(name, kind)}")
+        con.execute(f"DROP TABLE IF EXISTS {_by_rows_table(name, 'diff')}")
 
 
 def _rewrite_sql(alias: str, tables: dict[str, TableSpec], names: list[str], emptied: bool) -> str:
