@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import duckdb
 
 from kobi_cpas.sync.delta import DeltaCounts, delta_counts
-from kobi_cpas.sync.snapshot_step import refresh_item_state, refresh_item_state_and_delta
+from kobi_cpas.sync.item_state import refresh_item_state, refresh_item_state_and_delta
 from kobi_cpas.sync.state import DDL
 from kobi_cpas.sync.tables import CATALOG_ITEM_STATE
 

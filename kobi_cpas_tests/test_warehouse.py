@@ -552,6 +552,29 @@ def test_a_small_change_of_a_big_table_replaces_only_its_changed_rows_and_the_fi
     assert max(sizes) <= 1.1 * fresh, (fresh, sizes)
 
 
+def test_a_key_that_does_not_identify_its_rows_gets_the_table_copied_whole(tmp_path):
+    wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
+    content = (
+        "SELECT count(*), sum(hash(tenant_id, retailer, business_id, registry_hash)) FROM tenant_registry"
+    )
+    with wh.connect() as con:
+        con.execute(
+            "INSERT INTO tenant_registry (tenant_id, retailer, business_id, catalog_id, registry_hash) "
+            "SELECT 't' || i, 'r', md5(i::VARCHAR), '2', 'h' FROM range(60000) r(i)"
+        )
+        wh.publish(con)
+        wh.publish(con)  # nothing changed
+        # A second row with the key of an existing one (the table's key is documented, not enforced).
+        con.execute(
+            "INSERT INTO tenant_registry (tenant_id, retailer, business_id, catalog_id, registry_hash) "
+            "VALUES ('t7', 'r', 'other', '2', 'h2')"
+        )
+        result = wh.publish(con)
+        expected = con.execute(content).fetchone()
+    assert result.incremental and result.rewritten == ["tenant_registry"] and result.by_rows == {}
+    assert _analyst_rows(wh, content) == [expected]
+
+
 def test_threads_of_one_process_connect_migrate_and_publish_at_once(tmp_path):
     import threading
 

@@ -34,11 +34,11 @@ from kobi_cpas.feeds.snapshot import (
     stage_table_names,
 )
 from kobi_cpas.registry import LoadedRegistry, Tenant
-from kobi_cpas.sync.delta import DeltaCounts, change_sql, delta_counts_from, retention_flip_sql
+from kobi_cpas.sync.delta import DeltaCounts
 from kobi_cpas.sync.desired import DesiredResult, build_desired
 from kobi_cpas.sync.feed_download import FeedFileManifest, download_feed, feed_source
+from kobi_cpas.sync.item_state import refresh_item_state_and_delta
 from kobi_cpas.sync.shrink_guard import OVERRIDE_SHRINK_TAG, ShrinkVerdict, confirms_held, evaluate_shrink
-from kobi_cpas.sync.tables import CATALOG_ITEM_STATE
 from kobi_cpas.warehouse.sql import transaction
 
 log = logging.getLogger(__name__)
@@ -82,73 +82,6 @@ class SnapshotOutcome:
 
 def _snapshot_id(tenant_id: str, now: datetime, sha: str | None) -> str:
     return f"{tenant_id}:{now:%Y%m%dT%H%M%SZ}:{(sha or 'na')[:12]}"
-
-
-def refresh_item_state(con: duckdb.DuckDBPyConnection, tenant: Tenant) -> int:
-    """Bring the analyst table ``catalog_item_state`` of one tenant to the sync state; returns its row count."""
-    counts = refresh_item_state_and_delta(con, tenant)
-    return counts.total + counts.dropped
-
-
-def _item_state_sql(only: str = "") -> str:
-    """SQL: the tenant's rows of ``catalog_item_state`` (plus ``retention_flip``) from the sync state; ``only``:
-    a query of the ids to compute, all when empty."""
-    ids = f" AND id IN ({only})" if only else ""
-    return f"""
-        WITH d AS (SELECT id, shard, item_group_id, status, availability, price, previous_id, previous_id_source,
-                          removed_at, content_hash, volatile_hash
-                   FROM sync_state.desired_items WHERE tenant_id = $t{ids}),
-             m AS (SELECT id, shard, content_hash, volatile_hash, method, synced_at
-                   FROM sync_state.meta_items WHERE tenant_id = $t{ids}),
-             f AS (SELECT DISTINCT id, content_hash, volatile_hash FROM sync_state.inflight_items
-                   WHERE tenant_id = $t{ids})
-        SELECT $t AS tenant_id, coalesce(d.id, m.id) AS retailer_id, coalesce(d.shard, m.shard) AS shard,
-               d.item_group_id, d.status AS desired_status, {change_sql()} AS change, f.id IS NOT NULL AS in_flight,
-               d.availability, d.price, d.previous_id, d.previous_id_source, m.method AS meta_method,
-               m.synced_at AS meta_synced_at, d.removed_at, d.removed_at + to_days(CAST($ret AS INTEGER)) AS drop_after,
-               {retention_flip_sql()} AS retention_flip
-        FROM d FULL JOIN m ON m.id = d.id
-        LEFT JOIN f ON f.id = d.id AND f.content_hash = d.content_hash AND f.volatile_hash = d.volatile_hash"""
-
-
-def refresh_item_state_and_delta(con: duckdb.DuckDBPyConnection, tenant: Tenant) -> DeltaCounts:
-    """Bring ``catalog_item_state`` of one tenant to the sync state, rewriting only the rows that differ, and
-    count the delta from the same evaluation (planning it costs more than reading a tenant's rows twice)."""
-    cols = ", ".join(CATALOG_ITEM_STATE.column_names)
-    p = {"t": tenant.tenant_id, "ret": tenant.sync.retention_days}
-    # Narrow: what the counts need and a hash of each row. Not dropped on an error: a statement after a failed
-    # one in the caller's transaction would fail too and hide the error; temp tables go with the connection.
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _kobi_state AS
-        SELECT retailer_id, change, in_flight, retention_flip, hash({cols}) AS row_hash FROM ({_item_state_sql()})""",
-        p,
-    )
-    # Only the rows that differ are rewritten: after a snapshot or a sync most of a big catalog's rows stay.
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _kobi_state_diff AS
-        SELECT coalesce(o.retailer_id, n.retailer_id) AS retailer_id, o.retailer_id IS NULL AS come
-        FROM (SELECT retailer_id, hash({cols}) AS row_hash FROM main.catalog_item_state WHERE tenant_id = $t) o
-        FULL JOIN _kobi_state n ON o.retailer_id = n.retailer_id AND o.row_hash = n.row_hash
-        WHERE o.retailer_id IS NULL OR n.retailer_id IS NULL""",
-        {"t": tenant.tenant_id},
-    )
-    con.execute(
-        """DELETE FROM main.catalog_item_state WHERE tenant_id = $t
-           AND retailer_id IN (SELECT retailer_id FROM _kobi_state_diff WHERE NOT come)""",
-        {"t": tenant.tenant_id},
-    )
-    con.execute(
-        f"""INSERT INTO main.catalog_item_state ({cols}) SELECT {cols}
-        FROM ({_item_state_sql("SELECT retailer_id FROM _kobi_state_diff WHERE come")})""",
-        p,
-    )
-    rows = con.execute(
-        """SELECT change, count(*), count(*) FILTER (WHERE in_flight), count(*) FILTER (WHERE retention_flip)
-           FROM _kobi_state GROUP BY change"""
-    ).fetchall()
-    con.execute("DROP TABLE _kobi_state")
-    con.execute("DROP TABLE _kobi_state_diff")
-    return delta_counts_from(rows)
 
 
 def take_snapshot(

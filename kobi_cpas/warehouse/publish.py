@@ -21,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 
+from kobi_cpas.warehouse.publish_rows import MAX_GROWTH_SHARE, Churn, by_rows_sql, check_by_rows, plan_by_rows
 from kobi_cpas.warehouse.schema import WarehouseSchema
 from kobi_cpas.warehouse.specs import TableSpec
 from kobi_cpas.warehouse.sql import comment_statements, qident, sql_str
@@ -51,23 +52,6 @@ _MAX_FREE_BLOCK_SHARE = 0.5
 # keeps the file the size of a fresh one (~17 ms of CPU per publish). Smaller rewrites skip it: their old and
 # new blocks coexist until the checkpoint, a few MB at most, freed for the next publish to reuse.
 _EMPTY_FIRST_ROWS = 50_000
-# A changed table of at least this many rows, with a key, gets only its changed rows replaced (by key and row hash):
-# a 1 % change of a million-row table then costs two narrow hash passes instead of a copy of every row.
-_BY_ROWS_MIN_ROWS = 50_000
-# A deleted row keeps its space until its row group is rewritten, and each publish's new rows take at least a
-# block, so the file grows. Once it is this share larger than after its last compaction, the next publish copies
-# whole (emptied first) every table holding deleted rows, which brings the file back to a fresh one's size. A
-# table with more of its rows changed than this share is copied whole right away.
-_MAX_GROWTH_SHARE = 0.03
-
-
-@dataclass
-class _Churn:
-    """What the analyst file holds beyond its rows: per table the rows deleted from it by key since it was last
-    copied whole, and the file's size when no table held any (its last compaction)."""
-
-    tables: dict[str, int] = field(default_factory=dict)
-    compact_bytes: int | None = None
 
 
 def _compact(blocks: list[int] | tuple[int, int] | None) -> bool:
@@ -195,7 +179,7 @@ class AnalystPublisher:
                 return result
             done = True  # the build commits (or rolls back) the transaction
             recorded = (state or {}).get("churn") or {}
-            churn = _Churn(dict(recorded.get("tables") or {}), recorded.get("compact_bytes"))
+            churn = Churn(dict(recorded.get("tables") or {}), recorded.get("compact_bytes"))
             free, total = self._build_and_swap(
                 con, tables, result, template if previous is None else None, churn
             )
@@ -213,7 +197,7 @@ class AnalystPublisher:
         tables: dict[str, TableSpec],
         result: PublishResult,
         template: Path | None,
-        churn: _Churn,
+        churn: Churn,
     ) -> tuple[int, int]:
         """Write the new file from the read transaction open on ``con`` (committed here) and swap it in;
         returns its [free, total] blocks. The new file starts as a copy of the analyst file (incremental) or,
@@ -235,7 +219,7 @@ class AnalystPublisher:
             if not result.incremental:
                 churn.tables.clear()
             elif churn.compact_bytes is None or (
-                self.analyst_path.stat().st_size > (1 + _MAX_GROWTH_SHARE) * churn.compact_bytes
+                self.analyst_path.stat().st_size > (1 + MAX_GROWTH_SHARE) * churn.compact_bytes
             ):
                 # Compaction: the tables holding deleted rows are copied whole, changed or not (an unchanged
                 # one's rows are those in the file).
@@ -243,7 +227,9 @@ class AnalystPublisher:
                 churn.tables.clear()
             else:
                 # Before the copy: the analyst file is read as it is, and the copy starts after.
-                _plan_by_rows(con, self.analyst_path, tables, names, result, churn.tables)
+                result.by_rows = plan_by_rows(
+                    con, self.analyst_path, tables, names, result.row_counts, churn.tables
+                )
             shutil.copyfile(template or self.analyst_path, tmp)
             whole = [n for n in names if n not in result.by_rows]
             # The file's copies of the tables copied whole are empty before their rows are copied: the template's
@@ -257,18 +243,16 @@ class AnalystPublisher:
                 try:
                     # In the read transaction: the rows copied are those fingerprinted. The template's tables are
                     # empty, so only tables with rows are filled.
-                    sql = ";\n".join(
-                        filter(
-                            None,
-                            [
-                                _rewrite_sql(alias, tables, whole, emptied),
-                                _by_rows_sql(alias, tables, result),
-                            ],
-                        )
-                    )
+                    parts = [
+                        _rewrite_sql(alias, tables, whole, emptied),
+                        by_rows_sql(alias, tables, result.by_rows),
+                    ]
+                    sql = ";\n".join(filter(None, parts))
                     if sql:
                         con.execute(sql)
-                    _check_by_rows(con, alias, tables, result)
+                    # A key that does not identify its rows leaves the counts apart: that table is copied whole.
+                    for name in check_by_rows(con, alias, result.row_counts, result.by_rows):
+                        con.execute(_rewrite_sql(alias, tables, [name], emptied=False))
                     end("COMMIT")
                     for name in names:
                         if name not in result.by_rows:
@@ -368,7 +352,7 @@ class AnalystPublisher:
         key: str,
         tables: dict[str, str] | None,
         blocks: tuple[int, int] | None = None,
-        churn: _Churn | None = None,
+        churn: Churn | None = None,
     ) -> None:
         state = {
             "key": key,
@@ -399,101 +383,6 @@ def _empty_tables(path: Path, specs: list[TableSpec]) -> None:
         con.execute("CHECKPOINT f")
     finally:
         con.close()
-
-
-def _by_rows_table(name: str, kind: str) -> str:
-    return qident(f"_kobi_publish_{kind}_{name}")
-
-
-def _plan_by_rows(
-    con: duckdb.DuckDBPyConnection,
-    previous_file: Path,
-    tables: dict[str, TableSpec],
-    names: list[str],
-    result: PublishResult,
-    churn: dict[str, int],
-) -> None:
-    """Choose the changed tables whose changed rows alone are replaced, in the read transaction open on ``con``:
-    big tables with a key, with at most ``_MAX_GROWTH_SHARE`` of their rows changed. The keys of their rows to delete (in the file, not in the work database) and to insert
-    (the other way round), compared by key and row hash, are left in a temporary table for :func:`_by_rows_sql`.
-    Fills ``result.by_rows`` and adds the deletions to ``churn``."""
-    candidates = [n for n in names if tables[n].key and result.row_counts[n] >= _BY_ROWS_MIN_ROWS]
-    if not candidates:
-        return
-    prev = f"kobi_previous_{uuid.uuid4().hex[:16]}"
-    con.execute(f"ATTACH {sql_str(str(previous_file))} AS {prev} (READ_ONLY)")
-    try:
-        for name in candidates:
-            spec = tables[name]
-            hashes = f"{_key_hash(spec)} AS k, hash({', '.join(qident(c) for c in spec.column_names)}) AS h"
-            diff = _by_rows_table(name, "diff")
-            # One pass over both sides: the rows of the file without an identical row in the work database go,
-            # those of the work database without one in the file come.
-            con.execute(
-                f"""CREATE OR REPLACE TEMP TABLE {diff} AS
-                SELECT coalesce(o.k, n.k) AS k, o.k IS NULL AS come
-                FROM (SELECT {hashes} FROM {prev}.main.{qident(name)}) o
-                FULL JOIN (SELECT {hashes} FROM main.{qident(name)}) n ON o.k = n.k AND o.h = n.h
-                WHERE o.k IS NULL OR n.k IS NULL"""
-            )
-            gone, come = con.execute(
-                f"SELECT count(*) FILTER (WHERE NOT come), count(*) FILTER (WHERE come) FROM {diff}"
-            ).fetchone()  # type: ignore[misc]
-            if gone <= _MAX_GROWTH_SHARE * result.row_counts[name]:
-                result.by_rows[name] = (int(gone), int(come))
-                churn[name] = churn.get(name, 0) + int(gone)
-            else:
-                _drop_by_rows_tables(con, [name])
-    finally:
-        con.execute(f"DETACH DATABASE IF EXISTS {prev}")
-
-
-def _key_hash(spec: TableSpec, qualifier: str = "") -> str:
-    """SQL: the hash of a row's key (NULL-safe; two keys sharing a hash make the row counts differ, which
-    :func:`_check_by_rows` turns into a whole copy)."""
-    return f"hash({', '.join(qualifier + qident(c) for c in spec.key)})"
-
-
-def _by_rows_sql(alias: str, tables: dict[str, TableSpec], result: PublishResult) -> str:
-    statements: list[str] = []
-    for name in result.by_rows:
-        spec = tables[name]
-        target = f"{alias}.main.{qident(name)}"
-        diff = _by_rows_table(name, "diff")
-        cols = ", ".join(qident(c) for c in spec.column_names)
-        statements.append(
-            f"DELETE FROM {target} WHERE {_key_hash(spec)} IN (SELECT k FROM {diff} WHERE NOT come)"
-        )
-        statements.append(
-            f"INSERT INTO {target} SELECT {cols} FROM main.{qident(name)} "
-            f"WHERE {_key_hash(spec)} IN (SELECT k FROM {diff} WHERE come)"
-        )
-    return ";\n".join(statements)
-
-
-def _check_by_rows(
-    con: duckdb.DuckDBPyConnection, alias: str, tables: dict[str, TableSpec], result: PublishResult
-) -> None:
-    """A table whose rows were replaced by key holds as many rows as the work database's, or it is copied whole
-    (a key that does not identify its rows would otherwise leave rows behind)."""
-    names = list(result.by_rows)
-    for name in names:
-        (n,) = con.execute(f"SELECT count(*) FROM {alias}.main.{qident(name)}").fetchone()  # type: ignore[misc]
-        if n != result.row_counts[name]:
-            log.warning(
-                "analyst table %s: %d rows after replacing changed rows, not %d; copied whole",
-                name,
-                n,
-                result.row_counts[name],
-            )
-            con.execute(_rewrite_sql(alias, tables, [name], emptied=False))
-            del result.by_rows[name]
-    _drop_by_rows_tables(con, names)
-
-
-def _drop_by_rows_tables(con: duckdb.DuckDBPyConnection, names: list[str]) -> None:
-    for name in names:
-        con.execute(f"DROP TABLE IF EXISTS {_by_rows_table(name, 'diff')}")
 
 
 def _rewrite_sql(alias: str, tables: dict[str, TableSpec], names: list[str], emptied: bool) -> str:

@@ -25,7 +25,7 @@ from kobi_cpas.resources import (
     WarehouseResource,
 )
 from kobi_cpas.sync import methods
-from kobi_cpas.sync.snapshot_step import refresh_item_state
+from kobi_cpas.sync.item_state import refresh_item_state
 from kobi_cpas.sync.tables import CATALOG_ITEM_STATE, CATALOG_SYNCS
 
 _SYNC_TABLE = dict(group_name=GROUP, owners=OWNERS_DATA, kinds=SYNC_KINDS)

@@ -16,8 +16,8 @@ from kobi_cpas.resources import (
     WarehouseResource,
 )
 from kobi_cpas.sync.guards import SURPLUS_STATUS
+from kobi_cpas.sync.item_state import refresh_item_state, refresh_item_state_and_delta
 from kobi_cpas.sync.methods import SyncBlocked, SyncContext, SyncRecord
-from kobi_cpas.sync.snapshot_step import refresh_item_state, refresh_item_state_and_delta
 
 
 def sync_context(
