@@ -34,6 +34,8 @@ from kobi_cpas.feeds.snapshot import (
     stage_table_names,
 )
 from kobi_cpas.registry import LoadedRegistry, Tenant
+from kobi_cpas.sync.adopted import KEEP as ADOPTED_KEEP
+from kobi_cpas.sync.adopted import claim_adopted, item_state_rows_sql
 from kobi_cpas.sync.delta import DeltaCounts, delta_counts_of, delta_sql
 from kobi_cpas.sync.desired import DesiredResult, build_desired
 from kobi_cpas.sync.feed_download import FeedFileManifest, download_feed, feed_source
@@ -107,13 +109,22 @@ def _refresh_item_state_from(con: duckdb.DuckDBPyConnection, tenant: Tenant, del
         f"""INSERT INTO main.catalog_item_state
         SELECT $t, coalesce(d.id, m.id), coalesce(d.shard, m.shard), d.item_group_id, d.status, x.change, x.in_flight,
                d.availability, d.price, d.previous_id, d.previous_id_source, m.method, m.synced_at, d.removed_at,
-               d.removed_at + to_days(CAST($ret AS INTEGER))
+               d.removed_at + to_days(CAST($ret AS INTEGER)), NULL::TIMESTAMPTZ
         FROM {delta} x
         LEFT JOIN sync_state.desired_items d ON d.tenant_id = $t AND d.id = x.id
         LEFT JOIN sync_state.meta_items m ON m.tenant_id = $t AND m.id = x.id""",
         {"t": tenant.tenant_id, "ret": tenant.sync.retention_days},
     ).fetchone()
-    return int(row[0]) if row else 0
+    # Items adopted from the brand's existing catalog: out of stock until their retention ends, or deleted.
+    adopted = con.execute(
+        f"INSERT INTO main.catalog_item_state {item_state_rows_sql()}",
+        {
+            "t": tenant.tenant_id,
+            "ret": tenant.sync.retention_days,
+            "keep": tenant.sync.adopted_items == ADOPTED_KEEP,
+        },
+    ).fetchone()
+    return (int(row[0]) if row else 0) + (int(adopted[0]) if adopted else 0)
 
 
 def take_snapshot(
@@ -279,6 +290,8 @@ def ingest_snapshot(
             n_shards=tenant.sync.shards,
             issues_table="main.feed_item_issues" if ingest is not None else None,
         )
+        # An adopted id the feed sends again is Kobi's own item from now on.
+        claim_adopted(con, tid, now)
         stage("replace_view")
         # The item state depends only on the sync state, final once desired_items is rebuilt.
         delta = replace(refresh_item_state_and_delta(con, tenant), removed=removed)

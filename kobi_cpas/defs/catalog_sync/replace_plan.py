@@ -23,7 +23,8 @@ def replace_feed_plan(
     context: dg.AssetExecutionContext, registry: TenantRegistryResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """What the next replace upload would do per shard: items sent, live items at Meta, items Meta would delete,
-    live items it would flip to out of stock (retention), and unconfirmed surplus deletions of earlier replaces.
+    live items it would flip to out of stock (retention), items adopted from the brand's existing catalog whose
+    retention has passed (deleted through the Batch API), and unconfirmed surplus deletions of earlier replaces.
     Its blocking check (the deletion guard) stops an empty upload, one deleting or flipping too much of the
     catalog, and any replace while Meta's surplus deletions wait for a person's confirmation."""
     _, tenant = registry.tenant(context.partition_key)
@@ -38,6 +39,7 @@ def replace_feed_plan(
             p.live,
             p.deletions,
             p.flips,
+            p.adopted_deletions,
             sum(s.surplus for s in p.surplus),
             f"{p.delete_share:.1%}",
         )
@@ -56,9 +58,13 @@ def replace_feed_plan(
             "live_items": sum(p.live for p in plans),
             "deletions": sum(p.deletions for p in plans),
             "retention_flips": sum(p.flips for p in plans),
+            "adopted_deletions": sum(p.adopted_deletions for p in plans),
             "unconfirmed_surplus_deletions": surplus,
             "plan": dg.MetadataValue.md(
-                md_table(rows, ["shard", "items", "live", "deletions", "flips", "surplus", "share"])
+                md_table(
+                    rows,
+                    ["shard", "items", "live", "deletions", "flips", "adopted deletions", "surplus", "share"],
+                )
             ),
         },
         check_results=[
@@ -70,6 +76,7 @@ def replace_feed_plan(
                 metadata={
                     "deletions": sum(p.deletions for p in plans),
                     "retention_flips": sum(p.flips for p in plans),
+                    "adopted_deletions": sum(p.adopted_deletions for p in plans),
                     "unconfirmed_surplus_deletions": surplus,
                     "live": sum(p.live for p in plans),
                     "max_delete_share": tenant.sync.max_delete_share,

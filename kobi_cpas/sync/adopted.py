@@ -1,0 +1,167 @@
+"""Items adopted from a brand's existing catalog follow the tenant's retention, like items that leave Kobi's feed.
+
+At the confirmed first upload to a catalog that already held items (``existing_catalog.py``), the existing items
+the feed does not send are marked out of stock and recorded in ``sync_state.adopted_items``. From their adoption
+day they are kept out of stock for ``sync.retention_days``; once that has passed (never on the adoption day
+itself, whatever the retention) the daily replace deletes them at Meta with a Batch API ``DELETE`` — Kobi's
+replace feed never held them, so its upload cannot. Meta's own Catalog Integration guide: "If deletion is needed
+(for instance, after 3 months of the item no longer being sold)", and the Batch API's request
+``{"method": "DELETE", "data": {"id": <retailer_id>}}`` (Meta's WooCommerce extension sends exactly that).
+
+- The deletions count in the replace's deletion guard (share of live items, adopted ones included), so a large
+  catalog of adopted items waits for a person's ``kobi/override_deletion_guard=true`` like any other deletion.
+- Idempotent: an item is deleted once (``deleted_at``); a re-run sends nothing.
+- An adopted id the feed sends again is *claimed* (``claimed_at``): it is Kobi's own item from then on and leaves
+  by Kobi's replace feed, never by an adopted-item DELETE.
+- ``sync.adopted_items: keep`` in the registry keeps them forever (nothing is ever due).
+
+Network calls happen with the work database closed; the state is written in short transactions around them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+
+from kobi_cpas.registry.models import Tenant
+from kobi_cpas.sync.context import SyncContext
+from kobi_cpas.sync.pending import batch_message
+from kobi_cpas.sync.state import shard_sql
+
+KEEP = "keep"
+
+
+def claim_adopted(con: duckdb.DuckDBPyConnection, tenant_id: str, now: datetime) -> int:
+    """Adopted ids the replace view now holds become Kobi's own items (never deleted as adopted). -> claimed."""
+    rows = con.execute(
+        """UPDATE sync_state.adopted_items SET claimed_at = $now
+           WHERE tenant_id = $t AND claimed_at IS NULL AND deleted_at IS NULL
+             AND retailer_id IN (SELECT id FROM sync_state.desired_items WHERE tenant_id = $t)
+           RETURNING 1""",
+        {"t": tenant_id, "now": now},
+    ).fetchall()
+    return len(rows)
+
+
+def _held_sql() -> str:
+    """SQL (params $t): the tenant's adopted items still at Meta as Kobi left them (out of stock), with ``due``
+    (params $now, $ret, $keep): their retention has passed."""
+    return """
+    SELECT retailer_id AS id, NULL::VARCHAR AS item_group_id, adopted_at,
+           NOT $keep AND adopted_at + to_days(greatest(CAST($ret AS INTEGER), 1)) <= $now AS due
+    FROM sync_state.adopted_items
+    WHERE tenant_id = $t AND deleted_at IS NULL AND claimed_at IS NULL
+      AND retailer_id NOT IN (SELECT id FROM sync_state.desired_items WHERE tenant_id = $t)"""
+
+
+def _params(tenant: Tenant, now: datetime) -> dict[str, object]:
+    return {
+        "t": tenant.tenant_id,
+        "now": now,
+        "ret": tenant.sync.retention_days,
+        "keep": tenant.sync.adopted_items == KEEP,
+    }
+
+
+def adopted_counts(
+    con: duckdb.DuckDBPyConnection, tenant: Tenant, now: datetime
+) -> dict[int, tuple[int, int]]:
+    """Per shard (by id, as Kobi shards ungrouped items): (adopted items due for deletion, adopted items held)."""
+    rows = con.execute(
+        f"""SELECT {shard_sql(tenant.sync.shards)} AS shard, count(*) FILTER (WHERE due), count(*)
+            FROM ({_held_sql()}) GROUP BY ALL""",
+        _params(tenant, now),
+    ).fetchall()
+    return {int(r[0]): (int(r[1]), int(r[2])) for r in rows}
+
+
+def due_adopted_batches(
+    con: duckdb.DuckDBPyConnection, tenant: Tenant, now: datetime, chunk_size: int
+) -> list[tuple[list[str], str]]:
+    """The adopted items due for deletion in chunks of ``chunk_size``: (ids, the items_batch ``requests``)."""
+    rows = con.execute(
+        f"""WITH due AS (
+              SELECT id, (row_number() OVER (ORDER BY id) - 1) // {int(chunk_size)} AS chunk
+              FROM ({_held_sql()}) WHERE due)
+            SELECT list(id ORDER BY id),
+                   to_json(list({{'method': 'DELETE', 'data': {{'id': id}}}} ORDER BY id))::VARCHAR
+            FROM due GROUP BY chunk ORDER BY chunk""",
+        _params(tenant, now),
+    ).fetchall()
+    return [([str(i) for i in ids], str(requests)) for ids, requests in rows]
+
+
+def record_deleted(
+    con: duckdb.DuckDBPyConnection,
+    tenant_id: str,
+    ids: list[str],
+    refused: dict[str, str],
+    now: datetime,
+    run_id: str,
+    handle: str,
+) -> None:
+    """Meta took the DELETE of ``ids`` except the ``refused`` ones (id -> Meta's message), which stay due."""
+    con.execute(
+        """UPDATE sync_state.adopted_items a
+           SET deleted_at = CASE WHEN x.msg IS NULL THEN $now END, delete_run_id = $run,
+               delete_handle = $handle, delete_error = x.msg
+           FROM (SELECT i.id, r.msg FROM (SELECT unnest($ids::VARCHAR[]) AS id) i
+                 LEFT JOIN (SELECT unnest($rids::VARCHAR[]) AS id, unnest($msgs::VARCHAR[]) AS msg) r USING (id)) x
+           WHERE a.tenant_id = $t AND a.retailer_id = x.id AND a.deleted_at IS NULL""",
+        {
+            "t": tenant_id,
+            "ids": ids,
+            "rids": list(refused),
+            "msgs": list(refused.values()),
+            "now": now,
+            "run": run_id,
+            "handle": handle,
+        },
+    )
+
+
+def delete_due_adopted(ctx: SyncContext, planned_at: datetime, chunk_size: int) -> int:
+    """Send the Batch API DELETE of the adopted items whose retention had passed at ``planned_at``, when the
+    deletion guard counted them (the caller has passed it). -> items Meta took."""
+    with ctx.db() as con:
+        batches = due_adopted_batches(con, ctx.tenant, planned_at, chunk_size)
+    taken = 0
+    for chunk, requests in batches:
+        # A DELETE is idempotent at Meta: a retry after a timeout cannot remove anything else.
+        resp = ctx.client.post(
+            f"{ctx.catalog_id}/items_batch", data={"item_type": "PRODUCT_ITEM", "requests": requests}
+        )
+        handle = ",".join(str(h) for h in resp.get("handles") or [])
+        refused = {
+            str(v.get("retailer_id")): batch_message(v)
+            for v in resp.get("validation_status") or []
+            if v.get("errors")
+        }
+        with ctx.db() as con:
+            record_deleted(con, ctx.tenant_id, chunk, refused, ctx.now(), ctx.run_id, handle)
+        taken += len(chunk) - len(refused)
+        for rid, msg in list(refused.items())[:5]:
+            ctx.progress(f"tenant '{ctx.tenant_id}': Meta refused to delete adopted item {rid}: {msg}")
+    if batches:
+        ctx.progress(
+            f"tenant '{ctx.tenant_id}' catalog {ctx.catalog_id}: deleted {taken:,} item(s) adopted from the "
+            f"brand's existing catalog, out of stock for {ctx.tenant.sync.retention_days} days "
+            "(sync.retention_days; sync.adopted_items: keep would keep them)"
+        )
+    return taken
+
+
+def item_state_rows_sql() -> str:
+    """SQL (params $t, $ret, $keep): catalog_item_state rows of the tenant's adopted items that are not in the
+    sync state (claimed ones are), in the table's column order."""
+    return """
+    SELECT $t, retailer_id, NULL::INTEGER, NULL::VARCHAR,
+           CASE WHEN deleted_at IS NOT NULL THEN 'adopted_deleted'
+                WHEN $keep THEN 'adopted_kept' ELSE 'adopted_retained' END,
+           NULL::VARCHAR, false, CASE WHEN deleted_at IS NULL THEN 'out of stock' END, NULL::VARCHAR,
+           NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR, NULL::TIMESTAMPTZ, adopted_at,
+           CASE WHEN NOT $keep THEN adopted_at + to_days(greatest(CAST($ret AS INTEGER), 1)) END, deleted_at
+    FROM sync_state.adopted_items
+    WHERE tenant_id = $t AND claimed_at IS NULL
+      AND retailer_id NOT IN (SELECT retailer_id FROM main.catalog_item_state WHERE tenant_id = $t)"""
