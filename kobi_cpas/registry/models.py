@@ -218,12 +218,9 @@ class CpasRetailer(_Strict):
             raise ValueError("must look like 'act_<digits>'")
         return v
 
-    @model_validator(mode="after")
-    def _accepted_needs_account(self) -> CpasRetailer:
-        # The segment id may be left out: Kobi records the segment it created or found (cpas_state.segments).
-        if self.partnership_status == PartnershipStatus.accepted and not self.dedicated_ad_account_id:
-            raise ValueError("an accepted partnership needs dedicated_ad_account_id")
-        return self
+    # The segment id and the dedicated ad account may be left out: Kobi records the segment it created or found
+    # and the accounts Meta shows dedicated to the retailer (cpas_state), and reports an accepted partnership
+    # with neither (drift ad_account_unknown).
 
 
 class Tenant(_Strict):
