@@ -1,7 +1,8 @@
 """Items adopted from a brand's existing catalog follow the tenant's retention, through Dagster against the sandbox:
 out of stock from their adoption day, deleted at Meta with a Batch API DELETE once ``sync.retention_days`` has
-passed (never on the adoption day, behind the deletion guard, once), an adopted id the feed sends again is Kobi's
-own item, and ``sync.adopted_items: keep`` keeps them forever.
+passed (never on the adoption day, once; too many are held by the deletion guard while Kobi's own replace goes on,
+until a person confirms), an adopted id the feed sends again is Kobi's own item, and ``sync.adopted_items: keep``
+keeps them forever.
 
 Time passing is simulated by moving the recorded adoption back, as if the confirmed first sync had run that many
 days ago."""
@@ -69,6 +70,16 @@ def _item_state(h: SyncHarness) -> dict[str, tuple]:
     return {r[0]: r[1:] for r in rows}
 
 
+def _guard_problems(h: SyncHarness) -> list[dict]:
+    with h.wh.connect() as con:
+        cur = con.execute(
+            "SELECT * FROM main.catalog_diagnostics WHERE tenant_id = ? AND source = 'kobi_sync_guard'",
+            [TENANT],
+        )
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
 def test_adopted_items_are_deleted_once_their_retention_has_passed(harness, meta_client):
     h = harness
     rows = _adopt(h, meta_client)
@@ -96,20 +107,38 @@ def test_adopted_items_are_deleted_once_their_retention_has_passed(harness, meta
         40, f"INSERT INTO f SELECT * REPLACE ('{SHOP[0]}' AS id) FROM f WHERE id = '{rows[1]['id']}'"
     )
     _days_ago(h, 2)  # 91 days since the adoption
-    blocked = h.run("catalog_replace_job")
-    assert not blocked.success
-    text = " ".join(e.description or "" for e in blocked.get_asset_check_evaluations() if not e.passed)
-    assert (
-        text.startswith("BLOCKED")
-        and "delete 19 of the 19 items adopted from the brand's existing catalog" in text
-    )
+    uploads = h.requests("product_feed.uploads.create")
+    held = h.run("catalog_replace_job")
+    # 19 adopted deletions exceed the deletion guard: held, not sent, while Kobi's own replace goes out as usual.
+    assert held.success, _failure(held)
+    evals = {e.check_name: e for e in held.get_asset_check_evaluations()}
+    assert evals["replace_deletion_guard"].passed
+    text = evals["adopted_deletion_guard"].description or ""
+    assert not evals["adopted_deletion_guard"].passed and text.startswith("HELD")
+    assert f"tenant '{TENANT}'" in text and "deleting 19 of the 19 items adopted" in text
     assert "kobi/override_deletion_guard=true" in text
-    assert h.requests("catalog.items_batch") == batches  # nothing sent
-    assert set(SHOP) <= set(h.meta_items())
+    assert h.requests("product_feed.uploads.create") == uploads + 1
+    assert h.requests("catalog.items_batch") == batches  # no DELETE sent
+    h.admin.advance_clock(130)
+    at_meta = h.meta_items()
+    assert set(SHOP) <= set(at_meta)
+    assert at_meta[SHOP[0]]["availability"] == "in stock" and at_meta[SHOP[0]]["title"] == rows[1]["title"]
     assert _adopted(h)[SHOP[0]][:2] == (True, False)  # claimed by the snapshot that sent it
+    state = _item_state(h)
+    assert {rid: s[:2] for rid, s in state.items() if rid != SHOP[0]} == dict.fromkeys(
+        SHOP[1:], ("adopted_held", "out of stock")
+    )
+    (problem,) = _guard_problems(h)
+    assert problem["error_type"] == "ADOPTED_DELETIONS_HELD" and problem["is_open"]
+    assert problem["reported_count"] == 19 and f"Tenant '{TENANT}'" in problem["description"]
+    assert "kobi/override_deletion_guard=true" in problem["call_to_action"]
+    # held again by the next plain run: still nothing sent, the same one problem
+    assert h.run("catalog_replace_job").success
+    assert h.requests("catalog.items_batch") == batches
+    assert [p["is_open"] for p in _guard_problems(h)] == [True]
 
     # A person confirms: one Batch API DELETE of the 19; the claimed one stays, with the feed's values.
-    assert h.run("catalog_replace_job", tags=OVERRIDE).success, _failure(blocked)
+    assert h.run("catalog_replace_job", tags=OVERRIDE).success
     assert h.requests("catalog.items_batch") == batches + 1
     h.admin.advance_clock(130)
     at_meta = h.meta_items()
@@ -123,6 +152,7 @@ def test_adopted_items_are_deleted_once_their_retention_has_passed(harness, meta
         SHOP[1:], ("adopted_deleted", True)
     )
     assert state[SHOP[0]][0] == "active"
+    assert [p["is_open"] for p in _guard_problems(h)] == [False]  # resolved by the deletion
     # the other feed is never deleted by Kobi
     assert len(meta_client.get(f"{CATALOG}/product_feeds", params={"fields": "id"})["data"]) == 2
 

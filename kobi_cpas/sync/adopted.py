@@ -8,8 +8,11 @@ replace feed never held them, so its upload cannot. Meta's own Catalog Integrati
 (for instance, after 3 months of the item no longer being sold)", and the Batch API's request
 ``{"method": "DELETE", "data": {"id": <retailer_id>}}`` (Meta's WooCommerce extension sends exactly that).
 
-- The deletions count in the replace's deletion guard (share of live items, adopted ones included), so a large
-  catalog of adopted items waits for a person's ``kobi/override_deletion_guard=true`` like any other deletion.
+- The deletions have their own guard, which never holds back the replace of Kobi's feed: when the due ones, with
+  the replace's own deletions and flips, exceed ``sync.max_delete_share`` of the catalog (Kobi's live items and the
+  adopted ones still out of stock), none is sent. They are recorded as held (``held_at``; ``adopted_held`` in
+  ``catalog_item_state``) with an ``ADOPTED_DELETIONS_HELD`` problem in ``catalog_diagnostics`` naming tenant and
+  count, while the replace upload goes on; a run with ``kobi/override_deletion_guard=true`` sends them.
 - Idempotent: an item is deleted once (``deleted_at``); a re-run sends nothing.
 - An adopted id the feed sends again is *claimed* (``claimed_at``): it is Kobi's own item from then on and leaves
   by Kobi's replace feed, never by an adopted-item DELETE.
@@ -26,6 +29,7 @@ import duckdb
 
 from kobi_cpas.registry.models import Tenant
 from kobi_cpas.sync.context import SyncContext
+from kobi_cpas.sync.guards import OVERRIDE_TAG, sync_guard_problems
 from kobi_cpas.sync.pending import batch_message
 from kobi_cpas.sync.state import shard_sql
 
@@ -105,7 +109,7 @@ def record_deleted(
     con.execute(
         """UPDATE sync_state.adopted_items a
            SET deleted_at = CASE WHEN x.msg IS NULL THEN $now END, delete_run_id = $run,
-               delete_handle = $handle, delete_error = x.msg
+               delete_handle = $handle, delete_error = x.msg, held_at = NULL
            FROM (SELECT i.id, r.msg FROM (SELECT unnest($ids::VARCHAR[]) AS id) i
                  LEFT JOIN (SELECT unnest($rids::VARCHAR[]) AS id, unnest($msgs::VARCHAR[]) AS msg) r USING (id)) x
            WHERE a.tenant_id = $t AND a.retailer_id = x.id AND a.deleted_at IS NULL""",
@@ -121,9 +125,52 @@ def record_deleted(
     )
 
 
+def mark_held(con: duckdb.DuckDBPyConnection, tenant: Tenant, now: datetime, hold: bool) -> tuple[int, int]:
+    """Record which adopted items the deletion guard holds: with ``hold``, the ones due at ``now`` (keeping the
+    day they were first held); without, none. -> (held now, held before)."""
+    (before,) = con.execute(  # type: ignore[misc]
+        """SELECT count(*) FROM sync_state.adopted_items
+           WHERE tenant_id = $t AND held_at IS NOT NULL AND deleted_at IS NULL""",
+        {"t": tenant.tenant_id},
+    ).fetchone()
+    rows = con.execute(
+        f"""UPDATE sync_state.adopted_items
+            SET held_at = CASE WHEN $hold AND retailer_id IN (SELECT id FROM ({_held_sql()}) WHERE due)
+                               THEN coalesce(held_at, $now) END
+            WHERE tenant_id = $t AND deleted_at IS NULL AND (held_at IS NOT NULL OR $hold)
+            RETURNING held_at""",
+        {**_params(tenant, now), "hold": hold},
+    ).fetchall()
+    return sum(1 for r in rows if r[0] is not None), int(before)
+
+
+def settle_adopted(
+    ctx: SyncContext, planned_at: datetime, due: int, held: list[str], override: bool, chunk_size: int
+) -> int:
+    """After the replace upload of Kobi's feed: send the ``due`` adopted deletions, or hold them when the
+    deletion guard's ``held`` reasons say they would remove too much of the catalog and no override tag says
+    go. -> items Meta took."""
+    hold = bool(held) and not override
+    with ctx.db() as con:
+        now_held, was_held = mark_held(con, ctx.tenant, planned_at, hold)
+    taken = 0 if hold or not due else delete_due_adopted(ctx, planned_at, chunk_size)
+    if now_held or was_held:
+        with ctx.db() as con:  # the problem opens, or resolves once nothing is held
+            sync_guard_problems(con, ctx.tenant_id, ctx.catalog_id, ctx.now())
+    if hold:
+        ctx.progress(
+            f"ADOPTED DELETIONS HELD: tenant '{ctx.tenant_id}' catalog {ctx.catalog_id}: "
+            + "; ".join(held)
+            + f". Kobi's feed was uploaded as usual; the {now_held:,} adopted item(s) stay out of stock until a "
+            f"person checks them and confirms with the run tag {OVERRIDE_TAG}=true (or sets sync.adopted_items: "
+            "keep)."
+        )
+    return taken
+
+
 def delete_due_adopted(ctx: SyncContext, planned_at: datetime, chunk_size: int) -> int:
-    """Send the Batch API DELETE of the adopted items whose retention had passed at ``planned_at``, when the
-    deletion guard counted them (the caller has passed it). -> items Meta took."""
+    """Send the Batch API DELETE of the adopted items whose retention had passed at ``planned_at``, when their
+    deletion guard let them through (:func:`settle_adopted`). -> items Meta took."""
     with ctx.db() as con:
         batches = due_adopted_batches(con, ctx.tenant, planned_at, chunk_size)
     taken = 0
@@ -157,8 +204,8 @@ def item_state_rows_sql() -> str:
     sync state (claimed ones are), in the table's column order."""
     return """
     SELECT $t, retailer_id, NULL::INTEGER, NULL::VARCHAR,
-           CASE WHEN deleted_at IS NOT NULL THEN 'adopted_deleted'
-                WHEN $keep THEN 'adopted_kept' ELSE 'adopted_retained' END,
+           CASE WHEN deleted_at IS NOT NULL THEN 'adopted_deleted' WHEN $keep THEN 'adopted_kept'
+                WHEN held_at IS NOT NULL THEN 'adopted_held' ELSE 'adopted_retained' END,
            NULL::VARCHAR, false, CASE WHEN deleted_at IS NULL THEN 'out of stock' END, NULL::VARCHAR,
            NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR, NULL::TIMESTAMPTZ, adopted_at,
            CASE WHEN NOT $keep THEN adopted_at + to_days(greatest(CAST($ret AS INTEGER), 1)) END, deleted_at

@@ -29,7 +29,7 @@ from kobi_cpas.diagnostics.collect import record_batch_lines
 from kobi_cpas.feeds.fields import VOLATILE_COLUMNS
 from kobi_cpas.meta.errors import MetaAPIError
 from kobi_cpas.registry.models import Tenant
-from kobi_cpas.sync.adopted import adopted_counts, claim_adopted, delete_due_adopted
+from kobi_cpas.sync.adopted import adopted_counts, claim_adopted, settle_adopted
 from kobi_cpas.sync.context import (
     SyncContext,
     SyncRecord,
@@ -138,45 +138,58 @@ class ReplacePlan:
     max_delete_share: float
     flips: int = 0  # live items this replace takes out of stock (gone from the source, kept by retention)
     surplus: tuple[Surplus, ...] = ()  # unconfirmed surplus deletions Meta reported for this shard
-    # Items adopted from the brand's existing catalog: past their retention (deleted by this replace through
-    # the Batch API) and still held out of stock (live at Meta, so part of the share's base).
+    # Items adopted from the brand's existing catalog: past their retention (deleted through the Batch API after
+    # the upload, unless their own guard holds them) and still held out of stock (live at Meta).
     adopted_deletions: int = 0
     adopted_held: int = 0
 
     @property
     def delete_share(self) -> float:
+        return (self.deletions + self.flips) / self.live if self.live else 0.0
+
+    @property
+    def adopted_share(self) -> float:
+        """What this replace would remove of the catalog (Kobi's live items and the adopted ones still held) if
+        it also deleted the due adopted items."""
         base = self.live + self.adopted_held
         return (self.deletions + self.flips + self.adopted_deletions) / base if base else 0.0
 
     @property
     def blocked_reason(self) -> str | None:
+        """Why the replace of Kobi's own feed must not run (adopted deletions never block it)."""
         reasons: list[str] = []
         if self.items == 0:
             reasons.append(
                 f"shard {self.shard}: the replace upload would be EMPTY and Meta would delete all {self.live} "
                 "live items; check the feed source"
             )
-        elif self.delete_share > self.max_delete_share:
+        elif self.live and self.delete_share > self.max_delete_share:
             flips = (
                 f" and flip {self.flips} to out of stock (gone from the feed source, kept by retention)"
                 if self.flips
                 else ""
             )
-            adopted = (
-                f", and delete {self.adopted_deletions} of the {self.adopted_held} items adopted from the brand's "
-                "existing catalog (out of stock since adoption, past their retention)"
-                if self.adopted_deletions
-                else ""
-            )
             reasons.append(
                 f"shard {self.shard}: the replace upload would delete {self.deletions} of {self.live} live items"
-                f"{flips}{adopted} ({self.delete_share:.1%} > {self.max_delete_share:.1%} allowed)"
+                f"{flips} ({self.delete_share:.1%} > {self.max_delete_share:.1%} allowed)"
             )
         reasons += [
             f"{s.describe()}; check the catalog, then confirm with the run tag {OVERRIDE_TAG}=true"
             for s in self.surplus
         ]
         return "; ".join(reasons) or None
+
+    @property
+    def adopted_hold_reason(self) -> str | None:
+        """Why the due adopted deletions are held (not sent) while the replace itself goes on."""
+        if not self.adopted_deletions or self.adopted_share <= self.max_delete_share:
+            return None
+        return (
+            f"shard {self.shard}: deleting {self.adopted_deletions} of the {self.adopted_held} items adopted from "
+            "the brand's existing catalog (out of stock since adoption, past their retention) would remove "
+            f"{self.adopted_share:.1%} of the catalog with the replace's own deletions "
+            f"(> {self.max_delete_share:.1%} allowed)"
+        )
 
 
 def plan_replace(
@@ -246,8 +259,15 @@ def run_replace(ctx: SyncContext, *, override_guard: bool = False) -> list[SyncR
                 ctx, "replace", plan.shard, "tenant_id = $t AND shard = $s", snapshot_id, "items", feeds
             )
         )
-    if any(p.adopted_deletions for p in plans):
-        delete_due_adopted(ctx, planned_at, META_BATCH_LIMIT)
+    # Only now, after Kobi's feed went out: held adopted deletions never hold back the replace itself.
+    settle_adopted(
+        ctx,
+        planned_at,
+        sum(p.adopted_deletions for p in plans),
+        [r for p in plans if (r := p.adopted_hold_reason)],
+        override,
+        META_BATCH_LIMIT,
+    )
     return records
 
 

@@ -86,7 +86,8 @@ DDL = (
   deleted_at TIMESTAMPTZ,              -- Meta took Kobi's Batch API DELETE of it (retention passed)
   delete_run_id VARCHAR,
   delete_handle VARCHAR,
-  delete_error VARCHAR                 -- why Meta refused the DELETE (sent again by the next replace)
+  delete_error VARCHAR,                -- why Meta refused the DELETE (sent again by the next replace)
+  held_at TIMESTAMPTZ                  -- due, but the deletion guard holds the DELETE until a person confirms
 )""",
     # Work databases made before adopted items followed the retention.
     *(
@@ -97,6 +98,7 @@ DDL = (
             ("delete_run_id", "VARCHAR"),
             ("delete_handle", "VARCHAR"),
             ("delete_error", "VARCHAR"),
+            ("held_at", "TIMESTAMPTZ"),
         )
     ),
 )

@@ -181,7 +181,8 @@ CATALOG_ITEM_STATE = TableSpec(
             "active, invalid_kept (last valid version kept), removed_retained "
             "(out of stock until retention ends) or NULL (to be deleted by the next replace feed); for items "
             "adopted from the brand's existing catalog that the feed does not send: adopted_retained (out of "
-            "stock until drop_after, then deleted through the Batch API), adopted_kept (sync.adopted_items: "
+            "stock until drop_after, then deleted through the Batch API), adopted_held (past drop_after, the "
+            "deletion held by adopted_deletion_guard until a person confirms), adopted_kept (sync.adopted_items: "
             "keep) or adopted_deleted",
         ),
         col(
