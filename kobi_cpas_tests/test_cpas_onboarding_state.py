@@ -5,6 +5,7 @@ run creates nothing); the segment job reuses the pair's known segment instead of
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -13,9 +14,11 @@ import pytest
 import yaml
 
 from kobi_cpas.defs.cpas.checks import PARTNERSHIP_DRIFT
+from kobi_cpas.defs.insights.partitions import range_tags
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
+from kobi_cpas_tests.dagster_fixtures import tick_schedule
 from kobi_cpas_tests.sync_harness import sync_demo_catalogs
 
 pytest_plugins = ["kobi_cpas_tests.world_snapshot"]
@@ -381,3 +384,53 @@ def test_a_declared_ad_account_wins_and_a_different_one_at_meta_is_a_finding(res
     assert not drift.passed and "ad_account_mismatch" in (drift.description or "")
     # recorded as observed; the declared one is still what every CPAS asset uses
     assert ("trendyol", "act_4000000000000098", TY_BIZ) in _accounts_state(analyst, BRAND)
+
+
+ISTANBUL_7AM = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)  # the brand's sync.timezone is Europe/Istanbul
+
+
+def _insights_tick(restored, registry: Path) -> list[str]:
+    """The tenants the insights schedule asks a pull for at 07:00 in Istanbul (it reads the published file)."""
+    from kobi_cpas.defs.insights.schedules import shared_item_metrics_schedule
+
+    if BRAND not in restored.instance.get_dynamic_partitions("tenant"):
+        restored.instance.add_dynamic_partitions("tenant", [BRAND])
+    out = tick_schedule(
+        shared_item_metrics_schedule,
+        restored.instance,
+        restored.env.resources(registry),
+        scheduled_execution_time=ISTANBUL_7AM,
+    )
+    return [] if isinstance(out, dg.SkipReason) else [r.tags["kobi/tenant"] for r in out]
+
+
+def test_an_observed_ad_account_gets_its_metrics_pulled(restored, tmp_path, monkeypatch):
+    """The registry omits trendyol's dedicated account: the insights schedule and the pull use the one the daily
+    reconciliation observed at Meta, as the CPAS assets do."""
+    analyst = restored.env.analyst_path
+    _trendyol(tmp_path, monkeypatch, None)
+    registry = tmp_path / "tenants.yaml"
+    assert BRAND not in _insights_tick(restored, registry)  # no account known yet: nothing to pull
+    _run_cpas(restored)  # records TY_ACCOUNT, the account Meta shows dedicated to trendyol
+    assert BRAND in _insights_tick(restored, registry)
+
+    defs = restored.env.defs()
+    job = dg.define_asset_job(
+        "pull", selection=dg.AssetSelection.assets("shared_item_metrics").required_multi_asset_neighbors()
+    )
+    pull = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("pull")
+    res = pull.execute_in_process(
+        instance=restored.instance, tags=range_tags(BRAND, "2026-11-10", "2026-11-12"), raise_on_error=False
+    )
+    assert res.success, [e.message for e in res.all_events if e.is_failure]
+    with duckdb.connect(str(analyst), read_only=True) as con:
+        pulled = con.execute(
+            """SELECT ad_account_id, count(*), count(DISTINCT date) FROM shared_item_metrics
+               WHERE tenant_id = ? AND retailer = 'trendyol' GROUP BY ALL""",
+            [BRAND],
+        ).fetchall()
+        accounts = con.execute(
+            "SELECT ad_account_id FROM meta_ad_accounts WHERE tenant_id = ?", [BRAND]
+        ).fetchall()
+    assert len(pulled) == 1 and pulled[0][0] == TY_ACCOUNT and pulled[0][1] > 0 and pulled[0][2] == 3
+    assert (TY_ACCOUNT,) in accounts

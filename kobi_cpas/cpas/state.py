@@ -14,8 +14,10 @@ retailer, written by the daily reconciliation; a declared ``dedicated_ad_account
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 import duckdb
 
@@ -169,6 +171,28 @@ def read_ad_accounts(con: duckdb.DuckDBPyConnection, tenant_id: str) -> dict[str
         [tenant_id],
     ).fetchall()
     return {r[0]: tuple(r[1]) for r in rows}
+
+
+def published_ad_accounts(
+    read: Callable[[str, list[Any]], list[tuple]],
+) -> dict[str, dict[str, tuple[str, ...]]]:
+    """Every tenant's observed dedicated ad accounts by retailer (sorted), as the daily reconciliation last
+    published them, read with ``read(sql, params)`` (the warehouse resource's ``read_published``): for sensors
+    and schedules, which never open the work database. ``cpas_partnerships.observed_ad_account_ids`` is written
+    by the same run and from the same observation as ``cpas_state.ad_accounts``. An analyst file published
+    before the column existed holds none."""
+    try:
+        rows = read(
+            """SELECT tenant_id, retailer, observed_ad_account_ids FROM cpas_partnerships
+               WHERE coalesce(observed_ad_account_ids, '') <> ''""",
+            [],
+        )
+    except (duckdb.CatalogException, duckdb.BinderException):
+        return {}
+    out: dict[str, dict[str, tuple[str, ...]]] = {}
+    for tenant_id, retailer, ids in rows:
+        out.setdefault(str(tenant_id), {})[str(retailer)] = tuple(sorted(str(ids).split(",")))
+    return out
 
 
 def with_recorded_ad_accounts(tenant: Tenant, observed: dict[str, tuple[str, ...]]) -> Tenant:
