@@ -5,6 +5,7 @@ run creates nothing); the segment job reuses the pair's known segment instead of
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -12,9 +13,12 @@ import duckdb
 import pytest
 import yaml
 
+from kobi_cpas.defs.cpas.checks import PARTNERSHIP_DRIFT
+from kobi_cpas.defs.insights.partitions import range_tags
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
+from kobi_cpas_tests.dagster_fixtures import tick_schedule
 from kobi_cpas_tests.sync_harness import sync_demo_catalogs
 
 pytest_plugins = ["kobi_cpas_tests.world_snapshot"]
@@ -283,3 +287,150 @@ def test_the_onboarding_step_matrix_follows_the_partnership(restored, tmp_path, 
         steps["dedicated_ad_account"][2] == "blocked"
         and "act_3000000000000099" in steps["dedicated_ad_account"][3]
     )
+
+
+TY_BIZ, TY_ACCOUNT = "9000000000000001", "act_4000000000000003"  # bosphorus_outdoor x trendyol, accepted
+
+
+def _trendyol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, account: str | None) -> None:
+    """The demo registry with the brand's trendyol partnership declaring ``account`` (None: omitted)."""
+    data = yaml.safe_load(Path(DEFAULT_REGISTRY).read_text())
+    tenant = next(t for t in data["tenants"] if t["tenant_id"] == BRAND)
+    r = next(r for r in tenant["cpas_retailers"] if r["retailer"] == "trendyol")
+    r.pop("dedicated_ad_account_id")
+    if account:
+        r["dedicated_ad_account_id"] = account
+    path = tmp_path / "tenants.yaml"
+    path.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("KOBI_CPAS_TENANTS", str(path))
+
+
+def _accounts_state(analyst: Path, tenant: str) -> set[tuple]:
+    with Warehouse(analyst, schema=SCHEMA).connect() as con:
+        rows = con.execute(
+            "SELECT retailer, ad_account_id, partner_business_id FROM cpas_state.ad_accounts WHERE tenant_id = ?",
+            [tenant],
+        ).fetchall()
+    return set(rows)
+
+
+def test_the_registry_may_omit_the_ad_account_the_daily_run_records_the_one_meta_shows(
+    restored, tmp_path, monkeypatch
+):
+    analyst, admin = restored.env.analyst_path, restored.env.sandbox.admin
+    _trendyol(tmp_path, monkeypatch, None)
+    _run_cpas(restored)
+    row = _partnership(analyst, BRAND, "trendyol")
+    assert (row["dedicated_ad_account_id"], row["ad_account_id_source"], row["observed_ad_account_ids"]) == (
+        TY_ACCOUNT,
+        "observed",
+        TY_ACCOUNT,
+    )
+    assert not {"ad_account_mismatch", "ad_account_unknown", "ad_account_missing"} & set(
+        row["drift"].split(",")
+    )
+    assert ("trendyol", TY_ACCOUNT, TY_BIZ) in _accounts_state(analyst, BRAND)
+    # the other CPAS assets read the recorded account: the account's campaigns are in the manifest
+    with duckdb.connect(str(analyst), read_only=True) as con:
+        accounts = {
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT ad_account_id FROM execution_manifest WHERE tenant_id = ? AND retailer = 'trendyol'",
+                [BRAND],
+            ).fetchall()
+        }
+    assert accounts == {TY_ACCOUNT}
+
+    # The brand moves the partnership to a new dedicated account in Collaboration Center: recorded on the next run.
+    admin.cpas.dedicate_ad_account(TY_ACCOUNT, BRAND_BIZ, None)
+    admin.cpas.dedicate_ad_account("act_4000000000000099", BRAND_BIZ, TY_BIZ)
+    _run_cpas(restored)
+    row = _partnership(analyst, BRAND, "trendyol")
+    assert (row["dedicated_ad_account_id"], row["ad_account_id_source"]) == (
+        "act_4000000000000099",
+        "observed",
+    )
+    assert {a for r, a, _ in _accounts_state(analyst, BRAND) if r == "trendyol"} == {"act_4000000000000099"}
+
+    # No account anywhere for an accepted partnership: a finding with what to do.
+    admin.cpas.dedicate_ad_account("act_4000000000000099", BRAND_BIZ, None)
+    _run_cpas(restored)
+    row = _partnership(analyst, BRAND, "trendyol")
+    assert row["dedicated_ad_account_id"] is None and row["ad_account_id_source"] is None
+    assert "ad_account_unknown" in row["drift"] and "Collaboration Center" in row["next_action"]
+    assert not {a for r, a, _ in _accounts_state(analyst, BRAND) if r == "trendyol"}
+
+
+def test_a_declared_ad_account_wins_and_a_different_one_at_meta_is_a_finding(restored, tmp_path, monkeypatch):
+    analyst, admin = restored.env.analyst_path, restored.env.sandbox.admin
+    _trendyol(tmp_path, monkeypatch, TY_ACCOUNT)
+    _run_cpas(restored)
+    row = _partnership(analyst, BRAND, "trendyol")
+    assert (row["ad_account_id_source"], row["observed_ad_account_ids"]) == ("registry", TY_ACCOUNT)
+    assert "ad_account_mismatch" not in row["drift"]
+
+    admin.cpas.dedicate_ad_account(TY_ACCOUNT, BRAND_BIZ, None)
+    admin.cpas.dedicate_ad_account("act_4000000000000098", BRAND_BIZ, TY_BIZ)
+    result = _run_cpas(restored)
+    row = _partnership(analyst, BRAND, "trendyol")
+    assert (row["dedicated_ad_account_id"], row["ad_account_id_source"], row["observed_ad_account_ids"]) == (
+        TY_ACCOUNT,
+        "registry",
+        "act_4000000000000098",
+    )
+    assert "ad_account_mismatch" in row["drift"].split(",")
+    assert "act_4000000000000098" in row["next_action"] and "dedicated_ad_account_id" in row["next_action"]
+    drift = next(e for e in result.get_asset_check_evaluations() if e.check_name == PARTNERSHIP_DRIFT)
+    assert not drift.passed and "ad_account_mismatch" in (drift.description or "")
+    # recorded as observed; the declared one is still what every CPAS asset uses
+    assert ("trendyol", "act_4000000000000098", TY_BIZ) in _accounts_state(analyst, BRAND)
+
+
+ISTANBUL_7AM = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)  # the brand's sync.timezone is Europe/Istanbul
+
+
+def _insights_tick(restored, registry: Path) -> list[str]:
+    """The tenants the insights schedule asks a pull for at 07:00 in Istanbul (it reads the published file)."""
+    from kobi_cpas.defs.insights.schedules import shared_item_metrics_schedule
+
+    if BRAND not in restored.instance.get_dynamic_partitions("tenant"):
+        restored.instance.add_dynamic_partitions("tenant", [BRAND])
+    out = tick_schedule(
+        shared_item_metrics_schedule,
+        restored.instance,
+        restored.env.resources(registry),
+        scheduled_execution_time=ISTANBUL_7AM,
+    )
+    return [] if isinstance(out, dg.SkipReason) else [r.tags["kobi/tenant"] for r in out]
+
+
+def test_an_observed_ad_account_gets_its_metrics_pulled(restored, tmp_path, monkeypatch):
+    """The registry omits trendyol's dedicated account: the insights schedule and the pull use the one the daily
+    reconciliation observed at Meta, as the CPAS assets do."""
+    analyst = restored.env.analyst_path
+    _trendyol(tmp_path, monkeypatch, None)
+    registry = tmp_path / "tenants.yaml"
+    assert BRAND not in _insights_tick(restored, registry)  # no account known yet: nothing to pull
+    _run_cpas(restored)  # records TY_ACCOUNT, the account Meta shows dedicated to trendyol
+    assert BRAND in _insights_tick(restored, registry)
+
+    defs = restored.env.defs()
+    job = dg.define_asset_job(
+        "pull", selection=dg.AssetSelection.assets("shared_item_metrics").required_multi_asset_neighbors()
+    )
+    pull = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("pull")
+    res = pull.execute_in_process(
+        instance=restored.instance, tags=range_tags(BRAND, "2026-11-10", "2026-11-12"), raise_on_error=False
+    )
+    assert res.success, [e.message for e in res.all_events if e.is_failure]
+    with duckdb.connect(str(analyst), read_only=True) as con:
+        pulled = con.execute(
+            """SELECT ad_account_id, count(*), count(DISTINCT date) FROM shared_item_metrics
+               WHERE tenant_id = ? AND retailer = 'trendyol' GROUP BY ALL""",
+            [BRAND],
+        ).fetchall()
+        accounts = con.execute(
+            "SELECT ad_account_id FROM meta_ad_accounts WHERE tenant_id = ?", [BRAND]
+        ).fetchall()
+    assert len(pulled) == 1 and pulled[0][0] == TY_ACCOUNT and pulled[0][1] > 0 and pulled[0][2] == 3
+    assert (TY_ACCOUNT,) in accounts

@@ -115,6 +115,18 @@ def test_checker_reports_planted_bogus_fields_params_and_enums() -> None:
         "feed_upload.errors", "GET", ["error_priority"], None, {"error_priority": "URGENT"}
     ) == ["feed_upload.errors (ProductFeedUpload.get_errors): error_priority=URGENT"]
     assert sdk.check_call("no.such.route", "GET", [], None) != []
+    # an edge the SDK has no method for, whose object it defines: its fields are still checked
+    route = "cpas.ad_account.partner_businesses"
+    assert sdk.check_call(route, "GET", ["fields"], "dedicated_partner_business_info{id,name}") == []
+    assert sdk.check_call(
+        route, "GET", ["fields"], "dedicated_partner_business_info{id,bogus},ad_accounts"
+    ) == [
+        f"{route}: field Business.bogus",
+        f"{route}: field CollaborativeAdsPartnerBusinesses.ad_accounts",
+    ]
+    assert sdk.check_served(route, "dedicated_partner_business_info{id,name},bogus") == [
+        f"{route} served CollaborativeAdsPartnerBusinesses.bogus"
+    ]
     assert sdk.check_served("feed_upload.errors", "id,row_number,column_number,samples{row_number}") == []
     assert sdk.check_served("feed_upload.errors", "id,error_code") == [
         "feed_upload.errors served ProductFeedUploadError.error_code"
@@ -244,12 +256,14 @@ def _cpas_flows(client: MetaGraphClient, admin: SandboxAdmin, world: World, url:
         share_segment,
         unshare_segment,
     )
+    from kobi_cpas.cpas.accounts import read_dedicated_accounts
 
     registry = load_registry(DEFAULT_REGISTRY).registry
     anatolia, bosphorus = registry.tenant("anatolia_home"), registry.tenant("bosphorus_outdoor")
     for tenant in registry.tenants:
+        dedicated = read_dedicated_accounts(client, tenant.business_id)
         for retailer in tenant.cpas_retailers:
-            reconcile_partnership(client, tenant, retailer, now=NOW)
+            reconcile_partnership(client, tenant, retailer, now=NOW, dedicated_accounts=dedicated)
 
     # A retailer's segment: create, share, read, unshare.
     from kobi_cpas_tests.test_cpas_segments import TRENDYOL_BIZ, TRENDYOL_PARENT
@@ -370,6 +384,8 @@ def test_flows_cover_every_area(flow_log: list[dict[str, Any]]) -> None:
         "cpas.catalog.agencies.list",
         "cpas.catalog.share_settings",
         "cpas.business.collaboration_requests.list",
+        "cpas.business.setup_config",
+        "cpas.ad_account.partner_businesses",
         "ad_account.campaigns.create",
         "ad_account.campaigns.list",
         "ad_account.adsets.list",

@@ -124,17 +124,16 @@ def test_duplicate_tenants_and_shared_ad_account(tmp_path):
     assert reg.registry.tenant_ids == DEMO_IDS[1:]
 
 
-def test_accepted_partnership_needs_its_account_but_not_a_segment_id(tmp_path):
+def test_accepted_partnership_needs_neither_a_segment_id_nor_an_account(tmp_path):
     data = _demo()
-    # the segment id may come from Kobi's recorded state instead of the registry
+    # both may come from Kobi's recorded state (cpas_state) instead of the registry
     del data["tenants"][0]["cpas_retailers"][0]["catalog_segment_id"]
-    reg = load_registry(_write(tmp_path, data))
-    assert not reg.problems and reg.registry.tenant_ids == DEMO_IDS
-    assert reg.registry.tenant(DEMO_IDS[0]).cpas_retailers[0].catalog_segment_id is None
     del data["tenants"][0]["cpas_retailers"][0]["dedicated_ad_account_id"]
     reg = load_registry(_write(tmp_path, data))
-    assert "accepted partnership needs dedicated_ad_account_id" in _problems(reg)
-    assert reg.registry.tenant_ids == DEMO_IDS[1:]
+    assert not reg.problems and reg.registry.tenant_ids == DEMO_IDS
+    retailer = reg.registry.tenant(DEMO_IDS[0]).cpas_retailers[0]
+    assert retailer.catalog_segment_id is None and retailer.dedicated_ad_account_id is None
+    assert retailer.partnership_status.value == "accepted"
 
 
 def test_yaml_syntax_error_has_line(tmp_path):

@@ -47,6 +47,13 @@ def _state() -> duckdb.DuckDBPyConnection:
                     "INSERT INTO sync_state.inflight_items VALUES ('b1', ?, ?, 0, 'batch', NULL, ?, ?)",
                     [tenant, id_, *want],
                 )
+        # Items adopted from the brand's existing catalog: one held out of stock, one deleted, one the feed sends
+        # again (in the sync state: listed once, as Kobi's own item).
+        con.execute(
+            """INSERT INTO sync_state.adopted_items (tenant_id, retailer_id, adopted_at, deleted_at) VALUES
+               (?, 'shop-1', now(), NULL), (?, 'shop-2', now() - INTERVAL 100 DAY, now()), (?, 'same', now(), NULL)""",
+            [tenant] * 3,
+        )
     return con
 
 
@@ -55,7 +62,7 @@ def _rows(con: duckdb.DuckDBPyConnection) -> list[tuple]:
 
 
 def test_item_state_and_delta_in_one_pass_equal_the_separate_ones():
-    tenant = SimpleNamespace(tenant_id="t1", sync=SimpleNamespace(retention_days=7))
+    tenant = SimpleNamespace(tenant_id="t1", sync=SimpleNamespace(retention_days=7, adopted_items="retain"))
     con = _state()
     refresh_item_state(con, tenant)
     separate, counts = _rows(con), delta_counts(con, "t1")
@@ -65,7 +72,16 @@ def test_item_state_and_delta_in_one_pass_equal_the_separate_ones():
     assert counts == DeltaCounts(
         new=1, changed=1, volatile_only=2, unchanged=2, dropped=1, in_flight=1, retention_flips=1
     )
-    assert len(separate) == 7 and {r[0] for r in separate} == {"t1"}
+    assert len(separate) == 9 and {r[0] for r in separate} == {"t1"}
+    adopted = {
+        r[1]: (r[4], r[7], (r[14] - r[13]).days, r[15] is not None)
+        for r in separate
+        if r[1].startswith("shop")
+    }
+    assert adopted == {
+        "shop-1": ("adopted_retained", "out of stock", 7, False),
+        "shop-2": ("adopted_deleted", None, 7, True),
+    }
     # the temp table is gone and a second call (in a transaction) gives the same
     con.execute("BEGIN")
     assert refresh_item_state_and_delta(con, tenant) == counts
@@ -77,7 +93,7 @@ def test_item_state_and_delta_in_one_pass_equal_the_separate_ones():
 
 
 def test_a_refresh_rewrites_only_the_rows_that_differ_and_equals_one_from_scratch():
-    tenant = SimpleNamespace(tenant_id="t1", sync=SimpleNamespace(retention_days=7))
+    tenant = SimpleNamespace(tenant_id="t1", sync=SimpleNamespace(retention_days=7, adopted_items="retain"))
     con = _state()
     refresh_item_state(con, tenant)
     before = dict(con.execute("SELECT retailer_id, rowid FROM main.catalog_item_state").fetchall())

@@ -261,6 +261,14 @@ class CpasAdmin:
     def delete_ad_account(self, account_id: str) -> None:
         self._cpas("DELETE", f"/ad_accounts/{account_id}")
 
+    def dedicate_ad_account(self, account_id: str, business_id: str, partner_business_id: str | None) -> None:
+        """The brand links its ad account (created if needed) to a retailer, as in Collaboration Center."""
+        self._cpas(
+            "POST",
+            f"/ad_accounts/{account_id}/dedicate",
+            {"business": business_id, "partner_business": partner_business_id},
+        )
+
     def inject_campaign(self, account_id: str, segment_id: str, name: str | None = None, **extra: Any) -> str:
         body = {"segment_id": segment_id, "name": name, **extra}
         return self._cpas("POST", f"/ad_accounts/{account_id}/campaigns", body)["id"]

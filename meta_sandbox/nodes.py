@@ -102,6 +102,9 @@ class AdAccount:
     business_id: str | None = None
     tenant_id: str | None = None
     retailer: str | None = None
+    # The retailer's business this Collaborative Ads account is dedicated to (the brand linked it when accepting
+    # the retailer's segment); listed in the brand's cpas_business_setup_config. None: not a CPAS account.
+    dedicated_partner_business_id: str | None = None
 
 
 @dataclass

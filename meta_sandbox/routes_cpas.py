@@ -15,6 +15,8 @@ Graph routes
 ``GET /{catalog_id}/collaborative_ads_share_settings``
     every share (pending or accepted): id, agency_business{id,name}, utm_campaign, utm_medium, utm_source.
 ``GET|POST|DELETE /{catalog_id}/assigned_users``  user, tasks [MANAGE, ADVERTISE, MANAGE_AR, AA_ANALYZE].
+``GET /{business_id}/cpas_business_setup_config``; ``GET /{ad_account_id}/collaborative_ads_partner_businesses``
+    the brand's Collaborative Ads ad accounts and the retailer each is dedicated to (routes_cpas_accounts).
 ``GET /collaborative_ads_directory?fields=collaborative_ads_merchants``
     -> ``{"collaborative_ads_merchants": {"data": [{id, name, countries}], "paging"}}``; the nested page's
     ``next`` continues at ``/collaborative_ads_directory/collaborative_ads_merchants``.
@@ -55,6 +57,8 @@ Admin knobs (``/__sandbox/cpas/...``, JSON bodies; client: ``SandboxAdmin.cpas``
 ``POST /cpas/ads/<id>/patch {"creative"?, "tracking_specs"?, "status"?}``  edit an ad outside the API rules.
 ``POST /cpas/product_sets/<id>/live {"live": bool|null}``  force a product set live / not live.
 ``POST /cpas/collaboration_requests/<id>/status {"status"}``  answer a collaboration request.
+``POST /cpas/ad_accounts/<act_id>/dedicate {"business", "partner_business"}``  the brand links an ad account
+    (created if needed) to a retailer, as in Collaboration Center.
 ``GET|POST /cpas/config {"auto_accept_shares", "request_approval_seconds"}``.
 
 Modules: ``cpas_common`` (constants, parameters, field renderers), ``routes_cpas_segments`` (segments and
@@ -65,6 +69,7 @@ and ``routes_cpas_admin`` (the knobs).
 from __future__ import annotations
 
 from meta_sandbox import (
+    routes_cpas_accounts,
     routes_cpas_admin,
     routes_cpas_directory,
     routes_cpas_product_sets,
@@ -82,6 +87,7 @@ def register(router: Router) -> None:
     routes_cpas_directory.register(router)
     routes_cpas_product_sets.register(router)
     routes_cpas_admin.register(router)
+    routes_cpas_accounts.register(router)
 
 
 __all__ = [

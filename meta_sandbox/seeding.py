@@ -105,6 +105,7 @@ def _populate_retailer(world: World, tenant_id: str, tenant_label: str, rel: Any
             retailer=rel.retailer,
         )
         if rel.catalog_segment_id and rel.partnership_status.value == "accepted":
+            world.ad_accounts[rel.dedicated_ad_account_id].dedicated_partner_business_id = retailer_biz
             _populate_ads(world, tenant_id, tenant_label, rel)
 
 

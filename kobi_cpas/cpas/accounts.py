@@ -1,9 +1,16 @@
-"""Which retailers' catalog segments a dedicated ad account promotes.
+"""Which retailers' catalog segments a dedicated ad account promotes, and which of the brand's ad accounts Meta
+shows dedicated to which retailer.
 
 Meta: "Once the dedicated ad account is linked to a retailer, it can only select catalog segments belonging
 to that specific retailer." :func:`read_account_usage` reads the account's campaigns (every status but
 DELETED, archived included) and the owner business of each promoted catalog, so partnership checks and QC can
 tell when a second retailer's segment shows up in the same account.
+
+:func:`read_dedicated_accounts` reads the brand's Collaborative Ads ad accounts from
+``GET /{business_id}/cpas_business_setup_config`` (CPASBusinessSetupConfig.ad_accounts in Meta's SDK) and, for
+each, the retailer it is dedicated to from ``GET /{ad_account_id}/collaborative_ads_partner_businesses``
+(CollaborativeAdsPartnerBusinesses.dedicated_partner_business_info; Meta's reference "Ad Account Collaborative
+Ads Partner Businesses").
 """
 
 from __future__ import annotations
@@ -12,7 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kobi_cpas.cpas.graph import GraphClient, get_or_none, status_filter
+from kobi_cpas.cpas.graph import GraphClient, get_or_none, is_missing, status_filter
+from kobi_cpas.meta.errors import MetaAPIError
 
 
 @dataclass(frozen=True)
@@ -93,3 +101,42 @@ def read_account_usage(client: GraphClient, ad_account_id: str) -> AccountUsage:
         catalogs=catalogs,
         campaigns=campaigns,
     )
+
+
+def _act(value: object) -> str:
+    text = str(value)
+    return f"act_{text}" if text.isdigit() else text
+
+
+def read_dedicated_accounts(client: GraphClient, brand_business_id: str) -> dict[str, tuple[str, ...]]:
+    """The brand's Collaborative Ads ad accounts by the retailer business Meta shows each dedicated to (sorted).
+    An account Meta no longer lets Kobi read, or that is dedicated to no retailer, is left out."""
+    try:
+        configs = list(
+            client.paginate(
+                f"{brand_business_id}/cpas_business_setup_config", {"fields": "id,ad_accounts", "limit": 25}
+            )
+        )
+    except MetaAPIError as exc:
+        if is_missing(exc):
+            return {}
+        raise
+    accounts = sorted({_act(a) for c in configs for a in c.get("ad_accounts") or []})
+    out: dict[str, list[str]] = {}
+    for act in accounts:
+        try:
+            infos = list(
+                client.paginate(
+                    f"{act}/collaborative_ads_partner_businesses",
+                    {"fields": "dedicated_partner_business_info{id,name}", "limit": 25},
+                )
+            )
+        except MetaAPIError as exc:
+            if is_missing(exc):
+                continue
+            raise
+        for info in infos:
+            partner = (info.get("dedicated_partner_business_info") or {}).get("id")
+            if partner:
+                out.setdefault(str(partner), []).append(act)
+    return {biz: tuple(sorted(set(acts))) for biz, acts in out.items()}

@@ -15,12 +15,19 @@ Observed status:
 
 Drift codes (:data:`DRIFT_CODES`): ``segment_missing``, ``not_a_segment``, ``unshared``, ``segment_empty``, ``count_mismatch``, ``ad_account_missing``, ``ad_account_mixed_retailers`` and
 ``registry_outdated`` (Meta shows accepted while the registry says pending or revoked) and ``api_step_blocked``
-(an ``api`` partnership whose segment Kobi could not create or share: the reason is the next action).
+(an ``api`` partnership whose segment Kobi could not create or share: the reason is the next action),
+``ad_account_mismatch`` (the registry declares a dedicated ad account while Meta shows the brand's account for
+the retailer is another one; the declared one is used) and ``ad_account_unknown`` (accepted, but no dedicated ad
+account declared nor shown by Meta).
+
+The dedicated ad account: the registry's ``dedicated_ad_account_id`` when declared, else the one Meta shows
+dedicated to the retailer's business (``dedicated_accounts``, read by
+:func:`~kobi_cpas.cpas.accounts.read_dedicated_accounts`); ``ad_account_id_source`` says which.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +49,8 @@ DRIFT_CODES = (
     "ad_account_mixed_retailers",
     "registry_outdated",
     "api_step_blocked",
+    "ad_account_mismatch",
+    "ad_account_unknown",
 )
 
 
@@ -69,10 +78,12 @@ class PartnershipRow:
     segment_id_source: str | None = (
         None  # registry | created | found (set by the caller, who knows the state)
     )
+    observed_ad_account_ids: tuple[str, ...] = ()  # the brand's accounts Meta shows dedicated to the retailer
+    ad_account_id_source: str | None = None  # registry | observed (None: no account)
 
     def as_record(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        for k in ("permitted_tasks", "collab_terms", "drift"):
+        for k in ("permitted_tasks", "collab_terms", "drift", "observed_ad_account_ids"):
             out[k] = ",".join(out[k])
         return out
 
@@ -100,6 +111,7 @@ def reconcile_partnership(
     now: datetime | None = None,
     account_usage: AccountUsage | None = None,
     api_blocked: str | None = None,
+    dedicated_accounts: Mapping[str, tuple[str, ...]] | None = None,
 ) -> PartnershipRow:
     """Observe one partnership on Meta and say what to do about it.
 
@@ -108,9 +120,13 @@ def reconcile_partnership(
     share of it, ``tolerance_abs`` an absolute number of products; the larger applies. ``account_usage`` may
     be passed when the caller already read the ad account (:func:`~kobi_cpas.cpas.accounts.read_account_usage`).
     ``api_blocked``: why the api-mode step (:mod:`~kobi_cpas.cpas.api_onboarding`) could not create or share the
-    segment, reported as the ``api_step_blocked`` drift with that call to action.
+    segment, reported as the ``api_step_blocked`` drift with that call to action. ``dedicated_accounts``: the
+    brand's Collaborative Ads ad accounts by the retailer business Meta shows each dedicated to (None: not read;
+    :func:`~kobi_cpas.cpas.accounts.read_dedicated_accounts`); ``retailer_cfg``'s ``dedicated_ad_account_id`` is
+    the declared one, which wins.
     """
     observed_at = now or datetime.now(UTC)
+    declared_account = retailer_cfg.dedicated_ad_account_id
     r = retailer_cfg
     retailer_name = retailers.name(r.retailer)
     declared = _enum_text(r.partnership_status)
@@ -164,6 +180,10 @@ def reconcile_partnership(
 
     usage: AccountUsage | None = None
     retailer_biz = r.retailer_business_id or ((segment or {}).get("business") or {}).get("id")
+    observed_accounts = tuple((dedicated_accounts or {}).get(str(retailer_biz), ())) if retailer_biz else ()
+    account_source = "registry" if declared_account else ("observed" if observed_accounts else None)
+    if declared_account is None and observed_accounts:
+        r = r.model_copy(update={"dedicated_ad_account_id": observed_accounts[0]})
     if r.dedicated_ad_account_id:
         usage = account_usage or read_account_usage(client, r.dedicated_ad_account_id)
         if not usage.exists:
@@ -177,7 +197,22 @@ def reconcile_partnership(
             if foreign:
                 drift.append("ad_account_mixed_retailers")
 
-    ctx = _Ctx(tenant, r, retailer_name, brand_name, segment, expected_count, meta_count, usage, retailer_biz)
+    if declared_account and observed_accounts and declared_account not in observed_accounts:
+        drift.append("ad_account_mismatch")
+    if not r.dedicated_ad_account_id and "accepted" in (observed, declared):
+        drift.append("ad_account_unknown")
+    ctx = _Ctx(
+        tenant,
+        r,
+        retailer_name,
+        brand_name,
+        segment,
+        expected_count,
+        meta_count,
+        usage,
+        retailer_biz,
+        observed_accounts,
+    )
     if api_blocked:
         drift.append("api_step_blocked")
         actions.append(api_blocked)
@@ -205,6 +240,8 @@ def reconcile_partnership(
         drift=tuple(dict.fromkeys(drift)),
         next_action=" ".join(dict.fromkeys(a for a in actions if a)) or None,
         observed_at=observed_at,
+        observed_ad_account_ids=observed_accounts,
+        ad_account_id_source=account_source,
     )
 
 
@@ -222,6 +259,7 @@ class _Ctx:
     meta_count: int | None
     usage: AccountUsage | None
     retailer_biz: str | None
+    observed_accounts: tuple[str, ...] = ()
 
     @property
     def seg(self) -> str:
@@ -385,6 +423,27 @@ def _a_mixed(c: _Ctx) -> str:
     )
 
 
+def _a_account_mismatch(c: _Ctx) -> str:
+    shown = ", ".join(c.observed_accounts)
+    return (
+        f"The registry declares {c.act} as {c.brand_name}'s ad account dedicated to {c.retailer_name}, but Meta "
+        f"shows {shown} dedicated to {c.retailer_name} (the brand's Collaborative Ads setup): if {shown} is the "
+        f"right account, set dedicated_ad_account_id: {c.observed_accounts[0]} for {c.tenant.tenant_id} x "
+        f"{c.r.retailer} in the registry, or remove it (Kobi then uses the account Meta shows); otherwise link "
+        f"{c.act} to {c.retailer_name} in Collaboration Center. Until then Kobi uses {c.act} (the registry wins)."
+    )
+
+
+def _a_account_unknown(c: _Ctx) -> str:
+    return (
+        f"No ad account is known for {c.tenant.tenant_id} x {c.r.retailer}: none in the registry and Meta shows no "
+        f"Collaborative Ads ad account of {c.brand} dedicated to {c.retailer_name}. In Collaboration Center, "
+        f"create (or pick) {c.brand_name}'s ad account dedicated to {c.retailer_name} and assign Kobi's system "
+        "user to it: the next daily run records it (cpas_state.ad_accounts), or set dedicated_ad_account_id in "
+        "the registry."
+    )
+
+
 def _a_registry(c: _Ctx) -> str:
     return (
         f"Meta shows segment {c.seg} accepted by {c.brand}: set partnership_status: accepted for "
@@ -401,4 +460,6 @@ _DRIFT_ACTIONS: dict[str, Callable[[_Ctx], str]] = {
     "ad_account_missing": _a_account_missing,
     "ad_account_mixed_retailers": _a_mixed,
     "registry_outdated": _a_registry,
+    "ad_account_mismatch": _a_account_mismatch,
+    "ad_account_unknown": _a_account_unknown,
 }

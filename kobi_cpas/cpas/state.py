@@ -1,19 +1,23 @@
 """What Kobi created or observed for each partnership, kept as state instead of hand edits of the registry.
 
-The registry declares intent (retailer, parent catalog, rule, onboarding mode) and may omit the catalog segment id.
+The registry declares intent (retailer, parent catalog, rule, onboarding mode) and may omit the catalog segment id
+and the dedicated ad account.
 ``cpas_state.segments`` holds, per tenant and retailer, the segment Kobi created, found under the retailer's
 business or read from the registry, and how it was last seen shared. The segment job and the daily
 reconciliation write it; every CPAS step reads the registry through :func:`with_recorded_segments`, so a
 segment Kobi created is used everywhere without anyone copying its id.
 
 A segment id declared in the registry wins over a recorded one (a person's decision): the reconciliation then
-records the declared one.
+records the declared one. ``cpas_state.ad_accounts`` holds the brand's ad accounts Meta shows dedicated to each
+retailer, written by the daily reconciliation; a declared ``dedicated_ad_account_id`` wins over them too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 import duckdb
 
@@ -37,6 +41,19 @@ DDL = (
   observed_at TIMESTAMPTZ NOT NULL,  -- when Kobi last read it on Meta
   run_id VARCHAR,                    -- the Dagster run that last wrote the row
   PRIMARY KEY (tenant_id, retailer)
+)""",
+    # The brand's Collaborative Ads ad accounts Meta shows dedicated to each retailer (the brand's
+    # cpas_business_setup_config.ad_accounts, each account's collaborative_ads_partner_businesses), as the daily
+    # reconciliation last observed them.
+    """CREATE TABLE IF NOT EXISTS cpas_state.ad_accounts (
+  tenant_id VARCHAR NOT NULL,
+  retailer VARCHAR NOT NULL,
+  ad_account_id VARCHAR NOT NULL,    -- act_<digits>
+  partner_business_id VARCHAR,       -- the retailer's business Meta shows it dedicated to
+  first_observed_at TIMESTAMPTZ NOT NULL,
+  observed_at TIMESTAMPTZ NOT NULL,
+  run_id VARCHAR,
+  PRIMARY KEY (tenant_id, retailer, ad_account_id)
 )""",
 )
 
@@ -105,6 +122,88 @@ def with_recorded_segments(tenant: Tenant, recorded: dict[str, SegmentRecord]) -
         rec = recorded.get(r.retailer)
         if r.catalog_segment_id is None and rec is not None:
             r = r.model_copy(update={"catalog_segment_id": rec.catalog_segment_id})
+            changed = True
+        retailers.append(r)
+    return tenant.model_copy(update={"cpas_retailers": retailers}) if changed else tenant
+
+
+def record_ad_accounts(
+    con: duckdb.DuckDBPyConnection,
+    tenant_id: str,
+    observed: dict[str, tuple[str, str | None]],
+    now: datetime,
+    run_id: str | None,
+) -> None:
+    """Replace the tenant's observed accounts with ``observed`` (ad account -> (retailer, partner business)):
+    an account still observed keeps its ``first_observed_at``; one Meta no longer shows is dropped."""
+    accounts = sorted(observed)
+    with transaction(con):
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE _kobi_accounts AS
+               SELECT unnest($acts::VARCHAR[]) AS ad_account_id, unnest($retailers::VARCHAR[]) AS retailer,
+                      unnest($partners::VARCHAR[]) AS partner_business_id""",
+            {
+                "acts": accounts,
+                "retailers": [observed[a][0] for a in accounts],
+                "partners": [observed[a][1] for a in accounts],
+            },
+        )
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE _kobi_accounts_new AS
+               SELECT $t AS tenant_id, n.retailer, n.ad_account_id, n.partner_business_id,
+                      coalesce(o.first_observed_at, $now) AS first_observed_at, $now AS observed_at, $run AS run_id
+               FROM _kobi_accounts n
+               LEFT JOIN cpas_state.ad_accounts o
+                 ON o.tenant_id = $t AND o.retailer = n.retailer AND o.ad_account_id = n.ad_account_id""",
+            {"t": tenant_id, "now": now, "run": run_id},
+        )
+        con.execute("DELETE FROM cpas_state.ad_accounts WHERE tenant_id = ?", [tenant_id])
+        con.execute("INSERT INTO cpas_state.ad_accounts SELECT * FROM _kobi_accounts_new")
+        con.execute("DROP TABLE _kobi_accounts_new")
+        con.execute("DROP TABLE _kobi_accounts")
+
+
+def read_ad_accounts(con: duckdb.DuckDBPyConnection, tenant_id: str) -> dict[str, tuple[str, ...]]:
+    """The tenant's observed dedicated ad accounts by retailer (sorted)."""
+    rows = con.execute(
+        """SELECT retailer, list(ad_account_id ORDER BY ad_account_id) FROM cpas_state.ad_accounts
+           WHERE tenant_id = ? GROUP BY retailer""",
+        [tenant_id],
+    ).fetchall()
+    return {r[0]: tuple(r[1]) for r in rows}
+
+
+def published_ad_accounts(
+    read: Callable[[str, list[Any]], list[tuple]],
+) -> dict[str, dict[str, tuple[str, ...]]]:
+    """Every tenant's observed dedicated ad accounts by retailer (sorted), as the daily reconciliation last
+    published them, read with ``read(sql, params)`` (the warehouse resource's ``read_published``): for sensors
+    and schedules, which never open the work database. ``cpas_partnerships.observed_ad_account_ids`` is written
+    by the same run and from the same observation as ``cpas_state.ad_accounts``. An analyst file published
+    before the column existed holds none."""
+    try:
+        rows = read(
+            """SELECT tenant_id, retailer, observed_ad_account_ids FROM cpas_partnerships
+               WHERE coalesce(observed_ad_account_ids, '') <> ''""",
+            [],
+        )
+    except (duckdb.CatalogException, duckdb.BinderException):
+        return {}
+    out: dict[str, dict[str, tuple[str, ...]]] = {}
+    for tenant_id, retailer, ids in rows:
+        out.setdefault(str(tenant_id), {})[str(retailer)] = tuple(sorted(str(ids).split(",")))
+    return out
+
+
+def with_recorded_ad_accounts(tenant: Tenant, observed: dict[str, tuple[str, ...]]) -> Tenant:
+    """The tenant with each retailer's missing ``dedicated_ad_account_id`` filled from the observed state (the
+    first, when Meta shows several; the partnership's reconciliation reports that)."""
+    retailers = []
+    changed = False
+    for r in tenant.cpas_retailers:
+        accounts = observed.get(r.retailer) or ()
+        if r.dedicated_ad_account_id is None and accounts:
+            r = r.model_copy(update={"dedicated_ad_account_id": accounts[0]})
             changed = True
         retailers.append(r)
     return tenant.model_copy(update={"cpas_retailers": retailers}) if changed else tenant

@@ -19,7 +19,11 @@ CPAS_PARTNERSHIPS = TableSpec(
         col("partnership_status", "VARCHAR", "Observed on Meta: pending, accepted or revoked"),
         col("declared_status", "VARCHAR", "partnership_status in the registry"),
         col("onboarding_mode", "VARCHAR", "api, manual or hybrid: what Kobi automates for this retailer"),
-        col("dedicated_ad_account_id", "VARCHAR", "The brand's ad account dedicated to this retailer"),
+        col(
+            "dedicated_ad_account_id",
+            "VARCHAR",
+            "The brand's ad account dedicated to this retailer: declared in the registry, else the one Meta shows",
+        ),
         col("shared_with_business_id", "VARCHAR", "Business the segment is shared with (NULL: not shared)"),
         col(
             "permitted_tasks",
@@ -42,7 +46,8 @@ CPAS_PARTNERSHIPS = TableSpec(
             "drift",
             "VARCHAR",
             "Drift codes, comma-separated (segment_missing, unshared, segment_empty, "
-            "count_mismatch, ad_account_missing, ad_account_mixed_retailers, ...); empty when healthy",
+            "count_mismatch, ad_account_missing, ad_account_mixed_retailers, ad_account_mismatch, "
+            "ad_account_unknown, ...); empty when healthy",
         ),
         col(
             "next_action",
@@ -55,6 +60,17 @@ CPAS_PARTNERSHIPS = TableSpec(
             "VARCHAR",
             "Where catalog_segment_id comes from: registry (declared), created or found (recorded by Kobi: "
             "created through the API, or found under the retailer's business by Kobi's name); NULL: none yet",
+        ),
+        col(
+            "observed_ad_account_ids",
+            "VARCHAR",
+            "The brand's Collaborative Ads ad accounts Meta shows dedicated to this retailer, comma-separated "
+            "(cpas_business_setup_config and collaborative_ads_partner_businesses; recorded in cpas_state)",
+        ),
+        col(
+            "ad_account_id_source",
+            "VARCHAR",
+            "Where dedicated_ad_account_id comes from: registry (declared; wins) or observed (Meta); NULL: none",
         ),
     ),
 )

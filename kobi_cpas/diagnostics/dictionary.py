@@ -142,6 +142,15 @@ KOBI_GUARD_CTA: dict[str, str] = {
         "its own catalog), then check the catalog's items. Replace uploads of this tenant stay blocked until a "
         "person confirms by running catalog_replace_job with the run tag kobi/override_deletion_guard=true."
     ),
+    "ADOPTED_DELETIONS_HELD": (
+        "Check, then confirm: items adopted from the brand's existing catalog (it held them before Kobi; Kobi's "
+        "feed does not send them) are out of stock and past the tenant's retention, but deleting them now would "
+        "remove more of the catalog than sync.max_delete_share allows, so Kobi holds their deletion while the "
+        "daily replace of Kobi's own feed goes on. Check the items (catalog_item_state, desired_status "
+        "adopted_held) are ones the brand no longer sells, then run catalog_replace_job with the run tag "
+        "kobi/override_deletion_guard=true to delete them; to keep them instead, set sync.adopted_items: keep "
+        "for the tenant in the registry."
+    ),
 }
 
 

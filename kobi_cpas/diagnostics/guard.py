@@ -1,5 +1,6 @@
 """Problems the sync's own safety guards raise (source ``kobi_sync_guard``), e.g. Meta deleting more items
-than a replace upload planned. They are catalog-level HIGH problems with Kobi's CTA (``KOBI_GUARD_CTA``),
+than a replace upload planned, or deletions of adopted items held by the deletion guard. They are catalog-level
+problems with Kobi's CTA (``KOBI_GUARD_CTA``),
 open until a person confirms them (the sync then stops reporting them and the merge resolves them)."""
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from kobi_cpas.diagnostics.lifecycle import merge_problems
 from kobi_cpas.diagnostics.summary import build_health, build_summary
 
 SURPLUS_DELETIONS = "SURPLUS_DELETIONS"
-__all__ = ["GUARD_SOURCE", "SURPLUS_DELETIONS", "GuardProblem", "record_guard_problems"]
+ADOPTED_DELETIONS_HELD = "ADOPTED_DELETIONS_HELD"
+__all__ = [
+    "ADOPTED_DELETIONS_HELD",
+    "GUARD_SOURCE",
+    "SURPLUS_DELETIONS",
+    "GuardProblem",
+    "record_guard_problems",
+]
 
 
 @dataclass(frozen=True)

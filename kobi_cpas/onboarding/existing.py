@@ -4,7 +4,7 @@ Meta keeps an item's ``retailer_id`` as its identity (and its ad learnings); an 
 variants comes back under new ids. For each id already in the catalog the comparison says whether the feed
 sends it again (kept: the first replace overwrites its values), sends variants of it instead (linked: by the
 feed's ``previous_id`` or a variant id that starts with the old id and ``_`` or ``-``, as Kobi infers variants
-elsewhere) or not at all (left: it stays in its own feed, Kobi never deletes it).
+elsewhere) or not at all (left: out of stock for the tenant's retention, then deleted, unless the registry keeps it).
 """
 
 from __future__ import annotations

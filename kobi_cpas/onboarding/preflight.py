@@ -255,14 +255,22 @@ def check_feeds(feeds: list[dict[str, Any]], kobi_feeds: dict[str, str], tenant_
     return out
 
 
-def existing_items_finding(catalog_id: str, first_upload: bool, counts: ExistingCounts) -> Finding:
-    """What the first replace would do with the items already in the catalog."""
+def existing_items_finding(
+    catalog_id: str, first_upload: bool, counts: ExistingCounts, retention_days: int | None = None
+) -> Finding:
+    """What the first replace would do with the items already in the catalog. ``retention_days``: how long the
+    items the feed does not send stay out of stock before Kobi deletes them (None: ``sync.adopted_items: keep``)."""
     c = counts
+    fate = (
+        "kept out of stock, never deleted by Kobi (sync.adopted_items: keep)"
+        if retention_days is None
+        else f"kept out of stock for {retention_days} days (sync.retention_days), then deleted by Kobi through the "
+        "Batch API, never on the first day; sync.adopted_items: keep keeps them"
+    )
     summary = (
         f"{c.existing:,} items already in the catalog: the feed sends {c.kept:,} of them again (their values are "
         f"overwritten), {c.linked:,} come back as variants (linked by previous_id), {c.left:,} are not in the "
-        f"feed (marked out of stock by the confirmed first sync and kept in their own feed, never deleted by Kobi); "
-        f"{c.new:,} feed items are new"
+        f"feed (marked out of stock by the confirmed first sync, {fate}); {c.new:,} feed items are new"
     )
     if c.existing == 0:
         return Finding("existing_items", catalog_id, "ok", "the catalog is empty", None, 0, c)

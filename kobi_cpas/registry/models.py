@@ -120,6 +120,9 @@ class FeedSource(_Strict):
         return self.source.startswith(("http://", "https://"))
 
 
+ADOPTED_ITEMS_MODES = ("retain", "keep")
+
+
 class SyncSettings(_Strict):
     replace_cadence: Literal["daily", "hourly"] = "daily"
     replace_cron: str = "0 3 * * *"
@@ -130,6 +133,19 @@ class SyncSettings(_Strict):
     max_delete_share: float = Field(default=0.05, ge=0.0, le=1.0)
     batch_chunk_size: int = Field(default=5000, ge=1, le=5000)
     shards: int = Field(default=1, ge=1, le=64)
+    # Items a brand's catalog held before Kobi's first upload that the feed does not send: "retain" keeps them
+    # out of stock for retention_days from their adoption, then Kobi deletes them; "keep" never deletes them.
+    adopted_items: str = "retain"
+
+    @field_validator("adopted_items", mode="before")
+    @classmethod
+    def _adopted_items(cls, v: Any) -> str:
+        if v not in ADOPTED_ITEMS_MODES:
+            raise ValueError(
+                f"must be 'retain' (items adopted from the brand's existing catalog stay out of stock for "
+                f"retention_days, then Kobi deletes them) or 'keep' (Kobi never deletes them), not {v!r}"
+            )
+        return str(v)
 
     @field_validator("replace_cron", "update_cron", "batch_cron")
     @classmethod
@@ -202,12 +218,9 @@ class CpasRetailer(_Strict):
             raise ValueError("must look like 'act_<digits>'")
         return v
 
-    @model_validator(mode="after")
-    def _accepted_needs_account(self) -> CpasRetailer:
-        # The segment id may be left out: Kobi records the segment it created or found (cpas_state.segments).
-        if self.partnership_status == PartnershipStatus.accepted and not self.dedicated_ad_account_id:
-            raise ValueError("an accepted partnership needs dedicated_ad_account_id")
-        return self
+    # The segment id and the dedicated ad account may be left out: Kobi records the segment it created or found
+    # and the accounts Meta shows dedicated to the retailer (cpas_state), and reports an accepted partnership
+    # with neither (drift ad_account_unknown).
 
 
 class Tenant(_Strict):

@@ -13,8 +13,9 @@ At the confirmed first upload Kobi adopts the existing ids as the history its va
 feed item that replaces an existing item by variants (``X`` in the catalog, ``X-S`` and ``X-M`` in the feed) is
 sent with ``previous_id`` = ``X``, as for an item that left Kobi's own feed, so the ad learnings carry over. An
 existing item the feed does not send at all is what a brand no longer sells: it is marked ``out of stock``
-through the Batch API (only its availability: its other values are the other feed's) and kept, never deleted by
-Kobi, like an item that left Kobi's own feed; ``sync_state.adopted_items`` records which.
+through the Batch API (only its availability: its other values are the other feed's) and, like an item that left
+Kobi's own feed, kept so for the tenant's retention and then deleted (``adopted.py``; never on the first day,
+never if the registry says ``sync.adopted_items: keep``); ``sync_state.adopted_items`` records which.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def record_adopted(
     con: duckdb.DuckDBPyConnection, tenant_id: str, ids: list[str], now: datetime, run_id: str, handle: str
 ) -> None:
     con.execute(
-        "INSERT INTO sync_state.adopted_items SELECT $t, unnest($ids::VARCHAR[]), $now, $run, $handle",
+        """INSERT INTO sync_state.adopted_items (tenant_id, retailer_id, adopted_at, run_id, handle)
+           SELECT $t, unnest($ids::VARCHAR[]), $now, $run, $handle""",
         {"t": tenant_id, "ids": ids, "now": now, "run": run_id, "handle": handle},
     )
 

@@ -9,6 +9,9 @@ Meta has not resolved may hold the tenant.
   the plan expected. A surplus means someone else writes to the feed: it is recorded
   (``sync_state.surplus_deletions``, a HIGH ``catalog_diagnostics`` problem) and blocks the tenant's next
   replace until a person confirms with the override tag.
+- Adopted items (``sync/adopted.py``): due deletions of items adopted from a brand's existing catalog that would
+  exceed the same share of the catalog are held (a MEDIUM ``ADOPTED_DELETIONS_HELD`` problem), never blocking the
+  replace of Kobi's feed, until a run carries the override tag.
 - Request ages: an upload session or batch handle Meta never resolves becomes terminal (``expired``) after
   ``SyncContext.upload_max_age`` / ``batch_max_age``, its items released for the next sync.
 - Export files: ``<tenant>-<sync_id>.csv`` files of requests no longer in flight (a run killed mid-upload)
@@ -25,7 +28,12 @@ from pathlib import Path
 
 import duckdb
 
-from kobi_cpas.diagnostics.guard import SURPLUS_DELETIONS, GuardProblem, record_guard_problems
+from kobi_cpas.diagnostics.guard import (
+    ADOPTED_DELETIONS_HELD,
+    SURPLUS_DELETIONS,
+    GuardProblem,
+    record_guard_problems,
+)
 from kobi_cpas.registry.models import Tenant
 from kobi_cpas.sync.delta import delta_sql
 
@@ -146,7 +154,8 @@ def confirm_surplus(con: duckdb.DuckDBPyConnection, tenant_id: str, run_id: str,
 def sync_guard_problems(
     con: duckdb.DuckDBPyConnection, tenant_id: str, catalog_id: str, now: datetime
 ) -> None:
-    """Bring the tenant's guard problems in ``catalog_diagnostics`` in line with the unconfirmed surpluses."""
+    """Bring the tenant's guard problems in ``catalog_diagnostics`` in line with the unconfirmed surpluses and the
+    held deletions of adopted items (``sync/adopted.py``)."""
     problems = [
         GuardProblem(
             error_type=SURPLUS_DELETIONS,
@@ -162,6 +171,31 @@ def sync_guard_problems(
         )
         for s in unconfirmed_surplus(con, tenant_id)
     ]
+    held, since = con.execute(  # type: ignore[misc]
+        """SELECT count(*), min(held_at) FROM sync_state.adopted_items
+           WHERE tenant_id = ? AND held_at IS NOT NULL AND deleted_at IS NULL AND claimed_at IS NULL""",
+        [tenant_id],
+    ).fetchone()
+    if held:
+        problems.append(
+            GuardProblem(
+                error_type=ADOPTED_DELETIONS_HELD,
+                variant="adopted_items",
+                title="Kobi holds the deletion of items adopted from the brand's existing catalog",
+                description=(
+                    f"Tenant '{tenant_id}' catalog {catalog_id}: {held:,} item(s) adopted from the brand's "
+                    "existing catalog are past their retention (out of stock since adoption); deleting them would "
+                    "exceed the deletion guard (sync.max_delete_share), so they are held, not deleted, while the "
+                    f"replace of Kobi's feed goes on. Held since {since:%Y-%m-%d}; confirm with the run tag "
+                    f"{OVERRIDE_TAG}=true."
+                ),
+                message=f"adopted_deletions_held={held}",
+                sync_method="replace",
+                reported_count=int(held),
+                reported_at=since,
+                priority="MEDIUM",
+            )
+        )
     record_guard_problems(con, tenant_id, catalog_id, problems, now)
 
 

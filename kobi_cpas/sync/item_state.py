@@ -1,26 +1,35 @@
 """The analyst table ``catalog_item_state``: per tenant and item, what the next replace feed sends and what Kobi
 believes Meta holds, brought to the sync state after every snapshot and sync, with the delta counts of the same
-evaluation."""
+evaluation. Items adopted from a brand's existing catalog that the feed does not send have rows too (their change
+is NULL: Kobi's feeds never send them)."""
 
 from __future__ import annotations
 
 import duckdb
 
 from kobi_cpas.registry import Tenant
+from kobi_cpas.sync.adopted import KEEP as ADOPTED_KEEP
+from kobi_cpas.sync.adopted import item_state_rows_sql
 from kobi_cpas.sync.delta import DeltaCounts, change_sql, delta_counts_from, retention_flip_sql
 from kobi_cpas.sync.tables import CATALOG_ITEM_STATE
 
 
 def refresh_item_state(con: duckdb.DuckDBPyConnection, tenant: Tenant) -> int:
-    """Bring the analyst table ``catalog_item_state`` of one tenant to the sync state; returns its row count."""
+    """Bring the analyst table ``catalog_item_state`` of one tenant to the sync state; returns how many items
+    the sync state holds."""
     counts = refresh_item_state_and_delta(con, tenant)
     return counts.total + counts.dropped
 
 
 def _item_state_sql(only: str = "") -> str:
-    """SQL: the tenant's rows of ``catalog_item_state`` (plus ``retention_flip``) from the sync state; ``only``:
-    a query of the ids to compute, all when empty."""
+    """SQL (params $t, $ret, $keep): the tenant's rows of ``catalog_item_state`` (plus ``retention_flip``) from
+    the sync state and the adopted items; ``only``: a query of the ids to compute, all when empty."""
     ids = f" AND id IN ({only})" if only else ""
+    adopted = (
+        f"SELECT * FROM ({item_state_rows_sql()}) WHERE retailer_id IN ({only})"
+        if only
+        else item_state_rows_sql()
+    )
     return f"""
         WITH d AS (SELECT id, shard, item_group_id, status, availability, price, previous_id, previous_id_source,
                           removed_at, content_hash, volatile_hash
@@ -33,16 +42,22 @@ def _item_state_sql(only: str = "") -> str:
                d.item_group_id, d.status AS desired_status, {change_sql()} AS change, f.id IS NOT NULL AS in_flight,
                d.availability, d.price, d.previous_id, d.previous_id_source, m.method AS meta_method,
                m.synced_at AS meta_synced_at, d.removed_at, d.removed_at + to_days(CAST($ret AS INTEGER)) AS drop_after,
-               {retention_flip_sql()} AS retention_flip
+               NULL::TIMESTAMPTZ AS deleted_at, {retention_flip_sql()} AS retention_flip
         FROM d FULL JOIN m ON m.id = d.id
-        LEFT JOIN f ON f.id = d.id AND f.content_hash = d.content_hash AND f.volatile_hash = d.volatile_hash"""
+        LEFT JOIN f ON f.id = d.id AND f.content_hash = d.content_hash AND f.volatile_hash = d.volatile_hash
+        UNION ALL BY NAME
+        {adopted}"""
 
 
 def refresh_item_state_and_delta(con: duckdb.DuckDBPyConnection, tenant: Tenant) -> DeltaCounts:
     """Bring ``catalog_item_state`` of one tenant to the sync state, rewriting only the rows that differ, and
     count the delta from the same evaluation (planning it costs more than reading a tenant's rows twice)."""
     cols = ", ".join(CATALOG_ITEM_STATE.column_names)
-    p = {"t": tenant.tenant_id, "ret": tenant.sync.retention_days}
+    p = {
+        "t": tenant.tenant_id,
+        "ret": tenant.sync.retention_days,
+        "keep": tenant.sync.adopted_items == ADOPTED_KEEP,
+    }
     # Narrow: what the counts need and a hash of each row. Not dropped on an error: a statement after a failed
     # one in the caller's transaction would fail too and hide the error; temp tables go with the connection.
     con.execute(
@@ -71,7 +86,7 @@ def refresh_item_state_and_delta(con: duckdb.DuckDBPyConnection, tenant: Tenant)
     )
     rows = con.execute(
         """SELECT change, count(*), count(*) FILTER (WHERE in_flight), count(*) FILTER (WHERE retention_flip)
-           FROM _kobi_state GROUP BY change"""
+           FROM _kobi_state WHERE change IS NOT NULL GROUP BY change"""
     ).fetchall()
     con.execute("DROP TABLE _kobi_state")
     con.execute("DROP TABLE _kobi_state_diff")

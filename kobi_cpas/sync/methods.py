@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -28,6 +29,7 @@ from kobi_cpas.diagnostics.collect import record_batch_lines
 from kobi_cpas.feeds.fields import VOLATILE_COLUMNS
 from kobi_cpas.meta.errors import MetaAPIError
 from kobi_cpas.registry.models import Tenant
+from kobi_cpas.sync.adopted import adopted_counts, claim_adopted, settle_adopted
 from kobi_cpas.sync.context import (
     SyncContext,
     SyncRecord,
@@ -136,13 +138,25 @@ class ReplacePlan:
     max_delete_share: float
     flips: int = 0  # live items this replace takes out of stock (gone from the source, kept by retention)
     surplus: tuple[Surplus, ...] = ()  # unconfirmed surplus deletions Meta reported for this shard
+    # Items adopted from the brand's existing catalog: past their retention (deleted through the Batch API after
+    # the upload, unless their own guard holds them) and still held out of stock (live at Meta).
+    adopted_deletions: int = 0
+    adopted_held: int = 0
 
     @property
     def delete_share(self) -> float:
         return (self.deletions + self.flips) / self.live if self.live else 0.0
 
     @property
+    def adopted_share(self) -> float:
+        """What this replace would remove of the catalog (Kobi's live items and the adopted ones still held) if
+        it also deleted the due adopted items."""
+        base = self.live + self.adopted_held
+        return (self.deletions + self.flips + self.adopted_deletions) / base if base else 0.0
+
+    @property
     def blocked_reason(self) -> str | None:
+        """Why the replace of Kobi's own feed must not run (adopted deletions never block it)."""
         reasons: list[str] = []
         if self.items == 0:
             reasons.append(
@@ -165,8 +179,23 @@ class ReplacePlan:
         ]
         return "; ".join(reasons) or None
 
+    @property
+    def adopted_hold_reason(self) -> str | None:
+        """Why the due adopted deletions are held (not sent) while the replace itself goes on."""
+        if not self.adopted_deletions or self.adopted_share <= self.max_delete_share:
+            return None
+        return (
+            f"shard {self.shard}: deleting {self.adopted_deletions} of the {self.adopted_held} items adopted from "
+            "the brand's existing catalog (out of stock since adoption, past their retention) would remove "
+            f"{self.adopted_share:.1%} of the catalog with the replace's own deletions "
+            f"(> {self.max_delete_share:.1%} allowed)"
+        )
 
-def plan_replace(con: duckdb.DuckDBPyConnection, tenant: Tenant) -> list[ReplacePlan]:
+
+def plan_replace(
+    con: duckdb.DuckDBPyConnection, tenant: Tenant, now: datetime | None = None
+) -> list[ReplacePlan]:
+    adopted = adopted_counts(con, tenant, now or datetime.now(UTC))
     rows = con.execute(
         f"""WITH s AS (SELECT range AS shard FROM range($n)),
            d AS (SELECT shard, count(*) AS n FROM sync_state.desired_items WHERE tenant_id = $t GROUP BY shard),
@@ -192,6 +221,8 @@ def plan_replace(con: duckdb.DuckDBPyConnection, tenant: Tenant) -> list[Replace
             flips=int(r[4]),
             # a surplus of a shard that no longer exists (shard count changed) blocks the last shard
             surplus=tuple(s for s in surplus if min(s.shard, last) == int(r[0])),
+            adopted_deletions=adopted.get(int(r[0]), (0, 0))[0],
+            adopted_held=adopted.get(int(r[0]), (0, 0))[1],
         )
         for r in rows
     ]
@@ -200,7 +231,9 @@ def plan_replace(con: duckdb.DuckDBPyConnection, tenant: Tenant) -> list[Replace
 def run_replace(ctx: SyncContext, *, override_guard: bool = False) -> list[SyncRecord]:
     override = override_guard or ctx.override_guard
     with _planning_db(ctx) as con:
-        plans = plan_replace(con, ctx.tenant)
+        planned_at = ctx.now()
+        claim_adopted(con, ctx.tenant_id, planned_at)
+        plans = plan_replace(con, ctx.tenant, planned_at)
         snapshot_id = current_snapshot_id(con, ctx.tenant_id)
         feeds = recorded_feeds(con, ctx.tenant_id)
     if snapshot_id is None:
@@ -226,6 +259,15 @@ def run_replace(ctx: SyncContext, *, override_guard: bool = False) -> list[SyncR
                 ctx, "replace", plan.shard, "tenant_id = $t AND shard = $s", snapshot_id, "items", feeds
             )
         )
+    # Only now, after Kobi's feed went out: held adopted deletions never hold back the replace itself.
+    settle_adopted(
+        ctx,
+        planned_at,
+        sum(p.adopted_deletions for p in plans),
+        [r for p in plans if (r := p.adopted_hold_reason)],
+        override,
+        META_BATCH_LIMIT,
+    )
     return records
 
 
@@ -290,7 +332,7 @@ def _first_upload_guard(ctx: SyncContext, feeds: dict[int, str]) -> None:
 def _adopt_existing_catalog(ctx: SyncContext) -> None:
     """The confirmed first upload to a catalog that holds items: the feed's variants of existing items get their
     previous_id, and the existing items the feed does not send are marked out of stock (Batch API, availability
-    only) and recorded; none is deleted."""
+    only) and recorded; none is deleted now (later replaces delete them once their retention has passed)."""
     existing = read_existing_ids(ctx.client, ctx.catalog_id)  # paged, before the database is opened
     if not existing:
         return
@@ -315,7 +357,7 @@ def _adopt_existing_catalog(ctx: SyncContext) -> None:
         f"{_where(ctx)}: first upload to a catalog holding {len(existing):,} items, confirmed by run tag; "
         f"{linked:,} variant(s) sent with previous_id of the existing item they replace; "
         f"{sum(len(ids) for ids, _ in batches):,} existing "
-        "item(s) the feed does not send marked out of stock (kept, not deleted)"
+        "item(s) the feed does not send marked out of stock (kept for the retention, never deleted today)"
     )
 
 

@@ -34,6 +34,7 @@ from kobi_cpas.feeds.snapshot import (
     stage_table_names,
 )
 from kobi_cpas.registry import LoadedRegistry, Tenant
+from kobi_cpas.sync.adopted import claim_adopted
 from kobi_cpas.sync.delta import DeltaCounts
 from kobi_cpas.sync.desired import DesiredResult, build_desired
 from kobi_cpas.sync.feed_download import FeedFileManifest, download_feed, feed_source
@@ -248,6 +249,8 @@ def ingest_snapshot(
             issues_table="main.feed_item_issues" if ingest is not None else None,
             last_seen=prev[4] if prev else None,
         )
+        # An adopted id the feed sends again is Kobi's own item from now on.
+        claim_adopted(con, tid, now)
         stage("replace_view")
         # The item state depends only on the sync state, final once desired_items is rebuilt.
         delta = replace(refresh_item_state_and_delta(con, tenant), removed=removed)

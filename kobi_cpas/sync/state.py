@@ -74,14 +74,33 @@ DDL = (
 )""",
     "CREATE TABLE IF NOT EXISTS sync_state.hash_scheme (scheme VARCHAR NOT NULL)",
     # Items a brand's catalog held before Kobi's first upload that the feed does not send: marked out of stock
-    # (Batch API) at the confirmed first upload, never deleted by Kobi (they stay in their own feed).
+    # (Batch API) at the confirmed first upload, kept for the tenant's retention, then deleted by a Batch API
+    # DELETE (sync/adopted.py) unless the registry says keep.
     """CREATE TABLE IF NOT EXISTS sync_state.adopted_items (
   tenant_id VARCHAR NOT NULL,
   retailer_id VARCHAR NOT NULL,
   adopted_at TIMESTAMPTZ NOT NULL,
   run_id VARCHAR,
-  handle VARCHAR                       -- the items_batch handle that marked it out of stock
+  handle VARCHAR,                      -- the items_batch handle that marked it out of stock
+  claimed_at TIMESTAMPTZ,              -- the feed sent the id again: Kobi's own item since, never deleted as adopted
+  deleted_at TIMESTAMPTZ,              -- Meta took Kobi's Batch API DELETE of it (retention passed)
+  delete_run_id VARCHAR,
+  delete_handle VARCHAR,
+  delete_error VARCHAR,                -- why Meta refused the DELETE (sent again by the next replace)
+  held_at TIMESTAMPTZ                  -- due, but the deletion guard holds the DELETE until a person confirms
 )""",
+    # Work databases made before adopted items followed the retention.
+    *(
+        f"ALTER TABLE sync_state.adopted_items ADD COLUMN IF NOT EXISTS {c} {t}"
+        for c, t in (
+            ("claimed_at", "TIMESTAMPTZ"),
+            ("deleted_at", "TIMESTAMPTZ"),
+            ("delete_run_id", "VARCHAR"),
+            ("delete_handle", "VARCHAR"),
+            ("delete_error", "VARCHAR"),
+            ("held_at", "TIMESTAMPTZ"),
+        )
+    ),
 )
 
 

@@ -179,9 +179,17 @@ CATALOG_ITEM_STATE = TableSpec(
             "desired_status",
             "VARCHAR",
             "active, invalid_kept (last valid version kept), removed_retained "
-            "(out of stock until retention ends) or NULL (to be deleted by the next replace feed)",
+            "(out of stock until retention ends) or NULL (to be deleted by the next replace feed); for items "
+            "adopted from the brand's existing catalog that the feed does not send: adopted_retained (out of "
+            "stock until drop_after, then deleted through the Batch API), adopted_held (past drop_after, the "
+            "deletion held by adopted_deletion_guard until a person confirms), adopted_kept (sync.adopted_items: "
+            "keep) or adopted_deleted",
         ),
-        col("change", "VARCHAR", "new, changed, volatile_only, unchanged or removed versus Meta"),
+        col(
+            "change",
+            "VARCHAR",
+            "new, changed, volatile_only, unchanged or removed versus Meta (NULL for adopted items)",
+        ),
         col("in_flight", "BOOLEAN", "Sent in a request Meta has not confirmed yet"),
         col("availability", "VARCHAR", "Availability the next replace feed sends"),
         col("price", "VARCHAR", "Price the next replace feed sends"),
@@ -189,8 +197,17 @@ CATALOG_ITEM_STATE = TableSpec(
         col("previous_id_source", "VARCHAR", "feed or inferred"),
         col("meta_method", "VARCHAR", "Method that last synced the item to Meta"),
         col("meta_synced_at", "TIMESTAMPTZ", "When Meta last confirmed the item"),
-        col("removed_at", "TIMESTAMPTZ", "When the item left the source"),
-        col("drop_after", "TIMESTAMPTZ", "When a retained item leaves the replace feed"),
+        col(
+            "removed_at",
+            "TIMESTAMPTZ",
+            "When the item left the source (adopted items: when Kobi adopted them)",
+        ),
+        col(
+            "drop_after",
+            "TIMESTAMPTZ",
+            "When a retained item leaves the replace feed, or an adopted item is deleted (NULL: kept)",
+        ),
+        col("deleted_at", "TIMESTAMPTZ", "When Kobi deleted the adopted item at Meta (Batch API DELETE)"),
     ),
 )
 

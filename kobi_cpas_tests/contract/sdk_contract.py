@@ -75,6 +75,7 @@ ROUTES: dict[str, SdkCall] = {
         "Business", "get_collaborative_ads_collaboration_requests"
     ),
     "cpas.collaboration_request.get": SdkCall("CPASCollaborationRequest", "api_get"),
+    "cpas.business.setup_config": SdkCall("Business", "get_cpas_business_setup_config"),
     "cpas.catalog.product_sets.list": SdkCall("ProductCatalog", "get_product_sets"),
     "cpas.catalog.product_sets.create": SdkCall("ProductCatalog", "create_product_set"),
     "cpas.product_set.get": SdkCall("ProductSet", "api_get"),
@@ -125,6 +126,16 @@ NO_SDK_ROUTE: dict[str, str] = {
     "cpas.business.collaboration_requests.create": (
         "the SDK generates only the read of this edge; Meta's CPAS guide documents the POST"
     ),
+    "cpas.ad_account.partner_businesses": (
+        "Meta's reference 'Ad Account Collaborative Ads Partner Businesses' documents GET "
+        "/{ad-account-id}/collaborative_ads_partner_businesses; the SDK defines its object "
+        "(CollaborativeAdsPartnerBusinesses) but no AdAccount method for the edge"
+    ),
+}
+
+# Routes without an SDK method whose returned object the SDK does define: their fields are checked against it.
+NO_SDK_ROUTE_CLASS: dict[str, str] = {
+    "cpas.ad_account.partner_businesses": "CollaborativeAdsPartnerBusinesses",
 }
 
 # Fields Meta's own documentation shows on an object that the SDK's class lacks. The sandbox may serve them
@@ -362,6 +373,8 @@ def check_call(
     route: str, method: str, params: Iterable[str], fields: str | None, query: Mapping[str, str] | None = None
 ) -> list[str]:
     """What in one call (route, param names, ``fields`` value, query values) the SDK does not allow."""
+    if route in NO_SDK_ROUTE_CLASS and fields:
+        return [f"{route}: field {f}" for f in check_fields(NO_SDK_ROUTE_CLASS[route], fields)]
     if route in NO_SDK_ROUTE:
         return []
     if route not in ROUTES:
@@ -385,6 +398,8 @@ def check_call(
 
 def check_served(route: str, served: str | None) -> list[str]:
     """Fields the sandbox returned on a GET that the route's SDK class does not define."""
+    if served and route in NO_SDK_ROUTE_CLASS:
+        return [f"{route} served {f}" for f in check_fields(NO_SDK_ROUTE_CLASS[route], served, served=True)]
     if not served or route in NO_SDK_ROUTE or route not in ROUTES:
         return []
     tc = target_class(ROUTES[route])

@@ -6,6 +6,7 @@ from kobi_cpas.sync.guards import OVERRIDE_TAG
 from kobi_cpas.sync.shrink_guard import OVERRIDE_SHRINK_TAG
 
 DELETION_GUARD = "replace_deletion_guard"
+ADOPTED_GUARD = "adopted_deletion_guard"
 FEED_READABLE = "feed_file_readable"
 INVALID_SHARE = "invalid_item_share"
 SHRINK_GUARD = "feed_shrink_guard"
@@ -20,8 +21,19 @@ replace_plan_check_specs = [
         "max_delete_share (default 5 %) of the live catalog, or while Meta's reported deletions of an earlier "
         "replace exceeded its plan (surplus deletions: someone else writes to the feed) and no person has "
         f"confirmed them. A person can override one run with the run tag {OVERRIDE_TAG}=true; for a surplus that "
-        "run is the confirmation.",
-    )
+        "run is the confirmation. Deletions of items adopted from the brand's existing catalog never block it "
+        f"(see {ADOPTED_GUARD}).",
+    ),
+    dg.AssetCheckSpec(
+        name=ADOPTED_GUARD,
+        asset="replace_feed_plan",
+        description="WARN when the items adopted from the brand's existing catalog whose retention has passed "
+        "would, with the replace's own deletions and flips, remove more than the tenant's max_delete_share of the "
+        "catalog (Kobi's live items and the adopted ones still out of stock): their Batch API DELETE is held (not "
+        "sent; adopted_held in catalog_item_state, an ADOPTED_DELETIONS_HELD problem in catalog_diagnostics) "
+        "while the replace upload of Kobi's feed goes on. A run with the run tag "
+        f"{OVERRIDE_TAG}=true sends them.",
+    ),
 ]
 
 feed_snapshot_check_specs = [

@@ -15,9 +15,10 @@ from kobi_cpas.cpas import (
     read_existing_product_sets,
     reconcile_partnership,
 )
+from kobi_cpas.cpas.accounts import read_dedicated_accounts
 from kobi_cpas.cpas.api_onboarding import ApiSegmentStep, ensure_api_segment, wants_api_segment
 from kobi_cpas.cpas.partnerships import PartnershipRow
-from kobi_cpas.cpas.state import SegmentRecord, record_segment
+from kobi_cpas.cpas.state import SegmentRecord, record_ad_accounts, record_segment
 from kobi_cpas.cpas.tables import (
     CPAS_PARTNERSHIPS,
     CPAS_PRODUCT_SETS,
@@ -67,10 +68,17 @@ def cpas_partnerships(
     """Each retailer partnership of the tenant reconciled against Meta (daily): the segment exists and is a
     segment, it is shared with the brand's business with ADVERTISE, the dedicated ad account exists and promotes
     only this retailer's segments, and the segment's product count matches the rule applied to the feed.
+    The brand's ad accounts Meta shows dedicated to each retailer are recorded in ``cpas_state.ad_accounts``, so
+    the registry may omit dedicated_ad_account_id; a declared one that differs is the drift ad_account_mismatch.
     For ``api`` partnerships Kobi first creates (or finds) the missing segment and shares it. The segments used
     are recorded in ``cpas_state.segments``, so the registry may omit their ids. Steps Meta offers only in its UI
     come out as next_action with exact instructions."""
     tenant, recorded = tenant_with_state(registry, warehouse, context.partition_key)
+    # The registry's own accounts: a declared one wins over what Meta shows; the rest is observed again below.
+    declared = {
+        r.retailer: r.dedicated_ad_account_id
+        for r in registry.tenant(context.partition_key)[1].cpas_retailers
+    }
     now = datetime.now(UTC)
     with warehouse.connection() as con:
         expected: dict[str, int | None] = {}
@@ -83,7 +91,9 @@ def cpas_partnerships(
     rows: list[PartnershipRow] = []
     steps: dict[str, ApiSegmentStep] = {}
     with meta.get_client(logger=context.log) as client:
+        dedicated = read_dedicated_accounts(client, tenant.business_id)
         for r in tenant.cpas_retailers:
+            r = r.model_copy(update={"dedicated_ad_account_id": declared.get(r.retailer)})
             if wants_api_segment(r):
                 step = steps[r.retailer] = ensure_api_segment(client, tenant, r, expected[r.retailer])
                 if step.origin:
@@ -101,6 +111,7 @@ def cpas_partnerships(
                 COUNT_TOLERANCE,
                 now=now,
                 api_blocked=steps[r.retailer].blocked if r.retailer in steps else None,
+                dedicated_accounts=dedicated,
             )
             rows.append(replace(row, segment_id_source=_source(r, recorded, steps.get(r.retailer))))
     records = [row.as_record() for row in rows]
@@ -109,6 +120,14 @@ def cpas_partnerships(
         for row in rows:
             if row.catalog_segment_id:
                 record_segment(con, _segment_record(row, steps.get(row.retailer), context.run_id, now))
+        partner_of = {act: biz for biz, acts in dedicated.items() for act in acts}
+        record_ad_accounts(
+            con,
+            tenant.tenant_id,
+            {act: (row.retailer, partner_of.get(act)) for row in rows for act in row.observed_ad_account_ids},
+            now,
+            context.run_id,
+        )
         warehouse.publish(con)
     mismatched = [r for r in rows if "count_mismatch" in r.drift or "segment_empty" in r.drift]
     drifting = [r for r in rows if r.drift]

@@ -3,6 +3,7 @@ from datetime import date
 
 import dagster as dg
 
+from kobi_cpas.defs.cpas.state import tenant_with_state
 from kobi_cpas.defs.insights.checks import (
     FRESHNESS,
     PRODUCTS,
@@ -177,8 +178,8 @@ INSIGHTS = specs_by_key(
     table_spec(
         "meta_ad_accounts",
         META_AD_ACCOUNTS,
-        description="The dedicated CPAS ad accounts as Meta last reported them to the pull: time zone, "
-        "currency, name.",
+        description="The dedicated CPAS ad accounts (declared in the registry, else observed at Meta by the daily "
+        "CPAS reconciliation) as Meta last reported them to the pull: time zone, currency, name.",
         deps=["tenant_registry"],
         **_TABLE,
     ),
@@ -207,7 +208,8 @@ def shared_item_metrics(
     catalog_sync: CatalogSyncResource,
 ):
     """Pull CPAS shared-item metrics (catalog_segment_*, converted_product_*, spend, impressions, clicks) for
-    every dedicated ad account of the tenant, then look up and match the converted products.
+    every dedicated ad account of the tenant (declared in the registry, else the one Meta shows, recorded by the
+    daily CPAS reconciliation), then look up and match the converted products.
 
     A run covers any range of days (single-run backfill): async report jobs per account, level and request
     family, several in flight under Meta's insights throttle, split only when Meta asks. Each (account, level,
@@ -223,7 +225,8 @@ def shared_item_metrics(
         write_metric_catalog(con, "main.insights_metric_catalog")
     with meta.get_client(logger=context.log) as client:
         for tenant_id, days in days_by_tenant.items():
-            _, tenant = registry.tenant(tenant_id)
+            # The account the daily CPAS reconciliation observed when the registry omits it (short read).
+            tenant, _ = tenant_with_state(registry, warehouse, tenant_id)
             for r in tenant.cpas_retailers:
                 if not r.dedicated_ad_account_id or r.partnership_status.value == "pending":
                     continue

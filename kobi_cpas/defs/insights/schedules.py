@@ -2,13 +2,16 @@
 
 The time zone comes from meta_ad_accounts, which the pull writes when it fetches the account: the schedule never
 calls Meta from the daemon. An account not pulled yet has no row; its tenant's ``sync.timezone`` stands in until
-the first pull records the account's own zone, and the tick says so."""
+the first pull records the account's own zone, and the tick says so. A partnership whose dedicated ad account the
+registry omits uses the one the daily CPAS reconciliation observed at Meta, read from the published file (the pull
+reads the recorded state), through the same fill as every CPAS asset."""
 
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from kobi_cpas.defs.cpas.state import tenants_with_published_accounts
 from kobi_cpas.defs.insights.partitions import RESTATEMENT_DAYS, range_tags
 from kobi_cpas.defs.tenants.evaluation import (
     evaluate_tenant,
@@ -36,7 +39,8 @@ shared_item_metrics_job = dg.define_asset_job(
 
 
 def pulled_accounts(tenant: Tenant) -> list[str]:
-    """The tenant's dedicated ad accounts the pull covers (accepted or revoked partnerships), in registry order."""
+    """The tenant's dedicated ad accounts the pull covers (accepted or revoked partnerships), in registry order;
+    ``tenant`` is completed with the observed accounts first (:mod:`kobi_cpas.defs.cpas.state`)."""
     return [
         r.dedicated_ad_account_id
         for r in tenant.cpas_retailers
@@ -68,7 +72,8 @@ def shared_item_metrics_schedule(
         return reg
     known = set(context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
     tick = context.scheduled_execution_time
-    zones = account_timezones(warehouse.read_published, [a for t in reg.tenants for a in pulled_accounts(t)])
+    tenants = tenants_with_published_accounts(reg, warehouse)
+    zones = account_timezones(warehouse.read_published, [a for t in tenants for a in pulled_accounts(t)])
     runs, waiting, fallbacks, errors = [], [], [], []
 
     def evaluate(t: Tenant) -> None:
@@ -99,7 +104,7 @@ def shared_item_metrics_schedule(
             )
         )
 
-    for t in reg.tenants:
+    for t in tenants:
         evaluate_tenant(t, "insights schedule", evaluate, errors)
     not_evaluated = errors + registry_notes(reg)
     if fallbacks:

@@ -58,7 +58,14 @@ def tenant_onboarding(
     with warehouse.connection() as con:
         if catalog_readable:
             counts = compare_existing(con, tenant.tenant_id, existing_ids)
-            findings.append(existing_items_finding(tenant.catalog_id, first_upload, counts))
+            findings.append(
+                existing_items_finding(
+                    tenant.catalog_id,
+                    first_upload,
+                    counts,
+                    None if tenant.sync.adopted_items == "keep" else tenant.sync.retention_days,
+                )
+            )
         now = datetime.now(UTC)
         records = [f.as_record(tenant.tenant_id) | {"observed_at": now} for f in findings]
         replace_rows(con, TENANT_ONBOARDING, records, "tenant_id = ?", [tenant.tenant_id])
