@@ -69,11 +69,26 @@ def _partition_runs(
             dims = {d.name: d.partitions_def for d in pdef.partitions_defs}
             dates = list(dims["date"].get_partition_keys())[-RESTATEMENT_DAYS:]
             tenants = list(dims["tenant"].get_partition_keys())
-            return [(None, range_tags(t, dates[0], dates[-1])) for t in tenants]
+            starts = _insights_starts()
+            runs = []
+            for t in tenants:  # from the tenant's insights.start_date on; none when it is after the window
+                since = max([dates[0], *([starts[t]] if t in starts else [])])
+                if since <= dates[-1]:
+                    runs.append((None, range_tags(t, since, dates[-1])))
+            return runs
         keys = list(pdef.get_partition_keys())
     if isinstance(pdef, dg.TimeWindowPartitionsDefinition):
         return [(k, {}) for k in keys[-1:]]
     return [(k, {}) for k in keys]
+
+
+def _insights_starts() -> dict[str, str]:
+    """Each readable tenant's insights.start_date (YYYY-MM-DD), where it has one."""
+    return {
+        t.tenant_id: t.insights.start_date.isoformat()
+        for t in load_registry().tenants
+        if t.insights.start_date is not None
+    }
 
 
 # Explicit stages first (the initial full sync must precede the incremental methods, so nothing is sent twice),
