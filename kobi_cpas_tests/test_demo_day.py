@@ -123,3 +123,39 @@ METHODS = ("batch", "replace", "update")
 def test_the_readme_has_the_example_queries_this_test_runs() -> None:
     titles = [t for t, _ in readme_queries()]
     assert len(titles) >= 10 and any("kept out of stock" in t for t in titles)
+
+
+def test_two_runs_staging_at_once_leave_whole_feeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two `make run`s share data/demo: one writes day 1 while the other writes day 2. Both finish, and each
+    feed is then one whole day, never a mix (both writers reach the rename before either does it)."""
+    import threading
+
+    days = {d: stage_demo(tmp_path / f"day{d}", day=d).parent for d in (1, 2)}
+    both_written = threading.Barrier(2, timeout=30)
+    real_replace = Path.replace
+
+    def replace_together(self: Path, target):
+        if self.name.endswith(".tmp") and Path(target).suffix in (".csv", ".tsv", ".xml"):
+            both_written.wait()
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", replace_together)
+    shared = tmp_path / "shared"
+    errors: list[BaseException] = []
+
+    def stage(day: int) -> None:
+        try:
+            stage_demo(shared, day=day)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    writers = [threading.Thread(target=stage, args=(d,)) for d in (1, 2)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join(120)
+    assert errors == []
+    for tenant in load_registry(shared / "tenants.yaml").tenants:
+        got = (shared / tenant.feed.source).read_bytes()
+        assert got in {(days[d] / tenant.feed.source).read_bytes() for d in (1, 2)}, tenant.tenant_id
+    assert not list(shared.rglob("*.tmp"))
