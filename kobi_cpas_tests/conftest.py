@@ -22,6 +22,7 @@ _LONGEST_FIRST = (
     "test_cpas_insights_e2e",
     "test_catalog_sync_e2e",
     "test_dry_run",
+    "test_demo_day",
     "test_warehouse_publish_once",
     "test_warehouse",
     "test_safety_stack",

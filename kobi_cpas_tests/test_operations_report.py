@@ -134,3 +134,36 @@ def test_calls_to_action_are_escaped_and_the_page_is_offline(report) -> None:
     assert get_plotlyjs()[:500] in page
     tags = re.findall(r"<script[^>]*>", re.sub(r"(<script[^>]*>).*?(</script>)", r"\1\2", page, flags=re.S))
     assert tags and not [t for t in tags if "src=" in t]
+
+
+def test_two_runs_writing_the_report_at_once_both_succeed(tmp_path: Path, monkeypatch) -> None:
+    """Two `make run`s finish with the report at the same moment: each renames its own temporary file (both
+    reach the rename before either does it, so a shared temporary name would be gone for the second)."""
+    import threading
+
+    path = tmp_path / "report.html"
+    both_written = threading.Barrier(2, timeout=30)
+    real_replace = Path.replace
+
+    def replace_together(self: Path, target):
+        if self.name.endswith(".tmp"):
+            both_written.wait()
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", replace_together)
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            write_report({}, path, NOW)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    writers = [threading.Thread(target=write) for _ in range(2)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join(60)
+    assert errors == []
+    assert path.read_text(encoding="utf-8").endswith("</html>")
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temporary file left behind

@@ -603,3 +603,24 @@ def test_threads_of_one_process_connect_migrate_and_publish_at_once(tmp_path):
     # and the file is free again: another process can write it
     code = f"import duckdb; duckdb.connect({str(wh.work_path)!r}).execute('SELECT 1')"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_dashboard_counts_keep_fractional_action_counts(tmp_path: Path):
+    """Meta sends action counts as numeric strings, and modelled or data-driven attributed counts can be
+    fractional: the dashboard's counts must keep them, not round them to integers."""
+    wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
+    with wh.connect() as con:
+        for action, value in (
+            ("omni_purchase", "0.5"),
+            ("omni_purchase", "1.25"),
+            ("omni_add_to_cart", "2.4"),
+        ):
+            con.execute(
+                "INSERT INTO shared_item_metrics VALUES ('2026-11-01', 't1', 'trendyol', 'act_1', 'campaign', "
+                "'c1', 'c1', 'n/a', 'n/a', 'catalog_segment_actions', ?, 'default', ?::DECIMAL(20, 6), true, "
+                "'TRY', ?, now())",
+                [action, value, f"p{value}"],
+            )
+        wh.publish(con)
+    rows = _analyst_rows(wh, "SELECT purchases, add_to_cart FROM cpas_dashboard")
+    assert [(float(p), float(a)) for p, a in rows] == [(1.75, 2.4)]

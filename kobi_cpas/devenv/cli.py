@@ -22,6 +22,7 @@ from pathlib import Path
 import click
 import psycopg2
 
+from kobi_cpas.devenv.demo_day import day2_before_stage, speed_up_sandbox, use_demo_registry
 from kobi_cpas.devenv.postgres import DEFAULT_PORT, LocalPostgres, LocalPostgresError, PgConnInfo, env_for
 from kobi_cpas.devenv.stack import (
     REPO_ROOT,
@@ -162,8 +163,9 @@ def run(tenants: tuple[str, ...], dry_run: bool) -> None:
     from kobi_cpas.registry import load_registry
 
     _interruptible()
-    reg = load_registry()  # fail early, with the clear message, on a bad registry
     started = time.monotonic()
+    demo = use_demo_registry(analyst_path(), restage=True)
+    reg = load_registry()  # fail early, with the clear message, on a bad registry
     with local_stack() as info:
         click.echo(f"registry:  {reg.path} ({len(reg.tenants)} tenants)")
         click.echo(f"postgres:  {info.postgres}")
@@ -171,6 +173,8 @@ def run(tenants: tuple[str, ...], dry_run: bool) -> None:
         click.echo(f"dagster:   DAGSTER_HOME={info.dagster_home}")
         if dry_run:
             click.echo("DRY RUN:   reads from Meta; writes recorded in meta_dry_run_writes, not sent")
+        if info.sandbox_url:  # with port 0 the stack always starts a sandbox of its own
+            speed_up_sandbox(info.sandbox_url)
         from kobi_cpas.definitions import defs as build_defs
 
         defs = build_defs()
@@ -179,7 +183,13 @@ def run(tenants: tuple[str, ...], dry_run: bool) -> None:
             ensure_pools(instance)
             for run_id in release_orphaned_slots(instance, same_host=info.postgres_local):
                 click.echo(f"released pool slots of orphaned run {run_id}")
-            report = materialize_all(defs, instance, tenants=list(tenants) or None, dry_run=dry_run)
+            report = materialize_all(
+                defs,
+                instance,
+                tenants=list(tenants) or None,
+                dry_run=dry_run,
+                before_stage=day2_before_stage(demo, click.echo) if demo else None,
+            )
         finally:
             instance.dispose()
     print_tables(analyst_path())
@@ -230,6 +240,7 @@ def print_next_steps(analyst_path: Path) -> None:
 def dev(port: int, sandbox_port: int) -> None:
     """Dagster UI + daemon on localhost against the sandbox; schedules and sensors live. Ctrl-C stops all."""
     _interruptible()
+    use_demo_registry(analyst_path(), restage=False)  # the feeds the last `make run` synced
     try:
         with dev_session(REPO_ROOT / ".local", port), local_stack(sandbox_port=sandbox_port) as info:
             _dev(port, info)

@@ -65,7 +65,7 @@ def prepare_dagster_home(dagster_home: Path, repo_root: Path = REPO_ROOT) -> Pat
     if target.resolve() == source.resolve():
         return dagster_home  # DAGSTER_HOME is the repository itself
     if not target.exists() or not filecmp.cmp(source, target, shallow=False):
-        tmp = target.with_name(".dagster.yaml.tmp")
+        tmp = target.with_name(f".dagster.yaml.{os.getpid()}.tmp")  # per process: stacks may start together
         shutil.copyfile(source, tmp)
         tmp.replace(target)  # atomic: a daemon starting now never reads half a file
     return dagster_home

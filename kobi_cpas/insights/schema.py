@@ -24,7 +24,11 @@ NA = "n/a"
 DEFAULT_WINDOW = "default"
 # The window product value roll-ups use: product rows carry only the requested window keys (no 'default').
 PRODUCT_VALUE_WINDOW = "7d_click"
-VALUE_TYPE = "DECIMAL(20,6)"  # ROAS arrives with 6 decimals, money with 2, counts as integers
+# ROAS arrives with 6 decimals, money with 2. Counts stay decimal too: Meta types every action value as a
+# "numeric string" (Ads Action Stats reference; the SDK's AdsActionStats: 'string'), never as an integer, offers
+# data-driven attribution (window 'dda') that splits a conversion's credit between ads, and labels
+# catalog_segment_actions and converted_product_quantity estimated (modelled): a count may be fractional.
+VALUE_TYPE = "DECIMAL(20,6)"
 
 _KEY_IDS = (
     col(
@@ -86,7 +90,11 @@ SHARED_ITEM_METRICS = TableSpec(
             False,
         ),
         col(
-            "value", VALUE_TYPE, "The number Meta reported (money in account_currency, counts, ratios)", False
+            "value",
+            VALUE_TYPE,
+            "The number Meta reported (money in account_currency, counts, ratios); decimal for counts too, as "
+            "Meta's action counts may be fractional (modelled, data-driven attribution)",
+            False,
         ),
         col(
             "is_estimated",
@@ -135,7 +143,13 @@ SHARED_ITEM_PRODUCT_METRICS = TableSpec(
             "Window key (1d_click, 7d_click, 28d_click, 1d_view); 'default' for Meta's value key",
             False,
         ),
-        col("value", VALUE_TYPE, "Money in account_currency (value) or units (quantity)", False),
+        col(
+            "value",
+            VALUE_TYPE,
+            "Money in account_currency (value) or units (quantity; decimal: Meta's estimated counts may be "
+            "fractional)",
+            False,
+        ),
         col(
             "is_estimated",
             "BOOLEAN",

@@ -9,6 +9,12 @@ from kobi_cpas.warehouse.specs import ViewSpec, col
 # The former id -> retailer_id cache assumed brand catalog ids; retailer_product_items replaces it.
 INTERNAL_DDL = (*RAW_DDL, "DROP TABLE IF EXISTS raw.product_items")
 
+# Why the dashboard's counts are DECIMAL and not BIGINT (see VALUE_TYPE in insights.schema).
+FRACTIONAL_COUNT = (
+    " (decimal, not an integer: Meta types action counts as numeric strings, and modelled or data-driven "
+    "attributed counts may be fractional)"
+)
+
 RETAILER_PRODUCT_MATCH_RATES = ViewSpec(
     name="retailer_product_match_rates",
     domain="insights",
@@ -66,10 +72,10 @@ CPAS_DASHBOARD = ViewSpec(
             "DECIMAL",
             "catalog_segment_value for omni_purchase (Meta's default attribution)",
         ),
-        col("purchases", "DECIMAL", "catalog_segment_actions for omni_purchase"),
-        col("add_to_cart", "DECIMAL", "catalog_segment_actions for omni_add_to_cart"),
+        col("purchases", "DECIMAL", "catalog_segment_actions for omni_purchase" + FRACTIONAL_COUNT),
+        col("add_to_cart", "DECIMAL", "catalog_segment_actions for omni_add_to_cart" + FRACTIONAL_COUNT),
         col("add_to_cart_value", "DECIMAL", "catalog_segment_value for omni_add_to_cart"),
-        col("view_content", "DECIMAL", "catalog_segment_actions for omni_view_content"),
+        col("view_content", "DECIMAL", "catalog_segment_actions for omni_view_content" + FRACTIONAL_COUNT),
         col("view_content_value", "DECIMAL", "catalog_segment_value for omni_view_content"),
         col(
             "meta_omni_purchase_roas",

@@ -9,6 +9,8 @@ without a browser. The page carries each chart's data as Plotly writes it (``Plo
 from __future__ import annotations
 
 import html
+import os
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -221,7 +223,12 @@ def write_report(data: dict[str, TenantReport], path: Path, generated_at: dateti
         + ("".join(sections) or "<p>No tenant has data yet.</p>")
         + "</body></html>"
     )
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    # A temporary name of its own: two runs writing the report at once (two `make run`s) must not rename each
+    # other's file away.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return charts

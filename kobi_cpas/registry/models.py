@@ -8,7 +8,7 @@ into one tenant. Tenant ids become SQL values, file names and Dagster partition 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -166,6 +166,14 @@ class SyncSettings(_Strict):
         return self.replace_cron
 
 
+class InsightsSettings(_Strict):
+    start_date: date | None = Field(
+        default=None,
+        description="the first day of the tenant's shared-item metrics (YYYY-MM-DD), e.g. its first CPAS "
+        "campaign: the daily pull, backfills and make run pull no day before it",
+    )
+
+
 class CpasRetailer(_Strict):
     retailer: str
     catalog_segment_id: GraphId | None = None
@@ -230,6 +238,7 @@ class Tenant(_Strict):
     catalog_id: GraphId
     feed: FeedSource
     sync: SyncSettings = SyncSettings()
+    insights: InsightsSettings = InsightsSettings()
     cpas_retailers: list[CpasRetailer] = Field(default_factory=list)
     high_problem_share_threshold: float = Field(default=0.05, ge=0.0, le=1.0)
     # Declared product sets (name, filter, metadata, target, allow_live_deletion, absent); validated by the loader

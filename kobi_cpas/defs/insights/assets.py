@@ -12,7 +12,7 @@ from kobi_cpas.defs.insights.checks import (
     ROLLUPS,
     shared_item_metrics_check_specs,
 )
-from kobi_cpas.defs.insights.partitions import insights_partitions
+from kobi_cpas.defs.insights.partitions import before_start_note, insights_partitions, split_at_start
 from kobi_cpas.defs.shared import (
     OWNERS_DATA,
     SHORT_WRITES,
@@ -215,7 +215,11 @@ def shared_item_metrics(
     family, several in flight under Meta's insights throttle, split only when Meta asks. Each (account, level,
     family, day) slice is replaced in one transaction only when all its pieces succeeded; raw pages are kept
     append-only so any day can be re-parsed. The work database is never open while a Meta request waits."""
-    days_by_tenant = _days_by_tenant(context)
+    days_by_tenant, skipped = _from_tenant_starts(registry, _days_by_tenant(context))
+    for note in skipped:
+        context.log.warning(note)
+    if not days_by_tenant:
+        raise dg.Failure(description="nothing to pull: " + " | ".join(skipped))
     reports, errors = [], []
     checks: dict[str, list] = defaultdict(list)
     freshness = []
@@ -273,10 +277,27 @@ def shared_item_metrics(
         warehouse.publish(con)
         if errors and not any(r.rows_written for r in reports):
             raise dg.Failure(description="no slice could be pulled: " + " | ".join(errors))
-        yield from _results(con, days_by_tenant, reports, errors, lookups, rates, checks, freshness)
+        yield from _results(con, days_by_tenant, reports, errors, lookups, rates, checks, freshness, skipped)
 
 
-def _results(con, days_by_tenant, reports, errors, lookups, rates, checks, freshness):
+def _from_tenant_starts(
+    registry: TenantRegistryResource, days_by_tenant: dict[str, list[date]]
+) -> tuple[dict[str, list[date]], list[str]]:
+    """The run's days without those before each tenant's insights.start_date (the date partitions are shared by
+    every tenant), and a note per tenant that lost days; a tenant left with none is not pulled."""
+    kept: dict[str, list[date]] = {}
+    notes: list[str] = []
+    for tenant_id, days in days_by_tenant.items():
+        _, tenant = registry.tenant(tenant_id)
+        pull, before = split_at_start(tenant, days)
+        if before:
+            notes.append(before_start_note(tenant, before))
+        if pull:
+            kept[tenant_id] = pull
+    return kept, notes
+
+
+def _results(con, days_by_tenant, reports, errors, lookups, rates, checks, freshness, skipped):
     """One result per table of the run's partitions: the run's tenants (and, for the facts, its days); in
     dependency order, as a multi_asset must yield them."""
     stale = [f for f in freshness if not f.get("ok", True)]
@@ -308,6 +329,7 @@ def _results(con, days_by_tenant, reports, errors, lookups, rates, checks, fresh
             "rows_written_this_run": sum(r.rows_written for r in reports),
             "incomplete_slices": sum(len(r.incomplete) for r in reports),
             "errors": "; ".join(errors) or "none",
+            "days_before_tenant_start": "; ".join(skipped) or "none",
         },
         check_results=[
             result(ROLLUPS, checks[ROLLUPS], "rollup gaps (ad vs higher levels)"),

@@ -75,6 +75,7 @@ def shared_item_metrics_schedule(
     tenants = tenants_with_published_accounts(reg, warehouse)
     zones = account_timezones(warehouse.read_published, [a for t in tenants for a in pulled_accounts(t)])
     runs, waiting, fallbacks, errors = [], [], [], []
+    not_started: list[str] = []
 
     def evaluate(t: Tenant) -> None:
         accounts = pulled_accounts(t)
@@ -92,6 +93,13 @@ def shared_item_metrics_schedule(
             return
         until = local.date() - timedelta(days=1)
         since = until - timedelta(days=RESTATEMENT_DAYS - 1)
+        start = t.insights.start_date  # the date partitions are shared: the tenant's own start applies here
+        if start is not None and until < start:
+            not_started.append(
+                f"{t.tenant_id}: nothing to pull before its insights.start_date {start} (yesterday was {until})"
+            )
+            return
+        since = max(since, start) if start is not None else since
         runs.append(
             dg.RunRequest(
                 run_key=f"insights:{t.tenant_id}:{local.date()}",
@@ -107,6 +115,8 @@ def shared_item_metrics_schedule(
     for t in tenants:
         evaluate_tenant(t, "insights schedule", evaluate, errors)
     not_evaluated = errors + registry_notes(reg)
+    if not_started:
+        context.log.info("before their insights.start_date: " + "; ".join(not_started))
     if fallbacks:
         context.log.info("time zone fallback: " + "; ".join(fallbacks))
     log_tenant_problems(context.log, "shared_item_metrics_schedule", not_evaluated)
@@ -114,7 +124,9 @@ def shared_item_metrics_schedule(
         reason = (
             f"no account is at {PULL_HOUR}:00 local time (" + "; ".join(waiting) + ")"
             if waiting
+            else "no tenant to pull"
+            if not_started
             else "no tenant with an accepted CPAS ad account"
         )
-        return dg.SkipReason("; ".join([reason, *fallbacks, *not_evaluated]))
+        return dg.SkipReason("; ".join([reason, *not_started, *fallbacks, *not_evaluated]))
     return runs
