@@ -32,7 +32,8 @@ def readme_queries() -> list[tuple[str, str]]:
     block = re.search(r"```sql\n(.*?)```", section, re.S)
     assert block, "README.md: no ```sql block after 'Example queries:'"
     out = []
-    for statement in block.group(1).split(";"):
+    # A statement ends with ";" at the end of a line (a comment may hold one mid-line).
+    for statement in re.split(r";[ \t]*\n", block.group(1)):
         lines = [ln for ln in statement.strip().splitlines() if ln.strip()]
         comments = [ln for ln in lines if ln.lstrip().startswith("--")]
         sql = "\n".join(ln for ln in lines if not ln.lstrip().startswith("--"))
