@@ -21,15 +21,19 @@ def refresh_item_state(con: duckdb.DuckDBPyConnection, tenant: Tenant) -> int:
     return counts.total + counts.dropped
 
 
-def _item_state_sql(only: str = "") -> str:
+def _item_state_sql(only: str = "", adopted: bool = False) -> str:
     """SQL (params $t, $ret, $keep): the tenant's rows of ``catalog_item_state`` (plus ``retention_flip``) from
-    the sync state and the adopted items; ``only``: a query of the ids to compute, all when empty."""
+    the sync state and, with ``adopted``, the adopted items; ``only``: a query of the ids to compute, all when
+    empty."""
     ids = f" AND id IN ({only})" if only else ""
-    adopted = (
-        f"SELECT * FROM ({item_state_rows_sql()}) WHERE retailer_id IN ({only})"
-        if only
-        else item_state_rows_sql()
-    )
+    adopted_rows = ""
+    if adopted:  # most tenants have none: their query would still build two hash tables of every id
+        rows = (
+            f"SELECT * FROM ({item_state_rows_sql()}) WHERE retailer_id IN ({only})"
+            if only
+            else item_state_rows_sql()
+        )
+        adopted_rows = f"UNION ALL BY NAME {rows}"
     return f"""
         WITH d AS (SELECT id, shard, item_group_id, status, availability, price, previous_id, previous_id_source,
                           removed_at, content_hash, volatile_hash
@@ -45,24 +49,25 @@ def _item_state_sql(only: str = "") -> str:
                NULL::TIMESTAMPTZ AS deleted_at, {retention_flip_sql()} AS retention_flip
         FROM d FULL JOIN m ON m.id = d.id
         LEFT JOIN f ON f.id = d.id AND f.content_hash = d.content_hash AND f.volatile_hash = d.volatile_hash
-        UNION ALL BY NAME
-        {adopted}"""
+        {adopted_rows}"""
 
 
 def refresh_item_state_and_delta(con: duckdb.DuckDBPyConnection, tenant: Tenant) -> DeltaCounts:
     """Bring ``catalog_item_state`` of one tenant to the sync state, rewriting only the rows that differ, and
     count the delta from the same evaluation (planning it costs more than reading a tenant's rows twice)."""
     cols = ", ".join(CATALOG_ITEM_STATE.column_names)
-    p = {
-        "t": tenant.tenant_id,
-        "ret": tenant.sync.retention_days,
-        "keep": tenant.sync.adopted_items == ADOPTED_KEEP,
-    }
+    (adopted,) = con.execute(
+        "SELECT count(*) > 0 FROM sync_state.adopted_items WHERE tenant_id = ? AND claimed_at IS NULL",
+        [tenant.tenant_id],
+    ).fetchone()  # type: ignore[misc]
+    p = {"t": tenant.tenant_id, "ret": tenant.sync.retention_days}
+    if adopted:
+        p["keep"] = tenant.sync.adopted_items == ADOPTED_KEEP
     # Narrow: what the counts need and a hash of each row. Not dropped on an error: a statement after a failed
     # one in the caller's transaction would fail too and hide the error; temp tables go with the connection.
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _kobi_state AS
-        SELECT retailer_id, change, in_flight, retention_flip, hash({cols}) AS row_hash FROM ({_item_state_sql()})""",
+        SELECT retailer_id, change, in_flight, retention_flip, hash({cols}) AS row_hash FROM ({_item_state_sql(adopted=adopted)})""",
         p,
     )
     # Only the rows that differ are rewritten: after a snapshot or a sync most of a big catalog's rows stay.
@@ -81,7 +86,7 @@ def refresh_item_state_and_delta(con: duckdb.DuckDBPyConnection, tenant: Tenant)
     )
     con.execute(
         f"""INSERT INTO main.catalog_item_state ({cols}) SELECT {cols}
-        FROM ({_item_state_sql("SELECT retailer_id FROM _kobi_state_diff WHERE come")})""",
+        FROM ({_item_state_sql("SELECT retailer_id FROM _kobi_state_diff WHERE come", adopted)})""",
         p,
     )
     rows = con.execute(
