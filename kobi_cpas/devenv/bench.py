@@ -62,6 +62,7 @@ import duckdb, yaml
 from kobi_cpas.feeds.generator import mutate_volatile, mutation_predicate_sql
 from kobi_cpas.registry import load_registry
 from kobi_cpas.sync.methods import batch_requests_sql
+from kobi_cpas.sync.item_state import refresh_item_state
 from kobi_cpas.sync.snapshot_step import take_snapshot
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
@@ -114,9 +115,12 @@ s1, out["first_snapshot_seconds"] = snapshot(a, 0)
 out["first_stages"] = s1.stage_seconds
 out["fresh_file_mb"] = wh.analyst_path.stat().st_size / 2**20
 with wh.connect() as con:
-    # Meta holds the first snapshot (as after a finished replace upload)
+    # Meta holds the first snapshot, as after a finished replace upload, whose step then refreshes the item state
+    # and publishes (not part of the second snapshot's time)
     con.execute("INSERT INTO sync_state.meta_items SELECT tenant_id, id, shard, content_hash, volatile_hash, "
                 "'replace', 's', now() FROM sync_state.desired_items")
+    refresh_item_state(con, tenant)
+    wh.publish(con)
     # Ground truth from the two files: what the delta must find.
     truth = con.execute(f\"\"\"
         WITH x AS (SELECT id, {mutation_predicate_sql(7, 0.01)} AS vol, {REMOVED} AS rem FROM sync_state.desired_items)

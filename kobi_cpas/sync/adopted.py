@@ -200,7 +200,7 @@ def delete_due_adopted(ctx: SyncContext, planned_at: datetime, chunk_size: int) 
 
 
 def item_state_rows_sql() -> str:
-    """SQL (params $t, $ret, $keep): catalog_item_state rows (named columns, plus ``retention_flip``) of the
+    """SQL (params $t, $ret, $keep): catalog_item_state rows (named columns) of the
     tenant's adopted items that are not in the sync state (a claimed one is, as Kobi's own item)."""
     return """
     SELECT $t AS tenant_id, retailer_id, NULL::INTEGER AS shard, NULL::VARCHAR AS item_group_id,
@@ -211,7 +211,7 @@ def item_state_rows_sql() -> str:
            NULL::VARCHAR AS previous_id, NULL::VARCHAR AS previous_id_source, NULL::VARCHAR AS meta_method,
            NULL::TIMESTAMPTZ AS meta_synced_at, adopted_at AS removed_at,
            CASE WHEN NOT $keep THEN adopted_at + to_days(greatest(CAST($ret AS INTEGER), 1)) END AS drop_after,
-           deleted_at, false AS retention_flip
+           deleted_at
     FROM sync_state.adopted_items
     WHERE tenant_id = $t AND claimed_at IS NULL
       AND retailer_id NOT IN (SELECT id FROM sync_state.desired_items WHERE tenant_id = $t)
