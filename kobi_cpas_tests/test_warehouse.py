@@ -506,6 +506,21 @@ def test_incremental_publishes_keep_the_file_the_size_of_a_fresh_one_and_a_fragm
         assert not wh.publish(con).incremental
 
 
+def test_a_small_file_is_published_by_whole_tables(tmp_path):
+    wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
+    with (
+        wh.connect() as con
+    ):  # 60,000 short rows: a file of about a MB, which replacing rows would grow by 25 %
+        con.execute(
+            "INSERT INTO tenant_registry (tenant_id, retailer, business_id, catalog_id, registry_hash) "
+            "SELECT 't' || i, 'r', '1', '2', 'h' FROM range(60000) r(i)"
+        )
+        wh.publish(con)
+        con.execute("UPDATE tenant_registry SET registry_hash = 'h2' WHERE hash(tenant_id) % 100 = 0")
+        result = wh.publish(con)
+    assert result.incremental and result.rewritten == ["tenant_registry"] and result.by_rows == {}
+
+
 def test_a_small_change_of_a_big_table_replaces_only_its_changed_rows_and_the_file_stays_small(tmp_path):
     wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
     content = (
@@ -521,7 +536,7 @@ def test_a_small_change_of_a_big_table_replaces_only_its_changed_rows_and_the_fi
         )
         assert not wh.publish(con).incremental
     sizes, by_rows = [], []
-    for gen in range(1, 21):
+    for gen in range(1, 13):
         with wh.connect() as con:  # about 1 % of the rows change, and one row comes and one goes
             con.execute(
                 "UPDATE tenant_registry SET registry_hash = ? || md5(business_id) "
@@ -544,7 +559,7 @@ def test_a_small_change_of_a_big_table_replaces_only_its_changed_rows_and_the_fi
     # Publishes replaced only the changed rows (about 1,000 of 100,000) until the file had grown by 3 %; the next
     # one copied the table whole instead.
     assert all(500 < gone < 2_000 and abs(come - gone) <= 2 for gone, come in replaced)
-    assert len(replaced) >= 6 and by_rows.count(None) >= 2, by_rows
+    assert len(replaced) >= 4 and by_rows.count(None) >= 2, by_rows
     wh.analyst_path.unlink()
     with wh.connect() as con:
         assert not wh.publish(con).incremental
@@ -552,7 +567,10 @@ def test_a_small_change_of_a_big_table_replaces_only_its_changed_rows_and_the_fi
     assert max(sizes) <= 1.1 * fresh, (fresh, sizes)
 
 
-def test_a_key_that_does_not_identify_its_rows_gets_the_table_copied_whole(tmp_path):
+def test_a_key_that_does_not_identify_its_rows_gets_the_table_copied_whole(tmp_path, monkeypatch):
+    from kobi_cpas.warehouse import publish_rows
+
+    monkeypatch.setattr(publish_rows, "_MAX_STEP_SHARE", 1.0)  # a small file may be published by rows too
     wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
     content = (
         "SELECT count(*), sum(hash(tenant_id, retailer, business_id, registry_hash)) FROM tenant_registry"

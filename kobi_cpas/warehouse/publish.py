@@ -179,7 +179,9 @@ class AnalystPublisher:
                 return result
             done = True  # the build commits (or rolls back) the transaction
             recorded = (state or {}).get("churn") or {}
-            churn = Churn(dict(recorded.get("tables") or {}), recorded.get("compact_bytes"))
+            churn = Churn(
+                dict(recorded.get("tables") or {}), recorded.get("compact_bytes"), recorded.get("step_bytes")
+            )
             free, total = self._build_and_swap(
                 con, tables, result, template if previous is None else None, churn
             )
@@ -227,9 +229,7 @@ class AnalystPublisher:
                 churn.tables.clear()
             else:
                 # Before the copy: the analyst file is read as it is, and the copy starts after.
-                result.by_rows = plan_by_rows(
-                    con, self.analyst_path, tables, names, result.row_counts, churn.tables
-                )
+                result.by_rows = plan_by_rows(con, self.analyst_path, tables, names, result.row_counts, churn)
             shutil.copyfile(template or self.analyst_path, tmp)
             whole = [n for n in names if n not in result.by_rows]
             # The file's copies of the tables copied whole are empty before their rows are copied: the template's
@@ -267,8 +267,10 @@ class AnalystPublisher:
             finally:
                 # IF EXISTS: attached in the read transaction, the file is detached by its rollback.
                 con.execute(f"DETACH DATABASE IF EXISTS {alias}")
+            before = self.analyst_path.stat().st_size if result.incremental else 0
             os.replace(tmp, self.analyst_path)
             _fsync_dir(self.analyst_path.parent)
+            churn.measured(len(result.by_rows), before, self.analyst_path.stat().st_size)
             if not churn.tables:
                 churn.compact_bytes = self.analyst_path.stat().st_size
         finally:
@@ -359,7 +361,13 @@ class AnalystPublisher:
             "file": self._file_identity(),
             "tables": tables,
             "blocks": blocks,
-            "churn": {"tables": churn.tables, "compact_bytes": churn.compact_bytes} if churn else {},
+            "churn": {
+                "tables": churn.tables,
+                "compact_bytes": churn.compact_bytes,
+                "step_bytes": churn.step_bytes,
+            }
+            if churn
+            else {},
         }
         try:
             con.execute(

@@ -23,6 +23,13 @@ _BY_ROWS_MIN_ROWS = 50_000
 # whole (emptied first) every table holding deleted rows, which brings the file back to a fresh one's size. A
 # table with more of its rows changed than this share is copied whole right away.
 MAX_GROWTH_SHARE = 0.03
+# One publish that replaces a table's rows grows the file by a block or two (the deleted rows' space, the new rows'
+# row group, rewritten metadata), whatever the number of rows: in a small file that alone is more than the share
+# above. So tables are replaced by rows only while that growth, as measured at the last such publish (1.5 blocks
+# per table before any), stays under this share of the file: an 8 MB file gets one table, 100 MB all of them.
+_BLOCK_BYTES = 262_144  # DuckDB's default block size
+_FIRST_STEP_BYTES = 393_216
+_MAX_STEP_SHARE = 0.06
 
 
 @dataclass
@@ -32,6 +39,16 @@ class Churn:
 
     tables: dict[str, int] = field(default_factory=dict)
     compact_bytes: int | None = None
+    # How much the file grew per table replaced by rows, at the last publish that did.
+    step_bytes: int | None = None
+
+    def room(self, file_bytes: int) -> int:
+        """How many tables one publish may replace by rows in a file of ``file_bytes``."""
+        return int(_MAX_STEP_SHARE * file_bytes) // max(self.step_bytes or _FIRST_STEP_BYTES, 1)
+
+    def measured(self, tables_by_rows: int, before: int, after: int) -> None:
+        if tables_by_rows:  # at least a block each: other tables copied whole may have shrunk the file
+            self.step_bytes = max((after - before) // tables_by_rows, _BLOCK_BYTES)
 
 
 def _by_rows_table(name: str, kind: str) -> str:
@@ -44,15 +61,20 @@ def plan_by_rows(
     tables: dict[str, TableSpec],
     names: list[str],
     row_counts: dict[str, int],
-    churn: dict[str, int],
+    churn: Churn,
 ) -> dict[str, tuple[int, int]]:
     """Choose the changed tables ``names`` whose changed rows alone are replaced, in the read transaction open on
-    ``con``: big tables with a key, with at most ``MAX_GROWTH_SHARE`` of their rows changed. The keys of their
+    ``con``: big tables with a key (the biggest, as many as the file's size leaves room for), with at most
+    ``MAX_GROWTH_SHARE`` of their rows changed. The keys of their
     rows to delete (in the analyst file ``previous_file``, not in the work database) and to insert (the other way
     round), compared by key and row hash, are left in a temporary table for :func:`by_rows_sql`. Returns the rows
     deleted and inserted per table chosen, and adds the deletions to ``churn``."""
     by_rows: dict[str, tuple[int, int]] = {}
-    candidates = [n for n in names if tables[n].key and row_counts[n] >= _BY_ROWS_MIN_ROWS]
+    room = churn.room(previous_file.stat().st_size)
+    candidates = sorted(
+        (n for n in names if tables[n].key and row_counts[n] >= _BY_ROWS_MIN_ROWS),
+        key=lambda n: -row_counts[n],
+    )[:room]
     if not candidates:
         return by_rows
     prev = f"kobi_previous_{uuid.uuid4().hex[:16]}"
@@ -76,7 +98,7 @@ def plan_by_rows(
             ).fetchone()  # type: ignore[misc]
             if gone <= MAX_GROWTH_SHARE * row_counts[name]:
                 by_rows[name] = (int(gone), int(come))
-                churn[name] = churn.get(name, 0) + int(gone)
+                churn.tables[name] = churn.tables.get(name, 0) + int(gone)
             else:
                 _drop_by_rows_tables(con, [name])
     finally:
