@@ -44,17 +44,23 @@ def PEAK():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 """
 
-_PHASE_BARE = (
-    PEAK_SNIPPET
-    + """
-import duckdb, json, sys, time
-csv_path, db_path, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+# Every phase opens its database file with the same settings, then starts its clocks.
+_OPEN_AND_START = """
 con = duckdb.connect(db_path)
 con.execute("SET enable_progress_bar = false")
 for k, v in settings.items():
     con.execute(f"SET {k} = '{v}'")
 t, c = time.perf_counter(), CPU()
-con.execute(f"CREATE TABLE t AS SELECT * FROM read_csv('{csv_path}')")
+"""
+
+_PHASE_BARE = (
+    PEAK_SNIPPET
+    + """
+import duckdb, json, sys, time
+csv_path, db_path, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+"""
+    + _OPEN_AND_START
+    + """con.execute(f"CREATE TABLE t AS SELECT * FROM read_csv('{csv_path}')")
 con.execute("CHECKPOINT")
 seconds, cpu = time.perf_counter() - t, CPU() - c
 rows = con.execute("SELECT count(*) FROM t").fetchone()[0]
@@ -70,12 +76,9 @@ _PHASE_INGEST = (
 import duckdb, json, resource, sys, time
 from kobi_cpas.feeds.snapshot import ingest_feed
 csv_path, db_path, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-con = duckdb.connect(db_path)
-con.execute("SET enable_progress_bar = false")
-for k, v in settings.items():
-    con.execute(f"SET {k} = '{v}'")
-t, c = time.perf_counter(), CPU()
-r = ingest_feed(con, tenant_id="bench", snapshot_id="s1", path=csv_path, fmt=sys.argv[4], source_label="bench")
+"""
+    + _OPEN_AND_START
+    + """r = ingest_feed(con, tenant_id="bench", snapshot_id="s1", path=csv_path, fmt=sys.argv[4], source_label="bench")
 con.execute("CHECKPOINT")
 seconds, cpu = time.perf_counter() - t, CPU() - c
 con.close()
@@ -94,12 +97,9 @@ _PHASE_BARE_XML = (
 import csv, duckdb, json, os, sys, tempfile, time
 import xml.etree.ElementTree as ET
 xml_path, db_path, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-con = duckdb.connect(db_path)
-con.execute("SET enable_progress_bar = false")
-for k, v in settings.items():
-    con.execute(f"SET {k} = '{v}'")
-t, c = time.perf_counter(), CPU()
-fd, tmp = tempfile.mkstemp(suffix=".csv", dir=os.path.dirname(db_path))
+"""
+    + _OPEN_AND_START
+    + """fd, tmp = tempfile.mkstemp(suffix=".csv", dir=os.path.dirname(db_path))
 names, depth = {}, 0  # tag -> column, in order of first appearance
 with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
     w = csv.writer(out)
