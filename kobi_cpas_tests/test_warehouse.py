@@ -526,9 +526,8 @@ def test_a_small_change_of_a_big_table_replaces_only_its_changed_rows_and_the_fi
     content = (
         "SELECT count(*), sum(hash(tenant_id, retailer, business_id, registry_hash)) FROM tenant_registry"
     )
-    with (
-        wh.connect() as con
-    ):  # 100,000 rows of ~200 bytes, like a feed's items; half with a NULL in their key
+    # 100,000 rows of ~200 bytes, like a feed's items; half with a NULL in their key
+    with wh.connect() as con:
         con.execute(
             "INSERT INTO tenant_registry (tenant_id, retailer, business_id, catalog_id, registry_hash) "
             "SELECT 't' || (i // 2), CASE WHEN i % 2 = 1 THEN 'r' END, md5(i::VARCHAR) || md5((i + 1)::VARCHAR) "
