@@ -73,28 +73,41 @@ def build_desired(
     # Only the first copy of a duplicated id can be valid (the validator flags the others as errors), so the
     # valid rows are unique by id.
     con.execute(f"CREATE OR REPLACE TEMP VIEW _cur AS SELECT * FROM {items_table} WHERE id IS NOT NULL")
-    con.execute("CREATE OR REPLACE TEMP TABLE _cur_ids AS SELECT DISTINCT id FROM _cur")
-    # The narrow columns of the old rows that decide what becomes of each item.
+    # One full join of the snapshot's valid items with the old rows, narrow, decides what becomes of every item
+    # (the ids the snapshot holds only as invalid rows are few). ``in_cur``: the id is in the snapshot at all.
+    con.execute("CREATE OR REPLACE TEMP TABLE _bad AS SELECT DISTINCT id FROM _cur WHERE NOT is_valid")
     con.execute(
-        """CREATE OR REPLACE TEMP TABLE _old_k AS SELECT id, status, content_hash, volatile_hash, previous_id,
-        previous_id_source, first_seen_at, removed_at FROM _old"""
+        """CREATE OR REPLACE TEMP TABLE _pair AS
+        SELECT coalesce(c.id, o.id) AS id, c.id IS NOT NULL AS valid, o.id IS NOT NULL AS in_old,
+               c.id IS NOT NULL OR b.id IS NOT NULL AS in_cur,
+               c.previous_id AS feed_previous_id, c.content_hash AS feed_hash, c.volatile_hash,
+               o.status AS old_status, o.content_hash AS old_hash, o.volatile_hash AS old_volatile,
+               o.previous_id AS old_previous_id, o.previous_id_source AS old_source, o.first_seen_at, o.removed_at
+        FROM (SELECT id, previous_id, content_hash, volatile_hash FROM _cur WHERE is_valid) c
+        FULL JOIN (SELECT id, status, content_hash, volatile_hash, previous_id, previous_id_source, first_seen_at,
+                          removed_at FROM _old) o ON o.id = c.id
+        LEFT JOIN _bad b ON b.id = coalesce(c.id, o.id)"""
     )
     # Links from vanished items to the variants that replace them.
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _links AS
-        WITH vanished AS (SELECT o.id FROM _old_k o ANTI JOIN _cur_ids c USING (id)),
-             fresh AS (SELECT c.id, c.previous_id FROM _cur c ANTI JOIN _old_k o USING (id) WHERE c.is_valid)
-        SELECT previous_id AS old_id, id AS new_id, 'feed' AS how FROM _cur WHERE is_valid AND previous_id IS NOT NULL
+        SELECT feed_previous_id AS old_id, id AS new_id, 'feed' AS how FROM _pair
+        WHERE valid AND feed_previous_id IS NOT NULL
         UNION ALL
         SELECT v.id, f.id, 'inferred'
-        FROM fresh f JOIN vanished v
-          ON f.id <> v.id AND {variant_of_sql("f.id", "v.id")}
-        WHERE f.previous_id IS NULL"""
+        FROM (SELECT id FROM _pair WHERE valid AND NOT in_old AND feed_previous_id IS NULL) f
+        JOIN (SELECT id FROM _pair WHERE in_old AND NOT in_cur) v
+          ON f.id <> v.id AND {variant_of_sql("f.id", "v.id")}"""
     )
     # An inferred id must be unambiguous: take the longest matching vanished id.
     con.execute(
         """CREATE OR REPLACE TEMP TABLE _inferred AS
         SELECT new_id, arg_max(old_id, length(old_id)) AS old_id FROM _links WHERE how = 'inferred' GROUP BY new_id"""
+    )
+    # Items whose inferred link points at an original that is back in the snapshot (the link goes).
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE _back AS
+        SELECT a.id FROM _pair a JOIN _pair b ON b.id = a.old_previous_id AND b.in_cur WHERE a.old_source = 'inferred'"""
     )
     shard = shard_sql(n_shards)
     # A row that stays keeps its stored shard, unless the tenant's shard count changed: then every row is
@@ -110,25 +123,22 @@ def build_desired(
     con.execute(
         """CREATE OR REPLACE TEMP TABLE _plan AS
         WITH active AS (
-          SELECT c.id, c.previous_id AS feed_previous_id, c.content_hash AS feed_hash, c.volatile_hash,
-                 coalesce(c.previous_id, i.old_id,
-                          CASE WHEN o.previous_id_source = 'inferred' AND back.id IS NULL THEN o.previous_id END)
+          SELECT p.id, p.feed_previous_id, p.feed_hash, p.volatile_hash,
+                 coalesce(p.feed_previous_id, i.old_id,
+                          CASE WHEN p.old_source = 'inferred' AND bk.id IS NULL THEN p.old_previous_id END)
                    AS previous_id,
-                 o.status AS old_status, o.content_hash AS old_hash, o.volatile_hash AS old_volatile,
-                 o.previous_id_source AS old_source, o.first_seen_at
-          FROM _cur c LEFT JOIN _inferred i ON i.new_id = c.id LEFT JOIN _old_k o ON o.id = c.id
-               LEFT JOIN _cur_ids back ON back.id = o.previous_id
-          WHERE c.is_valid
+                 p.old_status, p.old_hash, p.old_volatile, p.old_source, p.first_seen_at
+          FROM _pair p LEFT JOIN _inferred i ON i.new_id = p.id LEFT JOIN _back bk ON bk.id = p.id
+          WHERE p.valid
         ),
         old_only AS (
-          SELECT o.id, o.status AS old_status,
-                 CASE WHEN r.id IS NOT NULL THEN 'invalid_kept'
+          SELECT p.id, p.old_status,
+                 CASE WHEN p.in_cur THEN 'invalid_kept'
                       WHEN l.old_id IS NOT NULL THEN 'replaced'
-                      WHEN coalesce(o.removed_at, $now) + to_days(CAST($ret AS INTEGER)) <= $now THEN 'expired'
+                      WHEN coalesce(p.removed_at, $now) + to_days(CAST($ret AS INTEGER)) <= $now THEN 'expired'
                       ELSE 'removed_retained' END AS kind
-          FROM _old_k o ANTI JOIN (SELECT id FROM _cur WHERE is_valid) v USING (id)
-          LEFT JOIN _cur_ids r ON r.id = o.id
-          LEFT JOIN (SELECT DISTINCT old_id FROM _links) l ON l.old_id = o.id
+          FROM _pair p LEFT JOIN (SELECT DISTINCT old_id FROM _links) l ON l.old_id = p.id
+          WHERE p.in_old AND NOT p.valid
         )
         SELECT id, 'active' AS kind, previous_id,
                CASE WHEN feed_previous_id IS NOT NULL THEN 'feed'
@@ -183,7 +193,7 @@ def build_desired(
                    l.new_id || ' replaces ' || l.old_id || ' (previous_id from the feed); ' || l.old_id
                    || ' leaves the catalog with its learnings carried over', NULL
             FROM _links l JOIN _cur c ON c.id = l.new_id AND c.is_valid
-            WHERE l.how = 'feed' AND l.old_id IN (SELECT id FROM _old_k) AND l.old_id NOT IN (SELECT id FROM _cur_ids)""",
+            WHERE l.how = 'feed' AND l.old_id IN (SELECT id FROM _pair WHERE in_old AND NOT in_cur)""",
             {"t": tenant_id, "s": snapshot_id},
         )
     con.execute(
@@ -232,7 +242,7 @@ def build_desired(
            FROM sync_state.desired_items WHERE tenant_id = $t""",
         {"t": tenant_id},
     ).fetchone()  # type: ignore[misc]
-    for t in ("_cur_ids", "_links", "_inferred", "_old_k", "_plan", "_old_w"):
+    for t in ("_bad", "_pair", "_links", "_inferred", "_back", "_plan", "_old_w"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
     for v in ("_old", "_cur"):
         con.execute(f"DROP VIEW IF EXISTS {v}")
