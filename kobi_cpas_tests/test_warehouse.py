@@ -506,15 +506,27 @@ def test_incremental_publishes_keep_the_file_the_size_of_a_fresh_one_and_a_fragm
         assert not wh.publish(con).incremental
 
 
+# The content of tenant_registry, order-independent: equal in the work database and the analyst file.
+_REGISTRY_CONTENT = (
+    "SELECT count(*), sum(hash(tenant_id, retailer, business_id, registry_hash)) FROM tenant_registry"
+)
+
+
+def _fill_registry(
+    con: duckdb.DuckDBPyConnection, rows: int, tenant: str, retailer: str, business: str
+) -> None:
+    """``rows`` rows in tenant_registry, built from the SQL expressions of ``i`` given."""
+    con.execute(
+        "INSERT INTO tenant_registry (tenant_id, retailer, business_id, catalog_id, registry_hash) "
+        f"SELECT {tenant}, {retailer}, {business}, '2', 'gen000-' || md5(i::VARCHAR) FROM range({rows}) r(i)"
+    )
+
+
 def test_a_small_file_is_published_by_whole_tables(tmp_path):
     wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
-    with (
-        wh.connect() as con
-    ):  # 60,000 short rows: a file of about a MB, which replacing rows would grow by 25 %
-        con.execute(
-            "INSERT INTO tenant_registry (tenant_id, retailer, business_id, catalog_id, registry_hash) "
-            "SELECT 't' || i, 'r', '1', '2', 'h' FROM range(60000) r(i)"
-        )
+    # 60,000 short rows: a file of about a MB, which replacing rows would grow by 25 %
+    with wh.connect() as con:
+        _fill_registry(con, 60_000, "'t' || i", "'r'", "'1'")
         wh.publish(con)
         con.execute("UPDATE tenant_registry SET registry_hash = 'h2' WHERE hash(tenant_id) % 100 = 0")
         result = wh.publish(con)
@@ -523,15 +535,15 @@ def test_a_small_file_is_published_by_whole_tables(tmp_path):
 
 def test_a_small_change_of_a_big_table_replaces_only_its_changed_rows_and_the_file_stays_small(tmp_path):
     wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
-    content = (
-        "SELECT count(*), sum(hash(tenant_id, retailer, business_id, registry_hash)) FROM tenant_registry"
-    )
+    content = _REGISTRY_CONTENT
     # 100,000 rows of ~200 bytes, like a feed's items; half with a NULL in their key
     with wh.connect() as con:
-        con.execute(
-            "INSERT INTO tenant_registry (tenant_id, retailer, business_id, catalog_id, registry_hash) "
-            "SELECT 't' || (i // 2), CASE WHEN i % 2 = 1 THEN 'r' END, md5(i::VARCHAR) || md5((i + 1)::VARCHAR) "
-            "|| md5((i + 2)::VARCHAR), '2', 'gen000-' || md5(i::VARCHAR) FROM range(100000) r(i)"
+        _fill_registry(
+            con,
+            100_000,
+            "'t' || (i // 2)",
+            "CASE WHEN i % 2 = 1 THEN 'r' END",
+            "md5(i::VARCHAR) || md5((i + 1)::VARCHAR) || md5((i + 2)::VARCHAR)",
         )
         assert not wh.publish(con).incremental
     sizes, by_rows = [], []
@@ -571,14 +583,9 @@ def test_a_key_that_does_not_identify_its_rows_gets_the_table_copied_whole(tmp_p
 
     monkeypatch.setattr(publish_rows, "_MAX_STEP_SHARE", 1.0)  # a small file may be published by rows too
     wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
-    content = (
-        "SELECT count(*), sum(hash(tenant_id, retailer, business_id, registry_hash)) FROM tenant_registry"
-    )
+    content = _REGISTRY_CONTENT
     with wh.connect() as con:
-        con.execute(
-            "INSERT INTO tenant_registry (tenant_id, retailer, business_id, catalog_id, registry_hash) "
-            "SELECT 't' || i, 'r', md5(i::VARCHAR), '2', 'h' FROM range(60000) r(i)"
-        )
+        _fill_registry(con, 60_000, "'t' || i", "'r'", "md5(i::VARCHAR)")
         wh.publish(con)
         wh.publish(con)  # nothing changed
         # A second row with the key of an existing one (the table's key is documented, not enforced).
