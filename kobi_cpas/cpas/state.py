@@ -114,17 +114,24 @@ def record_segment(con: duckdb.DuckDBPyConnection, rec: SegmentRecord) -> None:
         )
 
 
+def _fill_missing(tenant: Tenant, field: str, found: dict[str, str]) -> Tenant:
+    """The tenant with each retailer's ``field`` filled from ``found`` (retailer -> value) where the registry
+    leaves it out; a declared value always stays."""
+    retailers = [
+        r.model_copy(update={field: found[r.retailer]})
+        if getattr(r, field) is None and found.get(r.retailer)
+        else r
+        for r in tenant.cpas_retailers
+    ]
+    changed = any(a is not b for a, b in zip(retailers, tenant.cpas_retailers, strict=True))
+    return tenant.model_copy(update={"cpas_retailers": retailers}) if changed else tenant
+
+
 def with_recorded_segments(tenant: Tenant, recorded: dict[str, SegmentRecord]) -> Tenant:
     """The tenant with each retailer's missing ``catalog_segment_id`` filled from the recorded state."""
-    retailers = []
-    changed = False
-    for r in tenant.cpas_retailers:
-        rec = recorded.get(r.retailer)
-        if r.catalog_segment_id is None and rec is not None:
-            r = r.model_copy(update={"catalog_segment_id": rec.catalog_segment_id})
-            changed = True
-        retailers.append(r)
-    return tenant.model_copy(update={"cpas_retailers": retailers}) if changed else tenant
+    return _fill_missing(
+        tenant, "catalog_segment_id", {k: rec.catalog_segment_id for k, rec in recorded.items()}
+    )
 
 
 def record_ad_accounts(
@@ -198,12 +205,6 @@ def published_ad_accounts(
 def with_recorded_ad_accounts(tenant: Tenant, observed: dict[str, tuple[str, ...]]) -> Tenant:
     """The tenant with each retailer's missing ``dedicated_ad_account_id`` filled from the observed state (the
     first, when Meta shows several; the partnership's reconciliation reports that)."""
-    retailers = []
-    changed = False
-    for r in tenant.cpas_retailers:
-        accounts = observed.get(r.retailer) or ()
-        if r.dedicated_ad_account_id is None and accounts:
-            r = r.model_copy(update={"dedicated_ad_account_id": accounts[0]})
-            changed = True
-        retailers.append(r)
-    return tenant.model_copy(update={"cpas_retailers": retailers}) if changed else tenant
+    return _fill_missing(
+        tenant, "dedicated_ad_account_id", {k: accounts[0] for k, accounts in observed.items() if accounts}
+    )

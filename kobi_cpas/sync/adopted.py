@@ -48,12 +48,16 @@ def claim_adopted(con: duckdb.DuckDBPyConnection, tenant_id: str, now: datetime)
     return len(rows)
 
 
+# When an adopted item's retention ends (params $ret, $keep; NULL: kept), never on its adoption day.
+_DROP_AFTER = "CASE WHEN NOT $keep THEN adopted_at + to_days(greatest(CAST($ret AS INTEGER), 1)) END"
+
+
 def _held_sql() -> str:
     """SQL (params $t): the tenant's adopted items still at Meta as Kobi left them (out of stock), with ``due``
     (params $now, $ret, $keep): their retention has passed."""
-    return """
+    return f"""
     SELECT retailer_id AS id, NULL::VARCHAR AS item_group_id, adopted_at,
-           NOT $keep AND adopted_at + to_days(greatest(CAST($ret AS INTEGER), 1)) <= $now AS due
+           coalesce({_DROP_AFTER} <= $now, false) AS due
     FROM sync_state.adopted_items
     WHERE tenant_id = $t AND deleted_at IS NULL AND claimed_at IS NULL
       AND retailer_id NOT IN (SELECT id FROM sync_state.desired_items WHERE tenant_id = $t)"""
@@ -202,7 +206,7 @@ def delete_due_adopted(ctx: SyncContext, planned_at: datetime, chunk_size: int) 
 def item_state_rows_sql() -> str:
     """SQL (params $t, $ret, $keep): catalog_item_state rows (named columns) of the
     tenant's adopted items that are not in the sync state (a claimed one is, as Kobi's own item)."""
-    return """
+    return f"""
     SELECT $t AS tenant_id, retailer_id, NULL::INTEGER AS shard, NULL::VARCHAR AS item_group_id,
            CASE WHEN deleted_at IS NOT NULL THEN 'adopted_deleted' WHEN $keep THEN 'adopted_kept'
                 WHEN held_at IS NOT NULL THEN 'adopted_held' ELSE 'adopted_retained' END AS desired_status,
@@ -210,7 +214,7 @@ def item_state_rows_sql() -> str:
            CASE WHEN deleted_at IS NULL THEN 'out of stock' END AS availability, NULL::VARCHAR AS price,
            NULL::VARCHAR AS previous_id, NULL::VARCHAR AS previous_id_source, NULL::VARCHAR AS meta_method,
            NULL::TIMESTAMPTZ AS meta_synced_at, adopted_at AS removed_at,
-           CASE WHEN NOT $keep THEN adopted_at + to_days(greatest(CAST($ret AS INTEGER), 1)) END AS drop_after,
+           {_DROP_AFTER} AS drop_after,
            deleted_at
     FROM sync_state.adopted_items
     WHERE tenant_id = $t AND claimed_at IS NULL

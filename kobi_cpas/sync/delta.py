@@ -70,15 +70,10 @@ def delta_sql(tenant_param: str = "$t") -> str:
 
 
 def delta_counts(con: duckdb.DuckDBPyConnection, tenant_id: str) -> DeltaCounts:
-    return delta_counts_of(con, f"({delta_sql()})", {"t": tenant_id})
-
-
-def delta_counts_of(con: duckdb.DuckDBPyConnection, relation: str, params: dict | None = None) -> DeltaCounts:
-    """The counts of ``relation``, rows of :func:`delta_sql` (e.g. a table they were stored in)."""
     rows = con.execute(
         f"""SELECT change, count(*), count(*) FILTER (WHERE in_flight), count(*) FILTER (WHERE retention_flip)
-            FROM {relation} GROUP BY change""",
-        params or {},
+            FROM ({delta_sql()}) GROUP BY change""",
+        {"t": tenant_id},
     ).fetchall()
     return delta_counts_from(rows)
 

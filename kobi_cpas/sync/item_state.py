@@ -46,7 +46,7 @@ def _item_state_sql(adopted: bool = False) -> str:
 
 def refresh_item_state_and_delta(con: duckdb.DuckDBPyConnection, tenant: Tenant) -> DeltaCounts:
     """Bring ``catalog_item_state`` of one tenant to the sync state, rewriting only the rows that differ, and
-    count the delta from the same evaluation (planning it costs more than reading a tenant's rows twice)."""
+    count the delta from the table it leaves (the state query is planned and run once)."""
     cols = ", ".join(CATALOG_ITEM_STATE.column_names)
     (adopted,) = con.execute(
         "SELECT count(*) > 0 FROM sync_state.adopted_items WHERE tenant_id = ? AND claimed_at IS NULL",

@@ -178,10 +178,7 @@ class AnalystPublisher:
                 result.incremental = True
                 return result
             done = True  # the build commits (or rolls back) the transaction
-            recorded = (state or {}).get("churn") or {}
-            churn = Churn(
-                dict(recorded.get("tables") or {}), recorded.get("compact_bytes"), recorded.get("step_bytes")
-            )
+            churn = Churn.from_state((state or {}).get("churn"))
             free, total = self._build_and_swap(
                 con, tables, result, template if previous is None else None, churn
             )
@@ -225,7 +222,9 @@ class AnalystPublisher:
             ):
                 # Compaction: the tables holding deleted rows are copied whole, changed or not (an unchanged
                 # one's rows are those in the file).
-                names += [n for n in churn.tables if n in tables and n not in names and result.row_counts[n]]
+                names += [
+                    n for n in sorted(churn.tables) if n in tables and n not in names and result.row_counts[n]
+                ]
                 churn.tables.clear()
             else:
                 # Before the copy: the analyst file is read as it is, and the copy starts after.
@@ -256,7 +255,7 @@ class AnalystPublisher:
                     end("COMMIT")
                     for name in names:
                         if name not in result.by_rows:
-                            churn.tables.pop(name, None)  # copied whole: the file holds no deleted rows of it
+                            churn.tables.discard(name)  # copied whole: the file holds no deleted rows of it
                 finally:
                     end("ROLLBACK")  # before the DETACH, which an aborted transaction would refuse
                 con.execute(f"CHECKPOINT {alias}")
@@ -361,13 +360,7 @@ class AnalystPublisher:
             "file": self._file_identity(),
             "tables": tables,
             "blocks": blocks,
-            "churn": {
-                "tables": churn.tables,
-                "compact_bytes": churn.compact_bytes,
-                "step_bytes": churn.step_bytes,
-            }
-            if churn
-            else {},
+            "churn": churn.to_state() if churn else {},
         }
         try:
             con.execute(

@@ -34,13 +34,26 @@ _MAX_STEP_SHARE = 0.06
 
 @dataclass
 class Churn:
-    """What the analyst file holds beyond its rows: per table the rows deleted from it by key since it was last
-    copied whole, and the file's size when no table held any (its last compaction)."""
+    """What the analyst file holds beyond its rows: the tables with rows deleted by key since they were last
+    copied whole, and the file's size when none had (its last compaction)."""
 
-    tables: dict[str, int] = field(default_factory=dict)
+    tables: set[str] = field(default_factory=set)
     compact_bytes: int | None = None
     # How much the file grew per table replaced by rows, at the last publish that did.
     step_bytes: int | None = None
+
+    @classmethod
+    def from_state(cls, state: dict | None) -> Churn:
+        """From the recorded publish state (an older one listed the tables with their deleted rows)."""
+        state = state or {}
+        return cls(set(state.get("tables") or ()), state.get("compact_bytes"), state.get("step_bytes"))
+
+    def to_state(self) -> dict:
+        return {
+            "tables": sorted(self.tables),
+            "compact_bytes": self.compact_bytes,
+            "step_bytes": self.step_bytes,
+        }
 
     def room(self, file_bytes: int) -> int:
         """How many tables one publish may replace by rows in a file of ``file_bytes``."""
@@ -65,10 +78,10 @@ def plan_by_rows(
 ) -> dict[str, tuple[int, int]]:
     """Choose the changed tables ``names`` whose changed rows alone are replaced, in the read transaction open on
     ``con``: big tables with a key (the biggest, as many as the file's size leaves room for), with at most
-    ``MAX_GROWTH_SHARE`` of their rows changed. The keys of their
-    rows to delete (in the analyst file ``previous_file``, not in the work database) and to insert (the other way
-    round), compared by key and row hash, are left in a temporary table for :func:`by_rows_sql`. Returns the rows
-    deleted and inserted per table chosen, and adds the deletions to ``churn``."""
+    ``MAX_GROWTH_SHARE`` of their rows changed. The keys of their rows to delete (in the analyst file
+    ``previous_file``, not in the work database) and to insert (the other way round), compared by key and row
+    hash, are left in a temporary table for :func:`by_rows_sql`. Returns the rows deleted and inserted per table
+    chosen, and adds those tables to ``churn``."""
     by_rows: dict[str, tuple[int, int]] = {}
     room = churn.room(previous_file.stat().st_size)
     candidates = sorted(
@@ -98,7 +111,7 @@ def plan_by_rows(
             ).fetchone()  # type: ignore[misc]
             if gone <= MAX_GROWTH_SHARE * row_counts[name]:
                 by_rows[name] = (int(gone), int(come))
-                churn.tables[name] = churn.tables.get(name, 0) + int(gone)
+                churn.tables.add(name)
             else:
                 _drop_by_rows_tables(con, [name])
     finally:
@@ -106,10 +119,10 @@ def plan_by_rows(
     return by_rows
 
 
-def _key_hash(spec: TableSpec, qualifier: str = "") -> str:
+def _key_hash(spec: TableSpec) -> str:
     """SQL: the hash of a row's key (NULL-safe; two keys sharing a hash make the row counts differ, which
-    :func:`_check_by_rows` turns into a whole copy)."""
-    return f"hash({', '.join(qualifier + qident(c) for c in spec.key)})"
+    :func:`check_by_rows` turns into a whole copy)."""
+    return f"hash({', '.join(qident(c) for c in spec.key)})"
 
 
 def by_rows_sql(alias: str, tables: dict[str, TableSpec], by_rows: dict[str, tuple[int, int]]) -> str:
