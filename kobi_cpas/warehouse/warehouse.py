@@ -32,6 +32,7 @@ from kobi_cpas.warehouse.sql import comment_table, qident, sql_str, transaction
 log = logging.getLogger(__name__)
 
 DEFAULT_ANALYST_PATH = Path("data") / "kobi_cpas.duckdb"
+DEFAULT_MEMORY_LIMIT = "1GB"
 
 
 def analyst_path_from_env() -> Path:
@@ -95,8 +96,13 @@ class Warehouse:
         self.work_dir = Path(work_dir) if work_dir else self.analyst_path.parent / ".kobi_work"
         self.work_path = self.work_dir / "warehouse.duckdb"
         self.lock_timeout = lock_timeout
-        # Bounded by default (DuckDB's own default is 80 % of RAM): large joins spill to disk instead.
-        self.memory_limit = memory_limit or os.environ.get("KOBI_CPAS_DUCKDB_MEMORY_LIMIT", "1GB")
+        # Bounded by default (DuckDB's own default is 80 % of RAM): large joins spill to disk instead. Set but
+        # empty is the default too, as for every setting: a run launcher may pass it empty rather than unset.
+        self.memory_limit = (
+            memory_limit
+            or os.environ.get("KOBI_CPAS_DUCKDB_MEMORY_LIMIT", "").strip()
+            or DEFAULT_MEMORY_LIMIT
+        )
         self.threads = threads
         self._schema = schema
 
