@@ -20,7 +20,7 @@ In a test module::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -222,14 +222,15 @@ def synced_world_fixtures(
     return world, synced
 
 
-def sync_demo_catalogs(kobi_env: Any, instance: Any) -> None:
-    """A world setup: the demo tenants with their feeds synced to the sandbox (feed_items exist for rules,
-    previews and product joins)."""
+def sync_demo_catalogs(kobi_env: Any, instance: Any, tenants: Sequence[str] | None = None) -> None:
+    """A world setup: the demo tenants (``tenants``: only those; the registry is every tenant's) with their feeds
+    synced to the sandbox (feed_items exist for rules, previews and product joins)."""
     from kobi_cpas.devenv.pipeline import materialize_all
 
     report = materialize_all(
         kobi_env.defs(),
         instance,
+        tenants=tenants,
         on_progress=lambda m: None,
         stages=[
             ["tenant_registry"],

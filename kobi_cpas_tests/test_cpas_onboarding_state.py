@@ -33,7 +33,10 @@ SHARE_ROUTE = "cpas.catalog.agencies.share"
 
 @pytest.fixture(scope="module")
 def synced_world(build_world_snapshot):
-    return build_world_snapshot("cpas_onboarding", sync_demo_catalogs)
+    # only the brand's catalog: every test is about its partnerships
+    return build_world_snapshot(
+        "cpas_onboarding", lambda env, instance: sync_demo_catalogs(env, instance, [BRAND])
+    )
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import duckdb
@@ -21,8 +22,13 @@ from kobi_cpas.feeds.generator import generate_feed
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
 from kobi_cpas.resources import CatalogSyncResource
 from kobi_cpas.sync.shard_lock import ShardBusy, ShardHold
-from kobi_cpas_tests.dagster_fixtures import tick_schedule
+from kobi_cpas_tests.dagster_fixtures import KobiEnv, tick_schedule
 from kobi_cpas_tests.pg_fixtures import REPO_ROOT
+
+if TYPE_CHECKING:
+    from kobi_cpas_tests.world_snapshot import WorldSnapshot
+
+pytest_plugins = ["kobi_cpas_tests.world_snapshot"]
 
 A, B, C = "anatolia_home", "bosphorus_outdoor", "cappadocia_ceramics"
 CATALOGS = {A: "2000000000000001", B: "2000000000000002", C: "2000000000000003"}
@@ -30,24 +36,46 @@ N = 40
 
 
 class Fleet:
-    """The three demo tenants, each with a generated CSV feed in ``tmp``, replaced once into its catalog."""
+    """The three demo tenants, each with a generated CSV feed in ``tmp``, replaced once into its catalog.
 
-    def __init__(self, kobi_env, instance: dg.DagsterInstance, tmp: Path, monkeypatch) -> None:
+    ``Fleet.setup`` builds that world (once per module, see ``world_snapshot``); a ``Fleet`` on a restored world
+    finds its registry and feeds where the setup left them."""
+
+    def __init__(
+        self,
+        kobi_env: KobiEnv,
+        instance: dg.DagsterInstance,
+        tmp: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        defs: dg.Definitions | None = None,
+    ) -> None:
+        """``defs``: definitions built before under the same environment (warehouse, registry path,
+        sandbox), to reuse instead of building them again."""
         self.env, self.instance, self.tmp = kobi_env, instance, tmp
-        doc = yaml.safe_load(Path(DEFAULT_REGISTRY).read_text())
-        for t in doc["tenants"]:
-            t["feed"] = {"source": str(self.feed(t["tenant_id"])), "format": "csv"}
         self.registry = tmp / "tenants.yaml"
-        self.registry.write_text(yaml.safe_dump(doc))
         monkeypatch.setenv("KOBI_CPAS_TENANTS", str(self.registry))
         self.admin = kobi_env.sandbox.admin
-        self.admin.catalog_config(problem_rate_scale=0)
-        self.defs = kobi_env.defs()
-        instance.add_dynamic_partitions("tenant", list(CATALOGS))
-        for tenant in CATALOGS:
-            generate_feed(self.feed(tenant), N, seed=7)
-            assert self.run_job("catalog_replace_job", tenant).success, tenant
-        self.admin.advance_clock(600)
+        self.defs = defs or kobi_env.defs()
+
+    @classmethod
+    def setup(cls, kobi_env: KobiEnv, instance: dg.DagsterInstance) -> dg.Definitions:
+        """The world: the registry and feeds in ``<live>/fleet``, each tenant replaced once, 10 minutes on.
+        Returns the definitions it ran."""
+        tmp = Path(kobi_env.analyst_path).parent.parent / "fleet"
+        tmp.mkdir()
+        doc = yaml.safe_load(Path(DEFAULT_REGISTRY).read_text())
+        for t in doc["tenants"]:
+            t["feed"] = {"source": str(tmp / f"{t['tenant_id']}.csv"), "format": "csv"}
+        (tmp / "tenants.yaml").write_text(yaml.safe_dump(doc))
+        with pytest.MonkeyPatch.context() as mp:
+            fleet = cls(kobi_env, instance, tmp, mp)
+            fleet.admin.catalog_config(problem_rate_scale=0)
+            instance.add_dynamic_partitions("tenant", list(CATALOGS))
+            for tenant in CATALOGS:
+                generate_feed(fleet.feed(tenant), N, seed=7)
+                assert fleet.run_job("catalog_replace_job", tenant).success, tenant
+            fleet.admin.advance_clock(600)
+        return fleet.defs
 
     def feed(self, tenant: str) -> Path:
         return self.tmp / f"{tenant}.csv"
@@ -85,9 +113,22 @@ class Fleet:
         )
 
 
+@pytest.fixture(scope="module")
+def fleet_defs() -> list[dg.Definitions]:
+    """The definitions the world's setup ran, for every test: they read the warehouse and registry paths when
+    built, and every restored world has the same ones."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def fleet_world(build_world_snapshot, fleet_defs) -> WorldSnapshot:
+    return build_world_snapshot("fleet", lambda env, instance: fleet_defs.append(Fleet.setup(env, instance)))
+
+
 @pytest.fixture
-def fleet(kobi_env, pg_instance, tmp_path, monkeypatch) -> Fleet:
-    return Fleet(kobi_env, pg_instance, tmp_path, monkeypatch)
+def fleet(fleet_world, fleet_defs, restore_world, monkeypatch) -> Fleet:
+    world = restore_world(fleet_world)
+    return Fleet(world.env, world.instance, fleet_world.live / "fleet", monkeypatch, fleet_defs[0])
 
 
 def _materialized(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, dict]:
