@@ -116,6 +116,20 @@ def base_env(dagster_home: Path, user_home: Path) -> dict[str, str]:
 # ---- the profile's config, on its own
 
 
+def dagster_cli(args: list[str], *, cwd: Path, env: dict[str, str]) -> None:
+    """Run the `dagster` command line of this venv in a process of its own; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_profile_is_the_top_level_instance_config_plus_the_launcher() -> None:
     profile, top = load_yaml(PROFILE), load_yaml(TOP_LEVEL)
     assert not PROFILE_ONLY & set(top)
@@ -312,29 +326,7 @@ def test_a_launch_asks_the_docker_host_for_one_container_with_the_shared_directo
     run_id = str(uuid.uuid4())
     job = "tenant_registry_job"
     workspace = str(REPO_ROOT / "workspace.yaml")
-    launch = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "job",
-        "launch",
-        "-w",
-        workspace,
-        "-j",
-        job,
-        "--run-id",
-        run_id,
-    ]
-    done = subprocess.run(
-        launch,
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    dagster_cli(["job", "launch", "-w", workspace, "-j", job, "--run-id", run_id], cwd=REPO_ROOT, env=env)
 
     assert docker_engine.routes() == [
         ("GET", "/version"),
@@ -418,18 +410,8 @@ def test_a_catalog_sync_run_writes_only_to_the_shared_directory(
         "TMPDIR": str(tmp),
     }
     tags = json.dumps({"dagster/partition": TENANT})
-    execute = [sys.executable, "-m", "dagster", "job", "execute", "-m", "kobi_cpas.definitions"]
-    execute += ["-j", "catalog_replace_job", "--tags", tags]
-    done = subprocess.run(
-        execute,
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    execute = ["job", "execute", "-m", "kobi_cpas.definitions", "-j", "catalog_replace_job", "--tags", tags]
+    dagster_cli(execute, cwd=workdir, env=env)
     assert len(sandbox.admin.catalog_items(CATALOG)) == 40
 
     written = {
