@@ -28,11 +28,11 @@ from dagster_docker import DockerRunLauncher
 from kobi_cpas.feeds.generator import generate_feed
 from kobi_cpas.registry.loader import DEFAULT_REGISTRY
 from kobi_cpas_tests.dagster_fixtures import kobi_env_vars
+from kobi_cpas_tests.pg_fixtures import REPO_ROOT
 from kobi_cpas_tests.sandbox_fixtures import SandboxHandle
 from kobi_cpas_tests.sync_harness import CATALOG, TENANT
 from kobi_cpas_tests.warehouse_template import seed_work_database
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILE = REPO_ROOT / "deploy" / "docker" / "dagster.yaml"
 TOP_LEVEL = REPO_ROOT / "dagster.yaml"
 
@@ -113,9 +113,6 @@ def base_env(dagster_home: Path, user_home: Path) -> dict[str, str]:
     return env
 
 
-# ---- the profile's config, on its own
-
-
 def dagster_cli(args: list[str], *, cwd: Path, env: dict[str, str]) -> None:
     """Run the `dagster` command line of this venv in a process of its own; it must succeed."""
     done = subprocess.run(
@@ -128,6 +125,9 @@ def dagster_cli(args: list[str], *, cwd: Path, env: dict[str, str]) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+# ---- the profile's config, on its own
 
 
 def test_profile_is_the_top_level_instance_config_plus_the_launcher() -> None:

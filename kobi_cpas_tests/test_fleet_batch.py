@@ -114,21 +114,20 @@ class Fleet:
 
 
 @pytest.fixture(scope="module")
-def fleet_defs() -> list[dg.Definitions]:
-    """The definitions the world's setup ran, for every test: they read the warehouse and registry paths when
-    built, and every restored world has the same ones."""
-    return []
-
-
-@pytest.fixture(scope="module")
-def fleet_world(build_world_snapshot, fleet_defs) -> WorldSnapshot:
-    return build_world_snapshot("fleet", lambda env, instance: fleet_defs.append(Fleet.setup(env, instance)))
+def fleet_world(build_world_snapshot) -> tuple[WorldSnapshot, list[dg.Definitions]]:
+    """The world, and the definitions its setup ran: they read the warehouse and registry paths when built, and
+    every restored world has the same ones, so every test reuses them."""
+    built: list[dg.Definitions] = []
+    return build_world_snapshot(
+        "fleet", lambda env, instance: built.append(Fleet.setup(env, instance))
+    ), built
 
 
 @pytest.fixture
-def fleet(fleet_world, fleet_defs, restore_world, monkeypatch) -> Fleet:
-    world = restore_world(fleet_world)
-    return Fleet(world.env, world.instance, fleet_world.live / "fleet", monkeypatch, fleet_defs[0])
+def fleet(fleet_world, restore_world, monkeypatch) -> Fleet:
+    snapshot, (defs,) = fleet_world
+    world = restore_world(snapshot)
+    return Fleet(world.env, world.instance, snapshot.live / "fleet", monkeypatch, defs)
 
 
 def _materialized(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, dict]:
