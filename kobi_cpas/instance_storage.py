@@ -7,7 +7,11 @@ makes Postgres fork a backend and authenticate it. A run worker makes ~250 stora
 the daemon and code servers more per tick; measured here, 200 queries cost the machine 1.65 s of CPU that way
 and 0.14 s over a pooled connection (12x), most of it in Postgres, where short-lived backends hide from
 ``top``. These classes keep one pooled connection per storage (a few more under concurrent use, closed when
-returned), checked with a ping before each use so a restarted Postgres costs a reconnect, not a failed run.
+returned). A connection that has been idle in the pool for over a second is pinged before use, so a restarted
+Postgres costs a reconnect, not a failed run. One used within the last second is not: pinging before every use
+(SQLAlchemy's ``pool_pre_ping``) doubles the round trips of a run, whose storage calls come milliseconds apart,
+and a Postgres that goes away and is back within a second of the last call is not a case worth that cost (the
+call that meets it fails, the pool is replaced).
 The webserver still swaps in its own pool (``optimize_for_webserver``), as with dagster-postgres's classes. A
 forked child drops the pool it inherited without closing its parent's connections.
 
@@ -26,12 +30,14 @@ the same ``postgres_db`` config as dagster-postgres's classes.
 from __future__ import annotations
 
 import os
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
+from sqlalchemy import event, exc
 from sqlalchemy.engine import Engine
 
 # One idle connection per storage; up to four more while threads (the daemon's, the webserver's) use it at once.
@@ -39,8 +45,39 @@ POOL_OPTIONS: dict[str, Any] = {
     "pool_size": 1,
     "max_overflow": 4,
     "pool_recycle": 3600,  # below the idle timeouts of managed Postgres services and their proxies
-    "pool_pre_ping": True,
 }
+
+# A pooled connection idle for longer than this is pinged before use (see the module docstring).
+PING_AFTER_IDLE_SECONDS = 1.0
+# The key in a pool entry's info, which lives as long as the entry's DBAPI connection.
+_IDLE_SINCE = "kobi_cpas_idle_since"
+_clock = time.monotonic
+
+
+def _note_idle(dbapi_connection: Any, entry: Any, *_: Any) -> None:
+    if dbapi_connection is not None:  # None: invalidated, it will not be handed out again
+        entry.info[_IDLE_SINCE] = _clock()
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a connection before use only after it idled ``PING_AFTER_IDLE_SECONDS`` (``pool_pre_ping`` always)."""
+
+    def checkout(dbapi_connection: Any, entry: Any, proxy: Any) -> None:
+        since = entry.info.get(_IDLE_SINCE)
+        if since is not None and _clock() - since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)  # what pool_pre_ping runs: SELECT 1, in autocommit
+        except Exception as error:  # the server closed it, restarted, or the network dropped it
+            # SQLAlchemy's documented way out of a checkout: this connection is discarded, a new one handed out.
+            raise exc.DisconnectionError(
+                f"a pooled Postgres connection failed its ping ({type(error).__name__})"
+            ) from error
+
+    event.listen(engine, "connect", _note_idle)  # a new connection needs no ping
+    event.listen(engine, "checkin", _note_idle)
+    event.listen(engine, "checkout", checkout)
+
 
 _ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 
@@ -70,6 +107,7 @@ class _Pooled:
         self._engine = create_pg_engine(
             self.postgres_url, self._token_provider, isolation_level="AUTOCOMMIT", **POOL_OPTIONS
         )
+        _ping_when_idle(self._engine)
         _ENGINES.add(self._engine)
         unpooled.dispose()
 

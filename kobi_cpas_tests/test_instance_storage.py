@@ -14,9 +14,11 @@ from pathlib import Path
 import dagster as dg
 import psycopg2
 import pytest
+import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from kobi_cpas import instance_storage
 from kobi_cpas.devenv.postgres import conninfo_from_env
 from kobi_cpas.instance_storage import (
     PooledPostgresEventLogStorage,
@@ -206,8 +208,25 @@ def test_a_forked_child_opens_its_own_connection_and_leaves_its_parents_alone(pg
     assert seen["runs"] == 0
 
 
+@pytest.fixture
+def pool_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The clock the pools judge idleness by, moved by hand: ``pool_clock[0] += s``."""
+    now = [1000.0]
+    monkeypatch.setattr(instance_storage, "_clock", lambda: now[0])
+    return now
+
+
+def _terminate(backend: int) -> None:
+    conn = psycopg2.connect(**conninfo_from_env().connect_kwargs())
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s)", [backend])
+    finally:
+        conn.close()
+
+
 def test_a_restarted_postgres_costs_a_reconnect_not_an_error(
-    pg_dagster_home: Path, local_postgres_server
+    pg_dagster_home: Path, local_postgres_server, pool_clock: list[float]
 ) -> None:  # type: ignore[no-untyped-def]
     instance = dg.DagsterInstance.from_config(str(pg_dagster_home))
     try:
@@ -216,9 +235,35 @@ def test_a_restarted_postgres_costs_a_reconnect_not_an_error(
         before = _backend_pid(storage)
         local_postgres_server.stop()
         local_postgres_server.start()
+        pool_clock[0] += instance_storage.PING_AFTER_IDLE_SECONDS + 0.1  # what a restart takes, at least
         # The pooled connection died with the server; the ping before use replaces it.
         assert _backend_pid(storage) != before
         assert instance.get_runs(limit=1) == []
+    finally:
+        instance.dispose()
+
+
+def test_a_connection_used_within_the_idle_window_is_not_pinged(
+    pg_dagster_home: Path, pool_clock: list[float]
+) -> None:
+    instance = dg.DagsterInstance.from_config(str(pg_dagster_home))
+    try:
+        storage = instance.event_log_storage
+        assert isinstance(storage, PooledPostgresEventLogStorage)
+        backend = _backend_pid(storage)
+        assert _backend_pid(storage) == backend  # the pooled connection again, without a ping
+        # Its backend ends while it is pooled: used again within the window, it is trusted unpinged, so the call
+        # meets the closed connection and fails; the pool drops it and the next call gets a new one.
+        _terminate(backend)
+        pool_clock[0] += instance_storage.PING_AFTER_IDLE_SECONDS / 2
+        with pytest.raises(sqlalchemy.exc.OperationalError):
+            _backend_pid(storage)
+        assert _backend_pid(storage) not in (0, backend)
+        # Past the window, a dead connection is found by the ping and replaced before use: no call fails.
+        again = _backend_pid(storage)
+        _terminate(again)
+        pool_clock[0] += instance_storage.PING_AFTER_IDLE_SECONDS + 0.1
+        assert _backend_pid(storage) not in (0, again)
     finally:
         instance.dispose()
 
