@@ -16,7 +16,7 @@ import dagster as dg
 import duckdb
 from pydantic import Field, PrivateAttr
 
-from kobi_cpas.meta.client import MetaGraphClient
+from kobi_cpas.meta.client import ClientStats, MetaGraphClient
 from kobi_cpas.meta.config import DEFAULT_API_VERSION, DEFAULT_BASE_URL
 from kobi_cpas.meta.dry_run import (
     DRY_RUN_SCRATCH_TAG,
@@ -136,8 +136,11 @@ class MetaGraphResource(dg.ConfigurableResource):
     )
 
     _dry_run_id: str | None = PrivateAttr(default=None)
+    # The stats of the clients handed out during a run (None outside one: a sensor's clients are not kept).
+    _run_stats: list[ClientStats] | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._run_stats = []
         run = context.dagster_run
         if run is not None and is_dry_run(run.tags):
             self._dry_run_id = run.run_id
@@ -148,6 +151,9 @@ class MetaGraphResource(dg.ConfigurableResource):
             )
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        stats, self._run_stats = self._run_stats or [], None
+        if context.log is not None and any(s.requests for s in stats):
+            context.log.info(stats[0].summary(*stats[1:]))  # the run's Meta traffic in one line
         if self._dry_run_id is not None:
             _leave_dry_run(self._dry_run_id)
 
@@ -167,6 +173,12 @@ class MetaGraphResource(dg.ConfigurableResource):
             backoff_base=self.backoff_base_seconds * self.backoff_scale,
             throttle_backoff_base=self.throttle_backoff_base_seconds * self.backoff_scale,
         )
+        client = self._new_client(kwargs)
+        if self._run_stats is not None:
+            self._run_stats.append(client.stats)
+        return client
+
+    def _new_client(self, kwargs: dict[str, Any]) -> MetaGraphClient:
         run_id = self._dry_run_id
         if run_id is None:
             return MetaGraphClient(**kwargs)

@@ -48,6 +48,13 @@ def test_three_methods_end_to_end(synced):
     h.admin.clear_requests()
     update = h.run("catalog_update_job")
     assert update.success
+    # The run's log holds its Meta traffic as one line (the requests by status and the peak usage), not a line
+    # per request.
+    lines = [e.user_message for e in h.instance.all_logs(update.run_id) if e.dagster_event is None]
+    (traffic,) = [line for line in lines if line.startswith("Meta: ")]
+    sent = len(h.admin.requests())
+    assert traffic.startswith(f"Meta: {sent} requests (200 x {sent}); peak usage "), traffic
+    assert not [line for line in lines if " -> 200 " in line or line.startswith(("Meta GET", "Meta POST"))]
     (snap,) = [
         e.materialization.metadata
         for e in update.get_asset_materialization_events()

@@ -28,6 +28,7 @@ from kobi_cpas.meta import (
     MetaTransientError,
     strip_query_params,
 )
+from kobi_cpas.meta.client import REQUEST_LOGGER
 from kobi_cpas.meta.errors import AUTH_HINT, INVALID_REQUEST_HINT, SEGMENT_NOT_COMPLIANT_HINT
 
 if TYPE_CHECKING:
@@ -440,6 +441,32 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_request_lines_go_to_their_own_logger_and_the_stats_sum_them_up(
+    make_meta_client: ClientFactory, sandbox: SandboxHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    step_log = logging.getLogger("kobi_cpas_tests.step_log")
+    client = make_meta_client(max_retries=2, logger=step_log)
+    sandbox.admin.add_fault("http_500", route="catalog.get", times=1)
+    client.get(CATALOG)  # a 500, retried, then a 200
+    client.get(CATALOG)
+    per_request = [r.getMessage() for r in caplog.records if r.name == REQUEST_LOGGER]
+    assert len(per_request) == 3 and all(
+        r.levelno == logging.DEBUG for r in caplog.records if r.name == REQUEST_LOGGER
+    )
+    assert [m.split(" -> ")[1][:3] for m in per_request] == ["500", "200", "200"]
+    # the step's logger gets the retry warning only
+    assert [r.levelname for r in caplog.records if r.name == step_log.name] == ["WARNING"]
+    stats = client.stats
+    assert stats.statuses == {500: 1, 200: 2} and stats.requests == 3
+    assert stats.peak_usage_pct > 0 and stats.peak_usage.startswith(f"usage {stats.peak_usage_pct:.0f}% (")
+    other = make_meta_client()
+    other.get(CATALOG)
+    line = stats.summary(other.stats)
+    assert line.startswith("Meta: 4 requests (200 x 3, 500 x 1); errors 1, retries 1; peak usage "), line
+    assert line.endswith("; peak " + max((stats, other.stats), key=lambda s: s.peak_usage_pct).peak_usage)
 
 
 def test_token_never_appears_anywhere(

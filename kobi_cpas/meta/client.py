@@ -22,7 +22,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
@@ -47,6 +47,8 @@ _API_VERSION_RE = re.compile(r"^v\d+\.\d+$")
 # Query parameters never carried over from a paging.next link: the token travels in the header only and
 # appsecret_proof is recomputed by the client.
 _STRIPPED_NEXT_PARAMS = frozenset({"access_token", "appsecret_proof"})
+# The Python logger of the request lines (DEBUG): route it to a run's log with Dagster's managed_python_loggers.
+REQUEST_LOGGER = "kobi_cpas.meta.requests"
 
 
 @dataclass
@@ -58,9 +60,33 @@ class ClientStats:
     paced: int = 0  # pacing sleeps taken
     paced_seconds: float = 0.0
     errors: int = 0  # error answers and transport failures
+    statuses: dict[int, int] = field(default_factory=dict)  # answers by HTTP status
+    peak_usage_pct: float = 0.0  # the highest rate-limit usage Meta reported
+    peak_usage: str = ""  # ... described with the counter it was on
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def summary(self, *more: ClientStats) -> str:
+        """One line for the run's log: requests by status, retries, throttling, pacing and the peak usage of
+        these stats and ``more`` (the clients of one run)."""
+        every = (self, *more)
+        statuses: dict[int, int] = {}
+        for s in every:
+            for status, n in s.statuses.items():
+                statuses[status] = statuses.get(status, 0) + n
+        peak = max(every, key=lambda s: s.peak_usage_pct)
+        answered = ", ".join(f"{status} x {n}" for status, n in sorted(statuses.items()))
+        text = f"Meta: {sum(s.requests for s in every)} requests ({answered or 'no answer'})"
+        counts = {
+            "errors": sum(s.errors for s in every),
+            "retries": sum(s.retries for s in every),
+            "throttled": sum(s.throttled for s in every),
+            "paced": sum(s.paced for s in every),
+        }
+        if any(counts.values()):
+            text += "; " + ", ".join(f"{label} {n}" for label, n in counts.items() if n)
+        return text + f"; peak {peak.peak_usage or 'usage n/a'}"
 
 
 @dataclass
@@ -157,6 +183,10 @@ class MetaGraphClient:
         self._session = session or requests.Session()
         self.logger = logger or logging.getLogger("kobi_cpas.meta")
         install_redaction(self.logger, self._secrets)
+        # One line per request goes here, not to ``logger`` (a run's Dagster log would store each as an event):
+        # the run's log gets warnings and one summary (``ClientStats.summary``).
+        self.request_logger = logging.getLogger(REQUEST_LOGGER)
+        install_redaction(self.request_logger, self._secrets)
         # urllib3 logs request lines (with the query string, so appsecret_proof) at DEBUG.
         install_redaction(logging.getLogger("urllib3.connectionpool"), self._secrets)
         self._origin = self._origin_of(self.base_url)
@@ -480,9 +510,13 @@ class MetaGraphClient:
             ) from None
         elapsed_ms = (time.monotonic() - started) * 1000
         usage = parse_usage(resp.headers)
+        with self._lock:
+            self.stats.statuses[resp.status_code] = self.stats.statuses.get(resp.status_code, 0) + 1
+            if usage is not None and usage.max_pct >= self.stats.peak_usage_pct:
+                self.stats.peak_usage_pct, self.stats.peak_usage = usage.max_pct, usage.describe()
         if usage is not None:
             self.last_usage = usage
-        self.logger.debug(
+        self.request_logger.debug(
             "Meta %s %s -> %s in %.0f ms (%s)",
             method,
             path,
