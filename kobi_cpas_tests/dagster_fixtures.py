@@ -3,6 +3,7 @@ backed Dagster instance, and a helper to build the definitions under that enviro
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -15,6 +16,10 @@ from kobi_cpas.registry.loader import DEFAULT_REGISTRY
 from kobi_cpas_tests.sandbox_fixtures import SANDBOX_API_VERSION, SANDBOX_TOKEN, SandboxHandle
 from kobi_cpas_tests.warehouse_template import seed_work_database
 
+# What kobi_cpas.defs reads from the environment when the definitions are built (kobi_cpas/defs/resources.py).
+_LOCATION_ENV_PREFIXES = ("KOBI_CPAS_", "META_")
+_DEFS_BUILT: dict[tuple[object, ...], dg.Definitions] = {}  # relative paths resolve against the cwd
+
 
 @dataclass
 class KobiEnv:
@@ -24,9 +29,22 @@ class KobiEnv:
     sandbox: SandboxHandle
 
     def defs(self) -> dg.Definitions:
-        from kobi_cpas.definitions import defs
+        """The code location's definitions under the current environment (built once per distinct setting of
+        the variables it reads, and working directory: its resources take their settings from the environment
+        when it is built)."""
+        key = (
+            os.getcwd(),
+            *sorted((k, v) for k, v in os.environ.items() if k.startswith(_LOCATION_ENV_PREFIXES)),
+        )
+        built = _DEFS_BUILT.pop(key, None)
+        if built is None:
+            from kobi_cpas.definitions import defs
 
-        return defs()
+            built = defs()
+        _DEFS_BUILT[key] = built  # most recently used last
+        while len(_DEFS_BUILT) > 8:
+            _DEFS_BUILT.pop(next(iter(_DEFS_BUILT)))
+        return built
 
     def resources(self, registry_path: Path | None = None, **catalog_sync: float) -> dict[str, object]:
         """The resources sensors and schedules take, pointed at this test's warehouse and ``registry_path``
