@@ -136,7 +136,7 @@ class MetaGraphResource(dg.ConfigurableResource):
     )
 
     _dry_run_id: str | None = PrivateAttr(default=None)
-    # The stats of the clients handed out during a run (None outside one: a sensor's clients are not kept).
+    # The stats of the clients handed out between set-up and teardown (None otherwise: such clients are not kept).
     _run_stats: list[ClientStats] | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
