@@ -16,7 +16,7 @@ import dagster as dg
 import duckdb
 from pydantic import Field, PrivateAttr
 
-from kobi_cpas.meta.client import ClientStats, MetaGraphClient
+from kobi_cpas.meta.client import MetaGraphClient
 from kobi_cpas.meta.config import DEFAULT_API_VERSION, DEFAULT_BASE_URL
 from kobi_cpas.meta.dry_run import (
     DRY_RUN_SCRATCH_TAG,
@@ -26,6 +26,7 @@ from kobi_cpas.meta.dry_run import (
     DryRunWrite,
     is_dry_run,
 )
+from kobi_cpas.meta.stats import ClientStats
 from kobi_cpas.operations.webhook import Delivery, post_text
 from kobi_cpas.registry import LoadedRegistry, RegistryError, load_registry
 from kobi_cpas.sync.shard_lock import ShardBusy, ShardHold

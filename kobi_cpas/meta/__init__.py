@@ -1,6 +1,6 @@
 """Pure Meta Graph API client (no Dagster): errors, retries, paging, usage headers and redaction."""
 
-from kobi_cpas.meta.client import ClientStats, MetaGraphClient, encode_params, strip_query_params
+from kobi_cpas.meta.client import MetaGraphClient, encode_params, strip_query_params
 from kobi_cpas.meta.config import DEFAULT_API_VERSION, DEFAULT_BASE_URL, MetaClientConfig, MetaConfigError
 from kobi_cpas.meta.errors import (
     ErrorKind,
@@ -20,6 +20,7 @@ from kobi_cpas.meta.errors import (
     error_from_response,
 )
 from kobi_cpas.meta.redact import SecretRedactingFilter, redact
+from kobi_cpas.meta.stats import ClientStats
 from kobi_cpas.meta.usage import UsageSnapshot, parse_usage
 
 __all__ = [

@@ -22,7 +22,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
@@ -40,6 +40,7 @@ from kobi_cpas.meta.errors import (
     error_from_response,
 )
 from kobi_cpas.meta.redact import install_redaction
+from kobi_cpas.meta.stats import ClientStats
 from kobi_cpas.meta.usage import UsageSnapshot, parse_usage
 
 USER_AGENT = "kobi-cpas/0.1 (+requests)"
@@ -49,44 +50,6 @@ _API_VERSION_RE = re.compile(r"^v\d+\.\d+$")
 _STRIPPED_NEXT_PARAMS = frozenset({"access_token", "appsecret_proof"})
 # The Python logger of the request lines (DEBUG): route it to a run's log with Dagster's managed_python_loggers.
 REQUEST_LOGGER = "kobi_cpas.meta.requests"
-
-
-@dataclass
-class ClientStats:
-    requests: int = 0  # HTTP requests sent (each attempt counts)
-    retries: int = 0  # retry sleeps taken
-    throttled: int = 0  # throttled answers received
-    slept_seconds: float = 0.0  # every sleep: backoff and pacing
-    paced: int = 0  # pacing sleeps taken
-    paced_seconds: float = 0.0
-    errors: int = 0  # error answers and transport failures
-    statuses: dict[int, int] = field(default_factory=dict)  # answers by HTTP status
-    peak_usage_pct: float = 0.0  # the highest rate-limit usage Meta reported
-    peak_usage: str = ""  # ... described with the counter it was on
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def summary(self, *more: ClientStats) -> str:
-        """One line for the run's log: requests by status, retries, throttling, pacing and the peak usage of
-        these stats and ``more`` (the clients of one run)."""
-        every = (self, *more)
-        statuses: dict[int, int] = {}
-        for s in every:
-            for status, n in s.statuses.items():
-                statuses[status] = statuses.get(status, 0) + n
-        peak = max(every, key=lambda s: s.peak_usage_pct)
-        answered = ", ".join(f"{status} x {n}" for status, n in sorted(statuses.items()))
-        text = f"Meta: {sum(s.requests for s in every)} requests ({answered or 'no answer'})"
-        counts = {
-            "errors": sum(s.errors for s in every),
-            "retries": sum(s.retries for s in every),
-            "throttled": sum(s.throttled for s in every),
-            "paced": sum(s.paced for s in every),
-        }
-        if any(counts.values()):
-            text += "; " + ", ".join(f"{label} {n}" for label, n in counts.items() if n)
-        return text + f"; peak {peak.peak_usage or 'usage n/a'}"
 
 
 @dataclass
