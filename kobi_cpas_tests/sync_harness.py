@@ -21,7 +21,7 @@ In a test module::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,12 +59,8 @@ class SyncHarness:
         tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch,
         tenant_id: str = TENANT,
-        *,
-        defs: dg.Definitions | None = None,
         **sync: object,
     ) -> None:
-        """``defs``: definitions built before under this very environment (the same warehouse, registry path
-        and sandbox), to reuse instead of building them again."""
         self.env = kobi_env
         self.tenant = tenant_id
         self.admin = kobi_env.sandbox.admin
@@ -73,7 +69,7 @@ class SyncHarness:
         self.registry_path = tmp_path / "tenants.yaml"
         self.set_sync(**sync)
         monkeypatch.setenv("KOBI_CPAS_TENANTS", str(self.registry_path))
-        self.defs = defs or kobi_env.defs()
+        self.defs = kobi_env.defs()
         instance.add_dynamic_partitions("tenant", [tenant_id])
         self.wh = Warehouse(kobi_env.analyst_path, schema=SCHEMA)
         self.admin.catalog_config(problem_rate_scale=0)
@@ -147,9 +143,6 @@ class SyncedWorld:
     snapshot: WorldSnapshot
     n: int
     tenant: str = TENANT
-    # The code location's definitions read the warehouse and registry paths when built; a restored world has
-    # the same ones (and the same sandbox), so every test of the module can run the same definitions.
-    defs: list[dg.Definitions] = field(default_factory=list, compare=False)
 
     @property
     def dir(self) -> Path:
@@ -163,24 +156,14 @@ class SyncedWorld:
     ) -> SyncHarness:
         """Restore the world and return the tenant's harness on it, with the sync settings ``sync``."""
         world = restore_world(self.snapshot)
-        h = SyncHarness(
-            world.env,
-            world.instance,
-            self.dir,
-            monkeypatch,
-            self.tenant,
-            defs=next(iter(self.defs), None),
-            **sync,
-        )
-        self.defs[:] = [h.defs]
-        return h
+        # The same environment as the world's setup (warehouse, registry path, sandbox): KobiEnv.defs() gives
+        # back the definitions that setup built.
+        return SyncHarness(world.env, world.instance, self.dir, monkeypatch, self.tenant, **sync)
 
 
 def build_synced_world(build_world_snapshot: BuildWorld, n: int, tenant_id: str = TENANT) -> SyncedWorld:
     """Build (with the module's ``build_world_snapshot``, so call it from a module fixture) a world where
     ``write_feed(n)`` and a first ``catalog_replace_job`` of the demo sync settings succeeded."""
-
-    built: list[dg.Definitions] = []
 
     def setup(env: KobiEnv, instance: dg.DagsterInstance) -> None:
         # the analyst file is <live>/data/kobi_cpas.duckdb; the tenant's files go to <live>/<SUBDIR>
@@ -192,9 +175,8 @@ def build_synced_world(build_world_snapshot: BuildWorld, n: int, tenant_id: str 
             result = h.run("catalog_replace_job")
             assert result.success, f"the world's first replace of {n} items failed"
             assert len(h.meta_items()) == n, "the world's first replace did not reach Meta"
-            built.append(h.defs)
 
-    return SyncedWorld(snapshot=build_world_snapshot(f"synced{n}", setup), n=n, tenant=tenant_id, defs=built)
+    return SyncedWorld(snapshot=build_world_snapshot(f"synced{n}", setup), n=n, tenant=tenant_id)
 
 
 def synced_world_fixtures(

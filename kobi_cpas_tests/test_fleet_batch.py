@@ -47,20 +47,16 @@ class Fleet:
         instance: dg.DagsterInstance,
         tmp: Path,
         monkeypatch: pytest.MonkeyPatch,
-        defs: dg.Definitions | None = None,
     ) -> None:
-        """``defs``: definitions built before under the same environment (warehouse, registry path,
-        sandbox), to reuse instead of building them again."""
         self.env, self.instance, self.tmp = kobi_env, instance, tmp
         self.registry = tmp / "tenants.yaml"
         monkeypatch.setenv("KOBI_CPAS_TENANTS", str(self.registry))
         self.admin = kobi_env.sandbox.admin
-        self.defs = defs or kobi_env.defs()
+        self.defs = kobi_env.defs()  # on a restored world: the ones its setup built
 
     @classmethod
-    def setup(cls, kobi_env: KobiEnv, instance: dg.DagsterInstance) -> dg.Definitions:
-        """The world: the registry and feeds in ``<live>/fleet``, each tenant replaced once, 10 minutes on.
-        Returns the definitions it ran."""
+    def setup(cls, kobi_env: KobiEnv, instance: dg.DagsterInstance) -> None:
+        """The world: the registry and feeds in ``<live>/fleet``, each tenant replaced once, 10 minutes on."""
         tmp = Path(kobi_env.analyst_path).parent.parent / "fleet"
         tmp.mkdir()
         doc = yaml.safe_load(Path(DEFAULT_REGISTRY).read_text())
@@ -75,7 +71,6 @@ class Fleet:
                 generate_feed(fleet.feed(tenant), N, seed=7)
                 assert fleet.run_job("catalog_replace_job", tenant).success, tenant
             fleet.admin.advance_clock(600)
-        return fleet.defs
 
     def feed(self, tenant: str) -> Path:
         return self.tmp / f"{tenant}.csv"
@@ -114,20 +109,14 @@ class Fleet:
 
 
 @pytest.fixture(scope="module")
-def fleet_world(build_world_snapshot) -> tuple[WorldSnapshot, list[dg.Definitions]]:
-    """The world, and the definitions its setup ran: they read the warehouse and registry paths when built, and
-    every restored world has the same ones, so every test reuses them."""
-    built: list[dg.Definitions] = []
-    return build_world_snapshot(
-        "fleet", lambda env, instance: built.append(Fleet.setup(env, instance))
-    ), built
+def fleet_world(build_world_snapshot) -> WorldSnapshot:
+    return build_world_snapshot("fleet", Fleet.setup)
 
 
 @pytest.fixture
 def fleet(fleet_world, restore_world, monkeypatch) -> Fleet:
-    snapshot, (defs,) = fleet_world
-    world = restore_world(snapshot)
-    return Fleet(world.env, world.instance, snapshot.live / "fleet", monkeypatch, defs)
+    world = restore_world(fleet_world)
+    return Fleet(world.env, world.instance, fleet_world.live / "fleet", monkeypatch)
 
 
 def _materialized(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, dict]:
