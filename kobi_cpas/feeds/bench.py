@@ -163,7 +163,7 @@ _XML_HEAD = (
 )
 
 
-def _write_xml(con: duckdb.DuckDBPyConnection, rel: str, dst: Path) -> None:
+def write_rss_xml(con: duckdb.DuckDBPyConnection, rel: str, dst: Path) -> None:
     """The rows of ``rel`` as an RSS 2.0 feed, one <item> of <g:field> elements per row (empty fields left out),
     each line built in SQL."""
     cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall()]
@@ -190,7 +190,7 @@ def _reshape(src: Path, dst: Path, shape: str, seed: int) -> None:
             con.execute(f"COPY (SELECT * FROM {rel}) TO '{dst}' (HEADER, DELIMITER '\t')")
             return
         if shape == "xml":
-            _write_xml(con, rel, dst)
+            write_rss_xml(con, rel, dst)
             return
         bad_price = mutation_predicate_sql(seed + 1, 0.05)
         bad_availability = mutation_predicate_sql(seed + 2, 0.025)

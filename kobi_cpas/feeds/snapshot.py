@@ -34,7 +34,11 @@ what it needs, e.g. ``INSERT INTO feed_item_issues SELECT * FROM feed_stage.issu
 (``SnapshotResult.issues_table`` / ``.items_table`` hold the qualified names).
 
 Whole-file problems raise :class:`~kobi_cpas.feeds.errors.FeedFileError`; the tenant's previous stage
-relations are then left as they were and no half-built table remains.
+relations are then left as they were and no half-built table remains. Call it outside a transaction: it runs
+its own.
+
+A feed ingested before under the same rules is ingested incrementally (:mod:`kobi_cpas.feeds.incremental`):
+only the rows whose raw content changed are normalised and validated again; the relations are the same.
 """
 
 from __future__ import annotations
@@ -50,6 +54,16 @@ import duckdb
 
 from kobi_cpas.feeds.errors import FeedFileError
 from kobi_cpas.feeds.fields import REQUIRED_COLUMNS
+from kobi_cpas.feeds.incremental import (
+    RAW_HASH,
+    apply_changed_rows,
+    drop_temp,
+    fingerprint,
+    raw_hashed_select,
+    read_changed_rows,
+    record_fingerprint,
+    stored_fingerprint,
+)
 from kobi_cpas.feeds.parser import (
     FeedSource,
     create_table_streaming,
@@ -58,7 +72,13 @@ from kobi_cpas.feeds.parser import (
     sql_ident,
 )
 from kobi_cpas.feeds.plan import insertion_order_preserved
-from kobi_cpas.feeds.validate import ISSUE_COLUMNS, finish_validation, items_select_sql, items_view_sql
+from kobi_cpas.feeds.validate import (
+    ISSUE_COLUMNS,
+    ValidationCounts,
+    finish_validation,
+    items_select_sql,
+    items_view_sql,
+)
 
 STAGE_SCHEMA = "feed_stage"
 _SLUG_RE = re.compile(r"[^a-z0-9_]+")
@@ -117,6 +137,8 @@ class SnapshotResult:
     unknown_columns: tuple[str, ...]
     duration_seconds: float
     issue_columns: tuple[str, ...] = field(default=ISSUE_COLUMNS)
+    # Rows normalised and validated again by an incremental ingest (None: the whole file was, see incremental).
+    incremental_rows: int | None = None
 
 
 def _q(qualified: str) -> str:
@@ -152,31 +174,41 @@ def ingest_feed(
     checking_view = f"_checking_items_{tenant_slug(tenant_id)}"
     source = open_feed_source(path, fmt, required_columns=required_columns, tmp_dir=tmp_dir)
     present = source.columns_present
+    fp = fingerprint(present)
+    view_args = {"tenant_id": tenant_id, "snapshot_id": snapshot_id, "columns": present}
+    incremental_rows = None
     try:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {sql_ident(STAGE_SCHEMA)}")
-        _build_items(con, source, rows_tmp, raw_tmp)
-        (count,) = con.execute(f"SELECT count(*) FROM {rows_tmp}").fetchone()  # type: ignore[misc]
-        if count == 0 and not allow_empty:
-            raise FeedFileError(path, "the file has a header but no items")
-        view_args = {"tenant_id": tenant_id, "snapshot_id": snapshot_id, "columns": present}
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {checking_view} AS "
-            + items_view_sql(rows_tmp, with_mask=True, **view_args)
-        )
-        counts = finish_validation(
-            con,
-            items_table=checking_view,
-            rows_table=rows_tmp,
-            issues_table=issues_tmp,
-            tenant_id=tenant_id,
-            snapshot_id=snapshot_id,
-            unknown_columns=source.unknown_columns,
-        )
-        _swap(
-            con,
-            tables=[(rows_tmp, rows_name), (issues_tmp, issues_name)],
-            view=(items_name, items_view_sql(_q(rows_name), **view_args)),
-        )
+        counts = None
+        if _is_table(con, rows_name) and stored_fingerprint(con, rows_name) == fp:
+            incremental = _ingest_changed_rows(
+                con,
+                source,
+                rows_name=rows_name,
+                issues=(issues_tmp, issues_name),
+                view=(items_name, view_args),
+                checking_view=checking_view,
+                fp=fp,
+                prefix=f"_inc_{tenant_slug(tenant_id)}",
+            )
+            if incremental is not None:
+                counts, incremental_rows = incremental
+        if counts is None:
+            _build_items(con, source, rows_tmp, raw_tmp)
+            (count,) = con.execute(f"SELECT count(*) FROM {rows_tmp}").fetchone()  # type: ignore[misc]
+            if count == 0 and not allow_empty:
+                raise FeedFileError(path, "the file has a header but no items")
+            con.execute(
+                f"CREATE OR REPLACE TEMP VIEW {checking_view} AS "
+                + items_view_sql(rows_tmp, with_mask=True, **view_args)
+            )
+            counts = _finish(con, checking_view, rows_tmp, issues_tmp, view_args, source)
+            _swap(
+                con,
+                tables=[(rows_tmp, rows_name), (issues_tmp, issues_name)],
+                view=(items_name, items_view_sql(_q(rows_name), **view_args)),
+                fingerprint=(rows_name, fp),
+            )
     except BaseException:
         for t in (rows_tmp, issues_tmp, raw_tmp):
             with contextlib.suppress(duckdb.Error):
@@ -201,7 +233,82 @@ def ingest_feed(
         columns_present=source.columns_present,
         unknown_columns=source.unknown_columns,
         duration_seconds=time.perf_counter() - started,
+        incremental_rows=incremental_rows,
     )
+
+
+def _finish(
+    con: duckdb.DuckDBPyConnection,
+    checking_view: str,
+    rows_table: str,
+    issues_tmp: str,
+    view_args: dict,
+    source: FeedSource,
+) -> ValidationCounts:
+    """The cross-row rules and the issues table; the rows keep their issue bits for the next ingest."""
+    return finish_validation(
+        con,
+        items_table=checking_view,
+        rows_table=rows_table,
+        issues_table=issues_tmp,
+        tenant_id=view_args["tenant_id"],
+        snapshot_id=view_args["snapshot_id"],
+        unknown_columns=source.unknown_columns,
+        keep_mask=True,
+    )
+
+
+def _ingest_changed_rows(
+    con: duckdb.DuckDBPyConnection,
+    source: FeedSource,
+    *,
+    rows_name: str,
+    issues: tuple[str, str],
+    view: tuple[str, dict],
+    checking_view: str,
+    fp: str,
+    prefix: str,
+) -> tuple[ValidationCounts, int] | None:
+    """The incremental ingest (:mod:`kobi_cpas.feeds.incremental`): the stored rows updated in place and the
+    issues rebuilt, in one transaction; the counts and the number of rows validated again. None when it
+    does not apply (nothing changed then) and the full ingest must run."""
+    rows = _q(rows_name)
+    try:
+        changed = read_changed_rows(con, source, rows, source.columns_present, prefix)
+        if changed is None:
+            return None
+        con.execute("BEGIN TRANSACTION")
+        try:
+            apply_changed_rows(con, rows, changed)
+            items_name, view_args = view
+            con.execute(
+                f"CREATE OR REPLACE TEMP VIEW {checking_view} AS "
+                + items_view_sql(rows, with_mask=True, **view_args)
+            )
+            counts = _finish(con, checking_view, rows, issues[0], view_args, source)
+            _swap(
+                con,
+                tables=[issues],
+                view=(items_name, items_view_sql(rows, **view_args)),
+                fingerprint=(rows_name, fp),
+                in_transaction=True,
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
+        return counts, changed.changed
+    finally:
+        drop_temp(con, prefix)
+
+
+def _is_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    schema, _, table = name.partition(".")
+    (n,) = con.execute(  # type: ignore[misc]
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?", [schema, table]
+    ).fetchone()
+    return bool(n)
 
 
 def _build_items(con: duckdb.DuckDBPyConnection, source: FeedSource, rows_tmp: str, raw_tmp: str) -> None:
@@ -215,7 +322,7 @@ def _build_items(con: duckdb.DuckDBPyConnection, source: FeedSource, rows_tmp: s
     could reorder rows.
     """
     columns = source.columns_present
-    select = items_select_sql(source.select_sql, columns=columns)
+    select = items_select_sql(raw_hashed_select(source.select_sql), columns=columns, carry=(RAW_HASH,))
     with insertion_order_preserved(con):
         if create_table_streaming(con, rows_tmp, select, source):
             con.execute(f"UPDATE {rows_tmp} SET row_number = rowid + 1")
@@ -224,9 +331,10 @@ def _build_items(con: duckdb.DuckDBPyConnection, source: FeedSource, rows_tmp: s
         execute_reading(con, f"CREATE OR REPLACE TABLE {raw_tmp} AS {source.select_sql}", source)
     try:
         select = items_select_sql(
-            f"SELECT *, rowid + 1 AS _row_number FROM {raw_tmp}",
+            raw_hashed_select(f"SELECT *, rowid + 1 AS _row_number FROM {raw_tmp}"),
             columns=columns,
             row_number_sql="_row_number",
+            carry=(RAW_HASH,),
         )
         con.execute(f"CREATE OR REPLACE TABLE {rows_tmp} AS {select}")
     finally:
@@ -242,14 +350,21 @@ def _drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
     con.execute(f"DROP {'VIEW' if is_view else 'TABLE'} IF EXISTS {_q(name)}")
 
 
-def _swap(con: duckdb.DuckDBPyConnection, *, tables: list[tuple[str, str]], view: tuple[str, str]) -> None:
-    """Replace each final table by its freshly built twin (``(quoted tmp, unquoted final)``) and recreate
-    the items view (``(unquoted name, SELECT)``), in one transaction when possible."""
-    own_txn = True
-    try:
+def _swap(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    tables: list[tuple[str, str]],
+    view: tuple[str, str],
+    fingerprint: tuple[str, str],
+    in_transaction: bool = False,
+) -> None:
+    """Replace each final table by its freshly built twin (``(quoted tmp, unquoted final)``), recreate
+    the items view (``(unquoted name, SELECT)``) and record the rows' ``fingerprint`` (``(rows table,
+    fingerprint)``), in one transaction (the caller's when ``in_transaction``). A failed BEGIN would abort
+    a caller's transaction in DuckDB, so the caller says whether it runs one."""
+    own_txn = not in_transaction
+    if own_txn:
         con.execute("BEGIN TRANSACTION")
-    except duckdb.TransactionException:
-        own_txn = False  # the caller runs a transaction: ours would nest
     try:
         view_name, view_sql = view
         _drop_relation(con, view_name)
@@ -257,6 +372,7 @@ def _swap(con: duckdb.DuckDBPyConnection, *, tables: list[tuple[str, str]], view
             con.execute(f"DROP TABLE IF EXISTS {_q(final)}")
             con.execute(f"ALTER TABLE {tmp} RENAME TO {sql_ident(final.partition('.')[2])}")
         con.execute(f"CREATE VIEW {_q(view_name)} AS {view_sql}")
+        record_fingerprint(con, *fingerprint)
         if own_txn:
             con.execute("COMMIT")
     except BaseException:

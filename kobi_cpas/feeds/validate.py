@@ -103,6 +103,7 @@ def items_select_sql(
     *,
     columns: Sequence[str] = COLUMNS,
     row_number_sql: str | None = None,
+    carry: Sequence[str] = (),
 ) -> str:
     """SELECT producing the stored items relation from ``source_sql`` (every canonical column, VARCHAR).
 
@@ -115,8 +116,11 @@ def items_select_sql(
     ``row_number_sql`` is the source's row-number expression (e.g. ``_row_number``); when None the
     column is NULL and the caller fills it from ``rowid`` after a ``CREATE TABLE AS`` that preserved
     insertion order (much cheaper than ``row_number() OVER ()``).
+
+    ``carry`` names columns of ``source_sql`` passed through unchanged, after ``_issue_mask``.
     """
     rn = row_number_sql or "NULL::BIGINT"
+    kept = "".join(f", {c}" for c in carry)
     norm = ", ".join(f"{_trimmed(c)} AS {c}" for c in COLUMNS)
     final = ", ".join(f"{_final(c)} AS {c}" for c in COLUMNS)
     # Helper states (small integers, cheaper than strings): NULL = no value, 0 = valid as written,
@@ -146,14 +150,14 @@ def items_select_sql(
     stored = ", ".join(c for c in COLUMNS if c in columns)
     return f"""
 WITH _n AS (
-    SELECT {rn} AS row_number, {norm} FROM ({source_sql})
+    SELECT {rn} AS row_number, {norm}{kept} FROM ({source_sql})
 ), _d AS (
     SELECT *, {", ".join(states)}, {date_state} AS _date_state
     FROM _n
 ), _m AS (
     SELECT *, ({mask})::BIGINT AS _issue_mask FROM _d
 ), _f AS (
-    SELECT row_number, {final}, _issue_mask FROM _m
+    SELECT row_number, {final}, _issue_mask{kept} FROM _m
 )
 SELECT row_number, {stored},
        (_issue_mask & {ERROR_MASK}) = 0 AS is_valid,
@@ -161,7 +165,7 @@ SELECT row_number, {stored},
        bit_count(_issue_mask & {WARNING_MASK})::INTEGER AS warning_count,
        {content_hash_sql()} AS content_hash,
        {volatile_hash_sql()} AS volatile_hash,
-       _issue_mask
+       _issue_mask{kept}
 FROM _f
 """
 
@@ -202,14 +206,15 @@ def finish_validation(
     snapshot_id: str,
     rows_table: str,
     unknown_columns: Sequence[str] = (),
+    keep_mask: bool = False,
 ) -> ValidationCounts:
     """Cross-row rules + the issues table.
 
     ``rows_table`` is the table made from :func:`items_select_sql`; ``items_table`` reads it with the
     full shape and ``_issue_mask`` (:func:`items_view_sql` with ``with_mask``). Cross-row errors are
-    written to ``rows_table``, whose internal ``_issue_mask`` column is dropped at the end (so
-    ``items_table`` must not be read afterwards). Names are already-quoted qualified names. Leaves
-    ``issues_table`` with :data:`ISSUE_COLUMNS`.
+    written to ``rows_table``, whose internal ``_issue_mask`` column is dropped at the end unless
+    ``keep_mask`` (so ``items_table`` must not be read afterwards). Names are already-quoted qualified names.
+    Leaves ``issues_table`` with :data:`ISSUE_COLUMNS`.
     """
     tmp = f"_fv_{abs(hash((items_table, issues_table))) % 10**8}"
     t_dup, t_bad, t_cross, t_rej = f"{tmp}_dup", f"{tmp}_bad", f"{tmp}_cross", f"{tmp}_rej"
@@ -325,7 +330,8 @@ def finish_validation(
                 )
             )"""
         )
-        con.execute(f"ALTER TABLE {rows_table} DROP COLUMN _issue_mask")
+        if not keep_mask:
+            con.execute(f"ALTER TABLE {rows_table} DROP COLUMN _issue_mask")
         item_count, valid_count = con.execute(
             f"SELECT count(*), count(*) FILTER (WHERE is_valid) FROM {rows_table}"
         ).fetchone()  # type: ignore[misc]
