@@ -10,6 +10,7 @@ from __future__ import annotations
 from kobi_cpas.cpas import state as cpas_state
 from kobi_cpas.cpas import tables as cpas_tables
 from kobi_cpas.diagnostics import tables as diagnostics_tables
+from kobi_cpas.feeds import incremental as feeds_incremental
 from kobi_cpas.insights import accounts as insights_accounts
 from kobi_cpas.insights import schema as insights_schema
 from kobi_cpas.insights import tables as insights_tables
@@ -37,6 +38,7 @@ SCHEMA = WarehouseSchema.build(
         *diagnostics_tables.DDL,
         *insights_tables.INTERNAL_DDL,
         *sync_state.DDL,
+        *feeds_incremental.DDL,
         *sync_guards.DDL,  # sync_state.surplus_deletions, after the sync_state schema
         *cpas_state.DDL,
     ),

@@ -64,6 +64,8 @@ def test_three_methods_end_to_end(synced):
         k: snap[k].value for k in ("new", "changed", "volatile_only", "removed", "dropped_from_catalog")
     }
     assert counts == {"new": 1, "changed": 1, "volatile_only": k + 2, "removed": 2, "dropped_from_catalog": 0}
+    # a third of the rows changed: the whole feed was validated again (see feeds.incremental)
+    assert snap["rows_validated"].value == 299
     assert set(snap["seconds_by_stage"].value) == {
         "ingest",
         "feed_tables",
@@ -88,6 +90,23 @@ def test_three_methods_end_to_end(synced):
     for job in ("catalog_update_job", "catalog_batch_job"):
         assert h.run(job).success
     assert h.requests("catalog.items_batch") == 0 and h.requests("product_feed.uploads.create") == 0
+
+
+def test_a_feed_edited_in_a_few_rows_is_validated_from_those_rows(synced):
+    """The next snapshot of a big feed re-validates only the rows whose content changed; the edit reaches Meta."""
+    h = synced()
+    h.write_feed(300, "UPDATE f SET title = 'Linen shirt, new cut' WHERE id = (SELECT min(id) FROM f)")
+    update = h.run("catalog_update_job")
+    assert update.success
+    (snap,) = [
+        e.materialization.metadata
+        for e in update.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey("feed_snapshot")
+    ]
+    assert snap["rows_validated"].value == 1 and snap["changed"].value == 1
+    at_meta = h.meta_items()
+    assert at_meta[min(at_meta)]["title"] == "Linen shirt, new cut"
+    h.assert_catalog_equals_desired()
 
 
 def test_rich_text_description_and_video_reach_meta(synced):

@@ -58,6 +58,7 @@ from kobi_cpas.feeds.incremental import (
     RAW_HASH,
     apply_changed_rows,
     drop_temp,
+    ensure_state_table,
     fingerprint,
     raw_hashed_select,
     read_changed_rows,
@@ -179,6 +180,7 @@ def ingest_feed(
     incremental_rows = None
     try:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {sql_ident(STAGE_SCHEMA)}")
+        ensure_state_table(con)
         counts = None
         if _is_table(con, rows_name) and stored_fingerprint(con, rows_name) == fp:
             incremental = _ingest_changed_rows(
