@@ -16,6 +16,10 @@ of the others follow the file, the changed rows are normalised and validated and
 rules (duplicate ids, item groups) and the issues table are computed again over the whole table, as a full
 ingest does. The result is the same table a full ingest would build, row for row.
 
+Rows deleted in place leave free space in the work database, which DuckDB reuses: 60 cycles of 5 % changes at
+100k items kept the file between 2 and 3.2 times a fresh one (repeated full ingests, which build the new table
+before dropping the old: about 2 times).
+
 The full ingest runs instead when an incremental one cannot be exact or cheap: no earlier stage rows, a stage
 built by other rules or columns (:func:`fingerprint`), a raw row present twice (its copies could not be told
 apart), a plan that would not keep file order, or more than :data:`MAX_CHANGED_SHARE` of the rows changed.
