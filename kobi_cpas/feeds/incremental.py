@@ -57,9 +57,9 @@ _BITMAP_MIN_BITS, _BITMAP_MAX_BITS = 1 << 16, 1 << 26
 
 def fingerprint(columns: Sequence[str]) -> str:
     """What makes stored rows reusable: the SQL that normalises and validates them (every rule, hash and
-    normalisation is in its text) for this set of columns."""
+    normalisation is in its text) for this set of columns, run by this DuckDB (whose ``hash()`` may change)."""
     sql = items_select_sql("<source>", columns=columns, carry=(RAW_HASH,))
-    return hashlib.sha256(f"{RAW_HASH_SQL}|{sql}".encode()).hexdigest()
+    return hashlib.sha256(f"{duckdb.__version__}|{RAW_HASH_SQL}|{sql}".encode()).hexdigest()
 
 
 def ensure_state_table(con: duckdb.DuckDBPyConnection) -> None:
