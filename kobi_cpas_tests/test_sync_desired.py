@@ -7,12 +7,14 @@ import csv
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 import yaml
 
 from kobi_cpas.feeds.hashing import content_hash_sql, volatile_hash_sql
 from kobi_cpas.registry import load_registry
 from kobi_cpas.sync.delta import delta_counts
+from kobi_cpas.sync.desired import variant_prefixes_sql
 from kobi_cpas.sync.snapshot_step import take_snapshot
 from kobi_cpas.sync.state import shard_sql
 from kobi_cpas.tables import SCHEMA
@@ -346,3 +348,33 @@ def test_broken_feed_keeps_previous_state(h):
     assert str(h.feed) in out.message and "t1" in out.message
     assert failed and str(h.feed) in failed[0][1]
     assert h.desired() == before  # nothing lost, nothing wiped
+
+
+def test_the_variant_rule_gives_each_id_the_ids_it_extends_and_joins_them_by_equality():
+    """``10024_1_000`` is a variant of ``10024`` and of ``10024_1`` (an id, then ``_`` or ``-``). The rule is an
+    equi-join on those prefixes: testing every new id against every old one would cost their product (a brand
+    renaming a million SKUs would never finish its snapshot)."""
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE new_ids AS SELECT unnest(['10024_1_000', '10024-2', 'A', 'B_', 'kırmızı-xl']) AS id"
+    )
+    prefixes = con.execute(
+        f"SELECT id, list_sort(list(prefix)) FROM ({variant_prefixes_sql('SELECT id FROM new_ids')}) GROUP BY id"
+    ).fetchall()
+    assert dict(prefixes) == {
+        "10024_1_000": ["10024", "10024_1"],
+        "10024-2": ["10024"],
+        "B_": ["B"],
+        "kırmızı-xl": ["kırmızı"],
+    }
+    con.execute("CREATE TABLE old_ids AS SELECT 'SKU' || i AS id FROM range(20000) r(i)")
+    con.execute(
+        "CREATE TABLE variants AS SELECT 'SKU' || i || '_' || j AS id FROM range(20000) r(i), range(2) s(j)"
+    )
+    prefixes_of_variants = variant_prefixes_sql("SELECT id FROM variants")
+    join = f"SELECT o.id, p.id FROM ({prefixes_of_variants}) p JOIN old_ids o ON o.id = p.prefix"
+    plan = " ".join(str(r[1]) for r in con.execute(f"EXPLAIN {join}").fetchall())
+    assert "Hash Join" in plan and not any(op in plan for op in ("Nested Loop", "Blockwise Nl", "Piecewise"))
+    # every variant found its original
+    found = con.execute(f"SELECT count(*), count(DISTINCT old) FROM ({join}) AS j(old, new)").fetchone()
+    assert found == (40000, 20000)

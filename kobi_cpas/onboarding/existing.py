@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from kobi_cpas.sync.desired import variant_of_sql
+from kobi_cpas.sync.desired import variant_prefixes_sql
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,9 @@ def compare_existing(
         kept AS (SELECT id FROM ex SEMI JOIN feed USING (id)),
         gone AS (SELECT id FROM ex ANTI JOIN feed USING (id)),
         linked AS (
-          SELECT DISTINCT g.id FROM gone g JOIN feed f
-            ON f.previous_id = g.id OR {variant_of_sql("f.id", "g.id")}
+          SELECT g.id FROM gone g JOIN feed f ON f.previous_id = g.id
+          UNION
+          SELECT g.id FROM gone g JOIN ({variant_prefixes_sql("SELECT id FROM feed")}) p ON p.prefix = g.id
         )
         SELECT (SELECT count(*) FROM ex), (SELECT count(*) FROM kept), (SELECT count(*) FROM linked),
                (SELECT count(*) FROM gone) - (SELECT count(*) FROM linked),

@@ -36,11 +36,17 @@ class DesiredResult:
     previous_id_inferred: int
 
 
-def variant_of_sql(new_id: str, old_id: str) -> str:
-    """SQL: ``new_id`` is a variant of ``old_id`` by Kobi's id rule (the old id, then ``_`` or ``-``:
-    ``10024`` -> ``10024_1_000``). The one definition of the rule, for the replace view and for a catalog that
-    already held items."""
-    return f"(starts_with({new_id}, {old_id} || '_') OR starts_with({new_id}, {old_id} || '-'))"
+def variant_prefixes_sql(ids_sql: str) -> str:
+    """SQL: ``(id, prefix)`` for each ``id`` of the SELECT ``ids_sql`` and each id that it is a variant of by
+    Kobi's id rule (the old id, then ``_`` or ``-``: ``10024_1_000`` is a variant of ``10024`` and of
+    ``10024_1``). The one definition of the rule, for the replace view and for a catalog that already held
+    items: join ``prefix`` to the old ids. An equi-join, where testing every new id against every old one costs
+    their product (20,000 of each: 14 s; a brand renaming a million SKUs would never finish)."""
+    return (
+        "SELECT id, unnest(list_transform("
+        "list_filter(range(1, length(id) + 1), lambda i: substr(id, i, 1) IN ('_', '-')), "
+        f"lambda i: left(id, i - 1))) AS prefix FROM ({ids_sql})"
+    )
 
 
 def _q(c: str) -> str:
@@ -95,9 +101,8 @@ def build_desired(
         WHERE valid AND feed_previous_id IS NOT NULL
         UNION ALL
         SELECT v.id, f.id, 'inferred'
-        FROM (SELECT id FROM _pair WHERE valid AND NOT in_old AND feed_previous_id IS NULL) f
-        JOIN (SELECT id FROM _pair WHERE in_old AND NOT in_cur) v
-          ON f.id <> v.id AND {variant_of_sql("f.id", "v.id")}"""
+        FROM ({variant_prefixes_sql("SELECT id FROM _pair WHERE valid AND NOT in_old AND feed_previous_id IS NULL")}) f
+        JOIN (SELECT id FROM _pair WHERE in_old AND NOT in_cur) v ON v.id = f.prefix"""
     )
     # An inferred id must be unambiguous: take the longest matching vanished id.
     con.execute(

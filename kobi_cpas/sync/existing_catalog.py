@@ -27,7 +27,7 @@ import duckdb
 
 from kobi_cpas.feeds.hashing import content_hash_sql
 from kobi_cpas.meta.client import MetaGraphClient
-from kobi_cpas.sync.desired import OUT_OF_STOCK, variant_of_sql
+from kobi_cpas.sync.desired import OUT_OF_STOCK, variant_prefixes_sql
 from kobi_cpas.warehouse.sql import sql_str
 
 CONFIRM_EXISTING_TAG = "kobi/confirm_existing_catalog"
@@ -77,6 +77,9 @@ def record_adopted(
     )
 
 
+_UNLINKED = "SELECT id FROM sync_state.desired_items WHERE tenant_id = $t AND status = 'active' AND previous_id IS NULL"
+
+
 def link_variants_to_existing(con: duckdb.DuckDBPyConnection, tenant_id: str, existing_ids: list[str]) -> int:
     """Give ``previous_id`` to the tenant's desired items that replace an existing item by variants: the item's
     id starts with an existing id the feed no longer sends, followed by ``_`` or ``-`` (the longest such id
@@ -88,9 +91,7 @@ def link_variants_to_existing(con: duckdb.DuckDBPyConnection, tenant_id: str, ex
              d AS (SELECT id FROM sync_state.desired_items WHERE tenant_id = $t),
              gone AS (SELECT id FROM ex ANTI JOIN d USING (id))
         SELECT d.id AS new_id, arg_max(g.id, length(g.id)) AS old_id
-        FROM sync_state.desired_items d JOIN gone g
-          ON {variant_of_sql("d.id", "g.id")}
-        WHERE d.tenant_id = $t AND d.status = 'active' AND d.previous_id IS NULL
+        FROM ({variant_prefixes_sql(_UNLINKED)}) d JOIN gone g ON g.id = d.prefix
         GROUP BY d.id""",
         {"ids": existing_ids, "t": tenant_id},
     )
