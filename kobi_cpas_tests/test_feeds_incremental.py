@@ -196,3 +196,13 @@ def test_a_failed_incremental_ingest_leaves_the_previous_relations(tmp_path, mon
     with pytest.raises(FeedFileError):
         ingest(con, feed.path, "csv", "s4")
     assert relations(con) == before
+
+
+def test_stage_rows_dropped_since_are_ingested_in_full(tmp_path):
+    # what the snapshot step does when a file moved under its ingest: the fingerprint stays, the rows go
+    feed, con = Feed(tmp_path, "csv"), duckdb.connect()
+    ingest(con, feed.save(), "csv", "s1")
+    items, _ = stage_table_names(TENANT)
+    con.execute(f"DROP VIEW {items}")
+    con.execute(f"DROP TABLE {items.replace('.items_', '.item_rows_')}")
+    assert assert_same_as_full(con, feed.path, "csv", "s2").incremental_rows is None

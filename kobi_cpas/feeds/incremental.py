@@ -78,9 +78,15 @@ def record_fingerprint(con: duckdb.DuckDBPyConnection, rows_table: str, fp: str)
 
 
 def stored_fingerprint(con: duckdb.DuckDBPyConnection, rows_table: str) -> str | None:
+    """The fingerprint of the rows in ``rows_table`` (unquoted qualified name); None when that table is gone or
+    was built before fingerprints were kept."""
+    schema, _, table = rows_table.partition(".")
     try:
         row = con.execute(
-            f"SELECT fingerprint FROM {_STATE_TABLE} WHERE rows_table = ?", [rows_table]
+            f"""SELECT fingerprint FROM {_STATE_TABLE} WHERE rows_table = $name AND EXISTS (
+                  SELECT 1 FROM duckdb_tables() WHERE database_name = current_database()
+                    AND schema_name = $schema AND table_name = $table)""",
+            {"name": rows_table, "schema": schema, "table": table},
         ).fetchone()
     except duckdb.CatalogException:
         return None
@@ -99,27 +105,24 @@ class ChangedRows:
 
     hashes: str
     table: str
-    rows: int
     changed: int
 
 
 def read_changed_rows(
     con: duckdb.DuckDBPyConnection, source: FeedSource, rows_table: str, columns: Sequence[str], prefix: str
 ) -> ChangedRows | None:
-    """Read ``source`` against the stored ``rows_table`` (quoted), into temp tables named from ``prefix``.
-    None when an incremental ingest would not be exact or cheap (the temp tables are then dropped)."""
+    """Read ``source`` against the stored ``rows_table`` (quoted), into temp tables named from ``prefix`` (the
+    caller drops them with :func:`drop_temp`). None when an incremental ingest would not be exact or cheap."""
     hashes, changed, raw, table = (f"{prefix}_{n}" for n in ("hashes", "changed", "raw", "rows"))
     if not create_table_streaming(
         con, hashes, f"SELECT {RAW_HASH_SQL} AS raw_hash FROM ({source.select_sql})", source
     ):
-        drop_temp(con, prefix)
         return None
     (rows, distinct) = con.execute(f"SELECT count(*), count(DISTINCT raw_hash) FROM {hashes}").fetchone()  # type: ignore[misc]
     (old_rows, old_distinct) = con.execute(  # type: ignore[misc]
         f"SELECT count(*), count(DISTINCT {RAW_HASH}) FROM {rows_table}"
     ).fetchone()
     if rows == 0 or rows != distinct or old_rows != old_distinct:
-        drop_temp(con, prefix)
         return None
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {changed} AS SELECT raw_hash FROM {hashes} "
@@ -127,7 +130,6 @@ def read_changed_rows(
     )
     (n_changed,) = con.execute(f"SELECT count(*) FROM {changed}").fetchone()  # type: ignore[misc]
     if n_changed > MAX_CHANGED_SHARE * rows:
-        drop_temp(con, prefix)
         return None
     bits = _BITMAP_MIN_BITS
     while bits < 16 * n_changed and bits < _BITMAP_MAX_BITS:
@@ -155,9 +157,8 @@ def read_changed_rows(
     )
     (got,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[misc]
     if got != n_changed:  # the file changed between the two passes: start again from a full read
-        drop_temp(con, prefix)
         return None
-    return ChangedRows(hashes=hashes, table=table, rows=int(rows), changed=int(n_changed))
+    return ChangedRows(hashes=hashes, table=table, changed=int(n_changed))
 
 
 def apply_changed_rows(con: duckdb.DuckDBPyConnection, rows_table: str, changed: ChangedRows) -> None:

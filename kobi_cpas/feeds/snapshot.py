@@ -141,6 +141,11 @@ class SnapshotResult:
     # Rows normalised and validated again by an incremental ingest (None: the whole file was, see incremental).
     incremental_rows: int | None = None
 
+    @property
+    def rows_validated(self) -> int:
+        """The rows normalised and validated by this ingest: every row, or only the changed ones."""
+        return self.item_count if self.incremental_rows is None else self.incremental_rows
+
 
 def _q(qualified: str) -> str:
     schema, _, table = qualified.partition(".")
@@ -182,7 +187,7 @@ def ingest_feed(
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {sql_ident(STAGE_SCHEMA)}")
         ensure_state_table(con)
         counts = None
-        if _is_table(con, rows_name) and stored_fingerprint(con, rows_name) == fp:
+        if stored_fingerprint(con, rows_name) == fp:
             incremental = _ingest_changed_rows(
                 con,
                 source,
@@ -256,7 +261,6 @@ def _finish(
         tenant_id=view_args["tenant_id"],
         snapshot_id=view_args["snapshot_id"],
         unknown_columns=source.unknown_columns,
-        keep_mask=True,
     )
 
 
@@ -303,14 +307,6 @@ def _ingest_changed_rows(
         return counts, changed.changed
     finally:
         drop_temp(con, prefix)
-
-
-def _is_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    schema, _, table = name.partition(".")
-    (n,) = con.execute(  # type: ignore[misc]
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?", [schema, table]
-    ).fetchone()
-    return bool(n)
 
 
 def _build_items(con: duckdb.DuckDBPyConnection, source: FeedSource, rows_tmp: str, raw_tmp: str) -> None:

@@ -206,15 +206,14 @@ def finish_validation(
     snapshot_id: str,
     rows_table: str,
     unknown_columns: Sequence[str] = (),
-    keep_mask: bool = False,
 ) -> ValidationCounts:
     """Cross-row rules + the issues table.
 
     ``rows_table`` is the table made from :func:`items_select_sql`; ``items_table`` reads it with the
     full shape and ``_issue_mask`` (:func:`items_view_sql` with ``with_mask``). Cross-row errors are
-    written to ``rows_table``, whose internal ``_issue_mask`` column is dropped at the end unless
-    ``keep_mask`` (so ``items_table`` must not be read afterwards). Names are already-quoted qualified names.
-    Leaves ``issues_table`` with :data:`ISSUE_COLUMNS`.
+    written to ``rows_table``, which keeps its ``_issue_mask`` column for the next ingest
+    (:mod:`kobi_cpas.feeds.incremental`). Names are already-quoted qualified names. Leaves ``issues_table`` with
+    :data:`ISSUE_COLUMNS`.
     """
     tmp = f"_fv_{abs(hash((items_table, issues_table))) % 10**8}"
     t_dup, t_bad, t_cross, t_rej = f"{tmp}_dup", f"{tmp}_bad", f"{tmp}_cross", f"{tmp}_rej"
@@ -330,8 +329,6 @@ def finish_validation(
                 )
             )"""
         )
-        if not keep_mask:
-            con.execute(f"ALTER TABLE {rows_table} DROP COLUMN _issue_mask")
         item_count, valid_count = con.execute(
             f"SELECT count(*), count(*) FILTER (WHERE is_valid) FROM {rows_table}"
         ).fetchone()  # type: ignore[misc]

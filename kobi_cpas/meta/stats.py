@@ -3,6 +3,7 @@ rate-limit usage, summed up in one line for a run's log."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,10 +28,9 @@ class ClientStats:
         """One line for the run's log: requests by status, retries, throttling, pacing and the peak usage of
         these stats and ``more`` (the clients of one run)."""
         every = (self, *more)
-        statuses: dict[int, int] = {}
+        statuses: Counter[int] = Counter()
         for s in every:
-            for status, n in s.statuses.items():
-                statuses[status] = statuses.get(status, 0) + n
+            statuses.update(s.statuses)
         peak = max(every, key=lambda s: s.peak_usage_pct)
         answered = ", ".join(f"{status} x {n}" for status, n in sorted(statuses.items()))
         text = f"Meta: {sum(s.requests for s in every)} requests ({answered or 'no answer'})"

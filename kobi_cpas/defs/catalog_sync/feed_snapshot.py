@@ -23,7 +23,6 @@ from kobi_cpas.defs.shared import (
     table_spec,
 )
 from kobi_cpas.defs.tenants.partitions import tenant_partitions
-from kobi_cpas.feeds.snapshot import SnapshotResult
 from kobi_cpas.resources import CatalogSyncResource, TenantRegistryResource, WarehouseResource
 from kobi_cpas.sync.feed_download import current_manifest
 from kobi_cpas.sync.shrink_guard import OVERRIDE_SHRINK_TAG
@@ -204,12 +203,6 @@ def snapshot_results(
             )
 
 
-def _rows_validated(ingest: SnapshotResult | None) -> int:
-    if ingest is None:
-        return 0
-    return ingest.item_count if ingest.incremental_rows is None else ingest.incremental_rows
-
-
 def _snapshot_metadata(outcome, item_count: int, valid_count: int, invalid_count: int) -> dict:
     base = {
         "snapshot_id": outcome.snapshot_id,
@@ -236,6 +229,6 @@ def _snapshot_metadata(outcome, item_count: int, valid_count: int, invalid_count
         "previous_id_inferred": desired.previous_id_inferred if desired else 0,
         # The rows normalised and validated in this snapshot: all of them, or only the changed ones when the
         # feed was ingested incrementally (kobi_cpas.feeds.incremental); none when it was not modified.
-        "rows_validated": _rows_validated(outcome.ingest),
+        "rows_validated": outcome.ingest.rows_validated if outcome.ingest else 0,
         "seconds_by_stage": outcome.stage_seconds,
     }
