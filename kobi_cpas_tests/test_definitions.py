@@ -57,6 +57,29 @@ def test_loads_without_secrets_and_has_expected_graph(monkeypatch, tmp_path):
     } <= names
 
 
+def test_the_tests_load_the_location_once_and_give_it_each_environments_resources(monkeypatch, tmp_path):
+    """Tests run jobs on the location loaded once per process, with the resources of the test's environment
+    (kobi_cpas_tests.dagster_fixtures): the same definitions as loading the location under that environment."""
+    from kobi_cpas_tests.dagster_fixtures import location_definitions, with_location_resources
+
+    def graph(d: dg.Definitions) -> tuple[object, ...]:
+        return (
+            d.resolve_asset_graph().get_all_asset_keys(),
+            {j.name for j in d.resolve_all_job_defs()},
+            {s.name for s in d.schedules},
+            {s.name for s in d.sensors},
+        )
+
+    location_definitions()  # loaded under whatever environment came first in this process
+    for i in (1, 2):
+        monkeypatch.setenv("KOBI_CPAS_POLL_SECONDS", str(i))
+        loaded = _defs(monkeypatch, tmp_path / str(i))
+        given = with_location_resources(location_definitions())
+        assert graph(given) == graph(loaded)
+        assert dict(given.resources) == dict(loaded.resources)
+        assert given.resources["warehouse"].duckdb_path.startswith(str(tmp_path / str(i)))
+
+
 def _table_of(node) -> str | None:
     name = node.metadata.get("dagster/table_name")
     return str(getattr(name, "value", name)).split(".")[-1] if name is not None else None
