@@ -12,8 +12,12 @@ pytestmark = pytest.mark.bench
 
 def test_snapshot_benchmark_is_exact_and_repeatable(tmp_path):
     # past the size from which the analyst file's rewritten tables are emptied before the copy
-    first = bench_snapshot(60_000, tmp_path)
+    first = bench_snapshot(60_000, tmp_path, repeats=2)
     second = bench_snapshot(60_000, tmp_path)  # same folder: an earlier run's state must not leak in
+    assert len(first["runs"]) == 2 and len(second["runs"]) == 1
+    ratios = [r["second_to_first"] for r in first["runs"]]
+    assert min(ratios) <= first["median_second_to_first"] <= max(ratios)
+    assert second["median_second_to_first"] == second["second_to_first"]
     for res in (first, second):
         assert res["expected"]["new"] > 0 and res["expected"]["removed"] > 0
         assert res["expected"]["volatile_only_at_least"] > 0
