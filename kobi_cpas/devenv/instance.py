@@ -81,7 +81,7 @@ def ensure_pools(instance: Any, pools: Mapping[str, int] | None = None) -> dict[
     for name, limit in wanted.items():
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
             raise ValueError(f"Pool {name!r}: the limit must be a non-negative integer, got {limit!r}")
-    if not wanted:  # the project declares none today: no need to read the instance's
+    if not wanted:  # nothing to set, so the instance need not be asked for its pools
         return {}
     storage = instance.event_log_storage
     current = {p.name: (p.limit, p.from_default) for p in storage.get_pool_limits()}
