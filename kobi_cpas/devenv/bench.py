@@ -210,12 +210,10 @@ def bench_snapshot(n: int, out: Path, repeats: int = 1) -> dict:
     two runs can differ by a third. The other figures are the first run's; the peak is the highest."""
     runs = [_snapshot_run(n, out) for _ in range(max(repeats, 1))]
     res = dict(runs[0])
-    res["runs"] = [
-        {k: r[k] for k in ("bare_read_seconds", "first_snapshot_seconds", "second_snapshot_seconds")}
-        | {"first_ratio_to_bare": r["first_ratio_to_bare"], "second_to_first": r["second_to_first"]}
-        for r in runs
-    ]
-    for key in ("first_ratio_to_bare", "second_to_first"):
+    ratios = ("first_ratio_to_bare", "second_to_first")
+    seconds = ("bare_read_seconds", "first_snapshot_seconds", "second_snapshot_seconds")
+    res["runs"] = [{k: r[k] for k in seconds + ratios} for r in runs]
+    for key in ratios:
         res[f"median_{key}"] = statistics.median(r[key] for r in runs)
     res["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
     res["delta_exact"] = all(r["delta_exact"] for r in runs)

@@ -80,6 +80,7 @@ from kobi_cpas.feeds.validate import (
     items_select_sql,
     items_view_sql,
 )
+from kobi_cpas.warehouse.sql import transaction
 
 STAGE_SCHEMA = "feed_stage"
 _SLUG_RE = re.compile(r"[^a-z0-9_]+")
@@ -210,12 +211,13 @@ def ingest_feed(
                 + items_view_sql(rows_tmp, with_mask=True, **view_args)
             )
             counts = _finish(con, checking_view, rows_tmp, issues_tmp, view_args, source)
-            _swap(
-                con,
-                tables=[(rows_tmp, rows_name), (issues_tmp, issues_name)],
-                view=(items_name, items_view_sql(_q(rows_name), **view_args)),
-                fingerprint=(rows_name, fp),
-            )
+            with transaction(con):
+                _swap(
+                    con,
+                    tables=[(rows_tmp, rows_name), (issues_tmp, issues_name)],
+                    view=(items_name, items_view_sql(_q(rows_name), **view_args)),
+                    fingerprint=(rows_name, fp),
+                )
     except BaseException:
         for t in (rows_tmp, issues_tmp, raw_tmp):
             with contextlib.suppress(duckdb.Error):
@@ -283,8 +285,7 @@ def _ingest_changed_rows(
         changed = read_changed_rows(con, source, rows, source.columns_present, prefix)
         if changed is None:
             return None
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             apply_changed_rows(con, rows, changed)
             items_name, view_args = view
             con.execute(
@@ -297,13 +298,7 @@ def _ingest_changed_rows(
                 tables=[issues],
                 view=(items_name, items_view_sql(rows, **view_args)),
                 fingerprint=(rows_name, fp),
-                in_transaction=True,
             )
-            con.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            raise
         return counts, changed.changed
     finally:
         drop_temp(con, prefix)
@@ -354,27 +349,14 @@ def _swap(
     tables: list[tuple[str, str]],
     view: tuple[str, str],
     fingerprint: tuple[str, str],
-    in_transaction: bool = False,
 ) -> None:
-    """Replace each final table by its freshly built twin (``(quoted tmp, unquoted final)``), recreate
-    the items view (``(unquoted name, SELECT)``) and record the rows' ``fingerprint`` (``(rows table,
-    fingerprint)``), in one transaction (the caller's when ``in_transaction``). A failed BEGIN would abort
-    a caller's transaction in DuckDB, so the caller says whether it runs one."""
-    own_txn = not in_transaction
-    if own_txn:
-        con.execute("BEGIN TRANSACTION")
-    try:
-        view_name, view_sql = view
-        _drop_relation(con, view_name)
-        for tmp, final in tables:
-            con.execute(f"DROP TABLE IF EXISTS {_q(final)}")
-            con.execute(f"ALTER TABLE {tmp} RENAME TO {sql_ident(final.partition('.')[2])}")
-        con.execute(f"CREATE VIEW {_q(view_name)} AS {view_sql}")
-        record_fingerprint(con, *fingerprint)
-        if own_txn:
-            con.execute("COMMIT")
-    except BaseException:
-        if own_txn:
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-        raise
+    """In the caller's transaction: replace each final table by its freshly built twin (``(quoted tmp,
+    unquoted final)``), recreate the items view (``(unquoted name, SELECT)``) and record the rows'
+    ``fingerprint`` (``(rows table, fingerprint)``)."""
+    view_name, view_sql = view
+    _drop_relation(con, view_name)
+    for tmp, final in tables:
+        con.execute(f"DROP TABLE IF EXISTS {_q(final)}")
+        con.execute(f"ALTER TABLE {tmp} RENAME TO {sql_ident(final.partition('.')[2])}")
+    con.execute(f"CREATE VIEW {_q(view_name)} AS {view_sql}")
+    record_fingerprint(con, *fingerprint)
