@@ -52,3 +52,19 @@ def test_warehouse_without_a_schema_only_knows_its_paths(tmp_path):
     assert wh.work_dir == tmp_path / ".kobi_work"
     with pytest.raises(RuntimeError, match="schema"), wh.connect():
         pass
+
+
+def test_feed_items_row_identity_covers_every_other_column():
+    """The publish hashes only feed_items' row identity: every other column must be a field its hashes cover."""
+    from kobi_cpas.feeds.fields import CONTENT_COLUMNS, VOLATILE_COLUMNS
+
+    spec = SCHEMA.tables["feed_items"]
+    hashed = set(CONTENT_COLUMNS) | set(VOLATILE_COLUMNS)
+    outside = set(spec.column_names) - set(spec.row_identity)
+    assert outside and outside <= hashed, sorted(outside - hashed)
+    assert {"content_hash", "volatile_hash", "snapshot_id"} <= set(spec.row_identity)
+
+
+def test_a_row_identity_or_key_naming_no_column_is_refused():
+    with pytest.raises(ValueError, match="t: key or row identity names no column nope"):
+        TableSpec(name="t", comment="c", columns=(col("a", "VARCHAR", "a"),), row_identity=("a", "nope"))

@@ -599,6 +599,47 @@ def test_a_key_that_does_not_identify_its_rows_gets_the_table_copied_whole(tmp_p
     assert _analyst_rows(wh, content) == [expected]
 
 
+def test_feed_items_rows_are_told_apart_by_their_row_identity_alone(tmp_path, monkeypatch):
+    from kobi_cpas.warehouse import publish_rows
+
+    monkeypatch.setattr(publish_rows, "_MAX_STEP_SHARE", 1.0)  # a small file may be published by rows too
+    wh = Warehouse(tmp_path / "kobi.duckdb", schema=SCHEMA)
+    content = "SELECT count(*), sum(hash(retailer_id, snapshot_id, title, content_hash)) FROM feed_items"
+    with wh.connect() as con:
+        con.execute(
+            "INSERT INTO feed_items (tenant_id, snapshot_id, retailer_id, title, price, content_hash, volatile_hash, "
+            "price_amount, currency) SELECT 't', 's1', 'r' || i, md5(i::VARCHAR), '10.00 TRY', hash(md5(i::VARCHAR)), "
+            "hash('10.00 TRY'), 10, 'TRY' FROM range(60000) r(i)"
+        )
+        wh.publish(con)
+        # A field changed under unchanged hashes: no writer does that, so the publish does not read fields.
+        con.execute("UPDATE feed_items SET title = 'not read' WHERE retailer_id = 'r1'")
+        assert wh.publish(con).rewritten == []
+        # A new version of 300 items, as a snapshot writes it: new hashes and the snapshot it arrived in.
+        con.execute(
+            "UPDATE feed_items SET title = 'v2 ' || title, content_hash = hash('v2 ' || title), snapshot_id = 's2' "
+            "WHERE retailer_id IN (SELECT 'r' || i FROM range(0, 60000, 200) r(i))"
+        )
+        result = wh.publish(con)
+        expected = con.execute(content).fetchone()
+        # Typed columns filled in later, hashes unchanged, are a change too.
+        con.execute("UPDATE feed_items SET quantity = 5 WHERE retailer_id = 'r3'")
+        typed = wh.publish(con)
+    assert result.rewritten == ["feed_items"] and result.by_rows == {"feed_items": (300, 300)}
+    assert _analyst_rows(wh, content) == [expected]
+    assert _analyst_rows(wh, "SELECT title FROM feed_items WHERE retailer_id = 'r200'") == [
+        (f"v2 {_md5(200)}",)
+    ]
+    assert typed.rewritten == ["feed_items"]
+    assert _analyst_rows(wh, "SELECT quantity FROM feed_items WHERE retailer_id = 'r3'") == [(5,)]
+
+
+def _md5(i: int) -> str:
+    import hashlib
+
+    return hashlib.md5(str(i).encode()).hexdigest()
+
+
 def test_threads_of_one_process_connect_migrate_and_publish_at_once(tmp_path):
     import threading
 

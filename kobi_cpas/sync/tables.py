@@ -87,6 +87,19 @@ FEED_ITEMS = TableSpec(
     domain="catalog_sync",
     comment="The latest valid snapshot per tenant: one row per valid item with its Meta commerce fields.",
     key=("tenant_id", "retailer_id"),
+    # The two hashes cover every field; the typed columns are listed too, since an older row gets them later
+    # without its hashes changing (snapshot_step fills them in).
+    row_identity=(
+        "tenant_id",
+        "snapshot_id",
+        "retailer_id",
+        "content_hash",
+        "volatile_hash",
+        "price_amount",
+        "currency",
+        "sale_price_amount",
+        "quantity",
+    ),
     columns=(
         col("tenant_id", "VARCHAR", "Kobi tenant id", False),
         col(

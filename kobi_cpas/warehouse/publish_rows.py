@@ -95,7 +95,7 @@ def plan_by_rows(
     try:
         for name in candidates:
             spec = tables[name]
-            hashes = f"{_key_hash(spec)} AS k, hash({', '.join(qident(c) for c in spec.column_names)}) AS h"
+            hashes = f"{_key_hash(spec)} AS k, hash({', '.join(qident(c) for c in spec.hashed_columns)}) AS h"
             diff = _by_rows_table(name, "diff")
             # One pass over both sides: the rows of the file without an identical row in the work database go,
             # those of the work database without one in the file come.

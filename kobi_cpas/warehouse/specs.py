@@ -16,13 +16,23 @@ class Column:
 @dataclass(frozen=True)
 class TableSpec:
     """An analyst-facing table in the ``main`` schema. ``key`` columns identify a row (documented, and
-    used by writers for delete-then-insert)."""
+    used by writers for delete-then-insert).
+
+    ``row_identity``: columns whose values determine all the others of a row (hashes of them, as written by
+    the table's only writer). The publish hashes only these to tell a changed row or table: at a million rows
+    of a feed's texts that is a fifth of hashing every column. Empty: every column."""
 
     name: str
     comment: str
     columns: tuple[Column, ...]
     key: tuple[str, ...] = ()
     domain: str = ""
+    row_identity: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.key + self.row_identity) - set(self.column_names))
+        if unknown:
+            raise ValueError(f"table {self.name}: key or row identity names no column {', '.join(unknown)}")
 
     def ddl(self, qualified_name: str | None = None) -> str:
         cols = ",\n  ".join(f'"{c.name}" {c.type}{"" if c.nullable else " NOT NULL"}' for c in self.columns)
@@ -31,6 +41,11 @@ class TableSpec:
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def hashed_columns(self) -> list[str]:
+        """The columns whose hash tells whether a row changed: the row identity, or every column."""
+        return list(self.row_identity) or self.column_names
 
 
 @dataclass(frozen=True)
