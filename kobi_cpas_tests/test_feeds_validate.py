@@ -10,6 +10,7 @@ import pytest
 
 from kobi_cpas.feeds import FeedFileError, ingest_feed, stage_table_names, tenant_slug
 from kobi_cpas.feeds.fields import COLUMNS
+from kobi_cpas.feeds.snapshot import SnapshotResult
 from kobi_cpas.feeds.validate import ISSUE_COLUMNS, ROW_RULES, STORED_RESULT_COLUMNS
 
 BASE = {
@@ -177,6 +178,15 @@ def ingested(tmp_path_factory):
     con.close()
 
 
+def _ingest_items(tmp_path: Path, tenant_id: str, items) -> tuple[duckdb.DuckDBPyConnection, SnapshotResult]:
+    """Ingest ``items`` (see ``write_feed``) as tenant ``tenant_id``'s CSV feed into an in-memory database."""
+    con = duckdb.connect()
+    path = write_feed(tmp_path / f"{tenant_id}.csv", items)
+    return con, ingest_feed(
+        con, tenant_id=tenant_id, snapshot_id="1", path=path, fmt="csv", source_label=tenant_id
+    )
+
+
 def _issues(con, result, severity: str) -> set[tuple]:
     return set(
         con.execute(
@@ -230,15 +240,7 @@ def test_valid_rows_are_unique_by_id_even_when_the_first_copy_is_invalid(tmp_pat
     """feed_items and the replace view take the valid rows as they are: no id may be valid twice, and a
     later copy never stands in for an invalid first one."""
     items = [("d-1", {"price": "10 dollars"}), ("d-1", {}), ("d-2", {}), ("d-2", {}), ("ok", {})]
-    con = duckdb.connect()
-    r = ingest_feed(
-        con,
-        tenant_id="u",
-        snapshot_id="1",
-        path=write_feed(tmp_path / "u.csv", items),
-        fmt="csv",
-        source_label="u",
-    )
+    con, r = _ingest_items(tmp_path, "u", items)
     valid = con.execute(
         f"SELECT id, row_number FROM {r.items_table} WHERE is_valid ORDER BY row_number"
     ).fetchall()
@@ -474,15 +476,7 @@ def test_group_warning_message_quotes_and_truncates_like_the_other_messages(tmp_
         ("b-1", {"item_group_id": "B", "brand": ""}),
         ("b-2", {"item_group_id": "B", "brand": "Acme"}),
     ]
-    con = duckdb.connect()
-    r = ingest_feed(
-        con,
-        tenant_id="t",
-        snapshot_id="1",
-        path=write_feed(tmp_path / "t.csv", items),
-        fmt="csv",
-        source_label="t",
-    )
+    con, r = _ingest_items(tmp_path, "t", items)
     rows = con.execute(
         f"SELECT row_number, field, severity, message FROM {r.issues_table} "
         "WHERE code = 'item_group_inconsistent' ORDER BY row_number, field"
@@ -515,15 +509,7 @@ def test_group_warning_message_quotes_and_truncates_like_the_other_messages(tmp_
 
 def test_group_mismatch_sample_is_bounded(tmp_path):
     items = [(f"v-{i}", {"item_group_id": "BIG", "brand": f"Brand {i:02d}"}) for i in range(8)]
-    con = duckdb.connect()
-    r = ingest_feed(
-        con,
-        tenant_id="g",
-        snapshot_id="1",
-        path=write_feed(tmp_path / "g.csv", items),
-        fmt="csv",
-        source_label="g",
-    )
+    con, r = _ingest_items(tmp_path, "g", items)
     assert r.invalid_count == 0  # a brand per variant is a warning, not a reason to drop the items
     (msg,) = con.execute(
         f"SELECT message FROM {r.issues_table} WHERE code = 'item_group_inconsistent'"
@@ -542,15 +528,7 @@ def test_one_issue_row_per_group_and_property(tmp_path):
     items += [("s-1", {"item_group_id": "S", "shipping": "TR::Std:0 TRY"})]
     items += [("s-2", {"item_group_id": "S", "shipping": "TR::Express:50 TRY"})]
     items += [("s-3", {"item_group_id": "S", "shipping": "TR::Std:0 TRY"})]
-    con = duckdb.connect()
-    r = ingest_feed(
-        con,
-        tenant_id="g",
-        snapshot_id="1",
-        path=write_feed(tmp_path / "g.csv", items),
-        fmt="csv",
-        source_label="g",
-    )
+    con, r = _ingest_items(tmp_path, "g", items)
     rows = con.execute(
         f"SELECT field, severity, code, count(*) FROM {r.issues_table} GROUP BY ALL ORDER BY ALL"
     ).fetchall()
