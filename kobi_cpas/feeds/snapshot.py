@@ -206,10 +206,6 @@ def ingest_feed(
             (count,) = con.execute(f"SELECT count(*) FROM {rows_tmp}").fetchone()  # type: ignore[misc]
             if count == 0 and not allow_empty:
                 raise FeedFileError(path, "the file has a header but no items")
-            con.execute(
-                f"CREATE OR REPLACE TEMP VIEW {checking_view} AS "
-                + items_view_sql(rows_tmp, with_mask=True, **view_args)
-            )
             counts = _finish(con, checking_view, rows_tmp, issues_tmp, view_args, source)
             with transaction(con):
                 _swap(
@@ -254,7 +250,12 @@ def _finish(
     view_args: dict,
     source: FeedSource,
 ) -> ValidationCounts:
-    """The cross-row rules and the issues table; the rows keep their issue bits for the next ingest."""
+    """The cross-row rules and the issues table, read through ``checking_view`` (the rows with their issue
+    bits, which they keep for the next ingest)."""
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {checking_view} AS "
+        + items_view_sql(rows_table, with_mask=True, **view_args)
+    )
     return finish_validation(
         con,
         items_table=checking_view,
@@ -288,10 +289,6 @@ def _ingest_changed_rows(
         with transaction(con):
             apply_changed_rows(con, rows, changed)
             items_name, view_args = view
-            con.execute(
-                f"CREATE OR REPLACE TEMP VIEW {checking_view} AS "
-                + items_view_sql(rows, with_mask=True, **view_args)
-            )
             counts = _finish(con, checking_view, rows, issues[0], view_args, source)
             _swap(
                 con,
