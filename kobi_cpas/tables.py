@@ -42,5 +42,6 @@ SCHEMA = WarehouseSchema.build(
         *sync_guards.DDL,  # sync_state.surplus_deletions, after the sync_state schema
         *cpas_state.DDL,
     ),
-    data_migrations=(sync_state.DATA_MIGRATION,),
+    # The replace view's layout first: the re-hash reads it.
+    data_migrations=(sync_state.LAYOUT_MIGRATION, sync_state.DATA_MIGRATION),
 )

@@ -32,7 +32,7 @@ def _state() -> duckdb.DuckDBPyConnection:
         for i, (id_, (status, want, held, flying)) in enumerate(items.items()):
             if status:
                 con.execute(
-                    "INSERT INTO sync_state.desired_items (tenant_id, shard, id, item_group_id, availability, price, "
+                    "INSERT INTO sync_state.desired_state (tenant_id, shard, id, item_group_id, availability, price, "
                     "content_hash, volatile_hash, status, removed_at) VALUES (?, ?, ?, 'g', 'in stock', '1.00 TRY', "
                     "?, ?, ?, CASE WHEN ? = 'removed_retained' THEN now() END)",
                     [tenant, i % 2, id_, *want, status, status],

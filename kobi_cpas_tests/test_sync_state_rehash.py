@@ -6,7 +6,7 @@ from __future__ import annotations
 from kobi_cpas.feeds.hashing import hash_scheme
 from kobi_cpas_tests.test_sync_desired import T0, Harness, item
 
-_TABLES = ("desired_items", "meta_items", "inflight_items")
+_TABLES = ("desired_state", "meta_items", "inflight_items")
 
 
 def _state(tmp_path) -> Harness:
@@ -87,7 +87,8 @@ def test_legacy_md5_hex_hashes_are_converted(tmp_path):
         migrated = con.execute(
             "SELECT retailer_id, content_hash, volatile_hash FROM main.feed_items ORDER BY 1"
         ).fetchall()
-    assert types == [(t, "UBIGINT") for t in sorted(("feed_items", *_TABLES))]
+    # the replace view's columns too
+    assert types == [(t, "UBIGINT") for t in sorted(("feed_items", "desired_items", *_TABLES))]
     h.snapshot(
         [item("A", "Coat"), item("B", "Pants"), item("C", "Hat"), item("D", "Scarf")], T0.replace(hour=10)
     )

@@ -121,12 +121,12 @@ with wh.connect() as con:
     # Meta holds the first snapshot, as after a finished replace upload, whose step then refreshes the item state
     # and publishes (not part of the second snapshot's time)
     con.execute("INSERT INTO sync_state.meta_items SELECT tenant_id, id, shard, content_hash, volatile_hash, "
-                "'replace', 's', now() FROM sync_state.desired_items")
+                "'replace', 's', now() FROM sync_state.desired_state")
     refresh_item_state(con, tenant)
     wh.publish(con)
     # Ground truth from the two files: what the delta must find.
     truth = con.execute(f\"\"\"
-        WITH x AS (SELECT id, {mutation_predicate_sql(7, 0.01)} AS vol, {REMOVED} AS rem FROM sync_state.desired_items)
+        WITH x AS (SELECT id, {mutation_predicate_sql(7, 0.01)} AS vol, {REMOVED} AS rem FROM sync_state.desired_state)
         SELECT count(*) FILTER (WHERE vol AND NOT rem), count(*) FILTER (WHERE rem) FROM x\"\"\").fetchone()
     out["expected"] = {"new": con.execute(f"SELECT count(*) FROM read_csv('{b}', all_varchar=true) WHERE id LIKE 'NEW-%'").fetchone()[0],
                        "changed": 0, "volatile_only_at_least": truth[0], "removed": truth[1]}

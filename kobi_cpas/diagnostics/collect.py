@@ -545,7 +545,7 @@ def _stage_current_sync_errors(
         ),
         item_shard AS (
           SELECT id AS retailer_id, any_value(shard) AS shard FROM (
-            SELECT id, shard FROM sync_state.desired_items WHERE tenant_id = $t
+            SELECT id, shard FROM sync_state.desired_state WHERE tenant_id = $t
             UNION ALL SELECT id, shard FROM sync_state.meta_items WHERE tenant_id = $t) GROUP BY 1
         ),
         covered AS (

@@ -41,7 +41,7 @@ def claim_adopted(con: duckdb.DuckDBPyConnection, tenant_id: str, now: datetime)
     rows = con.execute(
         """UPDATE sync_state.adopted_items SET claimed_at = $now
            WHERE tenant_id = $t AND claimed_at IS NULL AND deleted_at IS NULL
-             AND retailer_id IN (SELECT id FROM sync_state.desired_items WHERE tenant_id = $t)
+             AND retailer_id IN (SELECT id FROM sync_state.desired_state WHERE tenant_id = $t)
            RETURNING 1""",
         {"t": tenant_id, "now": now},
     ).fetchall()
@@ -60,7 +60,7 @@ def _held_sql() -> str:
            coalesce({_DROP_AFTER} <= $now, false) AS due
     FROM sync_state.adopted_items
     WHERE tenant_id = $t AND deleted_at IS NULL AND claimed_at IS NULL
-      AND retailer_id NOT IN (SELECT id FROM sync_state.desired_items WHERE tenant_id = $t)"""
+      AND retailer_id NOT IN (SELECT id FROM sync_state.desired_state WHERE tenant_id = $t)"""
 
 
 def _params(tenant: Tenant, now: datetime) -> dict[str, object]:
@@ -218,5 +218,5 @@ def item_state_rows_sql() -> str:
            deleted_at
     FROM sync_state.adopted_items
     WHERE tenant_id = $t AND claimed_at IS NULL
-      AND retailer_id NOT IN (SELECT id FROM sync_state.desired_items WHERE tenant_id = $t)
+      AND retailer_id NOT IN (SELECT id FROM sync_state.desired_state WHERE tenant_id = $t)
       AND retailer_id NOT IN (SELECT id FROM sync_state.meta_items WHERE tenant_id = $t)"""

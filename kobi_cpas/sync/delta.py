@@ -59,7 +59,7 @@ def retention_flip_sql(d: str = "d", m: str = "m") -> str:
 def delta_sql(tenant_param: str = "$t") -> str:
     """One row per item: id, shard, change, in_flight, retention_flip."""
     return f"""
-    WITH d AS (SELECT id, shard, content_hash, volatile_hash, status FROM sync_state.desired_items WHERE tenant_id = {tenant_param}),
+    WITH d AS (SELECT id, shard, content_hash, volatile_hash, status FROM sync_state.desired_state WHERE tenant_id = {tenant_param}),
          m AS (SELECT id, shard, content_hash, volatile_hash FROM sync_state.meta_items WHERE tenant_id = {tenant_param}),
          f AS (SELECT DISTINCT id, content_hash, volatile_hash FROM sync_state.inflight_items WHERE tenant_id = {tenant_param})
     SELECT coalesce(d.id, m.id) AS id, coalesce(d.shard, m.shard) AS shard, {change_sql()} AS change,

@@ -19,7 +19,7 @@ import duckdb
 
 from kobi_cpas.feeds.fields import COLUMNS
 from kobi_cpas.feeds.hashing import content_hash_sql, volatile_hash_sql
-from kobi_cpas.sync.state import shard_sql
+from kobi_cpas.sync.state import STATE_FIELDS, shard_sql
 from kobi_cpas.warehouse.sql import sql_str
 
 _FIELDS = [c for c in COLUMNS if c not in ("previous_id",)]
@@ -73,8 +73,10 @@ def build_desired(
     # Views, not copies: at a million items every copy costs a full pass. The tenant id is a validated
     # registry id ([a-z0-9_-]), safe to inline in a view definition.
     t_lit = sql_str(tenant_id)
+    # The stored state of every item; their values (the replace view) are read only for the few items kept in
+    # their last version.
     con.execute(
-        f"CREATE OR REPLACE TEMP VIEW _old AS SELECT * FROM sync_state.desired_items WHERE tenant_id = {t_lit}"
+        f"CREATE OR REPLACE TEMP VIEW _old AS SELECT * FROM sync_state.desired_state WHERE tenant_id = {t_lit}"
     )
     # Only the first copy of a duplicated id can be valid (the validator flags the others as errors), so the
     # valid rows are unique by id.
@@ -175,9 +177,11 @@ def build_desired(
     )
     # Whole old rows only for the items kept in their last version that change status (turned invalid, or
     # left the feed), copied before their rows are deleted.
+    # Read before the caller rewrites feed_items, where the values of a previously active item are.
     con.execute(
-        """CREATE OR REPLACE TEMP TABLE _old_w AS
-        SELECT o.*, p.kind FROM _old o JOIN _plan p ON p.id = o.id AND p.write AND p.kind <> 'active'"""
+        f"""CREATE OR REPLACE TEMP TABLE _old_w AS
+        SELECT o.*, p.kind FROM sync_state.desired_items o JOIN _plan p ON p.id = o.id AND p.write AND p.kind <> 'active'
+        WHERE o.tenant_id = {t_lit}"""
     )
     (dropped, replaced, inferred, links) = con.execute(
         """SELECT count(*) FILTER (WHERE kind = 'expired'), count(*) FILTER (WHERE kind = 'replaced'),
@@ -202,18 +206,22 @@ def build_desired(
             {"t": tenant_id, "s": snapshot_id},
         )
     con.execute(
-        """DELETE FROM sync_state.desired_items WHERE tenant_id = $t
+        """DELETE FROM sync_state.desired_state WHERE tenant_id = $t
            AND id IN (SELECT id FROM _plan WHERE write OR kind IN ('replaced', 'expired'))""",
         {"t": tenant_id},
     )
     field_list = ", ".join(_q(c) for c in _FIELDS)
     cols = f"tenant_id, shard, {field_list}, previous_id, content_hash, volatile_hash, status, snapshot_id, first_seen_at, last_seen_at, removed_at, previous_id_source"
-    # New and changed items, from the feed. last_seen_at stays NULL while an item is in the feed.
+    # New and changed items, from the feed: their values are those the caller writes to feed_items, so only
+    # the state's own fields are stored. last_seen_at stays NULL while an item is in the feed.
+    own = ", ".join(_q(c) for c in STATE_FIELDS if c != "previous_id")
     con.execute(
-        f"""INSERT INTO sync_state.desired_items ({cols})
-        SELECT $t, {shard_sql(n_shards, "c")}, {", ".join(f"c.{_q(c)}" for c in _FIELDS)}, p.previous_id,
-               p.content_hash, c.volatile_hash, 'active', $s, coalesce(p.first_seen_at, $now), NULL, NULL,
-               p.previous_id_source
+        f"""INSERT INTO sync_state.desired_state (tenant_id, shard, {own}, previous_id, content_hash,
+            volatile_hash, status, snapshot_id, first_seen_at, last_seen_at, removed_at, previous_id_source,
+            in_feed_items)
+        SELECT $t, {shard_sql(n_shards, "c")}, {", ".join(f"c.{_q(c)}" for c in STATE_FIELDS if c != "previous_id")},
+               p.previous_id, p.content_hash, c.volatile_hash, 'active', $s, coalesce(p.first_seen_at, $now), NULL,
+               NULL, p.previous_id_source, true
         FROM _cur c JOIN _plan p ON p.id = c.id AND p.kind = 'active' AND p.write
         WHERE c.is_valid""",
         {"t": tenant_id, "s": snapshot_id, "now": now},
@@ -229,7 +237,7 @@ def build_desired(
         for c in _FIELDS
     )
     con.execute(
-        f"""INSERT INTO sync_state.desired_items ({cols})
+        f"""INSERT INTO sync_state.desired_state ({cols})
         SELECT $t, {shard}, {field_list}, previous_id, {content_hash_sql()}, {volatile_hash_sql()}, kind,
                snapshot_id, first_seen_at, last_seen_at, removed_at, previous_id_source
         FROM (
@@ -244,7 +252,7 @@ def build_desired(
     active, invalid_kept, retained = con.execute(
         """SELECT count(*) FILTER (WHERE status = 'active'), count(*) FILTER (WHERE status = 'invalid_kept'),
                   count(*) FILTER (WHERE status = 'removed_retained')
-           FROM sync_state.desired_items WHERE tenant_id = $t""",
+           FROM sync_state.desired_state WHERE tenant_id = $t""",
         {"t": tenant_id},
     ).fetchone()  # type: ignore[misc]
     for t in ("_bad", "_pair", "_links", "_inferred", "_back", "_plan", "_old_w"):

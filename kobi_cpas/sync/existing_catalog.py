@@ -53,8 +53,8 @@ def left_existing_batches(
         f"""WITH ex AS (SELECT DISTINCT unnest($ids::VARCHAR[]) AS id),
         todo AS (
           SELECT id, (row_number() OVER (ORDER BY id) - 1) // {int(chunk_size)} AS chunk FROM ex
-          WHERE id NOT IN (SELECT id FROM sync_state.desired_items WHERE tenant_id = $t)
-            AND id NOT IN (SELECT previous_id FROM sync_state.desired_items
+          WHERE id NOT IN (SELECT id FROM sync_state.desired_state WHERE tenant_id = $t)
+            AND id NOT IN (SELECT previous_id FROM sync_state.desired_state
                            WHERE tenant_id = $t AND previous_id IS NOT NULL)
             AND id NOT IN (SELECT retailer_id FROM sync_state.adopted_items WHERE tenant_id = $t)
         )
@@ -77,7 +77,7 @@ def record_adopted(
     )
 
 
-_UNLINKED = "SELECT id FROM sync_state.desired_items WHERE tenant_id = $t AND status = 'active' AND previous_id IS NULL"
+_UNLINKED = "SELECT id FROM sync_state.desired_state WHERE tenant_id = $t AND status = 'active' AND previous_id IS NULL"
 
 
 def link_variants_to_existing(con: duckdb.DuckDBPyConnection, tenant_id: str, existing_ids: list[str]) -> int:
@@ -88,7 +88,7 @@ def link_variants_to_existing(con: duckdb.DuckDBPyConnection, tenant_id: str, ex
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _existing_links AS
         WITH ex AS (SELECT DISTINCT unnest($ids::VARCHAR[]) AS id),
-             d AS (SELECT id FROM sync_state.desired_items WHERE tenant_id = $t),
+             d AS (SELECT id FROM sync_state.desired_state WHERE tenant_id = $t),
              gone AS (SELECT id FROM ex ANTI JOIN d USING (id))
         SELECT d.id AS new_id, arg_max(g.id, length(g.id)) AS old_id
         FROM ({variant_prefixes_sql(_UNLINKED)}) d JOIN gone g ON g.id = d.prefix
@@ -98,14 +98,17 @@ def link_variants_to_existing(con: duckdb.DuckDBPyConnection, tenant_id: str, ex
     (n,) = con.execute("SELECT count(*) FROM _existing_links").fetchone() or (0,)
     if n:
         con.execute(
-            """UPDATE sync_state.desired_items d SET previous_id = l.old_id, previous_id_source = 'inferred'
+            """UPDATE sync_state.desired_state d SET previous_id = l.old_id, previous_id_source = 'inferred'
             FROM _existing_links l WHERE d.tenant_id = $t AND d.id = l.new_id""",
             {"t": tenant_id},
         )
-        # the link is part of the item's content: its hash changes with it
+        # the link is part of the item's content: its hash changes with it (over the item's values, which the
+        # replace view holds)
         con.execute(
-            f"""UPDATE sync_state.desired_items SET content_hash = {content_hash_sql()}
-            WHERE tenant_id = $t AND id IN (SELECT new_id FROM _existing_links)""",
+            f"""UPDATE sync_state.desired_state d SET content_hash = h.content_hash
+            FROM (SELECT id, {content_hash_sql()} AS content_hash FROM sync_state.desired_items
+                  WHERE tenant_id = $t AND id IN (SELECT new_id FROM _existing_links)) h
+            WHERE d.tenant_id = $t AND d.id = h.id""",
             {"t": tenant_id},
         )
     con.execute("DROP TABLE _existing_links")

@@ -158,7 +158,7 @@ def record_inflight(con: duckdb.DuckDBPyConnection, ctx: SyncContext, sync_id: s
         """INSERT INTO sync_state.inflight_items
            SELECT ?, ?, d.id, d.shard, ?, e._rn, d.content_hash, d.volatile_hash
            FROM _export e
-           JOIN sync_state.desired_items d ON d.tenant_id = ? AND d.id = e.id""",
+           JOIN sync_state.desired_state d ON d.tenant_id = ? AND d.id = e.id""",
         [sync_id, ctx.tenant_id, method, ctx.tenant_id],
     )
     # Row number -> retailer id, so Meta's upload errors map back to items after confirmation.

@@ -29,7 +29,7 @@ def _item_state_sql(adopted: bool = False) -> str:
     return f"""
         WITH d AS (SELECT id, shard, item_group_id, status, availability, price, previous_id, previous_id_source,
                           removed_at, content_hash, volatile_hash
-                   FROM sync_state.desired_items WHERE tenant_id = $t),
+                   FROM sync_state.desired_state WHERE tenant_id = $t),
              m AS (SELECT id, shard, content_hash, volatile_hash, method, synced_at
                    FROM sync_state.meta_items WHERE tenant_id = $t),
              f AS (SELECT DISTINCT id, content_hash, volatile_hash FROM sync_state.inflight_items

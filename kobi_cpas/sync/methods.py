@@ -198,10 +198,10 @@ def plan_replace(
     adopted = adopted_counts(con, tenant, now or datetime.now(UTC))
     rows = con.execute(
         f"""WITH s AS (SELECT range AS shard FROM range($n)),
-           d AS (SELECT shard, count(*) AS n FROM sync_state.desired_items WHERE tenant_id = $t GROUP BY shard),
+           d AS (SELECT shard, count(*) AS n FROM sync_state.desired_state WHERE tenant_id = $t GROUP BY shard),
            m AS (SELECT shard, count(*) AS n FROM sync_state.meta_items WHERE tenant_id = $t GROUP BY shard),
            x AS (SELECT m.shard, count(*) AS n FROM sync_state.meta_items m
-                 ANTI JOIN sync_state.desired_items d ON d.tenant_id = m.tenant_id AND d.id = m.id
+                 ANTI JOIN sync_state.desired_state d ON d.tenant_id = m.tenant_id AND d.id = m.id
                  WHERE m.tenant_id = $t GROUP BY m.shard),
            f AS ({flip_counts_sql(("changed", "volatile_only"), False)})
            SELECT s.shard, coalesce(d.n, 0), coalesce(m.n, 0), coalesce(x.n, 0), coalesce(f.flips, 0)
@@ -430,7 +430,7 @@ def run_batch(ctx: SyncContext, chunk_size: int | None = None) -> list[SyncRecor
             con.execute(
                 """INSERT INTO sync_state.inflight_items
                    SELECT ?, d.tenant_id, d.id, d.shard, 'batch', NULL, d.content_hash, d.volatile_hash
-                   FROM sync_state.desired_items d JOIN _ids USING (id) WHERE d.tenant_id = ?""",
+                   FROM sync_state.desired_state d JOIN _ids USING (id) WHERE d.tenant_id = ?""",
                 [rec.sync_id, ctx.tenant_id],
             )
             insert_sync(con, ctx, rec, snapshot_id)

@@ -76,8 +76,8 @@ class SnapshotOutcome:
     message: str | None = None
     shrink: ShrinkVerdict | None = None
     removed_from_feed: int = 0  # previously valid items that left the feed
-    # Wall seconds of each stage of an applied snapshot: ingest (parse, validate, hash), feed_tables
-    # (feed_items and the issues), replace_view (desired_items), item_state (the delta and catalog_item_state).
+    # Wall seconds of each stage of an applied snapshot: ingest (parse, validate, hash), replace_view (the
+    # issues and desired_state), feed_tables (feed_items), item_state (the delta and catalog_item_state).
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -218,7 +218,6 @@ def ingest_snapshot(
 
     with transaction(con):
         if ingest is not None:
-            _apply_feed_items(con, tid, items_table)
             con.execute("DELETE FROM main.feed_item_issues WHERE tenant_id = ?", [tid])
             con.execute(
                 "INSERT INTO main.feed_item_issues (tenant_id, snapshot_id, retailer_id, row_number, field, severity, "
@@ -231,13 +230,7 @@ def ingest_snapshot(
                 "DELETE FROM main.feed_item_issues WHERE tenant_id = ? AND retailer_id IS NULL AND code IN (?, ?)",
                 [tid, FILE_ERROR_CODE, SHRINK_CODE],
             )
-        # Rows stored before feed_items had its typed columns get them now (nothing matches afterwards).
-        typed = ", ".join(f"{c} = {expr}" for c, expr in TYPED_COLUMNS.items())
-        con.execute(
-            f"UPDATE main.feed_items SET {typed} WHERE tenant_id = ? AND price_amount IS NULL AND price IS NOT NULL",
-            [tid],
-        )
-        stage("feed_tables")
+        # Before feed_items is rewritten: the replace view reads the last version of an item kept in it there.
         desired = build_desired(
             con,
             tenant_id=tid,
@@ -249,10 +242,20 @@ def ingest_snapshot(
             issues_table="main.feed_item_issues" if ingest is not None else None,
             last_seen=prev[4] if prev else None,
         )
+        stage("replace_view")
+        if ingest is not None:
+            _apply_feed_items(con, tid, items_table)
+        # Rows stored before feed_items had its typed columns get them now (nothing matches afterwards).
+        typed = ", ".join(f"{c} = {expr}" for c, expr in TYPED_COLUMNS.items())
+        con.execute(
+            f"UPDATE main.feed_items SET {typed} WHERE tenant_id = ? AND price_amount IS NULL AND price IS NOT NULL",
+            [tid],
+        )
+        _check_replace_view(con, tid)
+        stage("feed_tables")
         # An adopted id the feed sends again is Kobi's own item from now on.
         claim_adopted(con, tid, now)
-        stage("replace_view")
-        # The item state depends only on the sync state, final once desired_items is rebuilt.
+        # The item state depends only on the sync state, final once desired_state is rebuilt.
         delta = replace(refresh_item_state_and_delta(con, tenant), removed=removed)
         stage("item_state")
         con.execute("DELETE FROM sync_state.source_state WHERE tenant_id = ?", [tid])
@@ -328,6 +331,22 @@ def _apply_feed_items(con: duckdb.DuckDBPyConnection, tenant_id: str, items_tabl
           AND NOT EXISTS (SELECT 1 FROM main.feed_items f WHERE f.tenant_id = $t AND f.retailer_id = s.id)""",
         {"t": tenant_id},
     )
+
+
+def _check_replace_view(con: duckdb.DuckDBPyConnection, tenant_id: str) -> None:
+    """Refuse to commit a replace view with an active item whose values feed_items does not hold: the replace
+    feed would send it without them (the snapshot's transaction rolls back; the previous one stays)."""
+    (missing, example) = con.execute(
+        """SELECT count(*), min(d.id) FROM sync_state.desired_state d
+        WHERE d.tenant_id = $t AND d.in_feed_items
+          AND NOT EXISTS (SELECT 1 FROM main.feed_items f WHERE f.tenant_id = $t AND f.retailer_id = d.id)""",
+        {"t": tenant_id},
+    ).fetchone()  # type: ignore[misc]
+    if missing:
+        raise RuntimeError(
+            f"tenant '{tenant_id}': {missing} item(s) of the replace view have no row in feed_items (e.g. "
+            f"retailer_id {example!r}); the snapshot was not applied and the previous one stays in sync"
+        )
 
 
 def _counts(ingest: SnapshotResult | None) -> tuple[int | None, ...]:

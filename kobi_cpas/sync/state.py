@@ -1,7 +1,10 @@
 """Internal sync state kept in the work database (schema ``sync_state``; never published).
 
 - ``desired_items``: the *replace view* per tenant — exactly what the next replace feed sends. Every update
-  feed and Batch API request is computed from it, so values never flap between methods.
+  feed and Batch API request is computed from it, so values never flap between methods. A view over
+  ``desired_state`` (status, hashes, links and dates per item) and ``main.feed_items``: an active item's values
+  are its feed_items row (``in_feed_items``), stored once, not copied; an item kept in its last version (turned
+  invalid, or left the feed) stores its own. Writers write ``desired_state``; readers of values read the view.
 - ``meta_items``: what Kobi believes Meta holds per item (hashes last confirmed by Meta, method, time).
 - ``inflight_items``: items of syncs that Meta has not confirmed yet (upload sessions, batch handles), so a
   re-run never sends them twice and a failed sync loses nothing.
@@ -13,6 +16,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import duckdb
 
 from kobi_cpas.feeds.fields import COLUMNS
@@ -21,10 +26,27 @@ from kobi_cpas.warehouse.schema import DataMigration
 
 ITEM_COLUMNS: tuple[str, ...] = COLUMNS  # canonical Meta fields, "id" is the retailer id
 _item_cols_ddl = ",\n  ".join(f'"{c}" VARCHAR' for c in ITEM_COLUMNS)
+# Fields every desired_state row stores, also when feed_items holds its values: the link is the desired one
+# (it may be inferred), and the item state reads the others for every item after each sync, where a join with
+# the wide feed_items would cost a pass over it.
+STATE_FIELDS: tuple[str, ...] = ("id", "previous_id", "item_group_id", "availability", "price")
+# The fields an active item takes from its feed_items row.
+FEED_ITEMS_FIELDS: tuple[str, ...] = tuple(c for c in ITEM_COLUMNS if c not in STATE_FIELDS)
+# desired_state columns besides the fields, in table order.
+_STATE_TAIL = (
+    "content_hash",
+    "volatile_hash",
+    "status",
+    "snapshot_id",
+    "first_seen_at",
+    "last_seen_at",
+    "removed_at",
+    "previous_id_source",
+)
 
 DDL = (
     "CREATE SCHEMA IF NOT EXISTS sync_state",
-    f"""CREATE TABLE IF NOT EXISTS sync_state.desired_items (
+    f"""CREATE TABLE IF NOT EXISTS sync_state.desired_state (
   tenant_id VARCHAR NOT NULL,
   shard INTEGER NOT NULL,
   {_item_cols_ddl},
@@ -35,7 +57,8 @@ DDL = (
   first_seen_at TIMESTAMPTZ,
   last_seen_at TIMESTAMPTZ,            -- last time the item was in the source; NULL while it is
   removed_at TIMESTAMPTZ,              -- first time it was missing from the source
-  previous_id_source VARCHAR           -- feed | inferred | NULL
+  previous_id_source VARCHAR,          -- feed | inferred | NULL
+  in_feed_items BOOLEAN NOT NULL DEFAULT false  -- the values are the item's feed_items row (NULL here)
 )""",
     """CREATE TABLE IF NOT EXISTS sync_state.meta_items (
   tenant_id VARCHAR NOT NULL,
@@ -104,14 +127,59 @@ DDL = (
 )
 
 
-_HASHED_TABLES = ("desired_items", "meta_items", "inflight_items")
+def _desired_view_sql() -> str:
+    fields = ", ".join(
+        f'd."{c}"'
+        if c in STATE_FIELDS
+        else f'CASE WHEN d.in_feed_items THEN f."{c}" ELSE d."{c}" END AS "{c}"'
+        for c in ITEM_COLUMNS
+    )
+    tail = ", ".join(f"d.{c}" for c in _STATE_TAIL)
+    return f"""CREATE OR REPLACE VIEW sync_state.desired_items AS
+    SELECT d.tenant_id, d.shard, {fields}, {tail}
+    FROM sync_state.desired_state d
+    LEFT JOIN main.feed_items f ON d.in_feed_items AND f.tenant_id = d.tenant_id AND f.retailer_id = d.id"""
+
+
+def desired_layout(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the replace view over ``desired_state`` and ``feed_items``. A work database whose
+    ``desired_items`` is still a table (every value copied) has its rows moved to ``desired_state`` first; an
+    active row whose values equal its feed_items row keeps them there only."""
+    (kind,) = con.execute(
+        "SELECT max(table_type) FROM information_schema.tables WHERE table_catalog = current_database() "
+        "AND table_schema = 'sync_state' AND table_name = 'desired_items'"
+    ).fetchone()  # type: ignore[misc]
+    if kind == "BASE TABLE":
+        cols = ", ".join(["tenant_id", "shard", *(f'"{c}"' for c in ITEM_COLUMNS), *_STATE_TAIL])
+        con.execute(
+            f"INSERT INTO sync_state.desired_state ({cols}) SELECT {cols} FROM sync_state.desired_items"
+        )
+        con.execute("DROP TABLE sync_state.desired_items")
+        same = " AND ".join(f'd."{c}" IS NOT DISTINCT FROM f."{c}"' for c in FEED_ITEMS_FIELDS)
+        cleared = ", ".join(f'"{c}" = NULL' for c in FEED_ITEMS_FIELDS)
+        con.execute(
+            f"""UPDATE sync_state.desired_state d SET in_feed_items = true, {cleared}
+            FROM main.feed_items f
+            WHERE d.status = 'active' AND f.tenant_id = d.tenant_id AND f.retailer_id = d.id AND {same}"""
+        )
+    con.execute(_desired_view_sql())
+
+
+# The layout's version: its view's definition (a changed definition is created again).
+LAYOUT_MIGRATION = DataMigration(
+    "sync_state_desired_layout",
+    lambda con: hashlib.sha256(_desired_view_sql().encode()).hexdigest()[:12],
+    desired_layout,
+)
+
+_HASHED_TABLES = ("desired_state", "meta_items", "inflight_items")
 
 
 def rehash_state(con: duckdb.DuckDBPyConnection) -> None:
     """Bring the stored item hashes to the current :func:`hash_scheme` (after a DuckDB upgrade changed
     ``hash()``, a field was added, or from the older md5 hex hashes).
 
-    ``desired_items`` keeps every value, so its hashes are recomputed. Meta's side is known only by hash:
+    The replace view keeps every value, so the desired hashes are recomputed. Meta's side is known only by hash:
     an item whose stored hash equalled its desired hash (in sync) gets the new desired hash, so nothing is
     re-sent because of the migration; any other item gets a value that differs from it (still pending).
     In-flight items are mapped the same way, so their confirmation still lands.
@@ -136,7 +204,7 @@ def rehash_state(con: duckdb.DuckDBPyConnection) -> None:
         )
 
     for table in _HASHED_TABLES:
-        if table == "desired_items":
+        if table == "desired_state":
             c, v = "r.new_c", "r.new_v"
         else:
             c, v = mapped("content_hash", "old_c", "new_c"), mapped("volatile_hash", "old_v", "new_v")
@@ -151,6 +219,7 @@ def rehash_state(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"INSERT INTO sync_state.{table} SELECT * FROM _kobi_rehashed")
     con.execute("DROP TABLE _kobi_rehashed")
     con.execute("DROP TABLE _kobi_rehash")
+    con.execute(_desired_view_sql())  # a view keeps the column types of its tables when it was created
     # The analyst copy of the latest snapshot holds the same normalised values: recompute its hashes too
     # (the warehouse migration has already converted their column type; otherwise they would stay NULL
     # until the feed changes).

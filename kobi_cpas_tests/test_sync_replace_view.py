@@ -1,0 +1,109 @@
+"""The replace view keeps an active item's values once, in its feed_items row: what it stores itself, what an
+older work database (every value copied) becomes, and the check that refuses a replace view without values."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from kobi_cpas.sync import snapshot_step
+from kobi_cpas.sync.state import FEED_ITEMS_FIELDS, ITEM_COLUMNS
+from kobi_cpas_tests.test_sync_desired import T0, Harness, item
+
+_FEED_VALUES = ", ".join(f'"{c}"' for c in FEED_ITEMS_FIELDS)
+
+
+def _feed_items(h: Harness) -> dict[str, tuple]:
+    with h.wh.connect() as con:
+        rows = con.execute(f"SELECT retailer_id, {_FEED_VALUES} FROM main.feed_items WHERE tenant_id = 't1'")
+        return {r[0]: r[1:] for r in rows.fetchall()}
+
+
+def _stored(h: Harness) -> dict[str, tuple]:
+    """id -> (in_feed_items, title stored in desired_state)."""
+    with h.wh.connect() as con:
+        rows = con.execute(
+            "SELECT id, in_feed_items, title FROM sync_state.desired_state WHERE tenant_id = 't1'"
+        )
+        return {r[0]: r[1:] for r in rows.fetchall()}
+
+
+def test_an_active_item_keeps_its_values_in_feed_items_and_a_kept_one_its_last_version(tmp_path):
+    h = Harness(tmp_path)
+    h.snapshot([item("a", "Coat"), item("b", "Pants"), item("c", "Hat")], T0)
+    # Active items store no values of their own; the replace view shows their feed_items rows.
+    assert _stored(h) == {"a": (True, None), "b": (True, None), "c": (True, None)}
+    desired = h.desired()
+    assert {k: tuple(v[c] for c in FEED_ITEMS_FIELDS) for k, v in desired.items()} == _feed_items(h)
+    assert desired["b"]["title"] == "Pants" and desired["b"]["description"] == "Pants — warm and waterproof"
+
+    # b turns invalid and c leaves the feed: feed_items no longer has them, the replace view keeps their last
+    # valid version (c out of stock), stored with them.
+    h.snapshot([item("a", "Coat (new cut)"), item("b", "Pants (new)", price="$5")], T0 + timedelta(hours=1))
+    assert set(_feed_items(h)) == {"a"}
+    assert _stored(h) == {"a": (True, None), "b": (False, "Pants"), "c": (False, "Hat")}
+    desired = h.desired()
+    assert {k: (v["status"], v["title"], v["availability"]) for k, v in desired.items()} == {
+        "a": ("active", "Coat (new cut)", "in stock"),
+        "b": ("invalid_kept", "Pants", "in stock"),
+        "c": ("removed_retained", "Hat", "out of stock"),
+    }
+    assert desired["b"]["description"] == "Pants — warm and waterproof"
+
+    # b is valid again: its values are the feed's once more, and stored there only.
+    h.snapshot([item("a", "Coat (new cut)"), item("b", "Pants (new)")], T0 + timedelta(hours=2))
+    assert _stored(h)["b"] == (True, None)
+    assert h.desired()["b"]["title"] == "Pants (new)"
+
+
+def test_a_work_database_with_every_value_copied_keeps_its_replace_view(tmp_path):
+    h = Harness(tmp_path)
+    h.snapshot([item("a", "Coat"), item("b", "Pants"), item("c", "Hat"), item("d", "Scarf")], T0)
+    h.snapshot(
+        [item("a", "Coat"), item("b", "Pants", price="$5"), item("d", "Scarf")], T0 + timedelta(hours=1)
+    )
+    with h.wh.connect() as con:
+        # The older layout: desired_items a table holding every value of every item.
+        con.execute("CREATE TEMP TABLE legacy AS SELECT * FROM sync_state.desired_items")
+        con.execute("DROP VIEW sync_state.desired_items")
+        con.execute("DELETE FROM sync_state.desired_state")
+        con.execute("CREATE TABLE sync_state.desired_items AS SELECT * FROM legacy")
+        # A stored value that is not its feed_items row's stays the item's own.
+        con.execute("UPDATE sync_state.desired_items SET color = 'navy' WHERE id = 'a'")
+        before = con.execute("SELECT * FROM sync_state.desired_items ORDER BY id").fetchall()
+        con.execute("DELETE FROM kobi_internal.schema_meta")  # the next connection migrates
+    with h.wh.connect() as con:
+        kind = con.execute(
+            "SELECT table_type FROM information_schema.tables WHERE table_schema = 'sync_state' "
+            "AND table_name = 'desired_items'"
+        ).fetchall()
+        after = con.execute("SELECT * FROM sync_state.desired_items ORDER BY id").fetchall()
+        cols = [d[0] for d in con.execute("SELECT * FROM sync_state.desired_items LIMIT 0").description]
+    assert kind == [("VIEW",)]
+    assert cols[2 : 2 + len(ITEM_COLUMNS)] == list(ITEM_COLUMNS)
+    assert after == before
+    # Only the active item whose values its feed_items row holds gave them up.
+    assert _stored(h) == {"a": (False, "Coat"), "b": (False, "Pants"), "c": (False, "Hat"), "d": (True, None)}
+    # The next snapshot writes rows of the new layout for what changes (b); a is unchanged by its hashes.
+    assert (
+        h.snapshot(
+            [item("a", "Coat"), item("b", "Pants"), item("d", "Scarf")], T0 + timedelta(hours=2)
+        ).status
+        == "ok"
+    )
+    assert _stored(h) == {"a": (False, "Coat"), "b": (True, None), "c": (False, "Hat"), "d": (True, None)}
+
+
+def test_a_replace_view_without_the_values_of_an_item_is_not_applied(tmp_path, monkeypatch):
+    h = Harness(tmp_path)
+    h.snapshot([item("a", "Coat"), item("b", "Pants")], T0)
+    before = h.desired()
+    # A snapshot whose feed_items step writes nothing: the new item d would reach Meta without values.
+    monkeypatch.setattr(snapshot_step, "_apply_feed_items", lambda con, tenant_id, items_table: None)
+    with pytest.raises(
+        RuntimeError, match=r"tenant 't1': 1 item\(s\) of the replace view have no row in feed_items"
+    ):
+        h.snapshot([item("a", "Coat"), item("b", "Pants"), item("d", "Scarf")], T0 + timedelta(hours=1))
+    assert h.desired() == before
+    assert set(_feed_items(h)) == {"a", "b"}
