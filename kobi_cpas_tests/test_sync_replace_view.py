@@ -107,3 +107,22 @@ def test_a_replace_view_without_the_values_of_an_item_is_not_applied(tmp_path, m
         h.snapshot([item("a", "Coat"), item("b", "Pants"), item("d", "Scarf")], T0 + timedelta(hours=1))
     assert h.desired() == before
     assert set(_feed_items(h)) == {"a", "b"}
+
+
+def test_a_snapshot_that_drops_the_values_of_an_item_it_left_alone_is_not_applied(tmp_path, monkeypatch):
+    h = Harness(tmp_path)
+    h.snapshot([item("a", "Coat"), item("b", "Pants")], T0)
+    before = h.desired()
+    apply = snapshot_step._apply_feed_items
+
+    def losing_a(con, tenant_id, items_table):
+        # feed_items loses the row of a, an item whose replace-view row this snapshot does not rewrite
+        gone = apply(con, tenant_id, items_table)
+        con.execute(f"INSERT INTO {gone} VALUES ('a')")
+        con.execute("DELETE FROM main.feed_items WHERE retailer_id = 'a'")
+        return gone
+
+    monkeypatch.setattr(snapshot_step, "_apply_feed_items", losing_a)
+    with pytest.raises(RuntimeError, match=r"1 item\(s\) of the replace view .* \(e\.g\. retailer_id 'a'\)"):
+        h.snapshot([item("a", "Coat"), item("b", "Pants (new)")], T0 + timedelta(hours=1))
+    assert h.desired() == before

@@ -243,15 +243,14 @@ def ingest_snapshot(
             last_seen=prev[4] if prev else None,
         )
         stage("replace_view")
-        if ingest is not None:
-            _apply_feed_items(con, tid, items_table)
+        gone = _apply_feed_items(con, tid, items_table) if ingest is not None else None
         # Rows stored before feed_items had its typed columns get them now (nothing matches afterwards).
         typed = ", ".join(f"{c} = {expr}" for c, expr in TYPED_COLUMNS.items())
         con.execute(
             f"UPDATE main.feed_items SET {typed} WHERE tenant_id = ? AND price_amount IS NULL AND price IS NOT NULL",
             [tid],
         )
-        _check_replace_view(con, tid)
+        _check_replace_view(con, tid, snapshot_id, gone)
         stage("feed_tables")
         # An adopted id the feed sends again is Kobi's own item from now on.
         claim_adopted(con, tid, now)
@@ -310,38 +309,56 @@ def ingest_snapshot(
     )
 
 
-def _apply_feed_items(con: duckdb.DuckDBPyConnection, tenant_id: str, items_table: str) -> None:
+def _apply_feed_items(con: duckdb.DuckDBPyConnection, tenant_id: str, items_table: str) -> str:
     """Make the tenant's feed_items the valid items of ``items_table``, writing only what changed: the rows of
     items that left the feed, turned invalid or changed (by their hashes, over every field) are deleted, and
-    the new versions inserted. An unchanged item keeps its row, and with it the snapshot it arrived in."""
+    the new versions inserted. An unchanged item keeps its row, and with it the snapshot it arrived in.
+    Returns the temp table of the ids whose rows it deleted."""
     fields = ", ".join(f'"{c}"' for c in _FEED_FIELDS)
     con.execute(
-        f"""DELETE FROM main.feed_items f WHERE f.tenant_id = $t AND NOT EXISTS (
+        f"""CREATE OR REPLACE TEMP TABLE _feed_gone AS SELECT f.retailer_id AS id FROM main.feed_items f
+        WHERE f.tenant_id = $t AND NOT EXISTS (
               SELECT 1 FROM {items_table} s WHERE s.is_valid AND s.id = f.retailer_id
                 AND s.content_hash = f.content_hash AND s.volatile_hash = f.volatile_hash)""",
         {"t": tenant_id},
     )
+    con.execute(
+        "DELETE FROM main.feed_items WHERE tenant_id = $t AND retailer_id IN (SELECT id FROM _feed_gone)",
+        {"t": tenant_id},
+    )
     # Valid rows are unique by id (the validator flags every later copy of an id as an error), so no
-    # de-duplication here: a window over whole rows cost seconds per million items.
+    # de-duplication here: a window over whole rows cost seconds per million items. The ids to insert are
+    # found on the id column alone, then their rows read (a third of the time when 1 % of them are new).
     con.execute(
         f"""INSERT INTO main.feed_items (tenant_id, snapshot_id, retailer_id, {fields}, content_hash, volatile_hash,
             {", ".join(TYPED_COLUMNS)})
         SELECT tenant_id, snapshot_id, id, {fields}, content_hash, volatile_hash, {", ".join(TYPED_COLUMNS.values())}
-        FROM {items_table} s WHERE is_valid AND id IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM main.feed_items f WHERE f.tenant_id = $t AND f.retailer_id = s.id)""",
+        FROM {items_table} s WHERE is_valid AND id IS NOT NULL AND id IN (
+          SELECT n.id FROM (SELECT id FROM {items_table} WHERE is_valid AND id IS NOT NULL) n
+          ANTI JOIN (SELECT retailer_id FROM main.feed_items WHERE tenant_id = $t) f ON f.retailer_id = n.id)""",
         {"t": tenant_id},
     )
+    return "_feed_gone"
 
 
-def _check_replace_view(con: duckdb.DuckDBPyConnection, tenant_id: str) -> None:
+def _check_replace_view(
+    con: duckdb.DuckDBPyConnection, tenant_id: str, snapshot_id: str, gone: str | None
+) -> None:
     """Refuse to commit a replace view with an active item whose values feed_items does not hold: the replace
-    feed would send it without them (the snapshot's transaction rolls back; the previous one stays)."""
+    feed would send it without them (the snapshot's transaction rolls back; the previous one stays).
+
+    Every snapshot checks what it can break, so the rows it leaves alone were checked when written: the rows it
+    wrote (``snapshot_id``) and those whose feed_items row it deleted (the ids in the temp table ``gone``,
+    when it rewrote feed_items)."""
+    touched = "d.snapshot_id = $s" + (f" OR d.id IN (SELECT id FROM {gone})" if gone else "")
     (missing, example) = con.execute(
-        """SELECT count(*), min(d.id) FROM sync_state.desired_state d
-        WHERE d.tenant_id = $t AND d.in_feed_items
+        f"""SELECT count(*), min(d.id) FROM sync_state.desired_state d
+        WHERE d.tenant_id = $t AND d.in_feed_items AND ({touched})
           AND NOT EXISTS (SELECT 1 FROM main.feed_items f WHERE f.tenant_id = $t AND f.retailer_id = d.id)""",
-        {"t": tenant_id},
+        {"t": tenant_id, "s": snapshot_id},
     ).fetchone()  # type: ignore[misc]
+    if gone:
+        con.execute(f"DROP TABLE {gone}")
     if missing:
         raise RuntimeError(
             f"tenant '{tenant_id}': {missing} item(s) of the replace view have no row in feed_items (e.g. "
