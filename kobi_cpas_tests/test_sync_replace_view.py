@@ -126,3 +126,18 @@ def test_a_snapshot_that_drops_the_values_of_an_item_it_left_alone_is_not_applie
     with pytest.raises(RuntimeError, match=r"1 item\(s\) of the replace view .* \(e\.g\. retailer_id 'a'\)"):
         h.snapshot([item("a", "Coat"), item("b", "Pants (new)")], T0 + timedelta(hours=1))
     assert h.desired() == before
+
+
+def test_a_field_added_to_the_canonical_list_reaches_an_existing_work_database(tmp_path):
+    h = Harness(tmp_path)
+    h.snapshot([item("a", "Coat", color="navy"), item("b", "Pants", color="red")], T0)
+    h.snapshot([item("a", "Coat", color="navy"), item("b", "Pants", price="$5")], T0 + timedelta(hours=1))
+    before = h.desired()
+    with h.wh.connect() as con:
+        # A work database from before "color" was a field: its desired rows have no such column.
+        con.execute('ALTER TABLE sync_state.desired_state DROP COLUMN "color"')
+        con.execute("DELETE FROM kobi_internal.schema_meta")
+    after = h.desired()
+    assert after["a"] == before["a"]  # the active item's value is its feed_items row's
+    # b, kept in its last version, stores its own values: a database from before the field has none of it
+    assert before["b"]["color"] == "red" and after["b"] == {**before["b"], "color": None}

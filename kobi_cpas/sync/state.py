@@ -60,6 +60,8 @@ DDL = (
   previous_id_source VARCHAR,          -- feed | inferred | NULL
   in_feed_items BOOLEAN NOT NULL DEFAULT false  -- the values are the item's feed_items row (NULL here)
 )""",
+    # A field added to the canonical list reaches a work database made before it (NULL until the feed sends it).
+    *(f'ALTER TABLE sync_state.desired_state ADD COLUMN IF NOT EXISTS "{c}" VARCHAR' for c in ITEM_COLUMNS),
     """CREATE TABLE IF NOT EXISTS sync_state.meta_items (
   tenant_id VARCHAR NOT NULL,
   id VARCHAR NOT NULL,
