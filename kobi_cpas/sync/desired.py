@@ -65,11 +65,12 @@ def build_desired(
     issues_table: str | None = None,
     last_seen: datetime | None = None,
 ) -> DesiredResult:
-    """Bring the tenant's rows of ``sync_state.desired_items`` to the snapshot in ``items_table`` (canonical
-    columns, hashes, ``is_valid``, ``row_number``), writing only the rows that change: at a million items a
-    snapshot with 1 % changes rewrites about 1 % of the rows. Appends previous_id info issues to
-    ``issues_table``. ``last_seen``: when the last applied snapshot was taken, the last time an item that has
-    left the feed since was in it."""
+    """Bring the tenant's rows of ``sync_state.desired_state`` (under the replace view) to the snapshot in
+    ``items_table`` (canonical columns, hashes, ``is_valid``, ``row_number``), writing only the rows that change:
+    at a million items a snapshot with 1 % changes rewrites about 1 % of the rows. An active item's values are
+    not stored: the caller writes them to feed_items next (and must, before it commits). Appends previous_id
+    info issues to ``issues_table``. ``last_seen``: when the last applied snapshot was taken, the last time an
+    item that has left the feed since was in it."""
     # Views, not copies: at a million items every copy costs a full pass. The tenant id is a validated
     # registry id ([a-z0-9_-]), safe to inline in a view definition.
     t_lit = sql_str(tenant_id)
