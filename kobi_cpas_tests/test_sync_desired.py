@@ -90,11 +90,14 @@ class Harness:
         self.wh = Warehouse(seed_work_database(tmp_path / "kobi.duckdb"), schema=SCHEMA)
         self.work = tmp_path / "work"
 
-    def snapshot(self, rows: list[dict[str, str]], now: datetime):
+    def write(self, rows: list[dict[str, str]]) -> None:
         with self.feed.open("w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, HEADER)
             w.writeheader()
             w.writerows(rows)
+
+    def snapshot(self, rows: list[dict[str, str]], now: datetime):
+        self.write(rows)
         with self.wh.connect() as con:
             return take_snapshot(
                 con, registry=self.reg, tenant=self.tenant, workdir=self.work, now=now, force=True

@@ -7,7 +7,9 @@ from datetime import timedelta
 
 import pytest
 
+from kobi_cpas.feeds.snapshot import stage_exists
 from kobi_cpas.sync import snapshot_step
+from kobi_cpas.sync.snapshot_step import take_snapshot
 from kobi_cpas.sync.state import FEED_ITEMS_FIELDS, ITEM_COLUMNS
 from kobi_cpas_tests.test_sync_desired import T0, Harness, item
 
@@ -141,3 +143,22 @@ def test_a_field_added_to_the_canonical_list_reaches_an_existing_work_database(t
     assert after["a"] == before["a"]  # the active item's value is its feed_items row's
     # b, kept in its last version, stores its own values: a database from before the field has none of it
     assert before["b"]["color"] == "red" and after["b"] == {**before["b"], "color": None}
+
+
+def test_a_snapshot_not_applied_leaves_no_stage_for_the_next_run_to_build_from(tmp_path, monkeypatch):
+    h = Harness(tmp_path)
+    applied = [item("a", "Coat"), item("b", "Pants")]
+    h.snapshot(applied, T0)
+    before = h.desired()
+    monkeypatch.setattr(snapshot_step, "_apply_feed_items", lambda con, tenant_id, items_table: None)
+    with pytest.raises(RuntimeError):
+        h.snapshot([*applied, item("d", "Scarf")], T0 + timedelta(hours=1))
+    monkeypatch.undo()
+    # The file is back to the applied content: the same sha256 as the applied snapshot. The run reads it again
+    # (the stage of the failed one is gone) instead of taking it as not modified over that stage.
+    h.write(applied)
+    with h.wh.connect() as con:
+        assert not stage_exists(con, "t1")
+        out = take_snapshot(con, registry=h.reg, tenant=h.tenant, workdir=h.work, now=T0 + timedelta(hours=2))
+    assert out.status == "ok"
+    assert h.desired().keys() == before.keys() == {"a", "b"}

@@ -14,9 +14,11 @@ Two steps, so no database is ever held across a network wait:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -216,7 +218,7 @@ def ingest_snapshot(
         stages[name] = now_ - started
         started = now_
 
-    with transaction(con):
+    with _stage_dropped_on_error(con, tid, ingest is not None), transaction(con):
         if ingest is not None:
             con.execute("DELETE FROM main.feed_item_issues WHERE tenant_id = ?", [tid])
             con.execute(
@@ -376,6 +378,24 @@ def _counts(ingest: SnapshotResult | None) -> tuple[int | None, ...]:
         ingest.issue_counts.get("error", 0),
         ingest.issue_counts.get("warning", 0),
     )
+
+
+@contextlib.contextmanager
+def _stage_dropped_on_error(con: duckdb.DuckDBPyConnection, tenant_id: str, ingested: bool) -> Iterator[None]:
+    """When applying an ingested snapshot fails (its transaction rolled back), the stage holds a snapshot that
+    was never applied: drop it, so that the next run reads the file again instead of building the replace view
+    from it (a file back to the applied content would otherwise count as not modified)."""
+    try:
+        yield
+    except BaseException:
+        if ingested:
+            try:
+                _drop_stage(con, tenant_id)
+            except duckdb.Error as exc:  # the original error matters more
+                log.warning(
+                    "tenant '%s': could not drop the stage of a snapshot not applied: %s", tenant_id, exc
+                )
+        raise
 
 
 def _drop_stage(con: duckdb.DuckDBPyConnection, tenant_id: str) -> None:
