@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from kobi_cpas.feeds.snapshot import stage_exists
+from kobi_cpas.feeds.snapshot import ingest_feed
 from kobi_cpas.sync import snapshot_step
 from kobi_cpas.sync.snapshot_step import take_snapshot
 from kobi_cpas.sync.state import FEED_ITEMS_FIELDS, ITEM_COLUMNS
@@ -145,7 +145,14 @@ def test_a_field_added_to_the_canonical_list_reaches_an_existing_work_database(t
     assert before["b"]["color"] == "red" and after["b"] == {**before["b"], "color": None}
 
 
-def test_a_snapshot_not_applied_leaves_no_stage_for_the_next_run_to_build_from(tmp_path, monkeypatch):
+def _applied_again(h: Harness, applied: list[dict[str, str]], now):
+    """Take a snapshot of the applied file (its sha256 is the applied snapshot's) as a scheduled run does."""
+    h.write(applied)
+    with h.wh.connect() as con:
+        return take_snapshot(con, registry=h.reg, tenant=h.tenant, workdir=h.work, now=now)
+
+
+def test_a_snapshot_whose_apply_failed_is_not_the_base_of_the_next_one(tmp_path, monkeypatch):
     h = Harness(tmp_path)
     applied = [item("a", "Coat"), item("b", "Pants")]
     h.snapshot(applied, T0)
@@ -154,11 +161,25 @@ def test_a_snapshot_not_applied_leaves_no_stage_for_the_next_run_to_build_from(t
     with pytest.raises(RuntimeError):
         h.snapshot([*applied, item("d", "Scarf")], T0 + timedelta(hours=1))
     monkeypatch.undo()
-    # The file is back to the applied content: the same sha256 as the applied snapshot. The run reads it again
-    # (the stage of the failed one is gone) instead of taking it as not modified over that stage.
-    h.write(applied)
-    with h.wh.connect() as con:
-        assert not stage_exists(con, "t1")
-        out = take_snapshot(con, registry=h.reg, tenant=h.tenant, workdir=h.work, now=T0 + timedelta(hours=2))
+    # The file is back to the applied content: the run reads it again rather than take it as not modified over
+    # the stage the failed snapshot left.
+    out = _applied_again(h, applied, T0 + timedelta(hours=2))
     assert out.status == "ok"
-    assert h.desired().keys() == before.keys() == {"a", "b"}
+    assert h.desired() == before
+
+
+def test_a_run_killed_after_its_ingest_is_not_the_base_of_the_next_one(tmp_path):
+    h = Harness(tmp_path)
+    applied = [item("a", "Coat"), item("b", "Pants")]
+    h.snapshot(applied, T0)
+    before = h.desired()
+    # What a run killed between its ingest and its apply leaves: the stage holds a snapshot never applied.
+    h.write([item("a", "Coat (new)"), item("d", "Scarf")])
+    with h.wh.connect() as con:
+        ingest_feed(con, tenant_id="t1", snapshot_id="t1:killed", path=h.feed, fmt="csv", source_label="feed")
+    out = _applied_again(h, applied, T0 + timedelta(hours=1))
+    assert out.status == "ok"
+    assert h.desired() == before
+    with h.wh.connect() as con:
+        titles = con.execute("SELECT retailer_id, title FROM main.feed_items ORDER BY 1").fetchall()
+    assert titles == [("a", "Coat"), ("b", "Pants")]

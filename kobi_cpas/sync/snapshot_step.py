@@ -14,11 +14,9 @@ Two steps, so no database is ever held across a network wait:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -156,7 +154,15 @@ def ingest_snapshot(
     items_table, issues_table = stage_table_names(tid)
     have_stage = stage_exists(con, tid)
     workdir.mkdir(parents=True, exist_ok=True)
-    unchanged = not force and have_stage and prev is not None and manifest.sha256 == prev[2]
+    # Not modified: the applied file again, and the stage still holds it (a snapshot whose apply failed, or whose
+    # run was killed after its ingest, left its own rows there: the replace view must not be built from them).
+    unchanged = (
+        not force
+        and have_stage
+        and prev is not None
+        and manifest.sha256 == prev[2]
+        and _staged_snapshot_id(con, items_table) == prev[3]
+    )
     ingest: SnapshotResult | None = None
     shrink: ShrinkVerdict | None = None
     removed = 0
@@ -218,7 +224,7 @@ def ingest_snapshot(
         stages[name] = now_ - started
         started = now_
 
-    with _stage_dropped_on_error(con, tid, ingest is not None), transaction(con):
+    with transaction(con):
         if ingest is not None:
             con.execute("DELETE FROM main.feed_item_issues WHERE tenant_id = ?", [tid])
             con.execute(
@@ -380,22 +386,10 @@ def _counts(ingest: SnapshotResult | None) -> tuple[int | None, ...]:
     )
 
 
-@contextlib.contextmanager
-def _stage_dropped_on_error(con: duckdb.DuckDBPyConnection, tenant_id: str, ingested: bool) -> Iterator[None]:
-    """When applying an ingested snapshot fails (its transaction rolled back), the stage holds a snapshot that
-    was never applied: drop it, so that the next run reads the file again instead of building the replace view
-    from it (a file back to the applied content would otherwise count as not modified)."""
-    try:
-        yield
-    except BaseException:
-        if ingested:
-            try:
-                _drop_stage(con, tenant_id)
-            except duckdb.Error as exc:  # the original error matters more
-                log.warning(
-                    "tenant '%s': could not drop the stage of a snapshot not applied: %s", tenant_id, exc
-                )
-        raise
+def _staged_snapshot_id(con: duckdb.DuckDBPyConnection, items_table: str) -> str | None:
+    """The snapshot whose rows the stage holds (None when it holds none)."""
+    row = con.execute(f"SELECT snapshot_id FROM {items_table} LIMIT 1").fetchone()
+    return str(row[0]) if row else None
 
 
 def _drop_stage(con: duckdb.DuckDBPyConnection, tenant_id: str) -> None:
