@@ -152,18 +152,24 @@ def desired_layout(con: duckdb.DuckDBPyConnection) -> None:
         "AND table_schema = 'sync_state' AND table_name = 'desired_items'"
     ).fetchone()  # type: ignore[misc]
     if kind == "BASE TABLE":
-        cols = ", ".join(["tenant_id", "shard", *(f'"{c}"' for c in ITEM_COLUMNS), *_STATE_TAIL])
+        # One pass (an UPDATE of every column of a million rows took 24 s): an active row whose values equal
+        # its feed_items row gives them up, any other keeps its own.
+        same = " AND ".join(f'o."{c}" IS NOT DISTINCT FROM f."{c}"' for c in FEED_ITEMS_FIELDS)
+        moved = ", ".join(
+            f'o."{c}"' if c in STATE_FIELDS else f'CASE WHEN o.same THEN NULL ELSE o."{c}" END'
+            for c in ITEM_COLUMNS
+        )
+        cols = ", ".join(
+            ["tenant_id", "shard", *(f'"{c}"' for c in ITEM_COLUMNS), *_STATE_TAIL, "in_feed_items"]
+        )
         con.execute(
-            f"INSERT INTO sync_state.desired_state ({cols}) SELECT {cols} FROM sync_state.desired_items"
+            f"""INSERT INTO sync_state.desired_state ({cols})
+            SELECT o.tenant_id, o.shard, {moved}, {", ".join(f"o.{c}" for c in _STATE_TAIL)}, o.same
+            FROM (SELECT o.*, coalesce(o.status = 'active' AND f.retailer_id IS NOT NULL AND {same}, false) AS same
+                  FROM sync_state.desired_items o
+                  LEFT JOIN main.feed_items f ON f.tenant_id = o.tenant_id AND f.retailer_id = o.id) o"""
         )
         con.execute("DROP TABLE sync_state.desired_items")
-        same = " AND ".join(f'd."{c}" IS NOT DISTINCT FROM f."{c}"' for c in FEED_ITEMS_FIELDS)
-        cleared = ", ".join(f'"{c}" = NULL' for c in FEED_ITEMS_FIELDS)
-        con.execute(
-            f"""UPDATE sync_state.desired_state d SET in_feed_items = true, {cleared}
-            FROM main.feed_items f
-            WHERE d.status = 'active' AND f.tenant_id = d.tenant_id AND f.retailer_id = d.id AND {same}"""
-        )
     con.execute(_desired_view_sql())
 
 
