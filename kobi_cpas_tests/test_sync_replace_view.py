@@ -1,5 +1,6 @@
 """The replace view keeps an active item's values once, in its feed_items row: what it stores itself, what an
-older work database (every value copied) becomes, and the check that refuses a replace view without values."""
+older work database (every value copied) becomes, the check that refuses a replace view without values, and
+that a snapshot never applied (failed, or its run killed) is never the base of the next one."""
 
 from __future__ import annotations
 
