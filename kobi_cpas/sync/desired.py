@@ -215,12 +215,12 @@ def build_desired(
     cols = f"tenant_id, shard, {field_list}, previous_id, content_hash, volatile_hash, status, snapshot_id, first_seen_at, last_seen_at, removed_at, previous_id_source"
     # New and changed items, from the feed: their values are those the caller writes to feed_items, so only
     # the state's own fields are stored. last_seen_at stays NULL while an item is in the feed.
-    own = ", ".join(_q(c) for c in STATE_FIELDS if c != "previous_id")
+    own = [c for c in STATE_FIELDS if c != "previous_id"]  # the link is the plan's, not the feed's
     con.execute(
-        f"""INSERT INTO sync_state.desired_state (tenant_id, shard, {own}, previous_id, content_hash,
-            volatile_hash, status, snapshot_id, first_seen_at, last_seen_at, removed_at, previous_id_source,
-            in_feed_items)
-        SELECT $t, {shard_sql(n_shards, "c")}, {", ".join(f"c.{_q(c)}" for c in STATE_FIELDS if c != "previous_id")},
+        f"""INSERT INTO sync_state.desired_state (tenant_id, shard, {", ".join(_q(c) for c in own)}, previous_id,
+            content_hash, volatile_hash, status, snapshot_id, first_seen_at, last_seen_at, removed_at,
+            previous_id_source, in_feed_items)
+        SELECT $t, {shard_sql(n_shards, "c")}, {", ".join(f"c.{_q(c)}" for c in own)},
                p.previous_id, p.content_hash, c.volatile_hash, 'active', $s, coalesce(p.first_seen_at, $now), NULL,
                NULL, p.previous_id_source, true
         FROM _cur c JOIN _plan p ON p.id = c.id AND p.kind = 'active' AND p.write
