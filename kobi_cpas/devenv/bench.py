@@ -7,6 +7,8 @@ Catalog sync:
    again after 1 % volatile, 0.2 % new and 0.2 % removed items, against a bare read of the same file, with the
    delta checked against the files and the analyst file's size against one published from scratch, in one
    subprocess with its peak RSS;
+2b. the first snapshot on every feed shape of the ingest benchmark, and the floor under the targets
+   (:mod:`kobi_cpas.devenv.shapes_bench`);
 3. exact request counts against the sandbox: K volatile-only changes must cost ceil(K / 5000) items_batch calls,
    new/changed items exactly one update upload, unchanged items nothing.
 
@@ -26,6 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from kobi_cpas.devenv.shapes_bench import XML_SCALE, print_shapes
 from kobi_cpas.feeds.bench import PEAK_SNIPPET
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -367,10 +370,8 @@ def bench_request_counts(n: int, out: Path) -> dict:
     return result
 
 
-_XML_SCALE = 200_000
-
-
 def run_benchmarks(scale: int = 1_000_000, out: Path = Path(".bench"), request_scale: int = 50_000) -> dict:
+    from kobi_cpas.devenv.shapes_bench import bench_floor, bench_snapshot_shapes
     from kobi_cpas.feeds.bench import run_ingest_benchmark
 
     out = out.resolve()
@@ -384,8 +385,7 @@ def run_benchmarks(scale: int = 1_000_000, out: Path = Path(".bench"), request_s
     )
     report["ingest_variants"] = run_ingest_benchmark(scale, out / "feeds", repeat=3, variant_mismatch=True)
     for shape in ("tsv", "rich", "xml"):
-        # The XML of a million items is about 1 GB and its stream parse alone takes half a minute here.
-        n = min(scale, _XML_SCALE) if shape == "xml" else scale
+        n = min(scale, XML_SCALE) if shape == "xml" else scale
         print(f"[1c/3] the same as {shape} at {n:,} items ...", flush=True)
         report[f"ingest_{shape}"] = run_ingest_benchmark(n, out / "feeds", repeat=2, shape=shape)
     print(
@@ -393,7 +393,10 @@ def run_benchmarks(scale: int = 1_000_000, out: Path = Path(".bench"), request_s
         flush=True,
     )
     report["snapshot"] = bench_snapshot(scale, out, repeats=SNAPSHOT_REPEATS)
-    print(f"[2b/3] a replace upload of the {scale:,}-item feed, its peak memory ...", flush=True)
+    print("[2b/3] the first snapshot on every feed shape, and the floor under the targets ...", flush=True)
+    report["snapshot_shapes"] = bench_snapshot_shapes(scale, out / "feeds")
+    report["floor"] = bench_floor(scale, out / "feeds")
+    print(f"[2c/3] a replace upload of the {scale:,}-item feed, its peak memory ...", flush=True)
     report["replace_upload"] = bench_replace_upload(scale, out)
     print(f"[3/3] request counts against the sandbox at {request_scale:,} items ...", flush=True)
     report["requests"] = bench_request_counts(request_scale, out)
@@ -467,6 +470,7 @@ def _print(r: dict) -> None:
         f"{d['publish_full_seconds']:.2f} s)"
     )
     print(f"  peak memory        {d['peak_rss_mb']:7.0f} MB (target <= 1536 MB)")
+    print_shapes(r["snapshot_shapes"], r["floor"])
     u = r["replace_upload"]
     print(
         f"replace upload of {u['n_items']:,} items ({u['file_mb']:.0f} MB feed): {u['replace_seconds']:.1f} s, "
@@ -485,6 +489,8 @@ def _print(r: dict) -> None:
             "snapshot",
             "replace_upload",
             "requests",
+            "snapshot_shapes",
+            "floor",
             "scale",
             "cpu_count",
         ):

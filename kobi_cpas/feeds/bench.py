@@ -131,7 +131,7 @@ print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rows": rows, "columns
 )
 
 
-def _run_phase(code: str, csv_path: Path, db_path: Path, settings: dict[str, str], fmt: str = "csv") -> dict:
+def run_phase(code: str, csv_path: Path, db_path: Path, settings: dict[str, str], fmt: str = "csv") -> dict:
     for p in (db_path, db_path.with_name(db_path.name + ".wal")):
         p.unlink(missing_ok=True)
     env = dict(os.environ)
@@ -150,6 +150,11 @@ def _run_phase(code: str, csv_path: Path, db_path: Path, settings: dict[str, str
     for p in (db_path, db_path.with_name(db_path.name + ".wal")):
         p.unlink(missing_ok=True)
     return result
+
+
+def bare_phase(fmt: str) -> str:
+    """The code of the bare read of a file of ``fmt`` (for :func:`run_phase`)."""
+    return _PHASE_BARE_XML if fmt == "xml" else _PHASE_BARE
 
 
 # Feed shapes of the ingest benchmark: the generator's own (clean), variant groups whose brand and title differ
@@ -213,6 +218,26 @@ def _reshape(src: Path, dst: Path, shape: str, seed: int) -> None:
         con.close()
 
 
+def shape_feed(
+    n_items: int, workdir: str | Path, shape: str, *, seed: int = 42, error_share: float = 0.01
+) -> tuple[Path, str]:
+    """The ``n_items`` feed of ``shape`` (one of :data:`SHAPES`) in ``workdir``, generated on first use, and its
+    format (csv, tsv or xml)."""
+    if shape not in SHAPES:
+        raise ValueError(f"unknown feed shape {shape!r}: one of {', '.join(SHAPES)}")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    fmt = shape if shape in ("tsv", "xml") else "csv"
+    path = workdir / f"bench_feed_{n_items}_{seed}_{shape}.{fmt}"
+    # tsv, rich and xml are made from the clean shape's file (generated once for all of them)
+    base = path if shape == "variants" else workdir / f"bench_feed_{n_items}_{seed}_clean.csv"
+    if not base.exists():
+        generate_feed(base, n_items, seed=seed, error_share=error_share, variant_mismatch=shape == "variants")
+    if not path.exists():
+        _reshape(base, path, shape, seed)
+    return path, fmt
+
+
 def run_ingest_benchmark(
     n_items: int,
     workdir: str | Path,
@@ -237,20 +262,10 @@ def run_ingest_benchmark(
     later run of either phase, and that bonus went only to the phase that runs first.
     ``settings`` are DuckDB settings applied in both phases (e.g. ``{"threads": "2"}``).
     """
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     shape = shape or ("variants" if variant_mismatch else "clean")
-    if shape not in SHAPES:
-        raise ValueError(f"unknown feed shape {shape!r}: one of {', '.join(SHAPES)}")
-    fmt = shape if shape in ("tsv", "xml") else "csv"
-    csv_path = workdir / f"bench_feed_{n_items}_{seed}_{shape}.{fmt}"
     t = time.perf_counter()
-    # tsv, rich and xml are made from the clean shape's file (generated once for all of them)
-    base = csv_path if shape == "variants" else workdir / f"bench_feed_{n_items}_{seed}_clean.csv"
-    if not base.exists():
-        generate_feed(base, n_items, seed=seed, error_share=error_share, variant_mismatch=shape == "variants")
-    if not csv_path.exists():
-        _reshape(base, csv_path, shape, seed)
+    workdir = Path(workdir)
+    csv_path, fmt = shape_feed(n_items, workdir, shape, seed=seed, error_share=error_share)
     generate_seconds = time.perf_counter() - t
     # Warm the page cache for both phases alike.
     with csv_path.open("rb") as f:
@@ -262,9 +277,8 @@ def run_ingest_benchmark(
     bares: list[dict] = []
     ingests: list[dict] = []
     for _ in range(max(0, warmup) + max(1, repeat)):
-        bare_code = _PHASE_BARE_XML if fmt == "xml" else _PHASE_BARE
-        bares.append(_run_phase(bare_code, csv_path, workdir / "bench_bare.duckdb", s, fmt))
-        ingests.append(_run_phase(_PHASE_INGEST, csv_path, workdir / "bench_ingest.duckdb", s, fmt))
+        bares.append(run_phase(bare_phase(fmt), csv_path, workdir / "bench_bare.duckdb", s, fmt))
+        ingests.append(run_phase(_PHASE_INGEST, csv_path, workdir / "bench_ingest.duckdb", s, fmt))
     warm = [(b["seconds"], i["seconds"]) for b, i in zip(bares[:warmup], ingests[:warmup], strict=True)]
     bares, ingests = bares[max(0, warmup) :], ingests[max(0, warmup) :]
     bare = min(bares, key=lambda r: r["seconds"])

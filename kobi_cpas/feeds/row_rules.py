@@ -67,7 +67,7 @@ def _char(ch: str) -> str:
     return f"'{ch}'"
 
 
-def _trimmed(col: str) -> str:
+def trimmed_sql(col: str) -> str:
     """SQL: ``col`` without surrounding whitespace, blank -> NULL.
 
     trim() copies every string and costs ~0.7 s per million descriptions; a cheap first/last character

@@ -46,8 +46,8 @@ from kobi_cpas.feeds.row_rules import (
     WARNING_MASK,
     Rule,
     _enum_state,
-    _trimmed,
     show,
+    trimmed_sql,
 )
 from kobi_cpas.warehouse.sql import sql_str
 
@@ -121,7 +121,7 @@ def items_select_sql(
     """
     rn = row_number_sql or "NULL::BIGINT"
     kept = "".join(f", {c}" for c in carry)
-    norm = ", ".join(f"{_trimmed(c)} AS {c}" for c in COLUMNS)
+    norm = ", ".join(f"{trimmed_sql(c)} AS {c}" for c in COLUMNS)
     final = ", ".join(f"{_final(c)} AS {c}" for c in COLUMNS)
     # Helper states (small integers, cheaper than strings): NULL = no value, 0 = valid as written,
     # -1 = valid once re-cased, 1 = unknown currency / start not before end, 2 = malformed.

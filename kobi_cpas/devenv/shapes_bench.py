@@ -1,0 +1,200 @@
+"""`make bench`, the feed_snapshot step per feed shape and the floor under its targets.
+
+1. :func:`bench_snapshot_shapes`: the whole first snapshot of a tenant (ingest, replace view, feed tables, item
+   state and the publish to the analyst file) on every feed shape of the ingest benchmark, against the bare read
+   of the same file, in pairs of subprocesses (bare, then snapshot) so each ratio is taken side by side.
+2. :func:`bench_floor`: what any snapshot must do at least, measured the same way on the clean shape. Each part
+   is a subprocess into a fresh database file, against a bare read run just before it:
+
+   - ``reader``: the feed's own SELECT (explicit dialect, every column as text) into a table, no other work;
+   - ``whitespace``: that, with the surrounding whitespace of every value removed (the cheapest normalisation
+     Meta's rules need: " in stock " is a valid availability);
+   - ``row_rules``: that, with every row-local rule, the stored result columns and the two content hashes (the
+     ingest's single pass, without the cross-row rules, the row numbers, the issues and the incremental hash);
+   - ``analyst_copy``: a copy of the valid items, as validated, into a second database file (the publish of
+     ``feed_items``; analysts read a file of their own because a DuckDB file that a process writes cannot be
+     opened by another process).
+
+   The ingest cannot be cheaper than ``row_rules``, and the first snapshot cannot be cheaper than ``row_rules``
+   plus ``analyst_copy``: the report puts those sums next to the issue's targets.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from kobi_cpas.feeds.bench import PEAK_SNIPPET, SHAPES, bare_phase, run_phase, shape_feed
+
+# The XML of a million items is about 1 GB and its stream parse alone takes half a minute here.
+XML_SCALE = 200_000
+FLOOR_PARTS = ("reader", "whitespace", "row_rules", "analyst_copy")
+
+# argv: feed, db path (its folder is the run's work folder), settings (unused), format.
+_SNAPSHOT_PHASE = (
+    PEAK_SNIPPET
+    + """
+import json, shutil, sys, time
+from datetime import UTC, datetime
+from pathlib import Path
+import duckdb, yaml
+from kobi_cpas.registry import load_registry
+from kobi_cpas.sync.snapshot_step import take_snapshot
+from kobi_cpas.tables import SCHEMA
+from kobi_cpas.warehouse import Warehouse
+
+# The analyst file is the phase's database file; the work database and the run's files go in a folder of its own.
+feed, analyst, fmt = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[4]
+work = analyst.with_suffix(".d")
+shutil.rmtree(work, ignore_errors=True)
+work.mkdir(parents=True)
+reg = work / "tenants.yaml"
+reg.write_text(yaml.safe_dump({"tenants": [{"tenant_id": "bench", "business_id": "1", "catalog_id": "2",
+    "feed": {"source": str(feed), "format": fmt, "feeds_root": str(feed.parent)}}]}))
+registry = load_registry(reg)
+tenant = registry.tenant("bench")
+wh = Warehouse(analyst, schema=SCHEMA, work_dir=work / "work")
+with wh.connect() as con:
+    t = time.perf_counter()
+    s = take_snapshot(con, registry=registry, tenant=tenant, workdir=work / "w", now=datetime(2026, 11, 1, tzinfo=UTC),
+                      force=True)
+    t_publish = time.perf_counter()
+    wh.publish(con)
+    end = time.perf_counter()
+with duckdb.connect(str(analyst), read_only=True) as ro:
+    (published,) = ro.execute("SELECT count(*) FROM feed_items").fetchone()
+if s.status != "ok":
+    raise SystemExit(f"snapshot {s.status}: {s.message}")
+stages = {**s.stage_seconds, "publish": end - t_publish}
+shutil.rmtree(work)
+print(json.dumps({"seconds": end - t, "items": s.ingest.item_count, "valid": s.ingest.valid_count,
+                  "feed_items": published, "stages": stages, "peak_rss_mb": PEAK()}))
+"""
+)
+
+# argv: feed, db path, settings (unused), format; __PART__ is one of FLOOR_PARTS.
+_FLOOR_PHASE = (
+    PEAK_SNIPPET
+    + """
+import duckdb, json, sys, time
+from pathlib import Path
+from kobi_cpas.feeds.fields import COLUMNS
+from kobi_cpas.feeds.parser import open_feed_source
+from kobi_cpas.feeds.row_rules import trimmed_sql
+from kobi_cpas.feeds.snapshot import stage_rows_table_name
+from kobi_cpas.feeds.validate import items_select_sql
+
+part, feed, db_path = "__PART__", Path(sys.argv[1]), Path(sys.argv[2])
+source = open_feed_source(feed, sys.argv[4], tmp_dir=db_path.parent)
+present = source.columns_present
+con = duckdb.connect(str(db_path))
+con.execute("SET enable_progress_bar = false")
+con.execute("SET preserve_insertion_order = true")  # as the ingest runs
+rules = items_select_sql(source.select_sql, columns=present)
+if part == "analyst_copy":
+    # The validated rows first (not timed), then their valid items into a file of their own.
+    con.execute(f"CREATE TABLE t AS {rules}")
+    con.execute("CHECKPOINT")
+    other = db_path.with_suffix(".analyst")
+    other.unlink(missing_ok=True)
+    con.execute(f"ATTACH '{other}' AS analyst")
+    sql = f"CREATE TABLE analyst.feed_items AS SELECT * EXCLUDE (row_number, _issue_mask) FROM t WHERE is_valid"
+    db = "analyst"
+else:
+    sql = {
+        "reader": f"CREATE TABLE t AS {source.select_sql}",
+        "whitespace": "CREATE TABLE t AS SELECT "
+        + ", ".join(f"{trimmed_sql(c)} AS {c}" for c in present) + f" FROM ({source.select_sql})",
+        "row_rules": f"CREATE TABLE t AS {rules}",
+    }[part]
+    db = con.execute("SELECT current_database()").fetchone()[0]
+t, c = time.perf_counter(), CPU()
+con.execute(sql)
+con.execute(f"CHECKPOINT {db}")
+seconds, cpu = time.perf_counter() - t, CPU() - c
+(rows,) = con.execute("SELECT count(*) FROM analyst.feed_items" if part == "analyst_copy" else "SELECT count(*) FROM t").fetchone()
+con.close()
+if part == "analyst_copy":
+    other.unlink()
+source.cleanup()
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rows": rows, "peak_rss_mb": PEAK()}))
+"""
+)
+
+
+def _paired(bares: list[dict], runs: list[dict]) -> dict:
+    ratios = [r["seconds"] / b["seconds"] for b, r in zip(bares, runs, strict=True)]
+    return {
+        "seconds": min(r["seconds"] for r in runs),
+        "bare_seconds": min(b["seconds"] for b in bares),
+        "paired_ratios": ratios,
+        "median_ratio": statistics.median(ratios),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+    }
+
+
+def bench_snapshot_shapes(n: int, workdir: Path, *, pairs: int = 2, shapes: tuple[str, ...] = SHAPES) -> dict:
+    """Per shape: the first snapshot and its publish against the bare read of the same file, ``pairs`` times
+    (bare, then snapshot); the ratio is the median of the pairs. The XML shape runs at :data:`XML_SCALE` items at
+    most. ``workdir`` holds the shapes' feeds (shared with the ingest benchmark)."""
+    out: dict = {}
+    for shape in shapes:
+        size = min(n, XML_SCALE) if shape == "xml" else n
+        feed, fmt = shape_feed(size, workdir, shape)
+        bares, runs = [], []
+        for _ in range(max(1, pairs)):
+            bares.append(run_phase(bare_phase(fmt), feed, workdir / "shape_bare.duckdb", {}, fmt))
+            runs.append(run_phase(_SNAPSHOT_PHASE, feed, workdir / "shape_snapshot.duckdb", {}, fmt))
+        res = _paired(bares, runs)
+        last = runs[-1]
+        res.update(
+            n_items=size,
+            feed_mb=feed.stat().st_size / 2**20,
+            items=last["items"],
+            valid=last["valid"],
+            feed_items=last["feed_items"],
+            stages=last["stages"],
+        )
+        out[shape] = res
+    return out
+
+
+def bench_floor(n: int, workdir: Path, *, rounds: int = 3) -> dict:
+    """The floor parts (:data:`FLOOR_PARTS`) on the clean shape, each against a bare read just before it,
+    ``rounds`` times; ratios are medians of the pairs. Adds ``ingest_floor`` (``row_rules``) and
+    ``snapshot_floor`` (``row_rules`` + ``analyst_copy``)."""
+    feed, fmt = shape_feed(n, workdir, "clean")
+    bares: dict[str, list[dict]] = {p: [] for p in FLOOR_PARTS}
+    runs: dict[str, list[dict]] = {p: [] for p in FLOOR_PARTS}
+    for _ in range(max(1, rounds)):
+        for part in FLOOR_PARTS:
+            bares[part].append(run_phase(bare_phase(fmt), feed, workdir / "floor_bare.duckdb", {}, fmt))
+            code = _FLOOR_PHASE.replace("__PART__", part)
+            runs[part].append(run_phase(code, feed, workdir / "floor_part.duckdb", {}, fmt))
+    out: dict = {"n_items": n, "feed_mb": feed.stat().st_size / 2**20}
+    for part in FLOOR_PARTS:
+        out[part] = {**_paired(bares[part], runs[part]), "rows": runs[part][-1]["rows"]}
+    out["ingest_floor"] = out["row_rules"]["median_ratio"]
+    out["snapshot_floor"] = out["row_rules"]["median_ratio"] + out["analyst_copy"]["median_ratio"]
+    return out
+
+
+def print_shapes(shapes: dict, floor: dict) -> None:
+    print("feed_snapshot step per feed shape, first snapshot with its publish (target <= 2 x the bare read):")
+    for shape, r in shapes.items():
+        st = ", ".join(f"{k} {v:.2f}" for k, v in r["stages"].items())
+        print(
+            f"  {shape:9s} {r['n_items']:>9,} items {r['feed_mb']:5.0f} MB: {r['seconds']:6.2f} s against "
+            f"{r['bare_seconds']:.2f} s, median {r['median_ratio']:.2f} x "
+            f"({' / '.join(f'{x:.2f}' for x in r['paired_ratios'])}); peak {r['peak_rss_mb']:.0f} MB; {st}"
+        )
+    print(f"the floor under the targets, clean shape at {floor['n_items']:,} items (median of paired runs):")
+    for part in FLOOR_PARTS:
+        r = floor[part]
+        print(
+            f"  {part:13s} {r['median_ratio']:5.2f} x the bare read ({r['seconds']:.2f} s, {r['rows']:,} rows)"
+        )
+    print(
+        f"  an ingest applying Meta's row rules costs at least {floor['ingest_floor']:.2f} x (target 1.25 x); "
+        f"a first snapshot, with the analyst copy, at least {floor['snapshot_floor']:.2f} x (target 2 x)"
+    )
