@@ -268,6 +268,42 @@ def test_normalised_values(ingested):
     assert rows[1][1] == "cheap" and "'cheap'" in rows[1][2]
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "plain",
+        "two words",
+        "  both  ",
+        "trailing tab\t",
+        "trailing newline\n",
+        "trailing cr\r",
+        "\r\n\t mixed \t\n",
+        "",
+        "   ",
+        "\t",
+        "control kept\x0b",
+        "\x0bcontrol first",
+        "no-break space\u00a0",
+        "Hotiç",
+        "emoji 😀",
+        "combining e\u0301",
+        None,
+    ],
+)
+def test_normalisation_removes_exactly_the_surrounding_whitespace(value):
+    # The SQL that normalises every value against its definition: space, tab, CR and LF around the value go, a
+    # blank is no value; every other character stays, at either end.
+    from kobi_cpas.feeds.row_rules import trimmed_sql
+
+    (got,) = (
+        duckdb.connect()
+        .execute(f"SELECT {trimmed_sql('v')} FROM (SELECT $v::VARCHAR AS v)", {"v": value})
+        .fetchone()
+    )
+    expected = None if value is None else (value.strip(" \t\r\n") or None)
+    assert got == expected
+
+
 def test_messages_name_field_value_and_give_a_call_to_action(ingested):
     con, result = ingested
     msg, cta, rn = con.execute(

@@ -58,9 +58,6 @@ def _alternation(values: Sequence[str]) -> str:
     return "|".join(re.escape(v) for v in values)
 
 
-_WS_CHARS = (" ", "\t", "\n", "\r")
-
-
 def _char(ch: str) -> str:
     """SQL string literal of one character (not a quote): the character itself, not ``chr(n)``, whose calls
     cost ~0.25 ms each to bind and fold, every time the feed's SELECT (30 columns) is planned."""
@@ -70,13 +67,15 @@ def _char(ch: str) -> str:
 def trimmed_sql(col: str) -> str:
     """SQL: ``col`` without surrounding whitespace, blank -> NULL.
 
-    trim() copies every string and costs ~0.7 s per million descriptions; a cheap first/last character
-    test skips it for the values that do not need it (nearly all of them). ``col < '!'`` is a byte
+    trim() copies every string and costs ~0.7 s per million descriptions; a cheap test of the first and last
+    character skips it for the values that do not need it (nearly all of them). ``col < '!'`` is a byte
     comparison that holds exactly when the first byte is <= 0x20 (cheaper than decoding it with ascii()),
-    and for '' too, so blanks need no test of their own.
+    and for '' too, so blanks need no test of their own; ``col[-1]`` is the last character. Both also hold for
+    the other control characters, which trim() keeps: such a value comes out as it went in. One test of the
+    last character costs a sixth of four ``suffix()`` tests, one per whitespace character (0.04 x against
+    0.25 x a bare read of a million items of 23 columns).
     """
-    needs = f"{col} < '!' OR " + " OR ".join(f"suffix({col}, {_char(ch)})" for ch in _WS_CHARS)
-    return f"CASE WHEN {needs} THEN nullif(trim({col}, ' \t\r\n'), '') ELSE {col} END"
+    return f"CASE WHEN {col} < '!' OR {col}[-1] < '!' THEN nullif(trim({col}, ' \t\r\n'), '') ELSE {col} END"
 
 
 def _enum_state(col: str, values: Sequence[str]) -> str:
