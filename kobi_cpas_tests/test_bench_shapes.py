@@ -29,7 +29,7 @@ def test_every_shape_snapshots_the_whole_file_and_publishes_its_valid_items(tmp_
     assert not list(tmp_path.glob("shape_*.duckdb*")) and not list(tmp_path.glob("shape_*.d"))
 
 
-def test_the_floor_parts_read_every_row_and_copy_the_valid_items(tmp_path):
+def test_the_floor_parts_read_every_row_and_write_the_valid_items(tmp_path):
     snap = bench_snapshot_shapes(N, tmp_path, pairs=1, shapes=("clean",))["clean"]
     res = bench_floor(N, tmp_path, rounds=1)
     for part in ("reader", "whitespace", "row_rules"):
@@ -45,9 +45,9 @@ def test_the_floor_parts_read_every_row_and_copy_the_valid_items(tmp_path):
         .fetchone()
     )
     assert dupes == 0
-    assert 0 < res["analyst_copy"]["rows"] == snap["valid"] < N
+    assert 0 < res["analyst_copy"]["rows"] == res["sync_state"]["rows"] == snap["valid"] < N
+    writes = res["analyst_copy"]["median_ratio"] + res["sync_state"]["median_ratio"]
     assert res["ingest_floor"] == res["row_rules"]["median_ratio"]
-    assert res["snapshot_floor"] == pytest.approx(
-        res["row_rules"]["median_ratio"] + res["analyst_copy"]["median_ratio"]
-    )
+    assert res["snapshot_floor"] == pytest.approx(res["row_rules"]["median_ratio"] + writes)
+    assert res["snapshot_floor_any_rules"] == pytest.approx(res["reader"]["median_ratio"] + writes)
     assert all(res[p]["seconds"] > 0 for p in FLOOR_PARTS)
