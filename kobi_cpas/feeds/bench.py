@@ -263,8 +263,8 @@ def run_ingest_benchmark(
     ``settings`` are DuckDB settings applied in both phases (e.g. ``{"threads": "2"}``).
     """
     shape = shape or ("variants" if variant_mismatch else "clean")
-    t = time.perf_counter()
     workdir = Path(workdir)
+    t = time.perf_counter()
     csv_path, fmt = shape_feed(n_items, workdir, shape, seed=seed, error_share=error_share)
     generate_seconds = time.perf_counter() - t
     # Warm the page cache for both phases alike.
