@@ -6,10 +6,12 @@ its row-local issue bits (``_issue_mask``). Normalisation and every row-local ru
 so a row whose raw hash is unchanged keeps its stored values; only its row number may move. The new file is
 read twice, each time only hashing rows (about a third of the cost of the full ingest's single pass):
 
-1. every row's raw hash, in file order (a streaming plan, so ``rowid`` gives the row number);
-2. the full columns of the rows whose hash the previous ingest did not have, found with a bitmap of their
-   hashes (a constant lookup per row keeps this pass streaming; its rare false positives are dropped by an
-   exact join on the small result).
+1. every row's raw hash and the hash of its id, in file order (a streaming plan, so ``rowid`` gives the row
+   number);
+2. the full columns of the rows whose raw hash the previous ingest did not have, found with a bitmap of their
+   ids' hashes (a constant lookup per row keeps this pass streaming; hashing one column instead of the row
+   takes a tenth off it, 0.54 -> 0.49 s at 1M items; the other rows it lets by, false positives and other rows
+   of the same id, are dropped by an exact join on the raw hash of the small result).
 
 The stage rows table is then updated in place in one transaction: rows that left are deleted, the row numbers
 of the others follow the file, the changed rows are normalised and validated and inserted, and the cross-row
@@ -42,6 +44,8 @@ from kobi_cpas.warehouse.sql import sql_str
 RAW_HASH = "_raw_hash"
 # The raw row's hash: every canonical column as the reader gives it, in canonical order (whatever the file's).
 RAW_HASH_SQL = f"hash({', '.join(COLUMNS)})"
+# What the second pass over the file tests against the bitmap of the changed rows.
+_ID_HASH_SQL = "hash(id)"
 # Past this share of changed rows, reading the file twice and updating in place saves little over a full ingest
 # (at 1M items, one title edited in 1 %, 5 % and 10 % of the rows: 1.6, 2.2 and 3.2 s against 3.2, 3.4 and 3.8 s).
 MAX_CHANGED_SHARE = 0.1
@@ -115,7 +119,10 @@ def read_changed_rows(
     caller drops them with :func:`drop_temp`). None when an incremental ingest would not be exact or cheap."""
     hashes, changed, raw, table = (f"{prefix}_{n}" for n in ("hashes", "changed", "raw", "rows"))
     if not create_table_streaming(
-        con, hashes, f"SELECT {RAW_HASH_SQL} AS raw_hash FROM ({source.select_sql})", source
+        con,
+        hashes,
+        f"SELECT {RAW_HASH_SQL} AS raw_hash, {_ID_HASH_SQL} AS id_hash FROM ({source.select_sql})",
+        source,
     ):
         return None
     (rows, distinct) = con.execute(f"SELECT count(*), count(DISTINCT raw_hash) FROM {hashes}").fetchone()  # type: ignore[misc]
@@ -125,7 +132,7 @@ def read_changed_rows(
     if rows == 0 or rows != distinct or old_rows != old_distinct:
         return None
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {changed} AS SELECT raw_hash FROM {hashes} "
+        f"CREATE OR REPLACE TEMP TABLE {changed} AS SELECT raw_hash, id_hash FROM {hashes} "
         f"ANTI JOIN {rows_table} o ON o.{RAW_HASH} = raw_hash"
     )
     (n_changed,) = con.execute(f"SELECT count(*) FROM {changed}").fetchone()  # type: ignore[misc]
@@ -135,7 +142,7 @@ def read_changed_rows(
     while bits < 16 * n_changed and bits < _BITMAP_MAX_BITS:
         bits <<= 1
     (bitmap,) = con.execute(  # type: ignore[misc]
-        f"SELECT coalesce(bitstring_agg((raw_hash % {bits})::BIGINT, 0, {bits - 1}), bitstring('0', {bits}))"
+        f"SELECT coalesce(bitstring_agg((id_hash % {bits})::BIGINT, 0, {bits - 1}), bitstring('0', {bits}))"
         f"::VARCHAR FROM {changed}"
     ).fetchone()
     # A constant bitmap keeps the pass over the file a plain scan and filter (a join against the changed
@@ -143,7 +150,7 @@ def read_changed_rows(
     execute_reading(
         con,
         f"CREATE OR REPLACE TEMP TABLE {raw} AS SELECT * FROM ({raw_hashed_select(source.select_sql)}) "
-        f"WHERE get_bit({sql_str(bitmap)}::BIT, ({RAW_HASH} % {bits})::INTEGER) = 1",
+        f"WHERE get_bit({sql_str(bitmap)}::BIT, ({_ID_HASH_SQL} % {bits})::INTEGER) = 1",
         source,
     )
     numbered = (
