@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kobi_cpas.devenv.shapes_bench import XML_SCALE, print_shapes
+from kobi_cpas.devenv.shapes_bench import print_shapes, shape_items
 from kobi_cpas.feeds.bench import PEAK_SNIPPET
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -65,13 +65,11 @@ _SNAPSHOT_PHASE = (
 import json, shutil, sys, time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-import duckdb, yaml
+import duckdb
 from kobi_cpas.feeds.generator import mutate_volatile, mutation_predicate_sql
-from kobi_cpas.registry import load_registry
+from kobi_cpas.devenv.shapes_bench import bench_tenant, time_asset_snapshot
 from kobi_cpas.sync.methods import batch_requests_sql
 from kobi_cpas.sync.item_state import refresh_item_state
-from kobi_cpas.sync.feed_download import download_feed
-from kobi_cpas.sync.snapshot_step import ingest_snapshot
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 
@@ -97,11 +95,7 @@ out["bare_read_seconds"] = time.perf_counter() - t
 bare.close()
 bare_db.unlink()
 feed = work / "feed.csv"
-reg = work / "tenants.yaml"
-reg.write_text(yaml.safe_dump({"tenants": [{"tenant_id": "bench", "business_id": "1", "catalog_id": "2",
-    "feed": {"source": str(feed), "format": "csv"}}]}))
-registry = load_registry(reg)
-tenant = registry.tenant("bench")
+registry, tenant = bench_tenant(work, feed)
 # A fresh work database every run: state left by an earlier run would be part of the delta.
 for d in (work / "wh", work / "w"):
     shutil.rmtree(d, ignore_errors=True)
@@ -109,20 +103,10 @@ wh = Warehouse(work / "wh" / "kobi.duckdb", schema=SCHEMA)
 t0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 def snapshot(path, hours, key):
-    # What the feed_snapshot asset does for a tenant (ingest, feed tables, replace view, item state, publish), from
-    # the manifest the feed_file asset leaves: stating and hashing the file is that asset's work, timed apart.
     feed.write_bytes(path.read_bytes())
-    t = time.perf_counter()
-    manifest = download_feed(registry, tenant, work / "w")
-    out[f"{key}_feed_file_seconds"] = time.perf_counter() - t
-    with wh.connect() as con:
-        t = time.perf_counter()
-        s = ingest_snapshot(con, tenant=tenant, workdir=work / "w", manifest=manifest,
-                            now=t0 + timedelta(hours=hours), force=True)
-        t_publish = time.perf_counter()
-        wh.publish(con)
-        s.stage_seconds["publish"] = time.perf_counter() - t_publish
-        return s, time.perf_counter() - t
+    s, seconds, out[f"{key}_feed_file_seconds"] = time_asset_snapshot(wh, registry, tenant, work / "w",
+                                                                      t0 + timedelta(hours=hours))
+    return s, seconds
 
 s1, out["first_snapshot_seconds"] = snapshot(a, 0, "first")
 out["first_stages"] = s1.stage_seconds
@@ -392,7 +376,7 @@ def run_benchmarks(scale: int = 1_000_000, out: Path = Path(".bench"), request_s
     )
     report["ingest_variants"] = run_ingest_benchmark(scale, out / "feeds", repeat=3, variant_mismatch=True)
     for shape in ("tsv", "rich", "xml"):
-        n = min(scale, XML_SCALE) if shape == "xml" else scale
+        n = shape_items(scale, shape)
         print(f"[1c/3] the same as {shape} at {n:,} items ...", flush=True)
         report[f"ingest_{shape}"] = run_ingest_benchmark(n, out / "feeds", repeat=2, shape=shape)
     print(

@@ -27,25 +27,72 @@
 from __future__ import annotations
 
 import statistics
+import time
+from datetime import datetime
 from pathlib import Path
 
+import yaml
+
 from kobi_cpas.feeds.bench import PEAK_SNIPPET, SHAPES, bare_phase, run_phase, shape_feed
+from kobi_cpas.registry import LoadedRegistry, Tenant, load_registry
+from kobi_cpas.sync.feed_download import download_feed
+from kobi_cpas.sync.snapshot_step import SnapshotOutcome, ingest_snapshot
+from kobi_cpas.warehouse import Warehouse
 
 # The XML of a million items is about 1 GB and its stream parse alone takes half a minute here.
 XML_SCALE = 200_000
+
+
+def shape_items(n: int, shape: str) -> int:
+    """The items of a benchmark of ``n`` items on ``shape``: the XML shape at :data:`XML_SCALE` at most."""
+    return min(n, XML_SCALE) if shape == "xml" else n
+
+
+def bench_tenant(work: Path, feed: Path, fmt: str = "csv") -> tuple[LoadedRegistry, Tenant]:
+    """A registry in ``work`` of one tenant, ``bench``, fed from the local ``feed``."""
+    reg = work / "tenants.yaml"
+    source = {"source": str(feed), "format": fmt, "feeds_root": str(feed.parent)}
+    reg.write_text(
+        yaml.safe_dump(
+            {"tenants": [{"tenant_id": "bench", "business_id": "1", "catalog_id": "2", "feed": source}]}
+        )
+    )
+    registry = load_registry(reg)
+    return registry, registry.tenant("bench")
+
+
+def time_asset_snapshot(
+    wh: Warehouse, registry: LoadedRegistry, tenant: Tenant, workdir: Path, now: datetime
+) -> tuple[SnapshotOutcome, float, float]:
+    """What the feed_snapshot asset does for a tenant (ingest, feed tables, replace view, item state, publish),
+    from the manifest the feed_file asset leaves: (outcome with ``publish`` among its stage seconds, the asset's
+    seconds, the feed_file asset's seconds before it: stating and hashing the file)."""
+    t = time.perf_counter()
+    manifest = download_feed(registry, tenant, workdir)
+    feed_file = time.perf_counter() - t
+    with wh.connect() as con:
+        t = time.perf_counter()
+        s = ingest_snapshot(con, tenant=tenant, workdir=workdir, manifest=manifest, now=now, force=True)
+        t_publish = time.perf_counter()
+        wh.publish(con)
+        end = time.perf_counter()
+    s.stage_seconds["publish"] = end - t_publish
+    return s, end - t, feed_file
+
+
 FLOOR_PARTS = ("reader", "whitespace", "row_rules", "analyst_copy", "sync_state")
 
 # argv: feed, db path (its folder is the run's work folder), settings (unused), format.
 _SNAPSHOT_PHASE = (
     PEAK_SNIPPET
     + """
-import json, shutil, sys, time
+import json, shutil, sys
 from datetime import UTC, datetime
 from pathlib import Path
-import duckdb, yaml
-from kobi_cpas.registry import load_registry
-from kobi_cpas.sync.feed_download import download_feed
-from kobi_cpas.sync.snapshot_step import ingest_snapshot
+
+import yaml
+import duckdb
+from kobi_cpas.devenv.shapes_bench import bench_tenant, time_asset_snapshot
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 
@@ -54,31 +101,17 @@ feed, analyst, fmt = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[4]
 work = analyst.with_suffix(".d")
 shutil.rmtree(work, ignore_errors=True)
 work.mkdir(parents=True)
-reg = work / "tenants.yaml"
-reg.write_text(yaml.safe_dump({"tenants": [{"tenant_id": "bench", "business_id": "1", "catalog_id": "2",
-    "feed": {"source": str(feed), "format": fmt, "feeds_root": str(feed.parent)}}]}))
-registry = load_registry(reg)
-tenant = registry.tenant("bench")
+registry, tenant = bench_tenant(work, feed, fmt)
 wh = Warehouse(analyst, schema=SCHEMA, work_dir=work / "work")
-# The feed_file asset's work (stating and hashing the file) comes before the asset's and is timed apart.
-t = time.perf_counter()
-manifest = download_feed(registry, tenant, work / "w")
-feed_file = time.perf_counter() - t
-with wh.connect() as con:
-    t = time.perf_counter()
-    s = ingest_snapshot(con, tenant=tenant, workdir=work / "w", manifest=manifest,
-                        now=datetime(2026, 11, 1, tzinfo=UTC), force=True)
-    t_publish = time.perf_counter()
-    wh.publish(con)
-    end = time.perf_counter()
+s, seconds, feed_file = time_asset_snapshot(wh, registry, tenant, work / "w", datetime(2026, 11, 1, tzinfo=UTC))
 with duckdb.connect(str(analyst), read_only=True) as ro:
     (published,) = ro.execute("SELECT count(*) FROM feed_items").fetchone()
 if s.status != "ok":
     raise SystemExit(f"snapshot {s.status}: {s.message}")
-stages = {**s.stage_seconds, "publish": end - t_publish}
 shutil.rmtree(work)
-print(json.dumps({"seconds": end - t, "feed_file_seconds": feed_file, "items": s.ingest.item_count, "valid": s.ingest.valid_count,
-                  "feed_items": published, "stages": stages, "peak_rss_mb": PEAK()}))
+print(json.dumps({"seconds": seconds, "feed_file_seconds": feed_file, "items": s.ingest.item_count,
+                  "valid": s.ingest.valid_count, "feed_items": published, "stages": s.stage_seconds,
+                  "peak_rss_mb": PEAK()}))
 """
 )
 
@@ -88,6 +121,8 @@ _FLOOR_PHASE = (
     + """
 import duckdb, json, sys, time
 from pathlib import Path
+
+import yaml
 from kobi_cpas.feeds.parser import open_feed_source
 from kobi_cpas.feeds.row_rules import trimmed_sql
 from kobi_cpas.feeds.validate import items_select_sql
@@ -109,11 +144,11 @@ if part == "analyst_copy":
     other.unlink(missing_ok=True)
     con.execute(f"ATTACH '{other}' AS analyst")
     sql = f"CREATE TABLE analyst.feed_items AS SELECT * EXCLUDE (row_number, _issue_mask) FROM t WHERE is_valid"
-    db, result = "analyst", "analyst.feed_items"
+    checkpoint, result = "CHECKPOINT analyst", "analyst.feed_items"
 elif part == "sync_state":
     sql = ("CREATE TABLE s AS SELECT 'bench' AS tenant_id, (hash(id) % 4)::INTEGER AS shard, id, content_hash, "
            "volatile_hash, 'active' AS status FROM t WHERE is_valid")
-    db, result = con.execute("SELECT current_database()").fetchone()[0], "s"
+    checkpoint, result = "CHECKPOINT", "s"
 else:
     sql = {
         "reader": f"CREATE TABLE t AS {source.select_sql}",
@@ -121,10 +156,10 @@ else:
         + ", ".join(f"{trimmed_sql(c)} AS {c}" for c in present) + f" FROM ({source.select_sql})",
         "row_rules": f"CREATE TABLE t AS {rules}",
     }[part]
-    db, result = con.execute("SELECT current_database()").fetchone()[0], "t"
+    checkpoint, result = "CHECKPOINT", "t"
 t, c = time.perf_counter(), CPU()
 con.execute(sql)
-con.execute(f"CHECKPOINT {db}")
+con.execute(checkpoint)
 seconds, cpu = time.perf_counter() - t, CPU() - c
 (rows,) = con.execute(f"SELECT count(*) FROM {result}").fetchone()
 con.close()
@@ -153,7 +188,7 @@ def bench_snapshot_shapes(n: int, workdir: Path, *, pairs: int = 2, shapes: tupl
     most. ``workdir`` holds the shapes' feeds (shared with the ingest benchmark)."""
     out: dict = {}
     for shape in shapes:
-        size = min(n, XML_SCALE) if shape == "xml" else n
+        size = shape_items(n, shape)
         feed, fmt = shape_feed(size, workdir, shape)
         bares, runs = [], []
         for _ in range(max(1, pairs)):
