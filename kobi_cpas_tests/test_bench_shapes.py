@@ -51,3 +51,35 @@ def test_the_floor_parts_read_every_row_and_write_the_valid_items(tmp_path):
     assert res["snapshot_floor"] == pytest.approx(res["row_rules"]["median_ratio"] + writes)
     assert res["snapshot_floor_any_rules"] == pytest.approx(res["reader"]["median_ratio"] + writes)
     assert all(res[p]["seconds"] > 0 for p in FLOOR_PARTS)
+    # The ingest without row-local rules is the real one on every row, with none of the clean shape's ~1 % of items
+    # that break a row-local rule rejected: nothing else in the clean shape rejects an item.
+    assert res["no_row_rules"]["rows"] == res["no_row_rules"]["valid"] == N
+    assert res["ingest_floor_no_row_rules"] == res["no_row_rules"]["median_ratio"]
+    assert res["snapshot_floor_no_row_rules"] == pytest.approx(res["no_row_rules"]["median_ratio"] + writes)
+    for p in FLOOR_PARTS:
+        assert res[p]["fastest_ratio"] == pytest.approx(res[p]["seconds"] / res[p]["bare_seconds"])
+
+
+def test_the_ingest_without_row_rules_is_the_ingest_with_its_rules_emptied(tmp_path):
+    """The floor's rule-free ingest runs in a subprocess that empties the rule list; with no rule the mask is 0 and
+    the ingest still runs its cross-row rules: a duplicated id is still rejected."""
+    import kobi_cpas.feeds.validate as validate
+    from kobi_cpas.feeds.snapshot import ingest_feed
+
+    feed = tmp_path / "f.csv"
+    feed.write_text(
+        "id,title,description,availability,condition,price,link,image_link,brand\n"
+        "a,T,D,in stock,new,10.00 TRY,https://x.example/a,https://x.example/a.jpg,B\n"
+        "a,T,D,in stock,new,10.00 TRY,https://x.example/a,https://x.example/a.jpg,B\n"
+        "b,T,D,sometimes,new,10,not a url,https://x.example/b.jpg,B\n"
+    )
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    with_rules = ingest_feed(con, tenant_id="t1", snapshot_id="s", path=feed, fmt="csv", source_label="f")
+    saved = validate.ROW_RULES
+    try:
+        validate.ROW_RULES = ()
+        without = ingest_feed(con, tenant_id="t2", snapshot_id="s", path=feed, fmt="csv", source_label="f")
+    finally:
+        validate.ROW_RULES = saved
+    assert (with_rules.item_count, with_rules.valid_count) == (3, 1)
+    assert (without.item_count, without.valid_count) == (3, 2)

@@ -143,7 +143,10 @@ def items_select_sql(
         f"WHEN {start} IS NULL OR {end} IS NULL THEN 2 "
         f"WHEN {start} >= {end} THEN 1 ELSE 0 END"
     )
-    mask = " + ".join(f"(CASE WHEN {r.condition} THEN {1 << i} ELSE 0 END)" for i, r in enumerate(ROW_RULES))
+    mask = (
+        " + ".join(f"(CASE WHEN {r.condition} THEN {1 << i} ELSE 0 END)" for i, r in enumerate(ROW_RULES))
+        or "0"
+    )
     unknown = sorted(set(columns) - set(COLUMNS))
     if unknown:
         raise ValueError(f"not canonical feed columns: {unknown}")
