@@ -34,3 +34,24 @@ def test_replace_upload_benchmark_delivers_every_item_and_reports_its_own_peak(t
     res = bench_replace_upload(4_000, tmp_path)
     assert res["records"] == ["finished"] and res["items_at_meta"] == 4_000
     assert 0 < res["replace_peak_rss_mb"] < 1536
+
+
+def test_the_profiled_run_gives_every_statement_of_the_step_to_its_stage(tmp_path):
+    res = bench_snapshot(5_000, tmp_path, profile=True)
+    assert set(res["profile"]) == {"first", "second"}
+    for key, stages in res["profile"].items():
+        assert set(stages) == set(res[f"{key}_stages"]), key
+        for name, st in stages.items():
+            # one statement after the other: the statements of a stage cannot take longer than the stage
+            assert st["statements"] > 0 and st["statement_seconds"] <= st["seconds"] + 1e-9, (key, name)
+            assert [t["seconds"] for t in st["top"]] == sorted(
+                (t["seconds"] for t in st["top"]), reverse=True
+            )
+        labels = {name: " ".join(t["label"] for t in st["top"]) for name, st in stages.items()}
+        # the first snapshot builds the stage rows, the second reads the file again for its changed rows
+        assert ("feed_stage.item_rows_" if key == "first" else "_inc_") in labels["ingest"].replace(
+            '"', ""
+        ), labels
+        # the publish writes a new analyst file (attached under a kobi_publish_ name) and swaps it in
+        assert "kobi_publish_" in labels["publish"], labels["publish"]
+    assert "main.feed_items" in " ".join(t["label"] for t in res["profile"]["first"]["feed_tables"]["top"])

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kobi_cpas.devenv.shapes_bench import print_shapes, shape_items
+from kobi_cpas.devenv.statement_profile import print_profile
 from kobi_cpas.feeds.bench import PEAK_SNIPPET
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -68,12 +69,14 @@ from pathlib import Path
 import duckdb
 from kobi_cpas.feeds.generator import mutate_volatile, mutation_predicate_sql
 from kobi_cpas.devenv.shapes_bench import bench_tenant, time_asset_snapshot
+from kobi_cpas.devenv.statement_profile import by_stage
 from kobi_cpas.sync.methods import batch_requests_sql
 from kobi_cpas.sync.item_state import refresh_item_state
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 
 a, work = Path(sys.argv[1]), Path(sys.argv[2])
+profiled = sys.argv[3:] == ["profile"]  # every statement through DuckDB's profiler: its figures are not the timings
 b = work / f"{a.stem}_changed.csv"
 # The fleet benchmark's change: 1 % of the items with another price or stock, 0.2 % new, 0.2 % removed.
 mutate_volatile(a, work / "volatile.csv", seed=7, share=0.01)
@@ -104,8 +107,11 @@ t0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 def snapshot(path, hours, key):
     feed.write_bytes(path.read_bytes())
+    statements = [] if profiled else None
     s, seconds, out[f"{key}_feed_file_seconds"] = time_asset_snapshot(wh, registry, tenant, work / "w",
-                                                                      t0 + timedelta(hours=hours))
+                                                                      t0 + timedelta(hours=hours), statements)
+    if profiled:
+        out.setdefault("profile", {})[key] = by_stage(statements, s.stage_ends["publish"] - seconds, s.stage_ends)
     return s, seconds
 
 s1, out["first_snapshot_seconds"] = snapshot(a, 0, "first")
@@ -197,11 +203,14 @@ def _subprocess_json(code: str, *args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def bench_snapshot(n: int, out: Path, repeats: int = 1) -> dict:
+def bench_snapshot(n: int, out: Path, repeats: int = 1, profile: bool = False) -> dict:
     """The whole feed_snapshot step at ``n`` items, first and second snapshot, against a bare read; ``repeats``
     runs one after the other, each in a fresh work database. The ratios are taken within each run (its bare
     read, first and second snapshot come minutes apart at most) and their medians reported: on a shared machine
-    two runs can differ by a third. The other figures are the first run's; the peak is the highest."""
+    two runs can differ by a third. The other figures are the first run's; the peak is the highest. With
+    ``profile``, one more run passes every statement through DuckDB's profiler (not counted in the figures):
+    ``profile`` holds, per snapshot and stage, its statements and the costliest
+    (:func:`kobi_cpas.devenv.statement_profile.by_stage`)."""
     runs = [_snapshot_run(n, out) for _ in range(max(repeats, 1))]
     res = dict(runs[0])
     ratios = ("first_ratio_to_bare", "second_to_first")
@@ -212,13 +221,16 @@ def bench_snapshot(n: int, out: Path, repeats: int = 1) -> dict:
     res["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
     res["delta_exact"] = all(r["delta_exact"] for r in runs)
     res["batch_calls_exact"] = all(r["batch_calls_exact"] for r in runs)
+    if profile:
+        res["profile"] = _snapshot_run(n, out, profile=True)["profile"]
     return res
 
 
-def _snapshot_run(n: int, out: Path) -> dict:
+def _snapshot_run(n: int, out: Path, profile: bool = False) -> dict:
     work = out / "snapshot"
     work.mkdir(parents=True, exist_ok=True)
-    res = _subprocess_json(_SNAPSHOT_PHASE, str(_snapshot_feed(out, n)), str(work))
+    args = ["profile"] if profile else []
+    res = _subprocess_json(_SNAPSHOT_PHASE, str(_snapshot_feed(out, n)), str(work), *args)
     d, e = res["delta"], res["expected"]
     # The volatile mutation also turns some items out of stock, and the removed ones that were in stock turn
     # out of stock (retention): volatile-only holds at least the mutated items, nothing is content-changed.
@@ -383,7 +395,7 @@ def run_benchmarks(scale: int = 1_000_000, out: Path = Path(".bench"), request_s
         f"[2/3] the feed_snapshot step at {scale:,} items, twice (1 % volatile, 0.2 % new, 0.2 % removed) ...",
         flush=True,
     )
-    report["snapshot"] = bench_snapshot(scale, out, repeats=SNAPSHOT_REPEATS)
+    report["snapshot"] = bench_snapshot(scale, out, repeats=SNAPSHOT_REPEATS, profile=True)
     print("[2b/3] the first snapshot on every feed shape, and the floor under the targets ...", flush=True)
     report["snapshot_shapes"] = bench_snapshot_shapes(scale, out / "feeds")
     report["floor"] = bench_floor(scale, out / "feeds")
@@ -462,6 +474,11 @@ def _print(r: dict) -> None:
         f"{d['publish_full_seconds']:.2f} s)"
     )
     print(f"  peak memory        {d['peak_rss_mb']:7.0f} MB (target <= 1536 MB)")
+    print(
+        "  where the time goes: one more run, every statement through DuckDB's profiler (slower than the runs above)"
+    )
+    for key, stages in d["profile"].items():
+        print_profile(f"{key} snapshot", stages)
     print_shapes(r["snapshot_shapes"], r["floor"])
     u = r["replace_upload"]
     print(

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import yaml
 
+from kobi_cpas.devenv.statement_profile import ProfiledConnection, Statement
 from kobi_cpas.feeds.bench import PEAK_SNIPPET, SHAPES, bare_phase, run_phase, shape_feed
 from kobi_cpas.registry import LoadedRegistry, Tenant, load_registry
 from kobi_cpas.sync.feed_download import download_feed
@@ -66,21 +67,31 @@ def bench_tenant(work: Path, feed: Path, fmt: str = "csv") -> tuple[LoadedRegist
 
 
 def time_asset_snapshot(
-    wh: Warehouse, registry: LoadedRegistry, tenant: Tenant, workdir: Path, now: datetime
+    wh: Warehouse,
+    registry: LoadedRegistry,
+    tenant: Tenant,
+    workdir: Path,
+    now: datetime,
+    profile: list[Statement] | None = None,
 ) -> tuple[SnapshotOutcome, float, float]:
     """What the feed_snapshot asset does for a tenant (ingest, feed tables, replace view, item state, publish),
-    from the manifest the feed_file asset leaves: (outcome with ``publish`` among its stage seconds, the asset's
-    seconds, the feed_file asset's seconds before it: stating and hashing the file)."""
+    from the manifest the feed_file asset leaves: (outcome with ``publish`` among its stage seconds and end times,
+    the asset's seconds, the feed_file asset's seconds before it: stating and hashing the file). With ``profile``,
+    every statement runs through a :class:`ProfiledConnection` and its records are added to that list."""
     t = time.perf_counter()
     manifest = download_feed(registry, tenant, workdir)
     feed_file = time.perf_counter() - t
-    with wh.connect() as con:
+    with wh.connect() as raw:
+        con = ProfiledConnection(raw) if profile is not None else raw
         t = time.perf_counter()
-        s = ingest_snapshot(con, tenant=tenant, workdir=workdir, manifest=manifest, now=now, force=True)
+        s = ingest_snapshot(con, tenant=tenant, workdir=workdir, manifest=manifest, now=now, force=True)  # type: ignore[arg-type]
         t_publish = time.perf_counter()
-        wh.publish(con)
+        wh.publish(con)  # type: ignore[arg-type]
         end = time.perf_counter()
+    if isinstance(con, ProfiledConnection) and profile is not None:
+        profile.extend(con.statements)
     s.stage_seconds["publish"] = end - t_publish
+    s.stage_ends["publish"] = end
     return s, end - t, feed_file
 
 
