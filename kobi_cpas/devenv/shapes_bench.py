@@ -105,7 +105,6 @@ import json, shutil, sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-import yaml
 import duckdb
 from kobi_cpas.devenv.shapes_bench import bench_tenant, time_asset_snapshot
 from kobi_cpas.tables import SCHEMA
@@ -137,19 +136,18 @@ _FLOOR_PHASE = (
 import duckdb, json, sys, time
 from pathlib import Path
 
-import yaml
 from kobi_cpas.feeds.parser import open_feed_source
 from kobi_cpas.feeds.row_rules import trimmed_sql
 from kobi_cpas.feeds.validate import items_select_sql
 
 part, feed, db_path = "__PART__", Path(sys.argv[1]), Path(sys.argv[2])
+con = duckdb.connect(str(db_path))
+con.execute("SET enable_progress_bar = false")
 if part == "no_row_rules":
     import kobi_cpas.feeds.validate as validate
     from kobi_cpas.feeds.snapshot import ingest_feed
 
     validate.ROW_RULES = ()  # this subprocess only: the ingest with no row-local rule at all
-    con = duckdb.connect(str(db_path))
-    con.execute("SET enable_progress_bar = false")
     t, c = time.perf_counter(), CPU()
     r = ingest_feed(con, tenant_id="bench", snapshot_id="s1", path=feed, fmt=sys.argv[4], source_label="bench")
     con.execute("CHECKPOINT")
@@ -160,8 +158,6 @@ if part == "no_row_rules":
     sys.exit(0)
 source = open_feed_source(feed, sys.argv[4], tmp_dir=db_path.parent)
 present = source.columns_present
-con = duckdb.connect(str(db_path))
-con.execute("SET enable_progress_bar = false")
 con.execute("SET preserve_insertion_order = true")  # as the ingest runs
 rules = items_select_sql(source.select_sql, columns=present)
 other = db_path.with_suffix(".analyst")
@@ -241,9 +237,11 @@ def bench_snapshot_shapes(n: int, workdir: Path, *, pairs: int = 2, shapes: tupl
 
 def bench_floor(n: int, workdir: Path, *, rounds: int = 3) -> dict:
     """The floor parts (:data:`FLOOR_PARTS`) on the clean shape, each against a bare read just before it,
-    ``rounds`` times; ratios are medians of the pairs. Adds ``ingest_floor`` (``row_rules``), ``snapshot_floor``
-    (``row_rules`` + ``analyst_copy`` + ``sync_state``) and ``snapshot_floor_any_rules`` (``reader`` in place of
-    ``row_rules``: whatever the rules cost)."""
+    ``rounds`` times; ratios are medians of the pairs, each part also with ``fastest_ratio`` and ``cpu_ratio``.
+    Adds ``ingest_floor`` (``row_rules``), ``snapshot_floor`` (``row_rules`` + ``analyst_copy`` + ``sync_state``),
+    ``snapshot_floor_any_rules`` (``reader`` in place of ``row_rules``: whatever the rules cost), and
+    ``ingest_floor_no_row_rules`` / ``snapshot_floor_no_row_rules`` (``no_row_rules`` in its place: rules that
+    cost nothing)."""
     feed, fmt = shape_feed(n, workdir, "clean")
     bares: dict[str, list[dict]] = {p: [] for p in FLOOR_PARTS}
     runs: dict[str, list[dict]] = {p: [] for p in FLOOR_PARTS}

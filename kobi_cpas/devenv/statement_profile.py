@@ -33,12 +33,10 @@ def label(sql: str) -> str:
 class Statement:
     at: float  # time.perf_counter() when it started
     seconds: float  # wall time of the execute call
-    cpu_seconds: (
-        float | None
-    )  # DuckDB's profile: CPU time over all threads (None: DuckDB kept no profile of it)
-    operator: (
-        str | None
-    )  # the costliest operator and its share of all operators' time, e.g. "PROJECTION 41 %"
+    # DuckDB's profile: CPU time over all threads (None: DuckDB kept no profile of it)
+    cpu_seconds: float | None
+    # the costliest operator and its share of all operators' time, e.g. "PROJECTION 41 %"
+    operator: str | None
     label: str
 
 
