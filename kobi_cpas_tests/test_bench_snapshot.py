@@ -34,6 +34,7 @@ def test_replace_upload_benchmark_delivers_every_item_and_reports_its_own_peak(t
     res = bench_replace_upload(4_000, tmp_path)
     assert res["records"] == ["finished"] and res["items_at_meta"] == 4_000
     assert 0 < res["replace_peak_rss_mb"] < 1536
+    assert res["sandbox_peak_rss_mb"] > 0  # this phase's own peak (the process's is reset before it)
 
 
 def test_the_profiled_run_gives_every_statement_of_the_step_to_its_stage(tmp_path):

@@ -579,6 +579,56 @@ def test_missing_id_column_is_a_file_error(sandbox: SandboxHandle, meta_client: 
     assert set(sandbox_items(sandbox)) == {"a"}
 
 
+@pytest.mark.parametrize("header_has_id", [True, False])
+def test_a_bad_byte_anywhere_refuses_the_whole_file(
+    sandbox: SandboxHandle, meta_client: MetaGraphClient, header_has_id: bool
+) -> None:
+    feed = create_feed(meta_client)
+    upload(meta_client, feed, to_csv([item("a")]))
+    columns = BASE_COLUMNS if header_has_id else BASE_COLUMNS[1:]
+    # the bad byte is a megabyte past the header: the file is read as it is parsed, and still refused whole
+    body = to_csv([item(f"n{i}") for i in range(12_000)], columns) + b"n9,\xff\n"
+    assert len(body) > 2**20
+    session = upload(meta_client, feed, body)
+    (err,) = meta_client.paginate(f"{session['id']}/errors", params={"fields": "summary"})
+    assert err["summary"] == "File Encoding Not Supported."
+    assert (session["num_persisted_items"], session["num_deleted_items"]) == (0, 0)
+    assert set(sandbox_items(sandbox)) == {"a"}
+
+
+def test_a_utf16_file_with_its_byte_order_mark_is_read(
+    sandbox: SandboxHandle, meta_client: MetaGraphClient
+) -> None:
+    feed = create_feed(meta_client)
+    body = to_csv([item("ç1", title="Çanta")]).decode().encode("utf-16")
+    session = upload(meta_client, feed, body)
+    assert (session["error_count"], session["num_persisted_items"]) == (0, 1)
+    assert sandbox_items(sandbox)["ç1"]["title"] == "Çanta"
+
+
+def test_the_parser_reads_an_upload_in_bounded_chunks() -> None:
+    from meta_sandbox.catalog_model import parse_feed
+
+    class Recording(io.BytesIO):
+        sizes: list[int] = []
+
+        def read(self, size: int | None = -1) -> bytes:
+            self.sizes.append(-1 if size is None else size)
+            return super().read(size)
+
+        def read1(self, size: int = -1) -> bytes:
+            self.sizes.append(size)
+            return super().read1(size)
+
+    body = to_csv([item(f"r{i}") for i in range(20_000)])
+    stream = Recording(body)
+    parsed = parse_feed(stream)
+    assert [r.fields["id"] for r in parsed.rows] == [f"r{i}" for i in range(20_000)]
+    assert parsed.rows == parse_feed(body).rows
+    # never the whole body at once: no unbounded read, no chunk near its size
+    assert stream.sizes and all(0 <= n <= len(body) // 4 for n in stream.sizes), (len(body), stream.sizes)
+
+
 # -- cross-cutting -------------------------------------------------------------------------------------
 
 

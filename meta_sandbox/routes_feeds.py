@@ -153,7 +153,7 @@ def register(router: Router) -> None:
         file = ctx.files.get("file")
         url = str(ctx.param("url") or "").strip()
         if file is not None:
-            parsed = cm.parse_feed(file.read())
+            parsed = cm.parse_feed(file.stream)  # read as it is parsed
             upload = cm.create_upload(
                 ctx.world,
                 feed,

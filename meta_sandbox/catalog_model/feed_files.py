@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from kobi_cpas.feeds.fields import canonical_column
 from meta_sandbox.catalog_model.issues import Issue, file_issue
 
 
-@dataclass
+@dataclass(slots=True)  # a million of them for a big upload
 class ParsedRow:
     row_number: int
     fields: dict[str, str]  # canonical column -> trimmed value ("" when blank)
@@ -40,38 +43,62 @@ class ParsedFeed:
             return None
 
 
-def _decode(data: bytes) -> str | None:
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        try:
-            return data.decode("utf-16")
-        except UnicodeDecodeError:
-            return None
+def _text_lines(stream: BinaryIO) -> Iterator[str] | None:
+    """The file's lines (endings kept, split as ``newline=""`` does), decoded while they are read: a big upload
+    is never held as bytes and text at once. UTF-16 needs its byte order mark; anything else is read as UTF-8
+    (a UTF-8 byte order mark is dropped). None when the stream cannot be rewound after the sniff."""
+    head = stream.read(2)
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
+        stream.seek(0)
+    except (OSError, ValueError):
         return None
+    encoding = "utf-16" if head in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    return io.TextIOWrapper(stream, encoding=encoding, errors="strict", newline="")
 
 
-def parse_feed(data: bytes) -> ParsedFeed:
-    """Parse a CSV or TSV feed (delimiter sniffed from the header line). Never raises: problems with the
-    file as a whole become ``file_issues`` (and then nothing of the upload is applied)."""
+def _encoding_issue() -> Issue:
+    return file_issue(
+        "INVALID_FILE_ENCODING",
+        "File Encoding Not Supported",
+        "The file couldn't be read. Save it as UTF-8 (or UTF-16 with a byte order mark) and upload it again.",
+    )
+
+
+def parse_feed(data: bytes | BinaryIO) -> ParsedFeed:
+    """Parse a CSV or TSV feed (delimiter sniffed from the header line), given as bytes or as a seekable binary
+    file, which is read as it is parsed. Never raises: problems with the file as a whole become
+    ``file_issues`` (and then nothing of the upload is applied)."""
+    stream = io.BytesIO(data) if isinstance(data, bytes) else data
+    if not stream.seekable():
+        stream = io.BytesIO(stream.read())
+    lines = _text_lines(stream)
+    if lines is None:
+        return ParsedFeed(file_issues=[_encoding_issue()])
+    try:
+        parsed = _parse_lines(lines)
+        for _rest in lines:  # a file refused early is still read to its end: a bad byte anywhere refuses it
+            pass
+    except UnicodeError:
+        return ParsedFeed(file_issues=[_encoding_issue()])  # nothing of the file is used
+    return parsed
+
+
+def _parse_lines(lines: Iterator[str]) -> ParsedFeed:
     parsed = ParsedFeed()
-    text = _decode(data)
-    if text is None:
-        parsed.file_issues.append(
-            file_issue(
-                "INVALID_FILE_ENCODING",
-                "File Encoding Not Supported",
-                "The file couldn't be read. Save it as UTF-8 (or UTF-16 with a byte order mark) and upload it "
-                "again.",
-            )
-        )
+    # Read ahead to the first non-blank line (a file of nothing but whitespace has no items: a replace upload
+    # then deletes every item of the feed) and to the first "\n", up to which the delimiter is sniffed.
+    ahead: list[str] = []
+    blank = True
+    for line in lines:
+        ahead.append(line)
+        blank = blank and not line.strip()
+        if not blank and line.endswith("\n"):
+            break
+    if blank:
         return parsed
-    if not text.strip():
-        return parsed  # an empty file: no items (a replace upload then deletes every item of the feed)
-    first_line = text.split("\n", 1)[0]
+    first_line = "".join(ahead).split("\n", 1)[0]
     delimiter = "\t" if first_line.count("\t") > first_line.count(",") else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.reader(itertools.chain(ahead, lines), delimiter=delimiter)
     try:
         header = next(reader)
         parsed.header = header
