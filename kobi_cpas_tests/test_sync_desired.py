@@ -381,3 +381,51 @@ def test_the_variant_rule_gives_each_id_the_ids_it_extends_and_joins_them_by_equ
     # every variant found its original
     found = con.execute(f"SELECT count(*), count(DISTINCT old) FROM ({join}) AS j(old, new)").fetchone()
     assert found == (40000, 20000)
+
+
+def test_items_kept_in_their_last_version_take_their_own_tenants_values(tmp_path):
+    # Two tenants of one work database sell items under the same ids with different values.
+    feeds = {t: tmp_path / f"{t}.csv" for t in ("t1", "t2")}
+    reg_path = tmp_path / "tenants.yaml"
+    reg_path.write_text(
+        yaml.safe_dump(
+            {
+                "tenants": [
+                    {
+                        "tenant_id": t,
+                        "business_id": "1",
+                        "catalog_id": str(i + 2),
+                        "feed": {"source": str(feeds[t]), "format": "csv"},
+                    }
+                    for i, t in enumerate(feeds)
+                ]
+            }
+        )
+    )
+    reg = load_registry(reg_path)
+    wh = Warehouse(seed_work_database(tmp_path / "kobi.duckdb"), schema=SCHEMA)
+
+    def snapshot(tenant: str, rows: list[dict[str, str]], now: datetime) -> None:
+        with feeds[tenant].open("w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, HEADER)
+            w.writeheader()
+            w.writerows(rows)
+        with wh.connect() as con:
+            take_snapshot(con, registry=reg, tenant=reg.tenant(tenant), workdir=tmp_path / tenant, now=now)
+
+    for t in feeds:
+        snapshot(t, [item("a", f"{t} Coat"), item("b", f"{t} Pants"), item("c", f"{t} Hat")], T0)
+    # t1's a leaves its feed (kept out of stock) and its b turns invalid (kept as it was)
+    snapshot("t1", [item("b", "t1 Pants", price="$5"), item("c", "t1 Hat")], T0 + timedelta(hours=1))
+    with wh.connect() as con:
+        rows = con.execute(
+            "SELECT tenant_id, id, title, status, availability FROM sync_state.desired_items ORDER BY 1, 2"
+        ).fetchall()
+    assert rows == [
+        ("t1", "a", "t1 Coat", "removed_retained", "out of stock"),
+        ("t1", "b", "t1 Pants", "invalid_kept", "in stock"),
+        ("t1", "c", "t1 Hat", "active", "in stock"),
+        ("t2", "a", "t2 Coat", "active", "in stock"),
+        ("t2", "b", "t2 Pants", "active", "in stock"),
+        ("t2", "c", "t2 Hat", "active", "in stock"),
+    ]
