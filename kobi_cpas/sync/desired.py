@@ -19,7 +19,7 @@ import duckdb
 
 from kobi_cpas.feeds.fields import COLUMNS
 from kobi_cpas.feeds.hashing import content_hash_sql, volatile_hash_sql
-from kobi_cpas.sync.state import STATE_FIELDS, desired_items_sql, shard_sql
+from kobi_cpas.sync.state import STATE_FIELDS, shard_sql
 from kobi_cpas.warehouse.sql import sql_str
 
 _FIELDS = [c for c in COLUMNS if c not in ("previous_id",)]
@@ -186,14 +186,9 @@ def build_desired(
     # left the feed), copied before their rows are deleted.
     # Read before the caller rewrites feed_items, where the values of a previously active item are.
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE _kept AS SELECT id, kind FROM _plan WHERE write AND kind <> 'active'"
-    )
-    kept = f"(SELECT * FROM {{}} WHERE tenant_id = {t_lit} AND {{}} IN (SELECT id FROM _kept))"
-    con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _old_w AS
-        SELECT o.*, k.kind
-        FROM ({desired_items_sql(kept.format("sync_state.desired_state", "id"), kept.format("main.feed_items", "retailer_id"))}) o
-        JOIN _kept k ON k.id = o.id"""
+        SELECT o.*, p.kind FROM sync_state.desired_items o JOIN _plan p ON p.id = o.id AND p.write AND p.kind <> 'active'
+        WHERE o.tenant_id = {t_lit}"""
     )
     (dropped, replaced, inferred, links) = con.execute(
         """SELECT count(*) FILTER (WHERE kind = 'expired'), count(*) FILTER (WHERE kind = 'replaced'),
@@ -267,7 +262,7 @@ def build_desired(
            FROM sync_state.desired_state WHERE tenant_id = $t""",
         {"t": tenant_id},
     ).fetchone()  # type: ignore[misc]
-    for t in ("_bad", "_pair", "_links", "_inferred", "_back", "_plan", "_kept", "_old_w"):
+    for t in ("_bad", "_pair", "_links", "_inferred", "_back", "_plan", "_old_w"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
     for v in ("_old", "_cur"):
         con.execute(f"DROP VIEW IF EXISTS {v}")

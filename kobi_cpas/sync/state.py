@@ -129,9 +129,7 @@ DDL = (
 )
 
 
-def desired_items_sql(desired: str = "sync_state.desired_state", feed_items: str = "main.feed_items") -> str:
-    """The replace view's SELECT, over ``desired`` and ``feed_items``: the tables, or subqueries of their rows
-    (a few items' rows are found faster from the filtered tables than by filtering the view, which joins all)."""
+def _desired_view_sql() -> str:
     fields = ", ".join(
         f'd."{c}"'
         if c in STATE_FIELDS
@@ -139,14 +137,10 @@ def desired_items_sql(desired: str = "sync_state.desired_state", feed_items: str
         for c in ITEM_COLUMNS
     )
     tail = ", ".join(f"d.{c}" for c in _STATE_TAIL)
-    return f"""SELECT d.tenant_id, d.shard, {fields}, {tail}
-    FROM {desired} d
-    LEFT JOIN {feed_items} f ON d.in_feed_items AND f.tenant_id = d.tenant_id AND f.retailer_id = d.id"""
-
-
-def _desired_view_sql() -> str:
     return f"""CREATE OR REPLACE VIEW sync_state.desired_items AS
-    {desired_items_sql()}"""
+    SELECT d.tenant_id, d.shard, {fields}, {tail}
+    FROM sync_state.desired_state d
+    LEFT JOIN main.feed_items f ON d.in_feed_items AND f.tenant_id = d.tenant_id AND f.retailer_id = d.id"""
 
 
 def desired_layout(con: duckdb.DuckDBPyConnection) -> None:
