@@ -23,6 +23,7 @@ def test_every_shape_snapshots_the_whole_file_and_publishes_its_valid_items(tmp_
         assert set(r["stages"]) >= {"ingest", "replace_view", "feed_tables", "item_state", "publish"}
         assert len(r["paired_ratios"]) == 2
         assert min(r["paired_ratios"]) <= r["median_ratio"] <= max(r["paired_ratios"])
+        assert 0 < r["median_step_ratio"] < r["median_ratio"], shape  # the same runs without their publish
     # the rich shape's extra invalid items (a price without currency, an unknown availability) are left out
     assert res["rich"]["valid"] < res["clean"]["valid"]
     assert res["tsv"]["valid"] == res["clean"]["valid"] == res["xml"]["valid"]
