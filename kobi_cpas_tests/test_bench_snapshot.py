@@ -35,6 +35,15 @@ def test_replace_upload_benchmark_delivers_every_item_and_reports_its_own_peak(t
     assert res["records"] == ["finished"] and res["items_at_meta"] == 4_000
     assert 0 < res["replace_peak_rss_mb"] < 1536
     assert res["sandbox_peak_rss_mb"] > 0  # this phase's own peak (the process's is reset before it)
+    # then the fleet's change reaches Meta through one update upload and the Batch API, each in its own process
+    after = res["after_change"]
+    assert after["update_records"] == ["finished"] and after["update_uploads"] == 1
+    assert after["items_batch_calls"] >= 1 and set(after["batch_records"]) == {"finished"}
+    assert after["new_items"] > 0
+    assert after["items_at_meta"] == 4_000 + after["new_items"]  # the removed stay, out of stock (retention)
+    for phase in ("snapshot", "update", "batch"):
+        assert 0 < after[f"{phase}_peak_rss_mb"] < 1536, phase
+    assert [p.name for p in tmp_path.iterdir()] == ["snapshot"]  # only the feed, kept for the next phase
 
 
 def test_the_profiled_run_gives_every_statement_of_the_step_to_its_stage(tmp_path):

@@ -67,7 +67,7 @@ import json, shutil, sys, time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 import duckdb
-from kobi_cpas.feeds.generator import mutate_volatile, mutation_predicate_sql
+from kobi_cpas.feeds.generator import FLEET_REMOVED_SQL as REMOVED, fleet_change, mutation_predicate_sql
 from kobi_cpas.devenv.shapes_bench import bench_tenant, time_asset_snapshot
 from kobi_cpas.devenv.statement_profile import by_stage
 from kobi_cpas.sync.methods import batch_requests_sql
@@ -79,13 +79,7 @@ a, work = Path(sys.argv[1]), Path(sys.argv[2])
 profiled = sys.argv[3:] == ["profile"]  # every statement through DuckDB's profiler: its figures are not the timings
 b = work / f"{a.stem}_changed.csv"
 # The fleet benchmark's change: 1 % of the items with another price or stock, 0.2 % new, 0.2 % removed.
-mutate_volatile(a, work / "volatile.csv", seed=7, share=0.01)
-REMOVED, NEW = mutation_predicate_sql(11, 0.002), mutation_predicate_sql(13, 0.002)
-src = f"read_csv('{work / 'volatile.csv'}', header=true, all_varchar=true)"
-c = duckdb.connect()
-c.execute(f"COPY (SELECT * FROM {src} WHERE NOT {REMOVED} UNION ALL SELECT * REPLACE ('NEW-' || id AS id, "
-          f"item_group_id || '-new' AS item_group_id) FROM {src} WHERE {NEW}) TO '{b}' (HEADER, DELIMITER ',')")
-c.close()
+fleet_change(a, b, work / "volatile.csv")
 out = {"feed_mb": a.stat().st_size / 2**20}
 # The bare read of the same file, side by side.
 bare_db = work / "bare.duckdb"
@@ -163,7 +157,8 @@ from pathlib import Path
 from kobi_cpas.meta.client import MetaGraphClient
 from kobi_cpas.meta.versions import DEFAULT_API_VERSION
 from kobi_cpas.registry import load_registry
-from kobi_cpas.sync.methods import SyncContext, run_replace
+from kobi_cpas.sync.methods import SyncContext, run_batch, run_replace, run_update
+from kobi_cpas.sync.pending import resolve_pending
 from kobi_cpas.sync.snapshot_step import take_snapshot
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
@@ -183,7 +178,14 @@ else:
     client = MetaGraphClient(url, DEFAULT_API_VERSION, "bench-token", timeout=600)
     ctx = SyncContext(tenant=tenant, client=client, warehouse=wh, workdir=work / "w", poll_interval=0.5,
                       poll_timeout=3600)
-    out["records"] = [r.status for r in run_replace(ctx)]
+    run = {"replace": run_replace, "update": run_update, "batch": run_batch}[phase]
+    out["records"] = [r.status for r in run(ctx)]
+    if phase == "batch":  # Meta takes a batch asynchronously: poll its handles until it is done
+        resolve_pending(ctx, "batch")
+        with wh.connect() as con:
+            out["records"] = [r[0] for r in con.execute(
+                "SELECT status FROM main.catalog_syncs WHERE tenant_id = ? AND method = 'batch'", [tenant.tenant_id]
+            ).fetchall()]
     client.close()
 out["seconds"] = time.perf_counter() - t
 out["peak_rss_mb"] = PEAK()
@@ -276,24 +278,48 @@ def _snapshot_feed(out: Path, n: int) -> Path:
 
 def bench_replace_upload(n: int, out: Path) -> dict:
     """A replace upload of an ``n``-item feed through the real sync method, in its own process (its peak memory
-    alone) against a sandbox in this one; the snapshot before it runs in another process."""
+    alone) against a sandbox in this one; the snapshot before it runs in another process. Then the fleet's change
+    (:func:`kobi_cpas.feeds.generator.fleet_change`): its snapshot, update upload and Batch API calls, each in a
+    process of its own (``after_change``)."""
+    with tempfile.TemporaryDirectory(dir=out) as work:  # its files go with it
+        return _replace_upload(n, out, Path(work))
+
+
+def _replace_upload(n: int, out: Path, work: Path) -> dict:
+    import duckdb
+
+    from kobi_cpas.feeds.generator import fleet_change
     from kobi_cpas.meta.client import MetaGraphClient
     from kobi_cpas.meta.versions import DEFAULT_API_VERSION
     from kobi_cpas.registry import load_registry
     from meta_sandbox import SandboxServer, World
     from meta_sandbox.admin import SandboxAdmin
 
-    work = Path(tempfile.mkdtemp(dir=out))
     feed = _snapshot_feed(out, n)
     reg = load_registry(_demo_tenant_registry(work, feed))
     fresh_peak = _reset_peak_rss()
     with SandboxServer(World.from_registry(reg.registry)) as server:
-        SandboxAdmin(server.url).catalog_config(problem_rate_scale=0)
+        admin = SandboxAdmin(server.url, timeout=600)
+        admin.catalog_config(problem_rate_scale=0, batch_processing_seconds=0)
         snap = _subprocess_json(_REPLACE_PHASE, "snapshot", str(work), server.url)
         res = _subprocess_json(_REPLACE_PHASE, "replace", str(work), server.url)
         # Counted by Meta's own catalog field: listing a million items would cost the sandbox gigabytes.
         with MetaGraphClient(server.url, DEFAULT_API_VERSION, "bench-token") as client:
             at_meta = client.get(reg.tenants[0].catalog_id, {"fields": "product_count"})["product_count"]
+        # Then the fleet's change, and the two syncs that send it, each in its own process too.
+        changed = fleet_change(feed, work / "changed.csv", work / "volatile.csv")
+        _demo_tenant_registry(work, changed)
+        with duckdb.connect() as con:
+            (new_items,) = con.execute(  # type: ignore[misc]
+                "SELECT count(*) FROM read_csv(?, all_varchar=true) WHERE id LIKE 'NEW-%'", [str(changed)]
+            ).fetchone()
+        admin.clear_requests()
+        after = {
+            phase: _subprocess_json(_REPLACE_PHASE, phase, str(work), server.url) for phase in _CHANGE_PHASES
+        }
+        with MetaGraphClient(server.url, DEFAULT_API_VERSION, "bench-token") as client:
+            after_count = client.get(reg.tenants[0].catalog_id, {"fields": "product_count"})["product_count"]
+        requests = {name: admin.count_requests(route=route) for name, route in _CHANGE_ROUTES.items()}
     return {
         "n_items": n,
         "file_mb": feed.stat().st_size / 2**20,
@@ -304,7 +330,21 @@ def bench_replace_upload(n: int, out: Path) -> dict:
         "items_at_meta": at_meta,
         # The sandbox serving the upload runs in this process: what a machine running make bench needs beside it.
         "sandbox_peak_rss_mb": _peak_rss_mb() if fresh_peak else None,
+        "after_change": {
+            **{f"{p}_{k}": after[p][k] for p in _CHANGE_PHASES for k in ("seconds", "peak_rss_mb")},
+            "update_records": after["update"]["records"],
+            "batch_records": after["batch"]["records"],
+            "items_at_meta": after_count,
+            "new_items": new_items,
+            **requests,
+        },
     }
+
+
+# After the replace: the changed feed's snapshot, then the update upload (new and changed items) and the
+# Batch API calls (price and stock), each measured in its own process; and the requests that carried them.
+_CHANGE_PHASES = ("snapshot", "update", "batch")
+_CHANGE_ROUTES = {"update_uploads": "product_feed.uploads.create", "items_batch_calls": "catalog.items_batch"}
 
 
 def _reset_peak_rss() -> bool:
@@ -325,6 +365,11 @@ def _peak_rss_mb() -> float | None:
 
 def bench_request_counts(n: int, out: Path) -> dict:
     """Run the real sync methods against an in-process sandbox and count the requests it received."""
+    with tempfile.TemporaryDirectory(dir=out) as work:  # its files go with it
+        return _request_counts(n, out, Path(work))
+
+
+def _request_counts(n: int, out: Path, work: Path) -> dict:
     import duckdb
 
     from kobi_cpas.feeds.generator import generate_feed
@@ -338,7 +383,6 @@ def bench_request_counts(n: int, out: Path) -> dict:
     from meta_sandbox import SandboxServer, World
     from meta_sandbox.admin import SandboxAdmin
 
-    work = Path(tempfile.mkdtemp(dir=out))
     feed = work / "feed.csv"
     generate_feed(feed, n, seed=3)
     reg = load_registry(_demo_tenant_registry(work, feed))
@@ -515,6 +559,14 @@ def _print(r: dict) -> None:
             if u.get("sandbox_peak_rss_mb")
             else ""
         )
+    )
+    a = u["after_change"]
+    print(
+        f"  then the fleet's change (1 % price or stock, 0.2 % new, 0.2 % removed), each in its own process: "
+        f"snapshot {a['snapshot_seconds']:.1f} s, peak {a['snapshot_peak_rss_mb']:.0f} MB; update upload "
+        f"{a['update_seconds']:.1f} s, peak {a['update_peak_rss_mb']:.0f} MB ({a['update_uploads']} upload); Batch API "
+        f"{a['batch_seconds']:.1f} s, peak {a['batch_peak_rss_mb']:.0f} MB ({a['items_batch_calls']} items_batch "
+        f"calls); {a['items_at_meta']:,} items at Meta (target <= 1536 MB each)"
     )
     print(
         f"requests at {q['n_items']:,} items: {q['volatile_only_items']:,} volatile-only -> {q['items_batch_calls']} "

@@ -291,5 +291,28 @@ def mutate_volatile(
     return dst
 
 
+# The fleet benchmark's change between two snapshots: which items are removed, which are copied as new ones.
+FLEET_REMOVED_SQL, FLEET_NEW_SQL = mutation_predicate_sql(11, 0.002), mutation_predicate_sql(13, 0.002)
+
+
+def fleet_change(src: str | Path, dst: str | Path, scratch: str | Path) -> Path:
+    """Copy the CSV feed ``src`` to ``dst`` with the fleet benchmark's change: 1 % of the items with another price
+    or stock (:func:`mutate_volatile`, seed 7), 0.2 % removed (:data:`FLEET_REMOVED_SQL`) and 0.2 % new (copies
+    of others under a ``NEW-`` id in a group of their own, :data:`FLEET_NEW_SQL`); ``scratch`` is a file path
+    for the intermediate feed."""
+    mutate_volatile(src, scratch, seed=7, share=0.01)
+    read = f"read_csv('{_sql_path(scratch)}', header=true, all_varchar=true)"
+    con = _connect(None)
+    try:
+        con.execute(
+            f"COPY (SELECT * FROM {read} WHERE NOT {FLEET_REMOVED_SQL} UNION ALL SELECT * REPLACE ('NEW-' || id AS "
+            f"id, item_group_id || '-new' AS item_group_id) FROM {read} WHERE {FLEET_NEW_SQL}) "
+            f"TO '{_sql_path(dst)}' (HEADER, DELIMITER ',')"
+        )
+    finally:
+        con.close()
+    return Path(dst)
+
+
 def _sql_path(path: str | Path) -> str:
     return str(path).replace("'", "''")
