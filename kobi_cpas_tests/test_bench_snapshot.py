@@ -29,7 +29,7 @@ def test_snapshot_benchmark_is_exact_and_repeatable(tmp_path):
 
 
 def test_replace_upload_benchmark_delivers_every_item_and_reports_its_own_peak(tmp_path):
-    from kobi_cpas.devenv.bench import bench_replace_upload
+    from kobi_cpas.devenv.sync_bench import bench_replace_upload
 
     res = bench_replace_upload(4_000, tmp_path)
     assert res["records"] == ["finished"] and res["items_at_meta"] == 4_000
