@@ -610,7 +610,9 @@ def test_the_parser_reads_an_upload_in_bounded_chunks() -> None:
     from meta_sandbox.catalog_model import parse_feed
 
     class Recording(io.BytesIO):
-        sizes: list[int] = []
+        def __init__(self, data: bytes) -> None:
+            super().__init__(data)
+            self.sizes: list[int] = []
 
         def read(self, size: int | None = -1) -> bytes:
             self.sizes.append(-1 if size is None else size)

@@ -16,7 +16,7 @@ import dagster as dg
 import duckdb
 import yaml
 
-from kobi_cpas.feeds.generator import generate_feed, mutate_volatile, mutation_predicate_sql
+from kobi_cpas.feeds.generator import change_feed, generate_feed, mutation_predicate_sql
 
 RETAILERS = ("trendyol", "hepsiburada", "n11", "amazon_tr")
 VOLATILE_SHARE, NEW_SHARE, REMOVED_SHARE = 0.01, 0.002, 0.002
@@ -110,26 +110,17 @@ def write_changed_feed(workdir: Path, t: FleetTenant, cycle: int) -> None:
     path = feed_path(workdir, t.tenant_id)
     seed = t.index * 100 + cycle
     volatile = path.with_name(f".{t.tenant_id}.volatile.csv")
-    mutate_volatile(path, volatile, share=VOLATILE_SHARE, seed=seed, threads=1)
-    removed = mutation_predicate_sql(seed + 50_000, REMOVED_SHARE)
-    new = mutation_predicate_sql(seed + 90_000, NEW_SHARE)
-    src = f"read_csv('{volatile}', header=true, all_varchar=true, delim=',', quote='\"', escape='\"')"
     tmp = path.with_name(f".{t.tenant_id}.next.csv")
-    con = duckdb.connect()
-    try:
-        con.execute("SET threads = 1")
-        con.execute(
-            f"""COPY (
-                SELECT * FROM {src} WHERE NOT {removed}
-                UNION ALL
-                SELECT * REPLACE (id || '-c{cycle}' AS id,
-                                  CASE WHEN item_group_id IS NULL THEN NULL
-                                       ELSE item_group_id || '-c{cycle}' END AS item_group_id)
-                FROM {src} WHERE {new}
-            ) TO '{tmp}' (FORMAT csv, HEADER, DELIMITER ',')"""
-        )
-    finally:
-        con.close()
+    change_feed(
+        path,
+        tmp,
+        volatile,
+        seeds=(seed, seed + 50_000, seed + 90_000),
+        new_id_sql=f"id || '-c{cycle}'",
+        new_group_sql=f"item_group_id || '-c{cycle}'",
+        shares=(VOLATILE_SHARE, REMOVED_SHARE, NEW_SHARE),
+        threads=1,
+    )
     volatile.unlink()
     tmp.replace(path)
 

@@ -291,27 +291,58 @@ def mutate_volatile(
     return dst
 
 
-# The fleet benchmark's change between two snapshots: which items are removed, which are copied as new ones.
-FLEET_REMOVED_SQL, FLEET_NEW_SQL = mutation_predicate_sql(11, 0.002), mutation_predicate_sql(13, 0.002)
-
-
-def fleet_change(src: str | Path, dst: str | Path, scratch: str | Path) -> Path:
-    """Copy the CSV feed ``src`` to ``dst`` with the fleet benchmark's change: 1 % of the items with another price
-    or stock (:func:`mutate_volatile`, seed 7), 0.2 % removed (:data:`FLEET_REMOVED_SQL`) and 0.2 % new (copies
-    of others under a ``NEW-`` id in a group of their own, :data:`FLEET_NEW_SQL`); ``scratch`` is a file path
-    for the intermediate feed."""
-    mutate_volatile(src, scratch, seed=7, share=0.01)
-    read = f"read_csv('{_sql_path(scratch)}', header=true, all_varchar=true)"
-    con = _connect(None)
+def change_feed(
+    src: str | Path,
+    dst: str | Path,
+    scratch: str | Path,
+    *,
+    seeds: tuple[int, int, int],
+    new_id_sql: str,
+    new_group_sql: str,
+    shares: tuple[float, float, float] = (0.01, 0.002, 0.002),
+    threads: int | None = None,
+) -> Path:
+    """Copy the CSV feed ``src`` to ``dst`` changed as between two snapshots: of the items, ``shares`` (volatile,
+    removed, new) get another price or stock (:func:`mutate_volatile`), are left out, or are copied as new items
+    whose id and group are the SQL ``new_id_sql`` and ``new_group_sql``; which ones is a pure function of
+    ``seeds`` (same order) and the id (:func:`mutation_predicate_sql`). ``scratch`` is a file path for the
+    intermediate feed."""
+    volatile, removed, new = shares
+    mutate_volatile(src, scratch, seed=seeds[0], share=volatile, threads=threads)
+    read = (
+        f"read_csv('{_sql_path(scratch)}', header=true, all_varchar=true, delim=',', quote='\"', escape='\"')"
+    )
+    con = _connect(threads)
     try:
         con.execute(
-            f"COPY (SELECT * FROM {read} WHERE NOT {FLEET_REMOVED_SQL} UNION ALL SELECT * REPLACE ('NEW-' || id AS "
-            f"id, item_group_id || '-new' AS item_group_id) FROM {read} WHERE {FLEET_NEW_SQL}) "
-            f"TO '{_sql_path(dst)}' (HEADER, DELIMITER ',')"
+            f"""COPY (
+                SELECT * FROM {read} WHERE NOT {mutation_predicate_sql(seeds[1], removed)}
+                UNION ALL
+                SELECT * REPLACE ({new_id_sql} AS id, {new_group_sql} AS item_group_id)
+                FROM {read} WHERE {mutation_predicate_sql(seeds[2], new)}
+            ) TO '{_sql_path(dst)}' (FORMAT csv, HEADER, DELIMITER ',')"""
         )
     finally:
         con.close()
     return Path(dst)
+
+
+# The change of the snapshot and sync benchmarks: 1 % volatile (seed 7), 0.2 % removed, 0.2 % new under a
+# ``NEW-`` id in a group of its own (a prefix, so that no new id reads as a variant of a removed one).
+BENCH_CHANGE_SEEDS = (7, 11, 13)
+FLEET_REMOVED_SQL = mutation_predicate_sql(BENCH_CHANGE_SEEDS[1], 0.002)
+
+
+def fleet_change(src: str | Path, dst: str | Path, scratch: str | Path) -> Path:
+    """:func:`change_feed` with the benchmarks' change (:data:`BENCH_CHANGE_SEEDS`)."""
+    return change_feed(
+        src,
+        dst,
+        scratch,
+        seeds=BENCH_CHANGE_SEEDS,
+        new_id_sql="'NEW-' || id",
+        new_group_sql="item_group_id || '-new'",
+    )
 
 
 def _sql_path(path: str | Path) -> str:

@@ -43,15 +43,12 @@ class ParsedFeed:
             return None
 
 
-def _text_lines(stream: BinaryIO) -> Iterator[str] | None:
-    """The file's lines (endings kept, split as ``newline=""`` does), decoded while they are read: a big upload
-    is never held as bytes and text at once. UTF-16 needs its byte order mark; anything else is read as UTF-8
-    (a UTF-8 byte order mark is dropped). None when the stream cannot be rewound after the sniff."""
+def _text_lines(stream: BinaryIO) -> Iterator[str]:
+    """The lines of the seekable ``stream`` (endings kept, split as ``newline=""`` does), decoded while they are
+    read: a big upload is never held as bytes and text at once. UTF-16 needs its byte order mark; anything else
+    is read as UTF-8 (a UTF-8 byte order mark is dropped)."""
     head = stream.read(2)
-    try:
-        stream.seek(0)
-    except (OSError, ValueError):
-        return None
+    stream.seek(0)
     encoding = "utf-16" if head in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
     return io.TextIOWrapper(stream, encoding=encoding, errors="strict", newline="")
 
@@ -72,8 +69,6 @@ def parse_feed(data: bytes | BinaryIO) -> ParsedFeed:
     if not stream.seekable():
         stream = io.BytesIO(stream.read())
     lines = _text_lines(stream)
-    if lines is None:
-        return ParsedFeed(file_issues=[_encoding_issue()])
     try:
         parsed = _parse_lines(lines)
         for _rest in lines:  # a file refused early is still read to its end: a bad byte anywhere refuses it
