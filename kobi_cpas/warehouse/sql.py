@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 import duckdb
@@ -20,6 +21,33 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+# preserve_insertion_order is a setting of the whole DuckDB instance, which the process's connections share
+# (warehouse/host.py): a statement whose rows must keep the file's order must not see another thread's change.
+_ORDER_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def insertion_order(con: duckdb.DuckDBPyConnection, preserve: bool) -> Iterator[None]:
+    """Run the body with DuckDB's ``preserve_insertion_order`` set to ``preserve``, then restore the previous
+    setting; threads of the process wait for each other's body."""
+    with _ORDER_LOCK:
+        (old,) = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()  # type: ignore[misc]
+        was = str(old).lower() in ("true", "1")
+        if was == preserve:
+            yield
+            return
+        con.execute(f"SET preserve_insertion_order = {str(preserve).lower()}")
+        try:
+            yield
+        finally:
+            # On a cursor of its own: the body may leave ``con`` in an aborted transaction, which refuses a SET.
+            cur = con.cursor()
+            try:
+                cur.execute(f"SET preserve_insertion_order = {str(was).lower()}")
+            finally:
+                cur.close()
 
 
 def sql_str(value: str) -> str:
