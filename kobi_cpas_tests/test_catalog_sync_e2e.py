@@ -65,7 +65,7 @@ def test_three_methods_end_to_end(synced):
     }
     assert counts == {"new": 1, "changed": 1, "volatile_only": k + 2, "removed": 2, "dropped_from_catalog": 0}
     # a third of the rows changed: the whole feed was validated again (see feeds.incremental)
-    assert snap["rows_validated"].value == 299
+    assert snap["rows_validated"].value == 299 and snap["ingest"].value == "full"
     assert set(snap["seconds_by_stage"].value) == {
         "ingest",
         "feed_tables",
@@ -104,6 +104,7 @@ def test_a_feed_edited_in_a_few_rows_is_validated_from_those_rows(synced):
         if e.asset_key == dg.AssetKey("feed_snapshot")
     ]
     assert snap["rows_validated"].value == 1 and snap["changed"].value == 1
+    assert snap["ingest"].value == "lines"  # one line per item: compared by lines (feeds.incremental_lines)
     at_meta = h.meta_items()
     assert at_meta[min(at_meta)]["title"] == "Linen shirt, new cut"
     h.assert_catalog_equals_desired()

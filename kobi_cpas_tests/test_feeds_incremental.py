@@ -93,6 +93,9 @@ def test_an_edited_feed_is_ingested_from_its_changed_rows_into_the_relations_a_f
         "SELECT count(*) FROM f WHERE hash(id) % 50 = 0 OR hash(id) % 97 = 1 OR price = '12.50 TRY'"
     ).fetchone()
     assert 0 < second.incremental_rows <= edited
+    # A delimited file whose items are one line each is compared by its lines; XML by its rows.
+    by = "rows" if fmt == "xml" else "lines"
+    assert second.incremental_by == by
 
     # Items added at the top (every row number moves) and removed further down.
     feed.edit(
@@ -102,7 +105,7 @@ def test_an_edited_feed_is_ingested_from_its_changed_rows_into_the_relations_a_f
     )
     third = assert_same_as_full(con, feed.save(), fmt, "s3")
     (added,) = feed.con.execute("SELECT count(*) FROM f WHERE id LIKE 'new-%'").fetchone()
-    assert third.incremental_rows == added
+    assert third.incremental_rows == added and third.incremental_by == by
 
     # A duplicate id appears (cross-row errors for items whose own row did not change) ...
     feed.edit(
@@ -135,7 +138,7 @@ def test_an_edited_feed_is_ingested_from_its_changed_rows_into_the_relations_a_f
 
     # The same file again: nothing to validate, the same relations under the new snapshot id.
     again = assert_same_as_full(con, feed.path, fmt, "s8")
-    assert again.incremental_rows == 0
+    assert again.incremental_rows == 0 and again.incremental_by == by
 
 
 def _ingest_twice(tmp_path: Path, *edits: str) -> SnapshotResult:

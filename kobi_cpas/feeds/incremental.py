@@ -170,8 +170,7 @@ def read_changed_rows(
 
 def apply_changed_rows(con: duckdb.DuckDBPyConnection, rows_table: str, changed: ChangedRows) -> None:
     """Make the stored ``rows_table`` (quoted) the rows of the new file, before its cross-row rules: rows that
-    left go, the others take their new row numbers, the changed rows come in, and every row's validity and
-    error count are its row-local ones again (the cross-row rules are applied afresh afterwards)."""
+    left go, the others take their new row numbers, the changed rows come in (then :func:`revalidate_rows`)."""
     con.execute(f"DELETE FROM {rows_table} WHERE {RAW_HASH} NOT IN (SELECT raw_hash FROM {changed.hashes})")
     con.execute(
         f"""UPDATE {rows_table} SET row_number = m.row_number
@@ -179,6 +178,11 @@ def apply_changed_rows(con: duckdb.DuckDBPyConnection, rows_table: str, changed:
         WHERE {rows_table}.{RAW_HASH} = m.raw_hash AND {rows_table}.row_number <> m.row_number"""
     )
     con.execute(f"INSERT INTO {rows_table} BY NAME SELECT * FROM {changed.table}")
+
+
+def revalidate_rows(con: duckdb.DuckDBPyConnection, rows_table: str) -> None:
+    """Give every stored row its row-local validity and error count again, before the cross-row rules are
+    applied afresh (they may have marked a row that is no longer a duplicate)."""
     local_valid = f"((_issue_mask & {ERROR_MASK}) = 0)"
     local_errors = f"bit_count(_issue_mask & {ERROR_MASK})::INTEGER"
     con.execute(

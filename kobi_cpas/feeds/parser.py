@@ -33,7 +33,7 @@ import os
 import re
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -86,6 +86,9 @@ _XML_FLUSH_ROWS = 10_000
 # (measured with `make bench`). A buffer only has to hold the longest line, so 16 MB keeps the limit.
 _READ_BUFFER_BYTES = 16 * 1024 * 1024
 _READER_LIMITS = f"max_line_size={MAX_LINE_CHARS}, buffer_size={_READ_BUFFER_BYTES}"
+# The delimiter that reads a line whole: four control characters no feed is expected to hold (DuckDB takes up to
+# four bytes). A line that does hold them fails that read, and the ingest does without it.
+LINE_DELIMITER = "\x1f\x1e\x1d\x1c"
 
 
 @dataclass
@@ -100,6 +103,10 @@ class FeedSource:
     select_sql: str
     columns_present: tuple[str, ...]
     unknown_columns: tuple[str, ...]
+    # A delimited file also gives its lines as they are (column ``l``: every non-blank line after the header, in
+    # file order) and the SELECT of ``select_sql`` over another file with the same header and dialect.
+    lines_sql: str | None = None
+    select_at: Callable[[Path], str] | None = None
     _temp_files: list[Path] = field(default_factory=list)
 
     def cleanup(self) -> None:
@@ -192,12 +199,29 @@ def _open_delimited(path: Path, fmt: FeedFormat, required: tuple[str, ...]) -> F
     select_list = ", ".join(
         (f"c{by_canon[c]} AS {c}" if c in by_canon else f"NULL::VARCHAR AS {c}") for c in COLUMNS
     )
-    sql = (
-        f"SELECT {select_list} FROM read_csv({sql_str(str(path))}, auto_detect=false, header=true, "
-        f"columns={columns_sql}, delim={sql_str(delim)}, quote='\"', escape='\"', "
-        f"strict_mode=true, ignore_errors=false, null_padding=false, {_READER_LIMITS}, encoding='utf-8')"
+
+    def select_at(at: Path) -> str:
+        return (
+            f"SELECT {select_list} FROM read_csv({sql_str(str(at))}, auto_detect=false, header=true, "
+            f"columns={columns_sql}, delim={sql_str(delim)}, quote='\"', escape='\"', "
+            f"strict_mode=true, ignore_errors=false, null_padding=false, {_READER_LIMITS}, encoding='utf-8')"
+        )
+
+    # No quoting: each physical line whole (a blank line reads as NULL; the SELECT above skips it).
+    lines_sql = (
+        f"SELECT l FROM read_csv({sql_str(str(path))}, auto_detect=false, header=true, columns={{'l': 'VARCHAR'}}, "
+        f"delim={sql_str(LINE_DELIMITER)}, quote='', escape='', strict_mode=true, {_READER_LIMITS}, "
+        "encoding='utf-8') WHERE l IS NOT NULL"
     )
-    return FeedSource(path, fmt, sql, tuple(c for c in COLUMNS if c in by_canon), tuple(unknown))
+    return FeedSource(
+        path,
+        fmt,
+        select_at(path),
+        tuple(c for c in COLUMNS if c in by_canon),
+        tuple(unknown),
+        lines_sql=lines_sql,
+        select_at=select_at,
+    )
 
 
 def _check_required(path: Path, present: list[str], required: tuple[str, ...]) -> None:

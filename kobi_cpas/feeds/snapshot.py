@@ -1,6 +1,6 @@
 """Ingest one feed file into stage tables: parse -> validate -> hash, all in DuckDB.
 
-:func:`ingest_feed` leaves three relations per tenant in schema ``feed_stage`` (created if missing),
+:func:`ingest_feed` leaves three relations per tenant (and a fourth of line hashes) in schema ``feed_stage`` (created if missing),
 replacing that tenant's previous ones only once the new ones are complete (a failed ingest leaves the
 old ones):
 
@@ -22,6 +22,9 @@ old ones):
 ``feed_stage.item_rows_<tenant>`` — the table under that view: the same rows without the columns that
     are constant in a snapshot (tenant_id, snapshot_id, fields absent from the file), which the view
     adds. Read the view, not this table.
+
+``feed_stage.item_lines_<tenant>`` — when each item of a delimited file is one line: the hash of each line, in
+    file order, which the next ingest compares the new file's lines with (:mod:`.incremental_lines`).
 
 ``feed_stage.issues_<tenant>`` — one row per problem (columns :data:`validate.ISSUE_COLUMNS`):
     tenant_id VARCHAR, snapshot_id VARCHAR, retailer_id VARCHAR (NULL when the id is missing or for
@@ -63,7 +66,14 @@ from kobi_cpas.feeds.incremental import (
     raw_hashed_select,
     read_changed_rows,
     record_fingerprint,
+    revalidate_rows,
     stored_fingerprint,
+)
+from kobi_cpas.feeds.incremental_lines import (
+    apply_changed_lines,
+    drop_line_temps,
+    read_changed_lines,
+    seed_lines,
 )
 from kobi_cpas.feeds.parser import (
     FeedSource,
@@ -111,6 +121,11 @@ def stage_rows_table_name(tenant_id: str) -> str:
     return f"{STAGE_SCHEMA}.item_rows_{tenant_slug(tenant_id)}"
 
 
+def stage_lines_table_name(tenant_id: str) -> str:
+    """The hashes of the lines the stored rows came from, when each was one line (:mod:`.incremental_lines`)."""
+    return f"{STAGE_SCHEMA}.item_lines_{tenant_slug(tenant_id)}"
+
+
 def stage_exists(con: duckdb.DuckDBPyConnection, tenant_id: str) -> bool:
     """Whether the tenant has stage relations from an earlier ingest (a view, or a table before v2)."""
     schema, _, name = stage_table_names(tenant_id)[0].partition(".")
@@ -141,6 +156,8 @@ class SnapshotResult:
     issue_columns: tuple[str, ...] = field(default=ISSUE_COLUMNS)
     # Rows normalised and validated again by an incremental ingest (None: the whole file was, see incremental).
     incremental_rows: int | None = None
+    # How an incremental ingest found them: by the file's "lines" or by its "rows" (None: a full ingest).
+    incremental_by: str | None = None
 
     @property
     def rows_validated(self) -> int:
@@ -174,8 +191,9 @@ def ingest_feed(
     """
     started = time.perf_counter()
     items_name, issues_name = stage_table_names(tenant_id)
-    rows_name = stage_rows_table_name(tenant_id)
+    rows_name, lines_name = stage_rows_table_name(tenant_id), stage_lines_table_name(tenant_id)
     rows_tmp, issues_tmp = _q(rows_name + "__building"), _q(issues_name + "__building")
+    lines_tmp = _q(lines_name + "__building")
     raw_tmp = _q(f"{STAGE_SCHEMA}.raw_{tenant_slug(tenant_id)}__building")
     # The full-shape view the checks read while the table is being built (temporary: never seen by others).
     checking_view = f"_checking_items_{tenant_slug(tenant_id)}"
@@ -183,7 +201,7 @@ def ingest_feed(
     present = source.columns_present
     fp = fingerprint(present)
     view_args = {"tenant_id": tenant_id, "snapshot_id": snapshot_id, "columns": present}
-    incremental_rows = None
+    incremental_rows, incremental_by = None, None
     try:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {sql_ident(STAGE_SCHEMA)}")
         ensure_state_table(con)
@@ -193,6 +211,8 @@ def ingest_feed(
                 con,
                 source,
                 rows_name=rows_name,
+                lines=(lines_tmp, lines_name),
+                tmp_dir=tmp_dir,
                 issues=(issues_tmp, issues_name),
                 view=(items_name, view_args),
                 checking_view=checking_view,
@@ -200,22 +220,25 @@ def ingest_feed(
                 prefix=f"_inc_{tenant_slug(tenant_id)}",
             )
             if incremental is not None:
-                counts, incremental_rows = incremental
+                counts, incremental_rows, incremental_by = incremental
         if counts is None:
             _build_items(con, source, rows_tmp, raw_tmp)
             (count,) = con.execute(f"SELECT count(*) FROM {rows_tmp}").fetchone()  # type: ignore[misc]
             if count == 0 and not allow_empty:
                 raise FeedFileError(path, "the file has a header but no items")
             counts = _finish(con, checking_view, rows_tmp, issues_tmp, view_args, source)
+            seeded = seed_lines(con, source, lines_tmp, count)
             with transaction(con):
+                con.execute(f"DROP TABLE IF EXISTS {_q(lines_name)}")
                 _swap(
                     con,
-                    tables=[(rows_tmp, rows_name), (issues_tmp, issues_name)],
+                    tables=[(rows_tmp, rows_name), (issues_tmp, issues_name)]
+                    + ([(lines_tmp, lines_name)] if seeded else []),
                     view=(items_name, items_view_sql(_q(rows_name), **view_args)),
                     fingerprint=(rows_name, fp),
                 )
     except BaseException:
-        for t in (rows_tmp, issues_tmp, raw_tmp):
+        for t in (rows_tmp, issues_tmp, raw_tmp, lines_tmp):
             with contextlib.suppress(duckdb.Error):
                 con.execute(f"DROP TABLE IF EXISTS {t}")
         raise
@@ -239,6 +262,7 @@ def ingest_feed(
         unknown_columns=source.unknown_columns,
         duration_seconds=time.perf_counter() - started,
         incremental_rows=incremental_rows,
+        incremental_by=incremental_by,
     )
 
 
@@ -272,22 +296,50 @@ def _ingest_changed_rows(
     source: FeedSource,
     *,
     rows_name: str,
+    lines: tuple[str, str],
+    tmp_dir: str | Path | None,
     issues: tuple[str, str],
     view: tuple[str, dict],
     checking_view: str,
     fp: str,
     prefix: str,
-) -> tuple[ValidationCounts, int] | None:
-    """The incremental ingest (:mod:`kobi_cpas.feeds.incremental`): the stored rows updated in place and the
-    issues rebuilt, in one transaction; the counts and the number of rows validated again. None when it
-    does not apply (nothing changed then) and the full ingest must run."""
-    rows = _q(rows_name)
+) -> tuple[ValidationCounts, int, str] | None:
+    """The incremental ingest (:mod:`kobi_cpas.feeds.incremental`), by the file's lines when it can be
+    (:mod:`kobi_cpas.feeds.incremental_lines`), else by its rows: the stored rows updated in place and the
+    issues rebuilt, in one transaction; the counts, the number of rows validated again and the way ("lines" or
+    "rows"). None when it does not apply (nothing changed then) and the full ingest must run."""
+    rows, (lines_tmp, lines_name) = _q(rows_name), lines
     try:
-        changed = read_changed_rows(con, source, rows, source.columns_present, prefix)
-        if changed is None:
+        by_lines = read_changed_lines(
+            con,
+            source,
+            rows_table=rows,
+            lines_table=_q(lines_name),
+            columns=source.columns_present,
+            prefix=prefix,
+            tmp_dir=tmp_dir,
+        )
+        changed = None if by_lines else read_changed_rows(con, source, rows, source.columns_present, prefix)
+        if by_lines is None and changed is None:
             return None
+        seeded = False
+        if changed is not None:
+            # Renumbered by their fields: the new file's line hashes, if its lines are its rows, let the next
+            # ingest go by lines again (read before the transaction: a line the reader refuses aborts it).
+            (n_rows,) = con.execute(f"SELECT count(*) FROM {changed.hashes}").fetchone()  # type: ignore[misc]
+            seeded = seed_lines(con, source, lines_tmp, n_rows)
         with transaction(con):
-            apply_changed_rows(con, rows, changed)
+            if by_lines:
+                apply_changed_lines(con, rows, _q(lines_name), by_lines)
+            else:
+                assert changed is not None
+                apply_changed_rows(con, rows, changed)
+                con.execute(f"DROP TABLE IF EXISTS {_q(lines_name)}")
+                if seeded:
+                    con.execute(
+                        f"ALTER TABLE {lines_tmp} RENAME TO {sql_ident(lines_name.partition('.')[2])}"
+                    )
+            revalidate_rows(con, rows)
             items_name, view_args = view
             counts = _finish(con, checking_view, rows, issues[0], view_args, source)
             _swap(
@@ -296,9 +348,13 @@ def _ingest_changed_rows(
                 view=(items_name, items_view_sql(rows, **view_args)),
                 fingerprint=(rows_name, fp),
             )
-        return counts, changed.changed
+        if by_lines:
+            return counts, by_lines.changed, "lines"
+        assert changed is not None
+        return counts, changed.changed, "rows"
     finally:
         drop_temp(con, prefix)
+        drop_line_temps(con, prefix)
 
 
 def _build_items(con: duckdb.DuckDBPyConnection, source: FeedSource, rows_tmp: str, raw_tmp: str) -> None:

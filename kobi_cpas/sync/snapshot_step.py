@@ -30,6 +30,7 @@ from kobi_cpas.feeds.snapshot import (
     SnapshotResult,
     ingest_feed,
     stage_exists,
+    stage_lines_table_name,
     stage_rows_table_name,
     stage_table_names,
 )
@@ -406,6 +407,7 @@ def _drop_stage(con: duckdb.DuckDBPyConnection, tenant_id: str) -> None:
     items, issues = stage_table_names(tenant_id)
     con.execute(f"DROP VIEW IF EXISTS {items}")
     con.execute(f"DROP TABLE IF EXISTS {stage_rows_table_name(tenant_id)}")
+    con.execute(f"DROP TABLE IF EXISTS {stage_lines_table_name(tenant_id)}")
     con.execute(f"DROP TABLE IF EXISTS {issues}")
 
 

@@ -230,5 +230,7 @@ def _snapshot_metadata(outcome, item_count: int, valid_count: int, invalid_count
         # The rows normalised and validated in this snapshot: all of them, or only the changed ones when the
         # feed was ingested incrementally (kobi_cpas.feeds.incremental); none when it was not modified.
         "rows_validated": outcome.ingest.rows_validated if outcome.ingest else 0,
+        # How the file was read: "full", or incrementally by its "lines" or its "rows" (kobi_cpas.feeds.incremental*).
+        "ingest": (outcome.ingest.incremental_by or "full") if outcome.ingest else "not_modified",
         "seconds_by_stage": outcome.stage_seconds,
     }
