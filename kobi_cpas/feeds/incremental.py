@@ -102,6 +102,40 @@ def raw_hashed_select(source_sql: str) -> str:
     return f"SELECT {RAW_HASH_SQL} AS {RAW_HASH}, * FROM ({source_sql})"
 
 
+def few_changed(con: duckdb.DuckDBPyConnection, target: str, select_sql: str, total: int) -> int | None:
+    """``target`` := the changed entries ``select_sql`` finds (new-file hashes missing from the stored ones); how
+    many, or None past :data:`MAX_CHANGED_SHARE` of the file's ``total``."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {target} AS {select_sql}")
+    (n,) = con.execute(f"SELECT count(*) FROM {target}").fetchone()  # type: ignore[misc]
+    return None if n > MAX_CHANGED_SHARE * total else int(n)
+
+
+def validated_rows(
+    con: duckdb.DuckDBPyConnection, target: str, numbered_sql: str, columns: Sequence[str], expected: int
+) -> bool:
+    """``target`` := the raw rows of ``numbered_sql`` (with ``_row_number``) normalised and validated, in the
+    shape of the stored rows; whether there are ``expected`` of them."""
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {target} AS "
+        + items_select_sql(numbered_sql, columns=columns, row_number_sql="_row_number", carry=(RAW_HASH,))
+    )
+    (got,) = con.execute(f"SELECT count(*) FROM {target}").fetchone()  # type: ignore[misc]
+    return got == expected
+
+
+def changed_bitmap(con: duckdb.DuckDBPyConnection, table: str, column: str, n: int) -> tuple[str, int]:
+    """A bitmap (as a BIT literal's text) of the hashes in ``column`` of the ``n`` rows of ``table``, and its
+    size in bits: about 16 per row, so that a pass testing ``get_bit(bitmap, hash % bits)`` lets few others by."""
+    bits = _BITMAP_MIN_BITS
+    while bits < 16 * n and bits < _BITMAP_MAX_BITS:
+        bits <<= 1
+    (bitmap,) = con.execute(  # type: ignore[misc]
+        f"SELECT coalesce(bitstring_agg(({column} % {bits})::BIGINT, 0, {bits - 1}), bitstring('0', {bits}))"
+        f"::VARCHAR FROM {table}"
+    ).fetchone()
+    return str(bitmap), bits
+
+
 @dataclass(frozen=True)
 class ChangedRows:
     """The new file against the stored rows: ``table`` holds the changed rows, normalised and validated
@@ -131,20 +165,15 @@ def read_changed_rows(
     ).fetchone()
     if rows == 0 or rows != distinct or old_rows != old_distinct:
         return None
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {changed} AS SELECT raw_hash, id_hash FROM {hashes} "
-        f"ANTI JOIN {rows_table} o ON o.{RAW_HASH} = raw_hash"
+    n_changed = few_changed(
+        con,
+        changed,
+        f"SELECT raw_hash, id_hash FROM {hashes} ANTI JOIN {rows_table} o ON o.{RAW_HASH} = raw_hash",
+        rows,
     )
-    (n_changed,) = con.execute(f"SELECT count(*) FROM {changed}").fetchone()  # type: ignore[misc]
-    if n_changed > MAX_CHANGED_SHARE * rows:
+    if n_changed is None:
         return None
-    bits = _BITMAP_MIN_BITS
-    while bits < 16 * n_changed and bits < _BITMAP_MAX_BITS:
-        bits <<= 1
-    (bitmap,) = con.execute(  # type: ignore[misc]
-        f"SELECT coalesce(bitstring_agg((id_hash % {bits})::BIGINT, 0, {bits - 1}), bitstring('0', {bits}))"
-        f"::VARCHAR FROM {changed}"
-    ).fetchone()
+    bitmap, bits = changed_bitmap(con, changed, "id_hash", n_changed)
     # A constant bitmap keeps the pass over the file a plain scan and filter (a join against the changed
     # hashes would build its hash table from the whole file); the join below is on the few rows it lets by.
     execute_reading(
@@ -158,13 +187,8 @@ def read_changed_rows(
         f"JOIN (SELECT * FROM {raw} SEMI JOIN {changed} c ON c.raw_hash = {raw}.{RAW_HASH}) r "
         f"ON r.{RAW_HASH} = h.raw_hash"
     )
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {table} AS "
-        + items_select_sql(numbered, columns=columns, row_number_sql="_row_number", carry=(RAW_HASH,))
-    )
-    (got,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[misc]
-    if got != n_changed:  # the file changed between the two passes: start again from a full read
-        return None
+    if not validated_rows(con, table, numbered, columns, n_changed):
+        return None  # the file changed between the two passes: start again from a full read
     return ChangedRows(hashes=hashes, table=table, changed=int(n_changed))
 
 

@@ -25,13 +25,11 @@ from pathlib import Path
 
 import duckdb
 
-from kobi_cpas.feeds.incremental import MAX_CHANGED_SHARE, RAW_HASH, raw_hashed_select
+from kobi_cpas.feeds.incremental import changed_bitmap, few_changed, raw_hashed_select, validated_rows
 from kobi_cpas.feeds.parser import MAX_LINE_CHARS, FeedSource
 from kobi_cpas.feeds.plan import create_table_streaming
-from kobi_cpas.feeds.validate import items_select_sql
 
 LINE_HASH_SQL = "hash(l)"
-_BITMAP_MIN_BITS, _BITMAP_MAX_BITS = 1 << 16, 1 << 26
 _WRITE_BATCH = 10_000
 
 
@@ -97,20 +95,12 @@ def read_changed_lines(
     (n, distinct) = con.execute(f"SELECT count(*), count(DISTINCT lh) FROM {lines}").fetchone()  # type: ignore[misc]
     if n == 0 or n != distinct:
         return None
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {changed} AS "
-        f"SELECT lh, rowid + 1 AS rn FROM {lines} ANTI JOIN {lines_table} o USING (lh)"
+    k = few_changed(
+        con, changed, f"SELECT lh, rowid + 1 AS rn FROM {lines} ANTI JOIN {lines_table} o USING (lh)", n
     )
-    (k,) = con.execute(f"SELECT count(*) FROM {changed}").fetchone()  # type: ignore[misc]
-    if k > MAX_CHANGED_SHARE * n:
+    if k is None:
         return None
-    bits = _BITMAP_MIN_BITS
-    while bits < 16 * k and bits < _BITMAP_MAX_BITS:
-        bits <<= 1
-    (bitmap,) = con.execute(  # type: ignore[misc]
-        f"SELECT coalesce(bitstring_agg((lh % {bits})::BIGINT, 0, {bits - 1}), bitstring('0', {bits}))::VARCHAR "
-        f"FROM {changed}"
-    ).fetchone()
+    bitmap, bits = changed_bitmap(con, changed, "lh", k)
     # The second pass keeps the changed lines' text (a constant bitmap keeps it a scan and filter; the join is on
     # the few lines it lets by).
     try:
@@ -145,12 +135,7 @@ def read_changed_lines(
         f"SELECT c.rn AS _row_number, p.* EXCLUDE (k) FROM (SELECT rowid + 1 AS k, * FROM {parsed}) p "
         f"JOIN (SELECT rn, row_number() OVER (ORDER BY rn) AS k FROM {changed}) c USING (k)"
     )
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {table} AS "
-        + items_select_sql(numbered, columns=columns, row_number_sql="_row_number", carry=(RAW_HASH,))
-    )
-    (rows,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[misc]
-    if rows != k:
+    if not validated_rows(con, table, numbered, columns, k):
         return None
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE {moves} AS
