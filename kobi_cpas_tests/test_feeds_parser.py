@@ -341,7 +341,7 @@ def test_xml_memory_does_not_grow_with_the_number_of_items(tmp_path):
     import tracemalloc
 
     from kobi_cpas.feeds.generator import generate_feed
-    from kobi_cpas.feeds.parser import iter_xml_items
+    from kobi_cpas.feeds.xml_items import iter_xml_items
 
     peaks = {}
     for n in (500, 5_000):

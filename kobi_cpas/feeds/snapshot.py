@@ -1,7 +1,7 @@
 """Ingest one feed file into stage tables: parse -> validate -> hash, all in DuckDB.
 
-:func:`ingest_feed` leaves three relations per tenant (and a fourth of line hashes) in schema ``feed_stage`` (created if missing),
-replacing that tenant's previous ones only once the new ones are complete (a failed ingest leaves the
+:func:`ingest_feed` leaves three relations per tenant, and often a fourth, in schema ``feed_stage`` (created if
+missing), replacing that tenant's previous ones only once the new ones are complete (a failed ingest leaves the
 old ones):
 
 ``feed_stage.items_<tenant>`` — a VIEW, one row per item of the file (``row_number`` gives the file order):
