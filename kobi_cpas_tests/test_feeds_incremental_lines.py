@@ -9,7 +9,7 @@ from pathlib import Path
 
 import duckdb
 
-from kobi_cpas.feeds import incremental_lines
+from kobi_cpas.feeds import incremental_lines, ingest_feed
 from kobi_cpas.feeds.parser import LINE_DELIMITER
 from kobi_cpas.feeds.snapshot import stage_lines_table_name
 from kobi_cpas_tests.test_feeds_incremental import TENANT, Feed, assert_same_as_full, ingest
@@ -118,3 +118,26 @@ def test_generated_feeds_edited_many_ways_go_by_lines_in_csv_and_tsv(tmp_path: P
         )
         got = assert_same_as_full(con, feed.save(), fmt, "s2")
         assert got.incremental_by == "lines" and got.incremental_rows
+
+
+def test_an_xml_feed_goes_by_rows_and_leaves_no_spool_file_behind(tmp_path: Path) -> None:
+    feed, con, spool = Feed(tmp_path, "xml"), duckdb.connect(), tmp_path / "spool"
+    spool.mkdir()
+
+    def ingest_xml(snapshot: str):
+        return ingest_feed(
+            con,
+            tenant_id=TENANT,
+            snapshot_id=snapshot,
+            path=feed.path,
+            fmt="xml",
+            source_label="feed",
+            tmp_dir=spool,
+        )
+
+    feed.save()
+    assert ingest_xml("s1").incremental_by is None and _seeded(con) is None
+    feed.edit("UPDATE f SET title = title || ' v2' WHERE hash(id) % 40 = 0")
+    feed.save()
+    assert ingest_xml("s2").incremental_by == "rows"
+    assert list(spool.iterdir()) == []  # the CSV each read spooled the XML to

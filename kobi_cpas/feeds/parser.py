@@ -92,9 +92,9 @@ class FeedSource:
     unknown_columns: tuple[str, ...]
     # A delimited file also gives its lines as they are (column ``l``: every non-blank line after the header, in
     # file order) and the SELECT of ``select_sql`` over another file with the same header and dialect.
-    lines_sql: str | None = None
-    select_at: Callable[[Path], str] | None = None
-    _temp_files: list[Path] = field(default_factory=list)
+    lines_sql: str | None = field(default=None, kw_only=True)
+    select_at: Callable[[Path], str] | None = field(default=None, kw_only=True)
+    _temp_files: list[Path] = field(default_factory=list, kw_only=True)
 
     def cleanup(self) -> None:
         for p in self._temp_files:
@@ -399,7 +399,7 @@ def _open_xml(path: Path, required: tuple[str, ...], tmp_dir: str | Path | None)
         f"{_READER_LIMITS}, encoding='utf-8')"
     )
     present = tuple(c for c in COLUMNS if c in seen)
-    return FeedSource(path, "xml", sql, present, tuple(sorted(unknown)), [tmp])
+    return FeedSource(path, "xml", sql, present, tuple(sorted(unknown)), _temp_files=[tmp])
 
 
 # --------------------------------------------------------------------------------------------------
