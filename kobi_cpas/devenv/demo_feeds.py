@@ -13,9 +13,9 @@ from pathlib import Path
 import duckdb
 
 from kobi_cpas.feeds.generator import generate_feed_sql
+from kobi_cpas.feeds.xml_items import G_NS
 
 FEEDS_DIR = Path(__file__).resolve().parents[1] / "data" / "demo" / "feeds"
-G_NS = "http://base.google.com/ns/1.0"
 
 
 def _rows(n: int, seed: int, brand: str, id_prefix: str, error_share: float) -> tuple[list[str], list[tuple]]:

@@ -139,11 +139,13 @@ def changed_bitmap(con: duckdb.DuckDBPyConnection, table: str, column: str, n: i
 @dataclass(frozen=True)
 class ChangedRows:
     """The new file against the stored rows: ``table`` holds the changed rows, normalised and validated
-    (the shape of the stored rows), ``hashes`` every row's raw hash in file order (row number = rowid + 1)."""
+    (the shape of the stored rows), ``hashes`` every row's raw hash in file order (row number = rowid + 1), of
+    ``rows`` rows."""
 
     hashes: str
     table: str
     changed: int
+    rows: int
 
 
 def read_changed_rows(
@@ -189,7 +191,7 @@ def read_changed_rows(
     )
     if not validated_rows(con, table, numbered, columns, n_changed):
         return None  # the file changed between the two passes: start again from a full read
-    return ChangedRows(hashes=hashes, table=table, changed=int(n_changed))
+    return ChangedRows(hashes=hashes, table=table, changed=int(n_changed), rows=int(rows))
 
 
 def apply_changed_rows(con: duckdb.DuckDBPyConnection, rows_table: str, changed: ChangedRows) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import duckdb
 
 from kobi_cpas.feeds.incremental import changed_bitmap, few_changed, raw_hashed_select, validated_rows
-from kobi_cpas.feeds.parser import MAX_LINE_CHARS, FeedSource
+from kobi_cpas.feeds.parser import FeedSource
 from kobi_cpas.feeds.plan import create_table_streaming
 
 LINE_HASH_SQL = "hash(l)"
@@ -80,7 +80,7 @@ def read_changed_lines(
     """Read ``source`` against the stored ``rows_table`` and its ``lines_table`` (both quoted; temp tables named
     from ``prefix``, dropped by :func:`drop_line_temps`). None when the way by lines would not be exact or
     cheap: the caller reads the rows by their fields."""
-    if source.lines_sql is None or source.select_at is None:
+    if source.lines_sql is None or source.header_line is None or source.select_at is None:
         return None
     lines, changed, raw, parsed, table, moves = (
         f"{prefix}_{n}" for n in ("lines", "lchanged", "lraw", "lparsed", "lrows", "moves")
@@ -118,7 +118,7 @@ def read_changed_lines(
     tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(_header_line(source.path) + b"\n")
+            out.write(source.header_line + b"\n")
             result = con.execute(f"SELECT l FROM {raw} ORDER BY rn")
             while batch := result.fetchmany(_WRITE_BATCH):  # up to a tenth of the file: never all at once
                 out.write(b"".join(line.encode("utf-8") + b"\n" for (line,) in batch))
@@ -170,10 +170,3 @@ def apply_changed_lines(
 def drop_line_temps(con: duckdb.DuckDBPyConnection, prefix: str) -> None:
     for name in ("lines", "lchanged", "lraw", "lparsed", "lrows", "moves"):
         con.execute(f"DROP TABLE IF EXISTS {prefix}_{name}")
-
-
-def _header_line(path: Path) -> bytes:
-    """The file's header line as it is, without its line end or a UTF-8 byte order mark."""
-    with open(path, "rb") as f:
-        line = f.readline(MAX_LINE_CHARS * 4 + 2)
-    return line.removeprefix(b"\xef\xbb\xbf").rstrip(b"\r\n")

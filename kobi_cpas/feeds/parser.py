@@ -91,8 +91,10 @@ class FeedSource:
     columns_present: tuple[str, ...]
     unknown_columns: tuple[str, ...]
     # A delimited file also gives its lines as they are (column ``l``: every non-blank line after the header, in
-    # file order) and the SELECT of ``select_sql`` over another file with the same header and dialect.
+    # file order), its header line as it is (no line end, no byte order mark) and the SELECT of ``select_sql``
+    # over another file that starts with that header.
     lines_sql: str | None = field(default=None, kw_only=True)
+    header_line: bytes | None = field(default=None, kw_only=True)
     select_at: Callable[[Path], str] | None = field(default=None, kw_only=True)
     _temp_files: list[Path] = field(default_factory=list, kw_only=True)
 
@@ -152,7 +154,7 @@ def open_feed_source(
 
 def _open_delimited(path: Path, fmt: FeedFormat, required: tuple[str, ...]) -> FeedSource:
     delim = DELIMITERS[fmt]
-    header = _read_header(path, delim)
+    header_line, header = _read_header(path, delim)
     if len(header) == 1:
         for other, label in (("\t", "tab"), (",", "comma"), (";", "semicolon"), ("|", "pipe")):
             if other != delim and other in header[0]:
@@ -207,6 +209,7 @@ def _open_delimited(path: Path, fmt: FeedFormat, required: tuple[str, ...]) -> F
         tuple(c for c in COLUMNS if c in by_canon),
         tuple(unknown),
         lines_sql=lines_sql,
+        header_line=header_line,
         select_at=select_at,
     )
 
@@ -221,8 +224,9 @@ def _check_required(path: Path, present: list[str], required: tuple[str, ...]) -
         )
 
 
-def _read_header(path: Path, delim: str) -> list[str]:
-    """The first record of a delimited file, decoded as UTF-8 (BOM allowed)."""
+def _read_header(path: Path, delim: str) -> tuple[bytes, list[str]]:
+    """The first record of a delimited file as it is (without its line end and a UTF-8 byte order mark) and its
+    names, decoded as UTF-8."""
     with path.open("rb") as f:
         raw = f.readline(_HEADER_MAX_BYTES)
         # A quoted header name may span lines: read on until the quotes balance.
@@ -251,7 +255,7 @@ def _read_header(path: Path, delim: str) -> list[str]:
         raise FeedFileError(path, f"cannot read the header line: {exc}", line_number=1) from None
     if not rows or not any(h.strip() for h in rows[0]):
         raise FeedFileError(path, "empty file (blank header line)", line_number=1)
-    return rows[0]
+    return raw.rstrip(b"\r\n"), rows[0]
 
 
 # --------------------------------------------------------------------------------------------------

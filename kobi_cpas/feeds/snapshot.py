@@ -326,8 +326,7 @@ def _ingest_changed_rows(
         if changed is not None:
             # Renumbered by their fields: the new file's line hashes, if its lines are its rows, let the next
             # ingest go by lines again (read before the transaction: a line the reader refuses aborts it).
-            (n_rows,) = con.execute(f"SELECT count(*) FROM {changed.hashes}").fetchone()  # type: ignore[misc]
-            seeded = seed_lines(con, source, lines_tmp, n_rows)
+            seeded = seed_lines(con, source, lines_tmp, changed.rows)
         with transaction(con):
             if by_lines:
                 apply_changed_lines(con, rows, _q(lines_name), by_lines)
