@@ -12,9 +12,11 @@ from typing import Any
 import duckdb
 import pytest
 
+from kobi_cpas.sync.snapshot_step import take_snapshot
 from kobi_cpas.tables import SCHEMA
 from kobi_cpas.warehouse import Warehouse
 from kobi_cpas.warehouse.sql import insertion_order
+from kobi_cpas_tests.test_sync_desired import T0, Harness, item
 from kobi_cpas_tests.warehouse_template import seed_work_database
 
 
@@ -70,14 +72,15 @@ def test_a_thread_that_wants_the_other_setting_waits_for_the_body_holding_it() -
 
 
 class _Recording:
-    """A connection that records, for each statement writing to a published file, the setting it ran with."""
+    """A connection that records, for each statement starting with one of ``prefixes``, the setting it ran with."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, *prefixes: str) -> None:
         self._con = con
+        self._prefixes = prefixes
         self.copies: list[tuple[str, bool]] = []
 
     def execute(self, sql: str, *args: Any, **kwargs: Any) -> Any:
-        if "INSERT INTO kobi_publish_" in sql:
+        if sql.lstrip().startswith(self._prefixes):
             self.copies.append((sql.split("SELECT", 1)[0].strip(), _preserved(self._con)))
         return self._con.execute(sql, *args, **kwargs)
 
@@ -92,9 +95,31 @@ def test_the_publish_copies_without_insertion_order_and_leaves_the_setting_as_it
             "INSERT INTO tenant_registry (tenant_id, business_id, catalog_id, registry_hash) "
             "SELECT 't' || i, 'b', 'c', 'h' FROM range(20) r(i)"
         )
-        rec = _Recording(con)
+        rec = _Recording(con, "INSERT INTO kobi_publish_")
         wh.publish(rec)  # type: ignore[arg-type]
         assert rec.copies and all(not preserved for _, preserved in rec.copies), rec.copies
         assert _preserved(con)
     reader = duckdb.connect(str(wh.analyst_path), read_only=True)
     assert reader.execute("SELECT count(*) FROM tenant_registry").fetchone()[0] == 20  # type: ignore[index]
+
+
+def test_a_snapshot_numbers_the_feed_in_file_order_and_writes_the_sync_state_and_analyst_tables_without_it(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path)
+    h.write([item("a", "Coat"), item("b", "Pants")])
+    writes = (
+        "INSERT INTO sync_state.desired_state",
+        "INSERT INTO main.feed_items",
+        "INSERT INTO main.catalog_item_state",
+    )
+    ingest = "EXPLAIN (ANALYZE, FORMAT JSON) CREATE OR REPLACE TABLE"
+    with h.wh.connect() as con:
+        rec = _Recording(con, ingest, *writes)
+        out = take_snapshot(rec, registry=h.reg, tenant=h.tenant, workdir=h.work, now=T0)  # type: ignore[arg-type]
+        assert out.status == "ok"
+        assert _preserved(con)
+    seen: dict[str, set[bool]] = {}
+    for sql, preserved in rec.copies:
+        seen.setdefault(next(p for p in (ingest, *writes) if sql.startswith(p)), set()).add(preserved)
+    assert seen == {ingest: {True}, **{w: {False} for w in writes}}

@@ -65,22 +65,32 @@ def refresh_item_state_and_delta(con: duckdb.DuckDBPyConnection, tenant: Tenant)
         SELECT retailer_id, hash({cols}) AS row_hash FROM main.catalog_item_state WHERE tenant_id = $t""",
         {"t": tenant.tenant_id},
     )
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _kobi_state_diff AS
-        SELECT n.*, o.retailer_id AS old_id
-        FROM (SELECT {cols}, hash({cols}) AS row_hash FROM ({_item_state_sql(adopted=adopted)})) n
-        FULL JOIN _kobi_state_old o ON o.retailer_id = n.retailer_id AND o.row_hash = n.row_hash
-        WHERE n.retailer_id IS NULL OR o.retailer_id IS NULL""",
-        p,
-    )
-    con.execute(
-        """DELETE FROM main.catalog_item_state WHERE tenant_id = $t
-           AND retailer_id IN (SELECT old_id FROM _kobi_state_diff WHERE old_id IS NOT NULL)""",
-        {"t": tenant.tenant_id},
-    )
-    con.execute(
-        f"INSERT INTO main.catalog_item_state ({cols}) SELECT {cols} FROM _kobi_state_diff WHERE retailer_id IS NOT NULL"
-    )
+    (stored,) = con.execute("SELECT count(*) FROM _kobi_state_old").fetchone()  # type: ignore[misc]
+    if stored:
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _kobi_state_diff AS
+            SELECT n.*, o.retailer_id AS old_id
+            FROM (SELECT {cols}, hash({cols}) AS row_hash FROM ({_item_state_sql(adopted=adopted)})) n
+            FULL JOIN _kobi_state_old o ON o.retailer_id = n.retailer_id AND o.row_hash = n.row_hash
+            WHERE n.retailer_id IS NULL OR o.retailer_id IS NULL""",
+            p,
+        )
+        con.execute(
+            """DELETE FROM main.catalog_item_state WHERE tenant_id = $t
+               AND retailer_id IN (SELECT old_id FROM _kobi_state_diff WHERE old_id IS NOT NULL)""",
+            {"t": tenant.tenant_id},
+        )
+        con.execute(
+            f"INSERT INTO main.catalog_item_state ({cols}) SELECT {cols} FROM _kobi_state_diff "
+            "WHERE retailer_id IS NOT NULL"
+        )
+        con.execute("DROP TABLE _kobi_state_diff")
+    else:
+        # No rows yet (a tenant's first snapshot): every row is new, written without the diff.
+        con.execute(
+            f"INSERT INTO main.catalog_item_state ({cols}) SELECT {cols} FROM ({_item_state_sql(adopted=adopted)})",
+            p,
+        )
     # The counts from the table: a retention flip is an item that left the feed whose version at Meta differs.
     rows = con.execute(
         """SELECT change, count(*), count(*) FILTER (WHERE in_flight),
@@ -89,5 +99,4 @@ def refresh_item_state_and_delta(con: duckdb.DuckDBPyConnection, tenant: Tenant)
         {"t": tenant.tenant_id},
     ).fetchall()
     con.execute("DROP TABLE _kobi_state_old")
-    con.execute("DROP TABLE _kobi_state_diff")
     return delta_counts_from(rows)

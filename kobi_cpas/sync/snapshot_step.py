@@ -41,7 +41,7 @@ from kobi_cpas.sync.desired import DesiredResult, build_desired
 from kobi_cpas.sync.feed_download import FeedFileManifest, download_feed, feed_source
 from kobi_cpas.sync.item_state import refresh_item_state_and_delta
 from kobi_cpas.sync.shrink_guard import OVERRIDE_SHRINK_TAG, ShrinkVerdict, confirms_held, evaluate_shrink
-from kobi_cpas.warehouse.sql import transaction
+from kobi_cpas.warehouse.sql import insertion_order, transaction
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,8 @@ def ingest_snapshot(
         stages[name] = now_ - started
         ends[name] = started = now_
 
-    with transaction(con):
+    # The sync state and the analyst tables are sets: written without file order, DuckDB inserts in parallel.
+    with insertion_order(con, False), transaction(con):
         if ingest is not None:
             con.execute("DELETE FROM main.feed_item_issues WHERE tenant_id = ?", [tid])
             con.execute(
@@ -323,12 +324,23 @@ def ingest_snapshot(
     )
 
 
-def _apply_feed_items(con: duckdb.DuckDBPyConnection, tenant_id: str, items_table: str) -> str:
+def _apply_feed_items(con: duckdb.DuckDBPyConnection, tenant_id: str, items_table: str) -> str | None:
     """Make the tenant's feed_items the valid items of ``items_table``, writing only what changed: the rows of
     items that left the feed, turned invalid or changed (by their hashes, over every field) are deleted, and
     the new versions inserted. An unchanged item keeps its row, and with it the snapshot it arrived in.
-    Returns the temp table of the ids whose rows it deleted."""
+    Returns the temp table of the ids whose rows it deleted (None when the tenant had no rows: all are new)."""
     fields = ", ".join(f'"{c}"' for c in _FEED_FIELDS)
+    insert = f"""INSERT INTO main.feed_items (tenant_id, snapshot_id, retailer_id, {fields}, content_hash,
+            volatile_hash, {", ".join(TYPED_COLUMNS)})
+        SELECT tenant_id, snapshot_id, id, {fields}, content_hash, volatile_hash, {", ".join(TYPED_COLUMNS.values())}
+        FROM {items_table} WHERE is_valid AND id IS NOT NULL"""
+    (stored,) = con.execute(
+        "SELECT EXISTS (SELECT 1 FROM main.feed_items WHERE tenant_id = $t)", {"t": tenant_id}
+    ).fetchone()  # type: ignore[misc]
+    if not stored:
+        # A tenant's first snapshot: every valid item is new, and no join is needed to say so.
+        con.execute(insert)
+        return None
     # One full join on the id and both hashes finds both sides of the change, narrow: the rows with no equal valid
     # item in the snapshot go, the valid items with no equal row come in (then their whole rows are read). Valid
     # rows are unique by id (the validator flags every later copy of an id as an error), so no de-duplication.
@@ -348,12 +360,7 @@ def _apply_feed_items(con: duckdb.DuckDBPyConnection, tenant_id: str, items_tabl
         "DELETE FROM main.feed_items WHERE tenant_id = $t AND retailer_id IN (SELECT id FROM _feed_gone)",
         {"t": tenant_id},
     )
-    con.execute(
-        f"""INSERT INTO main.feed_items (tenant_id, snapshot_id, retailer_id, {fields}, content_hash, volatile_hash,
-            {", ".join(TYPED_COLUMNS)})
-        SELECT tenant_id, snapshot_id, id, {fields}, content_hash, volatile_hash, {", ".join(TYPED_COLUMNS.values())}
-        FROM {items_table} WHERE is_valid AND id IN (SELECT new FROM _feed_diff WHERE new IS NOT NULL)"""
-    )
+    con.execute(f"{insert} AND id IN (SELECT new FROM _feed_diff WHERE new IS NOT NULL)")
     con.execute("DROP TABLE _feed_diff")
     return "_feed_gone"
 
