@@ -11,7 +11,7 @@ import pytest
 from kobi_cpas.feeds.snapshot import ingest_feed
 from kobi_cpas.sync import snapshot_step
 from kobi_cpas.sync.snapshot_step import take_snapshot
-from kobi_cpas.sync.state import FEED_ITEMS_FIELDS, ITEM_COLUMNS
+from kobi_cpas.sync.state import DESIRED_STATE_COLUMNS, FEED_ITEMS_FIELDS, ITEM_COLUMNS, STATE_FIELDS
 from kobi_cpas_tests.test_sync_desired import T0, Harness, item
 
 _FEED_VALUES = ", ".join(f'"{c}"' for c in FEED_ITEMS_FIELDS)
@@ -24,10 +24,18 @@ def _feed_items(h: Harness) -> dict[str, tuple]:
 
 
 def _stored(h: Harness) -> dict[str, tuple]:
-    """id -> (in_feed_items, title stored in desired_state)."""
+    """id -> (in_feed_items, title stored in kept_values); kept_values has a row for exactly the others."""
     with h.wh.connect() as con:
+        kept = con.execute(
+            "SELECT id FROM sync_state.kept_values WHERE tenant_id = 't1' ORDER BY id"
+        ).fetchall()
+        own = con.execute(
+            "SELECT id FROM sync_state.desired_state WHERE tenant_id = 't1' AND NOT in_feed_items ORDER BY id"
+        ).fetchall()
+        assert kept == own
         rows = con.execute(
-            "SELECT id, in_feed_items, title FROM sync_state.desired_state WHERE tenant_id = 't1'"
+            "SELECT d.id, d.in_feed_items, k.title FROM sync_state.desired_state d "
+            "LEFT JOIN sync_state.kept_values k USING (tenant_id, id) WHERE d.tenant_id = 't1'"
         )
         return {r[0]: r[1:] for r in rows.fetchall()}
 
@@ -71,6 +79,7 @@ def test_a_work_database_with_every_value_copied_keeps_its_replace_view(tmp_path
         con.execute("CREATE TEMP TABLE legacy AS SELECT * FROM sync_state.desired_items")
         con.execute("DROP VIEW sync_state.desired_items")
         con.execute("DELETE FROM sync_state.desired_state")
+        con.execute("DELETE FROM sync_state.kept_values")
         con.execute("CREATE TABLE sync_state.desired_items AS SELECT * FROM legacy")
         # A stored value that is not its feed_items row's stays the item's own.
         con.execute("UPDATE sync_state.desired_items SET color = 'navy' WHERE id = 'a'")
@@ -96,6 +105,36 @@ def test_a_work_database_with_every_value_copied_keeps_its_replace_view(tmp_path
         == "ok"
     )
     assert _stored(h) == {"a": (False, "Coat"), "b": (True, None), "c": (False, "Hat"), "d": (True, None)}
+
+
+def test_a_work_database_with_a_column_per_field_in_desired_state_keeps_its_replace_view(tmp_path):
+    h = Harness(tmp_path)
+    h.snapshot([item("a", "Coat"), item("b", "Pants"), item("c", "Hat")], T0)
+    h.snapshot([item("a", "Coat"), item("b", "Pants", price="$5")], T0 + timedelta(hours=1))
+    before = h.desired()
+    with h.wh.connect() as con:
+        # The previous layout: desired_state with a column per field, the values of the rows not in feed_items
+        # stored there.
+        con.execute("DROP VIEW sync_state.desired_items")
+        con.execute(
+            f"""CREATE TABLE sync_state.wide AS
+            SELECT d.tenant_id, d.shard, {", ".join(f'k."{c}"' if c in FEED_ITEMS_FIELDS else f'd."{c}"' for c in ITEM_COLUMNS)},
+                   d.* EXCLUDE (tenant_id, shard, {", ".join(f'"{c}"' for c in STATE_FIELDS)})
+            FROM sync_state.desired_state d LEFT JOIN sync_state.kept_values k USING (tenant_id, id)"""
+        )
+        con.execute("DROP TABLE sync_state.desired_state")
+        con.execute("ALTER TABLE sync_state.wide RENAME TO desired_state")
+        con.execute("DELETE FROM sync_state.kept_values")
+        con.execute("DELETE FROM kobi_internal.schema_meta")  # the next connection migrates
+    with h.wh.connect() as con:
+        cols = [r[0] for r in con.execute("DESCRIBE sync_state.desired_state").fetchall()]
+    assert cols == list(DESIRED_STATE_COLUMNS)
+    assert h.desired() == before
+    assert _stored(h) == {"a": (True, None), "b": (False, "Pants"), "c": (False, "Hat")}
+    # Snapshots go on from the migrated rows: b is valid again, c comes back changed.
+    h.snapshot([item("a", "Coat"), item("b", "Pants"), item("c", "Hat (new)")], T0 + timedelta(hours=2))
+    assert _stored(h) == {"a": (True, None), "b": (True, None), "c": (True, None)}
+    assert h.desired()["c"]["title"] == "Hat (new)"
 
 
 def test_a_replace_view_without_the_values_of_an_item_is_not_applied(tmp_path, monkeypatch):
@@ -138,7 +177,7 @@ def test_a_field_added_to_the_canonical_list_reaches_an_existing_work_database(t
     before = h.desired()
     with h.wh.connect() as con:
         # A work database from before "color" was a field: its desired rows have no such column.
-        con.execute('ALTER TABLE sync_state.desired_state DROP COLUMN "color"')
+        con.execute('ALTER TABLE sync_state.kept_values DROP COLUMN "color"')
         con.execute("DELETE FROM kobi_internal.schema_meta")
     after = h.desired()
     assert after["a"] == before["a"]  # the active item's value is its feed_items row's

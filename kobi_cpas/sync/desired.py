@@ -19,7 +19,7 @@ import duckdb
 
 from kobi_cpas.feeds.fields import COLUMNS
 from kobi_cpas.feeds.hashing import content_hash_sql, volatile_hash_sql
-from kobi_cpas.sync.state import STATE_FIELDS, shard_sql
+from kobi_cpas.sync.state import FEED_ITEMS_FIELDS, STATE_FIELDS, shard_sql
 from kobi_cpas.warehouse.sql import sql_str
 
 _FIELDS = [c for c in COLUMNS if c not in ("previous_id",)]
@@ -212,13 +212,13 @@ def build_desired(
             WHERE l.how = 'feed' AND l.old_id IN (SELECT id FROM _pair WHERE in_old AND NOT in_cur)""",
             {"t": tenant_id, "s": snapshot_id},
         )
-    con.execute(
-        """DELETE FROM sync_state.desired_state WHERE tenant_id = $t
-           AND id IN (SELECT id FROM _plan WHERE write OR kind IN ('replaced', 'expired'))""",
-        {"t": tenant_id},
-    )
-    field_list = ", ".join(_q(c) for c in _FIELDS)
-    cols = f"tenant_id, shard, {field_list}, previous_id, content_hash, volatile_hash, status, snapshot_id, first_seen_at, last_seen_at, removed_at, previous_id_source"
+    for table in ("desired_state", "kept_values"):
+        con.execute(
+            f"""DELETE FROM sync_state.{table} WHERE tenant_id = $t
+               AND id IN (SELECT id FROM _plan WHERE write OR kind IN ('replaced', 'expired'))""",
+            {"t": tenant_id},
+        )
+    state_fields = ", ".join(_q(c) for c in STATE_FIELDS)
     # New and changed items, from the feed: their values are those the caller writes to feed_items, so only
     # the state's own fields are stored. last_seen_at stays NULL while an item is in the feed.
     own = [c for c in STATE_FIELDS if c != "previous_id"]  # the link is the plan's, not the feed's
@@ -233,7 +233,8 @@ def build_desired(
         WHERE c.is_valid""",
         {"t": tenant_id, "s": snapshot_id, "now": now},
     )
-    # Items kept in their last version: turned invalid (as they were), or left the feed (out of stock).
+    # Items kept in their last version: turned invalid (as they were), or left the feed (out of stock). Their
+    # values go to kept_values, the rest to desired_state.
     kept_fields = ", ".join(
         f"CASE WHEN kind = 'removed_retained' THEN '{OUT_OF_STOCK}' ELSE availability END AS availability"
         if c == "availability"
@@ -244,9 +245,8 @@ def build_desired(
         for c in _FIELDS
     )
     con.execute(
-        f"""INSERT INTO sync_state.desired_state ({cols})
-        SELECT $t, {shard}, {field_list}, previous_id, {content_hash_sql()}, {volatile_hash_sql()}, kind,
-               snapshot_id, first_seen_at, last_seen_at, removed_at, previous_id_source
+        f"""CREATE OR REPLACE TEMP TABLE _kept AS
+        SELECT {shard} AS shard, *, {content_hash_sql()} AS content_hash, {volatile_hash_sql()} AS volatile_hash
         FROM (
           SELECT {kept_fields}, previous_id, kind, snapshot_id, first_seen_at, previous_id_source,
                  CASE WHEN kind = 'invalid_kept' THEN NULL
@@ -254,7 +254,20 @@ def build_desired(
                       ELSE coalesce($seen, last_seen_at, $now) END AS last_seen_at,
                  CASE WHEN kind = 'removed_retained' THEN coalesce(removed_at, $now) END AS removed_at
           FROM _old_w)""",
-        {"t": tenant_id, "now": now, "seen": last_seen},
+        {"now": now, "seen": last_seen},
+    )
+    con.execute(
+        f"""INSERT INTO sync_state.desired_state (tenant_id, shard, {state_fields}, content_hash, volatile_hash,
+            status, snapshot_id, first_seen_at, last_seen_at, removed_at, previous_id_source, in_feed_items)
+        SELECT $t, shard, {state_fields}, content_hash, volatile_hash, kind, snapshot_id, first_seen_at,
+               last_seen_at, removed_at, previous_id_source, false
+        FROM _kept""",
+        {"t": tenant_id},
+    )
+    values = ", ".join(_q(c) for c in FEED_ITEMS_FIELDS)
+    con.execute(
+        f"INSERT INTO sync_state.kept_values (tenant_id, id, {values}) SELECT $t, id, {values} FROM _kept",
+        {"t": tenant_id},
     )
     active, invalid_kept, retained = con.execute(
         """SELECT count(*) FILTER (WHERE status = 'active'), count(*) FILTER (WHERE status = 'invalid_kept'),
@@ -262,7 +275,7 @@ def build_desired(
            FROM sync_state.desired_state WHERE tenant_id = $t""",
         {"t": tenant_id},
     ).fetchone()  # type: ignore[misc]
-    for t in ("_bad", "_pair", "_links", "_inferred", "_back", "_plan", "_old_w"):
+    for t in ("_bad", "_pair", "_links", "_inferred", "_back", "_plan", "_old_w", "_kept"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
     for v in ("_old", "_cur"):
         con.execute(f"DROP VIEW IF EXISTS {v}")

@@ -2,9 +2,10 @@
 
 - ``desired_items``: the *replace view* per tenant — exactly what the next replace feed sends. Every update
   feed and Batch API request is computed from it, so values never flap between methods. A view over
-  ``desired_state`` (status, hashes, links and dates per item) and ``main.feed_items``: an active item's values
-  are its feed_items row (``in_feed_items``), stored once, not copied; an item kept in its last version (turned
-  invalid, or left the feed) stores its own. Writers write ``desired_state``; readers of values read the view.
+  ``desired_state`` (status, hashes, links, dates and the few fields the item state reads, per item),
+  ``main.feed_items`` and ``kept_values``: an active item's values are its feed_items row (``in_feed_items``),
+  stored once, not copied; an item kept in its last version (turned invalid, or left the feed) has its own in
+  ``kept_values``. Writers write both tables; readers of values read the view.
 - ``meta_items``: what Kobi believes Meta holds per item (hashes last confirmed by Meta, method, time).
 - ``inflight_items``: items of syncs that Meta has not confirmed yet (upload sessions, batch handles), so a
   re-run never sends them twice and a failed sync loses nothing.
@@ -25,12 +26,11 @@ from kobi_cpas.feeds.hashing import HASH_TYPE, content_hash_sql, hash_scheme, vo
 from kobi_cpas.warehouse.schema import DataMigration
 
 ITEM_COLUMNS: tuple[str, ...] = COLUMNS  # canonical Meta fields, "id" is the retailer id
-_item_cols_ddl = ",\n  ".join(f'"{c}" VARCHAR' for c in ITEM_COLUMNS)
 # Fields every desired_state row stores, also when feed_items holds its values: the link is the desired one
 # (it may be inferred), and the item state reads the others for every item after each sync, where a join with
 # the wide feed_items would cost a pass over it.
 STATE_FIELDS: tuple[str, ...] = ("id", "previous_id", "item_group_id", "availability", "price")
-# The fields an active item takes from its feed_items row.
+# The fields an active item takes from its feed_items row, and a kept item from its kept_values row.
 FEED_ITEMS_FIELDS: tuple[str, ...] = tuple(c for c in ITEM_COLUMNS if c not in STATE_FIELDS)
 # desired_state columns besides the fields, in table order.
 _STATE_TAIL = (
@@ -43,13 +43,16 @@ _STATE_TAIL = (
     "removed_at",
     "previous_id_source",
 )
+DESIRED_STATE_COLUMNS: tuple[str, ...] = ("tenant_id", "shard", *STATE_FIELDS, *_STATE_TAIL, "in_feed_items")
 
-DDL = (
-    "CREATE SCHEMA IF NOT EXISTS sync_state",
-    f"""CREATE TABLE IF NOT EXISTS sync_state.desired_state (
+
+def _desired_state_ddl(name: str) -> str:
+    # No column for the other fields: a million active rows with 26 NULL columns cost a third of their insert.
+    fields = ",\n  ".join(f'"{c}" VARCHAR' for c in STATE_FIELDS)
+    return f"""CREATE TABLE IF NOT EXISTS {name} (
   tenant_id VARCHAR NOT NULL,
   shard INTEGER NOT NULL,
-  {_item_cols_ddl},
+  {fields},
   content_hash UBIGINT NOT NULL,
   volatile_hash UBIGINT NOT NULL,
   status VARCHAR NOT NULL,             -- active | invalid_kept | removed_retained
@@ -58,10 +61,22 @@ DDL = (
   last_seen_at TIMESTAMPTZ,            -- last time the item was in the source; NULL while it is
   removed_at TIMESTAMPTZ,              -- first time it was missing from the source
   previous_id_source VARCHAR,          -- feed | inferred | NULL
-  in_feed_items BOOLEAN NOT NULL DEFAULT false  -- the values are the item's feed_items row (NULL here)
-)""",
+  in_feed_items BOOLEAN NOT NULL DEFAULT false  -- the values are the item's feed_items row (else kept_values)
+)"""
+
+
+DDL = (
+    "CREATE SCHEMA IF NOT EXISTS sync_state",
+    _desired_state_ddl("sync_state.desired_state"),
+    # The values of the items not in feed_items (kept in their last version), one row per such desired_state row.
+    "CREATE TABLE IF NOT EXISTS sync_state.kept_values (tenant_id VARCHAR NOT NULL, id VARCHAR NOT NULL, "
+    + ", ".join(f'"{c}" VARCHAR' for c in FEED_ITEMS_FIELDS)
+    + ")",
     # A field added to the canonical list reaches a work database made before it (NULL until the feed sends it).
-    *(f'ALTER TABLE sync_state.desired_state ADD COLUMN IF NOT EXISTS "{c}" VARCHAR' for c in ITEM_COLUMNS),
+    *(
+        f'ALTER TABLE sync_state.kept_values ADD COLUMN IF NOT EXISTS "{c}" VARCHAR'
+        for c in FEED_ITEMS_FIELDS
+    ),
     """CREATE TABLE IF NOT EXISTS sync_state.meta_items (
   tenant_id VARCHAR NOT NULL,
   id VARCHAR NOT NULL,
@@ -133,20 +148,48 @@ def _desired_view_sql() -> str:
     fields = ", ".join(
         f'd."{c}"'
         if c in STATE_FIELDS
-        else f'CASE WHEN d.in_feed_items THEN f."{c}" ELSE d."{c}" END AS "{c}"'
+        else f'CASE WHEN d.in_feed_items THEN f."{c}" ELSE k."{c}" END AS "{c}"'
         for c in ITEM_COLUMNS
     )
     tail = ", ".join(f"d.{c}" for c in _STATE_TAIL)
     return f"""CREATE OR REPLACE VIEW sync_state.desired_items AS
     SELECT d.tenant_id, d.shard, {fields}, {tail}
     FROM sync_state.desired_state d
-    LEFT JOIN main.feed_items f ON d.in_feed_items AND f.tenant_id = d.tenant_id AND f.retailer_id = d.id"""
+    LEFT JOIN main.feed_items f ON d.in_feed_items AND f.tenant_id = d.tenant_id AND f.retailer_id = d.id
+    LEFT JOIN sync_state.kept_values k ON NOT d.in_feed_items AND k.tenant_id = d.tenant_id AND k.id = d.id"""
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    return {
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
+            "AND table_schema = 'sync_state' AND table_name = ?",
+            [table],
+        ).fetchall()
+    }
+
+
+def _store(con: duckdb.DuckDBPyConnection, rows_sql: str, have: set[str]) -> None:
+    """Write rows of an older layout (``rows_sql``: its columns ``have`` among the fields and the tail, and
+    ``own``: whether the row keeps its own values) to ``desired_state`` and ``kept_values``."""
+    state = ", ".join(f'"{c}"' if c in have else f'NULL AS "{c}"' for c in DESIRED_STATE_COLUMNS[:-1])
+    con.execute(
+        f"INSERT INTO sync_state.desired_state ({', '.join(DESIRED_STATE_COLUMNS)}) "
+        f"SELECT {state}, NOT own FROM ({rows_sql})"
+    )
+    values = ", ".join(f'"{c}"' for c in FEED_ITEMS_FIELDS if c in have)
+    if values:
+        con.execute(
+            f"INSERT INTO sync_state.kept_values (tenant_id, id, {values}) "
+            f"SELECT tenant_id, id, {values} FROM ({rows_sql}) WHERE own"
+        )
 
 
 def desired_layout(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the replace view over ``desired_state`` and ``feed_items``. A work database whose
-    ``desired_items`` is still a table (every value copied) has its rows moved to ``desired_state`` first; an
-    active row whose values equal its feed_items row keeps them there only."""
+    """Create the replace view over ``desired_state``, ``feed_items`` and ``kept_values``, moving the rows of an
+    older layout first: ``desired_items`` a table (every value copied: an active row whose values equal its
+    feed_items row keeps them there only), or ``desired_state`` with a column per field."""
     (kind,) = con.execute(
         "SELECT max(table_type) FROM information_schema.tables WHERE table_catalog = current_database() "
         "AND table_schema = 'sync_state' AND table_name = 'desired_items'"
@@ -154,22 +197,28 @@ def desired_layout(con: duckdb.DuckDBPyConnection) -> None:
     if kind == "BASE TABLE":
         # One pass (an UPDATE of every column of a million rows took 24 s): an active row whose values equal
         # its feed_items row gives them up, any other keeps its own.
-        same = " AND ".join(f'o."{c}" IS NOT DISTINCT FROM f."{c}"' for c in FEED_ITEMS_FIELDS)
-        moved = ", ".join(
-            f'o."{c}"' if c in STATE_FIELDS else f'CASE WHEN o.same THEN NULL ELSE o."{c}" END'
-            for c in ITEM_COLUMNS
+        have = _columns(con, "desired_items")
+        same = (
+            " AND ".join(f'o."{c}" IS NOT DISTINCT FROM f."{c}"' for c in FEED_ITEMS_FIELDS if c in have)
+            or "true"
         )
-        cols = ", ".join(
-            ["tenant_id", "shard", *(f'"{c}"' for c in ITEM_COLUMNS), *_STATE_TAIL, "in_feed_items"]
-        )
-        con.execute(
-            f"""INSERT INTO sync_state.desired_state ({cols})
-            SELECT o.tenant_id, o.shard, {moved}, {", ".join(f"o.{c}" for c in _STATE_TAIL)}, o.same
-            FROM (SELECT o.*, coalesce(o.status = 'active' AND f.retailer_id IS NOT NULL AND {same}, false) AS same
-                  FROM sync_state.desired_items o
-                  LEFT JOIN main.feed_items f ON f.tenant_id = o.tenant_id AND f.retailer_id = o.id) o"""
+        _store(
+            con,
+            f"""SELECT o.*, NOT coalesce(o.status = 'active' AND f.retailer_id IS NOT NULL AND {same}, false) AS own
+            FROM sync_state.desired_items o
+            LEFT JOIN main.feed_items f ON f.tenant_id = o.tenant_id AND f.retailer_id = o.id""",
+            have,
         )
         con.execute("DROP TABLE sync_state.desired_items")
+    have = _columns(con, "desired_state")
+    if have - set(DESIRED_STATE_COLUMNS):
+        # A column per field: the values of the rows not in feed_items move to kept_values, and the table is
+        # made again without those columns (in the DDL's order, which the re-hash relies on).
+        con.execute("DROP VIEW IF EXISTS sync_state.desired_items")
+        con.execute("ALTER TABLE sync_state.desired_state RENAME TO desired_state_wide")
+        con.execute(_desired_state_ddl("sync_state.desired_state"))
+        _store(con, "SELECT *, NOT in_feed_items AS own FROM sync_state.desired_state_wide", have)
+        con.execute("DROP TABLE sync_state.desired_state_wide")
     con.execute(_desired_view_sql())
 
 
