@@ -375,10 +375,12 @@ def _check_replace_view(
     wrote (``snapshot_id``) and those whose feed_items row it deleted (the ids in the temp table ``gone``,
     when it rewrote feed_items)."""
     touched = "d.snapshot_id = $s" + (f" OR d.id IN (SELECT id FROM {gone})" if gone else "")
+    # An anti join written out: DuckDB plans the NOT EXISTS form as a mark join over a de-duplicated copy of the
+    # ids, three times slower at a million.
     (missing, example) = con.execute(
-        f"""SELECT count(*), min(d.id) FROM sync_state.desired_state d
-        WHERE d.tenant_id = $t AND d.in_feed_items AND ({touched})
-          AND NOT EXISTS (SELECT 1 FROM main.feed_items f WHERE f.tenant_id = $t AND f.retailer_id = d.id)""",
+        f"""SELECT count(*), min(d.id)
+        FROM (SELECT id FROM sync_state.desired_state d WHERE d.tenant_id = $t AND d.in_feed_items AND ({touched})) d
+        ANTI JOIN (SELECT retailer_id FROM main.feed_items WHERE tenant_id = $t) f ON f.retailer_id = d.id""",
         {"t": tenant_id, "s": snapshot_id},
     ).fetchone()  # type: ignore[misc]
     if gone:
