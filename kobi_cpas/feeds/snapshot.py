@@ -334,16 +334,12 @@ def _ingest_changed_rows(
                 assert changed is not None
                 apply_changed_rows(con, rows, changed)
                 con.execute(f"DROP TABLE IF EXISTS {_q(lines_name)}")
-                if seeded:
-                    con.execute(
-                        f"ALTER TABLE {lines_tmp} RENAME TO {sql_ident(lines_name.partition('.')[2])}"
-                    )
             revalidate_rows(con, rows)
             items_name, view_args = view
             counts = _finish(con, checking_view, rows, issues[0], view_args, source)
             _swap(
                 con,
-                tables=[issues],
+                tables=[issues] + ([(lines_tmp, lines_name)] if seeded else []),
                 view=(items_name, items_view_sql(rows, **view_args)),
                 fingerprint=(rows_name, fp),
             )
