@@ -10,8 +10,9 @@ from pathlib import Path
 import duckdb
 
 from kobi_cpas.feeds import incremental_lines, ingest_feed
+from kobi_cpas.feeds.incremental import RAW_HASH
 from kobi_cpas.feeds.parser import LINE_DELIMITER
-from kobi_cpas.feeds.snapshot import stage_lines_table_name
+from kobi_cpas.feeds.snapshot import stage_lines_table_name, stage_rows_table_name
 from kobi_cpas_tests.test_feeds_incremental import TENANT, Feed, assert_same_as_full, ingest
 
 HEADER = "id,title,description,availability,condition,price,link,image_link,brand"
@@ -39,6 +40,11 @@ def _seeded(con: duckdb.DuckDBPyConnection) -> int | None:
         return None
 
 
+def _raw_hashes(con: duckdb.DuckDBPyConnection) -> int:
+    """How many stored rows have their raw hash."""
+    return con.execute(f"SELECT count({RAW_HASH}) FROM {stage_rows_table_name(TENANT)}").fetchone()[0]  # type: ignore[index]
+
+
 def test_items_spanning_lines_are_compared_by_their_rows_until_the_file_is_one_line_per_item_again(
     tmp_path: Path,
 ) -> None:
@@ -47,6 +53,7 @@ def test_items_spanning_lines_are_compared_by_their_rows_until_the_file_is_one_l
     items[5] = _item(6, description="two\nlines")
     ingest(con, _write(path, items), "csv", "s1")
     assert _seeded(con) is None  # 201 lines for 200 items: the lines are not the items
+    assert _raw_hashes(con) == 200  # filled in from another pass: the next ingest compares by rows
 
     items[7] = _item(8, price="11.00 TRY")
     second = assert_same_as_full(con, _write(path, items), "csv", "s2")
@@ -62,16 +69,20 @@ def test_items_spanning_lines_are_compared_by_their_rows_until_the_file_is_one_l
     assert fourth.incremental_by == "lines" and fourth.incremental_rows == 1
 
 
-def test_a_changed_line_opening_a_field_that_spans_lines_is_read_by_rows(tmp_path: Path) -> None:
+def test_a_changed_line_opening_a_field_that_spans_lines_is_read_whole_then_by_rows(tmp_path: Path) -> None:
     con, path = duckdb.connect(), tmp_path / "feed.csv"
     items = [_item(i) for i in range(1, 201)]
     ingest(con, _write(path, items), "csv", "s1")
-    assert _seeded(con) == 200
+    assert _seeded(con) == 200 and _raw_hashes(con) == 0  # rows kept for the way by lines need no raw hash
     # Its second line is the line of an item that left: as a line, unchanged. Only the lines around it tell.
     items[3] = _item(4, description=f"see\n{_item(150)}\nend")
     del items[149]
     got = assert_same_as_full(con, _write(path, items), "csv", "s2")
-    assert got.incremental_by == "rows" and _seeded(con) is None
+    # Rows without their raw hash cannot be compared by rows: the whole file is read, and keeps them.
+    assert got.incremental_by is None and _seeded(con) is None and _raw_hashes(con) == 199
+    items[9] = _item(10, price="12.00 TRY")
+    third = assert_same_as_full(con, _write(path, items), "csv", "s3")
+    assert third.incremental_by == "rows" and third.incremental_rows == 1
 
 
 def test_blank_lines_crlf_and_a_byte_order_mark_are_compared_by_lines(tmp_path: Path) -> None:

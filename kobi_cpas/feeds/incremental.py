@@ -2,9 +2,12 @@
 
 A daily replace of a big feed changes a few percent of its items. The stage rows table of the previous ingest
 keeps, per row, the hash of the row as read (``_raw_hash``, over every canonical column in canonical order) and
-its row-local issue bits (``_issue_mask``). Normalisation and every row-local rule depend on the raw row alone,
-so a row whose raw hash is unchanged keeps its stored values; only its row number may move. The new file is
-read twice, each time only hashing rows (about a third of the cost of the full ingest's single pass):
+its row-local issue bits (``_issue_mask``). The raw hash is NULL in the rows a full ingest made of a delimited
+file whose items are its lines: the next ingest compares those by lines (:mod:`.incremental_lines`); a file whose
+items turn out not to be its lines gets them from another pass over it. Normalisation and every row-local rule
+depend on the raw row alone, so a row whose raw hash is unchanged keeps its stored values; only its row number
+may move. The new file is read twice, each time only hashing rows (about a third of the cost of the full
+ingest's single pass):
 
 1. every row's raw hash and the hash of its id, in file order (a streaming plan, so ``rowid`` gives the row
    number);
@@ -24,7 +27,8 @@ before dropping the old: about 2 times).
 
 The full ingest runs instead when an incremental one cannot be exact or cheap: no earlier stage rows, a stage
 built by other rules or columns (:func:`fingerprint`), a raw row present twice (its copies could not be told
-apart), a plan that would not keep file order, or more than :data:`MAX_CHANGED_SHARE` of the rows changed.
+apart) or stored without its raw hash, a plan that would not keep file order, or more than
+:data:`MAX_CHANGED_SHARE` of the rows changed.
 """
 
 from __future__ import annotations
@@ -102,6 +106,33 @@ def raw_hashed_select(source_sql: str) -> str:
     return f"SELECT {RAW_HASH_SQL} AS {RAW_HASH}, * FROM ({source_sql})"
 
 
+def without_raw_hash(source_sql: str) -> str:
+    """``source_sql`` with the raw row hash column left NULL (rows the next ingest compares by lines)."""
+    return f"SELECT NULL::UBIGINT AS {RAW_HASH}, * FROM ({source_sql})"
+
+
+def add_raw_hashes(con: duckdb.DuckDBPyConnection, source: FeedSource, rows_table: str, rows: int) -> bool:
+    """Fill in the raw hashes of the ``rows`` rows of ``rows_table`` (quoted; made without them, in file order)
+    from another pass over ``source``, for a file whose items turned out not to be its lines: the next ingest
+    compares it by rows. Whether it did (not when that pass would not keep file order)."""
+    hashes = "_kobi_raw_hashes"
+    try:
+        if not create_table_streaming(
+            con, hashes, f"SELECT {RAW_HASH_SQL} AS raw_hash FROM ({source.select_sql})", source
+        ):
+            return False
+        (n,) = con.execute(f"SELECT count(*) FROM {hashes}").fetchone()  # type: ignore[misc]
+        if n != rows:
+            return False
+        con.execute(
+            f"UPDATE {rows_table} SET {RAW_HASH} = h.raw_hash "
+            f"FROM (SELECT rowid + 1 AS rn, raw_hash FROM {hashes}) h WHERE {rows_table}.row_number = h.rn"
+        )
+        return True
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {hashes}")
+
+
 def few_changed(con: duckdb.DuckDBPyConnection, target: str, select_sql: str, total: int) -> int | None:
     """``target`` := the changed entries ``select_sql`` finds (new-file hashes missing from the stored ones); how
     many, or None past :data:`MAX_CHANGED_SHARE` of the file's ``total``."""
@@ -154,6 +185,13 @@ def read_changed_rows(
     """Read ``source`` against the stored ``rows_table`` (quoted), into temp tables named from ``prefix`` (the
     caller drops them with :func:`drop_temp`). None when an incremental ingest would not be exact or cheap."""
     hashes, changed, raw, table = (f"{prefix}_{n}" for n in ("hashes", "changed", "raw", "rows"))
+    # Every stored row needs its raw hash, once: a NULL (rows kept for the way by lines) is not counted by
+    # count(DISTINCT), so it fails this test like a raw row present twice, before the file is read.
+    (old_rows, old_distinct) = con.execute(  # type: ignore[misc]
+        f"SELECT count(*), count(DISTINCT {RAW_HASH}) FROM {rows_table}"
+    ).fetchone()
+    if old_rows != old_distinct:
+        return None
     if not create_table_streaming(
         con,
         hashes,
@@ -162,10 +200,7 @@ def read_changed_rows(
     ):
         return None
     (rows, distinct) = con.execute(f"SELECT count(*), count(DISTINCT raw_hash) FROM {hashes}").fetchone()  # type: ignore[misc]
-    (old_rows, old_distinct) = con.execute(  # type: ignore[misc]
-        f"SELECT count(*), count(DISTINCT {RAW_HASH}) FROM {rows_table}"
-    ).fetchone()
-    if rows == 0 or rows != distinct or old_rows != old_distinct:
+    if rows == 0 or rows != distinct:
         return None
     n_changed = few_changed(
         con,
