@@ -111,24 +111,19 @@ def without_raw_hash(source_sql: str) -> str:
     return f"SELECT NULL::UBIGINT AS {RAW_HASH}, * FROM ({source_sql})"
 
 
-def add_raw_hashes(con: duckdb.DuckDBPyConnection, source: FeedSource, rows_table: str, rows: int) -> bool:
+def add_raw_hashes(con: duckdb.DuckDBPyConnection, source: FeedSource, rows_table: str, rows: int) -> None:
     """Fill in the raw hashes of the ``rows`` rows of ``rows_table`` (quoted; made without them, in file order)
     from another pass over ``source``, for a file whose items turned out not to be its lines: the next ingest
-    compares it by rows. Whether it did (not when that pass would not keep file order)."""
+    compares it by rows. Left NULL when that pass would not keep file order (the next ingest is then a full one)."""
     hashes = "_kobi_raw_hashes"
     try:
-        if not create_table_streaming(
-            con, hashes, f"SELECT {RAW_HASH_SQL} AS raw_hash FROM ({source.select_sql})", source
-        ):
-            return False
-        (n,) = con.execute(f"SELECT count(*) FROM {hashes}").fetchone()  # type: ignore[misc]
-        if n != rows:
-            return False
-        con.execute(
-            f"UPDATE {rows_table} SET {RAW_HASH} = h.raw_hash "
-            f"FROM (SELECT rowid + 1 AS rn, raw_hash FROM {hashes}) h WHERE {rows_table}.row_number = h.rn"
-        )
-        return True
+        select = f"SELECT {RAW_HASH_SQL} AS raw_hash FROM ({source.select_sql})"
+        if create_table_streaming(con, hashes, select, source):
+            con.execute(
+                f"UPDATE {rows_table} SET {RAW_HASH} = h.raw_hash "
+                f"FROM (SELECT rowid + 1 AS rn, raw_hash FROM {hashes}) h WHERE {rows_table}.row_number = h.rn "
+                f"AND (SELECT count(*) FROM {hashes}) = {int(rows)}"
+            )
     finally:
         con.execute(f"DROP TABLE IF EXISTS {hashes}")
 

@@ -366,13 +366,12 @@ def _needs_raw_hashes(
     without line hashes. XML is always compared by rows."""
     if source.lines_sql is None:
         return True
-    schema, rows, lines = STAGE_SCHEMA, rows_name.partition(".")[2], lines_name.partition(".")[2]
-    (found,) = con.execute(  # type: ignore[misc]
-        "SELECT list(table_name) FROM duckdb_tables() WHERE database_name = current_database() "
-        "AND schema_name = ? AND table_name IN (?, ?)",
-        [schema, rows, lines],
+    (needs,) = con.execute(  # type: ignore[misc]
+        "SELECT count(*) FILTER (WHERE table_name = $rows) > 0 AND count(*) FILTER (WHERE table_name = $lines) = 0 "
+        "FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = $schema",
+        {"schema": STAGE_SCHEMA, "rows": rows_name.partition(".")[2], "lines": lines_name.partition(".")[2]},
     ).fetchone()
-    return rows in (found or []) and lines not in found
+    return bool(needs)
 
 
 def _build_items(
